@@ -1,0 +1,1 @@
+"""Bastion: a zero-trust gateway for the Model Context Protocol."""

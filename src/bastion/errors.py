@@ -1,0 +1,174 @@
+"""The one exception tree of Bastion.
+
+Every error a request can meet carries three things: the HTTP status the
+gateway answers with, the JSON-RPC error code put in the body, and a stable
+string ``code`` that the audit log records. Foreign exceptions are mapped into
+this tree with ``raise ... from exc`` at the place they occur.
+
+    BastionError
+    ├── ConfigError                 (start-up; never reaches a client)
+    ├── TransportError              400  -32600  bad HTTP/JSON-RPC framing
+    │   ├── ParseError              400  -32700
+    │   ├── BatchRejected           400  -32600
+    │   ├── BodyTooLarge            413  -32600
+    │   ├── HeaderMismatch          400  -32020  (MCP 2026-07-28 mirrored headers)
+    │   ├── UnsupportedVersion      400  -32600
+    │   └── ForbiddenOrigin         403  -32600
+    ├── AuthenticationError         401  -32001  (with WWW-Authenticate)
+    ├── SessionNotFound             404  -32001
+    ├── PolicyDenied                200  -32003  (a JSON-RPC error naming the policy ids)
+    ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
+    └── UpstreamError               502  -32603
+        └── UpstreamUnavailable     503  -32603
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AuditUnavailable",
+    "AuthenticationError",
+    "BastionError",
+    "BatchRejected",
+    "BodyTooLarge",
+    "ConfigError",
+    "ForbiddenOrigin",
+    "HeaderMismatch",
+    "ParseError",
+    "PolicyDenied",
+    "SessionNotFound",
+    "TransportError",
+    "UnsupportedVersion",
+    "UpstreamError",
+    "UpstreamUnavailable",
+]
+
+
+class BastionError(Exception):
+    """Base of every error Bastion raises on purpose.
+
+    ``status`` is the HTTP status, ``jsonrpc_code`` the JSON-RPC ``error.code``,
+    ``code`` a stable snake_case string recorded in the audit log, ``data`` the
+    optional JSON-RPC ``error.data`` (must be safe to show the client).
+    """
+
+    status: ClassVar[int] = 500
+    jsonrpc_code: ClassVar[int] = -32603
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, *, data: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class ConfigError(BastionError):
+    """The configuration is invalid; ``message`` names the place (file, key)."""
+
+    code = "config_error"
+
+
+class TransportError(BastionError):
+    """The HTTP request or its JSON-RPC body is malformed (MCP 2025-11-25 basic/transports)."""
+
+    status = 400
+    jsonrpc_code = -32600
+    code = "invalid_request"
+
+
+class ParseError(TransportError):
+    """The body is not valid JSON (JSON-RPC 2.0 section 5.1, -32700)."""
+
+    jsonrpc_code = -32700
+    code = "parse_error"
+
+
+class BatchRejected(TransportError):
+    """A JSON-RPC batch was sent; MCP since 2025-06-18 allows one message per POST."""
+
+    code = "batch_rejected"
+
+
+class BodyTooLarge(TransportError):
+    """The request body exceeds the configured limit."""
+
+    status = 413
+    code = "body_too_large"
+
+
+class HeaderMismatch(TransportError):
+    """A mirrored header (``Mcp-Method``, ``Mcp-Name``, ``MCP-Protocol-Version``) differs from the body.
+
+    MCP 2026-07-28 basic/transports, error -32020.
+    """
+
+    jsonrpc_code = -32020
+    code = "header_mismatch"
+
+
+class UnsupportedVersion(TransportError):
+    """``MCP-Protocol-Version`` names a version Bastion does not serve."""
+
+    code = "unsupported_protocol_version"
+
+
+class ForbiddenOrigin(TransportError):
+    """The ``Origin`` or ``Host`` header is not allowed (DNS rebinding protection)."""
+
+    status = 403
+    code = "forbidden_origin"
+
+
+class AuthenticationError(BastionError):
+    """The bearer token is missing or invalid (RFC 6750 section 3, RFC 9728 section 5.1).
+
+    ``reason`` is a short machine string (``missing_token``, ``bad_signature``,
+    ``wrong_audience`` ...) recorded in the audit log; the client sees only
+    ``invalid_token``.
+    """
+
+    status = 401
+    jsonrpc_code = -32001
+    code = "unauthenticated"
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+class SessionNotFound(BastionError):
+    """The ``MCP-Session-Id`` is unknown to this principal (MCP basic/transports: 404)."""
+
+    status = 404
+    jsonrpc_code = -32001
+    code = "session_not_found"
+
+
+class PolicyDenied(BastionError):
+    """The policy engine denied the request; ``data`` holds only the deciding policy ids."""
+
+    status = 200
+    jsonrpc_code = -32003
+    code = "policy_denied"
+
+
+class AuditUnavailable(BastionError):
+    """The audit record could not be written durably, so nothing is forwarded."""
+
+    status = 503
+    code = "audit_unavailable"
+
+
+class UpstreamError(BastionError):
+    """The upstream MCP server failed or answered with something unusable."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """The upstream cannot be reached or its process is not running."""
+
+    status = 503
+    code = "upstream_unavailable"
