@@ -13,6 +13,9 @@ this tree with ``raise ... from exc`` at the place they occur.
     │   ├── BodyTooLarge            413  -32600
     │   ├── HeaderMismatch          400  -32020  (MCP 2026-07-28 mirrored headers)
     │   ├── UnsupportedVersion      400  -32600
+    │   ├── UnsupportedMediaType    415  -32600
+    │   ├── NotAcceptable           406  -32600
+    │   ├── SessionRequired         400  -32600
     │   └── ForbiddenOrigin         403  -32600
     ├── AuthenticationError         401  -32001  (with WWW-Authenticate)
     ├── SessionNotFound             404  -32001
@@ -35,10 +38,13 @@ __all__ = [
     "ConfigError",
     "ForbiddenOrigin",
     "HeaderMismatch",
+    "NotAcceptable",
     "ParseError",
     "PolicyDenied",
     "SessionNotFound",
+    "SessionRequired",
     "TransportError",
+    "UnsupportedMediaType",
     "UnsupportedVersion",
     "UpstreamError",
     "UpstreamUnavailable",
@@ -54,13 +60,15 @@ class BastionError(Exception):
     """
 
     status: ClassVar[int] = 500
-    jsonrpc_code: ClassVar[int] = -32603
+    jsonrpc_code: int = -32603
     code: ClassVar[str] = "internal_error"
 
-    def __init__(self, message: str, *, data: Any = None) -> None:
+    def __init__(self, message: str, *, data: Any = None, jsonrpc_code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.data = data
+        if jsonrpc_code is not None:
+            self.jsonrpc_code = jsonrpc_code
 
 
 class ConfigError(BastionError):
@@ -111,6 +119,26 @@ class UnsupportedVersion(TransportError):
     """``MCP-Protocol-Version`` names a version Bastion does not serve."""
 
     code = "unsupported_protocol_version"
+
+
+class UnsupportedMediaType(TransportError):
+    """A POST whose ``Content-Type`` is not ``application/json``."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class NotAcceptable(TransportError):
+    """The ``Accept`` header admits neither ``application/json`` nor ``text/event-stream``."""
+
+    status = 406
+    code = "not_acceptable"
+
+
+class SessionRequired(TransportError):
+    """A handshake-era request other than ``initialize`` without ``MCP-Session-Id``."""
+
+    code = "session_required"
 
 
 class ForbiddenOrigin(TransportError):

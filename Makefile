@@ -1,0 +1,40 @@
+# Everyday targets. `make demo` and `make test` work on a fresh machine: they create (or reuse)
+# the virtual environment in .venv and install every Python and npm package they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+NODE_STAMP := .tools/.installed-stamp
+
+.PHONY: demo test test-fast lint bench node clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,demo]"
+	touch $(STAMP)
+
+$(NODE_STAMP): scripts/install-node-tools.sh
+	bash scripts/install-node-tools.sh
+
+node: $(NODE_STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bastion demo
+
+test: $(STAMP) $(NODE_STAMP)
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	bash benchmarks/install-wrk.sh
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .tools .bastion .pytest_cache .mypy_cache .ruff_cache

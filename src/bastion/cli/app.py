@@ -1,0 +1,61 @@
+"""Command-line entry point (typer). Every failure prints one clear line and exits non-zero."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bastion.cli import audit_cmd, demo_cmd, policy_cmd, token_cmd
+from bastion.cli.common import ConfigOption, fail, load_or_exit, out
+from bastion.errors import ConfigError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="bastion",
+    help="Bastion: a zero-trust gateway for the Model Context Protocol.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+@app.command()
+def serve(
+    config: ConfigOption = Path("bastion.yaml"),
+    host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run the gateway with CONFIG."""
+    from bastion.cli.serving import run_server
+
+    settings = load_or_exit(config)
+    try:
+        run_server(settings, host=host, port=port, log_level=log_level)
+    except ConfigError as exc:
+        raise fail(exc.message) from None
+
+
+@app.command()
+def check(config: ConfigOption = Path("bastion.yaml")) -> None:
+    """Validate CONFIG, its policies and secret references; start nothing."""
+    from bastion.cli.checking import check_config
+
+    settings = load_or_exit(config)
+    try:
+        check_config(settings, out)
+    except ConfigError as exc:
+        raise fail(exc.message) from None
+
+
+app.add_typer(token_cmd.app, name="token")
+app.add_typer(policy_cmd.app, name="policy")
+app.add_typer(audit_cmd.app, name="audit")
+app.command(name="demo")(demo_cmd.demo)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())

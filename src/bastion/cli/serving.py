@@ -1,0 +1,48 @@
+"""``bastion serve``: run the gateway under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from bastion.config import BastionConfig
+from bastion.gateway import Gateway
+
+__all__ = ["override_listener", "run_server"]
+
+
+def override_listener(config: BastionConfig, host: str | None, port: int | None) -> BastionConfig:
+    """``config`` with ``server.host``/``server.port`` replaced where given."""
+    update: dict[str, object] = {}
+    if host is not None:
+        update["host"] = host
+    if port is not None:
+        update["port"] = port
+    if not update:
+        return config
+    return config.model_copy(update={"server": config.server.model_copy(update=update)})
+
+
+def uvicorn_config(gateway: Gateway, log_level: str = "info") -> uvicorn.Config:
+    """The uvicorn settings Bastion runs with (no server header, no access log, graceful stop)."""
+    server = gateway.config.server
+    return uvicorn.Config(
+        gateway.app,
+        host=server.host,
+        port=server.port,
+        log_level=log_level,
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+        log_config=None,
+    )
+
+
+def run_server(config: BastionConfig, *, host: str | None, port: int | None, log_level: str = "info") -> None:
+    """Build the gateway (raises ``ConfigError``) and serve until interrupted."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    gateway = Gateway(override_listener(config, host, port))
+    uvicorn.Server(uvicorn_config(gateway, log_level)).run()

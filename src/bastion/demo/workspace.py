@@ -1,0 +1,90 @@
+"""The demo's embedded configuration: three routes in front of real MCP servers.
+
+- ``time``: the official ``mcp-server-time`` reference server (PyPI), over stdio;
+- ``git``: the official ``mcp-server-git`` reference server (PyPI), over stdio,
+  confined to a small repository the demo creates;
+- ``notes``: ``bastion.demo.notes_server``, an MCP SDK server over Streamable HTTP.
+
+Two users: alice (group ``engineering``) and bob (group ``support``), governed
+by ``demo.cedar`` shipped beside this module.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bastion.config import BastionConfig, parse_config
+from bastion.errors import ConfigError
+
+__all__ = ["DEMO_USERS", "build_demo_config", "prepare_repository", "reference_server"]
+
+DEMO_USERS: dict[str, dict[str, Any]] = {
+    "alice": {"email": "alice@example.com", "groups": ["engineering"]},
+    "bob": {"email": "bob@example.com", "groups": ["support"]},
+}
+
+
+def reference_server(command: str) -> str:
+    """The path of an installed reference server's console script (beside this Python).
+
+    Raises ``ConfigError`` telling how to install it when it is missing.
+    """
+    candidate = Path(sys.executable).with_name(command)
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(command)
+    if found is None:
+        raise ConfigError(f"{command} is not installed; run `pip install 'mcp-bastion[demo]'` (or `make demo`)")
+    return found
+
+
+def prepare_repository(path: Path) -> Path:
+    """Create a small git repository at ``path`` for the git route (idempotent)."""
+    git = shutil.which("git")
+    if git is None:
+        raise ConfigError("the demo's git route needs the `git` command")
+    if (path / ".git").exists():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "README.md").write_text("# Demo repository\n\nServed read-only through Bastion.\n", encoding="utf-8")
+    identity = ["-c", "user.name=Bastion Demo", "-c", "user.email=demo@example.com"]
+    for args in (["init", "-q"], ["add", "README.md"], [*identity, "commit", "-q", "-m", "Initial commit"]):
+        subprocess.run([git, *args], cwd=path, check=True, capture_output=True)  # noqa: S603
+    return path
+
+
+def build_demo_config(root: Path, *, port: int, notes_url: str) -> BastionConfig:
+    """The demo configuration, with its data, policy and repository under ``root``."""
+    policies = root / "policies"
+    policies.mkdir(parents=True, exist_ok=True)
+    policy_text = importlib.resources.files("bastion.demo").joinpath("demo.cedar").read_text(encoding="utf-8")
+    (policies / "demo.cedar").write_text(policy_text, encoding="utf-8")
+    repository = prepare_repository(root / "repo")
+    data = {
+        "data_dir": str(root / "data"),
+        "server": {"host": "127.0.0.1", "port": port},
+        "identity": {"max_token_ttl": "1h", "default_token_ttl": "15m"},
+        "policy": {"files": [str(policies)]},
+        "routes": [
+            {
+                "name": "time",
+                "title": "Time (mcp-server-time, stdio)",
+                "stdio": {"command": reference_server("mcp-server-time"), "args": ["--local-timezone", "UTC"]},
+            },
+            {
+                "name": "git",
+                "title": "Git (mcp-server-git, stdio)",
+                "stdio": {
+                    "command": reference_server("mcp-server-git"),
+                    "args": ["--repository", str(repository)],
+                },
+            },
+            {"name": "notes", "title": "Ops notes (Streamable HTTP)", "http": {"url": notes_url}},
+        ],
+    }
+    return parse_config(data, source="<demo>", base_dir=root)

@@ -1,0 +1,181 @@
+"""The composition root: builds every component from a validated configuration.
+
+``Gateway(config)`` loads (and fails fast on) everything that can be checked
+before serving: signing keys, the policy set, secret references. ``start()``
+opens the audit log and starts the stdio upstreams; ``stop()`` stops them and
+flushes the audit log. ``app`` is the ASGI application to serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+
+from bastion.audit import SQLiteAuditLog
+from bastion.config import BastionConfig, RouteSettings, SecretRef
+from bastion.identity import RevocationList, SigningKeys, TokenIssuer, TokenVerifier
+from bastion.pipeline.runner import Pipeline
+from bastion.pipeline.stages.audit import AuditStage
+from bastion.pipeline.stages.authenticate import AuthenticateStage
+from bastion.pipeline.stages.authorize import AuthorizeStage
+from bastion.pipeline.stages.classify import ClassifyStage
+from bastion.pipeline.stages.forward_http import HttpForwardStage
+from bastion.pipeline.stages.forward_stdio import StdioForwardStage
+from bastion.pipeline.stages.inspect import InspectStage
+from bastion.pipeline.stages.session import SessionStage
+from bastion.pipeline.stages.transport import TransportStage
+from bastion.policy import PolicyEngine
+from bastion.stores.sessions import MemorySessionStore
+from bastion.transport.app import build_app
+from bastion.transport.checks import OriginPolicy
+from bastion.transport.endpoint import McpEndpoint
+from bastion.transport.routes import RouteRuntime
+from bastion.upstream.http import HttpUpstream
+from bastion.upstream.stdio import StdioServer
+
+__all__ = ["DATABASE_FILE", "Gateway", "resolve_values"]
+
+logger = logging.getLogger(__name__)
+
+DATABASE_FILE = "bastion.db"
+"""The embedded store: one SQLite file in the data directory (audit log, revocations)."""
+
+
+def resolve_values(values: dict[str, str | SecretRef]) -> dict[str, str]:
+    """Resolve literal-or-reference values (env vars, headers). Raises ``ConfigError``."""
+    return {k: v.resolve() if isinstance(v, SecretRef) else v for k, v in values.items()}
+
+
+class Gateway:
+    """Bastion, assembled. Raises ``ConfigError`` when a component cannot be built."""
+
+    def __init__(self, config: BastionConfig) -> None:
+        self.config = config
+        data_dir = config.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.database = data_dir / DATABASE_FILE
+        identity = config.identity
+        self.keys = SigningKeys.load_or_create(data_dir, verify_window_s=identity.max_token_ttl)
+        self.revocations = RevocationList(self.database)
+        self.issuer = TokenIssuer(self.keys, config.issuer, identity.max_token_ttl)
+        self.verifier = TokenVerifier(
+            issuer=config.issuer,
+            keys=self.keys,
+            revocations=self.revocations,
+            external_issuers=identity.external_issuers,
+            leeway_s=identity.leeway_s,
+        )
+        self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
+        self.audit = SQLiteAuditLog(self.database)
+        self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s)
+        self.origins = OriginPolicy.for_listener(
+            config.server.base_url,
+            config.server.port,
+            config.server.allowed_hosts,
+            config.server.allowed_origins,
+        )
+        self.routes = [self._route(r) for r in config.routes]
+        self.endpoints = [self._endpoint(r) for r in self.routes]
+        self.app: Starlette = build_app(
+            self.endpoints,
+            authorization_server=config.issuer,
+            jwks=self.keys.jwks,
+            health=self.health,
+            lifespan=self._lifespan,
+        )
+
+    def _route(self, settings: RouteSettings) -> RouteRuntime:
+        base = self.config.server.base_url
+        runtime = RouteRuntime(
+            settings=settings,
+            resource_uri=self.config.resource_uri(settings),
+            metadata_url=f"{base}/.well-known/oauth-protected-resource{settings.public_path}",
+        )
+        if settings.http is not None:
+            runtime.http = HttpUpstream(
+                settings.http.url,
+                extra_headers=resolve_values(settings.http.headers),
+                timeout_s=settings.http.timeout_s,
+            )
+        elif settings.stdio is not None:
+            stdio = settings.stdio
+            runtime.stdio = StdioServer(
+                settings.name,
+                stdio.command,
+                stdio.args,
+                env=resolve_values(stdio.env),
+                cwd=str(stdio.cwd) if stdio.cwd else None,
+                restart_backoff_s=stdio.restart_backoff_s,
+            )
+
+            def mark_stale(_: str, catalog: Any = runtime.catalog) -> None:
+                catalog.stale = True
+
+            runtime.stdio.on_list_changed = mark_stale
+        return runtime
+
+    def _endpoint(self, route: RouteRuntime) -> McpEndpoint:
+        forward: HttpForwardStage | StdioForwardStage = (
+            HttpForwardStage(self.sessions) if route.http is not None else StdioForwardStage()
+        )
+        authenticate = AuthenticateStage(self.verifier)
+        pipeline = Pipeline(
+            before=[
+                TransportStage(self.origins),
+                authenticate,
+                SessionStage(self.sessions),
+                ClassifyStage(forward.load_catalog),
+                AuthorizeStage(self.engine),
+            ],
+            audit=AuditStage(self.audit, policy_version=self.engine.version),
+            forward=forward,
+            after=[InspectStage(self.engine)],
+        )
+        return McpEndpoint(
+            route,
+            pipeline,
+            origins=self.origins,
+            authenticate=authenticate,
+            sessions=self.sessions,
+            max_body=self.config.server.max_body_bytes,
+        )
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok", "routes": {name: {"upstream": kind, "ready": bool}}}``."""
+        routes: dict[str, Any] = {}
+        for route in self.routes:
+            if route.stdio is not None:
+                routes[route.name] = {"upstream": "stdio", "ready": route.stdio.pid is not None}
+            else:
+                routes[route.name] = {"upstream": "http", "ready": True}
+        return {"status": "ok", "routes": routes}
+
+    async def start(self) -> None:
+        """Open the audit log and start the stdio upstreams (waiting for their handshakes)."""
+        await self.audit.start()
+        servers = [r.stdio for r in self.routes if r.stdio is not None]
+        results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
+        for server, result in zip(servers, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.error("stdio upstream %s is not ready: %s (it keeps restarting)", server.name, result)
+
+    async def stop(self) -> None:
+        """Stop upstreams, close pools, flush and close the audit log."""
+        await asyncio.gather(*(r.stdio.stop() for r in self.routes if r.stdio is not None))
+        await asyncio.gather(*(r.http.aclose() for r in self.routes if r.http is not None))
+        await self.verifier.aclose()
+        await self.audit.close()
+        self.revocations.close()
+
+    @asynccontextmanager
+    async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()

@@ -1,0 +1,1 @@
+"""The request-path stages, one module each; only ``bastion.pipeline.runner`` knows their order."""

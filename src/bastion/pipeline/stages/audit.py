@@ -1,0 +1,103 @@
+"""Stages 9 and 13, audit: the decision record before forwarding, the outcome after.
+
+``run`` (stage 9) commits the decision record durably and only then lets the
+request go on; if the audit store cannot write, the request is refused with
+``AuditUnavailable`` (503) and nothing is forwarded. ``record_denied`` writes
+the record of a request that ended before forwarding (bad input, no token,
+unknown session, policy deny); ``record_outcome`` (stage 13) the upstream's
+answer. Both are queued and committed within milliseconds: no later step
+waits for them, and the store flushes them on shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from bastion import audit
+from bastion.errors import AuditUnavailable
+from bastion.pipeline.context import Exchange
+
+__all__ = ["AuditStage"]
+
+logger = logging.getLogger(__name__)
+
+
+class AuditStage:
+    """Writes the audit records of one route's exchanges to ``log``."""
+
+    name = "audit"
+
+    def __init__(self, log: audit.AuditLog, *, policy_version: str, store_arguments: bool = True) -> None:
+        self._log = log
+        self._policy_version = policy_version
+        self._store_arguments = store_arguments
+
+    def _decision(self, exchange: Exchange) -> audit.Decision:
+        decision = exchange.decision
+        error = exchange.error
+        denied = error is not None or decision is None or decision.effect != "allow"
+        return audit.Decision(
+            effect="deny" if denied else "allow",
+            policy_ids=tuple(decision.policy_ids) if decision else (),
+            obligations=dict(decision.obligations) if decision else {},
+            reason=(error.code if error is not None else "policy_denied") if denied else None,
+            policy_version=self._policy_version,
+        )
+
+    def _event(self, exchange: Exchange) -> audit.DecisionEvent:
+        arguments = exchange.params.get("arguments", {}) if exchange.method == "tools/call" else {}
+        event = audit.DecisionEvent.create(
+            route=exchange.route.name,
+            method=exchange.method or (exchange.kind or "invalid"),
+            decision=self._decision(exchange),
+            arguments=arguments,
+            principal=exchange.principal,
+            target=exchange.target,
+            session=exchange.session.id if exchange.session else None,
+            decision_id=exchange.decision_id,
+            store_arguments=self._store_arguments,
+        )
+        exchange.notes["audit_event"] = event
+        return event
+
+    async def run(self, exchange: Exchange) -> None:
+        """Commit the decision record; raise ``AuditUnavailable`` if it cannot be made durable."""
+        try:
+            event = self._event(exchange)
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            raise AuditUnavailable("the audit record could not be built") from exc
+        await self._log.append(event)
+        exchange.audited = True
+
+    async def record_denied(self, exchange: Exchange) -> None:
+        """Queue the record of a request that ended before forwarding (never raises)."""
+        try:
+            self._log.append_nowait(self._event(exchange))
+            exchange.audited = True
+        except Exception:
+            logger.exception("could not queue the audit record of a denied request")
+
+    async def record_outcome(self, exchange: Exchange) -> None:
+        """Queue the outcome record of a forwarded request (never raises)."""
+        event = exchange.notes.get("audit_event")
+        if not isinstance(event, audit.DecisionEvent):
+            return
+        error = exchange.error
+        try:
+            outcome = event.outcome(
+                result=audit.Result(
+                    error=exchange.result_error or error is not None,
+                    error_code=error.code if error is not None else None,
+                    request_bytes=len(exchange.http.body),
+                    response_bytes=exchange.response_bytes,
+                ),
+                upstream=audit.Upstream(
+                    credential_kind="none",
+                    status=exchange.upstream_status,
+                    duration_ms=round((time.perf_counter() - exchange.started) * 1000, 3),
+                ),
+            )
+            self._log.append_nowait(outcome)
+        except Exception:
+            logger.exception("could not queue the outcome audit record")

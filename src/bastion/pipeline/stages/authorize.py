@@ -1,0 +1,66 @@
+"""Stage 5, authorize: the Cedar decision for the classified message.
+
+Deny by default, ``forbid`` beats ``permit`` (Cedar semantics, in
+``bastion.policy``). A denied request ends here with a JSON-RPC error whose
+``data`` names only the deciding policy ids (DESIGN.md, "Policy model").
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bastion.errors import PolicyDenied
+from bastion.pipeline.context import Exchange
+from bastion.policy import Decision, PolicyEngine
+
+__all__ = ["SESSION_DECISION", "AuthorizeStage", "policy_context"]
+
+SESSION_DECISION = Decision(effect="allow", policy_ids=("bastion:session-method",), obligations={}, errors=())
+"""The built-in decision for session plumbing that touches no tool (see ``SESSION_METHODS``)."""
+
+CEDAR_ACTIONS = frozenset({"tools/call", "resources/read", "prompts/get"})
+
+
+def policy_context(exchange: Exchange, arguments: Any = None) -> dict[str, Any]:
+    """The Cedar ``context`` record of DESIGN.md: arguments, client_id, session, time, ip, approved."""
+    principal = exchange.principal
+    return {
+        "arguments": arguments if isinstance(arguments, dict) else {},
+        "client_id": (principal.client_id if principal else None) or "",
+        "session": exchange.session.id if exchange.session else "",
+        "time": int(time.time()),
+        "ip": exchange.http.client_ip or "",
+        "approved": False,
+    }
+
+
+class AuthorizeStage:
+    """Ask the policy engine; raise ``PolicyDenied`` on deny."""
+
+    name = "authorize"
+
+    def __init__(self, engine: PolicyEngine) -> None:
+        self._engine = engine
+
+    async def run(self, exchange: Exchange) -> None:
+        """Set ``exchange.decision``; raise ``PolicyDenied`` with ``data={"policies": [...]}`` on deny."""
+        if exchange.action is None:
+            exchange.decision = SESSION_DECISION
+            return
+        if exchange.action not in CEDAR_ACTIONS or exchange.resource is None or exchange.principal is None:
+            exchange.decision = Decision(effect="deny", policy_ids=(), obligations={}, errors=())
+            raise PolicyDenied(
+                f"Denied: {exchange.method} is not a method Bastion forwards", data={"policies": []}
+            )
+        arguments = exchange.params.get("arguments") if exchange.action == "tools/call" else None
+        decision = self._engine.decide(
+            exchange.principal, exchange.action, exchange.resource, policy_context(exchange, arguments)
+        )
+        exchange.decision = decision
+        if decision.effect != "allow":
+            ids = list(decision.policy_ids)
+            message = (
+                f"Denied by policy {', '.join(ids)}" if ids else "Denied: no policy permits this request"
+            )
+            raise PolicyDenied(message, data={"policies": ids})

@@ -1,0 +1,154 @@
+"""Stage 11, forward, for Streamable HTTP upstreams: a session-mapping relay.
+
+Each downstream session maps to one upstream session: ``initialize`` is
+forwarded and the upstream's ``Mcp-Session-Id`` is kept behind Bastion's own.
+Every later message goes to that upstream session; JSON answers come back
+whole, SSE answers are relayed event by event (ids kept for resumption), GET
+streams and DELETE are relayed too. 2026-07-28 requests are stateless and are
+forwarded as they are, mirrored headers included. The client's
+``Authorization`` header is never forwarded (``HttpUpstream`` copies only
+MCP's own headers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from bastion.errors import UpstreamError
+from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, Reply, SseEvent, SseReply
+from bastion.stores.sessions import SessionStore
+from bastion.upstream.http import HttpUpstream, UpstreamResponse
+
+__all__ = ["HttpForwardStage"]
+
+logger = logging.getLogger(__name__)
+
+
+async def _relay_events(response: UpstreamResponse) -> AsyncIterator[SseEvent]:
+    if response.events is None:
+        return
+    try:
+        async for event in response.events:
+            message: Any = None
+            if event.data:
+                try:
+                    message = json.loads(event.data)
+                except ValueError:
+                    message = None
+            yield SseEvent(
+                message=message,
+                data=None if message is not None else event.data,
+                id=event.id,
+                event="" if event.event == "message" else event.event,
+                retry=event.retry,
+            )
+    finally:
+        await response.aclose()
+
+
+def _reply_from(response: UpstreamResponse, headers: dict[str, str]) -> Reply:
+    if response.kind == "sse":
+        return SseReply(response.status, _relay_events(response), headers)
+    if response.kind == "json":
+        try:
+            message = json.loads(response.body)
+        except ValueError:
+            return JsonReply(response.status, None, headers, raw=response.body)
+        return JsonReply(response.status, message, headers, raw=response.body)
+    return EmptyReply(response.status, headers)
+
+
+class HttpForwardStage:
+    """Forward the exchange to the route's HTTP upstream and set ``exchange.reply``."""
+
+    name = "forward"
+
+    def __init__(self, sessions: SessionStore) -> None:
+        self._sessions = sessions
+
+    @staticmethod
+    def _upstream(exchange: Exchange) -> HttpUpstream:
+        if exchange.route.http is None:
+            raise UpstreamError(f"route {exchange.route.name} has no HTTP upstream")
+        return exchange.route.http
+
+    async def run(self, exchange: Exchange) -> None:
+        """POST the downstream body upstream; map the session id both ways."""
+        upstream = self._upstream(exchange)
+        session = exchange.session
+        upstream_sid = session.upstream_id if session is not None and not exchange.new_session else None
+        response = await upstream.send(
+            "POST", headers=exchange.http.headers, body=exchange.http.body, session_id=upstream_sid
+        )
+        exchange.upstream_status = response.status
+        headers: dict[str, str] = {}
+        if session is not None:
+            if exchange.new_session:
+                if response.status >= 400:
+                    await self._sessions.delete(session.id)
+                else:
+                    session.upstream_id = response.session_id
+                    headers["mcp-session-id"] = session.id
+            elif response.status == 404:
+                # The upstream forgot the session: forget ours so the client starts over.
+                await self._sessions.delete(session.id)
+        exchange.reply = _reply_from(response, headers)
+
+    async def load_catalog(self, exchange: Exchange) -> None:
+        """Fetch ``tools/list`` (all pages) over the exchange's upstream session into the catalog.
+
+        Best effort: on any upstream failure the catalog stays as it was and
+        the tool is classified as unlisted (most restrictive).
+        """
+        upstream = self._upstream(exchange)
+        session_id = exchange.session.upstream_id if exchange.session else None
+        tools: list[Any] = []
+        cursor: str | None = None
+        for page in range(20):
+            params: dict[str, Any] = {"cursor": cursor} if cursor else {}
+            if exchange.era == "modern":
+                meta = exchange.params.get("_meta")
+                params["_meta"] = {k: v for k, v in (meta or {}).items() if k.startswith("io.modelcontextprotocol/")}
+            body = json.dumps({"jsonrpc": "2.0", "id": f"bastion-catalog-{page}", "method": "tools/list",
+                               "params": params}).encode()
+            headers = {k: v for k, v in exchange.http.headers.items() if k != "mcp-name"}
+            headers["mcp-method"] = "tools/list"
+            try:
+                result = await self._request(upstream, headers, body, session_id)
+            except UpstreamError as exc:
+                logger.warning("route %s: tools/list for the catalog failed: %s", exchange.route.name, exc)
+                return
+            tools.extend(result.get("tools") or [])
+            cursor = result.get("nextCursor")
+            if not cursor:
+                break
+        exchange.route.catalog.merge(tools, complete=True)
+
+    @staticmethod
+    async def _request(
+        upstream: HttpUpstream, headers: dict[str, str], body: bytes, session_id: str | None
+    ) -> dict[str, Any]:
+        response = await upstream.send("POST", headers=headers, body=body, session_id=session_id)
+        try:
+            if response.kind == "json":
+                message = json.loads(response.body)
+            elif response.kind == "sse" and response.events is not None:
+                message = None
+                async for event in response.events:
+                    candidate = json.loads(event.data) if event.data else None
+                    if isinstance(candidate, dict) and ("result" in candidate or "error" in candidate):
+                        message = candidate
+                        break
+            else:
+                message = None
+        except ValueError as exc:
+            raise UpstreamError("upstream answered tools/list with invalid JSON") from exc
+        finally:
+            await response.aclose()
+        if not isinstance(message, dict) or not isinstance(message.get("result"), dict):
+            raise UpstreamError(f"upstream answered tools/list with status {response.status} and no result")
+        result: dict[str, Any] = message["result"]
+        return result

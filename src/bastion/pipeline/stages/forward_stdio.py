@@ -1,0 +1,175 @@
+"""Stage 11, forward, for stdio upstreams: Bastion terminates the MCP session.
+
+The stdio process has one MCP connection, Bastion's. Downstream sessions are
+Bastion's own: ``initialize`` (handshake era) and ``server/discover``
+(2026-07-28) are answered from the process's initialize result; requests are
+forwarded with Bastion's ids (``StdioServer.request``); progress
+notifications for a request are streamed back on that request's SSE response
+when the client accepts SSE. For 2026-07-28 clients the per-request envelope
+keys are removed before forwarding and ``resultType`` is added to results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+
+from bastion.errors import UpstreamError
+from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, SseEvent, SseReply
+from bastion.transport.checks import SERVED_HANDSHAKE_VERSIONS, SERVED_MODERN_VERSIONS
+from bastion.upstream.stdio import StdioServer
+
+__all__ = ["StdioForwardStage", "modernize_result"]
+
+_ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
+_LATEST_HANDSHAKE = SERVED_HANDSHAKE_VERSIONS[-1]
+_CACHEABLE = frozenset(
+    {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"}
+)
+
+
+def modernize_result(method: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Give a handshake-era result the fields 2026-07-28 requires (basic/utilities, caching).
+
+    Every result gets ``resultType: "complete"``; cacheable results get
+    ``cacheScope: "private"`` (a filtered answer is per principal) and
+    ``ttlMs: 0`` (no freshness promised) unless the upstream set them.
+    """
+    extra: dict[str, Any] = {"resultType": "complete"}
+    if method in _CACHEABLE:
+        extra.update(cacheScope="private", ttlMs=0)
+    return {**extra, **result}
+
+
+def _strip_envelope(params: dict[str, Any]) -> dict[str, Any]:
+    meta = params.get("_meta")
+    if not isinstance(meta, dict):
+        return params
+    kept = {k: v for k, v in meta.items() if k not in _ENVELOPE_KEYS and not k.startswith("io.modelcontextprotocol/")}
+    stripped = {k: v for k, v in params.items() if k != "_meta"}
+    if kept:
+        stripped["_meta"] = kept
+    return stripped
+
+
+class StdioForwardStage:
+    """Answer or forward the exchange on the route's stdio process; set ``exchange.reply``."""
+
+    name = "forward"
+
+    @staticmethod
+    def _server(exchange: Exchange) -> StdioServer:
+        if exchange.route.stdio is None:
+            raise UpstreamError(f"route {exchange.route.name} has no stdio upstream")
+        return exchange.route.stdio
+
+    async def run(self, exchange: Exchange) -> None:
+        """Handle one downstream message on a stdio route."""
+        server = self._server(exchange)
+        headers = {"mcp-session-id": exchange.session.id} if exchange.new_session and exchange.session else {}
+        if exchange.kind != "request":
+            # Notifications (initialized, cancelled, ...) and client responses stay at Bastion.
+            exchange.reply = EmptyReply(202)
+            return
+        method = exchange.method or ""
+        if method == "initialize":
+            exchange.reply = JsonReply(200, self._initialize(exchange, server), headers)
+            return
+        if method == "server/discover":
+            exchange.reply = JsonReply(200, self._discover(exchange, server))
+            return
+        params = _strip_envelope(exchange.params)
+        meta = params.get("_meta")
+        wants_progress = isinstance(meta, dict) and "progressToken" in meta
+        if wants_progress and exchange.accepts_sse:
+            exchange.reply = SseReply(200, self._stream(exchange, server, method, params), headers)
+            return
+        response = await server.request(method, params)
+        exchange.upstream_status = 200
+        exchange.reply = JsonReply(200, self._finish(exchange, response), headers)
+
+    def _finish(self, exchange: Exchange, response: dict[str, Any]) -> dict[str, Any]:
+        message = {**response, "id": exchange.rpc_id}
+        result = message.get("result")
+        if exchange.era == "modern" and isinstance(result, dict):
+            message["result"] = modernize_result(exchange.method or "", result)
+        return message
+
+    async def _stream(
+        self, exchange: Exchange, server: StdioServer, method: str, params: dict[str, Any]
+    ) -> AsyncIterator[SseEvent]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        call = asyncio.create_task(server.request(method, params, on_progress=queue.put_nowait))
+        try:
+            while not call.done() or not queue.empty():
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({getter, call}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield SseEvent(message=getter.result())
+                else:
+                    getter.cancel()
+            exchange.upstream_status = 200
+            yield SseEvent(message=self._finish(exchange, call.result()))
+        finally:
+            if not call.done():
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError, UpstreamError):
+                    await call
+
+    @staticmethod
+    def _initialize(exchange: Exchange, server: StdioServer) -> dict[str, Any]:
+        requested = exchange.params.get("protocolVersion")
+        version = requested if requested in SERVED_HANDSHAKE_VERSIONS else _LATEST_HANDSHAKE
+        if exchange.session is not None:
+            exchange.session.protocol_version = version
+        upstream = server.initialize_result
+        result: dict[str, Any] = {
+            "protocolVersion": version,
+            "capabilities": upstream.get("capabilities", {}),
+            "serverInfo": upstream.get("serverInfo", {"name": exchange.route.name, "version": "unknown"}),
+        }
+        if upstream.get("instructions"):
+            result["instructions"] = upstream["instructions"]
+        return {"jsonrpc": "2.0", "id": exchange.rpc_id, "result": result}
+
+    @staticmethod
+    def _discover(exchange: Exchange, server: StdioServer) -> dict[str, Any]:
+        upstream = server.initialize_result
+        result: dict[str, Any] = {
+            "supportedVersions": list(SERVED_MODERN_VERSIONS),
+            "capabilities": upstream.get("capabilities", {}),
+            "resultType": "complete",
+            "cacheScope": "private",
+            "ttlMs": 0,
+            "_meta": {
+                "io.modelcontextprotocol/serverInfo": upstream.get(
+                    "serverInfo", {"name": exchange.route.name, "version": "unknown"}
+                )
+            },
+        }
+        if upstream.get("instructions"):
+            result["instructions"] = upstream["instructions"]
+        return {"jsonrpc": "2.0", "id": exchange.rpc_id, "result": result}
+
+    async def load_catalog(self, exchange: Exchange) -> None:
+        """Fetch every page of ``tools/list`` from the process into the route's catalog (best effort)."""
+        server = self._server(exchange)
+        tools: list[Any] = []
+        cursor: str | None = None
+        for _ in range(20):
+            try:
+                response = await server.request("tools/list", {"cursor": cursor} if cursor else {}, timeout_s=30)
+            except UpstreamError:
+                return
+            result = response.get("result")
+            if not isinstance(result, dict):
+                return
+            tools.extend(result.get("tools") or [])
+            cursor = result.get("nextCursor")
+            if not cursor:
+                break
+        exchange.route.catalog.merge(tools, complete=True)

@@ -1,0 +1,44 @@
+"""Stage 3, session: bind handshake-era MCP sessions to the principal that opened them.
+
+``initialize`` opens a session (its id is returned by the forward stage);
+every other handshake-era message must carry ``MCP-Session-Id`` of a session
+this principal opened on this route, else 404 (MCP 2025-11-25
+basic/transports, "Session Management"). The 2026-07-28 protocol has no
+sessions. The session never authenticates: stage 2 has already run.
+"""
+
+from __future__ import annotations
+
+from bastion.errors import BastionError, SessionNotFound, SessionRequired
+from bastion.pipeline.context import Exchange
+from bastion.stores.sessions import SessionStore
+
+__all__ = ["SessionStage"]
+
+
+class SessionStage:
+    """Look up (or, for ``initialize``, open) the exchange's session."""
+
+    name = "session"
+
+    def __init__(self, sessions: SessionStore) -> None:
+        self._sessions = sessions
+
+    async def run(self, exchange: Exchange) -> None:
+        """Set ``exchange.session``; raise ``SessionRequired`` (400) or ``SessionNotFound`` (404)."""
+        if exchange.era != "handshake":
+            return
+        principal = exchange.principal
+        if principal is None:
+            raise BastionError("session stage reached without a principal")
+        if exchange.method == "initialize":
+            exchange.session = await self._sessions.create(exchange.route.name, principal.key)
+            exchange.new_session = True
+            return
+        session_id = exchange.http.headers.get("mcp-session-id")
+        if not session_id:
+            raise SessionRequired("Bad Request: MCP-Session-Id header is required")
+        session = await self._sessions.get(session_id, exchange.route.name, principal.key)
+        if session is None:
+            raise SessionNotFound("Session not found")
+        exchange.session = session

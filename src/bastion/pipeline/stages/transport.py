@@ -1,0 +1,52 @@
+"""Stage 1, transport: Origin/Host, media types, one JSON-RPC message, protocol version.
+
+The body has already been read within the size limit by the endpoint.
+"""
+
+from __future__ import annotations
+
+from bastion.errors import NotAcceptable, UnsupportedMediaType
+from bastion.pipeline.context import EmptyReply, Exchange
+from bastion.transport.checks import (
+    OriginPolicy,
+    accepts,
+    check_modern_envelope,
+    classify_message,
+    parse_message,
+    protocol_era,
+)
+
+__all__ = ["TransportStage"]
+
+
+class TransportStage:
+    """Validate the downstream POST and decode its one JSON-RPC message (MCP basic/transports)."""
+
+    name = "transport"
+
+    def __init__(self, origins: OriginPolicy) -> None:
+        self._origins = origins
+
+    async def run(self, exchange: Exchange) -> None:
+        """Set ``message``, ``kind``, ``era``, ``protocol_version`` and ``accepts_sse``; raise on bad input."""
+        headers = exchange.http.headers
+        self._origins.check(headers)
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise UnsupportedMediaType("Unsupported Media Type: Content-Type must be application/json")
+        json_ok, sse_ok = accepts(headers)
+        if not (json_ok or sse_ok):
+            raise NotAcceptable("Not Acceptable: Accept must include application/json or text/event-stream")
+        exchange.accepts_sse = sse_ok
+        message = parse_message(exchange.http.body)
+        exchange.message = message
+        exchange.kind = classify_message(message)  # type: ignore[assignment]
+        era, version = protocol_era(headers, message)
+        exchange.era = era  # type: ignore[assignment]
+        exchange.protocol_version = version
+        if era == "modern":
+            if exchange.kind == "request":
+                check_modern_envelope(message, headers, exchange.http.raw_headers)
+            else:
+                # 2026-07-28 defines no client-to-server notifications or responses on this wire.
+                exchange.reply = EmptyReply(202)

@@ -1,0 +1,234 @@
+"""The policy engine: a Cedar decision for (principal, action, resource, context).
+
+Policies are read, parsed into one ``cedarpy.PolicySet`` and validated once, at start
+(``bastion.policy.loader``). How tool arguments validate: the schema types
+``context.arguments`` as the common type ``Arguments``, which the loader declares per
+policy from that policy's own use of its arguments, every attribute optional (so each
+access must be guarded by ``has``) and typed by the operation applied to it
+(``bastion.policy.argument_types``); everything else is validated strictly. Cedar 4 has
+no open records, and typing the arguments as an empty record would validate but stop
+Cedar from type-checking anything after a ``has`` guard.
+
+At run time the engine evaluates WITHOUT the schema: given one, Cedar checks the request
+context against the action's context type, and the closed ``Arguments`` record rejects
+the attributes of real calls. The entities and context are instead built here from fixed
+shapes (tests check them against the schema), and only the MCP actions exist (the loader
+refuses action groups). Arguments are converted by ``bastion.policy.convert``. Cached:
+the parsed policy set, each principal's entity JSON, and parsed entity sets (LRU, by
+their JSON text); context attributes that no policy reads are not sent to Cedar.
+
+Fail closed: no determining policy is a deny (``DEFAULT_DENY``); a forbid beats a permit
+(Cedar); any evaluation error, even in a policy that did not decide, and any exception
+(bad context, cedarpy failure) is a deny carrying the error. Obligations are the union of
+the non-``@id`` annotations of the determining policies; two of them giving one key
+different values makes the decision a deny with an error (no guessing which one holds).
+
+Context keys accepted (others are an error): ``arguments`` (JSON object, default ``{}``),
+``client_id``, ``session`` (strings), ``ip`` (an IP address; made a Cedar ``ipaddr``),
+``time`` (epoch seconds; default now), ``approved`` (bool, default false). A missing,
+``None`` or empty ``client_id``/``session``/``ip`` is left out, so policies test ``has``.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import cedarpy
+
+from bastion.policy.convert import to_cedar_arguments
+from bastion.policy.loader import LoadedPolicies, PolicyInfo, load_policies
+from bastion.policy.model import ACTIONS, Decision, ResourceRef, principal_entity
+from bastion.principal import Principal
+
+__all__ = ["PolicyEngine", "build_context"]
+
+_CONTEXT_KEYS = frozenset({"arguments", "client_id", "session", "time", "ip", "approved"})
+_CEDAR_ID = re.compile(r"`(policy\d+)`")
+
+
+class PolicyEngine:
+    """Decides requests against a loaded, validated Cedar policy set (DESIGN.md stage 5).
+
+    Build it with ``PolicyEngine.load``. ``decide`` and ``filter_allowed`` never raise:
+    every failure is a deny (see the module docstring).
+    """
+
+    __slots__ = ("_by_cedar_id", "_loaded")
+
+    def __init__(self, loaded: LoadedPolicies) -> None:
+        self._loaded = loaded
+        self._by_cedar_id: Mapping[str, PolicyInfo] = loaded.by_cedar_id
+
+    @classmethod
+    def load(cls, policy_paths: Sequence[Path], schema_path: Path | None = None) -> PolicyEngine:
+        """Load and validate ``.cedar`` files (directories: every ``*.cedar`` in them).
+
+        ``schema_path`` is a Cedar schema in Cedar syntax that leaves ``Arguments``
+        undeclared; None means the built-in schema. Raises ``ConfigError`` naming the file
+        with Cedar's error text (see ``bastion.policy.loader.load_policies``).
+        """
+        return cls(load_policies(policy_paths, schema_path))
+
+    @property
+    def version(self) -> str:
+        """SHA-256 (hex) of the policy texts and the schema, recorded in the audit log."""
+        return self._loaded.version
+
+    @property
+    def policy_ids(self) -> tuple[str, ...]:
+        """The ``@id`` of every loaded policy, in load order."""
+        return tuple(info.policy_id for info in self._by_cedar_id.values())
+
+    def decide(
+        self, principal: Principal, action: str, resource: ResourceRef, context: Mapping[str, Any]
+    ) -> Decision:
+        """Decide one request; ``action`` is an MCP method such as ``"tools/call"``."""
+        return self._evaluate(principal, action, [resource], context)[0]
+
+    def filter_allowed(
+        self,
+        principal: Principal,
+        action: str,
+        resources: Sequence[ResourceRef],
+        context: Mapping[str, Any],
+    ) -> list[bool]:
+        """For listings: whether each resource may be acted on, in one Cedar batch call.
+
+        Equal, item by item, to ``decide(...).allowed`` with the same context.
+        """
+        if not resources:
+            return []
+        return [decision.allowed for decision in self._evaluate(principal, action, resources, context)]
+
+    def _evaluate(
+        self,
+        principal: Principal,
+        action: str,
+        resources: Sequence[ResourceRef],
+        context: Mapping[str, Any],
+    ) -> list[Decision]:
+        try:
+            if action not in ACTIONS:
+                raise ValueError(f"unknown action {action!r}")
+            context_json = build_context(context, self._loaded.context_keys)
+            entities: dict[str, str] = {}
+            for resource in resources:
+                entity = json.dumps(resource.entity())
+                key = json.dumps(resource.uid)
+                if entities.setdefault(key, entity) != entity:
+                    raise ValueError(f"two different entities for {key}")
+            handle = _entities(f"[{_principal_json(principal)},{','.join(entities.values())}]")
+            principal_uid = {"type": principal.kind, "id": principal.sub}
+            action_uid = {"type": "Action", "id": action}
+            requests = [
+                {"principal": principal_uid, "action": action_uid, "resource": r.uid, "context": context_json}
+                for r in resources
+            ]
+            results = cedarpy.is_authorized_batch(requests, self._loaded.policy_set, handle)
+            return [self._decision(result) for result in results]
+        except Exception as exc:  # noqa: BLE001 - any failure must be a deny (fail closed)
+            failed = Decision.failed(f"policy evaluation failed: {type(exc).__name__}: {exc}")
+            return [failed] * len(resources)
+
+    def _decision(self, result: cedarpy.AuthzResult) -> Decision:
+        """Translate one Cedar answer, naming policies by ``@id``."""
+        diagnostics = result.diagnostics
+        infos = [self._by_cedar_id[cedar_id] for cedar_id in diagnostics.reasons]
+        if diagnostics.errors:
+            failing = {
+                self._by_cedar_id[m].policy_id
+                for error in diagnostics.errors
+                for m in _CEDAR_ID.findall(error)
+                if m in self._by_cedar_id
+            }
+            if result.decision == cedarpy.Decision.Deny:
+                failing.update(info.policy_id for info in infos)
+            errors = tuple(_CEDAR_ID.sub(self._rename, error) for error in diagnostics.errors)
+            return Decision("deny", tuple(sorted(failing)), {}, errors)
+        ids = tuple(sorted(info.policy_id for info in infos))
+        obligations, conflicts = _merge_obligations(infos)
+        if result.decision == cedarpy.Decision.Deny:
+            return Decision("deny", ids, obligations, conflicts)
+        if result.decision != cedarpy.Decision.Allow or not infos:
+            return Decision.failed(f"Cedar answered {result.decision.value} without a determining policy")
+        if conflicts:
+            return Decision("deny", ids, {}, conflicts)
+        return Decision("allow", ids, obligations)
+
+    def _rename(self, match: re.Match[str]) -> str:
+        info = self._by_cedar_id.get(match[1])
+        return f"`{info.policy_id}`" if info is not None else match[0]
+
+
+def build_context(context: Mapping[str, Any], keep: frozenset[str] | None = None) -> str:
+    """The Cedar ``context`` record as JSON text (keys in the module docstring).
+
+    Every key is checked, but only those in ``keep`` (None: all) are sent: an attribute no
+    policy reads cannot change a decision, and parsing one costs Cedar time (an ``ipaddr``
+    value about 24 µs per request). Raises ``ValueError``/``TypeError`` for an unknown key
+    or a value of the wrong type.
+    """
+    unknown = set(context) - _CONTEXT_KEYS
+    if unknown:
+        raise ValueError(f"unknown context key {sorted(unknown)[0]!r}")
+    arguments = context.get("arguments")
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, Mapping):
+        raise TypeError("context arguments must be a JSON object")
+    now = context.get("time")
+    if now is None:
+        now = int(time.time())
+    approved = context.get("approved", False)
+    if isinstance(now, bool) or not isinstance(now, int | float) or not isinstance(approved, bool):
+        raise TypeError("context time must be a number and approved a bool")
+    record: dict[str, Any] = {
+        "arguments": to_cedar_arguments(arguments),
+        "time": int(now),
+        "approved": approved,
+    }
+    for key in ("client_id", "session", "ip"):
+        value = context.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise TypeError(f"context {key} must be a string")
+        record[key] = value
+    if "ip" in record:
+        record["ip"] = {"__extn": {"fn": "ip", "arg": str(ipaddress.ip_address(record["ip"]))}}
+    if keep is not None:
+        record = {key: value for key, value in record.items() if key in keep}
+    return json.dumps(record)
+
+
+def _merge_obligations(infos: Sequence[PolicyInfo]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Union the obligations; a key with two values is a conflict (reported as an error)."""
+    merged: dict[str, str] = {}
+    conflicts: list[str] = []
+    for info in sorted(infos, key=lambda i: i.policy_id):
+        for key, value in info.obligations.items():
+            if merged.setdefault(key, value) != value:
+                conflicts.append(f"conflicting obligation @{key}: {merged[key]!r} and {value!r}")
+    return merged, tuple(conflicts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _principal_json(principal: Principal) -> str:
+    """The principal's entity as JSON text, cached per principal."""
+    return json.dumps(principal_entity(principal))
+
+
+@functools.lru_cache(maxsize=1024)
+def _entities(entities_json: str) -> cedarpy.Entities:
+    """A parsed entity set, cached by its JSON text: Cedar parses an entity with its
+    attributes in about 15 µs, and the same principal meets the same tools again and again.
+    Raises ``ValueError`` when Cedar rejects the entities.
+    """
+    return cedarpy.Entities.from_json_str(entities_json)

@@ -1,0 +1,222 @@
+"""Read, check, parse and validate Cedar policy files once, at start.
+
+Every policy must carry a unique, non-empty ``@id("...")``; templates (``?principal``)
+are refused because nothing links them; ``Action`` entities named in policies must be
+the MCP actions Bastion issues (the engine evaluates without the schema, see
+``bastion.policy.engine``, so an action group declared in a custom schema would silently
+never match). Validation runs Cedar's strict validator per group of policies that assume
+the same ``context.arguments`` type (``bastion.policy.argument_types``). Any failure is a
+``ConfigError`` naming the file and carrying Cedar's error text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.resources
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cedarpy
+from cedarpy import pst
+
+from bastion.errors import ConfigError
+from bastion.policy.argument_types import infer_arguments_type, render_cedar_type
+from bastion.policy.model import ACTIONS
+
+__all__ = ["LoadedPolicies", "PolicyInfo", "builtin_schema_text", "load_policies"]
+
+_BUILTIN_SCHEMA = "bastion.cedarschema"
+_LOCAL_ID = re.compile(r"`(policy\d+)`")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInfo:
+    """One loaded policy: its ``@id``, file, effect and obligations (other annotations)."""
+
+    policy_id: str
+    file: Path
+    effect: str
+    obligations: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPolicies:
+    """The parsed policy set and what the engine needs to explain its answers.
+
+    ``by_cedar_id`` maps Cedar's positional ids (``policy0``...) to ``PolicyInfo``;
+    ``version`` is the SHA-256 (hex) of the policy texts, in load order, and the schema;
+    ``context_keys`` the ``context`` attributes some policy reads (None: any, because a
+    policy uses ``context`` as a whole).
+    """
+
+    policy_set: cedarpy.PolicySet
+    by_cedar_id: Mapping[str, PolicyInfo]
+    schema_text: str
+    version: str
+    files: tuple[Path, ...]
+    context_keys: frozenset[str] | None
+
+
+def builtin_schema_text() -> str:
+    """The Cedar schema shipped in this package (``bastion.cedarschema``)."""
+    return importlib.resources.files("bastion.policy").joinpath(_BUILTIN_SCHEMA).read_text("utf-8")
+
+
+def load_policies(policy_paths: Sequence[Path], schema_path: Path | None = None) -> LoadedPolicies:
+    """Load ``.cedar`` files (a directory means every ``*.cedar`` directly in it).
+
+    Raises ``ConfigError`` for a missing path, no policy file, unreadable text, a Cedar
+    parse error, a policy without ``@id``, a duplicate ``@id``, a template, an unknown
+    action, an invalid schema, or a policy the schema does not validate.
+    """
+    files = _policy_files(policy_paths)
+    texts = [_read(path, "policy file") for path in files]
+    schema_name = str(schema_path) if schema_path is not None else f"built-in {_BUILTIN_SCHEMA}"
+    schema_text = _read(schema_path, "schema") if schema_path is not None else builtin_schema_text()
+    files_by_id: dict[str, Path] = {}
+    for path, text in zip(files, texts, strict=True):
+        for template in _parse(text, path).static_policies.values():
+            policy_id = _check_policy(template, path)
+            if policy_id in files_by_id:
+                raise ConfigError(
+                    f"duplicate policy @id({policy_id!r}) in {files_by_id[policy_id]} and {path}"
+                )
+            files_by_id[policy_id] = path
+    try:
+        policy_set = cedarpy.PolicySet.from_str("\n".join(texts))
+        templates = policy_set.to_pst().static_policies
+    except ValueError as exc:  # pragma: no cover - each file parsed on its own above
+        raise ConfigError(f"{', '.join(map(str, files))}: Cedar parse error: {exc}") from exc
+    by_cedar_id = {
+        cedar_id: PolicyInfo(
+            policy_id=t.annotations["id"],
+            file=files_by_id[t.annotations["id"]],
+            effect=t.effect,
+            obligations={k: v for k, v in t.annotations.items() if k != "id"},
+        )
+        for cedar_id, t in templates.items()
+    }
+    _validate(templates, by_cedar_id, schema_text, schema_name)
+    digest = hashlib.sha256()
+    for text in (*texts, schema_text):
+        digest.update(len(text.encode()).to_bytes(8, "big") + text.encode())
+    return LoadedPolicies(
+        policy_set, by_cedar_id, schema_text, digest.hexdigest(), tuple(files), _context_keys(templates)
+    )
+
+
+def _context_keys(templates: Mapping[str, pst.Template]) -> frozenset[str] | None:
+    """The ``context`` attributes the policies read, or None when one reads ``context`` whole."""
+    keys: set[str] = set()
+    stack: list[Any] = list(templates.values())
+    while stack:
+        node = stack.pop()
+        if isinstance(node, pst.GetAttr | pst.HasAttr) and node.base == pst.Var("context"):
+            keys.add(node.attr if isinstance(node, pst.GetAttr) else node.attrs[0])
+        elif node == pst.Var("context"):
+            return None
+        elif isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, tuple):
+            stack.extend(node)
+        elif dataclasses.is_dataclass(node):
+            stack.extend(getattr(node, f.name) for f in dataclasses.fields(node))
+    return frozenset(keys)
+
+
+def _policy_files(paths: Sequence[Path]) -> list[Path]:
+    files: dict[Path, Path] = {}
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.cedar") if p.is_file())
+        elif path.is_file():
+            found = [path]
+        else:
+            raise ConfigError(f"policy path not found: {path}")
+        files.update((p.resolve(), p) for p in found)
+    if not files:
+        raise ConfigError(f"no .cedar policy files in {', '.join(map(str, paths)) or '(nothing given)'}")
+    return list(files.values())
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def _parse(text: str, path: Path) -> pst.PolicySet:
+    try:
+        parsed = cedarpy.PolicySet.from_str(text).to_pst()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: Cedar parse error: {exc}") from exc
+    if parsed.templates:
+        raise ConfigError(f"{path}: policy templates (?principal, ?resource) are not supported")
+    return parsed
+
+
+def _check_policy(template: pst.Template, path: Path) -> str:
+    """Return the policy's ``@id``; raise ``ConfigError`` if it lacks one or names a foreign action."""
+    policy_id = template.annotations.get("id", "")
+    if not policy_id.strip():
+        text = " ".join(str(_single({template.id: template})).split())
+        raise ConfigError(
+            f'{path}: every policy needs a non-empty @id("..."); this one has none: {text[:160]}'
+        )
+    for uid in pst.entity_uids(template):
+        if str(uid.type) == "Action" and uid.id not in ACTIONS:
+            raise ConfigError(
+                f"{path}: policy @id({policy_id!r}) names Action::{uid.id!r}; policies may only name "
+                f"the actions {', '.join(sorted(ACTIONS))} (action groups are not supported)"
+            )
+    return policy_id
+
+
+def _single(templates: Mapping[str, pst.Template]) -> cedarpy.PolicySet:
+    node = pst.PolicySet(templates={}, static_policies=templates, template_links=())
+    return cedarpy.PolicySet.from_pst(node)
+
+
+def _named(ids: Mapping[str, str], match: re.Match[str]) -> str:
+    return f"`{ids.get(match[1], match[1])}`"
+
+
+def _validate(
+    templates: Mapping[str, pst.Template],
+    by_cedar_id: Mapping[str, PolicyInfo],
+    schema_text: str,
+    schema_name: str,
+) -> None:
+    """Validate each group of policies sharing an inferred ``Arguments`` type against the schema."""
+    groups: dict[str, dict[str, pst.Template]] = {"{}": {}}
+    for cedar_id, template in templates.items():
+        info = by_cedar_id[cedar_id]
+        try:
+            arguments = render_cedar_type(infer_arguments_type(template))
+        except ValueError as exc:
+            raise ConfigError(f"{info.file}: policy @id({info.policy_id!r}): {exc}") from exc
+        groups.setdefault(arguments, {})[cedar_id] = template
+    problems: list[str] = []
+    for arguments, group in groups.items():
+        try:
+            schema = cedarpy.Schema.from_str(f"{schema_text}\ntype Arguments = {arguments};\n")
+        except ValueError as exc:
+            raise ConfigError(f"{schema_name}: invalid Cedar schema: {exc}") from exc
+        if not group:
+            continue
+        result = cedarpy.validate_policies(str(_single(group)), schema)
+        ids = result.id_annotations_by_policy_id
+        for error in result.errors:
+            policy_id = ids.get(error.policy_id, error.policy_id)
+            source = next((i.file for i in by_cedar_id.values() if i.policy_id == policy_id), "")
+            text = _LOCAL_ID.sub(functools.partial(_named, ids), error.error)
+            hint = f" (context.arguments was typed {arguments})" if "arguments" in text else ""
+            problems.append(f"{source}: policy @id({policy_id!r}): {text}{hint}")
+    if problems:
+        raise ConfigError(f"policies do not validate against {schema_name}:\n" + "\n".join(problems))

@@ -1,0 +1,194 @@
+"""The Cedar entity model of Bastion and the policy decision (DESIGN.md "Policy model").
+
+Principals are ``User::"<sub>"`` (attributes ``email``, ``name``, ``idp``, ``auth``) and
+``ServiceAccount::"<sub>"`` (``name``, ``idp``, ``auth``), each ``in Group::"<name>"`` for
+every group. Resources are ``Tool::"<route>/<tool>"``, ``Resource::"<route>/<uri>"`` and
+``Prompt::"<route>/<name>"``, each ``in Server::"<route>"``; server-to-client requests
+(sampling, elicitation) use ``Server::"<route>"`` itself. Entity ids are passed in Cedar's
+structured ``{"type", "id"}`` form, never as Cedar text, so any character is safe.
+
+Tool risk, from the MCP tool annotations (MCP 2025-11-25 server/tools, ToolAnnotations),
+over-classifying when in doubt because annotations are hints from an untrusted server:
+``destructiveHint: true`` -> ``"destructive"`` (even with ``readOnlyHint: true``);
+else ``readOnlyHint: true`` -> ``"read"``; else ``destructiveHint: false`` -> ``"write"``;
+else (absent, as MCP's default for a non-read-only tool is destructive) ``"destructive"``.
+A hint that is not a JSON boolean counts as absent and is left out of ``annotations``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bastion.principal import Principal
+
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_DENY",
+    "Decision",
+    "ResourceRef",
+    "principal_entity",
+    "tool_risk",
+]
+
+ACTIONS = frozenset(
+    {"tools/call", "resources/read", "prompts/get", "sampling/createMessage", "elicitation/create"}
+)
+"""The MCP methods that reach an upstream, one Cedar ``Action`` each."""
+
+DEFAULT_DENY = "default-deny"
+"""``Decision.reason`` of a deny that no policy decided (``policy_ids`` is empty)."""
+
+ResourceKind = Literal["Tool", "Resource", "Prompt", "Server"]
+Risk = Literal["read", "write", "destructive"]
+
+_RISKS = frozenset({"read", "write", "destructive"})
+_BOOL_HINTS = ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
+_KINDS = frozenset({"Tool", "Resource", "Prompt", "Server"})
+
+
+def tool_risk(annotations: Mapping[str, Any]) -> Risk:
+    """Classify a tool as ``read``, ``write`` or ``destructive`` (rule in the module docstring)."""
+    if annotations.get("destructiveHint") is True:
+        return "destructive"
+    if annotations.get("readOnlyHint") is True:
+        return "read"
+    if annotations.get("destructiveHint") is False:
+        return "write"
+    return "destructive"
+
+
+def _clean_annotations(annotations: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``annotations`` record: the boolean hints and a string ``title`` where present."""
+    clean: dict[str, Any] = {k: annotations[k] for k in _BOOL_HINTS if isinstance(annotations.get(k), bool)}
+    if isinstance(annotations.get("title"), str):
+        clean["title"] = annotations["title"]
+    return clean
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRef:
+    """What a request acts on: kind ``Tool``/``Resource``/``Prompt`` (or ``Server``).
+
+    ``route`` is the Bastion route (``Server::"<route>"``), ``name`` the tool name,
+    resource URI or prompt name (ignored for ``Server``). Of ``attrs``, the entity gets
+    ``owner`` and ``classification`` (strings, default ""), and for tools ``risk`` (default
+    ``"destructive"``) and ``annotations``; other keys stay on the ref for the caller but
+    are not given to Cedar (the schema declares exactly these). Raises ``ValueError`` for
+    another kind or a risk other than read/write/destructive.
+    """
+
+    kind: ResourceKind
+    route: str
+    name: str = ""
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"unknown resource kind {self.kind!r}")
+        if self.kind == "Tool" and self.attrs.get("risk", "destructive") not in _RISKS:
+            raise ValueError(f"tool risk must be one of {sorted(_RISKS)}, not {self.attrs['risk']!r}")
+
+    @classmethod
+    def from_tool(
+        cls, route: str, tool: Mapping[str, Any], *, owner: str = "", classification: str = ""
+    ) -> ResourceRef:
+        """Build a Tool ref from an MCP ``Tool`` definition (``name``, ``annotations``).
+
+        The risk is derived with ``tool_risk``. Raises ``ValueError`` when ``name`` is not a
+        non-empty string.
+        """
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError("an MCP tool definition needs a non-empty string 'name'")
+        raw = tool.get("annotations")
+        annotations = raw if isinstance(raw, Mapping) else {}
+        attrs = {
+            "risk": tool_risk(annotations),
+            "annotations": _clean_annotations(annotations),
+            "owner": owner,
+            "classification": classification,
+        }
+        return cls("Tool", route, name, attrs)
+
+    @classmethod
+    def server(cls, route: str) -> ResourceRef:
+        """The route itself, ``Server::"<route>"``: the resource of sampling and elicitation."""
+        return cls("Server", route)
+
+    @property
+    def uid(self) -> dict[str, str]:
+        """The Cedar entity uid in structured form."""
+        entity_id = self.route if self.kind == "Server" else f"{self.route}/{self.name}"
+        return {"type": self.kind, "id": entity_id}
+
+    def entity(self) -> dict[str, Any]:
+        """The Cedar entity (JSON form) with its ``Server`` parent and attributes.
+
+        Raises ``TypeError`` when ``owner`` or ``classification`` is not a string.
+        """
+        if self.kind == "Server":
+            return {"uid": self.uid, "attrs": {"route": self.route}, "parents": []}
+        attrs: dict[str, Any] = {"name": self.name, "route": self.route}
+        for key in ("owner", "classification"):
+            value = self.attrs.get(key, "")
+            if not isinstance(value, str):
+                raise TypeError(f"{self.kind} attribute {key!r} must be a string")
+            attrs[key] = value
+        if self.kind == "Tool":
+            attrs["risk"] = self.attrs.get("risk", "destructive")
+            raw = self.attrs.get("annotations")
+            attrs["annotations"] = _clean_annotations(raw if isinstance(raw, Mapping) else {})
+        return {"uid": self.uid, "attrs": attrs, "parents": [{"type": "Server", "id": self.route}]}
+
+
+def principal_entity(principal: Principal) -> dict[str, Any]:
+    """The Cedar entity (JSON form) of a principal, with one ``Group`` parent per group."""
+    attrs: dict[str, Any] = {"idp": principal.issuer, "auth": principal.auth_method}
+    if principal.name is not None:
+        attrs["name"] = principal.name
+    if principal.kind == "User" and principal.email is not None:
+        attrs["email"] = principal.email
+    return {
+        "uid": {"type": principal.kind, "id": principal.sub},
+        "attrs": attrs,
+        "parents": [{"type": "Group", "id": group} for group in principal.groups],
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one authorization: Cedar's answer, in Bastion's terms.
+
+    ``effect`` is ``"allow"`` or ``"deny"``. ``policy_ids`` are the ``@id`` annotations of
+    the determining policies: the permits that allowed, the forbids that denied, or the
+    policies whose evaluation failed; empty for a default deny. ``obligations`` are the
+    other annotations of the determining policies (``@approval("required")`` ->
+    ``{"approval": "required"}``). ``errors`` holds evaluation or engine errors; any error
+    makes the decision a deny (Bastion fails closed).
+    """
+
+    effect: Literal["allow", "deny"]
+    policy_ids: tuple[str, ...] = ()
+    obligations: Mapping[str, str] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        """True only for an allow."""
+        return self.effect == "allow"
+
+    @property
+    def reason(self) -> Literal["permit", "forbid", "default-deny", "error"]:
+        """Why: ``permit``, ``forbid``, ``error`` or ``default-deny`` (no policy applied)."""
+        if self.effect == "allow":
+            return "permit"
+        if self.errors:
+            return "error"
+        return "forbid" if self.policy_ids else "default-deny"
+
+    @classmethod
+    def failed(cls, error: str, policy_ids: tuple[str, ...] = ()) -> Decision:
+        """A deny because something went wrong (fail closed)."""
+        return cls("deny", policy_ids, {}, (error,))

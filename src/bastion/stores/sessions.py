@@ -1,0 +1,100 @@
+"""MCP sessions, bound to the principal that opened them.
+
+A session id is Bastion's own (256 random bits, URL-safe); it maps to the
+upstream's session id, which the client never sees. A session presented by a
+principal other than the one that opened it is treated as unknown, so the
+gateway answers 404 exactly as for an id that never existed (MCP 2025-11-25
+basic/transports, "Session Management"). Sessions never authenticate: the
+bearer token is checked on every request before the session is looked up.
+
+``SessionStore`` is the small async interface; ``MemorySessionStore`` is the
+embedded default (one process). Shared backends come with multi-replica
+support.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["MemorySessionStore", "Session", "SessionStore"]
+
+
+@dataclass(slots=True)
+class Session:
+    """One downstream MCP session on one route.
+
+    ``principal_key`` is ``Principal.key`` of the opener; ``upstream_id`` the
+    upstream's ``Mcp-Session-Id`` (HTTP upstreams only); ``protocol_version``
+    the negotiated version; times are ``time.monotonic()`` seconds.
+    """
+
+    id: str
+    route: str
+    principal_key: str
+    protocol_version: str | None = None
+    upstream_id: str | None = None
+    created: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class SessionStore(Protocol):
+    """Where sessions live. Every method is safe to call concurrently."""
+
+    async def create(self, route: str, principal_key: str) -> Session:
+        """Open a new session for ``principal_key`` on ``route`` and return it."""
+        ...
+
+    async def get(self, session_id: str, route: str, principal_key: str) -> Session | None:
+        """The session if it exists on ``route`` AND belongs to ``principal_key``; else ``None``."""
+        ...
+
+    async def delete(self, session_id: str) -> None:
+        """Forget a session (idempotent)."""
+        ...
+
+
+class MemorySessionStore:
+    """In-process session store with idle expiry (``idle_s`` seconds)."""
+
+    def __init__(self, idle_s: float = 3600.0, max_sessions: int = 100_000) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._idle_s = idle_s
+        self._max = max_sessions
+
+    async def create(self, route: str, principal_key: str) -> Session:
+        """Open a session; the oldest idle sessions are evicted past ``max_sessions``."""
+        if len(self._sessions) >= self._max:
+            self._evict(time.monotonic())
+        session = Session(id=secrets.token_urlsafe(32), route=route, principal_key=principal_key)
+        self._sessions[session.id] = session
+        return session
+
+    async def get(self, session_id: str, route: str, principal_key: str) -> Session | None:
+        """Look up a session bound to this route and principal; refreshes its idle timer."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        now = time.monotonic()
+        if now - session.last_seen > self._idle_s:
+            del self._sessions[session_id]
+            return None
+        if session.route != route or not secrets.compare_digest(session.principal_key, principal_key):
+            return None
+        session.last_seen = now
+        return session
+
+    async def delete(self, session_id: str) -> None:
+        """Forget a session."""
+        self._sessions.pop(session_id, None)
+
+    def _evict(self, now: float) -> None:
+        expired = [sid for sid, s in self._sessions.items() if now - s.last_seen > self._idle_s]
+        for sid in expired:
+            del self._sessions[sid]
+        if len(self._sessions) >= self._max:
+            oldest = sorted(self._sessions.values(), key=lambda s: s.last_seen)[: self._max // 10 or 1]
+            for session in oldest:
+                del self._sessions[session.id]

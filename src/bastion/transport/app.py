@@ -1,0 +1,76 @@
+"""The ASGI application: MCP endpoints per route, well-known metadata, health.
+
+- ``<route path>``: the route's MCP endpoint (``McpEndpoint``);
+- ``/.well-known/oauth-protected-resource<route path>``: RFC 9728 protected
+  resource metadata for the route (section 3.1: the well-known segment goes
+  between the host and the resource's path);
+- ``/.well-known/jwks.json``: Bastion's public signing keys (RFC 7517 section 5);
+- ``/healthz``: liveness, with each upstream's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from bastion.transport.endpoint import McpEndpoint
+from bastion.transport.routes import RouteRuntime
+
+__all__ = ["build_app", "protected_resource_metadata"]
+
+
+def protected_resource_metadata(route: RouteRuntime, authorization_server: str) -> dict[str, Any]:
+    """RFC 9728 section 2 metadata for ``route``: its resource URI and who issues its tokens."""
+    return {
+        "resource": route.resource_uri,
+        "authorization_servers": [authorization_server],
+        "bearer_methods_supported": ["header"],
+        "resource_name": route.settings.title or route.name,
+    }
+
+
+def _json(payload: Mapping[str, Any], *, cache_s: int = 300) -> JSONResponse:
+    return JSONResponse(dict(payload), headers={"cache-control": f"public, max-age={cache_s}"})
+
+
+def build_app(
+    endpoints: Sequence[McpEndpoint],
+    *,
+    authorization_server: str,
+    jwks: Callable[[], Mapping[str, Any]],
+    health: Callable[[], Mapping[str, Any]],
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+) -> Starlette:
+    """Assemble the Starlette app. ``jwks`` and ``health`` are called per request."""
+    routes: list[BaseRoute] = []
+    for endpoint in endpoints:
+        metadata = protected_resource_metadata(endpoint.route, authorization_server)
+
+        async def serve_metadata(_: Request, metadata: dict[str, Any] = metadata) -> Response:
+            return _json(metadata)
+
+        routes.append(Route(endpoint.route.path, endpoint))
+        routes.append(Route(f"/.well-known/oauth-protected-resource{endpoint.route.path}", serve_metadata))
+
+    async def serve_jwks(_: Request) -> Response:
+        return _json(jwks(), cache_s=60)
+
+    async def serve_health(_: Request) -> Response:
+        return JSONResponse(dict(health()), headers={"cache-control": "no-store"})
+
+    routes.append(Route("/.well-known/jwks.json", serve_jwks))
+    routes.append(Route("/healthz", serve_health))
+
+    async def not_found(_: Request, __: Exception) -> Response:
+        return JSONResponse({"error": "not_found"}, status_code=404)
+
+    async def not_allowed(_: Request, __: Exception) -> Response:
+        return JSONResponse({"error": "method_not_allowed"}, status_code=405)
+
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed})

@@ -1,0 +1,175 @@
+"""Sans-IO checks of the downstream HTTP request (pipeline stage 1, "transport").
+
+Implements the server-side MUSTs of MCP Streamable HTTP (2025-06-18,
+2025-11-25 basic/transports) and the stateless 2026-07-28 envelope:
+
+- ``Origin`` validated against an allow list, ``Host`` too (DNS rebinding);
+- one JSON-RPC message per POST (batches rejected), JSON-RPC 2.0 shape;
+- ``MCP-Protocol-Version`` must name a served version;
+- for 2026-07-28 requests, ``params._meta`` carries the envelope and the
+  mirrored ``Mcp-Method`` / ``Mcp-Name`` / ``MCP-Protocol-Version`` headers
+  equal the body (the SDK's own ladder, ``mcp.shared.inbound``), else -32020.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from mcp.shared.inbound import (
+    InboundLadderRejection,
+    classify_inbound_request,
+    find_duplicated_routing_header,
+)
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+
+from bastion.errors import (
+    BatchRejected,
+    ForbiddenOrigin,
+    HeaderMismatch,
+    ParseError,
+    TransportError,
+    UnsupportedVersion,
+)
+
+__all__ = [
+    "DEFAULT_HANDSHAKE_VERSION",
+    "SERVED_HANDSHAKE_VERSIONS",
+    "SERVED_MODERN_VERSIONS",
+    "OriginPolicy",
+    "accepts",
+    "check_modern_envelope",
+    "classify_message",
+    "parse_message",
+    "protocol_era",
+]
+
+SERVED_HANDSHAKE_VERSIONS: tuple[str, ...] = tuple(v for v in HANDSHAKE_PROTOCOL_VERSIONS if v >= "2025-03-26")
+SERVED_MODERN_VERSIONS: tuple[str, ...] = tuple(MODERN_PROTOCOL_VERSIONS)
+DEFAULT_HANDSHAKE_VERSION = "2025-03-26"
+"""Assumed when a handshake-era request carries no ``MCP-Protocol-Version`` (2025-06-18 transports)."""
+
+
+class OriginPolicy:
+    """Allowed ``Host`` and ``Origin`` values for one listener.
+
+    ``hosts`` are ``host[:port]`` strings compared case-insensitively;
+    ``origins`` are ``scheme://host[:port]``. A request without ``Origin`` (a
+    non-browser client) passes the origin check; a request without ``Host``
+    fails the host check.
+    """
+
+    def __init__(self, hosts: Iterable[str], origins: Iterable[str]) -> None:
+        self.hosts = frozenset(h.lower() for h in hosts)
+        self.origins = frozenset(o.lower().rstrip("/") for o in origins)
+
+    @classmethod
+    def for_listener(
+        cls, base_url: str, port: int, extra_hosts: Iterable[str] = (), extra_origins: Iterable[str] = ()
+    ) -> OriginPolicy:
+        """Derive the allow lists from the public base URL and the loopback names of ``port``."""
+        parts = urlsplit(base_url)
+        netloc = parts.netloc.lower()
+        hosts = {netloc, f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+        origins = {f"{parts.scheme}://{netloc}"} | {f"http://{h}" for h in list(hosts)}
+        return cls(hosts | set(extra_hosts), origins | set(extra_origins))
+
+    def check(self, headers: Mapping[str, str]) -> None:
+        """Raise ``ForbiddenOrigin`` (403) when ``Host`` or ``Origin`` is not allowed."""
+        host = headers.get("host", "").lower()
+        if host not in self.hosts:
+            raise ForbiddenOrigin("Host header is not allowed")
+        origin = headers.get("origin")
+        if origin is not None and origin.lower().rstrip("/") not in self.origins:
+            raise ForbiddenOrigin("Origin is not allowed")
+
+
+def accepts(headers: Mapping[str, str]) -> tuple[bool, bool]:
+    """``(json, sse)``: whether ``Accept`` admits ``application/json`` and ``text/event-stream``.
+
+    Wildcards follow RFC 9110 section 12.5.1; a missing header accepts both.
+    """
+    raw = headers.get("accept")
+    if raw is None:
+        return True, True
+    kinds = {part.split(";")[0].strip().lower() for part in raw.split(",")}
+    anything = "*/*" in kinds
+    return (
+        anything or "application/json" in kinds or "application/*" in kinds,
+        anything or "text/event-stream" in kinds or "text/*" in kinds,
+    )
+
+
+def parse_message(body: bytes) -> dict[str, Any]:
+    """Decode one JSON-RPC 2.0 message from ``body``.
+
+    Raises ``ParseError`` (-32700) for invalid JSON or UTF-8, ``BatchRejected``
+    for an array, ``TransportError`` (-32600) for anything not shaped like a
+    JSON-RPC request, notification or response.
+    """
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise ParseError("Parse error: body is not valid JSON") from exc
+    if isinstance(message, list):
+        raise BatchRejected("JSON-RPC batches are not supported; send one message per request")
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        raise TransportError("Invalid Request: not a JSON-RPC 2.0 message")
+    if "id" in message and not (
+        isinstance(message["id"], str) or (isinstance(message["id"], int) and not isinstance(message["id"], bool))
+    ):
+        raise TransportError("Invalid Request: id must be a string or an integer")
+    if "method" in message:
+        if not isinstance(message["method"], str) or not message["method"]:
+            raise TransportError("Invalid Request: method must be a non-empty string")
+        if "params" in message and not isinstance(message["params"], dict):
+            raise TransportError("Invalid Request: params must be an object")
+    elif "id" not in message or ("result" in message) == ("error" in message):
+        raise TransportError("Invalid Request: neither a request, a notification nor a response")
+    return message
+
+
+def classify_message(message: Mapping[str, Any]) -> str:
+    """``"request"``, ``"notification"`` or ``"response"`` for a message from ``parse_message``."""
+    if "method" in message:
+        return "request" if "id" in message else "notification"
+    return "response"
+
+
+def protocol_era(headers: Mapping[str, str], message: Mapping[str, Any]) -> tuple[str, str]:
+    """``(era, version)`` of the request: ``"modern"`` for 2026-07-28, else ``"handshake"``.
+
+    Raises ``UnsupportedVersion`` for an ``MCP-Protocol-Version`` Bastion does
+    not serve. ``initialize`` is always handshake-era; its version is negotiated
+    from the body.
+    """
+    version = headers.get("mcp-protocol-version")
+    if message.get("method") == "initialize":
+        return "handshake", version or DEFAULT_HANDSHAKE_VERSION
+    if version is None:
+        return "handshake", DEFAULT_HANDSHAKE_VERSION
+    if version in SERVED_MODERN_VERSIONS:
+        return "modern", version
+    if version in SERVED_HANDSHAKE_VERSIONS:
+        return "handshake", version
+    raise UnsupportedVersion(f"Bad Request: unsupported MCP-Protocol-Version {version!r}")
+
+
+def check_modern_envelope(
+    message: Mapping[str, Any], headers: Mapping[str, str], raw_headers: Iterable[tuple[str, str]]
+) -> None:
+    """Run the 2026-07-28 request ladder (``mcp.shared.inbound``) on a request.
+
+    Raises ``HeaderMismatch`` (-32020) when a routing header is repeated or
+    differs from the body, ``TransportError`` with the ladder's code otherwise.
+    """
+    duplicated = find_duplicated_routing_header(raw_headers)
+    if duplicated is not None:
+        raise HeaderMismatch(f"{duplicated} header appears more than once")
+    verdict = classify_inbound_request(message, headers=headers, supported_modern_versions=SERVED_MODERN_VERSIONS)
+    if isinstance(verdict, InboundLadderRejection):
+        if verdict.code == HeaderMismatch.jsonrpc_code:
+            raise HeaderMismatch(verdict.message)
+        raise TransportError(verdict.message, data=verdict.data, jsonrpc_code=verdict.code)

@@ -1,0 +1,157 @@
+"""The MCP endpoint of one route: a raw ASGI app for POST, GET and DELETE.
+
+POST runs the whole pipeline (``bastion.pipeline.runner``). GET opens the
+server-to-client event stream of a handshake-era session and DELETE ends a
+session (MCP 2025-11-25 basic/transports); both authenticate and check the
+session binding exactly like POST, then relay to the upstream. Every error is
+answered in the protocol's own form, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.types import Receive, Scope, Send
+
+from bastion.errors import BastionError, NotAcceptable, SessionNotFound, SessionRequired, TransportError
+from bastion.pipeline.context import EmptyReply, Exchange, HttpRequest, Reply, SseEvent, SseReply
+from bastion.pipeline.runner import Pipeline, error_reply
+from bastion.pipeline.stages.authenticate import AuthenticateStage
+from bastion.pipeline.stages.forward_http import _relay_events
+from bastion.stores.sessions import SessionStore
+from bastion.transport.checks import OriginPolicy, accepts
+from bastion.transport.routes import RouteRuntime
+from bastion.transport.wire import read_request, send_reply
+
+__all__ = ["McpEndpoint"]
+
+logger = logging.getLogger(__name__)
+
+_KEEPALIVE_S = 15.0
+
+
+class McpEndpoint:
+    """ASGI app serving ``route``'s MCP endpoint."""
+
+    def __init__(
+        self,
+        route: RouteRuntime,
+        pipeline: Pipeline,
+        *,
+        origins: OriginPolicy,
+        authenticate: AuthenticateStage,
+        sessions: SessionStore,
+        max_body: int,
+    ) -> None:
+        self.route = route
+        self._pipeline = pipeline
+        self._origins = origins
+        self._authenticate = authenticate
+        self._sessions = sessions
+        self._max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request."""
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        if method not in ("POST", "GET", "DELETE"):
+            await send_reply(send, EmptyReply(405, {"allow": "GET, POST, DELETE"}))
+            return
+        exchange: Exchange | None = None
+        try:
+            request = await read_request(scope, receive, self._max_body)
+            exchange = Exchange(route=self.route, http=request)
+            if method == "POST":
+                await self._pipeline.handle(exchange)
+            else:
+                await self._stream_or_delete(exchange)
+        except BastionError as exc:
+            if exchange is None:
+                exchange = Exchange(route=self.route, http=_bare_request(scope))
+            exchange.reply = error_reply(exchange, exc)
+        reply: Reply = exchange.reply or EmptyReply(500)
+        try:
+            exchange.response_bytes = await send_reply(send, reply)
+        except OSError:
+            logger.info("client went away before the reply was sent")
+        finally:
+            await self._pipeline.finish(exchange)
+
+    async def _stream_or_delete(self, exchange: Exchange) -> None:
+        headers = exchange.http.headers
+        self._origins.check(headers)
+        if exchange.http.method == "GET" and not accepts(headers)[1]:
+            raise NotAcceptable("Not Acceptable: GET needs Accept: text/event-stream")
+        await self._authenticate.run(exchange)
+        session_id = headers.get("mcp-session-id")
+        if not session_id:
+            if exchange.http.method == "GET":
+                exchange.reply = EmptyReply(405, {"allow": "POST, DELETE"})
+                return
+            raise SessionRequired("Bad Request: MCP-Session-Id header is required")
+        principal = exchange.principal
+        if principal is None:
+            raise TransportError("no principal")
+        session = await self._sessions.get(session_id, self.route.name, principal.key)
+        if session is None:
+            raise SessionNotFound("Session not found")
+        exchange.session = session
+        if exchange.http.method == "DELETE":
+            await self._delete(exchange)
+        else:
+            await self._open_stream(exchange)
+
+    async def _delete(self, exchange: Exchange) -> None:
+        session = exchange.session
+        if session is None:
+            return
+        status = 200
+        if self.route.http is not None and session.upstream_id:
+            response = await self.route.http.send(
+                "DELETE", headers=exchange.http.headers, session_id=session.upstream_id
+            )
+            await response.aclose()
+            status = response.status if response.status in (200, 202, 204, 405) else 200
+        await self._sessions.delete(session.id)
+        exchange.reply = EmptyReply(status)
+
+    async def _open_stream(self, exchange: Exchange) -> None:
+        session = exchange.session
+        if session is None:
+            return
+        if self.route.http is not None:
+            response = await self.route.http.send(
+                "GET", headers=exchange.http.headers, session_id=session.upstream_id
+            )
+            if response.kind == "sse":
+                exchange.reply = SseReply(200, _relay_events(response))
+            else:
+                await response.aclose()
+                exchange.reply = EmptyReply(response.status)
+            return
+        exchange.reply = SseReply(200, self._broadcast(), {})
+
+    async def _broadcast(self) -> AsyncIterator[SseEvent]:
+        server = self.route.stdio
+        if server is None:
+            return
+        queue = server.subscribe()
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(queue.get(), _KEEPALIVE_S)
+                except TimeoutError:
+                    yield SseEvent()  # a comment line: keeps proxies from closing an idle stream
+                    continue
+                yield SseEvent(message=message)
+        finally:
+            with contextlib.suppress(Exception):
+                server.unsubscribe(queue)
+
+
+def _bare_request(scope: Scope) -> HttpRequest:
+    return HttpRequest(method=scope["method"], path=scope["path"], headers={}, raw_headers=(), client_ip=None)

@@ -1,0 +1,68 @@
+"""Routes at run time: the configured route plus its live upstream and tool catalog."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.config import RouteSettings
+from bastion.upstream.http import HttpUpstream
+from bastion.upstream.stdio import StdioServer
+
+__all__ = ["RouteRuntime", "ToolCatalog"]
+
+
+@dataclass(slots=True)
+class ToolCatalog:
+    """The upstream's tool definitions by name, as last listed (MCP ``Tool`` objects).
+
+    Filled from every ``tools/list`` result that passes through the gateway
+    and by the classify stage when it meets a tool it has not seen. ``stale``
+    is set when the upstream announces ``notifications/tools/list_changed``.
+    """
+
+    tools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    updated: float = 0.0
+    stale: bool = True
+
+    def merge(self, tools: list[Any], *, complete: bool = False) -> None:
+        """Record tool definitions from one ``tools/list`` page; ``complete`` replaces the catalog."""
+        found = {t["name"]: t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)}
+        if complete:
+            self.tools = found
+        else:
+            self.tools.update(found)
+        self.updated = time.monotonic()
+        self.stale = False
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The definition of tool ``name``, or ``None`` if the upstream never listed it."""
+        return self.tools.get(name)
+
+
+@dataclass(slots=True)
+class RouteRuntime:
+    """A route as the gateway serves it.
+
+    ``resource_uri`` is the route's RFC 8707 resource indicator (the audience
+    of its tokens); ``metadata_url`` its RFC 9728 protected resource metadata.
+    Exactly one of ``http`` / ``stdio`` is set.
+    """
+
+    settings: RouteSettings
+    resource_uri: str
+    metadata_url: str
+    http: HttpUpstream | None = None
+    stdio: StdioServer | None = None
+    catalog: ToolCatalog = field(default_factory=ToolCatalog)
+
+    @property
+    def name(self) -> str:
+        """The route name, as used in Cedar ids (``Server::"<name>"``)."""
+        return self.settings.name
+
+    @property
+    def path(self) -> str:
+        """The public path of the route's MCP endpoint."""
+        return self.settings.public_path
