@@ -70,3 +70,14 @@ def revoke(
     finally:
         revocations.close()
     out.print(f"revoked {jti}")
+
+
+@app.command("rotate-keys")
+def rotate_keys(config: _PATH = Path("bastion.yaml")) -> None:
+    """Make a new signing key current; the old one verifies until its tokens have expired."""
+    settings = load_or_exit(config)
+    keys = SigningKeys.load_or_create(settings.data_dir, verify_window_s=settings.identity.max_token_ttl)
+    old = keys.current.kid
+    new = keys.rotate().kid
+    out.print(f"signing key {new} is current; {old} stays valid for verification for "
+              f"{settings.identity.max_token_ttl}s")
