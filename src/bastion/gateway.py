@@ -56,6 +56,7 @@ class Gateway:
 
     def __init__(self, config: BastionConfig) -> None:
         self.config = config
+        self.closing = asyncio.Event()
         data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.database = data_dir / DATABASE_FILE
@@ -143,6 +144,7 @@ class Gateway:
             authenticate=authenticate,
             sessions=self.sessions,
             max_body=self.config.server.max_body_bytes,
+            closing=self.closing,
         )
 
     def health(self) -> dict[str, Any]:

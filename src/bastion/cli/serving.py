@@ -9,7 +9,27 @@ import uvicorn
 from bastion.config import BastionConfig
 from bastion.gateway import Gateway
 
-__all__ = ["override_listener", "run_server"]
+__all__ = ["GatewayServer", "override_listener", "run_server", "uvicorn_config"]
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, telling the gateway when shutdown begins.
+
+    Long-lived event streams (a session's GET stream) end as soon as
+    ``gateway.closing`` is set, so shutdown does not wait for the graceful
+    timeout and then cancel them.
+    """
+
+    def __init__(self, gateway: Gateway, log_level: str = "info") -> None:
+        super().__init__(uvicorn_config(gateway, log_level))
+        self._closing = gateway.closing
+
+    async def on_tick(self, counter: int) -> bool:
+        """uvicorn's periodic check (every 0.1 s); sets ``closing`` once an exit was requested."""
+        should_exit = await super().on_tick(counter)
+        if should_exit:
+            self._closing.set()
+        return should_exit
 
 
 def override_listener(config: BastionConfig, host: str | None, port: int | None) -> BastionConfig:
@@ -45,4 +65,4 @@ def run_server(config: BastionConfig, *, host: str | None, port: int | None, log
     """Build the gateway (raises ``ConfigError``) and serve until interrupted."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     gateway = Gateway(override_listener(config, host, port))
-    uvicorn.Server(uvicorn_config(gateway, log_level)).run()
+    GatewayServer(gateway, log_level).run()

@@ -17,11 +17,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2
-import uvicorn
 from rich.console import Console
 
 from bastion.audit import verify
-from bastion.cli.serving import uvicorn_config
+from bastion.cli.serving import GatewayServer
 from bastion.demo.script import DemoTarget, StepResult, run_script
 from bastion.demo.workspace import DEMO_USERS, build_demo_config
 from bastion.errors import ConfigError
@@ -98,7 +97,7 @@ async def run_demo(*, port: int, once: bool, workdir: Path | None, console: Cons
         root = workdir or Path(scratch)
         async with _notes_server(free_port()) as notes_url:
             gateway = Gateway(build_demo_config(root, port=port, notes_url=notes_url))
-            server = uvicorn.Server(uvicorn_config(gateway, "warning"))
+            server = GatewayServer(gateway, "warning")
             serving = asyncio.create_task(server.serve())
             base = gateway.config.server.base_url
             await _wait_http(f"{base}/healthz")

@@ -17,6 +17,20 @@ refuses action groups). Arguments are converted by ``bastion.policy.convert``. C
 the parsed policy set, each principal's entity JSON, and parsed entity sets (LRU, by
 their JSON text); context attributes that no policy reads are not sent to Cedar.
 
+Listings (``filter_listable``): an item is listed when SOME arguments exist for which the
+call would be permitted, found by Cedar partial evaluation with ``context.arguments``
+unknown (all else known). Allow -> listed; Deny -> hidden; no decision -> listed when a
+permit may be determining and no forbid must be, i.e. a forbid that applies whatever the
+arguments hides the item. Hidden as well on any error, on any entity Cedar treats as
+unknown (partial evaluation takes an entity missing from the store as unknown where a full
+one fails on its attributes; the action entity is added, without parents, as a full
+evaluation assumes), and when the surely-satisfied permits' obligations conflict. It
+over-approximates (residuals are not solved: ``has x && !(has x)`` lists, and an error
+behind an unknown is not seen) but never decides a call: ``decide`` sees the real
+arguments. Partial evaluation is an experimental Cedar feature, and cedarpy takes its
+request uids only as Cedar text in normalized form, so that text is printed by Cedar
+itself (``_uid_text``) from the structured uid, never escaped here.
+
 Fail closed: no determining policy is a deny (``DEFAULT_DENY``); a forbid beats a permit
 (Cedar); any evaluation error, even in a policy that did not decide, and any exception
 (bad context, cedarpy failure) is a deny carrying the error. Obligations are the union of
@@ -51,13 +65,18 @@ __all__ = ["PolicyEngine", "build_context"]
 
 _CONTEXT_KEYS = frozenset({"arguments", "client_id", "session", "time", "ip", "approved"})
 _CEDAR_ID = re.compile(r"`(policy\d+)`")
+_ARGUMENT_ACTIONS = frozenset({"tools/call"})
+"""The actions whose requests carry arguments (the authorize stage passes none to others)."""
+_UNKNOWN_ARGUMENTS = {"__extn": {"fn": "unknown", "arg": "arguments"}}
+_EST_PREFIX = "permit(principal == "
+_EST_SUFFIX = ", action, resource);"
 
 
 class PolicyEngine:
     """Decides requests against a loaded, validated Cedar policy set (DESIGN.md stage 5).
 
-    Build it with ``PolicyEngine.load``. ``decide`` and ``filter_allowed`` never raise:
-    every failure is a deny (see the module docstring).
+    Build it with ``PolicyEngine.load``. ``decide``, ``filter_allowed`` and
+    ``filter_listable`` never raise: every failure is a deny (see the module docstring).
     """
 
     __slots__ = ("_by_cedar_id", "_loaded")
@@ -107,6 +126,51 @@ class PolicyEngine:
             return []
         return [decision.allowed for decision in self._evaluate(principal, action, resources, context)]
 
+    def filter_listable(
+        self,
+        principal: Principal,
+        action: str,
+        resources: Sequence[ResourceRef],
+        context: Mapping[str, Any],
+    ) -> list[bool]:
+        """For ``tools/list`` etc.: whether some arguments exist that allow acting on each resource.
+
+        For ``tools/call`` ``context["arguments"]`` is ignored (still checked) and left
+        unknown to Cedar, one partial evaluation per resource (rule in the module
+        docstring); for the other actions, whose requests carry no arguments, and when no
+        policy reads ``context.arguments``, this is ``filter_allowed``. Never use it to
+        allow a call: ``decide`` that with the real arguments.
+        """
+        if not resources:
+            return []
+        keys = self._loaded.context_keys
+        if action not in _ARGUMENT_ACTIONS or (keys is not None and "arguments" not in keys):
+            return self.filter_allowed(principal, action, resources, context)
+        try:
+            record = _context_record(context, keys)
+            record["arguments"] = _UNKNOWN_ARGUMENTS
+            context_json = json.dumps(record)
+            handle = _entity_handle(principal, resources, action)
+            principal_text = _uid_text(principal.kind, principal.sub)
+            action_text = _uid_text("Action", action)
+        except Exception:  # noqa: BLE001 - any failure hides the items (fail closed)
+            return [False] * len(resources)
+        listed: list[bool] = []
+        for resource in resources:
+            try:
+                uid = resource.uid
+                request = {
+                    "principal": principal_text,
+                    "action": action_text,
+                    "resource": _uid_text(uid["type"], uid["id"]),
+                    "context": context_json,
+                }
+                result = cedarpy.is_authorized_partial(request, self._loaded.policy_set, handle)
+                listed.append(self._listable(result))
+            except Exception:  # noqa: BLE001 - any failure hides the item (fail closed)
+                listed.append(False)
+        return listed
+
     def _evaluate(
         self,
         principal: Principal,
@@ -118,13 +182,7 @@ class PolicyEngine:
             if action not in ACTIONS:
                 raise ValueError(f"unknown action {action!r}")
             context_json = build_context(context, self._loaded.context_keys)
-            entities: dict[str, str] = {}
-            for resource in resources:
-                entity = json.dumps(resource.entity())
-                key = json.dumps(resource.uid)
-                if entities.setdefault(key, entity) != entity:
-                    raise ValueError(f"two different entities for {key}")
-            handle = _entities(f"[{_principal_json(principal)},{','.join(entities.values())}]")
+            handle = _entity_handle(principal, resources)
             principal_uid = {"type": principal.kind, "id": principal.sub}
             action_uid = {"type": "Action", "id": action}
             requests = [
@@ -162,6 +220,21 @@ class PolicyEngine:
             return Decision("deny", ids, {}, conflicts)
         return Decision("allow", ids, obligations)
 
+    def _listable(self, result: cedarpy.PartialAuthzResult) -> bool:
+        """Whether a partial answer (arguments unknown) lists its item (module docstring)."""
+        diagnostics = result.diagnostics
+        if diagnostics.errors or diagnostics.unknown_entities:
+            return False
+        if _merge_obligations([self._by_cedar_id[c] for c in diagnostics.reasons])[1]:
+            return False
+        if result.decision == cedarpy.Decision.Allow:
+            return True
+        if result.decision != cedarpy.Decision.NoDecision:
+            return False
+        may = {self._by_cedar_id[c].effect for c in diagnostics.may_be_determining}
+        must = {self._by_cedar_id[c].effect for c in diagnostics.must_be_determining}
+        return "permit" in may and "forbid" not in must
+
     def _rename(self, match: re.Match[str]) -> str:
         info = self._by_cedar_id.get(match[1])
         return f"`{info.policy_id}`" if info is not None else match[0]
@@ -175,6 +248,11 @@ def build_context(context: Mapping[str, Any], keep: frozenset[str] | None = None
     value about 24 µs per request). Raises ``ValueError``/``TypeError`` for an unknown key
     or a value of the wrong type.
     """
+    return json.dumps(_context_record(context, keep))
+
+
+def _context_record(context: Mapping[str, Any], keep: frozenset[str] | None) -> dict[str, Any]:
+    """The context record of ``build_context`` as a dict in Cedar's JSON value form."""
     unknown = set(context) - _CONTEXT_KEYS
     if unknown:
         raise ValueError(f"unknown context key {sorted(unknown)[0]!r}")
@@ -205,7 +283,54 @@ def build_context(context: Mapping[str, Any], keep: frozenset[str] | None = None
         record["ip"] = {"__extn": {"fn": "ip", "arg": str(ipaddress.ip_address(record["ip"]))}}
     if keep is not None:
         record = {key: value for key, value in record.items() if key in keep}
-    return json.dumps(record)
+    return record
+
+
+def _entity_handle(
+    principal: Principal, resources: Sequence[ResourceRef], action: str | None = None
+) -> cedarpy.Entities:
+    """The principal, the resources and (if given) the action as one parsed entity set
+    (cached by its JSON text).
+
+    Raises ``ValueError`` when two refs carry different entities for one uid or Cedar
+    rejects the entities, ``TypeError`` for a bad attribute.
+    """
+    entities: dict[str, str] = {}
+    for resource in resources:
+        entity = json.dumps(resource.entity())
+        key = json.dumps(resource.uid)
+        if entities.setdefault(key, entity) != entity:
+            raise ValueError(f"two different entities for {key}")
+    if action is not None:
+        entities["action"] = json.dumps({"uid": {"type": "Action", "id": action}, "attrs": {}, "parents": []})
+    return _entities(f"[{_principal_json(principal)},{','.join(entities.values())}]")
+
+
+@functools.lru_cache(maxsize=4096)
+def _uid_text(entity_type: str, entity_id: str) -> str:
+    """The entity uid as Cedar text, in the normalized form ``is_authorized_partial`` demands.
+
+    cedarpy's partial evaluation takes request uids only as text (a ``{"type", "id"}`` dict
+    is a ``TypeError``) and refuses any text but Cedar's own rendering (Display of
+    ``EntityUID``: Rust's ``escape_debug`` of the id, which follows Rust's Unicode tables,
+    so ``"\\u{41}"`` for ``A`` is refused). So Cedar prints it: a one-policy set in JSON
+    form naming the uid is converted to Cedar text and the uid cut out (about 9 µs, cached).
+    Raises ``ValueError`` when Cedar refuses the uid or prints something unexpected.
+    """
+    uid = {"type": entity_type, "id": entity_id}
+    policy = {
+        "effect": "permit",
+        "principal": {"op": "==", "entity": uid},
+        "action": {"op": "All"},
+        "resource": {"op": "All"},
+        "conditions": [],
+    }
+    text = cedarpy.policies_from_json_str(
+        json.dumps({"staticPolicies": {"p": policy}, "templates": {}, "templateLinks": []})
+    )
+    if not (text.startswith(f'{_EST_PREFIX}{entity_type}::"') and text.endswith(f'"{_EST_SUFFIX}')):
+        raise ValueError(f"unexpected Cedar rendering of a {entity_type} uid: {text[:80]!r}")
+    return text[len(_EST_PREFIX) : -len(_EST_SUFFIX)]
 
 
 def _merge_obligations(infos: Sequence[PolicyInfo]) -> tuple[dict[str, str], tuple[str, ...]]:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -45,6 +46,7 @@ class McpEndpoint:
         authenticate: AuthenticateStage,
         sessions: SessionStore,
         max_body: int,
+        closing: asyncio.Event | None = None,
     ) -> None:
         self.route = route
         self._pipeline = pipeline
@@ -52,6 +54,7 @@ class McpEndpoint:
         self._authenticate = authenticate
         self._sessions = sessions
         self._max_body = max_body
+        self._closing = closing or asyncio.Event()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one HTTP request."""
@@ -128,12 +131,47 @@ class McpEndpoint:
                 "GET", headers=exchange.http.headers, session_id=session.upstream_id
             )
             if response.kind == "sse":
-                exchange.reply = SseReply(200, _relay_events(response))
+                exchange.reply = SseReply(200, self._until_closing(_relay_events(response)))
             else:
                 await response.aclose()
                 exchange.reply = EmptyReply(response.status)
             return
-        exchange.reply = SseReply(200, self._broadcast(), {})
+        exchange.reply = SseReply(200, self._until_closing(self._broadcast()), {})
+
+    async def _until_closing(self, events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
+        """Relay ``events`` until they end or the gateway starts shutting down.
+
+        Idle for ``_KEEPALIVE_S`` seconds, it sends a comment line so that
+        proxies keep the stream open.
+        """
+        closing: asyncio.Future[Any] = asyncio.ensure_future(self._closing.wait())
+        upcoming: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                if upcoming is None:
+                    upcoming = asyncio.ensure_future(anext(events))
+                waiting: set[asyncio.Future[Any]] = {upcoming, closing}
+                done, _ = await asyncio.wait(waiting, timeout=_KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
+                if closing in done:
+                    return
+                if not done:
+                    yield SseEvent()  # a comment line
+                    continue
+                try:
+                    event = upcoming.result()
+                except StopAsyncIteration:
+                    return
+                upcoming = None
+                yield event
+        finally:
+            closing.cancel()
+            if upcoming is not None:
+                upcoming.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await upcoming
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _broadcast(self) -> AsyncIterator[SseEvent]:
         server = self.route.stdio
@@ -142,15 +180,9 @@ class McpEndpoint:
         queue = server.subscribe()
         try:
             while True:
-                try:
-                    message = await asyncio.wait_for(queue.get(), _KEEPALIVE_S)
-                except TimeoutError:
-                    yield SseEvent()  # a comment line: keeps proxies from closing an idle stream
-                    continue
-                yield SseEvent(message=message)
+                yield SseEvent(message=await queue.get())
         finally:
-            with contextlib.suppress(Exception):
-                server.unsubscribe(queue)
+            server.unsubscribe(queue)
 
 
 def _bare_request(scope: Scope) -> HttpRequest:

@@ -69,7 +69,7 @@ class InspectStage:
         if principal is None:
             allowed = [False] * len(refs)
         else:
-            allowed = self._engine.filter_allowed(principal, action, refs, policy_context(exchange))
+            allowed = self._engine.filter_listable(principal, action, refs, policy_context(exchange))
         kept = [item for item, ok in zip(items, allowed, strict=True) if ok]
         exchange.notes["listed"] = len(items)
         exchange.notes["filtered_out"] = len(items) - len(kept)
@@ -83,5 +83,8 @@ class InspectStage:
         route = exchange.route.name
         if kind == "Tool":
             return ResourceRef.from_tool(route, item)
-        name = str(item.get("uri") if kind == "Resource" else item.get("name"))
-        return ResourceRef(kind=kind, route=route, name=name, attrs={"uri" if kind == "Resource" else "name": name})
+        if kind == "Resource":
+            uri = str(item.get("uri"))
+            return ResourceRef(kind="Resource", route=route, name=uri, attrs={"uri": uri})
+        name = str(item.get("name"))
+        return ResourceRef(kind="Prompt", route=route, name=name, attrs={"name": name})
