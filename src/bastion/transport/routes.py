@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bastion.config import RouteSettings
+from bastion.errors import UpstreamError
 from bastion.upstream.http import HttpUpstream
 from bastion.upstream.stdio import StdioServer
 
-__all__ = ["RouteRuntime", "ToolCatalog"]
+__all__ = ["MAX_CATALOG_PAGES", "PageFetcher", "RouteRuntime", "ToolCatalog"]
+
+logger = logging.getLogger(__name__)
+
+MAX_CATALOG_PAGES = 20
+PageFetcher = Callable[[str | None], Awaitable[dict[str, Any]]]
+"""Fetches one ``tools/list`` page: takes the cursor (``None`` first), returns the result object."""
 
 
 @dataclass(slots=True)
@@ -35,6 +44,28 @@ class ToolCatalog:
             self.tools.update(found)
         self.updated = time.monotonic()
         self.stale = False
+
+    async def reload(self, fetch_page: PageFetcher) -> bool:
+        """Replace the catalog with every page ``fetch_page`` returns (at most ``MAX_CATALOG_PAGES``).
+
+        Best effort: on ``UpstreamError`` the catalog stays as it was and
+        ``False`` is returned, so an unknown tool stays classified as unlisted.
+        """
+        tools: list[Any] = []
+        cursor: str | None = None
+        for _ in range(MAX_CATALOG_PAGES):
+            try:
+                result = await fetch_page(cursor)
+            except UpstreamError as exc:
+                logger.warning("tools/list for the catalog failed: %s", exc)
+                return False
+            page = result.get("tools")
+            tools.extend(page if isinstance(page, list) else [])
+            cursor = result.get("nextCursor")
+            if not isinstance(cursor, str) or not cursor:
+                break
+        self.merge(tools, complete=True)
+        return True
 
     def get(self, name: str) -> dict[str, Any] | None:
         """The definition of tool ``name``, or ``None`` if the upstream never listed it."""

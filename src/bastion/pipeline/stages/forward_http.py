@@ -13,7 +13,6 @@ MCP's own headers).
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +23,6 @@ from bastion.upstream.http import HttpUpstream, UpstreamResponse
 
 __all__ = ["HttpForwardStage"]
 
-logger = logging.getLogger(__name__)
 
 
 async def _relay_events(response: UpstreamResponse) -> AsyncIterator[SseEvent]:
@@ -98,34 +96,23 @@ class HttpForwardStage:
         exchange.reply = _reply_from(response, headers)
 
     async def load_catalog(self, exchange: Exchange) -> None:
-        """Fetch ``tools/list`` (all pages) over the exchange's upstream session into the catalog.
-
-        Best effort: on any upstream failure the catalog stays as it was and
-        the tool is classified as unlisted (most restrictive).
-        """
+        """Fetch ``tools/list`` over the exchange's upstream session into the route's catalog."""
         upstream = self._upstream(exchange)
         session_id = exchange.session.upstream_id if exchange.session else None
-        tools: list[Any] = []
-        cursor: str | None = None
-        for page in range(20):
+        headers = {k: v for k, v in exchange.http.headers.items() if k != "mcp-name"}
+        headers["mcp-method"] = "tools/list"
+        meta = exchange.params.get("_meta") if exchange.era == "modern" else None
+        envelope = {k: v for k, v in (meta or {}).items() if k.startswith("io.modelcontextprotocol/")}
+
+        async def fetch_page(cursor: str | None) -> dict[str, Any]:
             params: dict[str, Any] = {"cursor": cursor} if cursor else {}
-            if exchange.era == "modern":
-                meta = exchange.params.get("_meta")
-                params["_meta"] = {k: v for k, v in (meta or {}).items() if k.startswith("io.modelcontextprotocol/")}
-            body = json.dumps({"jsonrpc": "2.0", "id": f"bastion-catalog-{page}", "method": "tools/list",
-                               "params": params}).encode()
-            headers = {k: v for k, v in exchange.http.headers.items() if k != "mcp-name"}
-            headers["mcp-method"] = "tools/list"
-            try:
-                result = await self._request(upstream, headers, body, session_id)
-            except UpstreamError as exc:
-                logger.warning("route %s: tools/list for the catalog failed: %s", exchange.route.name, exc)
-                return
-            tools.extend(result.get("tools") or [])
-            cursor = result.get("nextCursor")
-            if not cursor:
-                break
-        exchange.route.catalog.merge(tools, complete=True)
+            if envelope:
+                params["_meta"] = envelope
+            message = {"jsonrpc": "2.0", "id": f"bastion-catalog-{cursor or 0}", "method": "tools/list",
+                       "params": params}  # fmt: skip
+            return await self._request(upstream, headers, json.dumps(message).encode(), session_id)
+
+        await exchange.route.catalog.reload(fetch_page)
 
     @staticmethod
     async def _request(

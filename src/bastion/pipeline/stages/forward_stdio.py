@@ -156,20 +156,14 @@ class StdioForwardStage:
         return {"jsonrpc": "2.0", "id": exchange.rpc_id, "result": result}
 
     async def load_catalog(self, exchange: Exchange) -> None:
-        """Fetch every page of ``tools/list`` from the process into the route's catalog (best effort)."""
+        """Fetch ``tools/list`` from the process into the route's catalog."""
         server = self._server(exchange)
-        tools: list[Any] = []
-        cursor: str | None = None
-        for _ in range(20):
-            try:
-                response = await server.request("tools/list", {"cursor": cursor} if cursor else {}, timeout_s=30)
-            except UpstreamError:
-                return
+
+        async def fetch_page(cursor: str | None) -> dict[str, Any]:
+            response = await server.request("tools/list", {"cursor": cursor} if cursor else {}, timeout_s=30)
             result = response.get("result")
             if not isinstance(result, dict):
-                return
-            tools.extend(result.get("tools") or [])
-            cursor = result.get("nextCursor")
-            if not cursor:
-                break
-        exchange.route.catalog.merge(tools, complete=True)
+                raise UpstreamError(f"tools/list failed: {response.get('error')}")
+            return result
+
+        await exchange.route.catalog.reload(fetch_page)
