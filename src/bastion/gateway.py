@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from bastion.audit import SQLiteAuditLog
 from bastion.config import BastionConfig, RouteSettings, SecretRef
+from bastion.errors import ConfigError
 from bastion.identity import RevocationList, SigningKeys, TokenIssuer, TokenVerifier
 from bastion.pipeline.runner import Pipeline
 from bastion.pipeline.stages.audit import AuditStage
@@ -46,9 +47,18 @@ DATABASE_FILE = "bastion.db"
 """The embedded store: one SQLite file in the data directory (audit log, revocations)."""
 
 
-def resolve_values(values: dict[str, str | SecretRef]) -> dict[str, str]:
-    """Resolve literal-or-reference values (env vars, headers). Raises ``ConfigError``."""
-    return {k: v.resolve() if isinstance(v, SecretRef) else v for k, v in values.items()}
+def resolve_values(values: dict[str, str | SecretRef], where: str) -> dict[str, str]:
+    """Resolve literal-or-reference values (env vars, headers).
+
+    Raises ``ConfigError`` naming the key, e.g. ``routes.github.stdio.env.GITHUB_TOKEN: ...``.
+    """
+    resolved: dict[str, str] = {}
+    for key, value in values.items():
+        try:
+            resolved[key] = value.resolve() if isinstance(value, SecretRef) else value
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{key}: {exc.message}") from exc
+    return resolved
 
 
 class Gateway:
@@ -100,7 +110,7 @@ class Gateway:
         if settings.http is not None:
             runtime.http = HttpUpstream(
                 settings.http.url,
-                extra_headers=resolve_values(settings.http.headers),
+                extra_headers=resolve_values(settings.http.headers, f"routes.{settings.name}.http.headers"),
                 timeout_s=settings.http.timeout_s,
             )
         elif settings.stdio is not None:
@@ -109,7 +119,7 @@ class Gateway:
                 settings.name,
                 stdio.command,
                 stdio.args,
-                env=resolve_values(stdio.env),
+                env=resolve_values(stdio.env, f"routes.{settings.name}.stdio.env"),
                 cwd=str(stdio.cwd) if stdio.cwd else None,
                 restart_backoff_s=stdio.restart_backoff_s,
             )

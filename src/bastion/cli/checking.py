@@ -23,10 +23,10 @@ def check_config(config: BastionConfig, console: Console) -> None:
         table.add_column(column)
     for route in config.routes:
         if route.http is not None:
-            resolve_values(route.http.headers)
+            resolve_values(route.http.headers, f"routes.{route.name}.http.headers")
             upstream = f"http {route.http.url}"
         elif route.stdio is not None:
-            resolve_values(route.stdio.env)
+            resolve_values(route.stdio.env, f"routes.{route.name}.stdio.env")
             upstream = "stdio " + " ".join((route.stdio.command, *route.stdio.args))
         else:  # pragma: no cover - excluded by RouteSettings validation
             upstream = "?"

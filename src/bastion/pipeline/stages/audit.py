@@ -58,16 +58,19 @@ class AuditStage:
             decision_id=exchange.decision_id,
             store_arguments=self._store_arguments,
         )
-        exchange.notes["audit_event"] = event
         return event
 
     async def run(self, exchange: Exchange) -> None:
-        """Commit the decision record; raise ``AuditUnavailable`` if it cannot be made durable."""
+        """Commit the decision record; raise ``AuditUnavailable`` if it cannot be made durable.
+
+        Only a request recorded here (and so about to be forwarded) later gets an outcome record.
+        """
         try:
             event = self._event(exchange)
         except ValueError as exc:  # pydantic.ValidationError is a ValueError
             raise AuditUnavailable("the audit record could not be built") from exc
         await self._log.append(event)
+        exchange.notes["audit_event"] = event
         exchange.audited = True
 
     async def record_denied(self, exchange: Exchange) -> None:

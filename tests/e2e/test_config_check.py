@@ -1,0 +1,172 @@
+"""Configuration validation: ``bastion check`` and ``bastion serve`` on good and bad files.
+
+A bad file is refused with a non-zero exit and one message naming the place
+(file and dotted key, or the policy file), never a traceback; ``serve`` with a
+bad file never starts listening.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.e2e.conftest import DEMO_CEDAR
+from tests.support.bastion_process import BASTION, free_port
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+BROKEN_CEDAR = """
+@id("ok")
+permit (principal, action == Action::"tools/call", resource);
+
+@id("broken")
+permit (principal in Group::"x", action == Action::"tools/call" resource)
+when { resource.risk == };
+"""
+
+
+def _base(tmp: Path, port: int | None = None) -> dict[str, Any]:
+    policy = tmp / "policy.cedar"
+    policy.write_text(DEMO_CEDAR.read_text(encoding="utf-8"), encoding="utf-8")
+    return {
+        "data_dir": str(tmp / "data"),
+        "server": {"host": "127.0.0.1", "port": port or free_port()},
+        "policy": {"files": [str(policy)]},
+        "routes": [
+            {
+                "name": "time",
+                "stdio": {
+                    "command": str(BIN / "mcp-server-time"),
+                    "env": {"TZ": "UTC", "UPSTREAM_TOKEN": {"env": "E2E_CHECK_SECRET"}},
+                },
+            },
+            {"name": "notes", "http": {"url": "http://127.0.0.1:9/mcp", "headers": {"X-Team": "ops"}}},
+        ],
+    }
+
+
+def _write(tmp: Path, config: dict[str, Any]) -> Path:
+    path = tmp / "bastion.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def _run(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "E2E_CHECK_SECRET": "from-the-environment", "COLUMNS": "250"}
+    return subprocess.run([BASTION, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env)
+
+
+def _unknown_key(tmp: Path, c: dict[str, Any]) -> str:
+    c["server"]["listen_everywhere"] = True
+    return "server.listen_everywhere"
+
+
+def _unknown_top_level_key(tmp: Path, c: dict[str, Any]) -> str:
+    c["routez"] = []
+    return "routez"
+
+
+def _cedar_syntax_error(tmp: Path, c: dict[str, Any]) -> str:
+    (tmp / "policy.cedar").write_text(BROKEN_CEDAR, encoding="utf-8")
+    return "policy.cedar"
+
+
+def _inline_secret(tmp: Path, c: dict[str, Any]) -> str:
+    c["routes"][0]["stdio"]["env"]["API_TOKEN"] = "abc"
+    return "routes.0.stdio.env"
+
+
+def _inline_header_secret(tmp: Path, c: dict[str, Any]) -> str:
+    c["routes"][1]["http"]["headers"]["Authorization"] = "Bearer abc"
+    return "routes.1.http.headers"
+
+
+def _missing_policy_file(tmp: Path, c: dict[str, Any]) -> str:
+    c["policy"]["files"] = [str(tmp / "nowhere.cedar")]
+    return "policy.files.0"
+
+
+def _unset_secret_reference(tmp: Path, c: dict[str, Any]) -> str:
+    c["routes"][0]["stdio"]["env"]["UPSTREAM_TOKEN"] = {"env": "E2E_DEFINITELY_NOT_SET"}
+    return "E2E_DEFINITELY_NOT_SET"
+
+
+BAD: dict[str, Callable[[Path, dict[str, Any]], str]] = {
+    "unknown-key": _unknown_key,
+    "unknown-top-level-key": _unknown_top_level_key,
+    "cedar-syntax-error": _cedar_syntax_error,
+    "inline-secret": _inline_secret,
+    "inline-header-secret": _inline_header_secret,
+    "missing-policy-file": _missing_policy_file,
+    "unset-secret-reference": _unset_secret_reference,
+}
+
+
+def test_check_accepts_a_good_config(tmp_path: Path) -> None:
+    path = _write(tmp_path, _base(tmp_path))
+    result = _run("check", "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
+    assert "time" in result.stdout
+    assert "notes" in result.stdout
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_check_refuses_a_bad_config_naming_the_place(tmp_path: Path, case: str) -> None:
+    config = _base(tmp_path)
+    place = BAD[case](tmp_path, config)
+    path = _write(tmp_path, config)
+    result = _run("check", "--config", str(path), cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert place in output, output
+    assert "Traceback" not in output
+    assert "OK" not in result.stdout
+
+
+def _listening(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("case", ["unknown-key", "cedar-syntax-error", "unset-secret-reference"])
+def test_serve_with_a_bad_config_exits_without_listening(tmp_path: Path, case: str) -> None:
+    port = free_port()
+    config = _base(tmp_path, port)
+    place = BAD[case](tmp_path, config)
+    path = _write(tmp_path, config)
+    proc = subprocess.Popen(
+        [BASTION, "serve", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "E2E_CHECK_SECRET": "x", "COLUMNS": "250"},
+    )
+    listened = False
+    deadline = time.monotonic() + 60
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            listened = listened or _listening(port)
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0
+    assert not listened
+    assert not _listening(port)
+    assert place in out + err, out + err
+    assert "Traceback" not in out + err
