@@ -295,13 +295,36 @@ def _resolve_paths(config: BastionConfig, base: Path) -> BastionConfig:
     def fix(path: Path) -> Path:
         return path if path.is_absolute() else (base / path)
 
+    def fix_values(values: dict[str, EnvValue]) -> dict[str, EnvValue]:
+        return {
+            k: v.model_copy(update={"file": fix(v.file)}) if isinstance(v, SecretRef) and v.file else v
+            for k, v in values.items()
+        }
+
+    def fix_route(route: RouteSettings) -> RouteSettings:
+        if route.stdio is not None:
+            stdio = route.stdio.model_copy(
+                update={"cwd": fix(route.stdio.cwd) if route.stdio.cwd else None, "env": fix_values(route.stdio.env)}
+            )
+            return route.model_copy(update={"stdio": stdio})
+        if route.http is not None:
+            http = route.http.model_copy(update={"headers": fix_values(route.http.headers)})
+            return route.model_copy(update={"http": http})
+        return route
+
     policy = config.policy.model_copy(
         update={
             "files": tuple(fix(p) for p in config.policy.files),
             "schema_file": fix(config.policy.schema_file) if config.policy.schema_file else None,
         }
     )
-    return config.model_copy(update={"data_dir": fix(config.data_dir), "policy": policy})
+    return config.model_copy(
+        update={
+            "data_dir": fix(config.data_dir),
+            "policy": policy,
+            "routes": tuple(fix_route(r) for r in config.routes),
+        }
+    )
 
 
 def _check_files(config: BastionConfig, source: str) -> None:

@@ -9,6 +9,7 @@ flushes the audit log. ``app`` is the ASGI application to serve.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +33,7 @@ from bastion.pipeline.stages.session import SessionStage
 from bastion.pipeline.stages.transport import TransportStage
 from bastion.policy import PolicyEngine
 from bastion.stores.sessions import MemorySessionStore
-from bastion.transport.app import build_app
+from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.endpoint import McpEndpoint
 from bastion.transport.routes import RouteRuntime
@@ -92,7 +93,7 @@ class Gateway:
         )
         self.routes = [self._route(r) for r in config.routes]
         self.endpoints = [self._endpoint(r) for r in self.routes]
-        self.app: Starlette = build_app(
+        self.app: GatewayApp = build_app(
             self.endpoints,
             authorization_server=config.issuer,
             jwks=self.keys.jwks,
@@ -175,6 +176,7 @@ class Gateway:
         for server, result in zip(servers, results, strict=True):
             if isinstance(result, BaseException):
                 logger.error("stdio upstream %s is not ready: %s (it keeps restarting)", server.name, result)
+        gc.freeze()  # what start-up built lives for the whole run: keep it out of every collection
 
     async def stop(self) -> None:
         """Stop upstreams, close pools, flush and close the audit log."""

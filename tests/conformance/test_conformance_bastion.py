@@ -15,7 +15,6 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
 from tests.support.bastion_process import BastionProcess
 
 pytestmark = pytest.mark.conformance

@@ -13,7 +13,8 @@ transaction committed. If the transaction fails, every ``append`` in it raises
 ``AuditUnavailable``, nothing of the batch is stored, and the in-memory chain state
 stays at the last committed record. ``append_nowait`` (for outcome events) queues the
 same way without waiting; such events are chained like the others, committed with the
-next batch and flushed by ``close``; if their batch fails they are lost and logged
+next batch (a batch of only such events lingers up to ``linger_ms`` for a durable append
+to share its fsync with) and flushed by ``close``; if their batch fails they are lost and logged
 (``bastion.audit`` logger, ``failures`` counter).
 
 A cancelled ``append`` may still be written: cancellation does not take an event back.
@@ -28,6 +29,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self
@@ -75,12 +77,17 @@ class SQLiteAuditLog:
     """``AuditLog`` on one SQLite file (see the module docstring for the write path).
 
     ``busy_timeout_ms`` bounds how long a transaction waits for a lock held by another
-    connection before the batch fails; ``max_batch`` caps events per transaction.
+    connection before the batch fails; ``max_batch`` caps events per transaction;
+    ``linger_ms`` is how long a batch of queued (``append_nowait``) events may wait for
+    company before it is committed on its own (0: commit at once).
     ``commits`` and ``failures`` count transactions committed and failed (for metrics).
     """
 
-    def __init__(self, path: Path, *, busy_timeout_ms: int = 5000, max_batch: int = 1024) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout_ms: int = 5000, max_batch: int = 1024, linger_ms: float = 20.0
+    ) -> None:
         self.path = path
+        self._linger_s = linger_ms / 1000
         self.commits = 0
         self.failures = 0
         self._busy_timeout = busy_timeout_ms / 1000
@@ -186,23 +193,45 @@ class SQLiteAuditLog:
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         while True:
-            batch: list[_Pending] = []
-            item = self._queue.get()
-            while item is not None:
-                batch.append(item)
-                if len(batch) >= self._max_batch:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            batch, stop = self._next_batch()
             try:
                 self._commit(conn, batch)
+            except Exception:  # the writer must outlive any one bad batch
+                logger.exception("audit batch of %d events failed", len(batch))
+                self._rollback(conn)
+                self._reload_head(conn)
+                self._settle(batch, "internal error in the audit writer")
             except BaseException:
                 self._settle(batch, "internal error in the audit writer")
                 raise
-            if item is None:
+            if stop:
                 return
+
+    def _next_batch(self) -> tuple[list[_Pending], bool]:
+        """Block for the next batch; the flag is True when the stop sentinel was read.
+
+        A batch nobody waits on (only ``append_nowait`` events) lingers up to
+        ``linger_s`` for one more event, so that it shares the next durable
+        commit instead of paying an fsync of its own.
+        """
+        batch: list[_Pending] = []
+        item = self._queue.get()
+        deadline = time.monotonic() + self._linger_s
+        while item is not None:
+            batch.append(item)
+            if len(batch) >= self._max_batch:
+                return batch, False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or any(p.future is not None for p in batch):
+                    return batch, False
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    return batch, False
+        return batch, True
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         seq, prev = self._seq, self._prev
@@ -211,11 +240,15 @@ class SQLiteAuditLog:
         for pending in batch:
             try:
                 record, text = seal(pending.body, seq=seq + 1, prev_hash=prev)
+                row = (*index_columns(record), text, record["hash"])
+                for value in row:  # text SQLite cannot store (lone surrogates) fails this event only
+                    if isinstance(value, str):
+                        value.encode("utf-8")
             except (TypeError, ValueError) as exc:  # not a JSON value: refuse this event only
                 self._settle([pending], f"audit record not serializable: {exc}")
                 continue
             seq, prev = seq + 1, record["hash"]
-            rows.append((*index_columns(record), text, prev))
+            rows.append(row)
             sealed.append(pending)
         if not rows:
             return
@@ -228,7 +261,7 @@ class SQLiteAuditLog:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: e.g. text SQLite cannot encode
             self.failures += 1
             logger.error("audit batch of %d events not written: %s", len(sealed), exc)
             self._reload_head(conn)
@@ -237,6 +270,14 @@ class SQLiteAuditLog:
         self._seq, self._prev = seq, prev
         self.commits += 1
         self._settle(sealed, None)
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            logger.error("audit rollback failed: %s", exc)
 
     def _reload_head(self, conn: sqlite3.Connection) -> None:
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 
-from bastion.errors import AuthenticationError, BastionError
+from bastion.errors import AuthenticationError, BastionError, PolicyDenied
 from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, SseEvent, SseReply
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.base import Stage
@@ -84,6 +84,12 @@ class Pipeline:
             if not await self._step(stage, exchange):
                 await self._audit.record_denied(exchange)
                 return
+        if exchange.decision is None or exchange.decision.effect != "allow":
+            # No stage allowed this request explicitly: never forward it (fail closed).
+            denied = PolicyDenied("Denied: no decision allowed this request", data={"policies": []})
+            exchange.error, exchange.reply = denied, error_reply(exchange, denied)
+            await self._audit.record_denied(exchange)
+            return
         if not await self._step(self._audit, exchange):
             return
         await self._step(self._forward, exchange)

@@ -18,11 +18,34 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from bastion.transport.endpoint import McpEndpoint
 from bastion.transport.routes import RouteRuntime
 
-__all__ = ["build_app", "protected_resource_metadata"]
+__all__ = ["GatewayApp", "build_app", "protected_resource_metadata"]
+
+
+class GatewayApp:
+    """The ASGI entry point: MCP endpoints by exact path, everything else to Starlette.
+
+    The MCP endpoints are the hot path, so they are dispatched with one dict
+    lookup instead of Starlette's routing and middleware stack; lifespan and
+    every other path go to ``fallback``.
+    """
+
+    def __init__(self, endpoints: Sequence[McpEndpoint], fallback: Starlette) -> None:
+        self._endpoints = {endpoint.route.path: endpoint for endpoint in endpoints}
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection scope."""
+        if scope["type"] == "http":
+            endpoint = self._endpoints.get(scope["path"])
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self.fallback(scope, receive, send)
 
 
 def protected_resource_metadata(route: RouteRuntime, authorization_server: str) -> dict[str, Any]:
@@ -46,8 +69,8 @@ def build_app(
     jwks: Callable[[], Mapping[str, Any]],
     health: Callable[[], Mapping[str, Any]],
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
-) -> Starlette:
-    """Assemble the Starlette app. ``jwks`` and ``health`` are called per request."""
+) -> GatewayApp:
+    """Assemble the app. ``jwks`` and ``health`` are called per request."""
     routes: list[BaseRoute] = []
     for endpoint in endpoints:
         metadata = protected_resource_metadata(endpoint.route, authorization_server)
@@ -55,7 +78,6 @@ def build_app(
         async def serve_metadata(_: Request, metadata: dict[str, Any] = metadata) -> Response:
             return _json(metadata)
 
-        routes.append(Route(endpoint.route.path, endpoint))
         routes.append(Route(f"/.well-known/oauth-protected-resource{endpoint.route.path}", serve_metadata))
 
     async def serve_jwks(_: Request) -> Response:
@@ -73,4 +95,5 @@ def build_app(
     async def not_allowed(_: Request, __: Exception) -> Response:
         return JSONResponse({"error": "method_not_allowed"}, status_code=405)
 
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed})
+    fallback = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed})
+    return GatewayApp(endpoints, fallback)

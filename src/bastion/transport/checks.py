@@ -14,6 +14,7 @@ Implements the server-side MUSTs of MCP Streamable HTTP (2025-06-18,
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +37,7 @@ from bastion.errors import (
 
 __all__ = [
     "DEFAULT_HANDSHAKE_VERSION",
+    "MAX_DEPTH",
     "SERVED_HANDSHAKE_VERSIONS",
     "SERVED_MODERN_VERSIONS",
     "OriginPolicy",
@@ -72,9 +74,9 @@ class OriginPolicy:
         """Derive the allow lists from the public base URL and the loopback names of ``port``."""
         parts = urlsplit(base_url)
         netloc = parts.netloc.lower()
-        hosts = {netloc, f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
-        origins = {f"{parts.scheme}://{netloc}"} | {f"http://{h}" for h in list(hosts)}
-        return cls(hosts | set(extra_hosts), origins | set(extra_origins))
+        loopback = {f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"}
+        origins = {f"{parts.scheme}://{netloc}"} | {f"http://{h}" for h in loopback}
+        return cls(loopback | {netloc} | set(extra_hosts), origins | set(extra_origins))
 
     def check(self, headers: Mapping[str, str]) -> None:
         """Raise ``ForbiddenOrigin`` (403) when ``Host`` or ``Origin`` is not allowed."""
@@ -102,17 +104,52 @@ def accepts(headers: Mapping[str, str]) -> tuple[bool, bool]:
     )
 
 
+MAX_DEPTH = 64
+"""How deeply arrays and objects may nest in a message (JSON-RPC envelope included)."""
+
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_shape(message: Any) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` and strings with lone surrogates.
+
+    Both are valid JSON but break everything downstream (recursion limits,
+    UTF-8 encoding in the audit store and in replies). Iterative, so it cannot
+    itself overflow the stack.
+    """
+    stack: list[tuple[Any, int]] = [(message, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            children = node
+        else:
+            if isinstance(node, str):
+                try:
+                    node.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise ParseError("Parse error: a string holds a lone UTF-16 surrogate") from exc
+            continue
+        if depth > MAX_DEPTH:
+            raise TransportError(f"Invalid Request: nested deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list | str))
+
+
 def parse_message(body: bytes) -> dict[str, Any]:
     """Decode one JSON-RPC 2.0 message from ``body``.
 
-    Raises ``ParseError`` (-32700) for invalid JSON or UTF-8, ``BatchRejected``
-    for an array, ``TransportError`` (-32600) for anything not shaped like a
+    Raises ``ParseError`` (-32700) for invalid JSON or UTF-8 or a lone
+    surrogate escape, ``BatchRejected`` for an array, ``TransportError``
+    (-32600) for nesting deeper than ``MAX_DEPTH`` or anything not shaped like a
     JSON-RPC request, notification or response.
     """
     try:
         message = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise ParseError("Parse error: body is not valid JSON") from exc
+    if _ESCAPED_SURROGATE.search(body) or body.count(b"[") + body.count(b"{") > MAX_DEPTH:
+        _check_shape(message)
     if isinstance(message, list):
         raise BatchRejected("JSON-RPC batches are not supported; send one message per request")
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":

@@ -55,7 +55,8 @@ async def read_request(scope: Scope, receive: Receive, max_body: int) -> HttpReq
 
 
 def _encode(message: Any) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    # ASCII escapes: always valid UTF-8, whatever strings the upstream sent (lone surrogates too).
+    return json.dumps(message, separators=(",", ":")).encode()
 
 
 def sse_bytes(event: SseEvent) -> bytes:

@@ -6,7 +6,7 @@ The body has already been read within the size limit by the endpoint.
 from __future__ import annotations
 
 from bastion.errors import NotAcceptable, UnsupportedMediaType
-from bastion.pipeline.context import EmptyReply, Exchange
+from bastion.pipeline.context import Exchange
 from bastion.transport.checks import (
     OriginPolicy,
     accepts,
@@ -44,9 +44,5 @@ class TransportStage:
         era, version = protocol_era(headers, message)
         exchange.era = era  # type: ignore[assignment]
         exchange.protocol_version = version
-        if era == "modern":
-            if exchange.kind == "request":
-                check_modern_envelope(message, headers, exchange.http.raw_headers)
-            else:
-                # 2026-07-28 defines no client-to-server notifications or responses on this wire.
-                exchange.reply = EmptyReply(202)
+        if era == "modern" and exchange.kind == "request":
+            check_modern_envelope(message, headers, exchange.http.raw_headers)

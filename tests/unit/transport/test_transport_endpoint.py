@@ -1,0 +1,189 @@
+"""Tests of ``bastion.transport.endpoint.McpEndpoint`` with fakes for the pipeline and the authenticator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from bastion.config import RouteSettings, StdioUpstream
+from bastion.errors import AuthenticationError, BodyTooLarge
+from bastion.pipeline.context import Exchange, JsonReply
+from bastion.pipeline.stages.authenticate import AuthenticateStage
+from bastion.principal import Principal
+from bastion.stores.sessions import MemorySessionStore
+from bastion.transport.checks import OriginPolicy
+from bastion.transport.endpoint import McpEndpoint
+from bastion.transport.routes import RouteRuntime
+
+HOST = "127.0.0.1:8080"
+METADATA = "http://127.0.0.1:8080/.well-known/oauth-protected-resource/mcp/r"
+
+
+def _principal(sub: str) -> Principal:
+    return Principal(kind="User", sub=sub, issuer="http://127.0.0.1:8080", auth_method="bastion_jwt", expires_at=0)
+
+
+class FakeAuthenticator:
+    def __init__(self) -> None:
+        self.audiences: list[str] = []
+
+    async def authenticate(self, token: str, audience: str) -> Principal:
+        self.audiences.append(audience)
+        if token.startswith("good-"):
+            return _principal(token.removeprefix("good-"))
+        raise AuthenticationError("bad_signature")
+
+
+class FakePipeline:
+    def __init__(self) -> None:
+        self.handled: list[Exchange] = []
+        self.finished: list[Exchange] = []
+
+    async def handle(self, exchange: Exchange) -> None:
+        self.handled.append(exchange)
+        exchange.reply = JsonReply(200, {"jsonrpc": "2.0", "id": 1, "result": {}})
+
+    async def finish(self, exchange: Exchange) -> None:
+        self.finished.append(exchange)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    @property
+    def status(self) -> int:
+        return int(self.messages[0]["status"])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.messages[0]["headers"]}
+
+    @property
+    def json(self) -> Any:
+        return json.loads(b"".join(m.get("body", b"") for m in self.messages[1:]))
+
+
+@pytest.fixture
+def sessions() -> MemorySessionStore:
+    return MemorySessionStore()
+
+
+@pytest.fixture
+def pipeline() -> FakePipeline:
+    return FakePipeline()
+
+
+@pytest.fixture
+def endpoint(sessions: MemorySessionStore, pipeline: FakePipeline) -> McpEndpoint:
+    route = RouteRuntime(
+        settings=RouteSettings(name="r", stdio=StdioUpstream(command="true")),
+        resource_uri="http://127.0.0.1:8080/mcp/r",
+        metadata_url=METADATA,
+    )
+    return McpEndpoint(
+        route,
+        pipeline,  # type: ignore[arg-type]
+        origins=OriginPolicy.for_listener("http://127.0.0.1:8080", 8080),
+        authenticate=AuthenticateStage(FakeAuthenticator()),
+        sessions=sessions,
+        max_body=1024,
+    )
+
+
+async def _call(endpoint: McpEndpoint, method: str, headers: dict[str, str], body: bytes = b"") -> Sink:
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": "/mcp/r",
+        "headers": [(k.encode(), v.encode()) for k, v in {"host": HOST, **headers}.items()],
+        "client": ("127.0.0.1", 1),
+    }
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    sink = Sink()
+    await endpoint(scope, receive, sink)
+    return sink
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "HEAD", "OPTIONS"])
+async def test_other_methods_are_405(endpoint: McpEndpoint, method: str, pipeline: FakePipeline) -> None:
+    sink = await _call(endpoint, method, {})
+    assert sink.status == 405
+    assert sink.headers["allow"] == "GET, POST, DELETE"
+    assert pipeline.handled == []
+
+
+async def test_post_runs_the_pipeline_and_finishes(endpoint: McpEndpoint, pipeline: FakePipeline) -> None:
+    sink = await _call(endpoint, "POST", {"content-type": "application/json"}, b"{}")
+    assert sink.status == 200
+    assert len(pipeline.handled) == 1
+    assert pipeline.finished == pipeline.handled
+    assert pipeline.finished[0].response_bytes > 0
+
+
+async def test_a_body_over_the_limit_is_a_413_json_rpc_error(endpoint: McpEndpoint, pipeline: FakePipeline) -> None:
+    sink = await _call(endpoint, "POST", {"content-length": "4096"}, b"x" * 4096)
+    assert sink.status == 413
+    assert sink.json["error"]["code"] == BodyTooLarge.jsonrpc_code
+    assert sink.json["jsonrpc"] == "2.0"
+    assert pipeline.handled == []
+    assert len(pipeline.finished) == 1
+
+
+async def test_delete_without_a_token_is_401_with_the_metadata_challenge(endpoint: McpEndpoint) -> None:
+    sink = await _call(endpoint, "DELETE", {"mcp-session-id": "x"})
+    assert sink.status == 401
+    assert sink.headers["www-authenticate"] == f'Bearer resource_metadata="{METADATA}"'
+
+
+async def test_delete_with_a_bad_token_says_invalid_token(endpoint: McpEndpoint) -> None:
+    sink = await _call(endpoint, "DELETE", {"mcp-session-id": "x", "authorization": "Bearer nope"})
+    assert sink.status == 401
+    assert sink.headers["www-authenticate"] == f'Bearer resource_metadata="{METADATA}", error="invalid_token"'
+
+
+async def test_delete_without_a_session_id_is_400(endpoint: McpEndpoint) -> None:
+    sink = await _call(endpoint, "DELETE", {"authorization": "Bearer good-alice"})
+    assert sink.status == 400
+
+
+async def test_get_without_a_session_id_is_405(endpoint: McpEndpoint) -> None:
+    sink = await _call(endpoint, "GET", {"authorization": "Bearer good-alice", "accept": "text/event-stream"})
+    assert sink.status == 405
+
+
+async def test_get_that_does_not_accept_sse_is_406(endpoint: McpEndpoint) -> None:
+    sink = await _call(endpoint, "GET", {"authorization": "Bearer good-alice", "accept": "application/json"})
+    assert sink.status == 406
+
+
+async def test_a_foreign_host_is_403_before_authentication(endpoint: McpEndpoint) -> None:
+    sink = await _call(endpoint, "DELETE", {"host": "evil.example", "mcp-session-id": "x"})
+    assert sink.status == 403
+
+
+async def test_delete_of_another_principals_session_is_404(endpoint: McpEndpoint, sessions: MemorySessionStore) -> None:
+    session = await sessions.create("r", _principal("alice").key)
+    sink = await _call(endpoint, "DELETE", {"authorization": "Bearer good-mallory", "mcp-session-id": session.id})
+    assert sink.status == 404
+    assert await sessions.get(session.id, "r", _principal("alice").key) is session
+
+
+async def test_delete_of_an_own_session_forgets_it(endpoint: McpEndpoint, sessions: MemorySessionStore) -> None:
+    session = await sessions.create("r", _principal("alice").key)
+    sink = await _call(endpoint, "DELETE", {"authorization": "Bearer good-alice", "mcp-session-id": session.id})
+    assert sink.status == 200
+    assert await sessions.get(session.id, "r", _principal("alice").key) is None
