@@ -144,7 +144,9 @@ class Gateway:
                 ClassifyStage(forward.load_catalog),
                 AuthorizeStage(self.engine),
             ],
-            audit=AuditStage(self.audit, policy_version=self.engine.version),
+            audit=AuditStage(
+                self.audit, policy_version=self.engine.version, store_arguments=self.config.audit.store_arguments
+            ),
             forward=forward,
             after=[InspectStage(self.engine)],
         )

@@ -64,14 +64,21 @@ def arguments_sha256(arguments: Any) -> str:
 
 
 def _plain(value: Any) -> bool:
-    """True when the C encoder's output is already canonical: no floats, ASCII string keys.
+    """True when the C encoder's output is already canonical: ASCII string keys, and floats
+    only where Python's ``repr`` and ECMAScript's ``Number::toString`` agree.
 
+    Both print the shortest round-tripping digits; they differ only in when they switch to
+    exponent notation (Python below 1e-4 and from 1e16, ECMAScript below 1e-6 and from
+    1e21) and in integral values (``1.0`` against ``1``). So a non-integral float with
+    1e-4 <= |x| < 1e16 (e.g. a duration in milliseconds) is written alike by both.
     Exact type checks (subclasses take the general path) and plain loops: this runs on
     every record, and generator expressions cost twice as much here.
     """
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return True
+    if kind is float:
+        return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
     if kind is dict:
         for key, item in value.items():  # noqa: SIM110 - a loop is faster than all() here
             if type(key) is not str or not key.isascii() or not _plain(item):

@@ -65,7 +65,8 @@ _HEX64 = r"^[0-9a-f]{64}$"
 
 def utc_now() -> str:
     """The current time as RFC 3339 UTC with microseconds, e.g. ``2026-05-09T07:35:25.123456Z``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times cheaper than strftime; naive UTC so it has no offset to strip.
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _new_id() -> str:

@@ -53,10 +53,10 @@ class AuditLog(Protocol):
     async def close(self) -> None:
         """Write every queued event, then release the store. Idempotent."""
 
-    async def append(self, event: AuditEvent) -> None:
+    async def append(self, event: AuditEvent | dict[str, Any]) -> None:
         """Return once ``event`` is durably committed; raise ``AuditUnavailable`` otherwise."""
 
-    def append_nowait(self, event: AuditEvent) -> None:
+    def append_nowait(self, event: AuditEvent | dict[str, Any]) -> None:
         """Queue ``event`` to be committed soon; raise ``AuditUnavailable`` if the log is not running."""
 
     async def __aenter__(self) -> Self:
@@ -132,19 +132,20 @@ class SQLiteAuditLog:
             self._queue.put(None)
         await asyncio.to_thread(thread.join)
 
-    async def append(self, event: AuditEvent) -> None:
+    async def append(self, event: AuditEvent | dict[str, Any]) -> None:
         """Append ``event`` and return after its transaction committed (fsync'ed WAL).
 
+        ``event`` is a model or an already built body (``bastion.audit.build``).
         Raises ``AuditUnavailable`` if the log is not running or the commit failed.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._put(_Pending(event_body(event), future, loop))
+        self._put(_Pending(_body(event), future, loop))
         await future
 
-    def append_nowait(self, event: AuditEvent) -> None:
+    def append_nowait(self, event: AuditEvent | dict[str, Any]) -> None:
         """Queue ``event`` for the next transaction and return at once (outcome events)."""
-        self._put(_Pending(event_body(event), None, None))
+        self._put(_Pending(_body(event), None, None))
 
     def _put(self, item: _Pending) -> None:
         with self._lock:
@@ -299,6 +300,10 @@ class SQLiteAuditLog:
                 loop.call_soon_threadsafe(_settle, futures, error)
             except RuntimeError:  # the loop is closed; nobody is waiting any more
                 continue
+
+
+def _body(event: AuditEvent | dict[str, Any]) -> dict[str, Any]:
+    return event if isinstance(event, dict) else event_body(event)
 
 
 def _settle(futures: list[asyncio.Future[None]], error: str | None) -> None:

@@ -9,12 +9,12 @@ as soon as a reply is set.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from bastion.errors import BastionError
+from bastion.ids import new_id
 from bastion.principal import Principal
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class Exchange:
     route: RouteRuntime
     http: HttpRequest
     started: float = field(default_factory=time.perf_counter)
-    decision_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    decision_id: str = field(default_factory=new_id)
     message: dict[str, Any] | None = None
     kind: MessageKind | None = None
     era: Era = "handshake"

@@ -91,3 +91,11 @@ def test_arguments_sha256_ignores_key_order_and_whitespace() -> None:
 def test_no_arguments_is_not_the_same_as_empty_object() -> None:
     assert arguments_sha256({}) == hashlib.sha256(b"{}").hexdigest()
     assert arguments_sha256(None) != arguments_sha256({})
+
+
+@pytest.mark.parametrize(
+    "number",
+    [1e-4, 9.999e-5, 0.1, 1.5, 123.456, 0.001, 2.5e-4, 1e15 + 0.5, 9.999999999999998e15, 1e16, 1.0, 0.0, -3.25, 1e-7],
+)
+def test_floats_on_the_fast_path_match_rfc8785(number: float) -> None:
+    assert canonical({"duration_ms": number, "n": [number]}) == rfc8785.dumps({"duration_ms": number, "n": [number]})

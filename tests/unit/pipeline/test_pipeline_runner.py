@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bastion import audit
+from bastion.audit.build import as_model
 from bastion.config import HttpUpstream, RouteSettings
 from bastion.errors import (
     AuditUnavailable,
@@ -34,6 +35,7 @@ from bastion.errors import (
 )
 from bastion.pipeline.context import EmptyReply, Exchange, HttpRequest, JsonReply, SseEvent, SseReply
 from bastion.pipeline.runner import Pipeline, error_reply
+from bastion.pipeline.stages import audit as audit_stage
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.policy import Decision
 from bastion.principal import Principal
@@ -52,15 +54,20 @@ class FakeAuditLog:
         self.durable: list[audit.AuditEvent] = []
         self.queued: list[audit.AuditEvent] = []
 
-    async def append(self, event: audit.AuditEvent) -> None:
+    async def append(self, event: audit.AuditEvent | dict[str, Any]) -> None:
         if self.fail:
             raise AuditUnavailable("disk full")
-        self.durable.append(event)
+        self.durable.append(_as_model(event))
 
-    def append_nowait(self, event: audit.AuditEvent) -> None:
+    def append_nowait(self, event: audit.AuditEvent | dict[str, Any]) -> None:
         if self.fail_nowait:
             raise AuditUnavailable("the audit log is not running")
-        self.queued.append(event)
+        self.queued.append(_as_model(event))
+
+
+def _as_model(event: audit.AuditEvent | dict[str, Any]) -> audit.AuditEvent:
+    """Bodies built on the request path are validated against the record schema here."""
+    return as_model(event) if isinstance(event, dict) else event
 
 
 class FnStage:
@@ -377,10 +384,10 @@ async def test_an_audit_log_that_cannot_commit_refuses_the_call() -> None:
 
 
 async def test_an_audit_record_that_cannot_be_built_refuses_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(**_: Any) -> audit.DecisionEvent:
+    def broken(**_: Any) -> dict[str, Any]:
         raise ValueError("not a JSON value")
 
-    monkeypatch.setattr(audit.DecisionEvent, "create", broken)
+    monkeypatch.setattr(audit_stage, "decision_body", broken)
     rig = Rig()
     exchange = await rig.run()
     assert rig.forward.calls == 0

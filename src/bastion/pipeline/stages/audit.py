@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from bastion import audit
+from bastion.audit.build import decision_body, outcome_body
 from bastion.errors import AuditUnavailable
 from bastion.pipeline.context import Exchange
 
@@ -33,32 +35,25 @@ class AuditStage:
         self._policy_version = policy_version
         self._store_arguments = store_arguments
 
-    def _decision(self, exchange: Exchange) -> audit.Decision:
+    def _body(self, exchange: Exchange) -> dict[str, Any]:
         decision = exchange.decision
         error = exchange.error
         denied = error is not None or decision is None or decision.effect != "allow"
-        return audit.Decision(
-            effect="deny" if denied else "allow",
-            policy_ids=tuple(decision.policy_ids) if decision else (),
-            obligations=dict(decision.obligations) if decision else {},
-            reason=(error.code if error is not None else "policy_denied") if denied else None,
-            policy_version=self._policy_version,
-        )
-
-    def _event(self, exchange: Exchange) -> audit.DecisionEvent:
-        arguments = exchange.params.get("arguments", {}) if exchange.method == "tools/call" else {}
-        event = audit.DecisionEvent.create(
+        return decision_body(
             route=exchange.route.name,
             method=exchange.method or (exchange.kind or "invalid"),
-            decision=self._decision(exchange),
-            arguments=arguments,
+            effect="deny" if denied else "allow",
+            policy_ids=decision.policy_ids if decision else (),
+            obligations=decision.obligations if decision else {},
+            reason=(error.code if error is not None else "policy_denied") if denied else None,
+            policy_version=self._policy_version,
+            arguments=exchange.params.get("arguments", {}) if exchange.method == "tools/call" else {},
             principal=exchange.principal,
             target=exchange.target,
             session=exchange.session.id if exchange.session else None,
             decision_id=exchange.decision_id,
             store_arguments=self._store_arguments,
         )
-        return event
 
     async def run(self, exchange: Exchange) -> None:
         """Commit the decision record; raise ``AuditUnavailable`` if it cannot be made durable.
@@ -66,41 +61,39 @@ class AuditStage:
         Only a request recorded here (and so about to be forwarded) later gets an outcome record.
         """
         try:
-            event = self._event(exchange)
-        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            body = self._body(exchange)
+        except (ValueError, TypeError, RecursionError) as exc:
             raise AuditUnavailable("the audit record could not be built") from exc
-        await self._log.append(event)
-        exchange.notes["audit_event"] = event
+        await self._log.append(body)
+        exchange.notes["audit_event"] = body
         exchange.audited = True
 
     async def record_denied(self, exchange: Exchange) -> None:
         """Queue the record of a request that ended before forwarding (never raises)."""
         try:
-            self._log.append_nowait(self._event(exchange))
+            self._log.append_nowait(self._body(exchange))
             exchange.audited = True
         except Exception:
             logger.exception("could not queue the audit record of a denied request")
 
     async def record_outcome(self, exchange: Exchange) -> None:
         """Queue the outcome record of a forwarded request (never raises)."""
-        event = exchange.notes.get("audit_event")
-        if not isinstance(event, audit.DecisionEvent):
+        body = exchange.notes.get("audit_event")
+        if not isinstance(body, dict):
             return
         error = exchange.error
         try:
-            outcome = event.outcome(
-                result=audit.Result(
+            self._log.append_nowait(
+                outcome_body(
+                    body,
                     error=exchange.result_error or error is not None,
                     error_code=error.code if error is not None else None,
                     request_bytes=len(exchange.http.body),
                     response_bytes=exchange.response_bytes,
-                ),
-                upstream=audit.Upstream(
                     credential_kind="none",
                     status=exchange.upstream_status,
                     duration_ms=round((time.perf_counter() - exchange.started) * 1000, 3),
-                ),
+                )
             )
-            self._log.append_nowait(outcome)
         except Exception:
             logger.exception("could not queue the outcome audit record")

@@ -1,0 +1,66 @@
+"""The request path's record builder gives exactly the bodies the pydantic models give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bastion import audit
+from bastion.audit.build import as_model, decision_body, outcome_body
+from bastion.audit.record import event_body
+from bastion.principal import Principal
+
+ALICE = Principal(
+    kind="User", sub="alice", issuer="https://bastion.example", auth_method="bastion_jwt", expires_at=2_000_000_000,
+    email="alice@example.com", groups=("engineering", "oncall"), client_id="cli", token_id="jti-1",
+)  # fmt: skip
+
+CASES: list[dict[str, Any]] = [
+    {"effect": "allow", "policy_ids": ("p1",), "obligations": {}, "reason": None, "arguments": {"env": "dev"}},
+    {"effect": "deny", "policy_ids": (), "obligations": {}, "reason": "unauthenticated", "arguments": {},
+     "principal": None, "target": None, "session": None},
+    {"effect": "allow", "policy_ids": ("a", "b"), "obligations": {"approval": "required"}, "reason": None,
+     "arguments": {"password": "hunter2", "nested": [1, 2.5, None, {"token": "ghp_" + "a" * 36}]}},
+]  # fmt: skip
+
+
+def _comparable(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in ("id", "time")}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("store_arguments", [True, False])
+def test_decision_and_outcome_bodies_equal_the_models(case: dict[str, Any], store_arguments: bool) -> None:
+    common = {"principal": ALICE, "target": "read_logs", "session": "s-1", **case}
+    fast = decision_body(
+        route="notes", method="tools/call", policy_version="v" * 64, decision_id="d" * 32,
+        store_arguments=store_arguments, **common,
+    )  # fmt: skip
+    event = audit.DecisionEvent.create(
+        route="notes", method="tools/call", arguments=common["arguments"], principal=common["principal"],
+        target=common["target"], session=common["session"], decision_id="d" * 32, store_arguments=store_arguments,
+        decision=audit.Decision(effect=case["effect"], policy_ids=case["policy_ids"], obligations=case["obligations"],
+                                reason=case["reason"], policy_version="v" * 64),
+    )  # fmt: skip
+    assert _comparable(fast) == _comparable(event_body(event))
+    assert isinstance(as_model(fast), audit.DecisionEvent)  # the fast body is a valid record too
+
+    outcome = outcome_body(
+        fast, error=True, error_code="upstream_error", request_bytes=10, response_bytes=20,
+        credential_kind="none", status=502, duration_ms=1.5,
+    )  # fmt: skip
+    model = event.outcome(
+        result=audit.Result(error=True, error_code="upstream_error", request_bytes=10, response_bytes=20),
+        upstream=audit.Upstream(credential_kind="none", status=502, duration_ms=1.5),
+    )
+    assert _comparable(outcome) == _comparable(event_body(model))
+    assert isinstance(as_model(outcome), audit.OutcomeEvent)
+
+
+def test_a_deny_without_reason_is_refused_like_the_model() -> None:
+    with pytest.raises(ValueError, match="reason"):
+        decision_body(
+            route="r", method="m", effect="deny", policy_ids=(), obligations={}, reason=None, policy_version=None,
+            arguments={}, principal=None, target=None, session=None, decision_id="x",
+        )  # fmt: skip
