@@ -73,7 +73,7 @@ class Gateway:
         self.database = data_dir / DATABASE_FILE
         identity = config.identity
         self.keys = SigningKeys.load_or_create(data_dir, verify_window_s=identity.max_token_ttl)
-        self.revocations = RevocationList(self.database)
+        self.revocations = RevocationList(self.database, recheck_s=0.05)
         self.issuer = TokenIssuer(self.keys, config.issuer, identity.max_token_ttl)
         self.verifier = TokenVerifier(
             issuer=config.issuer,

@@ -297,8 +297,7 @@ def _entity_handle(
     """
     entities: dict[str, str] = {}
     for resource in resources:
-        entity = json.dumps(resource.entity())
-        key = json.dumps(resource.uid)
+        entity, key = resource.entity_json()
         if entities.setdefault(key, entity) != entity:
             raise ValueError(f"two different entities for {key}")
     if action is not None:

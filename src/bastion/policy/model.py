@@ -17,6 +17,7 @@ A hint that is not a JSON boolean counts as absent and is left out of ``annotati
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -83,6 +84,7 @@ class ResourceRef:
     route: str
     name: str = ""
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    _json: list[str] = field(default_factory=list, compare=False, repr=False)  # cache cell: (entity, uid)
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -122,6 +124,15 @@ class ResourceRef:
         """The Cedar entity uid in structured form."""
         entity_id = self.route if self.kind == "Server" else f"{self.route}/{self.name}"
         return {"type": self.kind, "id": entity_id}
+
+    def entity_json(self) -> tuple[str, str]:
+        """``(entity, uid)`` as JSON text, computed once per ref (refs are immutable).
+
+        Raises like ``entity``.
+        """
+        if not self._json:
+            self._json.extend((json.dumps(self.entity()), json.dumps(self.uid)))
+        return self._json[0], self._json[1]
 
     def entity(self) -> dict[str, Any]:
         """The Cedar entity (JSON form) with its ``Server`` parent and attributes.

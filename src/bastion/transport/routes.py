@@ -10,6 +10,7 @@ from typing import Any
 
 from bastion.config import RouteSettings
 from bastion.errors import UpstreamError
+from bastion.policy import ResourceRef
 from bastion.upstream.http import HttpUpstream
 from bastion.upstream.stdio import StdioServer
 
@@ -34,6 +35,7 @@ class ToolCatalog:
     tools: dict[str, dict[str, Any]] = field(default_factory=dict)
     updated: float = 0.0
     stale: bool = True
+    _refs: dict[str, ResourceRef] = field(default_factory=dict)
 
     def merge(self, tools: list[Any], *, complete: bool = False) -> None:
         """Record tool definitions from one ``tools/list`` page; ``complete`` replaces the catalog."""
@@ -42,6 +44,7 @@ class ToolCatalog:
             self.tools = found
         else:
             self.tools.update(found)
+        self._refs = {}
         self.updated = time.monotonic()
         self.stale = False
 
@@ -66,6 +69,19 @@ class ToolCatalog:
                 break
         self.merge(tools, complete=True)
         return True
+
+    def ref(self, route: str, name: str) -> ResourceRef | None:
+        """The Cedar resource of tool ``name`` (built once per catalog version), or ``None`` if unlisted.
+
+        Raises ``ValueError`` when the upstream's definition is unusable (see ``ResourceRef.from_tool``).
+        """
+        ref = self._refs.get(name)
+        if ref is None:
+            tool = self.tools.get(name)
+            if tool is None:
+                return None
+            ref = self._refs[name] = ResourceRef.from_tool(route, tool)
+        return ref
 
     def get(self, name: str) -> dict[str, Any] | None:
         """The definition of tool ``name``, or ``None`` if the upstream never listed it."""

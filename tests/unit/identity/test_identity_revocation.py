@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,14 @@ def test_leaves_other_tables_alone(tmp_path: Path) -> None:
 def test_refuses_empty_jti(revocations: RevocationList) -> None:
     with pytest.raises(ValueError, match="jti"):
         revocations.revoke("", expires_at=10)
+
+
+def test_with_recheck_interval_another_process_revocation_is_seen_after_it(tmp_path: Path) -> None:
+    with RevocationList(tmp_path / "r.db", recheck_s=0.2) as gateway, RevocationList(tmp_path / "r.db") as cli:
+        assert not gateway.is_revoked("jti-late")
+        cli.revoke("jti-late", expires_at=4102444800)
+        assert not gateway.is_revoked("jti-late")  # within the interval: the list may be stale
+        time.sleep(0.25)
+        assert gateway.is_revoked("jti-late")
+        gateway.revoke("jti-own", expires_at=4102444800)
+        assert gateway.is_revoked("jti-own")  # its own revocation: at once

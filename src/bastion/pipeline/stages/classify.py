@@ -72,12 +72,13 @@ class ClassifyStage:
         route = exchange.route.name
         if method == "tools/call":
             name = _string_param(params, "name", method)
-            tool = exchange.route.catalog.get(name)
-            if tool is None:
+            catalog = exchange.route.catalog
+            ref = catalog.ref(route, name)
+            if ref is None:
                 await self._load_catalog(exchange)
-                tool = exchange.route.catalog.get(name)
+                ref = catalog.ref(route, name)
             exchange.action, exchange.target = "tools/call", name
-            exchange.resource = ResourceRef.from_tool(route, tool or {"name": name, "_unlisted": True})
+            exchange.resource = ref or ResourceRef.from_tool(route, {"name": name, "_unlisted": True})
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
             uri = _string_param(params, "uri", method)
             exchange.action, exchange.target = "resources/read", uri
