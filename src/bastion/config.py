@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -241,9 +241,17 @@ class PolicySettings(_Model):
 
 
 class AuditSettings(_Model):
-    """Audit log settings; the log lives in ``<data_dir>/bastion.db``."""
+    """Audit log settings; the log lives in ``<data_dir>/bastion.db``.
+
+    ``synchronous`` is SQLite's setting for the log's commits: ``full`` (the
+    default) fsyncs the write-ahead log at every commit, so a record committed
+    before a call was forwarded survives a power loss; ``normal`` survives a
+    crash of Bastion but not of the machine, and saves the fsync (about 0.3 ms
+    of latency and 0.1 ms of CPU per call on the benchmark machine).
+    """
 
     store_arguments: bool = True
+    synchronous: Literal["full", "normal"] = "full"
 
 
 class BastionConfig(_Model):

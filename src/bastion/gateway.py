@@ -83,7 +83,7 @@ class Gateway:
             leeway_s=identity.leeway_s,
         )
         self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
-        self.audit = SQLiteAuditLog(self.database)
+        self.audit = SQLiteAuditLog(self.database, synchronous=config.audit.synchronous)
         self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s)
         self.origins = OriginPolicy.for_listener(
             config.server.base_url,

@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Literal, Protocol, Self
 
 from bastion.audit.chain import GENESIS_HASH, seal
 from bastion.audit.record import AuditEvent, event_body
@@ -78,15 +78,24 @@ class SQLiteAuditLog:
 
     ``busy_timeout_ms`` bounds how long a transaction waits for a lock held by another
     connection before the batch fails; ``max_batch`` caps events per transaction;
+    ``synchronous`` is ``"full"`` (fsync every commit: durable across power loss) or
+    ``"normal"`` (durable across a crash of this process only);
     ``linger_ms`` is how long a batch of queued (``append_nowait``) events may wait for
     company before it is committed on its own (0: commit at once).
     ``commits`` and ``failures`` count transactions committed and failed (for metrics).
     """
 
     def __init__(
-        self, path: Path, *, busy_timeout_ms: int = 5000, max_batch: int = 1024, linger_ms: float = 20.0
+        self,
+        path: Path,
+        *,
+        busy_timeout_ms: int = 5000,
+        max_batch: int = 1024,
+        linger_ms: float = 20.0,
+        synchronous: Literal["full", "normal"] = "full",
     ) -> None:
         self.path = path
+        self._synchronous = synchronous.upper()
         self._linger_s = linger_ms / 1000
         self.commits = 0
         self.failures = 0
@@ -180,7 +189,7 @@ class SQLiteAuditLog:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal")
-            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.executescript(DDL)
             self._load_head(conn)
         except BaseException:

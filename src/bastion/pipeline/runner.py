@@ -61,19 +61,27 @@ class Pipeline:
         try:
             await stage.run(exchange)
         except BastionError as exc:
-            exchange.error = exc
-            exchange.reply = error_reply(exchange, exc)
-            exchange.notes["failed_stage"] = stage.name
+            await self._fail(exchange, stage, exc)
             return False
         except Exception as exc:
             logger.exception("stage %s failed; denying", stage.name)
             wrapped = BastionError(f"Internal error in {stage.name}")
             wrapped.__cause__ = exc
-            exchange.error = wrapped
-            exchange.reply = error_reply(exchange, wrapped)
-            exchange.notes["failed_stage"] = stage.name
+            await self._fail(exchange, stage, wrapped)
             return False
         return exchange.reply is None
+
+    @staticmethod
+    async def _fail(exchange: Exchange, stage: Stage, error: BastionError) -> None:
+        """Replace whatever reply there was by ``error``'s, releasing an upstream stream it held."""
+        replaced = exchange.reply
+        if isinstance(replaced, SseReply):
+            aclose = getattr(replaced.events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        exchange.error = error
+        exchange.reply = error_reply(exchange, error)
+        exchange.notes["failed_stage"] = stage.name
 
     async def handle(self, exchange: Exchange) -> None:
         """Run the whole path; on return ``exchange.reply`` is set.

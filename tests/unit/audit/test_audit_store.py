@@ -211,3 +211,38 @@ async def test_truncated_tail_is_not_detectable_by_the_chain_alone(db: Path) -> 
     after = verify(db)
     assert after.ok  # documented limitation: compare last_seq/last_hash with a kept value
     assert (before.last_seq, after.last_seq) == (5, 3)
+
+
+@pytest.mark.parametrize(("setting", "pragma"), [("full", 2), ("normal", 1)])
+async def test_synchronous_setting_reaches_sqlite(tmp_path: Path, setting: str, pragma: int) -> None:
+    log = SQLiteAuditLog(tmp_path / "a.db", synchronous=setting)  # type: ignore[arg-type]
+    await log.start()
+    try:
+        level = await asyncio.to_thread(lambda: log._connect().execute("PRAGMA synchronous").fetchone()[0])
+    finally:
+        await log.close()
+    assert level == pragma
+
+
+async def test_outcome_events_share_the_next_durable_commit(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    async with SQLiteAuditLog(db, linger_ms=5000) as log:
+        first = decision(1)
+        await log.append(first)
+        commits = log.commits
+        log.append_nowait(outcome(first))  # nobody waits on it: it lingers for company
+        await asyncio.sleep(0.1)
+        assert [e["kind"] for e in iter_events(db)] == ["decision"]
+        await log.append(decision(2))  # the durable append takes the outcome along
+        assert log.commits == commits + 1
+        assert [e["kind"] for e in iter_events(db)] == ["decision", "outcome", "decision"]
+
+
+async def test_lingering_outcomes_are_committed_on_their_own_after_the_linger(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    async with SQLiteAuditLog(db, linger_ms=50) as log:
+        first = decision(1)
+        await log.append(first)
+        log.append_nowait(outcome(first))
+        await asyncio.sleep(0.5)
+        assert [e["kind"] for e in iter_events(db)] == ["decision", "outcome"]
