@@ -96,7 +96,7 @@ class Gateway:
         self.app: GatewayApp = build_app(
             self.endpoints,
             authorization_server=config.issuer,
-            jwks=self.keys.jwks,
+            jwks=self._jwks,
             health=self.health,
             lifespan=self._lifespan,
         )
@@ -159,6 +159,11 @@ class Gateway:
             max_body=self.config.server.max_body_bytes,
             closing=self.closing,
         )
+
+    def _jwks(self) -> dict[str, Any]:
+        """The published key set, re-read first in case ``bastion token rotate-keys`` changed it."""
+        self.keys.refresh()
+        return self.keys.jwks()
 
     def health(self) -> dict[str, Any]:
         """``{"status": "ok", "routes": {name: {"upstream": kind, "ready": bool}}}``."""
