@@ -166,11 +166,18 @@ class Gateway:
         return self.keys.jwks()
 
     def health(self) -> dict[str, Any]:
-        """``{"status": "ok", "routes": {name: {"upstream": kind, "ready": bool}}}``."""
+        """``{"status": "ok", "routes": {name: {"upstream": kind, "ready": bool[, "streams": n]}}}``.
+
+        ``streams`` (stdio routes) counts the open event streams of that route's sessions.
+        """
         routes: dict[str, Any] = {}
         for route in self.routes:
             if route.stdio is not None:
-                routes[route.name] = {"upstream": "stdio", "ready": route.stdio.pid is not None}
+                routes[route.name] = {
+                    "upstream": "stdio",
+                    "ready": route.stdio.pid is not None,
+                    "streams": route.stdio.listeners,
+                }
             else:
                 routes[route.name] = {"upstream": "http", "ready": True}
         return {"status": "ok", "routes": routes}

@@ -77,11 +77,18 @@ class McpEndpoint:
                 exchange = Exchange(route=self.route, http=_bare_request(scope))
             exchange.reply = error_reply(exchange, exc)
         reply: Reply = exchange.reply or EmptyReply(500)
+        watcher: asyncio.Task[None] | None = None
+        if isinstance(reply, SseReply):
+            gone = asyncio.Event()
+            watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+            reply.events = self._relay_while_wanted(reply.events, gone)
         try:
             exchange.response_bytes = await send_reply(send, reply)
         except OSError:
             logger.info("client went away before the reply was sent")
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await self._pipeline.finish(exchange)
 
     async def _stream_or_delete(self, exchange: Exchange) -> None:
@@ -131,28 +138,32 @@ class McpEndpoint:
                 "GET", headers=exchange.http.headers, session_id=session.upstream_id
             )
             if response.kind == "sse":
-                exchange.reply = SseReply(200, self._until_closing(_relay_events(response)))
+                exchange.reply = SseReply(200, _relay_events(response))
             else:
                 await response.aclose()
                 exchange.reply = EmptyReply(response.status)
             return
-        exchange.reply = SseReply(200, self._until_closing(self._broadcast()), {})
+        exchange.reply = SseReply(200, self._broadcast(), {})
 
-    async def _until_closing(self, events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
-        """Relay ``events`` until they end or the gateway starts shutting down.
+    async def _relay_while_wanted(
+        self, events: AsyncIterator[SseEvent], gone: asyncio.Event
+    ) -> AsyncIterator[SseEvent]:
+        """Relay ``events`` until they end, the client disconnects (``gone``) or the gateway shuts down.
 
-        Idle for ``_KEEPALIVE_S`` seconds, it sends a comment line so that
-        proxies keep the stream open.
+        Stopping closes ``events``, which releases the upstream stream (or the
+        stdio subscription) behind it. Idle for ``_KEEPALIVE_S`` seconds, it
+        sends a comment line so that proxies keep the stream open.
         """
         closing: asyncio.Future[Any] = asyncio.ensure_future(self._closing.wait())
+        left: asyncio.Future[Any] = asyncio.ensure_future(gone.wait())
         upcoming: asyncio.Future[Any] | None = None
         try:
             while True:
                 if upcoming is None:
                     upcoming = asyncio.ensure_future(anext(events))
-                waiting: set[asyncio.Future[Any]] = {upcoming, closing}
+                waiting: set[asyncio.Future[Any]] = {upcoming, closing, left}
                 done, _ = await asyncio.wait(waiting, timeout=_KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
-                if closing in done:
+                if closing in done or left in done:
                     return
                 if not done:
                     yield SseEvent()  # a comment line
@@ -165,6 +176,7 @@ class McpEndpoint:
                 yield event
         finally:
             closing.cancel()
+            left.cancel()
             if upcoming is not None:
                 upcoming.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
@@ -183,6 +195,19 @@ class McpEndpoint:
                 yield SseEvent(message=await queue.get())
         finally:
             server.unsubscribe(queue)
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    """Set ``gone`` when the ASGI server reports that the client disconnected.
+
+    Needed because uvicorn silently drops what is sent after a disconnect: a
+    stream that never learned of it would relay (and hold its upstream) forever.
+    """
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return
 
 
 def _bare_request(scope: Scope) -> HttpRequest:

@@ -101,6 +101,11 @@ class StdioServer:
                 await self._supervisor
         await self._terminate()
 
+    @property
+    def listeners(self) -> int:
+        """How many event streams currently receive this server's broadcast notifications."""
+        return len(self._listeners)
+
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
         """A queue receiving the server's broadcast notifications (list changes, log messages)."""
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
