@@ -262,7 +262,16 @@ class BastionConfig(_Model):
     identity: IdentitySettings = IdentitySettings()
     policy: PolicySettings
     audit: AuditSettings = AuditSettings()
-    routes: tuple[RouteSettings, ...] = Field(min_length=1)
+    routes: tuple[RouteSettings, ...]
+
+    @field_validator("routes")
+    @classmethod
+    def _some_routes(cls, value: tuple[RouteSettings, ...]) -> tuple[RouteSettings, ...]:
+        # An "after" validator: it runs only when every route is valid, so one bad route
+        # gives one error line, not also a misleading "too few routes".
+        if not value:
+            raise ValueError("at least one route is needed")
+        return value
 
     @model_validator(mode="after")
     def _unique_routes(self) -> BastionConfig:

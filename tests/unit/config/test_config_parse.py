@@ -133,11 +133,6 @@ def test_a_failing_route_is_reported_first_with_its_key(base: dict[str, Any]) ->
     assert message.splitlines()[0].startswith("bastion.yaml: routes.0.http.url:")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): one invalid route also yields a spurious 'routes: Tuple should have at least 1 item' "
-    "line, although one route was given (pydantic min_length on the tuple after item failure)",
-)
 def test_one_bad_route_gives_one_error_line(base: dict[str, Any]) -> None:
     message = _error({**base, "routes": [_route(http={"url": "ftp://x"})]})
     assert len(message.splitlines()) == 1
