@@ -32,7 +32,7 @@ from bastion.pipeline.stages.inspect import InspectStage
 from bastion.pipeline.stages.session import SessionStage
 from bastion.pipeline.stages.transport import TransportStage
 from bastion.policy import PolicyEngine
-from bastion.stores.sessions import MemorySessionStore
+from bastion.stores.sessions import MemorySessionStore, Session
 from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.endpoint import McpEndpoint
@@ -43,6 +43,9 @@ from bastion.upstream.stdio import StdioServer
 __all__ = ["DATABASE_FILE", "Gateway", "resolve_values"]
 
 logger = logging.getLogger(__name__)
+
+_SWEEP_INTERVAL_S = 60.0
+_END_SESSIONS_TIMEOUT_S = 5.0
 
 DATABASE_FILE = "bastion.db"
 """The embedded store: one SQLite file in the data directory (audit log, revocations)."""
@@ -84,7 +87,8 @@ class Gateway:
         )
         self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
         self.audit = SQLiteAuditLog(self.database, synchronous=config.audit.synchronous)
-        self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s)
+        self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
+        self._background: set[asyncio.Task[None]] = set()
         self.origins = OriginPolicy.for_listener(
             config.server.base_url,
             config.server.port,
@@ -92,6 +96,7 @@ class Gateway:
             config.server.allowed_origins,
         )
         self.routes = [self._route(r) for r in config.routes]
+        self._by_name = {route.name: route for route in self.routes}
         self.endpoints = [self._endpoint(r) for r in self.routes]
         self.app: GatewayApp = build_app(
             self.endpoints,
@@ -182,9 +187,34 @@ class Gateway:
                 routes[route.name] = {"upstream": "http", "ready": True}
         return {"status": "ok", "routes": routes}
 
+    def _end_upstream_later(self, session: Session) -> None:
+        """``on_forget`` of the session store: end a dropped session's upstream session in the background."""
+        task = asyncio.get_running_loop().create_task(self._end_upstream(session))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _end_upstream(self, session: Session) -> None:
+        """DELETE the upstream session behind ``session`` (HTTP routes; MCP basic/transports). Never raises."""
+        route = self._by_name.get(session.route)
+        if route is None or route.http is None or not session.upstream_id:
+            return
+        try:
+            response = await route.http.send("DELETE", headers={}, session_id=session.upstream_id)
+            await response.aclose()
+        except Exception as exc:  # noqa: BLE001 - best effort: the upstream expires it eventually
+            logger.info("route %s: ending an upstream session failed: %s", route.name, exc)
+
+    async def _sweep_sessions(self) -> None:
+        """Drop idle sessions (and end their upstream sessions) once a minute."""
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL_S)
+            self.sessions.sweep()
+
     async def start(self) -> None:
         """Open the audit log and start the stdio upstreams (waiting for their handshakes)."""
         await self.audit.start()
+        sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
+        self._background.add(sweeper)
         servers = [r.stdio for r in self.routes if r.stdio is not None]
         results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
         for server, result in zip(servers, results, strict=True):
@@ -193,7 +223,14 @@ class Gateway:
         gc.freeze()  # what start-up built lives for the whole run: keep it out of every collection
 
     async def stop(self) -> None:
-        """Stop upstreams, close pools, flush and close the audit log."""
+        """End upstream sessions, stop upstreams, close pools, flush and close the audit log."""
+        for task in list(self._background):
+            task.cancel()
+        ending = [self._end_upstream(session) for session in self.sessions.drain()]
+        if ending:
+            _, late = await asyncio.wait([asyncio.ensure_future(e) for e in ending], timeout=_END_SESSIONS_TIMEOUT_S)
+            for task in late:
+                task.cancel()
         await asyncio.gather(*(r.stdio.stop() for r in self.routes if r.stdio is not None))
         await asyncio.gather(*(r.http.aclose() for r in self.routes if r.http is not None))
         await self.verifier.aclose()

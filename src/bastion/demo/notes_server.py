@@ -55,7 +55,7 @@ def build_server() -> MCPServer:
 
 
 class _RecordHeaders:
-    """ASGI middleware keeping the headers of the last 200 requests (for tests)."""
+    """ASGI middleware keeping the headers (and, as ``:method``, the method) of the last 200 requests (for tests)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -70,6 +70,7 @@ class _RecordHeaders:
             return
         if scope["type"] == "http":
             headers: dict[str, Any] = {k.decode(): v.decode() for k, v in scope["headers"]}
+            headers[":method"] = scope["method"]
             self.seen = [*self.seen[-199:], headers]
         await self.app(scope, receive, send)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -57,12 +58,43 @@ class SessionStore(Protocol):
 
 
 class MemorySessionStore:
-    """In-process session store with idle expiry (``idle_s`` seconds)."""
+    """In-process session store with idle expiry (``idle_s`` seconds).
 
-    def __init__(self, idle_s: float = 3600.0, max_sessions: int = 100_000) -> None:
+    ``on_forget`` is called with every session the store drops by itself (idle
+    expiry, eviction past ``max_sessions``) so that its upstream session can be
+    ended too; an explicit ``delete`` does not call it (the caller ends that
+    upstream session itself).
+    """
+
+    def __init__(
+        self,
+        idle_s: float = 3600.0,
+        max_sessions: int = 100_000,
+        on_forget: Callable[[Session], None] | None = None,
+    ) -> None:
         self._sessions: dict[str, Session] = {}
         self._idle_s = idle_s
         self._max = max_sessions
+        self._on_forget = on_forget
+
+    def _forget(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None and self._on_forget is not None:
+            self._on_forget(session)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drop every session idle for longer than ``idle_s``; return how many."""
+        now = time.monotonic() if now is None else now
+        expired = [sid for sid, s in self._sessions.items() if now - s.last_seen > self._idle_s]
+        for sid in expired:
+            self._forget(sid)
+        return len(expired)
+
+    def drain(self) -> list[Session]:
+        """Remove and return every session (shutdown: their upstream sessions are ended by the caller)."""
+        sessions = list(self._sessions.values())
+        self._sessions.clear()
+        return sessions
 
     async def create(self, route: str, principal_key: str) -> Session:
         """Open a session; the oldest idle sessions are evicted past ``max_sessions``."""
@@ -79,7 +111,7 @@ class MemorySessionStore:
             return None
         now = time.monotonic()
         if now - session.last_seen > self._idle_s:
-            del self._sessions[session_id]
+            self._forget(session_id)
             return None
         if session.route != route or not secrets.compare_digest(session.principal_key, principal_key):
             return None
@@ -91,10 +123,8 @@ class MemorySessionStore:
         self._sessions.pop(session_id, None)
 
     def _evict(self, now: float) -> None:
-        expired = [sid for sid, s in self._sessions.items() if now - s.last_seen > self._idle_s]
-        for sid in expired:
-            del self._sessions[sid]
+        self.sweep(now)
         if len(self._sessions) >= self._max:
             oldest = sorted(self._sessions.values(), key=lambda s: s.last_seen)[: self._max // 10 or 1]
             for session in oldest:
-                del self._sessions[session.id]
+                self._forget(session.id)

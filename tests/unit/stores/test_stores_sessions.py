@@ -125,3 +125,18 @@ async def test_eviction_of_live_sessions_drops_the_least_recently_used() -> None
     await store.create("notes", ALICE)
     assert await store.get(sessions[0].id, "notes", ALICE) is sessions[0]
     assert await store.get(sessions[1].id, "notes", ALICE) is None
+
+
+async def test_sessions_the_store_drops_by_itself_are_reported_and_deleted_ones_are_not() -> None:
+    forgotten: list[str] = []
+    store = MemorySessionStore(idle_s=10, max_sessions=100, on_forget=lambda s: forgotten.append(s.id))
+    idle = await store.create("notes", "alice")
+    fresh = await store.create("notes", "alice")
+    gone = await store.create("notes", "alice")
+    await store.delete(gone.id)
+    fresh.last_seen = idle.last_seen + 20
+    assert store.sweep(now=idle.last_seen + 25) == 1
+    assert forgotten == [idle.id]
+    assert await store.get(fresh.id, "notes", "alice") is fresh
+    assert [s.id for s in store.drain()] == [fresh.id]
+    assert forgotten == [idle.id]  # drain hands sessions back instead of reporting them
