@@ -44,7 +44,12 @@ def seal(body: Mapping[str, Any], *, seq: int, prev_hash: str) -> tuple[dict[str
     """
     record = {k: v for k, v in body.items() if k != "hash"}
     record["seq"], record["prev_hash"] = seq, prev_hash
-    before = {k: v for k, v in record.items() if k.encode("utf-16-be", "surrogatepass") < _HASH_KEY}
+    # Members are ordered by UTF-16 code units (RFC 8785); for ASCII names that is plain string order.
+    before = {
+        k: v
+        for k, v in record.items()
+        if (k < "hash" if k.isascii() else k.encode("utf-16-be", "surrogatepass") < _HASH_KEY)
+    }
     after = {k: v for k, v in record.items() if k not in before}
     pieces = [canonical(before)[1:-1], canonical(after)[1:-1]]
     digest = hashlib.sha256(b"{" + b",".join(p for p in pieces if p) + b"}").hexdigest()

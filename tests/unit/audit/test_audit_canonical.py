@@ -99,3 +99,29 @@ def test_no_arguments_is_not_the_same_as_empty_object() -> None:
 )
 def test_floats_on_the_fast_path_match_rfc8785(number: float) -> None:
     assert canonical({"duration_ms": number, "n": [number]}) == rfc8785.dumps({"duration_ms": number, "n": [number]})
+
+
+_PLAIN_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+_PLAIN_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | _PLAIN_TEXT
+    | st.floats(min_value=1e-4, max_value=1e15, allow_nan=False).filter(lambda f: not f.is_integer()),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127), max_size=6), inner, max_size=4),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@given(_PLAIN_VALUES)
+def test_the_fast_path_writes_exactly_what_the_c_encoder_writes(value: Any) -> None:
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode(
+        "utf-8", "backslashreplace"
+    )
+    assert canonical(value) == expected
+
+
+@pytest.mark.parametrize("value", [{"big": 2**70}, {"lone": "\ud800"}, {"ctl": "\x00\x1f\x7f\u2028"}])
+def test_values_orjson_refuses_or_escapes_differently_still_match(value: Any) -> None:
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode(
+        "utf-8", "backslashreplace"
+    )
+    assert canonical(value) == expected
