@@ -23,7 +23,7 @@ import httpx2
 import pytest
 from mcp import MCPError
 from tests.e2e.conftest import Gateway
-from tests.support.e2e_helpers import PROTOCOLS, connect, modern_post, raw_headers, rpc
+from tests.support.e2e_helpers import LEGACY_VERSION, PROTOCOLS, connect, modern_post, open_session, raw_headers, rpc
 
 from bastion.audit.canonical import arguments_sha256
 
@@ -244,3 +244,23 @@ def test_tampering_by_rehashing_a_record_is_detected(gateway: Gateway, database_
     result = _verify_copy(gateway, database_copy)
     assert result.returncode != 0
     assert f"seq {seq}" in result.stdout or f"seq {seq + 1}" in result.stdout, result.stdout
+
+
+def test_session_deletes_and_refused_streams_are_recorded(gateway: Gateway) -> None:
+    url, token = gateway.url("time"), gateway.token("alice", "time")
+    with httpx2.Client(timeout=10) as http:
+        session = open_session(http, url, token)
+        headers = raw_headers(token, mcp_session_id=session, mcp_protocol_version=LEGACY_VERSION)
+        assert http.delete(url, headers=headers).status_code == 200
+        refused = http.get(url, headers={"accept": "text/event-stream", "mcp-session-id": session})
+        assert refused.status_code == 401
+
+    def recorded() -> list[dict[str, Any]] | None:
+        records = [r for r in _search(gateway, "--route", "time") if r["kind"] == "decision"]
+        deletes = [r for r in records if r["method"] == "session/delete" and r["session"] == session]
+        refusals = [r for r in records if r["method"] == "stream/open" and r["decision"]["reason"] == "unauthenticated"]
+        return deletes + refusals if deletes and refusals else None
+
+    found = _wait_for(recorded)
+    assert {r["decision"]["effect"] for r in found} == {"allow", "deny"}
+    assert any(r["principal"] and r["principal"]["sub"] == "alice" for r in found if r["method"] == "session/delete")

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from bastion.errors import AuthenticationError, BastionError, PolicyDenied
 from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, SseEvent, SseReply
 from bastion.pipeline.stages.audit import AuditStage
+from bastion.pipeline.stages.authorize import SESSION_DECISION
 from bastion.pipeline.stages.base import Stage
 
 __all__ = ["Pipeline", "error_reply"]
@@ -112,6 +113,15 @@ class Pipeline:
             reply.events = self._watch_result(exchange, reply.events)
         elif isinstance(reply, JsonReply):
             self._note_result(exchange, reply)
+
+    async def record_unpiped(self, exchange: Exchange) -> None:
+        """Record a request the pipeline did not run: a GET event stream, a DELETE, a POST refused
+        before its body was read. Allowed when it ended without error (the session plumbing
+        decision), otherwise a deny with the error's code.
+        """
+        if exchange.error is None:
+            exchange.decision = SESSION_DECISION
+        await self._audit.record_denied(exchange)
 
     async def finish(self, exchange: Exchange) -> None:
         """Record the outcome once the reply has been sent (for SSE: once the stream ended)."""

@@ -65,17 +65,26 @@ class McpEndpoint:
             await send_reply(send, EmptyReply(405, {"allow": "GET, POST, DELETE"}))
             return
         exchange: Exchange | None = None
+        piped = False
         try:
             request = await read_request(scope, receive, self._max_body)
             exchange = Exchange(route=self.route, http=request)
             if method == "POST":
+                piped = True
                 await self._pipeline.handle(exchange)
             else:
                 await self._stream_or_delete(exchange)
-        except BastionError as exc:
+        except Exception as exc:  # fail closed, in the protocol's own form, with a record
+            error = exc if isinstance(exc, BastionError) else BastionError("Internal error")
+            if not isinstance(exc, BastionError):
+                logger.exception("%s %s failed", method, scope["path"])
             if exchange is None:
                 exchange = Exchange(route=self.route, http=_bare_request(scope))
-            exchange.reply = error_reply(exchange, exc)
+            exchange.error = error
+            exchange.reply = error_reply(exchange, error)
+        if not piped:  # the pipeline records what it handles; this records GET, DELETE and unread POSTs
+            exchange.notes["label"] = {"GET": "stream/open", "DELETE": "session/delete"}.get(method, "invalid")
+            await self._pipeline.record_unpiped(exchange)
         reply: Reply = exchange.reply or EmptyReply(500)
         watcher: asyncio.Task[None] | None = None
         if isinstance(reply, SseReply):

@@ -40,6 +40,10 @@ class FakePipeline:
     def __init__(self) -> None:
         self.handled: list[Exchange] = []
         self.finished: list[Exchange] = []
+        self.recorded: list[Exchange] = []
+
+    async def record_unpiped(self, exchange: Exchange) -> None:
+        self.recorded.append(exchange)
 
     async def handle(self, exchange: Exchange) -> None:
         self.handled.append(exchange)
@@ -141,12 +145,17 @@ async def test_a_body_over_the_limit_is_a_413_json_rpc_error(endpoint: McpEndpoi
     assert sink.json["jsonrpc"] == "2.0"
     assert pipeline.handled == []
     assert len(pipeline.finished) == 1
+    assert [type(e.error).__name__ for e in pipeline.recorded] == ["BodyTooLarge"]  # refused, and recorded
 
 
-async def test_delete_without_a_token_is_401_with_the_metadata_challenge(endpoint: McpEndpoint) -> None:
+async def test_delete_without_a_token_is_401_with_the_metadata_challenge(
+    endpoint: McpEndpoint, pipeline: FakePipeline
+) -> None:
     sink = await _call(endpoint, "DELETE", {"mcp-session-id": "x"})
     assert sink.status == 401
     assert sink.headers["www-authenticate"] == f'Bearer resource_metadata="{METADATA}"'
+    assert [e.notes["label"] for e in pipeline.recorded] == ["session/delete"]
+    assert pipeline.recorded[0].error is not None
 
 
 async def test_delete_with_a_bad_token_says_invalid_token(endpoint: McpEndpoint) -> None:

@@ -41,7 +41,7 @@ class AuditStage:
         denied = error is not None or decision is None or decision.effect != "allow"
         return decision_body(
             route=exchange.route.name,
-            method=exchange.method or (exchange.kind or "invalid"),
+            method=exchange.method or exchange.notes.get("label") or exchange.kind or "invalid",
             effect="deny" if denied else "allow",
             policy_ids=decision.policy_ids if decision else (),
             obligations=decision.obligations if decision else {},
@@ -69,7 +69,11 @@ class AuditStage:
         exchange.audited = True
 
     async def record_denied(self, exchange: Exchange) -> None:
-        """Queue the record of a request that ended before forwarding (never raises)."""
+        """Queue the record of a request that was not forwarded (never raises).
+
+        Its effect is ``allow`` only when the exchange carries an allowing decision and no
+        error (a GET stream or DELETE that went through), else ``deny``.
+        """
         try:
             self._log.append_nowait(self._body(exchange))
             exchange.audited = True
