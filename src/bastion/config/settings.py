@@ -1,0 +1,141 @@
+"""The configuration file's model: listener, identity, policy, audit and the routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from bastion.config.routes import RouteSettings, _Model
+from bastion.errors import ConfigError
+from bastion.identity.durations import parse_duration
+from bastion.identity.external import ExternalIssuer
+
+__all__ = ["AuditSettings", "BastionConfig", "IdentitySettings", "PolicySettings", "ServerSettings"]
+
+Duration = Annotated[int, Field(ge=1)]
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from exc
+    return value
+
+
+class ServerSettings(_Model):
+    """Where Bastion listens and how it names itself.
+
+    ``public_url`` is the origin clients use (resource URIs and metadata are
+    built from it). ``allowed_origins``/``allowed_hosts`` guard against DNS
+    rebinding (MCP basic/transports, security warning); when empty they are
+    derived from ``public_url`` and the loopback names of the listening port.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    session_idle_s: Annotated[int, Field(ge=1)] = 3600
+
+    _parse_idle = field_validator("session_idle_s", mode="before")(_duration)
+
+    @property
+    def base_url(self) -> str:
+        """``public_url`` without a trailing slash, or ``http://host:port``."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+class IdentitySettings(_Model):
+    """Token issuing and verification settings (RFC 9068 access tokens)."""
+
+    issuer: str | None = None
+    max_token_ttl: Duration = 3600
+    default_token_ttl: Duration = 900
+    leeway_s: int = Field(default=30, ge=0, le=300)
+    external_issuers: tuple[ExternalIssuer, ...] = ()
+
+    _parse_ttls = field_validator("max_token_ttl", "default_token_ttl", mode="before")(_duration)
+
+    @model_validator(mode="after")
+    def _ttls(self) -> IdentitySettings:
+        if self.default_token_ttl > self.max_token_ttl:
+            raise ValueError("default_token_ttl exceeds max_token_ttl")
+        if self.max_token_ttl > 24 * 3600:
+            raise ValueError("max_token_ttl above 24h is refused: access tokens are short-lived")
+        return self
+
+
+class PolicySettings(_Model):
+    """Cedar policy files (or directories of ``.cedar`` files) and an optional schema."""
+
+    files: tuple[Path, ...] = Field(min_length=1)
+    schema_file: Path | None = Field(default=None, alias="schema")
+
+
+class AuditSettings(_Model):
+    """Audit log settings; the log lives in ``<data_dir>/bastion.db``.
+
+    ``synchronous`` is SQLite's setting for the log's commits: ``full`` (the
+    default) fsyncs the write-ahead log at every commit, so a record committed
+    before a call was forwarded survives a power loss; ``normal`` survives a
+    crash of Bastion but not of the machine, and saves the fsync (about 0.3 ms
+    of latency and 0.1 ms of CPU per call on the benchmark machine).
+    """
+
+    store_arguments: bool = True
+    synchronous: Literal["full", "normal"] = "full"
+
+
+class BastionConfig(_Model):
+    """The whole configuration file."""
+
+    data_dir: Path = Path(".bastion")
+    server: ServerSettings = ServerSettings()
+    identity: IdentitySettings = IdentitySettings()
+    policy: PolicySettings
+    audit: AuditSettings = AuditSettings()
+    routes: tuple[RouteSettings, ...]
+
+    @field_validator("routes")
+    @classmethod
+    def _some_routes(cls, value: tuple[RouteSettings, ...]) -> tuple[RouteSettings, ...]:
+        # An "after" validator: it runs only when every route is valid, so one bad route
+        # gives one error line, not also a misleading "too few routes".
+        if not value:
+            raise ValueError("at least one route is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_routes(self) -> BastionConfig:
+        names = [r.name for r in self.routes]
+        paths = [r.public_path for r in self.routes]
+        for label, values in (("name", names), ("path", paths)):
+            dupes = sorted({v for v in values if values.count(v) > 1})
+            if dupes:
+                raise ValueError(f"route {label}s must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def issuer(self) -> str:
+        """The ``iss`` of tokens Bastion mints (defaults to the public base URL)."""
+        return (self.identity.issuer or self.server.base_url).rstrip("/")
+
+    def route(self, name: str) -> RouteSettings:
+        """The route called ``name``. Raises ``ConfigError`` when there is none."""
+        for route in self.routes:
+            if route.name == name:
+                return route
+        raise ConfigError(f"no route named {name!r}; routes: {', '.join(r.name for r in self.routes)}")
+
+    def resource_uri(self, route: RouteSettings) -> str:
+        """The route's resource URI (RFC 8707 section 2, RFC 9728 ``resource``): base URL + path."""
+        return self.server.base_url + route.public_path
