@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
+from transport_asgi import Sink
 
 from bastion.config import RouteSettings, StdioUpstream
 from bastion.errors import AuthenticationError, BodyTooLarge
@@ -51,26 +51,6 @@ class FakePipeline:
 
     async def finish(self, exchange: Exchange) -> None:
         self.finished.append(exchange)
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-
-    @property
-    def status(self) -> int:
-        return int(self.messages[0]["status"])
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.messages[0]["headers"]}
-
-    @property
-    def json(self) -> Any:
-        return json.loads(b"".join(m.get("body", b"") for m in self.messages[1:]))
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from transport_asgi import Sink
 
 from bastion.errors import BodyTooLarge
 from bastion.pipeline.context import EmptyReply, JsonReply, SseEvent, SseReply
@@ -133,26 +134,6 @@ async def test_a_request_without_client_has_no_ip() -> None:
 
 
 # --- send_reply -------------------------------------------------------------------------------
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-
-    @property
-    def status(self) -> int:
-        return int(self.messages[0]["status"])
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.messages[0]["headers"]}
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(m.get("body", b"") for m in self.messages[1:])
 
 
 async def test_a_json_reply_has_content_type_and_length() -> None:
