@@ -88,7 +88,7 @@ class TokenIssuer:
 
         Header: ``typ: at+jwt``, ``alg: ES256``, ``kid`` (RFC 9068 section 2.1).
         Claims: ``iss``, ``sub``, ``aud`` (RFC 8707 resource), ``iat``, ``nbf``,
-        ``exp`` (= iat + ``ttl_s``, epoch seconds), ``jti`` (128 random bits),
+        ``exp`` (= iat + ``ttl_s``, epoch seconds), ``jti`` (128 random bits, 32 hex digits),
         ``client_id``, ``scope`` (space-separated, omitted when empty, RFC 9068
         section 2.2.3), ``groups`` (list), ``bastion_kind``, and ``email`` /
         ``name`` when given. ``now`` (epoch seconds) defaults to the clock.
@@ -120,7 +120,8 @@ class TokenIssuer:
             "iat": issued_at,
             "nbf": issued_at,
             "exp": issued_at + ttl_s,
-            "jti": secrets.token_urlsafe(_JTI_BYTES),
+            # hex, not base64url: an id that starts with "-" reads as an option to `bastion token revoke`
+            "jti": secrets.token_hex(_JTI_BYTES),
             "client_id": client_id,
             "groups": group_list,
             "bastion_kind": kind,
