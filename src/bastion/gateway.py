@@ -140,7 +140,10 @@ class Gateway:
         forward: HttpForwardStage | StdioForwardStage = (
             HttpForwardStage(self.sessions) if route.http is not None else StdioForwardStage()
         )
-        authenticate = AuthenticateStage(self.verifier)
+        authenticate = AuthenticateStage(
+            self.verifier,
+            {item.issuer: frozenset(item.routes) for item in self.config.identity.external_issuers},
+        )
         pipeline = Pipeline(
             before=[
                 TransportStage(self.origins),

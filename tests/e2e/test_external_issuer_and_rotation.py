@@ -89,11 +89,16 @@ def bastion(idp: JwksServer, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                     "audience": AUDIENCE,
                     "algorithms": ["RS256"],
                     "groups_claim": "roles",
+                    "routes": ["time"],
                 }
             ]
         },
         "policy": {"files": [str(workdir / "policy.cedar")]},
-        "routes": [{"name": "time", "stdio": {"command": time_server, "args": ["--local-timezone", "UTC"]}}],
+        "routes": [
+            {"name": "time", "stdio": {"command": time_server, "args": ["--local-timezone", "UTC"]}},
+            # Not scoped for the external issuer; never reached (authentication fails first).
+            {"name": "other", "http": {"url": "http://127.0.0.1:9/mcp"}},
+        ],
     }
     with BastionProcess(workdir, config) as process:
         yield process
@@ -133,6 +138,11 @@ def test_external_tokens_with_the_wrong_audience_group_or_key_are_refused(
         response = httpx2.post(bastion.url("time"), json=body, headers={**headers, "authorization": f"Bearer {token}"})
         assert response.status_code == 401
         assert "resource_metadata=" in response.headers["www-authenticate"]
+    scoped_elsewhere = idp.sign("ci-robot", groups=["robots"])
+    response = httpx2.post(
+        bastion.url("other"), json=body, headers={**headers, "authorization": f"Bearer {scoped_elsewhere}"}
+    )
+    assert response.status_code == 401  # the issuer's tokens are accepted on its routes only
     outsider = idp.sign("intruder", groups=["visitors"])
     denied = _call(bastion.url("time"), outsider)
     assert isinstance(denied, MCPError)

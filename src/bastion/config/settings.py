@@ -115,6 +115,17 @@ class BastionConfig(_Model):
         return value
 
     @model_validator(mode="after")
+    def _external_issuer_routes(self) -> BastionConfig:
+        names = {route.name for route in self.routes}
+        for index, external in enumerate(self.identity.external_issuers):
+            unknown = sorted(set(external.routes) - names)
+            if unknown:
+                raise ValueError(
+                    f"identity.external_issuers.{index}.routes names no route: {', '.join(unknown)}"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _unique_routes(self) -> BastionConfig:
         names = [r.name for r in self.routes]
         paths = [r.public_path for r in self.routes]

@@ -46,7 +46,9 @@ class ExternalIssuer(BaseModel):
     identity providers); ``algorithms`` is the allow list (never ``none`` or
     HS*: a public JWKS cannot carry a shared secret, RFC 8725 section 3.1);
     ``groups_claim`` names the claim holding group names; ``kind`` is the Cedar
-    principal type; ``jwks_cache_s`` how long (seconds) a fetched key set is reused.
+    principal type; ``jwks_cache_s`` how long (seconds) a fetched key set is reused;
+    ``routes`` the names of the routes that accept this issuer's tokens (required: an
+    external token is never good for every route by default).
     Raises ``pydantic.ValidationError`` naming the bad field.
     """
 
@@ -59,6 +61,7 @@ class ExternalIssuer(BaseModel):
     groups_claim: str = Field(default="groups", min_length=1)
     kind: Literal["User", "ServiceAccount"] = "ServiceAccount"
     jwks_cache_s: int = Field(default=300, ge=1)
+    routes: tuple[str, ...] = Field(min_length=1)
 
     @field_validator("algorithms")
     @classmethod

@@ -388,3 +388,11 @@ def test_an_empty_file_is_not_a_mapping(tmp_path: Path) -> None:
     path.write_text("", encoding="utf-8")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(path)
+
+
+def test_an_external_issuer_must_name_existing_routes(base: dict[str, Any]) -> None:
+    external = {"issuer": "https://idp.example", "jwks_url": "https://idp.example/jwks", "audience": "bastion"}
+    message = _error({**base, "identity": {"external_issuers": [{**external, "routes": ["nope"]}]}})
+    assert "identity.external_issuers.0.routes names no route: nope" in message
+    message = _error({**base, "identity": {"external_issuers": [external]}})
+    assert "identity.external_issuers.0.routes" in message  # required: never every route by default

@@ -85,7 +85,7 @@ async def client(idp: FakeIdP) -> AsyncIterator[httpx2.AsyncClient]:
 
 @pytest.fixture
 def settings() -> ExternalIssuer:
-    return ExternalIssuer(issuer=IDP, jwks_url=JWKS_URL, audience=AUDIENCE, groups_claim="roles")
+    return ExternalIssuer(routes=("r",), issuer=IDP, jwks_url=JWKS_URL, audience=AUDIENCE, groups_claim="roles")
 
 
 @pytest.fixture
@@ -127,11 +127,11 @@ async def reason(verifier: TokenVerifier, token: str, audience: str = ROUTE_A) -
 def test_settings_refused(changes: dict[str, Any], match: str) -> None:
     fields = {"issuer": IDP, "jwks_url": JWKS_URL, "audience": AUDIENCE, **changes}
     with pytest.raises(ValidationError, match=match):
-        ExternalIssuer(**fields)
+        ExternalIssuer(routes=("r",), **fields)
 
 
 def test_settings_defaults_and_loopback_http() -> None:
-    item = ExternalIssuer(issuer=IDP, jwks_url="http://127.0.0.1:9000/jwks", audience=AUDIENCE)
+    item = ExternalIssuer(routes=("r",), issuer=IDP, jwks_url="http://127.0.0.1:9000/jwks", audience=AUDIENCE)
     assert item.algorithms == ["RS256", "ES256"]
     assert item.groups_claim == "groups"
     assert item.kind == "ServiceAccount"
@@ -139,7 +139,7 @@ def test_settings_defaults_and_loopback_http() -> None:
 
 
 def test_external_issuer_may_not_shadow_bastion(keys: SigningKeys, revocations: RevocationList) -> None:
-    clash = ExternalIssuer(issuer=ISSUER, jwks_url=JWKS_URL, audience=AUDIENCE)
+    clash = ExternalIssuer(routes=("r",), issuer=ISSUER, jwks_url=JWKS_URL, audience=AUDIENCE)
     with pytest.raises(ConfigError, match="issuer"):
         TokenVerifier(issuer=ISSUER, keys=keys, revocations=revocations, external_issuers=[clash])
 
@@ -251,7 +251,7 @@ async def test_unknown_kid_refetches_at_most_every_30s(
 
 async def test_key_set_expires_after_cache_time(idp: FakeIdP, client: httpx2.AsyncClient) -> None:
     clock = Clock()
-    settings = ExternalIssuer(issuer=IDP, jwks_url=JWKS_URL, audience=AUDIENCE, jwks_cache_s=60)
+    settings = ExternalIssuer(routes=("r",), issuer=IDP, jwks_url=JWKS_URL, audience=AUDIENCE, jwks_cache_s=60)
     cache = JWKSCache(settings, client, clock=clock)
     await cache.key_for("rsa-1", "RS256")
     clock.now += 59

@@ -8,6 +8,7 @@ strings or form bodies are never read.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from bastion.errors import AuthenticationError
@@ -40,14 +41,25 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class AuthenticateStage:
-    """Turn the bearer token into a ``Principal`` for the route's audience."""
+    """Turn the bearer token into a ``Principal`` for the route's audience.
+
+    ``external_routes`` maps a trusted external issuer to the routes that accept
+    its tokens: their audience is the issuer's, not a route's, so the route is
+    checked here (a token from an issuer not scoped to this route is a 401).
+    """
 
     name = "authenticate"
 
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, external_routes: Mapping[str, frozenset[str]] | None = None):
         self._authenticator = authenticator
+        self._external_routes = dict(external_routes or {})
 
     async def run(self, exchange: Exchange) -> None:
         """Set ``exchange.principal``; raise ``AuthenticationError`` (401) otherwise."""
         token = bearer_token(exchange.http.headers.get("authorization"))
-        exchange.principal = await self._authenticator.authenticate(token, exchange.route.resource_uri)
+        principal = await self._authenticator.authenticate(token, exchange.route.resource_uri)
+        if principal.auth_method == "external_jwt" and exchange.route.name not in self._external_routes.get(
+            principal.issuer, frozenset()
+        ):
+            raise AuthenticationError("wrong_audience", "this issuer's tokens are not accepted on this route")
+        exchange.principal = principal
