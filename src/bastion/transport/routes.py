@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,11 +28,12 @@ class ToolCatalog:
 
     Filled from every ``tools/list`` result that passes through the gateway
     and by the classify stage when it meets a tool it has not seen. ``stale``
-    is set when the upstream announces ``notifications/tools/list_changed``.
+    is set when the upstream announces ``notifications/tools/list_changed``;
+    a stale catalog answers no tool, so the next call reloads it first and a
+    changed tool is never judged by its old annotations.
     """
 
     tools: dict[str, dict[str, Any]] = field(default_factory=dict)
-    updated: float = 0.0
     stale: bool = True
     _refs: dict[str, ResourceRef] = field(default_factory=dict)
 
@@ -45,7 +45,6 @@ class ToolCatalog:
         else:
             self.tools.update(found)
         self._refs = {}
-        self.updated = time.monotonic()
         self.stale = False
 
     async def reload(self, fetch_page: PageFetcher) -> bool:
@@ -75,6 +74,8 @@ class ToolCatalog:
 
         Raises ``ValueError`` when the upstream's definition is unusable (see ``ResourceRef.from_tool``).
         """
+        if self.stale:
+            return None
         ref = self._refs.get(name)
         if ref is None:
             tool = self.tools.get(name)

@@ -72,7 +72,6 @@ class StdioServer:
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
         self.initialize_result: dict[str, Any] = {}
-        self.starts = 0
         self.on_list_changed: Callable[[str], None] | None = None
 
     @property
@@ -208,7 +207,6 @@ class StdioServer:
             limit=_LINE_LIMIT,
             start_new_session=True,
         )
-        self.starts += 1
         logger.info("stdio upstream %s started (pid %s)", self.name, self._proc.pid)
         if self._proc.stdout is None or self._proc.stderr is None:
             raise UpstreamError("stdio pipes were not created")

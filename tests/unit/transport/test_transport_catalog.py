@@ -1,0 +1,57 @@
+"""The route's tool catalog: a stale catalog answers no tool, so a changed tool is reloaded before it is judged."""
+
+from __future__ import annotations
+
+import pytest
+
+from bastion.errors import UpstreamError
+from bastion.transport.routes import ToolCatalog
+
+READ_ONLY = {"name": "wipe", "annotations": {"readOnlyHint": True}}
+DESTRUCTIVE = {"name": "wipe", "annotations": {"destructiveHint": True}}
+
+
+async def test_list_changed_makes_the_next_lookup_reload_the_new_definition() -> None:
+    catalog = ToolCatalog()
+    assert catalog.ref("r", "wipe") is None  # never listed: stale from the start
+    catalog.merge([READ_ONLY], complete=True)
+    ref = catalog.ref("r", "wipe")
+    assert ref is not None
+    assert ref.attrs["risk"] == "read"
+    catalog.stale = True  # what notifications/tools/list_changed does
+    assert catalog.ref("r", "wipe") is None  # the old, harmless-looking definition is not used
+
+    async def fetch(cursor: str | None) -> dict[str, object]:
+        return {"tools": [DESTRUCTIVE]}
+
+    assert await catalog.reload(fetch)
+    ref = catalog.ref("r", "wipe")
+    assert ref is not None
+    assert ref.attrs["risk"] == "destructive"
+
+
+async def test_a_failed_reload_keeps_the_catalog_stale() -> None:
+    catalog = ToolCatalog()
+    catalog.merge([READ_ONLY], complete=True)
+    catalog.stale = True
+
+    async def broken(cursor: str | None) -> dict[str, object]:
+        raise UpstreamError("down")
+
+    assert not await catalog.reload(broken)
+    assert catalog.ref("r", "wipe") is None  # the caller classifies the tool as unlisted (most restrictive)
+
+
+@pytest.mark.parametrize("pages", [1, 3])
+async def test_reload_reads_every_page(pages: int) -> None:
+    catalog = ToolCatalog()
+
+    async def fetch(cursor: str | None) -> dict[str, object]:
+        index = int(cursor or 0)
+        page: dict[str, object] = {"tools": [{"name": f"t{index}"}]}
+        if index + 1 < pages:
+            page["nextCursor"] = str(index + 1)
+        return page
+
+    assert await catalog.reload(fetch)
+    assert sorted(catalog.tools) == [f"t{i}" for i in range(pages)]
