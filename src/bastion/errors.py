@@ -18,8 +18,10 @@ this tree with ``raise ... from exc`` at the place they occur.
     │   ├── SessionRequired         400  -32600
     │   └── ForbiddenOrigin         403  -32600
     ├── AuthenticationError         401  -32001  (with WWW-Authenticate)
+    ├── OAuthError                  400  (401 for invalid_client)  RFC 6749 section 5.2 error form
     ├── SessionNotFound             404  -32001
     ├── PolicyDenied                200  -32003  (a JSON-RPC error naming the policy ids)
+    ├── EgressDenied                403  -32003  (an outbound fetch refused: SSRF guard)
     ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
     └── UpstreamError               502  -32603
         └── UpstreamUnavailable     503  -32603
@@ -36,9 +38,11 @@ __all__ = [
     "BatchRejected",
     "BodyTooLarge",
     "ConfigError",
+    "EgressDenied",
     "ForbiddenOrigin",
     "HeaderMismatch",
     "NotAcceptable",
+    "OAuthError",
     "ParseError",
     "PolicyDenied",
     "SessionNotFound",
@@ -165,6 +169,31 @@ class AuthenticationError(BastionError):
         self.reason = reason
 
 
+class OAuthError(BastionError):
+    """An authorization server request refused, in the OAuth form (RFC 6749 sections 4.1.2.1 and 5.2).
+
+    ``error`` is the registered error code (``invalid_request``, ``invalid_client``,
+    ``invalid_grant``, ``unauthorized_client``, ``unsupported_grant_type``,
+    ``invalid_scope``, ``access_denied``, RFC 8707 ``invalid_target``, RFC 7591
+    ``invalid_redirect_uri`` / ``invalid_client_metadata``); ``description`` is
+    safe to show the client. ``http_status`` is 400, or 401 for ``invalid_client``.
+    """
+
+    status = 400
+    jsonrpc_code = -32600
+    code = "oauth_error"
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+
+    @property
+    def http_status(self) -> int:
+        """The status of the error response (RFC 6749 section 5.2)."""
+        return 401 if self.error == "invalid_client" else 400
+
+
 class SessionNotFound(BastionError):
     """The ``MCP-Session-Id`` is unknown to this principal (MCP basic/transports: 404)."""
 
@@ -200,3 +229,17 @@ class UpstreamUnavailable(UpstreamError):
 
     status = 503
     code = "upstream_unavailable"
+
+
+class EgressDenied(BastionError):
+    """An outbound fetch was refused by the egress guard (SSRF protection).
+
+    The destination is not a public address and not on the allow list, the URL
+    is not acceptable (scheme, user info, host encoding), a redirect led to such a
+    destination, or the response is larger than allowed. ``message`` names the host
+    and the reason, never a credential. See the MCP security best practices, SSRF.
+    """
+
+    status = 403
+    jsonrpc_code = -32003
+    code = "egress_denied"

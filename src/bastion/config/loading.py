@@ -50,11 +50,23 @@ def _resolve_paths(config: BastionConfig, base: Path) -> BastionConfig:
             "schema_file": fix(config.policy.schema_file) if config.policy.schema_file else None,
         }
     )
+    server = config.identity.authorization_server
+    users_file = fix(server.users_file) if server.users_file else None
+    clients = tuple(
+        c.model_copy(update={"client_secret": c.client_secret.model_copy(update={"file": fix(c.client_secret.file)})})
+        if c.client_secret is not None and c.client_secret.file
+        else c
+        for c in server.clients
+    )
+    server = server.model_copy(update={"users_file": users_file, "clients": clients})
+    egress = config.egress.model_copy(update={"ca_file": fix(config.egress.ca_file) if config.egress.ca_file else None})
     return config.model_copy(
         update={
             "data_dir": fix(config.data_dir),
             "policy": policy,
             "routes": tuple(fix_route(r) for r in config.routes),
+            "identity": config.identity.model_copy(update={"authorization_server": server}),
+            "egress": egress,
         }
     )
 
@@ -65,6 +77,11 @@ def _check_files(config: BastionConfig, source: str) -> None:
             raise ConfigError(f"{source}: policy.files.{index}: {path} does not exist")
     if config.policy.schema_file and not config.policy.schema_file.is_file():
         raise ConfigError(f"{source}: policy.schema: {config.policy.schema_file} is not a readable file")
+    users_file = config.identity.authorization_server.users_file
+    if users_file is not None and not users_file.is_file():
+        raise ConfigError(f"{source}: identity.authorization_server.users_file: {users_file} is not a readable file")
+    if config.egress.ca_file is not None and not config.egress.ca_file.is_file():
+        raise ConfigError(f"{source}: egress.ca_file: {config.egress.ca_file} is not a readable file")
     for index, route in enumerate(config.routes):
         if route.stdio and route.stdio.cwd and not route.stdio.cwd.is_dir():
             raise ConfigError(f"{source}: routes.{index}.stdio.cwd: {route.stdio.cwd} is not a directory")

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from bastion.config.oauth import AuthorizationServerSettings, EgressSettings
 from bastion.config.routes import RouteSettings, _Model
 from bastion.errors import ConfigError
 from bastion.identity.durations import parse_duration
@@ -62,6 +63,7 @@ class IdentitySettings(_Model):
     default_token_ttl: Duration = 900
     leeway_s: int = Field(default=30, ge=0, le=300)
     external_issuers: tuple[ExternalIssuer, ...] = ()
+    authorization_server: AuthorizationServerSettings = AuthorizationServerSettings()
 
     _parse_ttls = field_validator("max_token_ttl", "default_token_ttl", mode="before")(_duration)
 
@@ -103,6 +105,7 @@ class BastionConfig(_Model):
     identity: IdentitySettings = IdentitySettings()
     policy: PolicySettings
     audit: AuditSettings = AuditSettings()
+    egress: EgressSettings = EgressSettings()
     routes: tuple[RouteSettings, ...]
 
     @field_validator("routes")
@@ -120,9 +123,7 @@ class BastionConfig(_Model):
         for index, external in enumerate(self.identity.external_issuers):
             unknown = sorted(set(external.routes) - names)
             if unknown:
-                raise ValueError(
-                    f"identity.external_issuers.{index}.routes names no route: {', '.join(unknown)}"
-                )
+                raise ValueError(f"identity.external_issuers.{index}.routes names no route: {', '.join(unknown)}")
         return self
 
     @model_validator(mode="after")

@@ -1,0 +1,89 @@
+"""Building the authorization server from the configuration (called by the gateway's composition root)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from starlette.routing import BaseRoute
+
+from bastion.audit.store import AuditLog
+from bastion.config import BastionConfig
+from bastion.identity.revocation import RevocationList
+from bastion.identity.tokens import TokenIssuer
+from bastion.oauth.app import authorization_server_routes
+from bastion.oauth.auditing import OAuthAudit
+from bastion.oauth.clients import ClientDirectory, DocumentFetch
+from bastion.oauth.context import ServerContext
+from bastion.oauth.grants import GrantService
+from bastion.oauth.requests import Resources
+from bastion.oauth.store_sqlite import SQLiteAuthorizationStore
+from bastion.oauth.users import LocalUsers
+
+__all__ = ["AuthorizationServer"]
+
+
+class AuthorizationServer:
+    """Bastion's OAuth 2.1 authorization server: its store, its parts and its routes.
+
+    ``database`` is the embedded SQLite file; ``fetch`` fetches client metadata
+    documents through the egress guard. Raises ``ConfigError`` when a client
+    secret reference or the users file cannot be read.
+    """
+
+    def __init__(
+        self,
+        config: BastionConfig,
+        *,
+        database: Path,
+        audit: AuditLog,
+        issuer: TokenIssuer,
+        revocations: RevocationList,
+        fetch: DocumentFetch | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        settings = config.identity.authorization_server
+        self.store = SQLiteAuthorizationStore(database)
+        resources = Resources({config.resource_uri(route): route.name for route in config.routes})
+        self.grants = GrantService(
+            self.store,
+            issuer,
+            revocations,
+            resources,
+            access_ttl_s=config.identity.default_token_ttl,
+            refresh_ttl_s=settings.refresh_token_ttl,
+            reuse_grace_s=settings.refresh_reuse_grace,
+            clock=clock,
+        )
+        self.context = ServerContext(
+            issuer=config.issuer,
+            base_url=config.server.base_url,
+            settings=settings,
+            store=self.store,
+            clients=ClientDirectory(
+                settings.clients, self.store, settings.client_metadata_documents, fetch, clock=clock
+            ),
+            grants=self.grants,
+            audit=OAuthAudit(audit, config.issuer),
+            resources=resources,
+            route_titles={route.name: route.title or route.name for route in config.routes},
+            users=LocalUsers.load(settings.users_file) if settings.users_file else None,
+            clock=clock,
+        )
+
+    def routes(self) -> list[BaseRoute]:
+        """The metadata documents and endpoints to mount at the root of the app."""
+        return authorization_server_routes(self.context)
+
+    async def start(self) -> None:
+        """Open the store."""
+        await self.store.start()
+
+    async def close(self) -> None:
+        """Close the store."""
+        await self.store.close()
+
+    async def purge(self) -> int:
+        """Delete expired requests, codes, sign-ins and families; returns how many rows."""
+        return await self.store.purge(self.context.clock())

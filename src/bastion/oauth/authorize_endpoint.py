@@ -1,0 +1,252 @@
+"""The browser side of the authorization code flow: ``/oauth/authorize``, sign-in and consent.
+
+OAuth 2.1 section 4.1 with the MCP security best practices against confused
+deputies (MCP 2025-11-25, "Confused Deputy Problem"):
+
+- the client and its redirect URI are checked before anything else; if either is
+  wrong the user sees an error page and is never redirected (RFC 6749 section 4.1.2.1);
+- the request then waits server-side (``PendingAuthorization``), bound to the browser
+  that started it by a ``__Host-`` cookie, and every form echoes a CSRF token;
+- the consent page names the client, its redirect host, the route and the scopes;
+  a consent is remembered per user, client and route (until revoked);
+- the code goes back with ``state`` and ``iss`` (RFC 9207) and is single use.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bastion.errors import AuditUnavailable, OAuthError
+from bastion.oauth.clients import redirect_uri_matches
+from bastion.oauth.context import ServerContext, redirect_with
+from bastion.oauth.metadata import ENDPOINTS
+from bastion.oauth.pages import consent_page, error_page, set_cookie, sign_in_page
+from bastion.oauth.records import AuthorizationCode, Consent, PendingAuthorization, UserIdentity, digest
+from bastion.oauth.requests import check_code_challenge, requested_scopes, single_params
+
+__all__ = ["BROWSER_COOKIE", "SIGN_IN_COOKIE", "AuthorizeEndpoint"]
+
+BROWSER_COOKIE = "__Host-bastion-browser"
+SIGN_IN_COOKIE = "__Host-bastion-sign-in"
+_FORM_LIMIT = 16 * 1024
+
+
+class AuthorizeEndpoint:
+    """Serves ``GET /oauth/authorize``, ``POST /oauth/sign-in`` and ``POST /oauth/consent``."""
+
+    def __init__(self, context: ServerContext) -> None:
+        self._ctx = context
+
+    async def authorize(self, request: Request) -> Response:
+        """Validate an authorization request (RFC 6749 section 4.1.1) and show sign-in or consent."""
+        ctx = self._ctx
+        try:
+            params = single_params(request.query_params.multi_items())
+            client = await ctx.clients.find(params.get("client_id", ""))
+            redirect_uri = params.get("redirect_uri", "")
+            if not redirect_uri_matches(client.redirect_uris, redirect_uri):
+                raise OAuthError("invalid_request", "redirect_uri is not registered for this client")
+        except OAuthError as exc:
+            await self._audit_refusal("oauth/authorize", exc, request.query_params.get("client_id"), None)
+            return error_page(title="This sign-in link is not valid", message=exc.description, status_code=400)
+        state = params.get("state")
+        route = None
+        try:
+            if params.get("response_type") != "code":
+                raise OAuthError("unsupported_response_type", "response_type must be code")
+            challenge = check_code_challenge(params)
+            route, resource = ctx.resources.route_for(params.get("resource"))
+            scopes = requested_scopes(params.get("scope"), ctx.settings.scopes, default=ctx.settings.scopes)
+            now = ctx.clock()
+            if state is not None and not await ctx.store.claim_state(
+                client.client_id, state, now + ctx.settings.request_ttl
+            ):
+                raise OAuthError("invalid_request", "state was already used")
+            if ctx.users is None:
+                raise OAuthError("temporarily_unavailable", "no sign-in method is configured")
+        except OAuthError as exc:
+            await self._audit_refusal("oauth/authorize", exc, client.client_id, route, params)
+            return redirect_with(
+                redirect_uri,
+                {"error": exc.error, "error_description": exc.description, "state": state, "iss": ctx.issuer},
+            )
+        browser = request.cookies.get(BROWSER_COOKIE) or secrets.token_urlsafe(32)
+        pending = PendingAuthorization(
+            id=secrets.token_urlsafe(24),
+            client_id=client.client_id,
+            client_name=client.name,
+            redirect_uri=redirect_uri,
+            state=state,
+            code_challenge=challenge,
+            route=route,
+            resource=resource,
+            scopes=scopes,
+            browser=digest(browser),
+            csrf_token=secrets.token_urlsafe(24),
+            expires_at=now + ctx.settings.request_ttl,
+            unverified_client=not client.verified,
+        )
+        await ctx.store.put_pending(pending)
+        user = await self._signed_in(request)
+        if user is None:
+            response = self._sign_in_form(pending)
+        else:
+            await ctx.store.set_pending_user(pending.id, user)
+            response = await self._consent_or_code(request, pending, user)
+        set_cookie(response, BROWSER_COOKIE, browser, max_age_s=ctx.settings.request_ttl)
+        return response
+
+    async def sign_in(self, request: Request) -> Response:
+        """Check the sign-in form (local users file) and go on to consent."""
+        ctx = self._ctx
+        form, pending = await self._pending_from_form(request)
+        if pending is None:
+            return error_page(title="This sign-in has expired", message=form, status_code=400)
+        if ctx.users is None:
+            return error_page(title="Sign-in is not available", message="no local users file", status_code=400)
+        username = str(form.get("username", ""))[:256]
+        user = ctx.users.verify(username, str(form.get("password", ""))[:1024])
+        if user is None:
+            await self._audit_refusal(
+                "oauth/sign-in",
+                OAuthError("access_denied", "bad username or password"),
+                pending.client_id,
+                pending.route,
+                {"username": username},
+            )
+            return self._sign_in_form(pending, error="The username or password is not right.", username=username)
+        identity = UserIdentity(user.sub, "local", user.email, user.name, tuple(user.groups))
+        await ctx.audit.record(
+            "oauth/sign-in", effect="allow", reason=None, client_id=pending.client_id, route=pending.route,
+            user=identity, parameters={"username": username},
+        )  # fmt: skip
+        cookie = secrets.token_urlsafe(32)
+        await ctx.store.put_sign_in(digest(cookie), identity, ctx.clock() + ctx.settings.sign_in_ttl)
+        await ctx.store.set_pending_user(pending.id, identity)
+        response = await self._consent_or_code(request, pending, identity)
+        set_cookie(response, SIGN_IN_COOKIE, cookie, max_age_s=ctx.settings.sign_in_ttl)
+        return response
+
+    async def consent(self, request: Request) -> Response:
+        """Apply the user's approve/deny decision and redirect to the client."""
+        ctx = self._ctx
+        form, pending = await self._pending_from_form(request)
+        if pending is None or pending.user is None:
+            message = form if isinstance(form, str) else "nobody has signed in for this request"
+            return error_page(title="This sign-in has expired", message=message, status_code=400)
+        taken = await ctx.store.take_pending(pending.id, ctx.clock())
+        if taken is None:
+            return error_page(title="This sign-in has expired", message="the request was already used", status_code=400)
+        if form.get("decision") != "approve":
+            exc = OAuthError("access_denied", "the user denied the request")
+            await self._audit_refusal("oauth/consent", exc, taken.client_id, taken.route, user=pending.user)
+            return redirect_with(
+                taken.redirect_uri,
+                {"error": exc.error, "error_description": exc.description, "state": taken.state, "iss": ctx.issuer},
+            )
+        await ctx.store.put_consent(Consent(pending.user.sub, taken.client_id, taken.route, taken.scopes, ctx.clock()))
+        return await self._issue_code(taken, pending.user, remembered=False)
+
+    async def _consent_or_code(self, request: Request, pending: PendingAuthorization, user: UserIdentity) -> Response:
+        ctx = self._ctx
+        consent = await ctx.store.get_consent(user.sub, pending.client_id, pending.route)
+        if consent is not None and set(pending.scopes) <= set(consent.scopes):
+            taken = await ctx.store.take_pending(pending.id, ctx.clock())
+            if taken is not None:
+                return await self._issue_code(taken, user, remembered=True)
+        redirect = urlsplit(pending.redirect_uri)
+        return consent_page(
+            action=ctx.base_url + ENDPOINTS["consent"],
+            transaction=pending.id,
+            csrf_token=pending.csrf_token,
+            client_name=pending.client_name,
+            client_id=pending.client_id,
+            redirect_host=redirect.netloc or redirect.scheme,
+            resource_name=ctx.route_titles.get(pending.route, pending.route),
+            resource_uri=pending.resource,
+            scopes=pending.scopes,
+            user_label=user.label,
+            unverified_client=pending.unverified_client,
+            form_action=(f"{redirect.scheme}://{redirect.netloc}" if redirect.netloc else f"{redirect.scheme}:",),
+        )
+
+    async def _issue_code(self, pending: PendingAuthorization, user: UserIdentity, *, remembered: bool) -> Response:
+        ctx = self._ctx
+        code = secrets.token_urlsafe(32)
+        grant = pending.grant(user)
+        parameters = {
+            "redirect_uri": pending.redirect_uri,
+            "resource": pending.resource,
+            "scope": " ".join(grant.scopes),
+            "decision": "remembered consent" if remembered else "approve",
+        }
+        try:
+            await ctx.audit.record(
+                "oauth/authorize", effect="allow", reason=None, client_id=pending.client_id, route=pending.route,
+                user=user, parameters=parameters,
+            )  # fmt: skip
+        except AuditUnavailable:
+            return redirect_with(
+                pending.redirect_uri,
+                {"error": "temporarily_unavailable", "error_description": "the audit log is unavailable",
+                 "state": pending.state, "iss": ctx.issuer},
+            )  # fmt: skip
+        await ctx.store.put_code(
+            digest(code),
+            AuthorizationCode(grant, pending.redirect_uri, pending.code_challenge, ctx.clock() + ctx.settings.code_ttl),
+        )
+        return redirect_with(pending.redirect_uri, {"code": code, "state": pending.state, "iss": ctx.issuer})
+
+    def _sign_in_form(self, pending: PendingAuthorization, *, error: str | None = None, username: str = "") -> Response:
+        return sign_in_page(
+            action=self._ctx.base_url + ENDPOINTS["sign_in"],
+            transaction=pending.id,
+            csrf_token=pending.csrf_token,
+            client_name=pending.client_name,
+            error=error,
+            username=username,
+            status_code=401 if error else 200,
+        )
+
+    async def _signed_in(self, request: Request) -> UserIdentity | None:
+        cookie = request.cookies.get(SIGN_IN_COOKIE)
+        if not cookie:
+            return None
+        return await self._ctx.store.get_sign_in(digest(cookie), self._ctx.clock())
+
+    async def _pending_from_form(self, request: Request) -> tuple[Any, PendingAuthorization | None]:
+        """The form and its pending request, or ``(reason, None)``: the Origin must be Bastion's (or
+        absent), the browser cookie must be the one that started the request, the CSRF token must match."""
+        origin = request.headers.get("origin")
+        if origin is not None and origin != self._ctx.origin:
+            return "the form was sent from another site", None
+        if int(request.headers.get("content-length") or 0) > _FORM_LIMIT:
+            return "the form is too large", None
+        form = await request.form(max_files=0, max_fields=16)
+        pending = await self._ctx.store.get_pending(str(form.get("transaction", "")), self._ctx.clock())
+        browser = request.cookies.get(BROWSER_COOKIE)
+        if pending is None or browser is None or digest(browser) != pending.browser:
+            return "start again from your application", None
+        if not secrets.compare_digest(str(form.get("csrf_token", "")), pending.csrf_token):
+            return "the form's security token is not right; start again from your application", None
+        return form, pending
+
+    async def _audit_refusal(
+        self,
+        method: str,
+        exc: OAuthError,
+        client_id: str | None,
+        route: str | None,
+        parameters: Any = None,
+        *,
+        user: UserIdentity | None = None,
+    ) -> None:
+        await self._ctx.audit.record(
+            method, effect="deny", reason=exc.error, client_id=client_id, route=route, user=user,
+            parameters=parameters if isinstance(parameters, dict) else None,
+        )  # fmt: skip

@@ -1,0 +1,68 @@
+"""What every authorization server endpoint shares, and the responses they have in common."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from starlette.responses import JSONResponse, RedirectResponse
+
+from bastion.config.oauth import AuthorizationServerSettings
+from bastion.errors import OAuthError
+from bastion.oauth.auditing import OAuthAudit
+from bastion.oauth.clients import ClientDirectory
+from bastion.oauth.grants import GrantService
+from bastion.oauth.requests import Resources
+from bastion.oauth.store import AuthorizationStore
+from bastion.oauth.users import LocalUsers
+
+__all__ = ["NO_STORE", "ServerContext", "oauth_error_response", "redirect_with"]
+
+#: Headers of every response that carries a token or a code (RFC 6749 section 5.1).
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerContext:
+    """The authorization server's parts. ``route_titles`` maps route names to display names."""
+
+    issuer: str
+    base_url: str
+    settings: AuthorizationServerSettings
+    store: AuthorizationStore
+    clients: ClientDirectory
+    grants: GrantService
+    audit: OAuthAudit
+    resources: Resources
+    route_titles: Mapping[str, str]
+    users: LocalUsers | None
+    clock: Callable[[], float] = field(default=time.time)
+
+    @property
+    def origin(self) -> str:
+        """The scheme and authority of ``base_url`` (what a same-origin form POST sends as ``Origin``)."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+def redirect_with(redirect_uri: str, params: Mapping[str, str | None]) -> RedirectResponse:
+    """A 303 to ``redirect_uri`` with ``params`` added to its query (RFC 6749 section 4.1.2: the
+    registered URI's own query is kept). ``None`` values are left out."""
+    parts = urlsplit(redirect_uri)
+    extra = urlencode({k: v for k, v in params.items() if v is not None})
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    response = RedirectResponse(urlunsplit(parts._replace(query=query)), status_code=303)
+    response.headers.update(NO_STORE)
+    return response
+
+
+def oauth_error_response(
+    exc: OAuthError, *, headers: Mapping[str, str] | None = None, status: int | None = None
+) -> JSONResponse:
+    """An RFC 6749 section 5.2 error body; the status is ``status`` or the error's own (400, 401 for
+    ``invalid_client``)."""
+    body: dict[str, Any] = {"error": exc.error, "error_description": exc.description}
+    return JSONResponse(body, status_code=status or exc.http_status, headers={**NO_STORE, **(headers or {})})

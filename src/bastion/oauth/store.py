@@ -1,0 +1,103 @@
+"""The authorization server's store: one small async interface, one module per backend.
+
+Every method is atomic on its own. The single-use operations (``take_pending``,
+``redeem_code``, ``use_refresh``, ``claim_state``) must stay correct when two
+requests race, on one replica or several: exactly one caller sees a first use.
+Times are epoch seconds (float). The embedded backend is ``SQLiteAuthorizationStore``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from bastion.oauth.records import AuthorizationCode, Consent, Grant, PendingAuthorization, RefreshUse, UserIdentity
+
+__all__ = ["AuthorizationStore"]
+
+
+class AuthorizationStore(Protocol):
+    """Pending requests, codes, refresh-token families, consents, sign-ins and registered clients."""
+
+    async def start(self) -> None:
+        """Open the store (create tables). Raises ``OSError``/driver errors when it cannot."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    # pending authorization requests
+    async def put_pending(self, pending: PendingAuthorization) -> None:
+        """Keep ``pending`` until it is taken or expires."""
+
+    async def get_pending(self, pending_id: str, now: float) -> PendingAuthorization | None:
+        """The unexpired request ``pending_id``, or None."""
+
+    async def set_pending_user(self, pending_id: str, user: UserIdentity) -> None:
+        """Record who signed in for ``pending_id``."""
+
+    async def take_pending(self, pending_id: str, now: float) -> PendingAuthorization | None:
+        """Remove and return the unexpired request (single use): a second call gets None."""
+
+    async def claim_state(self, client_id: str, state: str, expires_at: float) -> bool:
+        """True the first time ``client_id`` presents ``state`` before ``expires_at``; False on reuse."""
+
+    # authorization codes (by digest)
+    async def put_code(self, code_digest: str, code: AuthorizationCode) -> None:
+        """Keep an issued code."""
+
+    async def redeem_code(self, code_digest: str) -> AuthorizationCode | None:
+        """Mark the code used and return it, with ``used`` telling whether it had been used before."""
+
+    async def set_code_family(self, code_digest: str, family_id: str) -> None:
+        """Note the refresh-token family the code's redemption started (revoked if the code is replayed)."""
+
+    # refresh-token families (tokens by digest)
+    async def create_family(self, family_id: str, grant: Grant, expires_at: float, now: float) -> None:
+        """Start a family for ``grant`` that ends at ``expires_at``."""
+
+    async def add_refresh(self, token_digest: str, family_id: str, now: float) -> None:
+        """Add a refresh token to a family."""
+
+    async def use_refresh(self, token_digest: str, now: float) -> RefreshUse | None:
+        """Record a use of the token and say what it was (None: unknown token)."""
+
+    async def add_access_token(self, family_id: str, jti: str, expires_at: int) -> None:
+        """Remember an access token issued from the family, so revoking the family revokes it."""
+
+    async def revoke_family(self, family_id: str, now: float) -> list[tuple[str, int]]:
+        """Revoke the family; returns the ``(jti, exp)`` of its unexpired access tokens."""
+
+    async def family_of(self, token_digest: str) -> tuple[str, str] | None:
+        """``(family id, client id)`` of a refresh token, or None."""
+
+    async def families_of(self, sub: str, client_id: str | None) -> list[str]:
+        """The unrevoked families of a user (for one client, or all)."""
+
+    # consents
+    async def get_consent(self, sub: str, client_id: str, route: str) -> Consent | None:
+        """The remembered consent, or None."""
+
+    async def put_consent(self, consent: Consent) -> None:
+        """Remember (or replace) a consent."""
+
+    async def list_consents(self, sub: str | None) -> list[Consent]:
+        """Every consent (of one user, or all), oldest first."""
+
+    async def delete_consents(self, sub: str, client_id: str | None) -> int:
+        """Forget a user's consents (for one client, or all); returns how many."""
+
+    # browser sign-ins (by cookie digest)
+    async def put_sign_in(self, cookie_digest: str, user: UserIdentity, expires_at: float) -> None:
+        """Keep a sign-in."""
+
+    async def get_sign_in(self, cookie_digest: str, now: float) -> UserIdentity | None:
+        """The unexpired sign-in, or None."""
+
+    # dynamically registered clients (RFC 7591)
+    async def put_client(self, client_id: str, metadata: dict[str, Any], now: float) -> None:
+        """Keep a registered client's metadata."""
+
+    async def get_client(self, client_id: str) -> dict[str, Any] | None:
+        """A registered client's metadata, or None."""
+
+    async def purge(self, now: float) -> int:
+        """Delete what has expired; returns the number of rows deleted."""
