@@ -21,6 +21,7 @@ this tree with ``raise ... from exc`` at the place they occur.
     ├── OAuthError                  400  (401 for invalid_client)  RFC 6749 section 5.2 error form
     ├── SessionNotFound             404  -32001
     ├── PolicyDenied                200  -32003  (a JSON-RPC error naming the policy ids)
+    │   └── InsufficientScope       403  -32003  (step-up: WWW-Authenticate insufficient_scope)
     ├── EgressDenied                403  -32003  (an outbound fetch refused: SSRF guard)
     ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
     └── UpstreamError               502  -32603
@@ -41,6 +42,7 @@ __all__ = [
     "EgressDenied",
     "ForbiddenOrigin",
     "HeaderMismatch",
+    "InsufficientScope",
     "NotAcceptable",
     "OAuthError",
     "ParseError",
@@ -208,6 +210,22 @@ class PolicyDenied(BastionError):
     status = 200
     jsonrpc_code = -32003
     code = "policy_denied"
+
+
+class InsufficientScope(PolicyDenied):
+    """A policy denied the call until the token carries more scope (RFC 6750 section 3.1;
+    MCP 2025-11-25 basic/authorization, "Scope Challenge Handling").
+
+    ``scope`` is every scope the client should ask for (what it has plus what is needed),
+    sent in the 403's ``WWW-Authenticate: Bearer error="insufficient_scope", scope="..."``.
+    """
+
+    status = 403
+    code = "insufficient_scope"
+
+    def __init__(self, message: str, *, scope: str, data: Any = None) -> None:
+        super().__init__(message, data=data)
+        self.scope = scope
 
 
 class AuditUnavailable(BastionError):
