@@ -19,8 +19,10 @@ from starlette.applications import Starlette
 
 from bastion.audit import SQLiteAuditLog
 from bastion.config import BastionConfig, RouteSettings, SecretRef
+from bastion.egress import AllowList, EgressGuard
 from bastion.errors import ConfigError
 from bastion.identity import RevocationList, SigningKeys, TokenIssuer, TokenVerifier
+from bastion.oauth import AuthorizationServer
 from bastion.pipeline.runner import Pipeline
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.authenticate import AuthenticateStage
@@ -98,12 +100,24 @@ class Gateway:
         self.routes = [self._route(r) for r in config.routes]
         self._by_name = {route.name: route for route in self.routes}
         self.endpoints = [self._endpoint(r) for r in self.routes]
+        self.egress = EgressGuard(allow=AllowList.parse(config.egress.allow), ca_file=config.egress.ca_file)
+        self.authorization: AuthorizationServer | None = None
+        if identity.authorization_server.enabled:
+            self.authorization = AuthorizationServer(
+                config,
+                database=self.database,
+                audit=self.audit,
+                issuer=self.issuer,
+                revocations=self.revocations,
+                fetch=self.egress.fetch,
+            )
         self.app: GatewayApp = build_app(
             self.endpoints,
             authorization_server=config.issuer,
             jwks=self._jwks,
             health=self.health,
             lifespan=self._lifespan,
+            extra_routes=self.authorization.routes() if self.authorization else (),
         )
 
     def _route(self, settings: RouteSettings) -> RouteRuntime:
@@ -113,6 +127,9 @@ class Gateway:
             resource_uri=self.config.resource_uri(settings),
             metadata_url=f"{base}/.well-known/oauth-protected-resource{settings.public_path}",
         )
+        server = self.config.identity.authorization_server
+        if server.enabled:
+            runtime.scopes, runtime.scopes_supported = server.default_scopes, server.scopes
         if settings.http is not None:
             runtime.http = HttpUpstream(
                 settings.http.url,
@@ -208,14 +225,21 @@ class Gateway:
             logger.info("route %s: ending an upstream session failed: %s", route.name, exc)
 
     async def _sweep_sessions(self) -> None:
-        """Drop idle sessions (and end their upstream sessions) once a minute."""
+        """Once a minute: drop idle sessions (ending their upstream sessions) and expired OAuth state."""
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL_S)
             self.sessions.sweep()
+            if self.authorization is not None:
+                try:
+                    await self.authorization.purge()
+                except Exception as exc:  # noqa: BLE001 - housekeeping; retried next minute
+                    logger.warning("purging expired authorization state failed: %s", exc)
 
     async def start(self) -> None:
         """Open the audit log and start the stdio upstreams (waiting for their handshakes)."""
         await self.audit.start()
+        if self.authorization is not None:
+            await self.authorization.start()
         sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
         self._background.add(sweeper)
         servers = [r.stdio for r in self.routes if r.stdio is not None]
@@ -237,6 +261,9 @@ class Gateway:
         await asyncio.gather(*(r.stdio.stop() for r in self.routes if r.stdio is not None))
         await asyncio.gather(*(r.http.aclose() for r in self.routes if r.http is not None))
         await self.verifier.aclose()
+        await self.egress.aclose()
+        if self.authorization is not None:
+            await self.authorization.close()
         await self.audit.close()
         self.revocations.close()
 

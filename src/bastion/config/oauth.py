@@ -90,11 +90,15 @@ class AuthorizationServerSettings(_Model):
     Lifetimes accept durations such as ``60s``, ``10m``, ``30d``.
     ``refresh_reuse_grace`` is how long after a refresh token's first use a
     duplicate use still gets new tokens (two racing refreshes of one client);
-    any later reuse revokes the whole token family.
+    any later reuse revokes the whole token family. ``scopes`` are all the
+    scopes Bastion grants; ``default_scopes`` those a client gets when it asks for
+    none and that a route's 401 challenge names. The others are for step-up: a
+    policy annotated ``@scope("x")`` asks for ``x`` with a 403 ``insufficient_scope``.
     """
 
     enabled: bool = True
     scopes: tuple[str, ...] = ("mcp",)
+    default_scopes: tuple[str, ...] = ("mcp",)
     clients: tuple[RegisteredClient, ...] = ()
     client_metadata_documents: ClientMetadataDocumentSettings = ClientMetadataDocumentSettings()
     dynamic_registration: bool = False
@@ -118,6 +122,13 @@ class AuthorizationServerSettings(_Model):
             if not _SCOPE.match(scope):
                 raise ValueError(f"{scope!r} is not a valid scope token (RFC 6749 section 3.3)")
         return value
+
+    @model_validator(mode="after")
+    def _default_scopes(self) -> AuthorizationServerSettings:
+        unknown = sorted(set(self.default_scopes) - set(self.scopes))
+        if unknown:
+            raise ValueError(f"default_scopes must be among scopes; not a scope: {', '.join(unknown)}")
+        return self
 
     @model_validator(mode="after")
     def _unique_clients(self) -> AuthorizationServerSettings:

@@ -61,7 +61,7 @@ class AuthorizeEndpoint:
                 raise OAuthError("unsupported_response_type", "response_type must be code")
             challenge = check_code_challenge(params)
             route, resource = ctx.resources.route_for(params.get("resource"))
-            scopes = requested_scopes(params.get("scope"), ctx.settings.scopes, default=ctx.settings.scopes)
+            scopes = requested_scopes(params.get("scope"), ctx.settings.scopes, default=ctx.settings.default_scopes)
             now = ctx.clock()
             if state is not None and not await ctx.store.claim_state(
                 client.client_id, state, now + ctx.settings.request_ttl

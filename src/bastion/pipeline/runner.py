@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 
-from bastion.errors import AuthenticationError, BastionError, PolicyDenied
+from bastion.errors import AuthenticationError, BastionError, InsufficientScope, PolicyDenied
 from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, SseEvent, SseReply
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.authorize import SESSION_DECISION
@@ -35,8 +35,15 @@ def error_reply(exchange: Exchange, error: BastionError) -> JsonReply:
     if error.data is not None:
         body["data"] = error.data
     headers: dict[str, str] = {}
+    if isinstance(error, InsufficientScope):
+        headers["www-authenticate"] = (
+            f'Bearer error="insufficient_scope", scope="{error.scope}", '
+            f'resource_metadata="{exchange.route.metadata_url}"'
+        )
     if isinstance(error, AuthenticationError):
         challenge = f'Bearer resource_metadata="{exchange.route.metadata_url}"'
+        if exchange.route.scopes:
+            challenge += f', scope="{" ".join(exchange.route.scopes)}"'
         if error.reason != "missing_token":
             challenge += ', error="invalid_token"'
         headers["www-authenticate"] = challenge

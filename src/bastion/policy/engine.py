@@ -63,7 +63,7 @@ from bastion.principal import Principal
 
 __all__ = ["PolicyEngine", "build_context"]
 
-_CONTEXT_KEYS = frozenset({"arguments", "client_id", "session", "time", "ip", "approved"})
+_CONTEXT_KEYS = frozenset({"arguments", "scopes", "client_id", "session", "time", "ip", "approved"})
 _CEDAR_ID = re.compile(r"`(policy\d+)`")
 _ARGUMENT_ACTIONS = frozenset({"tools/call"})
 """The actions whose requests carry arguments (the authorize stage passes none to others)."""
@@ -267,8 +267,12 @@ def _context_record(context: Mapping[str, Any], keep: frozenset[str] | None) -> 
     approved = context.get("approved", False)
     if isinstance(now, bool) or not isinstance(now, int | float) or not isinstance(approved, bool):
         raise TypeError("context time must be a number and approved a bool")
+    scopes = context.get("scopes") or ()
+    if isinstance(scopes, str) or not all(isinstance(scope, str) for scope in scopes):
+        raise TypeError("context scopes must be a list of strings")
     record: dict[str, Any] = {
         "arguments": to_cedar_arguments(arguments),
+        "scopes": sorted(set(scopes)),
         "time": int(now),
         "approved": approved,
     }

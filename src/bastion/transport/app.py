@@ -50,12 +50,15 @@ class GatewayApp:
 
 def protected_resource_metadata(route: RouteRuntime, authorization_server: str) -> dict[str, Any]:
     """RFC 9728 section 2 metadata for ``route``: its resource URI and who issues its tokens."""
-    return {
+    metadata: dict[str, Any] = {
         "resource": route.resource_uri,
         "authorization_servers": [authorization_server],
         "bearer_methods_supported": ["header"],
         "resource_name": route.settings.title or route.name,
     }
+    if route.scopes_supported:
+        metadata["scopes_supported"] = list(route.scopes_supported)
+    return metadata
 
 
 def _json(payload: Mapping[str, Any], *, cache_s: int = 300) -> JSONResponse:
@@ -69,9 +72,11 @@ def build_app(
     jwks: Callable[[], Mapping[str, Any]],
     health: Callable[[], Mapping[str, Any]],
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> GatewayApp:
-    """Assemble the app. ``jwks`` and ``health`` are called per request."""
-    routes: list[BaseRoute] = []
+    """Assemble the app. ``jwks`` and ``health`` are called per request; ``extra_routes`` (the
+    authorization server's) are mounted at the root."""
+    routes: list[BaseRoute] = list(extra_routes)
     for endpoint in endpoints:
         metadata = protected_resource_metadata(endpoint.route, authorization_server)
 

@@ -94,13 +94,18 @@ class RouteRuntime:
     """A route as the gateway serves it.
 
     ``resource_uri`` is the route's RFC 8707 resource indicator (the audience
-    of its tokens); ``metadata_url`` its RFC 9728 protected resource metadata.
+    of its tokens); ``metadata_url`` its RFC 9728 protected resource metadata;
+    ``scopes`` the scopes a client asks for to use it (the 401 challenge's
+    ``scope``, MCP 2025-11-25 basic/authorization "Scope Selection Strategy") and
+    ``scopes_supported`` all it may be granted (the metadata's).
     Exactly one of ``http`` / ``stdio`` is set.
     """
 
     settings: RouteSettings
     resource_uri: str
     metadata_url: str
+    scopes: tuple[str, ...] = ()
+    scopes_supported: tuple[str, ...] = ()
     http: HttpUpstream | None = None
     stdio: StdioServer | None = None
     catalog: ToolCatalog = field(default_factory=ToolCatalog)

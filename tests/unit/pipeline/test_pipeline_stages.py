@@ -7,6 +7,7 @@ transport, session and authenticate stages.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from bastion.errors import (
     AuthenticationError,
     BastionError,
     ForbiddenOrigin,
+    InsufficientScope,
     NotAcceptable,
     PolicyDenied,
     SessionNotFound,
@@ -28,6 +30,7 @@ from bastion.errors import (
     UnsupportedMediaType,
 )
 from bastion.pipeline.context import Exchange, HttpRequest, JsonReply, SseEvent, SseReply
+from bastion.pipeline.runner import error_reply
 from bastion.pipeline.stages.authenticate import AuthenticateStage, bearer_token
 from bastion.pipeline.stages.authorize import SESSION_DECISION, AuthorizeStage, policy_context
 from bastion.pipeline.stages.classify import SESSION_METHODS, ClassifyStage
@@ -315,7 +318,47 @@ def test_policy_context_shape() -> None:
     assert context["arguments"] == {}
     assert context["ip"] == "127.0.0.1"
     assert context["approved"] is False
-    assert set(context) == {"arguments", "client_id", "session", "time", "ip", "approved"}
+    assert set(context) == {"arguments", "scopes", "client_id", "session", "time", "ip", "approved"}
+
+
+STEP_UP_POLICY = """
+@id("engineering-all-tools")
+permit (principal in Group::"engineering", action == Action::"tools/call", resource);
+
+@id("delete-needs-scope")
+@scope("notes:write")
+forbid (principal, action == Action::"tools/call", resource == Tool::"notes/delete_note")
+unless { context.scopes.contains("notes:write") };
+"""
+
+
+@pytest.fixture(scope="module")
+def step_up_engine(tmp_path_factory: pytest.TempPathFactory) -> PolicyEngine:
+    path = tmp_path_factory.mktemp("step-up") / "step_up.cedar"
+    path.write_text(STEP_UP_POLICY, encoding="utf-8")
+    return PolicyEngine.load([path])
+
+
+async def test_a_scope_annotated_forbid_asks_for_that_scope(step_up_engine: PolicyEngine) -> None:
+    engineer = dataclasses.replace(ENGINEER, scopes=("mcp",))
+    with pytest.raises(InsufficientScope) as caught:
+        await _decide(step_up_engine, _exchange("tools/call", {"name": "delete_note"}, principal=engineer))
+    assert caught.value.status == 403
+    assert caught.value.scope == "mcp notes:write"
+    assert caught.value.data == {"policies": ["delete-needs-scope"]}
+    reply = error_reply(_exchange("tools/call", {"name": "delete_note"}, principal=engineer), caught.value)
+    assert reply.status == 403
+    assert reply.headers["www-authenticate"] == (
+        'Bearer error="insufficient_scope", scope="mcp notes:write", '
+        'resource_metadata="http://gw.test/.well-known/oauth-protected-resource/mcp/notes"'
+    )
+
+
+async def test_the_stepped_up_token_is_allowed(step_up_engine: PolicyEngine) -> None:
+    engineer = dataclasses.replace(ENGINEER, scopes=("mcp", "notes:write"))
+    exchange = await _decide(step_up_engine, _exchange("tools/call", {"name": "delete_note"}, principal=engineer))
+    assert exchange.decision is not None
+    assert exchange.decision.allowed
 
 
 # --- inspect: list filtering -----------------------------------------------------------------

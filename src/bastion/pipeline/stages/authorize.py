@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bastion.errors import PolicyDenied
+from bastion.errors import InsufficientScope, PolicyDenied
 from bastion.pipeline.context import Exchange
 from bastion.policy import Decision, PolicyEngine
 
@@ -27,6 +27,7 @@ def policy_context(exchange: Exchange, arguments: Any = None) -> dict[str, Any]:
     principal = exchange.principal
     return {
         "arguments": arguments if isinstance(arguments, dict) else {},
+        "scopes": list(principal.scopes) if principal else [],
         "client_id": (principal.client_id if principal else None) or "",
         "session": exchange.session.id if exchange.session else "",
         "time": int(time.time()),
@@ -63,4 +64,12 @@ class AuthorizeStage:
             message = (
                 f"Denied by policy {', '.join(ids)}" if ids else "Denied: no policy permits this request"
             )
+            needed = decision.obligations.get("scope")
+            if needed and not decision.errors:
+                granted = exchange.principal.scopes
+                raise InsufficientScope(
+                    f"{message}: the token needs scope {needed}",
+                    scope=" ".join(dict.fromkeys([*granted, *needed.split()])),
+                    data={"policies": ids},
+                )
             raise PolicyDenied(message, data={"policies": ids})

@@ -1,8 +1,10 @@
 """Stage 12, inspect: filter list results with the same policy as calls.
 
 A ``tools/list`` / ``resources/list`` / ``prompts/list`` result keeps an item
-exactly when the caller may call it (``tools/call`` on that tool, ...), page
-by page, so a paginated list is filtered too (``nextCursor`` is kept). Tool
+exactly when the caller may call it (``tools/call`` on that tool, ...), if
+need be after a scope step-up (a ``@scope`` forbid answers the call with 403
+``insufficient_scope``, so the client can ask for more), page by page, so a
+paginated list is filtered too (``nextCursor`` is kept). Tool
 definitions seen here refresh the route's catalog. A filtered 2026-07-28
 result is marked ``cacheScope: "private"``: it is specific to this principal.
 The decision for all items is one batched Cedar call.
@@ -69,7 +71,11 @@ class InspectStage:
         if principal is None:
             allowed = [False] * len(refs)
         else:
-            allowed = self._engine.filter_listable(principal, action, refs, policy_context(exchange))
+            context = policy_context(exchange)
+            # Listed when callable, possibly after a step-up: as if the token had every scope
+            # the route can be granted (a @scope forbid then answers the call with a 403).
+            context["scopes"] = sorted({*context["scopes"], *exchange.route.scopes_supported})
+            allowed = self._engine.filter_listable(principal, action, refs, context)
         kept = [item for item, ok in zip(items, allowed, strict=True) if ok]
         exchange.notes["listed"] = len(items)
         exchange.notes["filtered_out"] = len(items) - len(kept)
