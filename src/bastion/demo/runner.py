@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 import sys
 import tempfile
@@ -96,13 +97,14 @@ async def run_demo(*, port: int, once: bool, workdir: Path | None, console: Cons
     with tempfile.TemporaryDirectory(prefix="bastion-demo-") as scratch:
         root = workdir or Path(scratch)
         async with _notes_server(free_port()) as notes_url:
-            gateway = Gateway(build_demo_config(root, port=port, notes_url=notes_url))
+            passwords = {user: secrets.token_urlsafe(9) for user in DEMO_USERS}
+            gateway = Gateway(build_demo_config(root, port=port, notes_url=notes_url, passwords=passwords))
             server = GatewayServer(gateway, "warning")
             serving = asyncio.create_task(server.serve())
             base = gateway.config.server.base_url
             await _wait_http(f"{base}/healthz")
             console.print(f"[bold]Bastion demo[/] on {base}: routes " + ", ".join(r.path for r in gateway.routes))
-            steps = await run_script(DemoTarget(base, _tokens(gateway, 900), str(root / "repo")))
+            steps = await run_script(DemoTarget(base, _tokens(gateway, 900), str(root / "repo"), passwords))
             await asyncio.sleep(0.2)  # let the queued outcome records commit
             result = verify(gateway.database)
             steps.append(StepResult("bastion audit verify: the hash chain is intact", result.ok, result.message))
@@ -118,7 +120,10 @@ async def run_demo(*, port: int, once: bool, workdir: Path | None, console: Cons
                 email="alice@example.com", groups=["engineering"], client_id="bastion-demo",
             ).token  # fmt: skip
             console.print(f"\nConnect your own MCP client to [bold]{gateway.routes[-1].resource_uri}[/]")
-            console.print("with the header  Authorization: Bearer <token>  (alice, engineering, 1 hour):")
+            console.print("It signs you in through Bastion (OAuth 2.1; development users file):")
+            for user, info in DEMO_USERS.items():
+                console.print(f"  {user} / {passwords[user]}  ({', '.join(info['groups'])})", markup=False)
+            console.print("or send the header  Authorization: Bearer <token>  (alice, engineering, 1 hour):")
             console.print(token, soft_wrap=True, markup=False)
             console.print(f"Audit log: {gateway.database}   Press Ctrl-C to stop.")
             await serving

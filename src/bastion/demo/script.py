@@ -18,6 +18,8 @@ from mcp import MCPError
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from bastion.demo.sign_in import MemoryTokenStorage, ScriptedSignIn, oauth_http_client
+
 __all__ = ["DemoTarget", "StepResult", "connect", "run_script"]
 
 
@@ -28,6 +30,7 @@ class DemoTarget:
     base_url: str
     tokens: dict[str, dict[str, str]]  # user -> route -> token
     repo_path: str  # the git repository the git route's server may read
+    passwords: dict[str, str]  # user -> password at Bastion's sign-in page
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,18 @@ async def run_script(target: DemoTarget) -> list[StepResult]:
         ok = response.status_code == 401 and "resource_metadata=" in challenge
         return ok, f"HTTP {response.status_code}, WWW-Authenticate: {challenge}"
 
+    async def oauth_sign_in() -> tuple[bool, str]:
+        person, storage = ScriptedSignIn("bob", target.passwords["bob"]), MemoryTokenStorage()
+        async with (
+            oauth_http_client(notes, person, storage) as http,
+            Client(streamable_http_client(notes, http_client=http)) as client,
+        ):
+            result = await client.call_tool("search_notes", {"query": "runbook"})
+        client_id = storage.client_info.client_id if storage.client_info else "?"
+        ok = not result.is_error and storage.tokens is not None
+        return ok, f"client {client_id} registered, bob signed in and consented; search_notes -> ok={ok}"
+
+    await step("An MCP client signs in with OAuth (registration, PKCE, consent) and calls a tool", oauth_sign_in)
     await step("Each user sees only the tools policy lets them call", lists)
     await step("An allowed call goes through (stdio reference server)", allowed)
     await step("Another reference server over stdio, 2026-07-28 protocol", git_status)

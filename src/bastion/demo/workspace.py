@@ -6,7 +6,9 @@
 - ``notes``: ``bastion.demo.notes_server``, an MCP SDK server over Streamable HTTP.
 
 Two users: alice (group ``engineering``) and bob (group ``support``), governed
-by ``demo.cedar`` shipped beside this module.
+by ``demo.cedar`` shipped beside this module. They sign in to Bastion's
+authorization server with passwords from a local users file (argon2id hashes;
+a development sign-in method), and clients may register dynamically.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bastion.config import BastionConfig, parse_config
 from bastion.errors import ConfigError
+from bastion.oauth.users import hash_password
 
-__all__ = ["DEMO_USERS", "build_demo_config", "prepare_repository", "reference_server"]
+__all__ = ["DEMO_USERS", "build_demo_config", "prepare_repository", "reference_server", "write_users_file"]
 
 DEMO_USERS: dict[str, dict[str, Any]] = {
     "alice": {"email": "alice@example.com", "groups": ["engineering"]},
@@ -58,8 +63,23 @@ def prepare_repository(path: Path) -> Path:
     return path
 
 
-def build_demo_config(root: Path, *, port: int, notes_url: str) -> BastionConfig:
-    """The demo configuration, with its data, policy and repository under ``root``."""
+def write_users_file(path: Path, passwords: dict[str, str]) -> Path:
+    """Write the demo's users file: every ``DEMO_USERS`` entry with its password's argon2id hash."""
+    users = [
+        {"username": name, "password_hash": hash_password(passwords[name]), **info} for name, info in DEMO_USERS.items()
+    ]
+    path.write_text(yaml.safe_dump({"users": users}, sort_keys=False), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def build_demo_config(root: Path, *, port: int, notes_url: str, passwords: dict[str, str]) -> BastionConfig:
+    """The demo configuration, with its data, policy, users file and repository under ``root``.
+
+    ``passwords`` maps each demo user to the password they sign in with.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    users_file = write_users_file(root / "users.yaml", passwords)
     policies = root / "policies"
     policies.mkdir(parents=True, exist_ok=True)
     policy_text = importlib.resources.files("bastion.demo").joinpath("demo.cedar").read_text(encoding="utf-8")
@@ -68,7 +88,11 @@ def build_demo_config(root: Path, *, port: int, notes_url: str) -> BastionConfig
     data = {
         "data_dir": str(root / "data"),
         "server": {"host": "127.0.0.1", "port": port},
-        "identity": {"max_token_ttl": "1h", "default_token_ttl": "15m"},
+        "identity": {
+            "max_token_ttl": "1h",
+            "default_token_ttl": "15m",
+            "authorization_server": {"users_file": str(users_file), "dynamic_registration": True},
+        },
         "policy": {"files": [str(policies)]},
         "routes": [
             {
