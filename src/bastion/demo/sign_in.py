@@ -76,13 +76,21 @@ class ScriptedSignIn:
         return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
 
 
-def oauth_http_client(url: str, person: ScriptedSignIn, storage: MemoryTokenStorage) -> httpx2.AsyncClient:
-    """An HTTP client for the MCP endpoint ``url`` that signs in with OAuth when challenged."""
+def oauth_http_client(
+    url: str, person: ScriptedSignIn, storage: MemoryTokenStorage, *, client_metadata_url: str | None = None
+) -> httpx2.AsyncClient:
+    """An HTTP client for the MCP endpoint ``url`` that signs in with OAuth when challenged.
+
+    With ``client_metadata_url`` the client identifies itself by that Client ID Metadata
+    Document (when the server supports them) instead of registering.
+    """
     metadata = OAuthClientMetadata(
         redirect_uris=[CALLBACK],
         client_name="Bastion demo client",
         token_endpoint_auth_method="none",  # noqa: S106 - a method name, not a password
         grant_types=["authorization_code", "refresh_token"],
     )
-    auth = OAuthClientProvider(url, metadata, storage, person.redirect, person.callback)
+    auth = OAuthClientProvider(
+        url, metadata, storage, person.redirect, person.callback, client_metadata_url=client_metadata_url
+    )
     return httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(30.0))

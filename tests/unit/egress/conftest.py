@@ -9,7 +9,7 @@ import httpx2
 import pytest
 from egress_cases import StaticResolver
 from egress_origin import Origin
-from egress_pki import Pki, make_pki
+from tests.support.pki import Pki, make_pki
 
 from bastion.egress import AllowList, EgressGuard
 

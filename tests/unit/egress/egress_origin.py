@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from egress_pki import Leaf
+from tests.support.pki import Leaf
 
 DOC = {"client_id": "https://client.example/metadata.json", "client_name": "Test client"}
 

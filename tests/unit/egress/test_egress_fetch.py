@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 from egress_cases import StaticResolver
 from egress_origin import DOC, Origin
-from egress_pki import Pki
+from tests.support.pki import Pki
 
 from bastion.egress import AllowList, EgressGuard
 from bastion.errors import ConfigError, EgressDenied, UpstreamUnavailable

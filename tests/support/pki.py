@@ -1,4 +1,4 @@
-"""A throwaway PKI for the egress tests: a CA and two server certificates (EC P-256, one day)."""
+"""A throwaway PKI for tests: a CA and two server certificates (EC P-256, one day)."""
 
 from __future__ import annotations
 
