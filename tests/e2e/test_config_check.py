@@ -101,7 +101,33 @@ def _unset_secret_reference(tmp: Path, c: dict[str, Any]) -> str:
     return "E2E_DEFINITELY_NOT_SET"
 
 
+def _unset_client_secret(tmp: Path, c: dict[str, Any]) -> str:
+    client = {"client_id": "svc", "redirect_uris": ["https://app.example/cb"], "client_secret": {"env": "E2E_NO"}}
+    c["identity"] = {"authorization_server": {"clients": [client]}}
+    return "identity.authorization_server.clients.0.client_secret"
+
+
+def _bad_redirect_uri(tmp: Path, c: dict[str, Any]) -> str:
+    c["identity"] = {"authorization_server": {"clients": [{"client_id": "x", "redirect_uris": ["http://evil.example/"]}]}}
+    return "identity.authorization_server.clients.0.redirect_uris"
+
+
+def _plaintext_users_file(tmp: Path, c: dict[str, Any]) -> str:
+    (tmp / "users.yaml").write_text("users:\n  - {username: alice, password: hunter2}\n", encoding="utf-8")
+    c["identity"] = {"authorization_server": {"users_file": str(tmp / "users.yaml")}}
+    return "users.yaml"
+
+
+def _bad_egress_allow_entry(tmp: Path, c: dict[str, Any]) -> str:
+    c["egress"] = {"allow": ["10.0.0.0/33"]}
+    return "10.0.0.0/33"
+
+
 BAD: dict[str, Callable[[Path, dict[str, Any]], str]] = {
+    "unset-client-secret": _unset_client_secret,
+    "bad-redirect-uri": _bad_redirect_uri,
+    "plaintext-users-file": _plaintext_users_file,
+    "bad-egress-allow-entry": _bad_egress_allow_entry,
     "unknown-key": _unknown_key,
     "unknown-top-level-key": _unknown_top_level_key,
     "cedar-syntax-error": _cedar_syntax_error,
@@ -119,6 +145,8 @@ def test_check_accepts_a_good_config(tmp_path: Path) -> None:
     assert "OK" in result.stdout
     assert "time" in result.stdout
     assert "notes" in result.stdout
+    assert "authorization server: 0 registered clients" in result.stdout
+    assert "egress allow list: none" in result.stdout
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

@@ -6,7 +6,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bastion.config import BastionConfig
+from bastion.egress import AllowList
+from bastion.errors import ConfigError
 from bastion.gateway import resolve_values
+from bastion.oauth import LocalUsers
 from bastion.policy import PolicyEngine
 
 __all__ = ["check_config"]
@@ -34,4 +37,33 @@ def check_config(config: BastionConfig, console: Console) -> None:
     console.print(table)
     console.print(f"policies: {len(engine.policy_ids)} loaded and validated (version {engine.version[:12]})")
     console.print(f"issuer: {config.issuer}  max token TTL: {config.identity.max_token_ttl}s")
+    _check_authorization_server(config, console)
+    AllowList.parse(config.egress.allow)
+    allowed = ", ".join(config.egress.allow) or "none (every private, loopback and metadata address refused)"
+    console.print(f"egress allow list: {allowed}")
     console.print("[bold green]OK[/]")
+
+
+def _check_authorization_server(config: BastionConfig, console: Console) -> None:
+    """Resolve client secrets and load the users file; print what clients can use."""
+    server = config.identity.authorization_server
+    if not server.enabled:
+        console.print("authorization server: off (tokens only from `bastion token mint` or external issuers)")
+        return
+    for index, client in enumerate(server.clients):
+        if client.client_secret is not None:
+            try:
+                client.client_secret.resolve()
+            except ConfigError as exc:
+                place = f"identity.authorization_server.clients.{index}.client_secret"
+                raise ConfigError(f"{place}: {exc.message}") from exc
+    sign_in = "none configured (nobody can sign in)"
+    if server.users_file is not None:
+        users = LocalUsers.load(server.users_file)
+        sign_in = f"local users file {server.users_file} ({len(users.usernames)} users; development only)"
+    documents = "on" if server.client_metadata_documents.enabled else "off"
+    registration = "on" if server.dynamic_registration else "off"
+    console.print(
+        f"authorization server: {len(server.clients)} registered clients, metadata documents {documents}, "
+        f"dynamic registration {registration}; scopes {' '.join(server.scopes)}; sign-in: {sign_in}"
+    )
