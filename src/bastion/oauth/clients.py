@@ -35,6 +35,7 @@ __all__ = ["Client", "ClientDirectory", "DocumentFetch", "FetchedDocument", "red
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|,)\s*(no-store|no-cache)\s*(?:,|$)", re.IGNORECASE)
 _DEFAULT_CACHE_S = 300
+_LOOPBACK = re.compile(r"^(?P<origin>http://(?:127\.0\.0\.1|\[::1\]))(?::(?P<port>[0-9]{1,5}))?(?P<rest>[/?][^#]*)?$")
 _AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
 
 
@@ -82,19 +83,21 @@ class DocumentFetch(Protocol):
 
 def redirect_uri_matches(registered: Sequence[str], presented: str) -> bool:
     """Whether ``presented`` is one of ``registered``: exact string equality, or a loopback IP
-    redirect differing only in port (RFC 8252 section 7.3; never for ``localhost``)."""
+    redirect differing only in port (RFC 8252 section 7.3; never for ``localhost``): the two
+    strings must be equal once the port is cut out of each, character for character."""
     if presented in registered:
         return True
-    try:
-        parts = urlsplit(presented)
-        port = parts.port
-    except ValueError:
-        return False
-    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "::1") or port is None:
-        return False
-    netloc = "[::1]" if parts.hostname == "::1" else "127.0.0.1"
-    portless = parts._replace(netloc=netloc).geturl()
-    return any(uri == portless for uri in registered)
+    key = _loopback_key(presented)
+    return key is not None and any(_loopback_key(uri) == key for uri in registered)
+
+
+def _loopback_key(uri: str) -> str | None:
+    """``uri`` without its port when it is ``http://127.0.0.1[:port]...`` or ``http://[::1][:port]...``
+    (lowercase scheme, no userinfo, no fragment), else None."""
+    match = _LOOPBACK.match(uri)
+    if match is None or "#" in uri or int(match["port"] or 0) > 65535:
+        return None
+    return match["origin"] + (match["rest"] or "")
 
 
 def _cache_seconds(headers: Mapping[str, str], cap_s: int) -> int:
@@ -176,7 +179,7 @@ class ClientDirectory:
         if cached is not None and cached[1] > now:
             return cached[0]
         host = (urlsplit(client_id).hostname or "").lower()
-        allowed = self._documents.allowed_domains
+        allowed = tuple(domain.lower().strip(".") for domain in self._documents.allowed_domains)
         if allowed and not any(host == d or host.endswith("." + d) for d in allowed):
             raise OAuthError("invalid_client", f"client metadata documents from {host} are not accepted")
         try:

@@ -76,8 +76,8 @@ class GrantService:
         code = params.get("code")
         if not code:
             raise OAuthError("invalid_request", "code is required")
-        code_digest = digest(code)
-        record = await self._store.redeem_code(code_digest)
+        family_id = secrets.token_hex(16)
+        record = await self._store.redeem_code(digest(code), family_id)
         now = self._clock()
         if record is None:
             raise OAuthError("invalid_grant", "unknown authorization code")
@@ -95,10 +95,12 @@ class GrantService:
         _, resource = self._resources.route_for(params.get("resource"))
         if resource != record.grant.resource:
             raise OAuthError("invalid_target", "resource differs from the authorization request")
-        family_id = secrets.token_hex(16)
         await self._store.create_family(family_id, record.grant, now + self._refresh_ttl_s, now)
-        await self._store.set_code_family(code_digest, family_id)
-        return await self._issue(record.grant, family_id, now)
+        issued = await self._issue(record.grant, family_id, now)
+        if await self._store.family_revoked(family_id):  # the code was replayed meanwhile
+            await self._revoke(family_id, now)
+            raise OAuthError("invalid_grant", "authorization code was used twice; its tokens are revoked")
+        return issued
 
     async def refresh_token(self, client: Client, params: Mapping[str, str]) -> IssuedTokens:
         """Rotate ``params["refresh_token"]`` for ``client`` (already authenticated).
@@ -111,11 +113,24 @@ class GrantService:
         if not token:
             raise OAuthError("invalid_request", "refresh_token is required")
         now = self._clock()
+        # Check what the request asks for before using the token up: a refused request
+        # (another client's token, a wrong resource or scope) does not count as a use.
+        found = await self._store.peek_refresh(digest(token))
+        if found is None:
+            raise OAuthError("invalid_grant", "unknown refresh token")
+        if found.grant.client_id != client.client_id:
+            raise OAuthError("invalid_grant", "refresh token was issued to another client")
+        grant = found.grant
+        if "resource" in params:
+            _, resource = self._resources.route_for(params["resource"])
+            if resource != grant.resource:
+                raise OAuthError("invalid_target", "resource differs from the original grant")
+        if "scope" in params:
+            scopes = requested_scopes(params["scope"], grant.scopes, default=grant.scopes)
+            grant = Grant(grant.client_id, grant.route, grant.resource, scopes, grant.user)
         use = await self._store.use_refresh(digest(token), now)
         if use is None:
             raise OAuthError("invalid_grant", "unknown refresh token")
-        if use.grant.client_id != client.client_id:
-            raise OAuthError("invalid_grant", "refresh token was issued to another client")
         if use.revoked:
             raise OAuthError("invalid_grant", "refresh token was revoked")
         if use.expires_at <= now:
@@ -125,14 +140,6 @@ class GrantService:
             raise OAuthError(
                 "invalid_grant", "refresh token reused after rotation; every token of the grant is revoked"
             )
-        grant = use.grant
-        if "resource" in params:
-            _, resource = self._resources.route_for(params["resource"])
-            if resource != grant.resource:
-                raise OAuthError("invalid_target", "resource differs from the original grant")
-        if "scope" in params:
-            scopes = requested_scopes(params["scope"], grant.scopes, default=grant.scopes)
-            grant = Grant(grant.client_id, grant.route, grant.resource, scopes, grant.user)
         return await self._issue(grant, use.family_id, now)
 
     async def revoke(self, client: Client, token: str) -> str | None:

@@ -44,18 +44,29 @@ class AuthorizationStore(Protocol):
     async def put_code(self, code_digest: str, code: AuthorizationCode) -> None:
         """Keep an issued code."""
 
-    async def redeem_code(self, code_digest: str) -> AuthorizationCode | None:
-        """Mark the code used and return it, with ``used`` telling whether it had been used before."""
+    async def redeem_code(self, code_digest: str, family_id: str | None = None) -> AuthorizationCode | None:
+        """Mark the code used and return it, with ``used`` telling whether it had been used before.
+
+        A first use records ``family_id``, the family its tokens will belong to, in the same
+        step, so a replay racing the first redemption always knows which family to revoke.
+        """
 
     async def set_code_family(self, code_digest: str, family_id: str) -> None:
         """Note the refresh-token family the code's redemption started (revoked if the code is replayed)."""
 
     # refresh-token families (tokens by digest)
     async def create_family(self, family_id: str, grant: Grant, expires_at: float, now: float) -> None:
-        """Start a family for ``grant`` that ends at ``expires_at``."""
+        """Start a family for ``grant`` that ends at ``expires_at`` (revoked already if
+        ``revoke_family`` came first)."""
+
+    async def family_revoked(self, family_id: str) -> bool:
+        """Whether the family was revoked."""
 
     async def add_refresh(self, token_digest: str, family_id: str, now: float) -> None:
         """Add a refresh token to a family."""
+
+    async def peek_refresh(self, token_digest: str) -> RefreshUse | None:
+        """What the token is, without recording a use (None: unknown token)."""
 
     async def use_refresh(self, token_digest: str, now: float) -> RefreshUse | None:
         """Record a use of the token and say what it was (None: unknown token)."""
@@ -64,7 +75,8 @@ class AuthorizationStore(Protocol):
         """Remember an access token issued from the family, so revoking the family revokes it."""
 
     async def revoke_family(self, family_id: str, now: float) -> list[tuple[str, int]]:
-        """Revoke the family; returns the ``(jti, exp)`` of its unexpired access tokens."""
+        """Revoke the family, even one not created yet; returns the ``(jti, exp)`` of its
+        unexpired access tokens."""
 
     async def family_of(self, token_digest: str) -> tuple[str, str] | None:
         """``(family id, client id)`` of a refresh token, or None."""

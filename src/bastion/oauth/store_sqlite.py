@@ -165,7 +165,7 @@ class SQLiteAuthorizationStore:
             )
         )
 
-    async def redeem_code(self, code_digest: str) -> AuthorizationCode | None:
+    async def redeem_code(self, code_digest: str, family_id: str | None = None) -> AuthorizationCode | None:
         """See ``AuthorizationStore.redeem_code``."""
 
         def work(c: sqlite3.Connection) -> Any:
@@ -175,7 +175,8 @@ class SQLiteAuthorizationStore:
                 (code_digest,),
             ).fetchone()
             if row is not None and not row[4]:
-                c.execute("UPDATE oauth_codes SET used = 1 WHERE digest = ?", (code_digest,))
+                c.execute("UPDATE oauth_codes SET used = 1, family_id = ? WHERE digest = ?", (family_id, code_digest))
+                row = (*row[:5], family_id)
             return row
 
         row = await self._run(work)
@@ -195,10 +196,19 @@ class SQLiteAuthorizationStore:
         await self._run(
             lambda c: c.execute(
                 "INSERT INTO oauth_families (id, grant_json, sub, client_id, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET grant_json = excluded.grant_json, "
+                "sub = excluded.sub, client_id = excluded.client_id, expires_at = excluded.expires_at",
                 (family_id, grant.to_json(), grant.user.sub, grant.client_id, now, expires_at),
             )
         )
+
+    async def family_revoked(self, family_id: str) -> bool:
+        """See ``AuthorizationStore.family_revoked``."""
+        row = await self._run(
+            lambda c: c.execute("SELECT revoked_at FROM oauth_families WHERE id = ?", (family_id,)).fetchone(),
+            write=False,
+        )
+        return row is not None and row[0] is not None
 
     async def add_refresh(self, token_digest: str, family_id: str, now: float) -> None:
         """See ``AuthorizationStore.add_refresh``."""
@@ -209,20 +219,26 @@ class SQLiteAuthorizationStore:
             )
         )
 
+    async def peek_refresh(self, token_digest: str) -> RefreshUse | None:
+        """See ``AuthorizationStore.peek_refresh``."""
+        return await self._refresh(token_digest, None)
+
     async def use_refresh(self, token_digest: str, now: float) -> RefreshUse | None:
         """See ``AuthorizationStore.use_refresh``."""
+        return await self._refresh(token_digest, now)
 
+    async def _refresh(self, token_digest: str, now: float | None) -> RefreshUse | None:
         def work(c: sqlite3.Connection) -> Any:
             row = c.execute(
                 "SELECT t.family_id, t.used_at, f.grant_json, f.expires_at, f.revoked_at "
                 "FROM oauth_refresh_tokens t JOIN oauth_families f ON f.id = t.family_id WHERE t.digest = ?",
                 (token_digest,),
             ).fetchone()
-            if row is not None and row[1] is None:
+            if row is not None and row[1] is None and now is not None:
                 c.execute("UPDATE oauth_refresh_tokens SET used_at = ? WHERE digest = ?", (now, token_digest))
             return row
 
-        row = await self._run(work)
+        row = await self._run(work, write=now is not None)
         if row is None:
             return None
         return RefreshUse(row[0], Grant.from_json(row[2]), row[3], row[4] is not None, row[1])
@@ -240,7 +256,14 @@ class SQLiteAuthorizationStore:
         """See ``AuthorizationStore.revoke_family``."""
 
         def work(c: sqlite3.Connection) -> list[tuple[str, int]]:
-            c.execute("UPDATE oauth_families SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, family_id))
+            # A family not created yet (its code's first redemption is still running) gets a
+            # revoked placeholder, which create_family fills in without un-revoking it.
+            c.execute(
+                "INSERT INTO oauth_families (id, grant_json, sub, client_id, created_at, expires_at, revoked_at) "
+                "VALUES (?, '{}', '', '', ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET revoked_at = coalesce(revoked_at, excluded.revoked_at)",
+                (family_id, now, now + 86400, now),
+            )
             rows = c.execute(
                 "SELECT jti, expires_at FROM oauth_access_tokens WHERE family_id = ? AND expires_at > ?",
                 (family_id, now),

@@ -56,7 +56,7 @@ class TokenEndpoint:
                 raise OAuthError("unsupported_grant_type", "grant_type must be authorization_code or refresh_token")
             route = issued.grant.route
         except OAuthError as exc:
-            client_id = client_id or params.get("client_id")
+            client_id = client_id or _claimed_client_id(request, params)
             await ctx.audit.record(
                 "oauth/token", effect="deny", reason=exc.error, client_id=client_id, route=self._route(params),
                 parameters=params,
@@ -69,7 +69,8 @@ class TokenEndpoint:
             )  # fmt: skip
         except AuditUnavailable:
             await ctx.grants.revoke(client, str(issued.body["refresh_token"]))
-            return oauth_error_response(OAuthError("temporarily_unavailable", "the audit log is unavailable"))
+            unavailable = OAuthError("temporarily_unavailable", "the audit log is unavailable")
+            return oauth_error_response(unavailable, status=503)
         return JSONResponse(dict(issued.body), headers=NO_STORE)
 
     async def revoke(self, request: Request) -> Response:
@@ -85,7 +86,8 @@ class TokenEndpoint:
             family = await ctx.grants.revoke(client, token)
         except OAuthError as exc:
             await ctx.audit.record(
-                "oauth/revoke", effect="deny", reason=exc.error, client_id=params.get("client_id"), route=None,
+                "oauth/revoke", effect="deny", reason=exc.error, client_id=_claimed_client_id(request, params),
+                route=None,
                 parameters=params,
             )  # fmt: skip
             return oauth_error_response(exc, headers=_basic_challenge(request, exc))
@@ -169,6 +171,15 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     if not sep:
         raise OAuthError("invalid_client", "malformed Basic credentials")
     return unquote_plus(client_id), unquote_plus(secret)
+
+
+def _claimed_client_id(request: Request, params: Mapping[str, str]) -> str | None:
+    """The client id a refused request claimed (form or HTTP Basic), for its audit record."""
+    try:
+        basic = _basic_credentials(request.headers.get("authorization"))
+    except OAuthError:
+        basic = None
+    return basic[0] if basic is not None else params.get("client_id")
 
 
 def _basic_challenge(request: Request, exc: OAuthError) -> dict[str, str]:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
+from typing import Any
 
 from bastion.oauth.users import hash_password
 
@@ -13,3 +21,66 @@ PASSWORD = "correct horse battery staple"
 def password_hash() -> str:
     """The argon2id hash of ``PASSWORD``, computed once per test session."""
     return hash_password(PASSWORD)
+
+
+# --- added for the authorization server tests (requests, clients, store, grants, endpoints) ---
+
+#: RFC 7636 appendix B: the example code verifier.
+RFC7636_VERIFIER = "dBjftJeZ4CVP-mJ92K9pjJxh2f9mvw8h6HMQ1hLRyqI"
+
+
+def s256(verifier: str) -> str:
+    """The S256 code challenge of ``verifier`` (RFC 7636 section 4.2), derived here with hashlib."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
+
+
+class FakeClock:
+    """A clock the tests move by hand: ``clock()`` is the time, ``clock.advance(s)`` moves it on."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, base64url-decoded without checking the signature."""
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One row of ``audit_events`` with the fields the OAuth tests look at."""
+
+    seq: int
+    kind: str
+    route: str
+    subject: str | None
+    target: str | None
+    effect: str | None
+    method: str
+    reason: str | None
+    arguments: Any
+
+
+def audit_rows(database: Path) -> list[AuditRow]:
+    """Every audit record in ``database``, oldest first."""
+    with closing(sqlite3.connect(database)) as conn:
+        rows = conn.execute(
+            "SELECT seq, kind, route, subject, target, effect, record FROM audit_events ORDER BY seq"
+        ).fetchall()
+    found = []
+    for seq, kind, route, subject, target, effect, record in rows:
+        body = json.loads(record)
+        decision = body.get("decision") or {}
+        found.append(
+            AuditRow(
+                seq, kind, route, subject, target, effect, body["method"], decision.get("reason"), body["arguments"]
+            )
+        )
+    return found
