@@ -21,9 +21,11 @@ What it does, in one run (about three minutes):
    and at c=16 and attributes its CPU to libraries (aiohttp, uvicorn, cedarpy, SQLite and
    the audit writer, Bastion's own pipeline, the event loop), pipeline steps and frames;
 5. times in-process what the request path does besides I/O: the policy decision
-   (``PolicyEngine.decide`` with the same policies), the cached token verification, the
-   audit record bodies (``bastion.audit.build.decision_body`` / ``outcome_body``), the
-   writer's seal, and one committed append with each ``synchronous`` setting;
+   (``PolicyEngine.decide`` with the same policies), the token verification (Bastion's own
+   token cached and uncached, an external issuer's ES256 token, the revocation-list check
+   alone), the whole authenticate stage (``AuthenticateStage.run``), the audit record bodies
+   (``bastion.audit.build.decision_body`` / ``outcome_body``), the writer's seal, and one
+   committed append with each ``synchronous`` setting;
 6. prints the figures side by side and writes ``docs/benchmarks.md``. The targets are
    judged on the default configuration; ``synchronous=normal`` is shown for comparison.
 
@@ -55,10 +57,10 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
@@ -69,6 +71,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONCURRENCIES = (1, 16, 64)
 ROUTE = "echo"
 GROUP = "bench"
+BENCH_IDP = "https://idp.bench.invalid"
+"""The issuer of the in-process external token; no identity provider runs (its JWKS is served in-process)."""
 TARGET_ADDED_P50_MS = 1.0
 TARGET_CPU_MS = 0.5
 DEFAULT = "bastion"
@@ -80,6 +84,12 @@ SYNCHRONOUS = {DEFAULT: "full", NORMAL: "normal"}
 
 sys.path.insert(0, str(BENCH))
 from echo_upstream import ECHO_TOOL  # noqa: E402
+
+if TYPE_CHECKING:
+    from bastion.config import BastionConfig
+    from bastion.identity import RevocationList, SigningKeys, TokenVerifier
+    from bastion.pipeline.context import Exchange
+    from bastion.transport.routes import RouteRuntime
 
 POLICIES = """\
 // The benchmark's policy set: realistic, not minimal. The benchmark principal is in
@@ -731,10 +741,25 @@ def per_call_us(fn: Callable[[], object], n: int, repeats: int = 5) -> float:
     return statistics.median(batches)
 
 
+async def per_await_us(make: Callable[[], Awaitable[object]], n: int, repeats: int = 5) -> float:
+    """:func:`per_call_us` for coroutines, on the running event loop: median over ``repeats`` batches
+    of the time per ``await make()`` in microseconds (``make`` creates the awaitable, as a caller does)."""
+    await make()
+    batches = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            await make()
+        batches.append((time.perf_counter_ns() - start) / n / 1000)
+    return statistics.median(batches)
+
+
 def microbench(targets: Targets) -> dict[str, float]:
     """What the request path computes besides I/O, in-process, as the gateway calls it: the policy
-    decision, the cached token verification, the two audit record bodies, the writer's seal, in µs;
-    one committed append with each ``audit.synchronous`` setting, in ms."""
+    decision, the token verification and the authenticate stage (see :func:`authentication_micro`),
+    the two audit record bodies, the writer's seal, in µs; one committed append with each
+    ``audit.synchronous`` setting, in ms. Needs the default Bastion's configuration file and token,
+    not its process."""
     from bastion.audit.build import decision_body, outcome_body
     from bastion.audit.chain import GENESIS_HASH, seal
     from bastion.config import load_config
@@ -760,6 +785,7 @@ def microbench(targets: Targets) -> dict[str, float]:
 
         figures["verify_uncached_us"] = per_call_us(uncached, 300)
         figures["verify_cached_us"] = per_call_us(lambda: verifier.verify(bastion.token, audience), 2000)
+        figures.update(authentication_micro(config, verifier, keys, revocations, bastion.token))
 
         engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
         tool = ResourceRef.from_tool(ROUTE, ECHO_TOOL)
@@ -831,6 +857,148 @@ async def _append_latency(path: Path, build: Callable[[], dict[str, Any]], synch
         for _ in range(n):
             await log.append(build())
         return (time.perf_counter() - start) / n * 1000
+
+
+def authentication_micro(
+    config: BastionConfig, verifier: TokenVerifier, keys: SigningKeys, revocations: RevocationList, token: str
+) -> dict[str, float]:
+    """The authenticate stage's parts and whole, in µs: the revocation-list check alone, an external
+    issuer's token (cached / uncached) and ``AuthenticateStage.run`` on a request bearing ``token``,
+    one of Bastion's own (cached / uncached). ``verifier`` and ``revocations`` are built and opened
+    as the gateway builds and opens them; no server runs. Raises ``RuntimeError`` if a token is refused."""
+    principal = verifier.verify(token, config.resource_uri(config.route(ROUTE)))
+    jti = principal.token_id
+    if jti is None or revocations.is_revoked(jti):
+        raise RuntimeError(f"the benchmark token has no jti or is revoked: {principal}")
+    figures = {"revocation_check_us": per_call_us(lambda: revocations.is_revoked(jti), 5000)}
+    figures.update(asyncio.run(_authentication_async(config, verifier, keys, revocations, token)))
+    return figures
+
+
+async def _authentication_async(
+    config: BastionConfig, verifier: TokenVerifier, keys: SigningKeys, revocations: RevocationList, token: str
+) -> dict[str, float]:
+    """The async part of :func:`authentication_micro`, all on one event loop."""
+    stage_cached, stage_uncached = await _authenticate_stage_us(config, verifier, token)
+    external_cached, external_uncached = await _external_verify_us(config, keys, revocations)
+    return {
+        "stage_cached_us": stage_cached,
+        "stage_uncached_us": stage_uncached,
+        "verify_external_cached_us": external_cached,
+        "verify_external_uncached_us": external_uncached,
+    }
+
+
+def _bench_route(config: BastionConfig) -> RouteRuntime:
+    """The benchmark route as ``Gateway._route`` builds it, for what the authenticate stage reads."""
+    from bastion.transport.routes import RouteRuntime
+
+    settings = config.route(ROUTE)
+    return RouteRuntime(
+        settings=settings,
+        resource_uri=config.resource_uri(settings),
+        metadata_url=f"{config.server.base_url}/.well-known/oauth-protected-resource{settings.public_path}",
+    )
+
+
+def _bearer_exchanges(route: RouteRuntime, token: str, count: int) -> Iterator[Exchange]:
+    """``count`` fresh exchanges of a ``tools/call`` POST with ``Authorization: Bearer token``, built now."""
+    from bastion.pipeline.context import Exchange, HttpRequest
+
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}}).encode()
+    raw = (
+        ("authorization", f"Bearer {token}"),
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    )
+    request = HttpRequest("POST", route.path, dict(raw), raw, "127.0.0.1", body)
+    return iter([Exchange(route=route, http=request) for _ in range(count)])
+
+
+async def _authenticate_stage_us(config: BastionConfig, verifier: TokenVerifier, token: str) -> tuple[float, float]:
+    """``await AuthenticateStage.run(exchange)`` as the gateway's pipeline calls it, on a fresh exchange
+    each time (built before the timing), with the token's verification cached / uncached, in µs."""
+    from bastion.pipeline.stages.authenticate import AuthenticateStage
+
+    stage = AuthenticateStage(
+        verifier, {item.issuer: frozenset(item.routes) for item in config.identity.external_issuers}
+    )
+    route = _bench_route(config)
+    probe = next(_bearer_exchanges(route, token, 1))
+    await stage.run(probe)
+    if probe.principal is None or probe.principal.auth_method != "bastion_jwt":
+        raise RuntimeError(f"the authenticate stage did not accept the benchmark token: {probe.principal}")
+    n_cached, n_uncached, repeats = 2000, 300, 5
+    cached = _bearer_exchanges(route, token, n_cached * repeats + 1)  # + 1: per_await_us's first call
+    uncached = _bearer_exchanges(route, token, n_uncached * repeats + 1)
+
+    async def run_uncached() -> None:
+        verifier.clear_cache()
+        await stage.run(next(uncached))
+
+    return (
+        await per_await_us(lambda: stage.run(next(cached)), n_cached, repeats),
+        await per_await_us(run_uncached, n_uncached, repeats),
+    )
+
+
+async def _external_verify_us(
+    config: BastionConfig, keys: SigningKeys, revocations: RevocationList
+) -> tuple[float, float]:
+    """``TokenVerifier.authenticate`` of an external issuer's ES256 token, cached / uncached, in µs.
+
+    The issuer's JWKS is served in-process (``httpx2.MockTransport``) and fetched once before the
+    timing, so no identity provider runs and the figures are the per-request cost once the key set
+    is cached (``jwks_cache_s``); a refetch is not timed."""
+    import httpx2
+    from joserfc import jwt
+    from joserfc.jwk import ECKey
+
+    from bastion.identity import ExternalIssuer, TokenVerifier
+    from bastion.ids import new_id
+
+    key = ECKey.generate_key("P-256", parameters={"kid": "bench-idp-1"}, private=True)
+    jwks = {"keys": [dict(key.as_dict(private=False))]}
+    idp = ExternalIssuer(
+        issuer=BENCH_IDP,
+        jwks_url=f"{BENCH_IDP}/jwks",
+        audience="api://bastion-bench",
+        algorithms=["ES256"],
+        routes=(ROUTE,),
+    )
+    now = int(time.time())
+    claims = {
+        "iss": BENCH_IDP,
+        "sub": "bench-ci",
+        "aud": idp.audience,
+        "iat": now,
+        "exp": now + 3600,
+        "jti": new_id(),
+        "groups": [GROUP],
+    }
+    token = jwt.encode({"alg": "ES256", "kid": key.kid, "typ": "JWT"}, claims, key)
+    transport = httpx2.MockTransport(lambda request: httpx2.Response(200, json=jwks))
+    async with httpx2.AsyncClient(transport=transport) as client:
+        verifier = TokenVerifier(
+            issuer=config.issuer,
+            keys=keys,
+            revocations=revocations,
+            external_issuers=[idp],
+            leeway_s=config.identity.leeway_s,
+            http_client=client,
+        )
+        principal = await verifier.authenticate(token, idp.audience)  # fetches the JWKS
+        if principal.auth_method != "external_jwt":
+            raise RuntimeError(f"the external token was not verified as external: {principal}")
+
+        async def uncached() -> object:
+            verifier.clear_cache()
+            return await verifier.authenticate(token, idp.audience)
+
+        return (
+            await per_await_us(lambda: verifier.authenticate(token, idp.audience), 2000),
+            await per_await_us(uncached, 300),
+        )
 
 
 # --- reporting ------------------------------------------------------------------------
@@ -925,14 +1093,29 @@ class Report:
         m = self.micro
         if m:
             rows.append(("policy decision alone, `PolicyEngine.decide` (µs)", "", f"{m['decide_us']:.1f}", "same", ""))
+
+            def cached_uncached(label: str, key: str) -> tuple[str, str, str, str, str]:
+                """A row of ``{key}_cached_us`` / ``{key}_uncached_us``."""
+                return (label, "", f"{m[f'{key}_cached_us']:.1f} / {m[f'{key}_uncached_us']:.0f}", "same", "")
+
+            rows.append(cached_uncached("token verify, Bastion-issued, cached / uncached (µs)", "verify"))
+            rows.append(
+                cached_uncached(
+                    "token verify, external issuer (ES256, JWKS fetched before), cached / uncached (µs)",
+                    "verify_external",
+                )
+            )
             rows.append(
                 (
-                    "token verify, cached / uncached (µs)",
+                    "token verify, revocation-list check alone, `RevocationList.is_revoked` (µs)",
                     "",
-                    f"{m['verify_cached_us']:.1f} / {m['verify_uncached_us']:.0f}",
+                    f"{m['revocation_check_us']:.2f}",
                     "same",
                     "",
                 )
+            )
+            rows.append(
+                cached_uncached("authenticate stage whole, `AuthenticateStage.run`, cached / uncached (µs)", "stage")
             )
             rows.append(
                 (
@@ -1059,7 +1242,14 @@ class Report:
         add("")
         add(
             "The in-process rows time, outside the server, what the request path computes besides I/O, called as "
-            "the gateway calls it (the same code in both configurations; only the committed append differs)."
+            "the gateway calls it (the same code in both configurations; only the committed append differs). "
+            "Token verification is timed on a token the verifier has cached (a repeat request: signature and "
+            "static claims skipped) and uncached (its cache cleared first: a token's first request). The external "
+            "issuer's token is ES256 and verified with its JWKS already fetched (served in-process, so the fetch "
+            "is not timed). The authenticate stage row is the whole `AuthenticateStage.run` on a fresh exchange "
+            "per call (built beforehand, not timed) with `Authorization: Bearer` and one of Bastion's own tokens: "
+            "the header parse, the verification (including the revocation check, timed alone in its row with the "
+            "revocation list opened as the gateway opens it, re-read at most every 50 ms) and the route check."
         )
         add("")
         add("Targets, judged on the default configuration (`audit.synchronous: full`):")
@@ -1364,7 +1554,7 @@ def main() -> int:
                     print(profile.note, flush=True)
             micro: dict[str, float] = {}
             if valid:
-                print("timing the policy decision, token verification and audit work in-process", flush=True)
+                print("timing the policy decision, authentication and audit work in-process", flush=True)
                 micro = microbench(targets)
         finally:
             targets.stop()
