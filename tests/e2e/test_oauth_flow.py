@@ -228,6 +228,34 @@ async def test_refresh_rotation_and_reuse_revokes_the_family(oauth_gateway: Bast
     assert ("deny", "invalid_grant", client_id) in audit_rows(oauth_gateway, "oauth/token")
 
 
+async def test_revoking_a_consent_revokes_its_tokens(oauth_gateway: BastionProcess) -> None:
+    url = oauth_gateway.url("notes")
+    storage = MemoryTokenStorage()
+    await call_through(url, ScriptedSignIn("bob", PASSWORDS["bob"]), storage, LEGACY)
+    assert storage.tokens is not None
+    assert storage.client_info is not None
+    client_id, token = storage.client_info.client_id, storage.tokens.access_token
+    config = ["--config", str(oauth_gateway.config_path)]
+    listed = oauth_gateway.cli("consent", "list", "--sub", "bob", *config)
+    assert "bob" in listed.stdout
+    assert client_id[:12] in listed.stdout  # the table may wrap the rest of the id
+    revoked = oauth_gateway.cli("consent", "revoke", "--sub", "bob", "--client", client_id, *config)
+    assert "revoked 1 consents and 1 token families of bob" in revoked.stdout
+    async with httpx2.AsyncClient() as http:
+        for _ in range(50):  # the running gateway sees the revocation within 50 ms
+            response = await http.post(
+                url,
+                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize_params()},
+                headers={"authorization": f"Bearer {token}", "accept": "application/json, text/event-stream"},
+            )
+            if response.status_code == 401:
+                break
+            await asyncio.sleep(0.1)
+    assert response.status_code == 401
+    again = oauth_gateway.cli("consent", "revoke", "--sub", "bob", "--client", client_id, *config, check=False)
+    assert again.returncode == 1
+
+
 def test_audit_chain_verifies_after_the_flows(oauth_gateway: BastionProcess) -> None:
     result = oauth_gateway.cli("audit", "verify", "--config", str(oauth_gateway.config_path), check=False)
     assert result.returncode == 0, result.stdout + result.stderr
