@@ -44,8 +44,9 @@ CLIENTS = ["dynamically-registered", "pre-registered"]
 
 @pytest.fixture(scope="module")
 def authorization_cli(conformance_cli: Path) -> Path:
+    """The pre-release CLI ``.tools/bin/conformance-next`` (``conformance_cli`` installs the Node tools)."""
     try:
-        return authz.authorization_cli(conformance_cli)
+        return authz.authorization_cli()
     except authz.AuthorizationCommandMissing as exc:
         pytest.skip(str(exc))
 
