@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from bastion.errors import AuditUnavailable, OAuthError
 from bastion.oauth.clients import redirect_uri_matches
-from bastion.oauth.context import ServerContext, redirect_with
+from bastion.oauth.context import ServerContext, read_form, redirect_with
 from bastion.oauth.metadata import ENDPOINTS
 from bastion.oauth.pages import consent_page, error_page, set_cookie, sign_in_page
 from bastion.oauth.records import AuthorizationCode, Consent, PendingAuthorization, UserIdentity, digest
@@ -231,9 +231,8 @@ class AuthorizeEndpoint:
         ``invalid_request`` deny for ``method``): the Origin must be Bastion's (or absent), the
         browser cookie must be the one that started the request, the CSRF token must match."""
         pending: PendingAuthorization | None = None
-        reason = await self._form_problem(request)
+        reason, form = await self._form(request)
         if reason is None:
-            form = await request.form(max_files=0, max_fields=16)
             pending = await self._ctx.store.get_pending(str(form.get("transaction", "")), self._ctx.clock())
             browser = request.cookies.get(BROWSER_COOKIE)
             csrf = str(form.get("csrf_token", "")).encode("utf-8", "surrogatepass")
@@ -247,13 +246,19 @@ class AuthorizeEndpoint:
         await self._audit_refusal(method, OAuthError("invalid_request", reason), client_id, route)
         return reason, None
 
-    async def _form_problem(self, request: Request) -> str | None:
+    async def _form(self, request: Request) -> tuple[str | None, dict[str, str]]:
+        """``(problem, fields)``: a form from another site, too large, or with a repeated field
+        is a problem."""
         origin = request.headers.get("origin")
         if origin is not None and origin != self._ctx.origin:
-            return "the form was sent from another site"
-        if int(request.headers.get("content-length") or 0) > _FORM_LIMIT:
-            return "the form is too large"
-        return None
+            return "the form was sent from another site", {}
+        try:
+            fields = await read_form(request, _FORM_LIMIT, max_fields=16)
+            if fields is None:
+                return "the form is too large", {}
+            return None, single_params(fields)
+        except OAuthError as exc:
+            return exc.description, {}
 
     async def _audit_refusal(
         self,

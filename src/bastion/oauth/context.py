@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 
 from bastion.config.oauth import AuthorizationServerSettings
@@ -19,7 +20,7 @@ from bastion.oauth.requests import Resources
 from bastion.oauth.store import AuthorizationStore
 from bastion.oauth.users import LocalUsers
 
-__all__ = ["NO_STORE", "ServerContext", "oauth_error_response", "redirect_with"]
+__all__ = ["NO_STORE", "ServerContext", "oauth_error_response", "read_body", "read_form", "redirect_with"]
 
 #: Headers of every response that carries a token or a code (RFC 6749 section 5.1).
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
@@ -46,6 +47,33 @@ class ServerContext:
         """The scheme and authority of ``base_url`` (what a same-origin form POST sends as ``Origin``)."""
         parts = urlsplit(self.base_url)
         return f"{parts.scheme}://{parts.netloc}"
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it exceeds ``limit`` bytes (chunked bodies included:
+    the declared length is not trusted)."""
+    if int(request.headers.get("content-length") or 0) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_form(request: Request, limit: int, max_fields: int) -> list[tuple[str, str]] | None:
+    """An ``application/x-www-form-urlencoded`` body's fields (at most ``max_fields``), or None
+    when it is over ``limit`` bytes. Raises ``OAuthError("invalid_request")`` for too many fields."""
+    body = await read_body(request, limit)
+    if body is None:
+        return None
+    try:
+        return parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=max_fields)
+    except ValueError as exc:
+        raise OAuthError("invalid_request", "too many form fields") from exc
 
 
 def redirect_with(redirect_uri: str, params: Mapping[str, str | None]) -> RedirectResponse:

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from bastion.errors import AuditUnavailable, OAuthError
 from bastion.oauth.clients import Client, registration_metadata
-from bastion.oauth.context import NO_STORE, ServerContext, oauth_error_response
+from bastion.oauth.context import NO_STORE, ServerContext, oauth_error_response, read_body, read_form
 from bastion.oauth.records import digest
 from bastion.oauth.requests import single_params
 
@@ -104,8 +104,8 @@ class TokenEndpoint:
         try:
             if not ctx.settings.dynamic_registration:
                 raise OAuthError("invalid_request", "dynamic client registration is disabled")
-            raw = await request.body()
-            if len(raw) > _BODY_LIMIT:
+            raw = await read_body(request, _BODY_LIMIT)
+            if raw is None:
                 raise OAuthError("invalid_client_metadata", "the registration request is too large")
             try:
                 body: Any = json.loads(raw)
@@ -136,10 +136,10 @@ class TokenEndpoint:
     async def _form(self, request: Request) -> dict[str, str]:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
             raise OAuthError("invalid_request", "the body must be application/x-www-form-urlencoded")
-        if int(request.headers.get("content-length") or 0) > _BODY_LIMIT:
+        fields = await read_form(request, _BODY_LIMIT, max_fields=32)
+        if fields is None:
             raise OAuthError("invalid_request", "the request is too large")
-        form = await request.form(max_files=0, max_fields=32)
-        return single_params((name, value) for name, value in form.multi_items() if isinstance(value, str))
+        return single_params(fields)
 
     async def _client(self, request: Request, params: Mapping[str, str]) -> Client:
         """Authenticate the client (module docstring). Raises ``OAuthError("invalid_client")``."""

@@ -1037,3 +1037,18 @@ def test_sign_in_fails_closed_while_the_audit_log_is_down(
     response = browser.sign_in(page)
     assert_page(response, 503)
     assert "set-cookie" not in response.headers
+
+
+def test_an_oversize_chunked_token_request_is_refused_without_buffering_it(h: Harness) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b"grant_type=authorization_code&client_id=cli&code="
+        for _ in range(100):
+            yield b"x" * 1024  # 100 KB, no Content-Length: the declared size cannot be trusted
+
+    mark = h.mark()
+    response = h.http.post(
+        "/oauth/token", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    oauth_error(response, 400, "invalid_request")
+    assert response.json()["error_description"] == "the request is too large"
+    assert_audited(h.since(mark), "oauth/token", "deny", "invalid_request", None)
