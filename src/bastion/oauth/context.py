@@ -12,13 +12,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 
 from bastion.config.oauth import AuthorizationServerSettings
-from bastion.errors import OAuthError
+from bastion.errors import BodyTooLarge, OAuthError
 from bastion.oauth.auditing import OAuthAudit
 from bastion.oauth.clients import ClientDirectory
 from bastion.oauth.grants import GrantService
 from bastion.oauth.requests import Resources
 from bastion.oauth.store import AuthorizationStore
 from bastion.oauth.users import LocalUsers
+from bastion.transport.wire import read_request
 
 __all__ = ["NO_STORE", "ServerContext", "oauth_error_response", "read_body", "read_form", "redirect_with"]
 
@@ -50,18 +51,12 @@ class ServerContext:
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
-    """The request body, or None as soon as it exceeds ``limit`` bytes (chunked bodies included:
-    the declared length is not trusted)."""
-    if int(request.headers.get("content-length") or 0) > limit:
+    """The POST body, or None as soon as it exceeds ``limit`` bytes (chunked bodies included:
+    the declared length is not trusted). Read by the MCP endpoints' own reader."""
+    try:
+        return (await read_request(request.scope, request.receive, limit)).body
+    except BodyTooLarge:
         return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 async def read_form(request: Request, limit: int, max_fields: int) -> list[tuple[str, str]] | None:

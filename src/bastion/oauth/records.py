@@ -30,17 +30,23 @@ class UserIdentity:
     name: str | None = None
     groups: tuple[str, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        """This identity as a JSON object (``from_dict`` reads it back)."""
+        return {"sub": self.sub, "idp": self.idp, "email": self.email, "name": self.name, "groups": list(self.groups)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UserIdentity:
+        """Read ``to_dict`` output. Raises ``KeyError``/``TypeError`` on anything else."""
+        return cls(data["sub"], data["idp"], data.get("email"), data.get("name"), tuple(data.get("groups") or ()))
+
     def to_json(self) -> str:
         """This identity as JSON text (``from_json`` reads it back)."""
-        return json.dumps(
-            {"sub": self.sub, "idp": self.idp, "email": self.email, "name": self.name, "groups": list(self.groups)}
-        )
+        return json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str) -> UserIdentity:
         """Read ``to_json`` output. Raises ``ValueError``/``KeyError`` on anything else."""
-        data: dict[str, Any] = json.loads(text)
-        return cls(data["sub"], data["idp"], data.get("email"), data.get("name"), tuple(data.get("groups") or ()))
+        return cls.from_dict(json.loads(text))
 
     @property
     def label(self) -> str:
@@ -66,7 +72,7 @@ class Grant:
                 "route": self.route,
                 "resource": self.resource,
                 "scopes": list(self.scopes),
-                "user": json.loads(self.user.to_json()),
+                "user": self.user.to_dict(),
             }
         )
 
@@ -74,7 +80,7 @@ class Grant:
     def from_json(cls, text: str) -> Grant:
         """Read ``to_json`` output. Raises ``ValueError``/``KeyError`` on anything else."""
         data: dict[str, Any] = json.loads(text)
-        user = UserIdentity.from_json(json.dumps(data["user"]))
+        user = UserIdentity.from_dict(data["user"])
         return cls(data["client_id"], data["route"], data["resource"], tuple(data["scopes"]), user)
 
 

@@ -51,9 +51,6 @@ class AuthorizationStore(Protocol):
         step, so a replay racing the first redemption always knows which family to revoke.
         """
 
-    async def set_code_family(self, code_digest: str, family_id: str) -> None:
-        """Note the refresh-token family the code's redemption started (revoked if the code is replayed)."""
-
     # refresh-token families (tokens by digest)
     async def create_family(self, family_id: str, grant: Grant, expires_at: float, now: float) -> None:
         """Start a family for ``grant`` that ends at ``expires_at`` (revoked already if

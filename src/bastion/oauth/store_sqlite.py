@@ -184,12 +184,6 @@ class SQLiteAuthorizationStore:
             return None
         return AuthorizationCode(Grant.from_json(row[0]), row[1], row[2], row[3], bool(row[4]), row[5])
 
-    async def set_code_family(self, code_digest: str, family_id: str) -> None:
-        """See ``AuthorizationStore.set_code_family``."""
-        await self._run(
-            lambda c: c.execute("UPDATE oauth_codes SET family_id = ? WHERE digest = ?", (family_id, code_digest))
-        )
-
     # refresh-token families
     async def create_family(self, family_id: str, grant: Grant, expires_at: float, now: float) -> None:
         """See ``AuthorizationStore.create_family``."""

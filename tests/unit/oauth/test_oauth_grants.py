@@ -192,7 +192,7 @@ async def test_a_replayed_code_leaves_other_grants_alone(grants: Grants) -> None
 
 
 class ReplayWhileRedeeming:
-    """A store that lets a second redemption of the code run between ``redeem_code`` and ``set_code_family``."""
+    """A store that lets a second redemption of the code run between ``redeem_code`` and ``create_family``."""
 
     def __init__(self, inner: SQLiteAuthorizationStore, replay: Callable[[], Awaitable[None]]) -> None:
         self._inner = inner

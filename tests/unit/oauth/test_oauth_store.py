@@ -113,8 +113,9 @@ async def test_redeem_code_is_single_use(store: SQLiteAuthorizationStore) -> Non
 
 async def test_a_redeemed_code_names_the_family_it_started(store: SQLiteAuthorizationStore) -> None:
     await store.put_code(digest("the-code"), code())
-    await store.redeem_code(digest("the-code"))
-    await store.set_code_family(digest("the-code"), "f1")
+    first = await store.redeem_code(digest("the-code"), "f1")
+    assert first is not None
+    assert (first.used, first.family_id) == (False, "f1")
     again = await store.redeem_code(digest("the-code"))
     assert again is not None
     assert (again.used, again.family_id) == (True, "f1")
