@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := .tools/.installed-stamp
 
-.PHONY: demo test test-fast lint bench node clean
+.PHONY: demo test test-fast lint bench node chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,13 @@ $(NODE_STAMP): scripts/install-node-tools.sh
 
 node: $(NODE_STAMP)
 
+chromium:
+	bash scripts/install-chromium.sh
+
 demo: $(STAMP)
 	$(VENV)/bin/bastion demo
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) chromium
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)

