@@ -110,6 +110,7 @@ class Gateway:
                 issuer=self.issuer,
                 revocations=self.revocations,
                 fetch=self.egress.fetch,
+                egress=self.egress,
             )
         self.app: GatewayApp = build_app(
             self.endpoints,

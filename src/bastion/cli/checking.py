@@ -50,17 +50,19 @@ def _check_authorization_server(config: BastionConfig, console: Console) -> None
     if not server.enabled:
         console.print("authorization server: off (tokens only from `bastion token mint` or external issuers)")
         return
-    for index, client in enumerate(server.clients):
-        if client.client_secret is not None:
+    secrets = [("clients", i, c.client_secret) for i, c in enumerate(server.clients)]
+    secrets += [("identity_providers", i, p.client_secret) for i, p in enumerate(server.identity_providers)]
+    for kind, index, secret in secrets:
+        if secret is not None:
             try:
-                client.client_secret.resolve()
+                secret.resolve()
             except ConfigError as exc:
-                place = f"identity.authorization_server.clients.{index}.client_secret"
-                raise ConfigError(f"{place}: {exc.message}") from exc
-    sign_in = "none configured (nobody can sign in)"
+                raise ConfigError(f"identity.authorization_server.{kind}.{index}.client_secret: {exc.message}") from exc
+    methods = [f"OpenID Connect {p.name} ({p.issuer})" for p in server.identity_providers]
     if server.users_file is not None:
         users = LocalUsers.load(server.users_file)
-        sign_in = f"local users file {server.users_file} ({len(users.usernames)} users; development only)"
+        methods.append(f"local users file {server.users_file} ({len(users.usernames)} users; development only)")
+    sign_in = ", ".join(methods) or "none configured (nobody can sign in)"
     documents = "on" if server.client_metadata_documents.enabled else "off"
     registration = "on" if server.dynamic_registration else "off"
     console.print(

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bastion.config.routes import EnvValue, RouteSettings, SecretRef
 from bastion.config.settings import BastionConfig
 from bastion.errors import ConfigError
 
 __all__ = ["load_config", "parse_config"]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
@@ -52,13 +54,19 @@ def _resolve_paths(config: BastionConfig, base: Path) -> BastionConfig:
     )
     server = config.identity.authorization_server
     users_file = fix(server.users_file) if server.users_file else None
-    clients = tuple(
-        c.model_copy(update={"client_secret": c.client_secret.model_copy(update={"file": fix(c.client_secret.file)})})
-        if c.client_secret is not None and c.client_secret.file
-        else c
-        for c in server.clients
+    def fix_secret(item: M) -> M:
+        secret = getattr(item, "client_secret", None)
+        if secret is None or secret.file is None:
+            return item
+        return item.model_copy(update={"client_secret": secret.model_copy(update={"file": fix(secret.file)})})
+
+    server = server.model_copy(
+        update={
+            "users_file": users_file,
+            "clients": tuple(fix_secret(c) for c in server.clients),
+            "identity_providers": tuple(fix_secret(p) for p in server.identity_providers),
+        }
     )
-    server = server.model_copy(update={"users_file": users_file, "clients": clients})
     egress = config.egress.model_copy(update={"ca_file": fix(config.egress.ca_file) if config.egress.ca_file else None})
     return config.model_copy(
         update={

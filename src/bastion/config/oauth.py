@@ -3,7 +3,8 @@
 Bastion is the OAuth 2.1 authorization server of its routes (MCP 2025-11-25,
 basic/authorization). Clients are pre-registered here, identified by a Client
 ID Metadata Document (an https URL), or registered dynamically (RFC 7591, off
-by default). Users sign in through a local users file (development only).
+by default). Users sign in through OpenID Connect providers
+(``identity_providers``) or a local users file (development only).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ __all__ = [
     "AuthorizationServerSettings",
     "ClientMetadataDocumentSettings",
     "EgressSettings",
+    "IdentityProviderSettings",
     "RegisteredClient",
     "check_redirect_uri",
 ]
 
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 section 3.3 scope-token
+_PROVIDER_NAME = r"^[a-z0-9][a-z0-9-]{0,31}$"
 
 
 def _duration(value: Any) -> Any:
@@ -70,6 +73,62 @@ class RegisteredClient(_Model):
     _redirects = field_validator("redirect_uris")(lambda value: tuple(check_redirect_uri(uri) for uri in value))
 
 
+class IdentityProviderSettings(_Model):
+    """An OpenID Connect provider people sign in with (OpenID Connect Core 1.0 section 3.1).
+
+    Bastion is its relying party: authorization code flow with PKCE S256, ``state``
+    and ``nonce``; the provider's metadata comes from ``issuer`` + ``/.well-known/
+    openid-configuration`` (OpenID Connect Discovery 1.0 section 4) through the egress
+    guard, so a provider on a private address must be in ``egress.allow``. Register
+    ``<base_url>/oauth/callback`` as the redirect URI at the provider.
+
+    ``name`` appears in URLs, audit records and user ids (a signed-in user's subject is
+    ``<name>:<sub>``: ``sub`` is unique only per issuer, section 2); ``label`` is the
+    sign-in button's text. ``client_secret`` is a reference (``client_secret_basic``);
+    without one Bastion is a public client. ``groups_claim`` names the claim (in the ID
+    token or the UserInfo response) whose strings become Cedar ``Group`` membership.
+    ``userinfo`` fetches the UserInfo response for claims the ID token lacks. An email is
+    kept only when ``email_verified`` is true, unless ``trust_unverified_email`` (a provider
+    that never sends ``email_verified`` but controls every address it issues).
+    ``clock_skew_s`` is the leeway on ``exp``/``iat``; ``timeout_s`` bounds each request.
+    """
+
+    name: str = Field(pattern=_PROVIDER_NAME)
+    label: str | None = Field(default=None, max_length=64)
+    issuer: str
+    client_id: str = Field(min_length=1, max_length=255)
+    client_secret: SecretRef | None = None
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    groups_claim: str = Field(default="groups", min_length=1)
+    userinfo: bool = True
+    trust_unverified_email: bool = False
+    clock_skew_s: int = Field(default=60, ge=0, le=600)
+    timeout_s: float = Field(default=10.0, gt=0, le=60)
+
+    @field_validator("issuer")
+    @classmethod
+    def _https_issuer(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"issuer {value!r} must be an https URL without query or fragment")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if "openid" not in value:
+            raise ValueError("scopes must include 'openid' (OpenID Connect Core section 3.1.2.1)")
+        for scope in value:
+            if not _SCOPE.match(scope):
+                raise ValueError(f"{scope!r} is not a valid scope token (RFC 6749 section 3.3)")
+        return value
+
+    @property
+    def display_name(self) -> str:
+        """What the sign-in button says after "Sign in with"."""
+        return self.label or self.name
+
+
 class ClientMetadataDocumentSettings(_Model):
     """Client ID Metadata Documents (draft-ietf-oauth-client-id-metadata-document; MCP 2025-11-25).
 
@@ -102,6 +161,7 @@ class AuthorizationServerSettings(_Model):
     clients: tuple[RegisteredClient, ...] = ()
     client_metadata_documents: ClientMetadataDocumentSettings = ClientMetadataDocumentSettings()
     dynamic_registration: bool = False
+    identity_providers: tuple[IdentityProviderSettings, ...] = ()
     users_file: Path | None = None
     code_ttl: Annotated[int, Field(ge=1, le=600)] = 60
     request_ttl: Annotated[int, Field(ge=60, le=3600)] = 600
@@ -136,6 +196,9 @@ class AuthorizationServerSettings(_Model):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"client ids must be unique; repeated: {', '.join(dupes)}")
+        names = [provider.name for provider in self.identity_providers]
+        if "local" in names or len(set(names)) != len(names):
+            raise ValueError("identity provider names must be unique and not 'local' (the users file's name)")
         return self
 
 

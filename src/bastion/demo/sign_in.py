@@ -12,6 +12,7 @@ person: it opens the authorization URL, signs in and answers the consent page
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 import httpx2
 from mcp.client.auth.oauth2 import OAuthClientProvider
@@ -19,7 +20,7 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull,
 
 from bastion.demo.browser import OAuthUser, query_of
 
-__all__ = ["CALLBACK", "MemoryTokenStorage", "ScriptedSignIn", "oauth_http_client"]
+__all__ = ["CALLBACK", "MemoryTokenStorage", "Person", "ScriptedSignIn", "oauth_http_client"]
 
 #: The redirect URI of the scripted client (a loopback address: RFC 8252 section 7.3).
 CALLBACK = "http://127.0.0.1:53682/callback"
@@ -47,6 +48,16 @@ class MemoryTokenStorage:
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
         """Keep the registered client."""
         self.client_info = client_info
+
+
+class Person(Protocol):
+    """Who answers the browser side of the flow: the SDK's redirect and callback handlers."""
+
+    async def redirect(self, url: str) -> None:
+        """Open the authorization URL ``url`` and go through sign-in and consent."""
+
+    async def callback(self) -> AuthorizationCodeResult:
+        """What arrived at the redirect URI. Raises ``RuntimeError`` when no code came back."""
 
 
 class ScriptedSignIn:
@@ -77,7 +88,7 @@ class ScriptedSignIn:
 
 
 def oauth_http_client(
-    url: str, person: ScriptedSignIn, storage: MemoryTokenStorage, *, client_metadata_url: str | None = None
+    url: str, person: Person, storage: MemoryTokenStorage, *, client_metadata_url: str | None = None
 ) -> httpx2.AsyncClient:
     """An HTTP client for the MCP endpoint ``url`` that signs in with OAuth when challenged.
 

@@ -12,6 +12,7 @@ certificate check (httpcore2's ``sni_hostname`` request extension).
     fetch -> _follow_redirects -> _checked_addresses (resolve once, classify)
                                -> _exchange (connect to the checked address, capped body)
                                -> _redirect (the next hop, checked the same way)
+    send  -> _checked_addresses -> _exchange (one request with a body or credentials; no redirects)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MAX_REASON_CHARS = 200
+_OWN_HEADERS = frozenset({"host", "accept", "accept-encoding", "user-agent", "content-length", "transfer-encoding"})
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,37 @@ class EgressGuard:
         except TimeoutError:
             raise UpstreamUnavailable(f"fetching from {target.host} timed out after {timeout_s:g} s") from None
 
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        max_bytes: int,
+        timeout_s: float,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        accept: str = "application/json",
+        allow_http: bool = False,
+    ) -> FetchResult:
+        """One request (``POST`` to a token endpoint, ``GET`` with credentials) with no redirect followed.
+
+        A request that carries credentials or a body is never replayed to another
+        host, so a redirect comes back as it is (a 3xx result). ``headers`` are added
+        to the guard's own (``Host``, ``Accept``, ``User-Agent`` cannot be replaced).
+        Limits, checks and errors as for ``fetch``.
+        """
+        if max_bytes < 0 or timeout_s <= 0:
+            raise ValueError(f"max_bytes must be >= 0 and timeout_s > 0, not {max_bytes} and {timeout_s}")
+        target = parse_target(url, allow_http=allow_http)
+        try:
+            async with asyncio.timeout(timeout_s):
+                addresses = await self._checked_addresses(target)
+                return await self._exchange(
+                    target, addresses, accept=accept, max_bytes=max_bytes, method=method, extra=headers, body=body
+                )
+        except TimeoutError:
+            raise UpstreamUnavailable(f"sending to {target.host} timed out after {timeout_s:g} s") from None
+
     async def _follow_redirects(self, target: Target, *, accept: str, max_bytes: int, allow_http: bool) -> FetchResult:
         addresses = await self._checked_addresses(target)
         redirects = 0
@@ -188,14 +221,27 @@ class EgressGuard:
         return describe(reason)
 
     async def _exchange(
-        self, target: Target, addresses: list[IPAddress], *, accept: str, max_bytes: int
+        self,
+        target: Target,
+        addresses: list[IPAddress],
+        *,
+        accept: str,
+        max_bytes: int,
+        method: str = "GET",
+        extra: Mapping[str, str] | None = None,
+        body: bytes = b"",
     ) -> FetchResult:
-        """One GET to the first of ``addresses`` that takes the connection; the response read and closed."""
-        headers = {"Host": target.authority, "Accept": accept, "Accept-Encoding": "identity", "User-Agent": "Bastion"}
+        """One request to the first of ``addresses`` that takes the connection; the response read and closed."""
+        own = {"Host": target.authority, "Accept": accept, "Accept-Encoding": "identity", "User-Agent": "Bastion"}
+        headers = {k: v for k, v in (extra or {}).items() if k.lower() not in _OWN_HEADERS} | own
         failure: httpx2.HTTPError | None = None
         for address in addresses:
             request = httpx2.Request(
-                "GET", target.connect_url(address), headers=headers, extensions={"sni_hostname": target.host}
+                method,
+                target.connect_url(address),
+                headers=headers,
+                content=body or None,
+                extensions={"sni_hostname": target.host},
             )
             try:
                 response = await self._transport.handle_async_request(request)

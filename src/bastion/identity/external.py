@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -23,9 +23,17 @@ from joserfc.jwk import JWKRegistry, Key
 from joserfc.jws import JWSRegistry
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bastion.errors import AuthenticationError
+from bastion.errors import AuthenticationError, EgressDenied, UpstreamUnavailable
 
-__all__ = ["FETCH_TIMEOUT_S", "MAX_JWKS_BYTES", "REFETCH_INTERVAL_S", "ExternalIssuer", "JWKSCache"]
+__all__ = [
+    "FETCH_TIMEOUT_S",
+    "MAX_JWKS_BYTES",
+    "REFETCH_INTERVAL_S",
+    "ExternalIssuer",
+    "JWKSCache",
+    "JWKSFetch",
+    "httpx_jwks_fetch",
+]
 
 MAX_JWKS_BYTES = 1024 * 1024
 FETCH_TIMEOUT_S = 5.0
@@ -101,29 +109,44 @@ def _import_keys(document: Any) -> list[Key]:
     return keys
 
 
-class JWKSCache:
-    """The public keys of one :class:`ExternalIssuer`, fetched lazily and refreshed as described above.
+#: Fetches a JWK Set: ``url -> body`` of a 200 response. Raises ``ValueError`` (any other status, too
+#: large), ``httpx2.HTTPError``, ``EgressDenied`` or ``UpstreamUnavailable``.
+JWKSFetch = Callable[[str], Awaitable[bytes]]
 
-    ``client`` is the HTTP client to fetch with (Bastion's egress client in
-    production); ``clock`` returns monotonic seconds (tests pass a fake).
+
+class JWKSCache:
+    """The public keys at ``jwks_url``, fetched lazily by ``fetch`` and refreshed as described above.
+
+    ``cache_s`` is how long (seconds) a fetched key set is reused; ``clock``
+    returns monotonic seconds (tests pass a fake). ``for_issuer`` builds the
+    cache of an :class:`ExternalIssuer` fetching with an ``httpx2`` client.
     """
 
     def __init__(
         self,
-        settings: ExternalIssuer,
-        client: httpx2.AsyncClient,
+        jwks_url: str,
+        fetch: JWKSFetch,
         *,
+        cache_s: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Create an empty cache; nothing is fetched until the first :meth:`key_for`."""
-        self._settings = settings
-        self._client = client
+        self._url = jwks_url
+        self._fetch = fetch
+        self._cache_s = cache_s
         self._clock = clock
         self._keys: list[Key] = []
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._failed_at: float | None = None  # failed fetches back off for REFETCH_INTERVAL_S
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def for_issuer(
+        cls, settings: ExternalIssuer, client: httpx2.AsyncClient, *, clock: Callable[[], float] = time.monotonic
+    ) -> JWKSCache:
+        """The key cache of an external issuer, fetching ``settings.jwks_url`` with ``client``."""
+        return cls(settings.jwks_url, httpx_jwks_fetch(client), cache_s=settings.jwks_cache_s, clock=clock)
 
     async def key_for(self, kid: str | None, alg: str) -> Key:
         """The issuer's key for ``kid`` that can verify ``alg`` (``alg`` already allow-listed).
@@ -133,7 +156,7 @@ class JWKSCache:
         when no key set could ever be fetched.
         """
         now = self._clock()
-        stale = self._fetched_at is None or now - self._fetched_at >= self._settings.jwks_cache_s
+        stale = self._fetched_at is None or now - self._fetched_at >= self._cache_s
         if stale and (self._failed_at is None or now - self._failed_at >= REFETCH_INTERVAL_S):
             await self._refresh(now)
         key = self._find(kid, alg)
@@ -166,17 +189,20 @@ class JWKSCache:
             self._attempted_at = self._clock()
             try:
                 async with asyncio.timeout(FETCH_TIMEOUT_S):
-                    body = await self._fetch()
+                    body = await self._fetch(self._url)
                 self._keys = _import_keys(json.loads(body))
-            except (httpx2.HTTPError, ValueError, TimeoutError, RecursionError):
+            except (httpx2.HTTPError, ValueError, TimeoutError, RecursionError, EgressDenied, UpstreamUnavailable):
                 self._failed_at = self._attempted_at
                 return  # keep the keys we had; see module docstring
             self._fetched_at, self._failed_at = self._attempted_at, None
 
-    async def _fetch(self) -> bytes:
-        url = self._settings.jwks_url
+
+def httpx_jwks_fetch(client: httpx2.AsyncClient) -> JWKSFetch:
+    """A ``JWKSFetch`` with ``client``: no redirects, at most ``MAX_JWKS_BYTES``, ``FETCH_TIMEOUT_S``."""
+
+    async def fetch(url: str) -> bytes:
         headers = {"Accept": "application/jwk-set+json, application/json"}
-        async with self._client.stream(
+        async with client.stream(
             "GET", url, headers=headers, timeout=FETCH_TIMEOUT_S, follow_redirects=False
         ) as response:
             if response.status_code != 200:
@@ -190,3 +216,5 @@ class JWKSCache:
                 if len(body) > MAX_JWKS_BYTES:
                     raise ValueError(f"JWKS from {url} is larger than {MAX_JWKS_BYTES} bytes")
         return bytes(body)
+
+    return fetch

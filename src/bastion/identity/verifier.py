@@ -95,7 +95,7 @@ class TokenVerifier:
                 timeout=FETCH_TIMEOUT_S, follow_redirects=False, trust_env=False
             )
             self._client = client
-            self._external = {item.issuer: (item, JWKSCache(item, client)) for item in settings}
+            self._external = {item.issuer: (item, JWKSCache.for_issuer(item, client)) for item in settings}
 
     def verify(self, token: str, audience: str, now: float | None = None) -> Principal:
         """Verify one of Bastion's own access tokens for the route whose resource URI is ``audience``.

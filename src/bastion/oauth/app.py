@@ -21,6 +21,7 @@ from bastion.oauth.authorize_endpoint import AuthorizeEndpoint
 from bastion.oauth.context import ServerContext, oauth_error_response
 from bastion.oauth.metadata import ENDPOINTS, authorization_server_metadata, metadata_paths
 from bastion.oauth.pages import error_page
+from bastion.oauth.provider_endpoint import ProviderSignInEndpoint
 from bastion.oauth.token_endpoint import TokenEndpoint
 
 __all__ = ["authorization_server_routes"]
@@ -75,11 +76,14 @@ def authorization_server_routes(context: ServerContext) -> list[BaseRoute]:
 
     authorize = AuthorizeEndpoint(context)
     token = TokenEndpoint(context)
+    providers = ProviderSignInEndpoint(context, authorize)
     routes: list[BaseRoute] = [Route(path, serve_metadata) for path in metadata_paths(context.issuer)]
     routes += [
         Route(ENDPOINTS["authorization"], _browser(authorize.authorize), methods=["GET"]),
         Route(ENDPOINTS["sign_in"], _browser(authorize.sign_in), methods=["POST"]),
         Route(ENDPOINTS["consent"], _browser(authorize.consent), methods=["POST"]),
+        Route(ENDPOINTS["provider_sign_in"], _browser(providers.start), methods=["GET"]),
+        Route(ENDPOINTS["provider_callback"], _browser(providers.callback), methods=["GET"]),
         Route(ENDPOINTS["token"], _machine(token.token), methods=["POST"]),
         Route(ENDPOINTS["revocation"], _machine(token.revoke), methods=["POST"]),
         Route(ENDPOINTS["registration"], _machine(token.register), methods=["POST"]),

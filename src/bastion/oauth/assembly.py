@@ -10,13 +10,17 @@ from starlette.routing import BaseRoute
 
 from bastion.audit.store import AuditLog
 from bastion.config import BastionConfig
+from bastion.egress.client import EgressGuard
+from bastion.errors import ConfigError
 from bastion.identity.revocation import RevocationList
 from bastion.identity.tokens import TokenIssuer
 from bastion.oauth.app import authorization_server_routes
 from bastion.oauth.auditing import OAuthAudit
 from bastion.oauth.clients import ClientDirectory, DocumentFetch
 from bastion.oauth.context import ServerContext
+from bastion.oauth.federation import OpenIDProvider
 from bastion.oauth.grants import GrantService
+from bastion.oauth.metadata import ENDPOINTS
 from bastion.oauth.requests import Resources
 from bastion.oauth.store_sqlite import SQLiteAuthorizationStore
 from bastion.oauth.users import LocalUsers
@@ -28,8 +32,9 @@ class AuthorizationServer:
     """Bastion's OAuth 2.1 authorization server: its store, its parts and its routes.
 
     ``database`` is the embedded SQLite file; ``fetch`` fetches client metadata
-    documents through the egress guard. Raises ``ConfigError`` when a client
-    secret reference or the users file cannot be read.
+    documents through the egress guard; ``egress`` is the guard the identity
+    providers are reached through (required when any is configured). Raises
+    ``ConfigError`` when a client secret reference or the users file cannot be read.
     """
 
     def __init__(
@@ -41,9 +46,18 @@ class AuthorizationServer:
         issuer: TokenIssuer,
         revocations: RevocationList,
         fetch: DocumentFetch | None,
+        egress: EgressGuard | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         settings = config.identity.authorization_server
+        if settings.identity_providers and egress is None:
+            raise ConfigError("identity providers need the egress guard")
+        callback = config.server.base_url + ENDPOINTS["provider_callback"]
+        providers = {
+            item.name: OpenIDProvider(item, egress, redirect_uri=callback, clock=clock)
+            for item in settings.identity_providers
+            if egress is not None
+        }
         self.store = SQLiteAuthorizationStore(database)
         resources = Resources({config.resource_uri(route): route.name for route in config.routes})
         self.grants = GrantService(
@@ -69,6 +83,7 @@ class AuthorizationServer:
             resources=resources,
             route_titles={route.name: route.title or route.name for route in config.routes},
             users=LocalUsers.load(settings.users_file) if settings.users_file else None,
+            providers=providers,
             clock=clock,
         )
 

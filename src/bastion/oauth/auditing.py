@@ -25,7 +25,8 @@ __all__ = ["RECORDED_PARAMETERS", "OAuthAudit"]
 RECORDED_PARAMETERS = frozenset(
     {
         "response_type", "redirect_uri", "scope", "resource", "code_challenge_method", "grant_type",
-        "type_hint", "client_name", "decision", "username", "state_present",
+        "type_hint", "client_name", "decision", "username", "state_present", "provider", "provider_sub",
+        "dropped_groups", "problem",
     }
 )  # fmt: skip
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,7 +53,7 @@ class AuthorizeEndpoint:
             if not redirect_uri_matches(client.redirect_uris, redirect_uri):
                 raise OAuthError("invalid_request", "redirect_uri is not registered for this client")
         except OAuthError as exc:
-            await self._audit_refusal("oauth/authorize", exc, request.query_params.get("client_id"), None)
+            await self.audit_refusal("oauth/authorize", exc, request.query_params.get("client_id"), None)
             return error_page(title="This sign-in link is not valid", message=exc.description, status_code=400)
         state = params.get("state")
         route = None
@@ -68,10 +68,10 @@ class AuthorizeEndpoint:
                 client.client_id, state, now + ctx.settings.request_ttl
             ):
                 raise OAuthError("invalid_request", "state was already used")
-            if ctx.users is None:
+            if ctx.users is None and not ctx.providers:
                 raise OAuthError("temporarily_unavailable", "no sign-in method is configured")
         except OAuthError as exc:
-            await self._audit_refusal("oauth/authorize", exc, client.client_id, route, params)
+            await self.audit_refusal("oauth/authorize", exc, client.client_id, route, params)
             return redirect_with(
                 redirect_uri,
                 {"error": exc.error, "error_description": exc.description, "state": state, "iss": ctx.issuer},
@@ -95,10 +95,10 @@ class AuthorizeEndpoint:
         await ctx.store.put_pending(pending)
         user = await self._signed_in(request)
         if user is None:
-            response = self._sign_in_form(pending)
+            response = self.sign_in_form(pending)
         else:
             await ctx.store.set_pending_user(pending.id, user)
-            response = await self._consent_or_code(request, pending, user)
+            response = await self._consent_or_code(pending, user)
         set_cookie(response, BROWSER_COOKIE, browser, max_age_s=ctx.settings.request_ttl)
         return response
 
@@ -114,23 +114,31 @@ class AuthorizeEndpoint:
         # argon2id takes tens of milliseconds of CPU: off the event loop.
         user = await asyncio.to_thread(ctx.users.verify, username, str(form.get("password", ""))[:1024])
         if user is None:
-            await self._audit_refusal(
+            await self.audit_refusal(
                 "oauth/sign-in",
                 OAuthError("access_denied", "bad username or password"),
                 pending.client_id,
                 pending.route,
                 {"username": username},
             )
-            return self._sign_in_form(pending, error="The username or password is not right.", username=username)
+            return self.sign_in_form(pending, error="The username or password is not right.", username=username)
         identity = UserIdentity(user.sub, "local", user.email, user.name, tuple(user.groups))
+        return await self.finish_sign_in(pending, identity, {"username": username})
+
+    async def finish_sign_in(
+        self, pending: PendingAuthorization, identity: UserIdentity, parameters: dict[str, Any]
+    ) -> Response:
+        """Record that ``identity`` signed in for ``pending`` (an audit record with ``parameters``),
+        remember the sign-in in this browser (``__Host-`` cookie) and go on to consent."""
+        ctx = self._ctx
         await ctx.audit.record(
             "oauth/sign-in", effect="allow", reason=None, client_id=pending.client_id, route=pending.route,
-            user=identity, parameters={"username": username},
+            user=identity, parameters=parameters,
         )  # fmt: skip
         cookie = secrets.token_urlsafe(32)
         await ctx.store.put_sign_in(digest(cookie), identity, ctx.clock() + ctx.settings.sign_in_ttl)
         await ctx.store.set_pending_user(pending.id, identity)
-        response = await self._consent_or_code(request, pending, identity)
+        response = await self._consent_or_code(pending, identity)
         set_cookie(response, SIGN_IN_COOKIE, cookie, max_age_s=ctx.settings.sign_in_ttl)
         return response
 
@@ -141,7 +149,7 @@ class AuthorizeEndpoint:
         if pending is None:
             return error_page(title="This sign-in has expired", message=form, status_code=400)
         if pending.user is None:
-            await self._audit_refusal(
+            await self.audit_refusal(
                 "oauth/consent", OAuthError("invalid_request", "nobody has signed in"), pending.client_id, pending.route
             )
             return error_page(title="This sign-in has expired", message="nobody has signed in", status_code=400)
@@ -150,14 +158,14 @@ class AuthorizeEndpoint:
             return error_page(title="This sign-in has expired", message="the request was already used", status_code=400)
         if form.get("decision") != "approve":
             exc = OAuthError("access_denied", "the user denied the request")
-            await self._audit_refusal("oauth/consent", exc, taken.client_id, taken.route, user=pending.user)
+            await self.audit_refusal("oauth/consent", exc, taken.client_id, taken.route, user=pending.user)
             return redirect_with(
                 taken.redirect_uri,
                 {"error": exc.error, "error_description": exc.description, "state": taken.state, "iss": ctx.issuer},
             )
         return await self._issue_code(taken, pending.user, remembered=False)
 
-    async def _consent_or_code(self, request: Request, pending: PendingAuthorization, user: UserIdentity) -> Response:
+    async def _consent_or_code(self, pending: PendingAuthorization, user: UserIdentity) -> Response:
         ctx = self._ctx
         consent = await ctx.store.get_consent(user.sub, pending.client_id, pending.route)
         if consent is not None and set(pending.scopes) <= set(consent.scopes):
@@ -209,15 +217,27 @@ class AuthorizeEndpoint:
         )
         return redirect_with(pending.redirect_uri, {"code": code, "state": pending.state, "iss": ctx.issuer})
 
-    def _sign_in_form(self, pending: PendingAuthorization, *, error: str | None = None, username: str = "") -> Response:
+    def sign_in_form(
+        self, pending: PendingAuthorization, *, error: str | None = None, username: str = "", status_code: int = 401
+    ) -> Response:
+        """The sign-in page for ``pending``: a button per identity provider, the password form when
+        a users file is configured, and ``error`` (then answered with ``status_code``)."""
+        ctx = self._ctx
+        start = ctx.base_url + ENDPOINTS["provider_sign_in"]
+        providers = [
+            (provider.settings.display_name, f"{start}?{urlencode({'transaction': pending.id, 'provider': name})}")
+            for name, provider in ctx.providers.items()
+        ]
         return sign_in_page(
-            action=self._ctx.base_url + ENDPOINTS["sign_in"],
+            action=ctx.base_url + ENDPOINTS["sign_in"],
             transaction=pending.id,
             csrf_token=pending.csrf_token,
             client_name=pending.client_name,
             error=error,
             username=username,
-            status_code=401 if error else 200,
+            status_code=status_code if error else 200,
+            providers=providers,
+            password_form=ctx.users is not None,
         )
 
     async def _signed_in(self, request: Request) -> UserIdentity | None:
@@ -243,7 +263,7 @@ class AuthorizeEndpoint:
             else:
                 return form, pending
         client_id, route = (pending.client_id, pending.route) if pending else (None, None)
-        await self._audit_refusal(method, OAuthError("invalid_request", reason), client_id, route)
+        await self.audit_refusal(method, OAuthError("invalid_request", reason), client_id, route)
         return reason, None
 
     async def _form(self, request: Request) -> tuple[str | None, dict[str, str]]:
@@ -260,7 +280,7 @@ class AuthorizeEndpoint:
         except OAuthError as exc:
             return exc.description, {}
 
-    async def _audit_refusal(
+    async def audit_refusal(
         self,
         method: str,
         exc: OAuthError,
@@ -270,6 +290,7 @@ class AuthorizeEndpoint:
         *,
         user: UserIdentity | None = None,
     ) -> None:
+        """Record a refused step (``effect: deny``, ``reason`` the OAuth error code)."""
         await self._ctx.audit.record(
             method, effect="deny", reason=exc.error, client_id=client_id, route=route, user=user,
             parameters=parameters if isinstance(parameters, dict) else None,

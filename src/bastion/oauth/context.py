@@ -15,6 +15,7 @@ from bastion.config.oauth import AuthorizationServerSettings
 from bastion.errors import BodyTooLarge, OAuthError
 from bastion.oauth.auditing import OAuthAudit
 from bastion.oauth.clients import ClientDirectory
+from bastion.oauth.federation import OpenIDProvider
 from bastion.oauth.grants import GrantService
 from bastion.oauth.requests import Resources
 from bastion.oauth.store import AuthorizationStore
@@ -29,7 +30,8 @@ NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 
 @dataclass(frozen=True, slots=True)
 class ServerContext:
-    """The authorization server's parts. ``route_titles`` maps route names to display names."""
+    """The authorization server's parts. ``route_titles`` maps route names to display names;
+    ``providers`` the OpenID Connect providers people sign in with, by name."""
 
     issuer: str
     base_url: str
@@ -41,6 +43,7 @@ class ServerContext:
     resources: Resources
     route_titles: Mapping[str, str]
     users: LocalUsers | None
+    providers: Mapping[str, OpenIDProvider] = field(default_factory=dict)
     clock: Callable[[], float] = field(default=time.time)
 
     @property

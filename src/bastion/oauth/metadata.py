@@ -16,6 +16,8 @@ ENDPOINTS = {
     "registration": "/oauth/register",
     "sign_in": "/oauth/sign-in",
     "consent": "/oauth/consent",
+    "provider_sign_in": "/oauth/sign-in/provider",
+    "provider_callback": "/oauth/callback",
 }
 
 

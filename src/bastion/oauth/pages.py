@@ -3,7 +3,7 @@
 The pages work without JavaScript and load nothing from elsewhere: the one stylesheet
 (``templates/style.css``) is inlined and allowed by its SHA-256 hash in the
 Content-Security-Policy. Templates are Jinja2 with autoescaping on. Every response carries
-the headers of ``_security_headers``: no framing (clickjacking), no caching, no referrer.
+the headers of ``_security_headers``: no framing (clickjacking), no caching, no referrer to other sites.
 
 The consent page carries the confused-deputy protections of the MCP security best practices
 (2025-11-25, "Confused Deputy Problem"): it names the client and shows its client_id, shows
@@ -76,7 +76,9 @@ def _security_headers(form_action: Sequence[str]) -> dict[str, str]:
         "X-Frame-Options": "DENY",
         "Cache-Control": "no-store",
         "Pragma": "no-cache",
-        "Referrer-Policy": "no-referrer",
+        # same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on the
+        # pages' own form POSTs (Fetch, "serializing a request origin"), which the Origin check refuses
+        "Referrer-Policy": "same-origin",
         "X-Content-Type-Options": "nosniff",
     }
 

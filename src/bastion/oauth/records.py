@@ -12,7 +12,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AuthorizationCode", "Consent", "Grant", "PendingAuthorization", "RefreshUse", "UserIdentity", "digest"]
+__all__ = [
+    "AuthorizationCode",
+    "Consent",
+    "FederatedSignIn",
+    "Grant",
+    "PendingAuthorization",
+    "RefreshUse",
+    "UserIdentity",
+    "digest",
+]
 
 
 def digest(secret: str) -> str:
@@ -155,3 +164,31 @@ class Consent:
     route: str
     scopes: tuple[str, ...]
     granted_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FederatedSignIn:
+    """A sign-in sent to an OpenID Connect provider, kept (by the digest of its ``state``) until
+    the provider redirects back (OpenID Connect Core 1.0 section 3.1.2).
+
+    ``pending_id`` is the authorization request it signs in for; ``provider`` the
+    provider's configured name; ``nonce`` and ``code_verifier`` (PKCE, RFC 7636) the
+    secrets the answer is checked against; ``browser`` the digest of the browser
+    cookie that started it; ``expires_at`` epoch seconds.
+    """
+
+    pending_id: str
+    provider: str
+    nonce: str
+    code_verifier: str
+    browser: str
+    expires_at: float
+
+    def to_json(self) -> str:
+        """This record as JSON text (``from_json`` reads it back)."""
+        return json.dumps({name: getattr(self, name) for name in self.__slots__})
+
+    @classmethod
+    def from_json(cls, text: str) -> FederatedSignIn:
+        """Read ``to_json`` output. Raises ``ValueError``/``TypeError`` on anything else."""
+        return cls(**json.loads(text))

@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from bastion.oauth.records import AuthorizationCode, Consent, Grant, PendingAuthorization, RefreshUse, UserIdentity
+from bastion.oauth.records import (
+    AuthorizationCode,
+    Consent,
+    FederatedSignIn,
+    Grant,
+    PendingAuthorization,
+    RefreshUse,
+    UserIdentity,
+)
 
 __all__ = ["AuthorizationStore"]
 
 
 class AuthorizationStore(Protocol):
-    """Pending requests, codes, refresh-token families, consents, sign-ins and registered clients."""
+    """Pending requests, codes, refresh-token families, consents, sign-ins (local and at identity
+    providers) and registered clients."""
 
     async def start(self) -> None:
         """Open the store (create tables). Raises ``OSError``/driver errors when it cannot."""
@@ -100,6 +109,13 @@ class AuthorizationStore(Protocol):
 
     async def get_sign_in(self, cookie_digest: str, now: float) -> UserIdentity | None:
         """The unexpired sign-in, or None."""
+
+    # sign-ins waiting for an OpenID Connect provider (by state digest)
+    async def put_federated(self, state_digest: str, sign_in: FederatedSignIn) -> None:
+        """Keep a sign-in sent to an identity provider until it comes back or expires."""
+
+    async def take_federated(self, state_digest: str, now: float) -> FederatedSignIn | None:
+        """Remove and return the unexpired sign-in (single use): a second call gets None."""
 
     # dynamically registered clients (RFC 7591)
     async def put_client(self, client_id: str, metadata: dict[str, Any], now: float) -> None:

@@ -16,7 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bastion.oauth.records import AuthorizationCode, Consent, Grant, PendingAuthorization, RefreshUse, UserIdentity
+from bastion.oauth.records import (
+    AuthorizationCode,
+    Consent,
+    FederatedSignIn,
+    Grant,
+    PendingAuthorization,
+    RefreshUse,
+    UserIdentity,
+)
 
 __all__ = ["SQLiteAuthorizationStore"]
 
@@ -45,6 +53,8 @@ CREATE TABLE IF NOT EXISTS oauth_consents (
     granted_at REAL NOT NULL, PRIMARY KEY (sub, client_id, route));
 CREATE TABLE IF NOT EXISTS oauth_sign_ins (
     digest TEXT PRIMARY KEY, user TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS oauth_federated (
+    digest TEXT PRIMARY KEY, body TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS oauth_clients (
     client_id TEXT PRIMARY KEY, metadata TEXT NOT NULL, created_at REAL NOT NULL);
 """
@@ -347,6 +357,25 @@ class SQLiteAuthorizationStore:
         )
         return UserIdentity.from_json(row[0]) if row else None
 
+    # sign-ins waiting for an identity provider
+    async def put_federated(self, state_digest: str, sign_in: FederatedSignIn) -> None:
+        """See ``AuthorizationStore.put_federated``."""
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO oauth_federated (digest, body, expires_at) VALUES (?, ?, ?)",
+                (state_digest, sign_in.to_json(), sign_in.expires_at),
+            )
+        )
+
+    async def take_federated(self, state_digest: str, now: float) -> FederatedSignIn | None:
+        """See ``AuthorizationStore.take_federated``."""
+        row = await self._run(
+            lambda c: c.execute(
+                "DELETE FROM oauth_federated WHERE digest = ? AND expires_at > ? RETURNING body", (state_digest, now)
+            ).fetchone()
+        )
+        return FederatedSignIn.from_json(row[0]) if row else None
+
     # dynamically registered clients
     async def put_client(self, client_id: str, metadata: dict[str, Any], now: float) -> None:
         """See ``AuthorizationStore.put_client``."""
@@ -375,6 +404,7 @@ class SQLiteAuthorizationStore:
                 ("DELETE FROM oauth_states WHERE expires_at <= ?", (now,)),
                 ("DELETE FROM oauth_codes WHERE expires_at <= ?", (now - 86400,)),
                 ("DELETE FROM oauth_sign_ins WHERE expires_at <= ?", (now,)),
+                ("DELETE FROM oauth_federated WHERE expires_at <= ?", (now,)),
                 ("DELETE FROM oauth_access_tokens WHERE expires_at <= ?", (now,)),
                 (
                     "DELETE FROM oauth_refresh_tokens WHERE family_id IN "

@@ -232,7 +232,7 @@ async def test_unknown_kid_refetches_at_most_every_30s(
     settings: ExternalIssuer, idp: FakeIdP, client: httpx2.AsyncClient
 ) -> None:
     clock = Clock()
-    cache = JWKSCache(settings, client, clock=clock)
+    cache = JWKSCache.for_issuer(settings, client, clock=clock)
     assert (await cache.key_for("rsa-1", "RS256")).kid == "rsa-1"
     assert idp.fetches == 1
     with pytest.raises(AuthenticationError, match="no key"):
@@ -252,7 +252,7 @@ async def test_unknown_kid_refetches_at_most_every_30s(
 async def test_key_set_expires_after_cache_time(idp: FakeIdP, client: httpx2.AsyncClient) -> None:
     clock = Clock()
     settings = ExternalIssuer(routes=("r",), issuer=IDP, jwks_url=JWKS_URL, audience=AUDIENCE, jwks_cache_s=60)
-    cache = JWKSCache(settings, client, clock=clock)
+    cache = JWKSCache.for_issuer(settings, client, clock=clock)
     await cache.key_for("rsa-1", "RS256")
     clock.now += 59
     await cache.key_for("rsa-1", "RS256")
@@ -281,7 +281,7 @@ async def test_unusable_jwks_response(
 ) -> None:
     idp.respond = response
     with pytest.raises(AuthenticationError) as info:
-        await JWKSCache(settings, client, clock=Clock()).key_for("rsa-1", "RS256")
+        await JWKSCache.for_issuer(settings, client, clock=Clock()).key_for("rsa-1", "RS256")
     assert info.value.reason == "jwks_unavailable"
 
 
@@ -291,7 +291,7 @@ async def test_timeout_is_unavailable(settings: ExternalIssuer) -> None:
 
     async with httpx2.AsyncClient(transport=httpx2.MockTransport(slow)) as http:
         with pytest.raises(AuthenticationError) as info:
-            await JWKSCache(settings, http, clock=Clock()).key_for("rsa-1", "RS256")
+            await JWKSCache.for_issuer(settings, http, clock=Clock()).key_for("rsa-1", "RS256")
     assert info.value.reason == "jwks_unavailable"
 
 
@@ -299,7 +299,7 @@ async def test_failed_fetch_is_not_retried_for_30s(
     settings: ExternalIssuer, idp: FakeIdP, client: httpx2.AsyncClient
 ) -> None:
     clock = Clock()
-    cache = JWKSCache(settings, client, clock=clock)
+    cache = JWKSCache.for_issuer(settings, client, clock=clock)
     idp.respond = lambda: httpx2.Response(503)
     for _ in range(3):
         with pytest.raises(AuthenticationError, match="could not be fetched"):
@@ -315,7 +315,7 @@ async def test_stale_keys_survive_failed_refresh(
     settings: ExternalIssuer, idp: FakeIdP, client: httpx2.AsyncClient
 ) -> None:
     clock = Clock()
-    cache = JWKSCache(settings, client, clock=clock)
+    cache = JWKSCache.for_issuer(settings, client, clock=clock)
     await cache.key_for("rsa-1", "RS256")
     idp.respond = lambda: httpx2.Response(503)
     clock.now += settings.jwks_cache_s
@@ -329,7 +329,7 @@ async def test_private_and_encryption_keys_are_skipped(
     private = dict(RSA_KEY.as_dict(private=True))
     enc = {**dict(RSA_KEY.as_dict(private=False)), "use": "enc", "kid": "rsa-enc"}
     idp.respond = lambda: httpx2.Response(200, content=json.dumps({"keys": [private, enc, "junk"]}).encode())
-    cache = JWKSCache(settings, client, clock=Clock())
+    cache = JWKSCache.for_issuer(settings, client, clock=Clock())
     for kid in ("rsa-1", "rsa-enc"):
         with pytest.raises(AuthenticationError) as info:
             await cache.key_for(kid, "RS256")
@@ -341,5 +341,5 @@ async def test_deeply_nested_jwks_is_unavailable(
 ) -> None:
     idp.respond = lambda: httpx2.Response(200, content=b"[" * 100_000 + b"]" * 100_000)
     with pytest.raises(AuthenticationError) as info:
-        await JWKSCache(settings, client, clock=Clock()).key_for("rsa-1", "RS256")
+        await JWKSCache.for_issuer(settings, client, clock=Clock()).key_for("rsa-1", "RS256")
     assert info.value.reason == "jwks_unavailable"

@@ -102,7 +102,7 @@ def test_every_page_sets_the_security_headers(make: Callable[[], HTMLResponse]) 
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["cache-control"] == "no-store"
     assert response.headers["pragma"] == "no-cache"
-    assert response.headers["referrer-policy"] == "no-referrer"
+    assert response.headers["referrer-policy"] == "same-origin"
     assert response.headers["x-content-type-options"] == "nosniff"
     csp = csp_directives(response)
     assert csp["default-src"] == "'none'"

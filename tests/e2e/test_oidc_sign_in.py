@@ -1,0 +1,184 @@
+"""Signing in to Bastion through an OpenID Connect provider, end to end, in a real browser.
+
+Real processes on loopback: ``oidc-provider`` from npm over HTTPS (``tests/support/oidc_provider``),
+``bastion serve`` with that provider configured (reached through its egress guard, allowed by
+``egress.allow`` and trusting the test CA), the demo notes server, the ``mcp`` SDK client with its
+``OAuthClientProvider``, and a person in headless Debian Chromium (Playwright) who clicks
+"Sign in with Corp SSO", signs in on the provider's own page and approves Bastion's consent page.
+
+The groups the provider returns become the Cedar groups the demo policy is written against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yaml
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult
+from playwright.async_api import Browser, Page, Route
+from tests.support.bastion_process import REPO, BastionProcess, notes_server
+from tests.support.browser import chromium
+from tests.support.e2e_helpers import MODERN, jwt_payload
+from tests.support.oidc_provider import OIDCAccount, OIDCClient, OIDCProvider
+from tests.support.pki import make_pki
+
+from bastion.demo.browser import query_of
+from bastion.demo.sign_in import CALLBACK, MemoryTokenStorage, oauth_http_client
+
+pytestmark = pytest.mark.e2e
+
+DANA = OIDCAccount("dana", "dana's passphrase", "dana@example.com", "Dana Scully", ("engineering",))
+ERIN = OIDCAccount("erin", "erin's passphrase", "erin@example.com", "Erin Reagan", ("support", "on call"))
+BASTION_CLIENT = "bastion-at-corp"
+
+
+@dataclass
+class Setup:
+    bastion: BastionProcess
+    provider: OIDCProvider
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    workdir = tmp_path_factory.mktemp("oidc-sign-in")
+    pki = make_pki(workdir)
+    policies = workdir / "policies"
+    policies.mkdir()
+    (policies / "demo.cedar").write_text((REPO / "src/bastion/demo/demo.cedar").read_text(encoding="utf-8"))
+    with notes_server() as notes_url:
+        bastion = BastionProcess(workdir, {"routes": [{"name": "notes", "http": {"url": notes_url}}]})
+        client = OIDCClient(BASTION_CLIENT, (f"{bastion.base_url}/oauth/callback",), "corp client secret")
+        (workdir / "corp-secret").write_text(client.client_secret or "", encoding="utf-8")
+        with OIDCProvider(workdir, pki, accounts=[DANA, ERIN], clients=[client]) as provider:
+            bastion.config["policy"] = {"files": [str(policies)]}
+            bastion.config["identity"] = {
+                "authorization_server": {
+                    "dynamic_registration": True,
+                    "identity_providers": [
+                        {
+                            "name": "corp",
+                            "label": "Corp SSO",
+                            "issuer": provider.issuer,
+                            "client_id": BASTION_CLIENT,
+                            "client_secret": {"file": "corp-secret"},
+                            "scopes": ["openid", "email", "profile", "groups"],
+                        }
+                    ],
+                }
+            }
+            bastion.config["egress"] = {"allow": [f"127.0.0.1:{provider.port}"], "ca_file": str(pki.ca_file)}
+            bastion.config_path.write_text(yaml.safe_dump(bastion.config), encoding="utf-8")
+            with bastion:
+                yield Setup(bastion, provider)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as launched:
+        yield launched
+
+
+@dataclass
+class BrowserPerson:
+    """The SDK's redirect and callback handlers, played in Chromium by ``account``.
+
+    The MCP client's redirect URI (``CALLBACK``) is answered by the page itself: the
+    browser's request to it is intercepted and its URL kept (as a native app's
+    loopback listener would).
+    """
+
+    page: Page
+    account: OIDCAccount
+    decision: str = "Allow"
+    arrived: asyncio.Future[str] = field(default_factory=asyncio.Future)
+    seen: list[str] = field(default_factory=list)
+
+    async def start(self) -> None:
+        async def answer(route: Route) -> None:
+            if not self.arrived.done():
+                self.arrived.set_result(route.request.url)
+            await route.fulfill(status=200, content_type="text/html", body="<p>You can close this window.</p>")
+
+        await self.page.route(lambda url: url.startswith(CALLBACK), answer)
+        self.page.on("framenavigated", lambda frame: self.seen.append(frame.url))
+
+    async def redirect(self, url: str) -> None:
+        page = self.page
+        await page.goto(url)
+        await page.get_by_role("link", name="Sign in with Corp SSO").click()
+        await page.wait_for_selector("input[name=login]")
+        await page.fill("input[name=login]", self.account.login)
+        await page.fill("input[name=password]", self.account.password)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.get_by_role("button", name=self.decision).click()
+
+    async def callback(self) -> AuthorizationCodeResult:
+        params = query_of(await asyncio.wait_for(self.arrived, 30))
+        if "code" not in params:
+            raise RuntimeError(f"authorization failed: {params.get('error')}: {params.get('error_description')}")
+        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
+
+
+async def sign_in_and_call(setup: Setup, page: Page, account: OIDCAccount) -> dict[str, Any]:
+    url = setup.bastion.url("notes")
+    person, storage = BrowserPerson(page, account), MemoryTokenStorage()
+    await person.start()
+    async with (
+        oauth_http_client(url, person, storage) as http,
+        Client(streamable_http_client(url, http_client=http), mode=MODERN) as client,
+    ):
+        tools = sorted(tool.name for tool in (await client.list_tools()).tools)
+        result = await client.call_tool("search_notes", {"query": "welcome"})
+    assert storage.tokens is not None
+    return {"tools": tools, "result": result, "claims": jwt_payload(storage.tokens.access_token), "seen": person.seen}
+
+
+def sign_in_records(setup: Setup) -> list[dict[str, Any]]:
+    import json
+
+    with sqlite3.connect(setup.bastion.database) as db:
+        rows = db.execute(
+            "SELECT record FROM audit_events WHERE json_extract(record, '$.method') = 'oauth/sign-in' ORDER BY seq"
+        ).fetchall()
+    return [json.loads(row[0]) for row in rows]
+
+
+async def test_person_signs_in_at_the_provider_and_their_groups_become_cedar_groups(
+    setup: Setup, browser: Browser
+) -> None:
+    context = await browser.new_context(ignore_https_errors=True)  # the provider's test CA
+    seen = await sign_in_and_call(setup, await context.new_page(), DANA)
+
+    claims = seen["claims"]
+    assert claims["sub"] == "corp:dana"  # the provider's sub, namespaced by the provider's name
+    assert claims["groups"] == ["engineering"]
+    assert claims["email"] == "dana@example.com"
+    assert claims["aud"] == setup.bastion.url("notes")
+    assert "delete_note" in seen["tools"]  # engineering may call every tool
+    assert seen["result"].is_error is False
+    provider_pages = [url for url in seen["seen"] if url.startswith(setup.provider.issuer)]
+    assert provider_pages, "the browser never visited the identity provider"
+    record = sign_in_records(setup)[-1]
+    assert record["decision"]["effect"] == "allow"
+    assert record["principal"]["sub"] == "corp:dana"
+    assert record["arguments"]["provider"] == "corp"
+    await context.close()
+
+
+async def test_groups_that_cannot_be_cedar_groups_are_dropped_and_counted(setup: Setup, browser: Browser) -> None:
+    context = await browser.new_context(ignore_https_errors=True)
+    seen = await sign_in_and_call(setup, await context.new_page(), ERIN)
+
+    assert seen["claims"]["groups"] == ["support"]  # "on call" has a space: not a group name Bastion carries
+    assert "delete_note" not in seen["tools"]  # support never sees destructive tools
+    record = sign_in_records(setup)[-1]
+    assert record["principal"]["sub"] == "corp:erin"
+    assert record["arguments"]["dropped_groups"] == 1
+    await context.close()
