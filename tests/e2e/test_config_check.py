@@ -108,7 +108,9 @@ def _unset_client_secret(tmp: Path, c: dict[str, Any]) -> str:
 
 
 def _bad_redirect_uri(tmp: Path, c: dict[str, Any]) -> str:
-    c["identity"] = {"authorization_server": {"clients": [{"client_id": "x", "redirect_uris": ["http://evil.example/"]}]}}
+    c["identity"] = {
+        "authorization_server": {"clients": [{"client_id": "x", "redirect_uris": ["http://evil.example/"]}]}
+    }
     return "identity.authorization_server.clients.0.redirect_uris"
 
 
@@ -116,6 +118,26 @@ def _plaintext_users_file(tmp: Path, c: dict[str, Any]) -> str:
     (tmp / "users.yaml").write_text("users:\n  - {username: alice, password: hunter2}\n", encoding="utf-8")
     c["identity"] = {"authorization_server": {"users_file": str(tmp / "users.yaml")}}
     return "users.yaml"
+
+
+def _provider(**extra: Any) -> dict[str, Any]:
+    return {"name": "corp", "issuer": "https://login.example", "client_id": "bastion", **extra}
+
+
+def _unset_provider_secret(tmp: Path, c: dict[str, Any]) -> str:
+    provider = _provider(client_secret={"file": "missing-secret"})
+    c["identity"] = {"authorization_server": {"identity_providers": [provider]}}
+    return "identity.authorization_server.identity_providers.0.client_secret"
+
+
+def _http_provider_issuer(tmp: Path, c: dict[str, Any]) -> str:
+    c["identity"] = {"authorization_server": {"identity_providers": [_provider(issuer="http://login.example")]}}
+    return "identity.authorization_server.identity_providers.0.issuer"
+
+
+def _provider_without_openid_scope(tmp: Path, c: dict[str, Any]) -> str:
+    c["identity"] = {"authorization_server": {"identity_providers": [_provider(scopes=["email"])]}}
+    return "identity.authorization_server.identity_providers.0.scopes"
 
 
 def _bad_egress_allow_entry(tmp: Path, c: dict[str, Any]) -> str:
@@ -128,6 +150,9 @@ BAD: dict[str, Callable[[Path, dict[str, Any]], str]] = {
     "bad-redirect-uri": _bad_redirect_uri,
     "plaintext-users-file": _plaintext_users_file,
     "bad-egress-allow-entry": _bad_egress_allow_entry,
+    "unset-provider-secret": _unset_provider_secret,
+    "http-provider-issuer": _http_provider_issuer,
+    "provider-without-openid-scope": _provider_without_openid_scope,
     "unknown-key": _unknown_key,
     "unknown-top-level-key": _unknown_top_level_key,
     "cedar-syntax-error": _cedar_syntax_error,
@@ -147,6 +172,21 @@ def test_check_accepts_a_good_config(tmp_path: Path) -> None:
     assert "notes" in result.stdout
     assert "authorization server: 0 registered clients" in result.stdout
     assert "egress allow list: none" in result.stdout
+
+
+def test_check_lists_identity_providers_with_their_secrets_resolved(tmp_path: Path) -> None:
+    config = _base(tmp_path)
+    (tmp_path / "corp-secret").write_text("s3cret\n", encoding="utf-8")
+    providers = [
+        _provider(client_secret={"file": "corp-secret"}),
+        _provider(name="partner", issuer="https://p.example"),
+    ]
+    config["identity"] = {"authorization_server": {"identity_providers": providers}}
+    result = _run("check", "--config", str(_write(tmp_path, config)), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OpenID Connect corp (https://login.example)" in result.stdout
+    assert "OpenID Connect partner (https://p.example)" in result.stdout
+    assert "s3cret" not in result.stdout
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
