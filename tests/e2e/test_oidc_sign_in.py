@@ -12,6 +12,7 @@ The groups the provider returns become the Cedar groups the demo policy is writt
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ pytestmark = pytest.mark.e2e
 
 DANA = OIDCAccount("dana", "dana's passphrase", "dana@example.com", "Dana Scully", ("engineering",))
 ERIN = OIDCAccount("erin", "erin's passphrase", "erin@example.com", "Erin Reagan", ("support", "on call"))
+#: The same login at a second provider: another person as far as Bastion is concerned.
+PARTNER_DANA = OIDCAccount("dana", "partner passphrase", "dana@partner.example", "Dana at Partner", ("support",))
 BASTION_CLIENT = "bastion-at-corp"
 
 
@@ -43,6 +46,7 @@ BASTION_CLIENT = "bastion-at-corp"
 class Setup:
     bastion: BastionProcess
     provider: OIDCProvider
+    partner: OIDCProvider
 
 
 @pytest.fixture(scope="module")
@@ -56,27 +60,31 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         bastion = BastionProcess(workdir, {"routes": [{"name": "notes", "http": {"url": notes_url}}]})
         client = OIDCClient(BASTION_CLIENT, (f"{bastion.base_url}/oauth/callback",), "corp client secret")
         (workdir / "corp-secret").write_text(client.client_secret or "", encoding="utf-8")
-        with OIDCProvider(workdir, pki, accounts=[DANA, ERIN], clients=[client]) as provider:
+        partner_dir = workdir / "partner"
+        partner_dir.mkdir()
+        public = OIDCClient(BASTION_CLIENT, client.redirect_uris)  # a public client there: PKCE only
+        with (
+            OIDCProvider(workdir, pki, accounts=[DANA, ERIN], clients=[client]) as provider,
+            OIDCProvider(partner_dir, pki, accounts=[PARTNER_DANA], clients=[public]) as partner,
+        ):
+            corp = {
+                "name": "corp",
+                "label": "Corp SSO",
+                "issuer": provider.issuer,
+                "client_id": BASTION_CLIENT,
+                "client_secret": {"file": "corp-secret"},
+                "scopes": ["openid", "email", "profile", "groups"],
+            }
+            other = {"name": "partner", "issuer": partner.issuer, "client_id": BASTION_CLIENT, "scopes": corp["scopes"]}
             bastion.config["policy"] = {"files": [str(policies)]}
             bastion.config["identity"] = {
-                "authorization_server": {
-                    "dynamic_registration": True,
-                    "identity_providers": [
-                        {
-                            "name": "corp",
-                            "label": "Corp SSO",
-                            "issuer": provider.issuer,
-                            "client_id": BASTION_CLIENT,
-                            "client_secret": {"file": "corp-secret"},
-                            "scopes": ["openid", "email", "profile", "groups"],
-                        }
-                    ],
-                }
+                "authorization_server": {"dynamic_registration": True, "identity_providers": [corp, other]}
             }
-            bastion.config["egress"] = {"allow": [f"127.0.0.1:{provider.port}"], "ca_file": str(pki.ca_file)}
+            allow = [f"127.0.0.1:{provider.port}", f"127.0.0.1:{partner.port}"]
+            bastion.config["egress"] = {"allow": allow, "ca_file": str(pki.ca_file)}
             bastion.config_path.write_text(yaml.safe_dump(bastion.config), encoding="utf-8")
             with bastion:
-                yield Setup(bastion, provider)
+                yield Setup(bastion, provider, partner)
 
 
 @pytest.fixture
@@ -96,6 +104,7 @@ class BrowserPerson:
 
     page: Page
     account: OIDCAccount
+    button: str = "Sign in with Corp SSO"
     decision: str = "Allow"
     arrived: asyncio.Future[str] = field(default_factory=asyncio.Future)
     seen: list[str] = field(default_factory=list)
@@ -112,7 +121,7 @@ class BrowserPerson:
     async def redirect(self, url: str) -> None:
         page = self.page
         await page.goto(url)
-        await page.get_by_role("link", name="Sign in with Corp SSO").click()
+        await page.get_by_role("link", name=self.button).click()
         await page.wait_for_selector("input[name=login]")
         await page.fill("input[name=login]", self.account.login)
         await page.fill("input[name=password]", self.account.password)
@@ -126,9 +135,11 @@ class BrowserPerson:
         return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
 
 
-async def sign_in_and_call(setup: Setup, page: Page, account: OIDCAccount) -> dict[str, Any]:
+async def sign_in_and_call(
+    setup: Setup, page: Page, account: OIDCAccount, button: str = "Sign in with Corp SSO"
+) -> dict[str, Any]:
     url = setup.bastion.url("notes")
-    person, storage = BrowserPerson(page, account), MemoryTokenStorage()
+    person, storage = BrowserPerson(page, account, button), MemoryTokenStorage()
     await person.start()
     async with (
         oauth_http_client(url, person, storage) as http,
@@ -141,8 +152,6 @@ async def sign_in_and_call(setup: Setup, page: Page, account: OIDCAccount) -> di
 
 
 def sign_in_records(setup: Setup) -> list[dict[str, Any]]:
-    import json
-
     with sqlite3.connect(setup.bastion.database) as db:
         rows = db.execute(
             "SELECT record FROM audit_events WHERE json_extract(record, '$.method') = 'oauth/sign-in' ORDER BY seq"
@@ -181,4 +190,16 @@ async def test_groups_that_cannot_be_cedar_groups_are_dropped_and_counted(setup:
     record = sign_in_records(setup)[-1]
     assert record["principal"]["sub"] == "corp:erin"
     assert record["arguments"]["dropped_groups"] == 1
+    await context.close()
+
+
+async def test_the_same_login_at_another_provider_is_another_person(setup: Setup, browser: Browser) -> None:
+    context = await browser.new_context(ignore_https_errors=True)
+    seen = await sign_in_and_call(setup, await context.new_page(), PARTNER_DANA, button="Sign in with partner")
+
+    assert seen["claims"]["sub"] == "partner:dana"  # not corp:dana: a sub is unique only per issuer
+    assert seen["claims"]["groups"] == ["support"]
+    assert "delete_note" not in seen["tools"]
+    assert any(url.startswith(setup.partner.issuer) for url in seen["seen"])
+    assert not any(url.startswith(setup.provider.issuer) for url in seen["seen"])
     await context.close()
