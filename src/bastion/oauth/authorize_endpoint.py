@@ -15,6 +15,7 @@ deputies (MCP 2025-11-25, "Confused Deputy Problem"):
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -29,6 +30,7 @@ from bastion.oauth.metadata import ENDPOINTS
 from bastion.oauth.pages import consent_page, error_page, set_cookie, sign_in_page
 from bastion.oauth.records import AuthorizationCode, Consent, PendingAuthorization, UserIdentity, digest
 from bastion.oauth.requests import check_code_challenge, requested_scopes, single_params
+from bastion.oauth.users import SignInThrottle
 
 __all__ = ["BROWSER_COOKIE", "SIGN_IN_COOKIE", "AuthorizeEndpoint"]
 
@@ -38,10 +40,14 @@ _FORM_LIMIT = 16 * 1024
 
 
 class AuthorizeEndpoint:
-    """Serves ``GET /oauth/authorize``, ``POST /oauth/sign-in`` and ``POST /oauth/consent``."""
+    """Serves ``GET /oauth/authorize``, ``POST /oauth/sign-in`` and ``POST /oauth/consent``.
+
+    Password sign-ins are throttled per username (``SignInThrottle``: 5 failures in 5 minutes).
+    """
 
     def __init__(self, context: ServerContext) -> None:
         self._ctx = context
+        self._throttle = SignInThrottle()
 
     async def authorize(self, request: Request) -> Response:
         """Validate an authorization request (RFC 6749 section 4.1.1) and show sign-in or consent."""
@@ -111,9 +117,23 @@ class AuthorizeEndpoint:
         if ctx.users is None:
             return error_page(title="Sign-in is not available", message="no local users file", status_code=400)
         username = str(form.get("username", ""))[:256]
+        now = ctx.clock()
+        wait_s = self._throttle.retry_after(username, now)
+        if wait_s is not None:
+            await self.audit_refusal(
+                "oauth/sign-in",
+                OAuthError("access_denied", "too many failed sign-ins"),
+                pending.client_id,
+                pending.route,
+                {"username": username},
+            )
+            minutes = max(1, math.ceil(wait_s / 60))
+            error = f"Too many failed sign-ins for this username. Try again in {minutes} minutes."
+            return self.sign_in_form(pending, error=error, username=username, status_code=429)
         # argon2id takes tens of milliseconds of CPU: off the event loop.
         user = await asyncio.to_thread(ctx.users.verify, username, str(form.get("password", ""))[:1024])
         if user is None:
+            self._throttle.failed(username, now)
             await self.audit_refusal(
                 "oauth/sign-in",
                 OAuthError("access_denied", "bad username or password"),
@@ -122,6 +142,7 @@ class AuthorizeEndpoint:
                 {"username": username},
             )
             return self.sign_in_form(pending, error="The username or password is not right.", username=username)
+        self._throttle.succeeded(username)
         identity = UserIdentity(user.sub, "local", user.email, user.name, tuple(user.groups))
         return await self.finish_sign_in(pending, identity, {"username": username})
 

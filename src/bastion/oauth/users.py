@@ -38,7 +38,7 @@ from pydantic_core import PydanticCustomError
 
 from bastion.errors import ConfigError
 
-__all__ = ["LocalUser", "LocalUsers", "add_user", "hash_password"]
+__all__ = ["LocalUser", "LocalUsers", "SignInThrottle", "add_user", "hash_password"]
 
 logger = logging.getLogger(__name__)
 
@@ -196,6 +196,40 @@ class LocalUsers:
         except (VerificationError, InvalidHashError, UnicodeEncodeError):
             return None
         return account[0] if account is not None else None
+
+
+class SignInThrottle:
+    """Bounds password guessing per username: after ``max_failures`` failed sign-ins within
+    ``window_s`` seconds, further attempts for that name are refused until the oldest failure
+    leaves the window (OWASP ASVS 4.0 V2.2.1). A success clears the name.
+
+    Kept in memory, per process: with several replicas an attacker gets ``max_failures`` per
+    replica per window. At most ``max_names`` names are tracked; the stalest is forgotten first.
+    """
+
+    def __init__(self, *, max_failures: int = 5, window_s: float = 300.0, max_names: int = 10_000) -> None:
+        self._max_failures = max_failures
+        self._window_s = window_s
+        self._max_names = max_names
+        self._failures: dict[str, list[float]] = {}
+
+    def retry_after(self, username: str, now: float) -> float | None:
+        """Seconds until ``username`` may try again, or None when it may try now."""
+        recent = [t for t in self._failures.get(username, ()) if now - t < self._window_s]
+        if len(recent) < self._max_failures:
+            return None
+        return self._window_s - (now - recent[-self._max_failures])
+
+    def failed(self, username: str, now: float) -> None:
+        """Count a failed attempt for ``username`` at ``now`` (epoch seconds)."""
+        recent = [t for t in self._failures.pop(username, ()) if now - t < self._window_s]
+        self._failures[username] = [*recent[-self._max_failures :], now]  # re-inserted: most recent last
+        while len(self._failures) > self._max_names:
+            del self._failures[next(iter(self._failures))]
+
+    def succeeded(self, username: str) -> None:
+        """Forget the failures of ``username``."""
+        self._failures.pop(username, None)
 
 
 def hash_password(password: str) -> str:

@@ -368,6 +368,23 @@ def test_a_wrong_password_shows_the_form_again_and_is_audited(h: Harness) -> Non
     assert row.arguments == {"username": "alice"}
 
 
+def test_password_guessing_is_throttled_per_username_even_for_the_right_password(h: Harness) -> None:
+    browser = h.browser()
+    page = browser.authorize()
+    for _ in range(5):
+        page = browser.sign_in(page, password="a guess")
+        assert_page(page, 401)
+    mark = h.mark()
+    blocked = browser.sign_in(page)  # the right password, too late
+    assert_page(blocked, 429)
+    assert "Too many failed sign-ins" in blocked.text
+    assert SIGN_IN_COOKIE not in set_cookies(blocked)
+    row = assert_audited(h.since(mark), "oauth/sign-in", "deny", "access_denied", "cli")
+    assert row.arguments == {"username": "alice"}
+    h.clock.advance(301)  # the oldest failure leaves the five-minute window
+    assert SIGN_IN_COOKIE in set_cookies(browser.sign_in(blocked))
+
+
 # --- /oauth/authorize: errors shown on a page, never redirected -----------------------------------
 
 

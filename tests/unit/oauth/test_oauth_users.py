@@ -13,7 +13,7 @@ from oauth_helpers import PASSWORD, password_hash
 
 from bastion.errors import ConfigError
 from bastion.oauth import users as users_module
-from bastion.oauth.users import LocalUser, LocalUsers, add_user, hash_password
+from bastion.oauth.users import LocalUser, LocalUsers, SignInThrottle, add_user, hash_password
 
 
 def write_users(tmp_path: Path, text: str) -> Path:
@@ -213,3 +213,25 @@ def test_add_user_refuses_a_sub_taken_by_another_user(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"users\.1\.sub: duplicate sub 'alice'"):
         add_user(path, username="bob", password_hash=password_hash(), sub="alice")
     assert LocalUsers.load(path).usernames == ("alice",)
+
+
+def test_the_throttle_blocks_after_five_failures_in_the_window_and_reopens_as_they_age() -> None:
+    throttle = SignInThrottle(max_failures=5, window_s=300)
+    for t in (0, 10, 20, 30):
+        throttle.failed("alice", t)
+    assert throttle.retry_after("alice", 40) is None  # four failures: still allowed
+    throttle.failed("alice", 40)
+    assert throttle.retry_after("alice", 41) == 259  # until the failure at t=0 is 300 s old
+    assert throttle.retry_after("bob", 41) is None  # per username
+    assert throttle.retry_after("alice", 300) is None  # t=0 has left the window
+
+
+def test_a_success_clears_the_name_and_the_names_tracked_are_bounded() -> None:
+    throttle = SignInThrottle(max_failures=1, window_s=300, max_names=2)
+    throttle.failed("alice", 0)
+    throttle.succeeded("alice")
+    assert throttle.retry_after("alice", 1) is None
+    for name in ("a", "b", "c"):
+        throttle.failed(name, 1)
+    assert throttle.retry_after("a", 2) is None  # forgotten: the stalest of three names, two kept
+    assert throttle.retry_after("c", 2) is not None
