@@ -12,6 +12,7 @@ skipped, with a message saying how to install the browser, when that file is mis
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, async_playwright
 
-__all__ = ["CHROMIUM", "CONTAINER_ARGS", "chromium"]
+__all__ = ["CHROMIUM", "CONTAINER_ARGS", "chromium", "require_chromium"]
 
 #: Debian's ``chromium`` package (a shell wrapper around /usr/lib/chromium/chromium).
 CHROMIUM = Path("/usr/bin/chromium")
@@ -42,16 +43,25 @@ CONTAINER_ARGS: tuple[str, ...] = (
 )
 
 
+def require_chromium() -> None:
+    """Skip the calling test (``pytest.skip``) when ``/usr/bin/chromium`` is missing, saying how to
+    install it; under CI (``CI`` set), where ``make test`` installed it, fail instead."""
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: install Debian's chromium (make chromium, or apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @asynccontextmanager
 async def chromium(*, args: Sequence[str] = ()) -> AsyncIterator[Browser]:
     """A headless Debian Chromium (``/usr/bin/chromium``) under Playwright, closed on exit.
 
-    ``args`` are extra command-line flags after ``CONTAINER_ARGS``. Calls ``pytest.skip``
-    (so use it inside a test or fixture) when ``/usr/bin/chromium`` does not exist; any other
-    failure to launch is an error, not a skip.
+    ``args`` are extra command-line flags after ``CONTAINER_ARGS``. Skips the test through
+    ``require_chromium`` (so use it inside a test or fixture) when ``/usr/bin/chromium`` does not
+    exist; any other failure to launch is an error, not a skip.
     """
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (make chromium, or apt-get install chromium)")
+    require_chromium()
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=[*CONTAINER_ARGS, *args]

@@ -1,0 +1,506 @@
+"""Bastion's sign-in and consent pages in a real browser: Debian's Chromium, driven by Playwright.
+
+Everything is a real process on loopback: ``bastion serve`` (with a local users file, dynamic
+registration and the demo notes server), headless Chromium (``tests.support.browser``), the
+``mcp`` SDK's ``OAuthClientProvider``, and small aiohttp servers for the client's loopback
+redirect URI and for an attacker's page. Nothing is mocked.
+
+- ``test_sdk_client_signs_in_with_a_person_in_chromium``: the SDK runs the whole flow while a
+  person signs in and approves in Chromium; the ``__Host-`` cookies (Secure, HttpOnly,
+  SameSite=Lax) must work on http://127.0.0.1 (a potentially trustworthy origin).
+- ``test_consent_page_cannot_be_framed``: an attacker's page on another loopback origin frames
+  the authorization URL of the attacker's own client while the victim is signed in; Chromium
+  must refuse to render it (``frame-ancestors 'none'``, ``X-Frame-Options: DENY``).
+- ``test_denied_consent_sends_the_browser_back_with_access_denied``.
+
+The form POSTs must carry ``Origin: <Bastion>``: with ``Referrer-Policy: no-referrer`` a browser
+sends ``Origin: null`` on a page's own POSTs (Fetch, "serializing a request origin") and
+Bastion's Origin check refuses them; the scripted HTTP person of ``bastion.demo.browser`` cannot
+notice that, Chromium does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import html
+import secrets
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx2
+import pytest
+import yaml
+from aiohttp import web
+from mcp.client.auth.oauth2 import OAuthClientProvider
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
+from tests.support.bastion_process import REPO, BastionProcess, free_port, notes_server
+from tests.support.browser import chromium
+from tests.support.e2e_helpers import LEGACY, jwt_payload
+
+from bastion.demo.browser import query_of
+from bastion.demo.sign_in import MemoryTokenStorage
+from bastion.oauth.users import hash_password
+
+pytestmark = pytest.mark.e2e
+
+PASSWORDS = {"alice": "correct horse alice", "bob": "battery staple bob"}
+GROUPS = {"alice": ["engineering"], "bob": ["support"]}
+ROUTE_TITLE = "Team notes"
+SIGN_IN_COOKIE = "__Host-bastion-sign-in"
+BROWSER_COOKIE = "__Host-bastion-browser"
+TIMEOUT_MS = 15_000
+VIEWPORT: ViewportSize = {"width": 1280, "height": 1200}  # tall enough for the whole consent page, "Allow" included
+
+
+@pytest.fixture(scope="module")
+def browser_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
+    """``bastion serve`` with a users file (alice, bob), dynamic registration and the notes route."""
+    workdir = tmp_path_factory.mktemp("browser")
+    users = [
+        {"username": name, "password_hash": hash_password(PASSWORDS[name]), "groups": GROUPS[name]}
+        for name in PASSWORDS
+    ]
+    (workdir / "users.yaml").write_text(yaml.safe_dump({"users": users}), encoding="utf-8")
+    policies = workdir / "policies"
+    policies.mkdir()
+    (policies / "demo.cedar").write_text((REPO / "src/bastion/demo/demo.cedar").read_text(encoding="utf-8"))
+    with notes_server() as notes_url:
+        config = {
+            "policy": {"files": [str(policies)]},
+            "identity": {
+                "authorization_server": {
+                    "users_file": "users.yaml",
+                    "scopes": ["mcp"],
+                    "default_scopes": ["mcp"],
+                    "dynamic_registration": True,
+                }
+            },
+            "routes": [{"name": "notes", "title": ROUTE_TITLE, "http": {"url": notes_url}}],
+        }
+        with BastionProcess(workdir, config) as bastion:
+            yield bastion
+
+
+def audit_rows(bastion: BastionProcess, method: str) -> list[tuple[str, str | None, str | None]]:
+    """(effect, reason, target) of every audit record of ``method``; the target is the client id."""
+    with sqlite3.connect(bastion.database) as db:
+        rows = db.execute(
+            "SELECT json_extract(record, '$.decision.effect'), json_extract(record, '$.decision.reason'), target "
+            "FROM audit_events WHERE json_extract(record, '$.method') = ? ORDER BY seq",
+            (method,),
+        ).fetchall()
+    return [(str(r[0]), r[1], r[2]) for r in rows]
+
+
+def stored_for(bastion: BastionProcess, client_id: str) -> dict[str, int]:
+    """How many authorization codes and remembered consents Bastion's store holds for ``client_id``."""
+    with sqlite3.connect(bastion.database) as db:
+        codes = db.execute(
+            "SELECT count(*) FROM oauth_codes WHERE json_extract(grant_json, '$.client_id') = ?", (client_id,)
+        ).fetchone()[0]
+        consents = db.execute("SELECT count(*) FROM oauth_consents WHERE client_id = ?", (client_id,)).fetchone()[0]
+    return {"codes": int(codes), "consents": int(consents)}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One request a ``LoopbackSite`` received."""
+
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+
+
+class LoopbackSite:
+    """A tiny real HTTP server on 127.0.0.1 (a free port) that records every request.
+
+    ``pages`` maps paths to the HTML served there; any other path answers "You can close this
+    window" (what a native app's loopback redirect listener shows).
+    """
+
+    def __init__(self, pages: Mapping[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.pages = dict(pages or {})
+        self.hits: list[Hit] = []
+        self._runner: web.AppRunner | None = None
+
+    def url(self, path: str = "/", host: str = "127.0.0.1") -> str:
+        """``http://host:port/path``; ``host`` may be ``localhost`` (another origin and site than 127.0.0.1)."""
+        return f"http://{host}:{self.port}{path}"
+
+    def hits_at(self, path: str) -> list[Hit]:
+        """The requests received at ``path``."""
+        return [hit for hit in self.hits if hit.path == path]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.hits.append(Hit(request.path, dict(request.query), dict(request.headers)))
+        body = self.pages.get(request.path, "<!DOCTYPE html><title>Done</title><p>You can close this window.</p>")
+        return web.Response(text=body, content_type="text/html")
+
+    async def __aenter__(self) -> LoopbackSite:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class ChromiumSignIn:
+    """The SDK's redirect and callback handlers, played by a person in Chromium.
+
+    ``redirect`` opens the authorization URL in a new tab of ``context``, signs in on Bastion's
+    page if it asks, reads the consent page and clicks "Allow" (``decision="approve"``) or
+    "Deny"; the browser then follows Bastion's 303 to the client's redirect URI, where
+    ``listener`` (the client's loopback server) receives it. ``callback`` hands the SDK what
+    arrived there. It records what a test wants to check: the consent page, ``document.cookie``
+    on it, the headers of each form POST Chromium sent.
+    """
+
+    def __init__(
+        self, context: BrowserContext, username: str, password: str, listener: LoopbackSite, decision: str = "approve"
+    ) -> None:
+        self.context = context
+        self.username = username
+        self.password = password
+        self.listener = listener
+        self.decision = decision
+        self.redirect_uri = listener.url("/callback")
+        self.authorization_urls: list[str] = []
+        self.posts: list[dict[str, str]] = []
+        self.consent_title: str | None = None
+        self.consent_text: str | None = None
+        self.document_cookie: str | None = None
+        self.redirected_to: str | None = None
+        self.failure: AssertionError | None = None
+
+    async def redirect(self, url: str) -> None:
+        """Be the person at the browser for the authorization URL ``url``."""
+        self.authorization_urls.append(url)
+        parts = urlsplit(url)
+        bastion = f"{parts.scheme}://{parts.netloc}"
+        page = await self.context.new_page()
+        try:
+            await page.goto(url)
+            if await page.locator("input[name=password]").count():
+                assert await page.title() == "Sign in to Bastion"
+                await page.get_by_label("Username").fill(self.username)
+                await page.get_by_label("Password").fill(self.password)
+                await self._submit(page, "Sign in", bastion)
+            self.consent_title = await page.title()
+            self.consent_text = await page.inner_text("main")
+            self.document_cookie = await page.evaluate("document.cookie")
+            await self._submit(page, "Allow" if self.decision == "approve" else "Deny", bastion)
+            self.redirected_to = page.url
+        finally:
+            await page.close()
+
+    async def _submit(self, page: Page, button: str, bastion: str) -> None:
+        """Click ``button`` of Bastion's form and wait for the page it leads to; raise if Bastion refused."""
+        async with page.expect_request(lambda r: r.method == "POST") as posted, page.expect_navigation():
+            await page.get_by_role("button", name=button, exact=True).click()
+        headers = await (await posted.value).all_headers()
+        self.posts.append(headers)
+        if page.url.startswith(bastion) and await page.locator("form").count() == 0:  # an error page
+            message = await page.inner_text("main")
+            origin = headers.get("origin")
+            self.failure = AssertionError(f"Bastion refused the {button!r} form (Origin: {origin}): {message}")
+            raise self.failure
+
+    async def callback(self) -> AuthorizationCodeResult:
+        """What arrived at the redirect URI: the code, state and issuer (RFC 9207)."""
+        hits = self.listener.hits_at("/callback")
+        if not hits:
+            raise RuntimeError(f"nothing arrived at {self.redirect_uri}; the browser is at {self.redirected_to}")
+        params = hits[-1].query
+        if "code" not in params:
+            raise RuntimeError(f"authorization failed: {params.get('error')}: {params.get('error_description')}")
+        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
+
+
+async def call_through(url: str, person: ChromiumSignIn, storage: MemoryTokenStorage) -> dict[str, Any]:
+    """Connect to ``url`` with the SDK's OAuth (``person`` at the browser), list tools, call ``search_notes``."""
+    metadata = OAuthClientMetadata(
+        redirect_uris=[person.redirect_uri],  # pydantic parses the str
+        client_name="Chromium e2e client",
+        token_endpoint_auth_method="none",
+        grant_types=["authorization_code", "refresh_token"],
+    )
+    auth = OAuthClientProvider(url, metadata, storage, person.redirect, person.callback)
+    try:
+        async with (
+            httpx2.AsyncClient(auth=auth, timeout=httpx2.Timeout(30.0)) as http,
+            Client(streamable_http_client(url, http_client=http), mode=LEGACY) as client,
+        ):
+            tools = sorted(tool.name for tool in (await client.list_tools()).tools)
+            result = await client.call_tool("search_notes", {"query": "restart"})
+    except Exception as exc:
+        if person.failure is not None:  # what went wrong at the browser, whatever the SDK wrapped it in
+            raise person.failure from exc
+        raise
+    return {"tools": tools, "result": result}
+
+
+async def new_context(browser: Browser) -> BrowserContext:
+    """A fresh browser profile (cookie jar) with short timeouts."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    return context
+
+
+async def test_sdk_client_signs_in_with_a_person_in_chromium(browser_gateway: BastionProcess) -> None:
+    bastion = browser_gateway
+    url = bastion.url("notes")
+    storage = MemoryTokenStorage()
+    async with LoopbackSite() as listener, chromium() as browser:
+        context = await new_context(browser)
+        person = ChromiumSignIn(context, "bob", PASSWORDS["bob"], listener)
+        seen = await call_through(url, person, storage)
+        cookies = {cookie["name"]: cookie for cookie in await context.cookies(bastion.base_url)}
+
+    # The SDK registered, got a token for the route, and the call went through Bastion.
+    assert storage.client_info is not None
+    client_id = storage.client_info.client_id
+    assert client_id.startswith("dcr-")
+    assert "search_notes" in seen["tools"]
+    assert "delete_note" not in seen["tools"]  # bob is in support
+    assert seen["result"].is_error is False
+    assert "runbook" in str(seen["result"].content)
+    assert storage.tokens is not None
+    claims = jwt_payload(storage.tokens.access_token)
+    assert (claims["sub"], claims["aud"], claims["groups"]) == ("bob", url, ["support"])
+    assert (claims["iss"], claims["client_id"]) == (bastion.base_url, client_id)
+
+    # What the person saw and where the browser went.
+    assert len(person.authorization_urls) == 1
+    authorize = query_of(person.authorization_urls[0])
+    assert (authorize["resource"], authorize["redirect_uri"]) == (url, person.redirect_uri)
+    assert person.consent_title == f"Allow Chromium e2e client to use {ROUTE_TITLE}?"
+    assert person.consent_text is not None
+    assert f"127.0.0.1:{listener.port}" in person.consent_text  # "you will be sent to <redirect host>"
+    assert "Bastion has not verified this application" in person.consent_text  # registered dynamically
+    [arrived] = listener.hits_at("/callback")
+    assert person.redirected_to is not None
+    assert person.redirected_to.startswith(person.redirect_uri + "?")
+    assert arrived.query["state"] == authorize["state"]
+    assert arrived.query["iss"] == bastion.base_url
+
+    # The __Host- cookies: kept by Chromium with their attributes, hidden from script, sent back.
+    assert set(cookies) == {BROWSER_COOKIE, SIGN_IN_COOKIE}
+    for cookie in cookies.values():
+        assert (cookie["domain"], cookie["path"]) == ("127.0.0.1", "/")  # host-only, as __Host- requires
+        assert (cookie["secure"], cookie["httpOnly"], cookie["sameSite"]) == (True, True, "Lax")
+    assert person.document_cookie == ""  # HttpOnly: the consent page's script cannot read them
+    sign_in_post, consent_post = person.posts
+    for post in (sign_in_post, consent_post):  # a same-origin POST with its real Origin, not "null"
+        assert (post["origin"], post["sec-fetch-site"]) == (bastion.base_url, "same-origin")
+    assert f"{BROWSER_COOKIE}={cookies[BROWSER_COOKIE]['value']}" in sign_in_post["cookie"]
+    assert f"{SIGN_IN_COOKIE}={cookies[SIGN_IN_COOKIE]['value']}" in consent_post["cookie"]
+
+    assert ("allow", None, client_id) in audit_rows(bastion, "oauth/sign-in")
+    assert ("allow", None, client_id) in audit_rows(bastion, "oauth/authorize")
+    assert ("allow", None, client_id) in audit_rows(bastion, "oauth/token")
+
+
+def register(bastion: BastionProcess, name: str, redirect_uri: str) -> str:
+    """Register a public client by dynamic registration (RFC 7591), as anyone may; its client_id."""
+    response = httpx2.post(
+        f"{bastion.base_url}/oauth/register",
+        json={
+            "client_name": name,
+            "redirect_uris": [redirect_uri],
+            "token_endpoint_auth_method": "none",
+            "grant_types": ["authorization_code"],
+            "response_types": ["code"],
+        },
+        timeout=10.0,
+    )
+    assert response.status_code == 201, response.text
+    client_id: str = response.json()["client_id"]
+    return client_id
+
+
+def authorization_url(bastion: BastionProcess, client_id: str, redirect_uri: str, state: str | None = None) -> str:
+    """An authorization request (code, PKCE S256, resource = the notes route) for ``client_id``."""
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    params = {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": redirect_uri,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "resource": bastion.url("notes"),
+    }
+    if state is not None:
+        params["state"] = state
+    return f"{bastion.base_url}/oauth/authorize?{urlencode(params)}"
+
+
+def attacker_page(framed_url: str) -> str:
+    """The attacker's page: Bastion's URL in a full-window iframe, and a script that tries to read it."""
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Claim your prize</title>
+<style>
+html, body {{ margin: 0; height: 100%; }}
+iframe {{ border: 0; width: 100%; height: 100%; display: block; }}
+</style>
+</head><body>
+<iframe id="victim" src="{html.escape(framed_url)}"></iframe>
+<script>
+const frame = document.getElementById("victim");
+frame.addEventListener("load", () => {{
+  const report = {{}};
+  try {{ report.document = String(frame.contentDocument); }} catch (e) {{ report.document = "threw " + e.name; }}
+  try {{ report.href = frame.contentWindow.location.href; }} catch (e) {{ report.href = "threw " + e.name; }}
+  try {{ report.text = frame.contentWindow.document.body.innerText; }} catch (e) {{ report.text = "threw " + e.name; }}
+  window.report = report;
+}});
+</script>
+</body></html>"""
+
+
+async def sign_in_victim(bastion: BastionProcess, context: BrowserContext, username: str) -> None:
+    """Sign ``username`` in, in ``context``, the way a victim did earlier: approving their own app in Chromium."""
+    async with LoopbackSite() as own_app:
+        person = ChromiumSignIn(context, username, PASSWORDS[username], own_app)
+        client_id = register(bastion, "Victim's own app", person.redirect_uri)
+        await person.redirect(authorization_url(bastion, client_id, person.redirect_uri, "own"))
+        assert "code" in own_app.hits_at("/callback")[0].query
+    assert ("allow", None, client_id) in audit_rows(bastion, "oauth/authorize")  # the query below finds approvals
+    assert SIGN_IN_COOKIE in {cookie["name"] for cookie in await context.cookies(bastion.base_url)}
+
+
+@pytest.mark.parametrize("attacker_host", ["localhost", "127.0.0.1"], ids=["cross-site", "same-site-other-port"])
+async def test_consent_page_cannot_be_framed(browser_gateway: BastionProcess, attacker_host: str) -> None:
+    """The attacker registers its own client (redirect URI on the attacker's server), frames the
+    authorization URL on its page and hopes the signed-in victim clicks "Allow" through it.
+
+    ``localhost`` is another site than 127.0.0.1: SameSite=Lax keeps the session cookie out of
+    the frame, so Bastion answers with its sign-in page. ``127.0.0.1`` on another port is the
+    same site (sites ignore ports): the session cookie goes along and Bastion answers with the
+    consent page; only ``frame-ancestors``/``X-Frame-Options`` stop it.
+    """
+    bastion = browser_gateway
+    async with LoopbackSite() as attacker, chromium() as browser:
+        attacker_origin = attacker.url("", host=attacker_host)
+        stolen_at = attacker.url("/callback", host=attacker_host)
+        client_id = register(bastion, "Notes helper", stolen_at)
+        framed_url = authorization_url(bastion, client_id, stolen_at)
+        attacker.pages["/"] = attacker_page(framed_url)
+        context = await new_context(browser)
+        await sign_in_victim(bastion, context, "alice")
+
+        # Top-level, the very same URL shows the consent page to the signed-in victim.
+        top = await context.new_page()
+        answer = await top.goto(framed_url)
+        assert answer is not None
+        assert answer.status == 200
+        assert await top.title() == f"Allow Notes helper to use {ROUTE_TITLE}?"
+        allow = top.get_by_role("button", name="Allow", exact=True)
+        await allow.wait_for(state="visible")
+        assert "alice" in await top.inner_text("main")  # "Signed in as"
+        box = await allow.bounding_box()
+        assert box is not None
+        assert box["y"] + box["height"] < VIEWPORT["height"]  # on screen: a click there would hit it
+        await top.close()
+
+        # The attacker's page frames it.
+        page = await context.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+        posts: list[str] = []
+        page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+        async with page.expect_response(lambda r: r.url.startswith(f"{bastion.base_url}/oauth/authorize")) as framed:
+            await page.goto(attacker.url("/", host=attacker_host))
+        await page.wait_for_function("window.report !== undefined")  # the frame's load event fired
+
+        # Bastion answered the framed request, with the headers that forbid framing...
+        response = await framed.value
+        assert response.status == 200
+        headers = await response.all_headers()
+        csp = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp
+        assert headers["x-frame-options"] == "DENY"
+        sent = (await response.request.all_headers()).get("cookie", "")
+        if attacker_host == "127.0.0.1":  # same site: the session went along, so it was the consent page
+            assert f"{SIGN_IN_COOKIE}=" in sent
+            assert f"form-action 'self' {attacker_origin};" in csp  # only the consent page allows the redirect
+        else:  # cross-site: SameSite=Lax withheld the session, so it was the sign-in page
+            assert f"{SIGN_IN_COOKIE}=" not in sent
+            assert "form-action 'self';" in csp
+
+        # ...and Chromium refused to render it: it says so on the console, the frame holds its error page.
+        refusal = (
+            f"error: Framing '{bastion.base_url}/' violates the following Content Security Policy directive: "
+            "\"frame-ancestors 'none'\". The request has been blocked."
+        )
+        for _ in range(20):  # logged before the frame's load event; give the event a moment to arrive
+            if any(line.startswith(refusal) for line in console):
+                break
+            await asyncio.sleep(0.1)
+        assert any(line.startswith(refusal) for line in console), console
+        [frame] = [frame for frame in page.frames if frame is not page.main_frame]
+        assert frame.url == "chrome-error://chromewebdata/"
+        assert await frame.locator("form").count() == 0
+        assert await frame.get_by_role("button", name="Allow").count() == 0
+        assert "csrf_token" not in await frame.content()
+
+        # The attacker's own script cannot look into the frame.
+        report = await page.evaluate("window.report")
+        assert report == {"document": "null", "href": "threw SecurityError", "text": "threw SecurityError"}
+
+        # A click where "Allow" sits on the real consent page approves nothing.
+        await page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        await page.wait_for_timeout(500)
+        assert posts == []
+        await context.close()
+
+    assert attacker.hits_at("/callback") == []  # no code (or error) was sent to the attacker
+    assert [row for row in audit_rows(bastion, "oauth/authorize") if row[2] == client_id] == []
+    assert [row for row in audit_rows(bastion, "oauth/consent") if row[2] == client_id] == []
+    assert stored_for(bastion, client_id) == {"codes": 0, "consents": 0}
+
+
+async def test_denied_consent_sends_the_browser_back_with_access_denied(browser_gateway: BastionProcess) -> None:
+    bastion = browser_gateway
+    url = bastion.url("notes")
+    storage = MemoryTokenStorage()
+    async with LoopbackSite() as listener, chromium() as browser:
+        context = await new_context(browser)
+        person = ChromiumSignIn(context, "alice", PASSWORDS["alice"], listener, decision="deny")
+        with pytest.raises(Exception) as raised:  # noqa: PT011 - the SDK wraps the callback's error
+            await call_through(url, person, storage)
+        if person.failure is not None:
+            raise person.failure
+
+    assert "access_denied" in repr(raised.value) or "access_denied" in str(raised.value.__cause__)
+    assert storage.tokens is None
+    assert storage.client_info is not None
+    client_id = storage.client_info.client_id
+    assert person.consent_title == f"Allow Chromium e2e client to use {ROUTE_TITLE}?"
+    [arrived] = listener.hits_at("/callback")
+    assert person.redirected_to is not None
+    assert person.redirected_to.startswith(person.redirect_uri + "?")
+    assert arrived.query["error"] == "access_denied"
+    assert "code" not in arrived.query
+    assert arrived.query["state"] == query_of(person.authorization_urls[0])["state"]
+    assert arrived.query["iss"] == bastion.base_url
+    assert ("deny", "access_denied", client_id) in audit_rows(bastion, "oauth/consent")
+    assert [row for row in audit_rows(bastion, "oauth/authorize") if row[2] == client_id] == []
+    assert stored_for(bastion, client_id) == {"codes": 0, "consents": 0}
