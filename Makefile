@@ -20,7 +20,7 @@ $(NODE_STAMP): scripts/install-node-tools.sh
 node: $(NODE_STAMP)
 
 chromium:
-	bash scripts/install-chromium.sh
+	bash scripts/install-debian-package.sh chromium /usr/bin/chromium
 
 demo: $(STAMP)
 	$(VENV)/bin/bastion demo
@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	bash benchmarks/install-wrk.sh
+	bash scripts/install-debian-package.sh wrk /usr/bin/wrk
 	$(PY) benchmarks/run.py
 
 clean:

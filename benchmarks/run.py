@@ -1513,7 +1513,8 @@ def main() -> int:
     if args.quick:
         args.rounds, args.duration, args.profile_duration = 1, 2.0, 3.0
     if shutil.which("wrk") is None:
-        print("wrk is not installed: run `bash benchmarks/install-wrk.sh` (make bench does)", file=sys.stderr)
+        install = "bash scripts/install-debian-package.sh wrk /usr/bin/wrk"
+        print(f"wrk is not installed: run `{install}` (make bench does)", file=sys.stderr)
         return 2
     if not Path(BASTION).exists():
         print(f"{BASTION} not found: install the project into this venv (make bench does)", file=sys.stderr)

@@ -90,17 +90,6 @@ def browser_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastio
             yield bastion
 
 
-def audit_rows(bastion: BastionProcess, method: str) -> list[tuple[str, str | None, str | None]]:
-    """(effect, reason, target) of every audit record of ``method``; the target is the client id."""
-    with sqlite3.connect(bastion.database) as db:
-        rows = db.execute(
-            "SELECT json_extract(record, '$.decision.effect'), json_extract(record, '$.decision.reason'), target "
-            "FROM audit_events WHERE json_extract(record, '$.method') = ? ORDER BY seq",
-            (method,),
-        ).fetchall()
-    return [(str(r[0]), r[1], r[2]) for r in rows]
-
-
 def stored_for(bastion: BastionProcess, client_id: str) -> dict[str, int]:
     """How many authorization codes and remembered consents Bastion's store holds for ``client_id``."""
     with sqlite3.connect(bastion.database) as db:
@@ -312,9 +301,9 @@ async def test_sdk_client_signs_in_with_a_person_in_chromium(browser_gateway: Ba
     assert f"{BROWSER_COOKIE}={cookies[BROWSER_COOKIE]['value']}" in sign_in_post["cookie"]
     assert f"{SIGN_IN_COOKIE}={cookies[SIGN_IN_COOKIE]['value']}" in consent_post["cookie"]
 
-    assert ("allow", None, client_id) in audit_rows(bastion, "oauth/sign-in")
-    assert ("allow", None, client_id) in audit_rows(bastion, "oauth/authorize")
-    assert ("allow", None, client_id) in audit_rows(bastion, "oauth/token")
+    assert ("allow", None, client_id) in bastion.audit_rows("oauth/sign-in")
+    assert ("allow", None, client_id) in bastion.audit_rows("oauth/authorize")
+    assert ("allow", None, client_id) in bastion.audit_rows("oauth/token")
 
 
 def register(bastion: BastionProcess, name: str, redirect_uri: str) -> str:
@@ -382,7 +371,7 @@ async def sign_in_victim(bastion: BastionProcess, context: BrowserContext, usern
         client_id = register(bastion, "Victim's own app", person.redirect_uri)
         await person.redirect(authorization_url(bastion, client_id, person.redirect_uri, "own"))
         assert "code" in own_app.hits_at("/callback")[0].query
-    assert ("allow", None, client_id) in audit_rows(bastion, "oauth/authorize")  # the query below finds approvals
+    assert ("allow", None, client_id) in bastion.audit_rows("oauth/authorize")  # the query below finds approvals
     assert SIGN_IN_COOKIE in {cookie["name"] for cookie in await context.cookies(bastion.base_url)}
 
 
@@ -472,8 +461,8 @@ async def test_consent_page_cannot_be_framed(browser_gateway: BastionProcess, at
         await context.close()
 
     assert attacker.hits_at("/callback") == []  # no code (or error) was sent to the attacker
-    assert [row for row in audit_rows(bastion, "oauth/authorize") if row[2] == client_id] == []
-    assert [row for row in audit_rows(bastion, "oauth/consent") if row[2] == client_id] == []
+    assert [row for row in bastion.audit_rows("oauth/authorize") if row[2] == client_id] == []
+    assert [row for row in bastion.audit_rows("oauth/consent") if row[2] == client_id] == []
     assert stored_for(bastion, client_id) == {"codes": 0, "consents": 0}
 
 
@@ -501,6 +490,6 @@ async def test_denied_consent_sends_the_browser_back_with_access_denied(browser_
     assert "code" not in arrived.query
     assert arrived.query["state"] == query_of(person.authorization_urls[0])["state"]
     assert arrived.query["iss"] == bastion.base_url
-    assert ("deny", "access_denied", client_id) in audit_rows(bastion, "oauth/consent")
-    assert [row for row in audit_rows(bastion, "oauth/authorize") if row[2] == client_id] == []
+    assert ("deny", "access_denied", client_id) in bastion.audit_rows("oauth/consent")
+    assert [row for row in bastion.audit_rows("oauth/authorize") if row[2] == client_id] == []
     assert stored_for(bastion, client_id) == {"codes": 0, "consents": 0}

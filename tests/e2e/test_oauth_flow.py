@@ -11,7 +11,6 @@ and calls tools with the token.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,17 +85,6 @@ def oauth_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionP
             yield bastion
 
 
-def audit_rows(bastion: BastionProcess, method: str) -> list[tuple[str, str | None, str | None]]:
-    """(effect, reason, target) of every audit record of ``method``."""
-    with sqlite3.connect(bastion.database) as db:
-        rows = db.execute(
-            "SELECT json_extract(record, '$.decision.effect'), json_extract(record, '$.decision.reason'), target "
-            "FROM audit_events WHERE json_extract(record, '$.method') = ? ORDER BY seq",
-            (method,),
-        ).fetchall()
-    return [(str(r[0]), r[1], r[2]) for r in rows]
-
-
 @pytest.mark.parametrize("mode", [LEGACY, MODERN])
 async def test_sdk_client_registers_dynamically_signs_in_and_calls_a_tool(
     oauth_gateway: BastionProcess, mode: str
@@ -135,7 +123,7 @@ async def test_pre_registered_client_and_remembered_consent(oauth_gateway: Basti
     person.user.pages.clear()
     await call_through(url, person, MemoryTokenStorage(registered), LEGACY)
     assert [page.status_code for page in person.user.pages] == [303]
-    assert ("allow", None, REGISTERED) in audit_rows(oauth_gateway, "oauth/token")
+    assert ("allow", None, REGISTERED) in oauth_gateway.audit_rows("oauth/token")
 
 
 async def test_step_up_a_policy_asks_for_more_scope_and_the_sdk_gets_it(oauth_gateway: BastionProcess) -> None:
@@ -164,7 +152,7 @@ async def test_denied_consent_gives_the_client_nothing(oauth_gateway: BastionPro
         await call_through(url, person, MemoryTokenStorage(), LEGACY)
     assert "access_denied" in repr(raised.value) or "access_denied" in str(person.redirected_to)
     assert query_of(person.redirected_to or "")["error"] == "access_denied"
-    assert any(row[:2] == ("deny", "access_denied") for row in audit_rows(oauth_gateway, "oauth/consent"))
+    assert any(row[:2] == ("deny", "access_denied") for row in oauth_gateway.audit_rows("oauth/consent"))
 
 
 async def test_token_for_one_route_is_refused_on_another(oauth_gateway: BastionProcess) -> None:
@@ -225,7 +213,7 @@ async def test_refresh_rotation_and_reuse_revokes_the_family(oauth_gateway: Bast
                 break
             await asyncio.sleep(0.1)
         assert await ping(fresh["access_token"]) == 401
-    assert ("deny", "invalid_grant", client_id) in audit_rows(oauth_gateway, "oauth/token")
+    assert ("deny", "invalid_grant", client_id) in oauth_gateway.audit_rows("oauth/token")
 
 
 async def test_revoking_a_consent_revokes_its_tokens(oauth_gateway: BastionProcess) -> None:

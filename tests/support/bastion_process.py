@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -136,6 +137,17 @@ class BastionProcess:
         if email:
             args += ["--email", email]
         return self.cli(*args).stdout.strip()
+
+    def audit_rows(self, method: str) -> list[tuple[str, str | None, str | None]]:
+        """``(effect, reason, target)`` of every audit record of ``method``, oldest first (for
+        ``oauth/...`` records the target is the client id)."""
+        with sqlite3.connect(self.database) as db:
+            rows = db.execute(
+                "SELECT json_extract(record, '$.decision.effect'), json_extract(record, '$.decision.reason'), target "
+                "FROM audit_events WHERE json_extract(record, '$.method') = ? ORDER BY seq",
+                (method,),
+            ).fetchall()
+        return [(str(r[0]), r[1], r[2]) for r in rows]
 
     def __enter__(self) -> BastionProcess:
         return self.start()

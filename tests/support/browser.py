@@ -1,7 +1,7 @@
 """Debian's Chromium for end-to-end tests, driven by Playwright's async API.
 
 Playwright never downloads a browser here: ``chromium()`` launches ``/usr/bin/chromium``
-(installed by ``make chromium``, i.e. ``scripts/install-chromium.sh``) through
+(installed by ``make chromium``: ``scripts/install-debian-package.sh chromium /usr/bin/chromium``) through
 ``executable_path``, headless, with the flags a container needs. A test that uses it is
 skipped, with a message saying how to install the browser, when that file is missing.
 
