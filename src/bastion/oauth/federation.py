@@ -6,9 +6,10 @@ discovery document (OpenID Connect Discovery 1.0 section 4, checked by authlib's
 ``OpenIDProviderMetadata``; its ``issuer`` must equal the configured one, section
 4.3). The ID token is verified as section 3.1.3.7 asks: signature with the
 provider's JWKS (joserfc, an asymmetric algorithm the provider announces), then
-``iss``, ``aud``, ``azp``, ``exp``, ``iat``, ``nonce`` and ``at_hash`` (authlib's
-``CodeIDToken``). Claims the ID token lacks come from the UserInfo endpoint,
-whose ``sub`` must be the ID token's (section 5.3.2).
+``iss``, ``aud`` (Bastion's client id, no other audience), ``azp``, ``exp``,
+``iat``, ``nonce`` and ``at_hash`` (authlib's ``CodeIDToken``). Claims the ID
+token lacks come from the UserInfo endpoint, whose ``sub`` must be the ID
+token's (section 5.3.2).
 
 Every request to the provider goes through the egress guard: a provider on a
 private address must be in ``egress.allow``, and a redirect is never followed
@@ -37,7 +38,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from authlib.oidc.core import CodeIDToken
 from authlib.oidc.discovery import OpenIDProviderMetadata
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import InvalidClaimError, JoseError
 from joserfc.jws import extract_compact
 
 from bastion.config.oauth import IdentityProviderSettings
@@ -153,17 +154,17 @@ class OpenIDProvider:
         metadata = OpenIDProviderMetadata(document)
         try:
             metadata.validate()
-        except ValueError as exc:
-            raise IdentityProviderError(f"{self.name}: the discovery document is not valid: {exc}") from None
+        except (ValueError, TypeError, AttributeError) as exc:  # the last two: a value of the wrong JSON type
+            detail = exc if isinstance(exc, ValueError) else "a value has the wrong type"
+            raise IdentityProviderError(f"{self.name}: the discovery document is not valid: {detail}") from None
         if metadata.get("issuer") != issuer:
             raise IdentityProviderError(f"{self.name}: the discovery document names another issuer")
         methods = metadata.get("code_challenge_methods_supported")
-        if methods is not None and "S256" not in methods:
+        if methods is not None and (not isinstance(methods, list) or "S256" not in methods):
             raise IdentityProviderError(f"{self.name}: the provider does not support PKCE S256")
         announced = metadata.get("id_token_signing_alg_values_supported") or []
-        algorithms = frozenset(alg for alg in announced if alg in EXTERNAL_ALGORITHMS)
-        if not algorithms:
-            raise IdentityProviderError(f"{self.name}: the provider signs ID tokens with no algorithm Bastion accepts")
+        # never empty: validate() insists on RS256 (Discovery 1.0 section 3)
+        algorithms = frozenset(alg for alg in announced if isinstance(alg, str) and alg in EXTERNAL_ALGORITHMS)
         userinfo = metadata.get("userinfo_endpoint")
         endpoints = ProviderEndpoints(
             authorization_endpoint=str(metadata["authorization_endpoint"]),
@@ -197,11 +198,11 @@ class OpenIDProvider:
             )
         )
 
-    def check_issuer(self, iss: str | None) -> None:
+    async def check_issuer(self, iss: str | None) -> None:
         """Check the ``iss`` of the authorization response (RFC 9207 section 2.4): when present it
-        must be this provider's issuer; when the provider announces it, it must be present.
-        Raises ``IdentityProviderError``."""
-        expected = self._endpoints.iss_parameter if self._endpoints is not None else False
+        must be this provider's issuer; when the provider announces it (its discovery document,
+        fetched if this process has not yet), it must be present. Raises ``IdentityProviderError``."""
+        expected = (await self.endpoints()).iss_parameter
         if (iss is None and expected) or (iss is not None and iss != self.settings.issuer):
             raise IdentityProviderError(f"{self.name}: the response names another issuer (RFC 9207)")
 
@@ -237,7 +238,7 @@ class OpenIDProvider:
 
     def _identity(self, claims: dict[str, Any]) -> tuple[UserIdentity, dict[str, Any]]:
         sub = claims["sub"]
-        if not isinstance(sub, str) or not sub or len(sub) > 255:
+        if not isinstance(sub, str) or not sub or len(sub) > 255 or not sub.isprintable():
             raise IdentityProviderError(f"{self.name}: the ID token's sub is not a usable identifier")
         groups, dropped = groups_from(claims.get(self.settings.groups_claim))
         email = claims.get("email")
@@ -286,7 +287,7 @@ class OpenIDProvider:
         try:
             header = extract_compact(id_token.encode("ascii")).headers()
             alg = header.get("alg")
-            if alg not in endpoints.signing_algorithms:
+            if not isinstance(alg, str) or alg not in endpoints.signing_algorithms:
                 raise IdentityProviderError(f"{self.name}: the ID token is signed with an algorithm not accepted")
             key = await keys.key_for(header.get("kid"), str(alg))
             token = jwt.decode(id_token, key, algorithms=[str(alg)])
@@ -300,6 +301,8 @@ class OpenIDProvider:
                 params={"nonce": nonce, "client_id": self.settings.client_id, "access_token": access_token},
             )
             claims.validate(now=int(self._clock()), leeway=self.settings.clock_skew_s)
+            if isinstance(claims["aud"], list) and set(claims["aud"]) != {self.settings.client_id}:
+                raise InvalidClaimError("aud")  # another audience, which Bastion cannot trust (step 3)
         except AuthenticationError as exc:
             raise IdentityProviderError(f"{self.name}: the ID token's signing key is unknown ({exc.reason})") from None
         except (JoseError, ValueError, UnicodeError) as exc:

@@ -84,7 +84,7 @@ class ProviderSignInEndpoint:
         if pending is None or provider is None:
             return await self._refuse("the authorization request has expired", pending)
         try:
-            provider.check_issuer(params.get("iss"))
+            await provider.check_issuer(params.get("iss"))
             if "error" in params:
                 error = params["error"][:_MAX_ERROR_CHARS]
                 shown = f" ({error})" if error.isprintable() else ""
