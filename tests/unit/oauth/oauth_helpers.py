@@ -1,4 +1,5 @@
-"""Shared helpers for the oauth tests: one argon2id hash made once (hashing costs ~0.1 s)."""
+"""Shared helpers for the oauth tests: one argon2id hash made once (hashing costs ~0.1 s), and the
+authorization server served in process (``served``) with its real store, audit log and keys."""
 
 from __future__ import annotations
 
@@ -6,12 +7,21 @@ import base64
 import hashlib
 import json
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import asynccontextmanager, closing, contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from bastion.audit import SQLiteAuditLog
+from bastion.config import BastionConfig
+from bastion.egress import EgressGuard
+from bastion.identity import RevocationList, SigningKeys, TokenIssuer
+from bastion.oauth import AuthorizationServer
 from bastion.oauth.users import hash_password
 
 PASSWORD = "correct horse battery staple"
@@ -84,3 +94,54 @@ def audit_rows(database: Path) -> list[AuditRow]:
             )
         )
     return found
+
+
+@dataclass
+class Served:
+    """A running in-process authorization server: its test client and its parts."""
+
+    http: TestClient
+    server: AuthorizationServer
+    audit: SQLiteAuditLog
+    revocations: RevocationList
+    clock: FakeClock
+    database: Path
+
+
+@contextmanager
+def served(config: BastionConfig, data: Path, *, egress: EgressGuard | None = None) -> Iterator[Served]:
+    """``AuthorizationServer`` for ``config`` on ``data`` (created if missing; reused after a restart),
+    served by a Starlette ``TestClient`` at ``config.issuer``, with a ``FakeClock``. ``egress`` (closed
+    on exit) reaches the identity providers."""
+    data.mkdir(exist_ok=True)
+    database = data / "bastion.db"
+    keys = SigningKeys.load_or_create(data, verify_window_s=3600)
+    audit = SQLiteAuditLog(database, linger_ms=0, synchronous="normal")
+    clock = FakeClock()
+    with RevocationList(database) as revocations:
+        server = AuthorizationServer(
+            config,
+            database=database,
+            audit=audit,
+            issuer=TokenIssuer(keys, config.issuer, 3600),
+            revocations=revocations,
+            fetch=None,
+            egress=egress,
+            clock=clock,
+        )
+
+        @asynccontextmanager
+        async def lifespan(_: Starlette) -> Any:
+            await audit.start()
+            await server.start()
+            try:
+                yield
+            finally:
+                await server.close()
+                await audit.close()
+                if egress is not None:
+                    await egress.aclose()
+
+        app = Starlette(routes=server.routes(), lifespan=lifespan)
+        with TestClient(app, base_url=config.issuer) as http:
+            yield Served(http, server, audit, revocations, clock, database)

@@ -12,7 +12,7 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, closing, contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +21,20 @@ from urllib.parse import parse_qs, urlsplit
 import httpx2
 import pytest
 import yaml
-from oauth_helpers import PASSWORD, RFC7636_VERIFIER, AuditRow, FakeClock, audit_rows, jwt_claims, password_hash, s256
-from starlette.applications import Starlette
-from starlette.testclient import TestClient
+from oauth_helpers import (
+    PASSWORD,
+    RFC7636_VERIFIER,
+    AuditRow,
+    Served,
+    audit_rows,
+    jwt_claims,
+    password_hash,
+    s256,
+    served,
+)
 
-from bastion.audit import SQLiteAuditLog
 from bastion.config import parse_config
 from bastion.errors import AuditUnavailable
-from bastion.identity import RevocationList, SigningKeys, TokenIssuer
-from bastion.oauth import AuthorizationServer
 from bastion.oauth.authorize_endpoint import BROWSER_COOKIE, SIGN_IN_COOKIE
 from bastion.oauth.records import UserIdentity, digest
 
@@ -84,15 +89,8 @@ def write_config(tmp_path: Path, **settings: Any) -> Any:
 
 
 @dataclass
-class Harness:
+class Harness(Served):
     """A running authorization server and what the tests look at."""
-
-    http: TestClient
-    server: AuthorizationServer
-    audit: SQLiteAuditLog
-    revocations: RevocationList
-    clock: FakeClock
-    database: Path
 
     def run(self, func: Callable[..., Any], *args: Any) -> Any:
         """Run an async function on the app's event loop (store and audit calls)."""
@@ -259,36 +257,8 @@ def oauth_error(response: httpx2.Response, status: int, error: str) -> None:
 def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any) -> Iterator[Harness]:
     monkeypatch.setenv("BASTION_TEST_CONF", CONF_SECRET)
     config = write_config(tmp_path, **settings)
-    data = tmp_path / "data"
-    data.mkdir()
-    database = data / "bastion.db"
-    keys = SigningKeys.load_or_create(data, verify_window_s=3600)
-    audit = SQLiteAuditLog(database, linger_ms=0, synchronous="normal")
-    clock = FakeClock()
-    with RevocationList(database) as revocations:
-        server = AuthorizationServer(
-            config,
-            database=database,
-            audit=audit,
-            issuer=TokenIssuer(keys, config.issuer, 3600),
-            revocations=revocations,
-            fetch=None,
-            clock=clock,
-        )
-
-        @asynccontextmanager
-        async def lifespan(_: Starlette) -> Any:
-            await audit.start()
-            await server.start()
-            try:
-                yield
-            finally:
-                await server.close()
-                await audit.close()
-
-        app = Starlette(routes=server.routes(), lifespan=lifespan)
-        with TestClient(app, base_url=ISSUER) as http:
-            yield Harness(http, server, audit, revocations, clock, database)
+    with served(config, tmp_path / "data") as run:
+        yield Harness(run.http, run.server, run.audit, run.revocations, run.clock, run.database)
 
 
 @pytest.fixture
@@ -561,8 +531,6 @@ def test_a_forged_consent_form_gets_an_error_page_and_no_code(h: Harness, attack
     response = h.http.post("/oauth/consent", data=fields, headers=headers, follow_redirects=False)
     assert_error_page(response)
     assert h.run(h.server.store.get_pending, fields["transaction"], h.clock()) is not None, "not taken"
-
-
 
 
 @pytest.mark.parametrize("attack", ATTACKS)

@@ -24,7 +24,7 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, closing, contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,20 +34,17 @@ import httpx2
 import pytest
 from joserfc.jwk import ECKey, RSAKey
 from markupsafe import escape
-from oauth_helpers import RFC7636_VERIFIER, AuditRow, FakeClock, audit_rows, jwt_claims, s256
+from oauth_helpers import RFC7636_VERIFIER, AuditRow, FakeClock, audit_rows, jwt_claims, s256, served
 from pydantic import ValidationError
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from tests.support.hostile_oidc import HostileProvider, Reply, b64url
 from tests.support.pki import Pki, make_pki
 
-from bastion.audit import SQLiteAuditLog
 from bastion.config import parse_config
 from bastion.config.oauth import AuthorizationServerSettings, IdentityProviderSettings
 from bastion.egress import AllowList, EgressGuard
 from bastion.egress.addresses import IPAddress
 from bastion.egress.client import Resolver, resolve
-from bastion.identity import RevocationList, SigningKeys, TokenIssuer
 from bastion.oauth import AuthorizationServer
 from bastion.oauth.authorize_endpoint import BROWSER_COOKIE, SIGN_IN_COOKIE
 from bastion.oauth.federation import groups_from
@@ -281,39 +278,9 @@ def running(
     """The server on ``tmp_path`` (again after a restart: the same database and keys)."""
     monkeypatch.setenv("BASTION_TEST_CORP", CORP_SECRET)
     config = write_config(tmp_path, op, pki, provider)
-    data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
-    database = data / "bastion.db"
-    signing = SigningKeys.load_or_create(data, verify_window_s=3600)
-    audit = SQLiteAuditLog(database, linger_ms=0, synchronous="normal")
     guard = EgressGuard(allow=AllowList.parse(config.egress.allow), ca_file=config.egress.ca_file, resolver=resolver)
-    clock = FakeClock()
-    with RevocationList(database) as revocations:
-        server = AuthorizationServer(
-            config,
-            database=database,
-            audit=audit,
-            issuer=TokenIssuer(signing, config.issuer, 3600),
-            revocations=revocations,
-            fetch=None,
-            egress=guard,
-            clock=clock,
-        )
-
-        @asynccontextmanager
-        async def lifespan(_: Starlette) -> Any:
-            await audit.start()
-            await server.start()
-            try:
-                yield
-            finally:
-                await server.close()
-                await audit.close()
-                await guard.aclose()
-
-        app = Starlette(routes=server.routes(), lifespan=lifespan)
-        with TestClient(app, base_url=ISSUER) as http:
-            yield Harness(http, server, clock, database, op)
+    with served(config, tmp_path / "data", egress=guard) as run:
+        yield Harness(run.http, run.server, run.clock, run.database, op)
 
 
 @pytest.fixture
