@@ -27,12 +27,14 @@ from bastion.pipeline.runner import Pipeline
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.authenticate import AuthenticateStage
 from bastion.pipeline.stages.authorize import AuthorizeStage
+from bastion.pipeline.stages.base import Stage
 from bastion.pipeline.stages.classify import ClassifyStage
 from bastion.pipeline.stages.forward_http import HttpForwardStage
 from bastion.pipeline.stages.forward_stdio import StdioForwardStage
 from bastion.pipeline.stages.inspect import InspectStage
 from bastion.pipeline.stages.session import SessionStage
 from bastion.pipeline.stages.transport import TransportStage
+from bastion.pipeline.stages.url_arguments import UrlArgumentStage
 from bastion.policy import PolicyEngine
 from bastion.stores.sessions import MemorySessionStore, Session
 from bastion.transport.app import GatewayApp, build_app
@@ -99,8 +101,8 @@ class Gateway:
         )
         self.routes = [self._route(r) for r in config.routes]
         self._by_name = {route.name: route for route in self.routes}
-        self.endpoints = [self._endpoint(r) for r in self.routes]
         self.egress = EgressGuard(allow=AllowList.parse(config.egress.allow), ca_file=config.egress.ca_file)
+        self.endpoints = [self._endpoint(r) for r in self.routes]
         self.authorization: AuthorizationServer | None = None
         if identity.authorization_server.enabled:
             self.authorization = AuthorizationServer(
@@ -162,14 +164,17 @@ class Gateway:
             self.verifier,
             {item.issuer: frozenset(item.routes) for item in self.config.identity.external_issuers},
         )
+        before: list[Stage] = [
+            TransportStage(self.origins),
+            authenticate,
+            SessionStage(self.sessions),
+            ClassifyStage(forward.load_catalog),
+            AuthorizeStage(self.engine),
+        ]
+        if route.settings.url_arguments is not None:
+            before.append(UrlArgumentStage(self.egress, route.settings.url_arguments))
         pipeline = Pipeline(
-            before=[
-                TransportStage(self.origins),
-                authenticate,
-                SessionStage(self.sessions),
-                ClassifyStage(forward.load_catalog),
-                AuthorizeStage(self.engine),
-            ],
+            before=before,
             audit=AuditStage(
                 self.audit, policy_version=self.engine.version, store_arguments=self.config.audit.store_arguments
             ),

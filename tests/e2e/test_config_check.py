@@ -140,6 +140,11 @@ def _provider_without_openid_scope(tmp: Path, c: dict[str, Any]) -> str:
     return "identity.authorization_server.identity_providers.0.scopes"
 
 
+def _bad_url_argument_allow_entry(tmp: Path, c: dict[str, Any]) -> str:
+    c["routes"][0]["url_arguments"] = {"names": ["url"], "allow": ["10.0.0.1/8"]}
+    return "routes.0.url_arguments.allow"
+
+
 def _bad_egress_allow_entry(tmp: Path, c: dict[str, Any]) -> str:
     c["egress"] = {"allow": ["10.0.0.0/33"]}
     return "10.0.0.0/33"
@@ -150,6 +155,7 @@ BAD: dict[str, Callable[[Path, dict[str, Any]], str]] = {
     "bad-redirect-uri": _bad_redirect_uri,
     "plaintext-users-file": _plaintext_users_file,
     "bad-egress-allow-entry": _bad_egress_allow_entry,
+    "bad-url-argument-allow-entry": _bad_url_argument_allow_entry,
     "unset-provider-secret": _unset_provider_secret,
     "http-provider-issuer": _http_provider_issuer,
     "provider-without-openid-scope": _provider_without_openid_scope,
@@ -187,6 +193,15 @@ def test_check_lists_identity_providers_with_their_secrets_resolved(tmp_path: Pa
     assert "OpenID Connect corp (https://login.example)" in result.stdout
     assert "OpenID Connect partner (https://p.example)" in result.stdout
     assert "s3cret" not in result.stdout
+
+
+def test_check_shows_each_routes_url_arguments_and_allow_list(tmp_path: Path) -> None:
+    config = _base(tmp_path)
+    config["routes"][0]["url_arguments"] = {"names": ["url"], "format_uri": True, "allow": ["10.1.0.0/16"]}
+    result = _run("check", "--config", str(_write(tmp_path, config)), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    name = config["routes"][0]["name"]
+    assert f"route {name}: URL arguments url, any format: uri; allowed: 10.1.0.0/16" in result.stdout
 
 
 @pytest.mark.parametrize("case", sorted(BAD))

@@ -41,6 +41,14 @@ def check_config(config: BastionConfig, console: Console) -> None:
     AllowList.parse(config.egress.allow)
     allowed = ", ".join(config.egress.allow) or "none (every private, loopback and metadata address refused)"
     console.print(f"egress allow list: {allowed}")
+    for route in config.routes:
+        guarded = route.url_arguments
+        if guarded is not None:
+            marked = [*guarded.names, *(["any format: uri"] if guarded.format_uri else [])]
+            console.print(
+                f"route {route.name}: URL arguments {', '.join(marked) or 'none marked'}; "
+                f"allowed: {', '.join(guarded.allow) or 'public addresses only'}"
+            )
     console.print("[bold green]OK[/]")
 
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bastion.egress.allowlist import AllowList
 from bastion.errors import ConfigError
 
 __all__ = ["EnvValue", "HttpUpstream", "RouteSettings", "SecretRef", "StdioUpstream"]
@@ -114,14 +115,42 @@ class HttpUpstream(_Model):
         return _check_inline_secrets(value, "header")
 
 
+class UrlArgumentSettings(_Model):
+    """Tool arguments that hold URLs, checked by the egress guard before a call is forwarded.
+
+    ``names`` are top-level argument names; with ``format_uri`` every top-level argument
+    whose JSON Schema (the tool's ``inputSchema``) says ``"format": "uri"`` is checked too.
+    A value (a string, or each string of a list) must be an http(s) URL (plain http only
+    with ``allow_http``) whose host is not loopback, private, link-local, CGNAT, multicast,
+    reserved or a metadata address in any encoding, unless ``allow`` (CIDRs or
+    ``host[:port]``) lists it for this route. The upstream resolves the name again when it
+    fetches, so this stops literal and resolving addresses, not DNS rebinding by the upstream.
+    """
+
+    names: tuple[str, ...] = ()
+    format_uri: bool = False
+    allow: tuple[str, ...] = ()
+    allow_http: bool = True
+
+    @field_validator("allow")
+    @classmethod
+    def _allow_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            AllowList.parse(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+
 class RouteSettings(_Model):
-    """One route: a name, a public path and exactly one upstream."""
+    """One route: a name, a public path, exactly one upstream, and the URL arguments to guard."""
 
     name: str
     path: str | None = None
     title: str | None = None
     stdio: StdioUpstream | None = None
     http: HttpUpstream | None = None
+    url_arguments: UrlArgumentSettings | None = None
 
     @field_validator("name")
     @classmethod

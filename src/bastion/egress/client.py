@@ -170,6 +170,16 @@ class EgressGuard:
         except TimeoutError:
             raise UpstreamUnavailable(f"sending to {target.host} timed out after {timeout_s:g} s") from None
 
+    async def check(self, url: str, *, allow_http: bool, allow: AllowList = NO_EXCEPTIONS) -> list[IPAddress]:
+        """Check a URL someone else will fetch (a tool argument) without connecting: the same URL
+        and address checks as ``fetch``, with ``allow`` permitted besides the guard's own list.
+
+        Returns the addresses the host resolves to. Raises ``EgressDenied`` (refused by policy)
+        or ``UpstreamUnavailable`` (the name does not resolve).
+        """
+        target = parse_target(url, allow_http=allow_http)
+        return await self._checked_addresses(target, allow)
+
     async def _follow_redirects(self, target: Target, *, accept: str, max_bytes: int, allow_http: bool) -> FetchResult:
         addresses = await self._checked_addresses(target)
         redirects = 0
@@ -192,13 +202,14 @@ class EgressGuard:
         except EgressDenied as exc:
             raise EgressDenied(f"redirect to {shown_url(url)} refused: {exc.message}") from None
 
-    async def _checked_addresses(self, target: Target) -> list[IPAddress]:
+    async def _checked_addresses(self, target: Target, extra: AllowList = NO_EXCEPTIONS) -> list[IPAddress]:
         """The addresses to connect to: the IP literal, or every address the host resolves to.
 
-        Raises ``EgressDenied`` if any of them is refused and not allowed.
+        Raises ``EgressDenied`` if any of them is refused and allowed neither by the guard's
+        list nor by ``extra``.
         """
         if target.address is not None:
-            if (refusal := self._refusal(target, target.address)) is not None:
+            if (refusal := self._refusal(target, target.address, extra)) is not None:
                 raise EgressDenied(f"{target.host} is {refusal}")
             return [target.address]
         try:
@@ -208,15 +219,17 @@ class EgressGuard:
         if not addresses:
             raise UpstreamUnavailable(f"{target.host} resolves to no address")
         for address in addresses:
-            if (refusal := self._refusal(target, address)) is not None:
+            if (refusal := self._refusal(target, address, extra)) is not None:
                 raise EgressDenied(f"{target.host} resolves to {address}, {refusal}")
         return addresses
 
-    def _refusal(self, target: Target, address: IPAddress) -> str | None:
+    def _refusal(self, target: Target, address: IPAddress, extra: AllowList = NO_EXCEPTIONS) -> str | None:
         if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
             return "an address with a zone id"
         reason = classify(address)
-        if reason is None or self._allow.permits(target.host, address, target.port):
+        if reason is None:
+            return None
+        if self._allow.permits(target.host, address, target.port) or extra.permits(target.host, address, target.port):
             return None
         return describe(reason)
 
