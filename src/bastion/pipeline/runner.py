@@ -1,7 +1,7 @@
 """The request path: the one place that knows the order of the stages.
 
-    transport → authenticate → session → classify → authorize → audit (before)
-    → forward → inspect → audit (after)
+    transport → authenticate → session → classify → authorize → url arguments (routes
+    that mark them) → audit (before) → forward → inspect → audit (after)
 
 Bastion fails closed: a ``BastionError`` raised by any stage becomes that
 error's answer, any other exception a 500-class deny, and either way the
