@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager, closing, contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -106,6 +106,21 @@ class Served:
     revocations: RevocationList
     clock: FakeClock
     database: Path
+
+    def run(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Run an async function on the app's event loop (store and audit calls)."""
+        portal = self.http.portal
+        assert portal is not None
+        return portal.call(func, *args)
+
+    def mark(self) -> int:
+        """The last audit seq so far: ``since(mark)`` then lists the records written after it."""
+        rows = audit_rows(self.database)
+        return rows[-1].seq if rows else 0
+
+    def since(self, mark: int) -> list[AuditRow]:
+        """The audit records written after ``mark``."""
+        return [row for row in audit_rows(self.database) if row.seq > mark]
 
 
 @contextmanager

@@ -31,7 +31,6 @@ REGISTERED = (
 )
 
 
-
 @pytest.mark.parametrize("presented", REGISTERED)
 def test_a_registered_redirect_uri_matches_exactly(presented: str) -> None:
     assert redirect_uri_matches(REGISTERED, presented) is True

@@ -11,7 +11,7 @@ import base64
 import re
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,6 @@ from oauth_helpers import (
     RFC7636_VERIFIER,
     AuditRow,
     Served,
-    audit_rows,
     jwt_claims,
     password_hash,
     s256,
@@ -91,20 +90,6 @@ def write_config(tmp_path: Path, **settings: Any) -> Any:
 @dataclass
 class Harness(Served):
     """A running authorization server and what the tests look at."""
-
-    def run(self, func: Callable[..., Any], *args: Any) -> Any:
-        """Run an async function on the app's event loop (store and audit calls)."""
-        portal = self.http.portal
-        assert portal is not None
-        return portal.call(func, *args)
-
-    def mark(self) -> int:
-        """The last audit seq so far: ``since(mark)`` then lists the records written after it."""
-        rows = audit_rows(self.database)
-        return rows[-1].seq if rows else 0
-
-    def since(self, mark: int) -> list[AuditRow]:
-        return [row for row in audit_rows(self.database) if row.seq > mark]
 
     def browser(self, *, signed_in: bool = False) -> Browser:
         """A browser; ``signed_in`` plants a sign-in for alice (no argon2 verify needed)."""
@@ -258,7 +243,7 @@ def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any) ->
     monkeypatch.setenv("BASTION_TEST_CONF", CONF_SECRET)
     config = write_config(tmp_path, **settings)
     with served(config, tmp_path / "data") as run:
-        yield Harness(run.http, run.server, run.audit, run.revocations, run.clock, run.database)
+        yield Harness(**vars(run))
 
 
 @pytest.fixture

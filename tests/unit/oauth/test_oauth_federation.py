@@ -34,9 +34,8 @@ import httpx2
 import pytest
 from joserfc.jwk import ECKey, RSAKey
 from markupsafe import escape
-from oauth_helpers import RFC7636_VERIFIER, AuditRow, FakeClock, audit_rows, jwt_claims, s256, served
+from oauth_helpers import RFC7636_VERIFIER, AuditRow, Served, audit_rows, jwt_claims, s256, served
 from pydantic import ValidationError
-from starlette.testclient import TestClient
 from tests.support.hostile_oidc import HostileProvider, Reply, b64url
 from tests.support.pki import Pki, make_pki
 
@@ -45,7 +44,6 @@ from bastion.config.oauth import AuthorizationServerSettings, IdentityProviderSe
 from bastion.egress import AllowList, EgressGuard
 from bastion.egress.addresses import IPAddress
 from bastion.egress.client import Resolver, resolve
-from bastion.oauth import AuthorizationServer
 from bastion.oauth.authorize_endpoint import BROWSER_COOKIE, SIGN_IN_COOKIE
 from bastion.oauth.federation import groups_from
 
@@ -125,26 +123,10 @@ def write_config(tmp_path: Path, op: HostileProvider, pki: Pki, provider: dict[s
 
 
 @dataclass
-class Harness:
+class Harness(Served):
     """A running authorization server with the hostile provider ``op`` configured as ``corp``."""
 
-    http: TestClient
-    server: AuthorizationServer
-    clock: FakeClock
-    database: Path
-    op: HostileProvider
-
-    def run(self, func: Callable[..., Any], *args: Any) -> Any:
-        portal = self.http.portal
-        assert portal is not None
-        return portal.call(func, *args)
-
-    def mark(self) -> int:
-        rows = audit_rows(self.database)
-        return rows[-1].seq if rows else 0
-
-    def since(self, mark: int) -> list[AuditRow]:
-        return [row for row in audit_rows(self.database) if row.seq > mark]
+    op: HostileProvider = field(kw_only=True)
 
     def browser(self) -> Browser:
         return Browser(self)
@@ -280,7 +262,7 @@ def running(
     config = write_config(tmp_path, op, pki, provider)
     guard = EgressGuard(allow=AllowList.parse(config.egress.allow), ca_file=config.egress.ca_file, resolver=resolver)
     with served(config, tmp_path / "data", egress=guard) as run:
-        yield Harness(run.http, run.server, run.clock, run.database, op)
+        yield Harness(**vars(run), op=op)
 
 
 @pytest.fixture
