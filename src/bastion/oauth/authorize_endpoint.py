@@ -120,31 +120,26 @@ class AuthorizeEndpoint:
         now = ctx.clock()
         wait_s = self._throttle.retry_after(username, now)
         if wait_s is not None:
-            await self.audit_refusal(
-                "oauth/sign-in",
-                OAuthError("access_denied", "too many failed sign-ins"),
-                pending.client_id,
-                pending.route,
-                {"username": username},
-            )
             minutes = max(1, math.ceil(wait_s / 60))
-            error = f"Too many failed sign-ins for this username. Try again in {minutes} minutes."
-            return self.sign_in_form(pending, error=error, username=username, status_code=429)
+            shown = f"Too many failed sign-ins for this username. Try again in {minutes} minutes."
+            return await self._refuse_password(pending, username, "too many failed sign-ins", shown, 429)
         # argon2id takes tens of milliseconds of CPU: off the event loop.
         user = await asyncio.to_thread(ctx.users.verify, username, str(form.get("password", ""))[:1024])
         if user is None:
             self._throttle.failed(username, now)
-            await self.audit_refusal(
-                "oauth/sign-in",
-                OAuthError("access_denied", "bad username or password"),
-                pending.client_id,
-                pending.route,
-                {"username": username},
-            )
-            return self.sign_in_form(pending, error="The username or password is not right.", username=username)
+            shown = "The username or password is not right."
+            return await self._refuse_password(pending, username, "bad username or password", shown, 401)
         self._throttle.succeeded(username)
         identity = UserIdentity(user.sub, "local", user.email, user.name, tuple(user.groups))
         return await self.finish_sign_in(pending, identity, {"username": username})
+
+    async def _refuse_password(
+        self, pending: PendingAuthorization, username: str, reason: str, shown: str, status_code: int
+    ) -> Response:
+        """Audit a refused password sign-in (``access_denied``, ``reason``) and show the form again."""
+        exc = OAuthError("access_denied", reason)
+        await self.audit_refusal("oauth/sign-in", exc, pending.client_id, pending.route, {"username": username})
+        return self.sign_in_form(pending, error=shown, username=username, status_code=status_code)
 
     async def finish_sign_in(
         self, pending: PendingAuthorization, identity: UserIdentity, parameters: dict[str, Any]

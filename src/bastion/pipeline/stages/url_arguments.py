@@ -76,7 +76,5 @@ class UrlArgumentStage:
                     raise EgressDenied(f"more than {_MAX_URLS} URL arguments", data={"argument": name})
                 try:
                     await self._guard.check(url, allow_http=self._settings.allow_http, allow=self._allow)
-                except EgressDenied as exc:
-                    raise EgressDenied(f"argument {name!r}: {exc.message}", data={"argument": name}) from None
-                except UpstreamUnavailable as exc:  # fail closed: a name that does not resolve is not checked
+                except (EgressDenied, UpstreamUnavailable) as exc:  # a name that does not resolve: refused too
                     raise EgressDenied(f"argument {name!r}: {exc.message}", data={"argument": name}) from None
