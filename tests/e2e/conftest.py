@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tests.support.bastion_process import REPO, BastionProcess, notes_server
+from tests.support.bastion_process import DEMO_CEDAR, BastionProcess, notes_server
 from tests.support.e2e_helpers import ENV_SERVER, make_git_repo
 
-DEMO_CEDAR = REPO / "src" / "bastion" / "demo" / "demo.cedar"
 BIN = Path(sys.executable).parent
 CANARY = "E2E_CANARY_MUST_NOT_LEAK"
 CANARY_VALUE = "canary-7c1f"

@@ -35,28 +35,25 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx2
 import pytest
-import yaml
 from aiohttp import web
 from mcp.client.auth.oauth2 import OAuthClientProvider
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
-from tests.support.bastion_process import REPO, BastionProcess, free_port, notes_server
+from tests.support.bastion_process import DEMO_CEDAR, BastionProcess, free_port, notes_server, write_users_file
 from tests.support.browser import chromium
 from tests.support.e2e_helpers import LEGACY, jwt_payload
 
 from bastion.demo.browser import query_of
 from bastion.demo.sign_in import MemoryTokenStorage
-from bastion.oauth.users import hash_password
+from bastion.oauth.authorize_endpoint import BROWSER_COOKIE, SIGN_IN_COOKIE
 
 pytestmark = pytest.mark.e2e
 
 PASSWORDS = {"alice": "correct horse alice", "bob": "battery staple bob"}
 GROUPS = {"alice": ["engineering"], "bob": ["support"]}
 ROUTE_TITLE = "Team notes"
-SIGN_IN_COOKIE = "__Host-bastion-sign-in"
-BROWSER_COOKIE = "__Host-bastion-browser"
 TIMEOUT_MS = 15_000
 VIEWPORT: ViewportSize = {"width": 1280, "height": 1200}  # tall enough for the whole consent page, "Allow" included
 
@@ -65,20 +62,13 @@ VIEWPORT: ViewportSize = {"width": 1280, "height": 1200}  # tall enough for the 
 def browser_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
     """``bastion serve`` with a users file (alice, bob), dynamic registration and the notes route."""
     workdir = tmp_path_factory.mktemp("browser")
-    users = [
-        {"username": name, "password_hash": hash_password(PASSWORDS[name]), "groups": GROUPS[name]}
-        for name in PASSWORDS
-    ]
-    (workdir / "users.yaml").write_text(yaml.safe_dump({"users": users}), encoding="utf-8")
-    policies = workdir / "policies"
-    policies.mkdir()
-    (policies / "demo.cedar").write_text((REPO / "src/bastion/demo/demo.cedar").read_text(encoding="utf-8"))
+    users_file = write_users_file(workdir, {name: (PASSWORDS[name], GROUPS[name]) for name in PASSWORDS})
     with notes_server() as notes_url:
         config = {
-            "policy": {"files": [str(policies)]},
+            "policy": {"files": [str(DEMO_CEDAR)]},
             "identity": {
                 "authorization_server": {
-                    "users_file": "users.yaml",
+                    "users_file": users_file,
                     "scopes": ["mcp"],
                     "default_scopes": ["mcp"],
                     "dynamic_registration": True,

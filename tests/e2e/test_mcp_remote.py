@@ -42,14 +42,12 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-import yaml
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
-from tests.support.bastion_process import REPO, BastionProcess, free_port, notes_server
+from tests.support.bastion_process import DEMO_CEDAR, REPO, BastionProcess, free_port, notes_server, write_users_file
 from tests.support.e2e_helpers import LEGACY, jwt_header, jwt_payload
 
 from bastion.demo.browser import OAuthUser, query_of
-from bastion.oauth.users import hash_password
 
 pytestmark = pytest.mark.e2e
 
@@ -128,17 +126,13 @@ class Run:
 @pytest.fixture(scope="module")
 def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
     workdir = tmp_path_factory.mktemp("mcp-remote")
-    users = [{"username": "bob", "password_hash": hash_password(PASSWORD), "groups": ["support"]}]
-    (workdir / "users.yaml").write_text(yaml.safe_dump({"users": users}), encoding="utf-8")
-    policies = workdir / "policies"
-    policies.mkdir()
-    (policies / "demo.cedar").write_text((REPO / "src/bastion/demo/demo.cedar").read_text(encoding="utf-8"))
+    users_file = write_users_file(workdir, {"bob": (PASSWORD, ["support"])})
     with notes_server() as notes_url:
         config = {
-            "policy": {"files": [str(policies)]},
+            "policy": {"files": [str(DEMO_CEDAR)]},
             "identity": {
                 "authorization_server": {
-                    "users_file": "users.yaml",
+                    "users_file": users_file,
                     "scopes": ["mcp", "notes:write"],
                     "default_scopes": ["mcp"],
                     "dynamic_registration": True,

@@ -20,15 +20,20 @@ from pathlib import Path
 
 import httpx2
 import pytest
-import yaml
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
-from tests.support.bastion_process import REPO, BastionProcess, free_port, notes_server, stop
+from tests.support.bastion_process import (
+    DEMO_CEDAR,
+    BastionProcess,
+    free_port,
+    notes_server,
+    stop,
+    write_users_file,
+)
 from tests.support.e2e_helpers import LEGACY
 from tests.support.pki import make_pki
 
 from bastion.demo.sign_in import CALLBACK, MemoryTokenStorage, ScriptedSignIn, oauth_http_client
-from bastion.oauth.users import hash_password
 
 pytestmark = pytest.mark.e2e
 
@@ -66,14 +71,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         [sys.executable, str(HOST_SCRIPT), "--port", str(port), "--cert", str(pki.localhost.certfile),
          "--key", str(pki.localhost.keyfile), "--redirect-uri", CALLBACK],
     )  # fmt: skip
-    users = [{"username": "carol", "password_hash": hash_password(PASSWORD), "groups": ["support"]}]
-    (workdir / "users.yaml").write_text(yaml.safe_dump({"users": users}), encoding="utf-8")
+    users_file = write_users_file(workdir, {"carol": (PASSWORD, ["support"])})
     try:
         _wait_port(port, host)
         with notes_server() as notes_url:
             config = {
-                "policy": {"files": [str(REPO / "src" / "bastion" / "demo" / "demo.cedar")]},
-                "identity": {"authorization_server": {"users_file": "users.yaml"}},
+                "policy": {"files": [str(DEMO_CEDAR)]},
+                "identity": {"authorization_server": {"users_file": users_file}},
                 "egress": {"allow": [f"localhost:{port}"], "ca_file": str(pki.ca_file)},
                 "routes": [{"name": "notes", "http": {"url": notes_url}}],
             }

@@ -16,16 +16,14 @@ from typing import Any
 
 import httpx2
 import pytest
-import yaml
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull
-from tests.support.bastion_process import REPO, BastionProcess, notes_server
+from tests.support.bastion_process import DEMO_CEDAR, BastionProcess, notes_server, write_users_file
 from tests.support.e2e_helpers import LEGACY, MODERN, initialize_params, jwt_payload
 
 from bastion.demo.browser import query_of
 from bastion.demo.sign_in import CALLBACK, MemoryTokenStorage, ScriptedSignIn, oauth_http_client
-from bastion.oauth.users import hash_password
 
 pytestmark = pytest.mark.e2e
 
@@ -54,21 +52,14 @@ async def call_through(url: str, person: ScriptedSignIn, storage: MemoryTokenSto
 @pytest.fixture(scope="module")
 def oauth_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
     workdir = tmp_path_factory.mktemp("oauth")
-    users = [
-        {"username": name, "password_hash": hash_password(PASSWORDS[name]), "groups": GROUPS[name]}
-        for name in PASSWORDS
-    ]
-    (workdir / "users.yaml").write_text(yaml.safe_dump({"users": users}), encoding="utf-8")
-    policies = workdir / "policies"
-    policies.mkdir()
-    (policies / "demo.cedar").write_text((REPO / "src/bastion/demo/demo.cedar").read_text(encoding="utf-8"))
-    (policies / "step_up.cedar").write_text(STEP_UP_POLICY, encoding="utf-8")
+    users_file = write_users_file(workdir, {name: (PASSWORDS[name], GROUPS[name]) for name in PASSWORDS})
+    (workdir / "step_up.cedar").write_text(STEP_UP_POLICY, encoding="utf-8")
     with notes_server() as notes_url:
         config = {
-            "policy": {"files": [str(policies)]},
+            "policy": {"files": [str(DEMO_CEDAR), str(workdir / "step_up.cedar")]},
             "identity": {
                 "authorization_server": {
-                    "users_file": "users.yaml",
+                    "users_file": users_file,
                     "scopes": ["mcp", "notes:write"],
                     "default_scopes": ["mcp"],
                     "dynamic_registration": True,

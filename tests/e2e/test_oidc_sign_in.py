@@ -24,7 +24,7 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult
 from playwright.async_api import Browser, Page, Route
-from tests.support.bastion_process import REPO, BastionProcess, notes_server
+from tests.support.bastion_process import DEMO_CEDAR, BastionProcess, notes_server
 from tests.support.browser import chromium
 from tests.support.e2e_helpers import MODERN, jwt_payload
 from tests.support.oidc_provider import OIDCAccount, OIDCClient, OIDCProvider
@@ -53,9 +53,6 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     workdir = tmp_path_factory.mktemp("oidc-sign-in")
     pki = make_pki(workdir)
-    policies = workdir / "policies"
-    policies.mkdir()
-    (policies / "demo.cedar").write_text((REPO / "src/bastion/demo/demo.cedar").read_text(encoding="utf-8"))
     with notes_server() as notes_url:
         bastion = BastionProcess(workdir, {"routes": [{"name": "notes", "http": {"url": notes_url}}]})
         client = OIDCClient(BASTION_CLIENT, (f"{bastion.base_url}/oauth/callback",), "corp client secret")
@@ -76,7 +73,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 "scopes": ["openid", "email", "profile", "groups"],
             }
             other = {"name": "partner", "issuer": partner.issuer, "client_id": BASTION_CLIENT, "scopes": corp["scopes"]}
-            bastion.config["policy"] = {"files": [str(policies)]}
+            bastion.config["policy"] = {"files": [str(DEMO_CEDAR)]}
             bastion.config["identity"] = {
                 "authorization_server": {"dynamic_registration": True, "identity_providers": [corp, other]}
             }

@@ -16,16 +16,20 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import yaml
 
+from bastion.oauth.users import hash_password
+
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 BASTION = str(BIN / "bastion")
+#: The demo's policy (alice in ``engineering`` may call every tool, bob in ``support`` fewer).
+DEMO_CEDAR = REPO / "src" / "bastion" / "demo" / "demo.cedar"
 
 
 def free_port() -> int:
@@ -74,6 +78,17 @@ def notes_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         stop(proc)
+
+
+def write_users_file(workdir: Path, users: Mapping[str, tuple[str, Sequence[str]]]) -> str:
+    """Write ``workdir/users.yaml`` (Bastion's local users file, argon2id hashes) for
+    ``{username: (password, groups)}``; returns its name, relative to ``workdir``."""
+    entries = [
+        {"username": name, "password_hash": hash_password(password), "groups": list(groups)}
+        for name, (password, groups) in users.items()
+    ]
+    (workdir / "users.yaml").write_text(yaml.safe_dump({"users": entries}), encoding="utf-8")
+    return "users.yaml"
 
 
 class BastionProcess:
