@@ -294,6 +294,8 @@ audit:
     title: Benchmark echo server
     http:
       url: {upstream_url}
+      allow_http: true                 # the echo upstream is plain http on loopback, on purpose
+      allow: [127.0.0.1]
 """
         self.config_path.write_text(config, encoding="utf-8")
 
@@ -947,10 +949,9 @@ async def _external_verify_us(
 ) -> tuple[float, float]:
     """``TokenVerifier.authenticate`` of an external issuer's ES256 token, cached / uncached, in µs.
 
-    The issuer's JWKS is served in-process (``httpx2.MockTransport``) and fetched once before the
-    timing, so no identity provider runs and the figures are the per-request cost once the key set
-    is cached (``jwks_cache_s``); a refetch is not timed."""
-    import httpx2
+    The issuer's JWKS is served in-process (a ``JWKSFetch`` answering the key set) and fetched once
+    before the timing, so no identity provider runs and the figures are the per-request cost once
+    the key set is cached (``jwks_cache_s``); a refetch is not timed."""
     from joserfc import jwt
     from joserfc.jwk import ECKey
 
@@ -977,28 +978,31 @@ async def _external_verify_us(
         "groups": [GROUP],
     }
     token = jwt.encode({"alg": "ES256", "kid": key.kid, "typ": "JWT"}, claims, key)
-    transport = httpx2.MockTransport(lambda request: httpx2.Response(200, json=jwks))
-    async with httpx2.AsyncClient(transport=transport) as client:
-        verifier = TokenVerifier(
-            issuer=config.issuer,
-            keys=keys,
-            revocations=revocations,
-            external_issuers=[idp],
-            leeway_s=config.identity.leeway_s,
-            http_client=client,
-        )
-        principal = await verifier.authenticate(token, idp.audience)  # fetches the JWKS
-        if principal.auth_method != "external_jwt":
-            raise RuntimeError(f"the external token was not verified as external: {principal}")
+    document = json.dumps(jwks).encode()
 
-        async def uncached() -> object:
-            verifier.clear_cache()
-            return await verifier.authenticate(token, idp.audience)
+    async def jwks_fetch(url: str) -> bytes:
+        return document
 
-        return (
-            await per_await_us(lambda: verifier.authenticate(token, idp.audience), 2000),
-            await per_await_us(uncached, 300),
-        )
+    verifier = TokenVerifier(
+        issuer=config.issuer,
+        keys=keys,
+        revocations=revocations,
+        external_issuers=[idp],
+        leeway_s=config.identity.leeway_s,
+        jwks_fetch=jwks_fetch,
+    )
+    principal = await verifier.authenticate(token, idp.audience)  # fetches the JWKS
+    if principal.auth_method != "external_jwt":
+        raise RuntimeError(f"the external token was not verified as external: {principal}")
+
+    async def uncached() -> object:
+        verifier.clear_cache()
+        return await verifier.authenticate(token, idp.audience)
+
+    return (
+        await per_await_us(lambda: verifier.authenticate(token, idp.audience), 2000),
+        await per_await_us(uncached, 300),
+    )
 
 
 # --- reporting ------------------------------------------------------------------------

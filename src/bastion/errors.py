@@ -52,6 +52,7 @@ __all__ = [
     "TransportError",
     "UnsupportedMediaType",
     "UnsupportedVersion",
+    "UpstreamConnectionRequired",
     "UpstreamError",
     "UpstreamUnavailable",
 ]
@@ -261,3 +262,21 @@ class EgressDenied(BastionError):
     status = 403
     jsonrpc_code = -32003
     code = "egress_denied"
+
+
+class UpstreamConnectionRequired(BastionError):
+    """The caller has not connected this route's upstream (or must connect it again): MCP's URL
+    elicitation required error (MCP 2025-11-25 client/elicitation, "URL Elicitation Required
+    Error", code -32042). ``data`` is ``{"elicitations": [{"mode": "url", "elicitationId",
+    "url", "message"}]}``: the portal page where the person connects it."""
+
+    status = 200
+    jsonrpc_code = -32042
+    code = "upstream_not_connected"
+
+    def __init__(self, message: str, *, url: str, elicitation_id: str) -> None:
+        super().__init__(
+            message,
+            data={"elicitations": [{"mode": "url", "elicitationId": elicitation_id, "url": url, "message": message}]},
+        )
+        self.url = url

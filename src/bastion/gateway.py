@@ -9,8 +9,10 @@ flushes the audit log. ``app`` is the ASGI application to serve.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,9 +21,14 @@ from starlette.applications import Starlette
 
 from bastion.audit import SQLiteAuditLog
 from bastion.config import BastionConfig, RouteSettings, SecretRef
-from bastion.egress import AllowList, EgressGuard
+from bastion.credentials.broker import CredentialSource, ExchangedTokens, UserTokens
+from bastion.credentials.exchange import TokenExchange
+from bastion.credentials.upstream_oauth import UpstreamOAuthClient
+from bastion.credentials.vault import TokenVault, VaultKeys
+from bastion.egress import AllowList, EgressGuard, audit_refusals
 from bastion.errors import ConfigError
 from bastion.identity import RevocationList, SigningKeys, TokenIssuer, TokenVerifier
+from bastion.identity.external import guarded_jwks_fetch
 from bastion.oauth import AuthorizationServer
 from bastion.pipeline.runner import Pipeline
 from bastion.pipeline.stages.audit import AuditStage
@@ -36,6 +43,8 @@ from bastion.pipeline.stages.session import SessionStage
 from bastion.pipeline.stages.transport import TransportStage
 from bastion.pipeline.stages.url_arguments import UrlArgumentStage
 from bastion.policy import PolicyEngine
+from bastion.portal import PORTAL_PATHS, Portal
+from bastion.principal import Principal
 from bastion.stores.sessions import MemorySessionStore, Session
 from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
@@ -82,15 +91,22 @@ class Gateway:
         self.keys = SigningKeys.load_or_create(data_dir, verify_window_s=identity.max_token_ttl)
         self.revocations = RevocationList(self.database, recheck_s=0.05)
         self.issuer = TokenIssuer(self.keys, config.issuer, identity.max_token_ttl)
+        self.audit = SQLiteAuditLog(self.database, synchronous=config.audit.synchronous)
+        # Built before whatever connects out (JWKS, upstreams): every refusal gets an audit record.
+        self.egress = EgressGuard(
+            allow=AllowList.parse(config.egress.allow),
+            ca_file=config.egress.ca_file,
+            on_refusal=audit_refusals(self.audit),
+        )
         self.verifier = TokenVerifier(
             issuer=config.issuer,
             keys=self.keys,
             revocations=self.revocations,
             external_issuers=identity.external_issuers,
             leeway_s=identity.leeway_s,
+            jwks_fetch=guarded_jwks_fetch(self.egress),
         )
         self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
-        self.audit = SQLiteAuditLog(self.database, synchronous=config.audit.synchronous)
         self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
         self._background: set[asyncio.Task[None]] = set()
         self.origins = OriginPolicy.for_listener(
@@ -101,7 +117,9 @@ class Gateway:
         )
         self.routes = [self._route(r) for r in config.routes]
         self._by_name = {route.name: route for route in self.routes}
-        self.egress = EgressGuard(allow=AllowList.parse(config.egress.allow), ca_file=config.egress.ca_file)
+        self.vault = self._vault()
+        for route in self.routes:
+            route.credentials = self._credentials(route.settings)
         self.endpoints = [self._endpoint(r) for r in self.routes]
         self.authorization: AuthorizationServer | None = None
         if identity.authorization_server.enabled:
@@ -111,8 +129,20 @@ class Gateway:
                 audit=self.audit,
                 issuer=self.issuer,
                 revocations=self.revocations,
-                fetch=self.egress.fetch,
+                fetch=functools.partial(self.egress.fetch, purpose="client_metadata"),
                 egress=self.egress,
+            )
+        self.portal: Portal | None = None
+        if self.authorization is not None:
+            self.portal = Portal(
+                base_url=config.server.base_url,
+                issuer=config.issuer,
+                store=self.authorization.store,
+                routes=self.routes,
+                engine=self.engine,
+                verifier=self.verifier,
+                audit=self.authorization.context.audit,
+                vault=self.vault,
             )
         self.app: GatewayApp = build_app(
             self.endpoints,
@@ -120,8 +150,57 @@ class Gateway:
             jwks=self._jwks,
             health=self.health,
             lifespan=self._lifespan,
-            extra_routes=self.authorization.routes() if self.authorization else (),
+            extra_routes=[
+                *(self.authorization.routes() if self.authorization else ()),
+                *(self.portal.routes() if self.portal else ()),
+            ],
         )
+
+    def _vault(self) -> TokenVault | None:
+        """The token vault, when a route keeps per-user upstream tokens. Raises ``ConfigError``
+        when the vault key cannot be resolved or is not 32 bytes."""
+        if not any(r.credentials is not None and r.credentials.oauth is not None for r in self.config.routes):
+            return None
+        return TokenVault(self.database, VaultKeys.from_settings(self.config.credentials))
+
+    def _credentials(self, settings: RouteSettings) -> CredentialSource | None:
+        """Where the route's upstream credential comes from (DESIGN.md request path, step 10)."""
+        credentials, http = settings.credentials, settings.http
+        if credentials is None or http is None:
+            return None
+        base = self.config.server.base_url
+        if credentials.oauth is not None and self.vault is not None:
+            client = UpstreamOAuthClient(
+                settings.name,
+                credentials.oauth,
+                upstream_url=http.url,
+                egress=self.egress,
+                vault=self.vault,
+                redirect_uri=base + PORTAL_PATHS["callback"],
+                metadata_document_url=base + PORTAL_PATHS["client_metadata"] if base.startswith("https://") else None,
+                upstream_allow=AllowList.parse(http.allow),
+                upstream_http=http.allow_http,
+            )
+            connect = base + PORTAL_PATHS["connect"].format(route=settings.name)
+            return UserTokens(client, self.vault, connect_url=connect, title=settings.title or settings.name)
+        exchange = credentials.token_exchange
+        if exchange is None:
+            return None
+        secret = exchange.client_secret.resolve() if exchange.client_secret is not None else None
+        audience = exchange.subject_token_audience or exchange.token_endpoint
+
+        def subject_token(principal: Principal) -> str:
+            return self.issuer.mint(
+                sub=principal.sub, audience=audience, ttl_s=exchange.subject_token_ttl_s, email=principal.email,
+                name=principal.name, groups=principal.groups, client_id="bastion-token-exchange",
+                kind=principal.kind,
+            ).token  # fmt: skip
+
+        send = functools.partial(self.egress.send, allow=AllowList.parse(exchange.allow), purpose="token_exchange")
+        tokens = TokenExchange(
+            exchange, route_name=settings.name, send=send, subject_token=subject_token, client_secret=secret
+        )
+        return ExchangedTokens(tokens)
 
     def _route(self, settings: RouteSettings) -> RouteRuntime:
         base = self.config.server.base_url
@@ -136,6 +215,9 @@ class Gateway:
         if settings.http is not None:
             runtime.http = HttpUpstream(
                 settings.http.url,
+                guard=self.egress,
+                allow=AllowList.parse(settings.http.allow),
+                allow_http=settings.http.allow_http,
                 extra_headers=resolve_values(settings.http.headers, f"routes.{settings.name}.http.headers"),
                 timeout_s=settings.http.timeout_s,
             )
@@ -220,9 +302,13 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     async def _end_upstream(self, session: Session) -> None:
-        """DELETE the upstream session behind ``session`` (HTTP routes; MCP basic/transports). Never raises."""
+        """DELETE the upstream session behind ``session`` (HTTP routes; MCP basic/transports). Never raises.
+
+        Routes with per-user credentials are left to expire the session themselves: the person's
+        credential is not at hand when the session store drops an idle session.
+        """
         route = self._by_name.get(session.route)
-        if route is None or route.http is None or not session.upstream_id:
+        if route is None or route.http is None or not session.upstream_id or route.credentials is not None:
             return
         try:
             response = await route.http.send("DELETE", headers={}, session_id=session.upstream_id)
@@ -235,17 +321,21 @@ class Gateway:
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL_S)
             self.sessions.sweep()
-            if self.authorization is not None:
-                try:
+            try:
+                if self.authorization is not None:
                     await self.authorization.purge()
-                except Exception as exc:  # noqa: BLE001 - housekeeping; retried next minute
-                    logger.warning("purging expired authorization state failed: %s", exc)
+                if self.vault is not None:
+                    await self.vault.purge(time.time())
+            except Exception as exc:  # noqa: BLE001 - housekeeping; retried next minute
+                logger.warning("purging expired authorization state failed: %s", exc)
 
     async def start(self) -> None:
         """Open the audit log and start the stdio upstreams (waiting for their handshakes)."""
         await self.audit.start()
         if self.authorization is not None:
             await self.authorization.start()
+        if self.vault is not None:
+            await self.vault.start()
         sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
         self._background.add(sweeper)
         servers = [r.stdio for r in self.routes if r.stdio is not None]
@@ -270,6 +360,8 @@ class Gateway:
         await self.egress.aclose()
         if self.authorization is not None:
             await self.authorization.close()
+        if self.vault is not None:
+            await self.vault.close()
         await self.audit.close()
         self.revocations.close()
 

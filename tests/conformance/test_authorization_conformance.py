@@ -77,7 +77,7 @@ def issuer(tmp_path_factory: pytest.TempPathFactory, callback_port: int) -> Iter
                     ],
                 }
             },
-            "routes": [{"name": "notes", "http": {"url": notes_url}}],
+            "routes": [{"name": "notes", "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]}}],
         }
         with BastionProcess(workdir, config) as bastion:
             yield bastion

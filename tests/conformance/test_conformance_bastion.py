@@ -31,7 +31,9 @@ def bastion_in_front(fixture_server_url: str, tmp_path_factory: pytest.TempPathF
     (workdir / "policy.cedar").write_text(PERMIT_ALL, encoding="utf-8")
     config = {
         "policy": {"files": [str(workdir / "policy.cedar")]},
-        "routes": [{"name": "conformance", "http": {"url": fixture_server_url}}],
+        "routes": [
+            {"name": "conformance", "http": {"url": fixture_server_url, "allow_http": True, "allow": ["127.0.0.1"]}}
+        ],
     }
     with BastionProcess(workdir, config) as bastion:
         yield bastion

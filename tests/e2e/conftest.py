@@ -75,7 +75,7 @@ def gateway_config(workdir: Path, notes_url: str, repo: Path) -> dict[str, objec
                 "name": "git",
                 "stdio": {"command": str(BIN / "mcp-server-git"), "args": ["--repository", str(repo)]},
             },
-            {"name": "notes", "http": {"url": notes_url}},
+            {"name": "notes", "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]}},
             env_route(),
         ],
     }

@@ -50,7 +50,15 @@ def _base(tmp: Path, port: int | None = None) -> dict[str, Any]:
                     "env": {"TZ": "UTC", "UPSTREAM_TOKEN": {"env": "E2E_CHECK_SECRET"}},
                 },
             },
-            {"name": "notes", "http": {"url": "http://127.0.0.1:9/mcp", "headers": {"X-Team": "ops"}}},
+            {
+                "name": "notes",
+                "http": {
+                    "url": "http://127.0.0.1:9/mcp",
+                    "headers": {"X-Team": "ops"},
+                    "allow_http": True,
+                    "allow": ["127.0.0.1"],
+                },
+            },
         ],
     }
 
@@ -150,7 +158,31 @@ def _bad_egress_allow_entry(tmp: Path, c: dict[str, Any]) -> str:
     return "10.0.0.0/33"
 
 
+def _plain_http_upstream(tmp: Path, c: dict[str, Any]) -> str:
+    del c["routes"][1]["http"]["allow_http"]
+    return "routes.1.http"
+
+
+def _loopback_upstream_not_allowed(tmp: Path, c: dict[str, Any]) -> str:
+    del c["routes"][1]["http"]["allow"]
+    return "routes.notes.http.url: the egress guard refuses 127.0.0.1, a loopback address"
+
+
+def _metadata_upstream_in_another_spelling(tmp: Path, c: dict[str, Any]) -> str:
+    c["routes"][1]["http"]["url"] = "https://2852039166/mcp"
+    return "routes.notes.http.url: the egress guard refuses 169.254.169.254, a cloud metadata address"
+
+
+def _bad_upstream_allow_entry(tmp: Path, c: dict[str, Any]) -> str:
+    c["routes"][1]["http"]["allow"] = ["127.0.0.1/8"]
+    return "routes.1.http.allow"
+
+
 BAD: dict[str, Callable[[Path, dict[str, Any]], str]] = {
+    "plain-http-upstream": _plain_http_upstream,
+    "loopback-upstream-not-allowed": _loopback_upstream_not_allowed,
+    "metadata-upstream-in-another-spelling": _metadata_upstream_in_another_spelling,
+    "bad-upstream-allow-entry": _bad_upstream_allow_entry,
     "unset-client-secret": _unset_client_secret,
     "bad-redirect-uri": _bad_redirect_uri,
     "plaintext-users-file": _plaintext_users_file,
@@ -195,6 +227,19 @@ def test_check_lists_identity_providers_with_their_secrets_resolved(tmp_path: Pa
     assert "s3cret" not in result.stdout
 
 
+def test_check_shows_each_http_upstream_with_its_allow_list(tmp_path: Path) -> None:
+    config = _base(tmp_path)
+    config["egress"] = {"allow": ["10.0.0.0/8"]}
+    config["routes"].append({"name": "wiki", "http": {"url": "https://10.1.2.3/mcp"}})
+    result = _run("check", "--config", str(_write(tmp_path, config)), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "route notes: upstream http://127.0.0.1:9/mcp; allowed: 127.0.0.1; plain http: allowed" in result.stdout
+    assert (
+        "route wiki: upstream https://10.1.2.3/mcp; allowed: public addresses only; plain http: refused (https only)"
+        in result.stdout
+    )
+
+
 def test_check_shows_each_routes_url_arguments_and_allow_list(tmp_path: Path) -> None:
     config = _base(tmp_path)
     config["routes"][0]["url_arguments"] = {"names": ["url"], "format_uri": True, "allow": ["10.1.0.0/16"]}
@@ -223,7 +268,7 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.mark.parametrize("case", ["unknown-key", "cedar-syntax-error", "unset-secret-reference"])
+@pytest.mark.parametrize("case", ["unknown-key", "cedar-syntax-error", "unset-secret-reference", "plain-http-upstream"])
 def test_serve_with_a_bad_config_exits_without_listening(tmp_path: Path, case: str) -> None:
     port = free_port()
     config = _base(tmp_path, port)

@@ -2,7 +2,9 @@
 
 An external issuer is a real loopback HTTP server publishing a JWKS; machine
 clients present tokens it signed (RS256) and reach tools as the configured
-``ServiceAccount`` with the groups of the configured claim. Key rotation with
+``ServiceAccount`` with the groups of the configured claim. The JWKS is fetched through the
+egress guard, so its loopback address is in ``egress.allow``; a Bastion without that entry
+refuses the fetch (audited) and with it every token of that issuer. Key rotation with
 ``bastion token rotate-keys`` while Bastion runs: tokens signed by the old key
 keep working, tokens minted afterwards carry the new key and work too, and the
 JWKS publishes both.
@@ -75,12 +77,12 @@ def idp() -> Iterator[JwksServer]:
     server.server.server_close()
 
 
-@pytest.fixture(scope="module")
-def bastion(idp: JwksServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
-    workdir = tmp_path_factory.mktemp("external")
+def _config(idp: JwksServer, workdir: Path, *, allow_idp: bool) -> dict[str, Any]:
     (workdir / "policy.cedar").write_text(POLICY, encoding="utf-8")
     time_server = str(Path(sys.executable).with_name("mcp-server-time"))
-    config = {
+    port = idp.server.server_address[1]
+    return {
+        "egress": {"allow": [f"127.0.0.1:{port}"] if allow_idp else []},
         "identity": {
             "external_issuers": [
                 {
@@ -97,10 +99,15 @@ def bastion(idp: JwksServer, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "routes": [
             {"name": "time", "stdio": {"command": time_server, "args": ["--local-timezone", "UTC"]}},
             # Not scoped for the external issuer; never reached (authentication fails first).
-            {"name": "other", "http": {"url": "http://127.0.0.1:9/mcp"}},
+            {"name": "other", "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True, "allow": ["127.0.0.1"]}},
         ],
     }
-    with BastionProcess(workdir, config) as process:
+
+
+@pytest.fixture(scope="module")
+def bastion(idp: JwksServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess]:
+    workdir = tmp_path_factory.mktemp("external")
+    with BastionProcess(workdir, _config(idp, workdir, allow_idp=True)) as process:
         yield process
 
 
@@ -158,3 +165,24 @@ def test_rotating_keys_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_ke
     assert {jwt_header(old)["kid"], jwt_header(new)["kid"]} <= published
     for token in (old, new):
         assert not _call(bastion.url("time"), token).is_error
+
+
+def test_an_issuer_whose_jwks_the_egress_guard_refuses_is_not_trusted(
+    idp: JwksServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    workdir = tmp_path_factory.mktemp("external-refused")
+    params = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": params}
+    token = idp.sign("ci-robot", groups=["robots"])
+    headers = {
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        "authorization": f"Bearer {token}",
+    }
+    with BastionProcess(workdir, _config(idp, workdir, allow_idp=False)) as process:
+        response = httpx2.post(process.url("time"), json=body, headers=headers)
+        rows = process.audit_rows("egress/connect")
+    assert response.status_code == 401
+    assert rows, "the refused JWKS fetch left no audit record"
+    assert {(effect, reason) for effect, reason, _ in rows} == {("deny", "egress_denied")}
+    assert {target for _, _, target in rows} == {f"{idp.issuer}/jwks.json"}

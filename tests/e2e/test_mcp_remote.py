@@ -138,7 +138,13 @@ def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess
                     "dynamic_registration": True,
                 }
             },
-            "routes": [{"name": "notes", "title": "Team notes", "http": {"url": notes_url}}],
+            "routes": [
+                {
+                    "name": "notes",
+                    "title": "Team notes",
+                    "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]},
+                }
+            ],
         }
         with BastionProcess(workdir, config) as process:
             yield process

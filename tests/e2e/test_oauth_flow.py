@@ -68,8 +68,12 @@ def oauth_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionP
                 }
             },
             "routes": [
-                {"name": "notes", "title": "Team notes", "http": {"url": notes_url}},
-                {"name": "other", "http": {"url": notes_url}},
+                {
+                    "name": "notes",
+                    "title": "Team notes",
+                    "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]},
+                },
+                {"name": "other", "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]}},
             ],
         }
         with BastionProcess(workdir, config) as bastion:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import yaml
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult
@@ -54,7 +53,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     workdir = tmp_path_factory.mktemp("oidc-sign-in")
     pki = make_pki(workdir)
     with notes_server() as notes_url:
-        bastion = BastionProcess(workdir, {"routes": [{"name": "notes", "http": {"url": notes_url}}]})
+        bastion = BastionProcess(
+            workdir,
+            {"routes": [{"name": "notes", "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]}}]},
+        )
         client = OIDCClient(BASTION_CLIENT, (f"{bastion.base_url}/oauth/callback",), "corp client secret")
         (workdir / "corp-secret").write_text(client.client_secret or "", encoding="utf-8")
         partner_dir = workdir / "partner"
@@ -79,7 +81,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             }
             allow = [f"127.0.0.1:{provider.port}", f"127.0.0.1:{partner.port}"]
             bastion.config["egress"] = {"allow": allow, "ca_file": str(pki.ca_file)}
-            bastion.config_path.write_text(yaml.safe_dump(bastion.config), encoding="utf-8")
+            bastion.write_config()
             with bastion:
                 yield Setup(bastion, provider, partner)
 

@@ -36,7 +36,7 @@ def _upstream_sessions(debug: str) -> tuple[set[str], set[str]]:
 
 def test_upstream_sessions_are_ended_on_delete_and_at_shutdown(notes: str, tmp_path: Path) -> None:
     (tmp_path / "demo.cedar").write_text(DEMO_CEDAR.read_text(encoding="utf-8"), encoding="utf-8")
-    routes = [{"name": "notes", "http": {"url": notes}}]
+    routes = [{"name": "notes", "http": {"url": notes, "allow_http": True, "allow": ["127.0.0.1"]}}]
     config = {"policy": {"files": [str(tmp_path / "demo.cedar")]}, "routes": routes}
     bastion = BastionProcess(tmp_path, config).start()
     debug = notes.removesuffix("/mcp") + "/debug/requests"

@@ -134,7 +134,7 @@ def _start(workdir: Path, notes_url: str) -> Gateway:
     config = {
         "policy": {"files": [str(workdir / "policy.cedar")]},
         "routes": [
-            {"name": "notes", "http": {"url": notes_url, "timeout_s": 20}},
+            {"name": "notes", "http": {"url": notes_url, "timeout_s": 20, "allow_http": True, "allow": ["127.0.0.1"]}},
             {"name": "time", "stdio": {"command": str(TIME_SERVER), "args": ["--local-timezone", "UTC"]}},
         ],
     }

@@ -101,9 +101,14 @@ class BastionProcess:
         self.config.setdefault("server", {})
         self.config["server"] = {"host": "127.0.0.1", "port": self.port, **self.config["server"]}
         self.config_path = workdir / "bastion.yaml"
-        self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
+        self.write_config()
         self.log_path = workdir / "bastion.log"
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> None:
+        """Write ``self.config`` to ``config_path`` (again, after a test changed it before ``start``)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
 
     @property
     def base_url(self) -> str:

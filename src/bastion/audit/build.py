@@ -102,6 +102,7 @@ def outcome_body(
     request_bytes: int,
     response_bytes: int,
     credential_kind: str,
+    credential_principal: str | None = None,
     status: int | None,
     duration_ms: float,
 ) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def outcome_body(
         "approval": None,
         "upstream": {
             "credential_kind": credential_kind,
-            "credential_principal": None,
+            "credential_principal": credential_principal,
             "status": status,
             "duration_ms": duration_ms,
         },

@@ -5,9 +5,12 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from bastion.config import BastionConfig
+from bastion.config import BastionConfig, RouteSettings
+from bastion.credentials.vault import VaultKeys
 from bastion.egress import AllowList
-from bastion.errors import ConfigError
+from bastion.egress.destinations import refusal
+from bastion.egress.target import parse_target
+from bastion.errors import ConfigError, EgressDenied
 from bastion.gateway import resolve_values
 from bastion.oauth import LocalUsers
 from bastion.policy import PolicyEngine
@@ -16,11 +19,13 @@ __all__ = ["check_config"]
 
 
 def check_config(config: BastionConfig, console: Console) -> None:
-    """Load the policies against the schema and resolve every secret reference.
+    """Load the policies against the schema, resolve every secret reference and check each HTTP
+    upstream whose URL names an IP address against the egress rules (a name is resolved at run time).
 
     Raises ``ConfigError`` naming the first problem. Prints a summary on success.
     """
     engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
+    egress_allow = AllowList.parse(config.egress.allow)
     table = Table(title="routes", show_lines=False)
     for column in ("route", "path", "resource URI", "upstream"):
         table.add_column(column)
@@ -38,10 +43,12 @@ def check_config(config: BastionConfig, console: Console) -> None:
     console.print(f"policies: {len(engine.policy_ids)} loaded and validated (version {engine.version[:12]})")
     console.print(f"issuer: {config.issuer}  max token TTL: {config.identity.max_token_ttl}s")
     _check_authorization_server(config, console)
-    AllowList.parse(config.egress.allow)
     allowed = ", ".join(config.egress.allow) or "none (every private, loopback and metadata address refused)"
     console.print(f"egress allow list: {allowed}")
     for route in config.routes:
+        if route.http is not None:
+            _check_upstream(route, egress_allow, console)
+        _check_credentials(config, route, console)
         guarded = route.url_arguments
         if guarded is not None:
             marked = [*guarded.names, *(["any format: uri"] if guarded.format_uri else [])]
@@ -77,3 +84,55 @@ def _check_authorization_server(config: BastionConfig, console: Console) -> None
         f"authorization server: {len(server.clients)} registered clients, metadata documents {documents}, "
         f"dynamic registration {registration}; scopes {' '.join(server.scopes)}; sign-in: {sign_in}"
     )
+
+
+def _check_upstream(route: RouteSettings, egress_allow: AllowList, console: Console) -> None:
+    """Print the route's HTTP upstream, its allow list and whether plain http is allowed; raise
+    ``ConfigError`` naming ``routes.<name>.http.url`` when the URL's IP literal would be refused."""
+    http = route.http
+    if http is None:  # pragma: no cover - only called for HTTP routes
+        return
+    where = f"routes.{route.name}.http"
+    try:
+        target = parse_target(http.url, allow_http=http.allow_http)
+    except EgressDenied as exc:  # pragma: no cover - excluded by HttpUpstream validation
+        raise ConfigError(f"{where}.url: {exc.message}") from None
+    if target.address is not None:
+        why = refusal(target.host, target.address, target.port, AllowList.parse(http.allow), egress_allow)
+        if why is not None:
+            raise ConfigError(
+                f"{where}.url: the egress guard refuses {target.host}, {why}; if the upstream is there on "
+                f"purpose, list it in {where}.allow (or egress.allow)"
+            )
+    console.print(
+        f"route {route.name}: upstream {http.url}; allowed: {', '.join(http.allow) or 'public addresses only'}; "
+        f"plain http: {'allowed' if http.allow_http else 'refused (https only)'}"
+    )
+
+
+def _check_credentials(config: BastionConfig, route: RouteSettings, console: Console) -> None:
+    """Resolve the route's upstream credential secrets (and the vault key) and print what each user's
+    calls carry upstream. Raises ``ConfigError`` naming the key that cannot be resolved."""
+    credentials = route.credentials
+    if credentials is None:
+        return
+    where = f"routes.{route.name}.credentials"
+    oauth, exchange = credentials.oauth, credentials.token_exchange
+    secret = oauth.client_secret if oauth is not None else exchange.client_secret if exchange is not None else None
+    kind = "oauth" if oauth is not None else "token_exchange"
+    if secret is not None:
+        try:
+            secret.resolve()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.{kind}.client_secret: {exc.message}") from exc
+    if oauth is not None:
+        VaultKeys.from_settings(config.credentials)
+        server = oauth.issuer or "discovered from the upstream (RFC 9728)"
+        client = oauth.client_id or f"registered by Bastion ({oauth.registration})"
+        console.print(
+            f"route {route.name}: each user connects in the portal; authorization server {server}; "
+            f"client {client}; tokens sealed in the vault"
+        )
+    elif exchange is not None:
+        target = exchange.audience or exchange.resource
+        console.print(f"route {route.name}: RFC 8693 token exchange at {exchange.token_endpoint} for {target}")

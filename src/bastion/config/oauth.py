@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from bastion.config.routes import SecretRef, _Model
+from bastion.config.base import SecretRef, _Model
 from bastion.identity.durations import parse_duration
 
 __all__ = [

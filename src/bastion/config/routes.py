@@ -7,15 +7,17 @@ whose name looks like a secret must be a reference, ``{env: NAME}`` or
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from bastion.config.base import SecretRef, _Model
+from bastion.config.credentials import RouteCredentials
 from bastion.egress.allowlist import AllowList
-from bastion.errors import ConfigError
+from bastion.egress.target import parse_target, shown_url
+from bastion.errors import ConfigError, EgressDenied
 
 __all__ = ["EnvValue", "HttpUpstream", "RouteSettings", "SecretRef", "StdioUpstream"]
 
@@ -24,37 +26,6 @@ _SECRET_NAME = re.compile(
     r"(pass(word|wd)?|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|credential|auth)",
     re.IGNORECASE,
 )
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SecretRef(_Model):
-    """A reference to a secret resolved at run time: exactly one of ``env`` or ``file``."""
-
-    env: str | None = None
-    file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SecretRef:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("a secret reference needs exactly one of 'env' or 'file'")
-        return self
-
-    def resolve(self) -> str:
-        """Return the secret's value. Raises ``ConfigError`` when it is not set or not readable."""
-        if self.env is not None:
-            value = os.environ.get(self.env)
-            if value is None:
-                raise ConfigError(f"environment variable {self.env} is not set")
-            return value
-        if self.file is None:
-            raise ConfigError("a secret reference needs 'env' or 'file'")
-        try:
-            return self.file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"secret file {self.file} cannot be read: {exc.strerror}") from exc
 
 
 EnvValue = str | SecretRef
@@ -95,24 +66,50 @@ class HttpUpstream(_Model):
 
     ``headers`` are added to every upstream request (values literal or
     references); the client's ``Authorization`` header is never forwarded.
+    Every connection to the upstream passes the egress guard: https only, unless
+    ``allow_http`` admits plain http for this route; an upstream whose address is
+    loopback, private, link-local, CGNAT, a metadata endpoint or otherwise not public
+    (in any spelling, or a name resolving there) is refused unless ``allow`` (CIDRs
+    or ``host[:port]``, as ``egress.allow``) or the global ``egress.allow`` lists it.
     """
 
     url: str
     headers: dict[str, EnvValue] = Field(default_factory=dict)
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    allow: tuple[str, ...] = ()
+    allow_http: bool = False
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            parse_target(value, allow_http=True)
+        except EgressDenied as exc:
+            raise ValueError(f"must be an http:// or https:// URL with a host ({exc.message})") from None
         return value
 
     @field_validator("headers")
     @classmethod
     def _no_inline_secrets(cls, value: dict[str, EnvValue]) -> dict[str, EnvValue]:
         return _check_inline_secrets(value, "header")
+
+    @field_validator("allow")
+    @classmethod
+    def _allow_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            AllowList.parse(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+    @model_validator(mode="after")
+    def _https_unless_allowed(self) -> HttpUpstream:
+        if urlsplit(self.url).scheme == "http" and not self.allow_http:
+            raise ValueError(
+                f"upstream {shown_url(self.url)} is plain http: upstreams are https only "
+                "unless the route sets 'allow_http: true'"
+            )
+        return self
 
 
 class UrlArgumentSettings(_Model):
@@ -143,7 +140,8 @@ class UrlArgumentSettings(_Model):
 
 
 class RouteSettings(_Model):
-    """One route: a name, a public path, exactly one upstream, and the URL arguments to guard."""
+    """One route: a name, a public path, exactly one upstream, the URL arguments to guard, and
+    the upstream credential each user's calls carry (``credentials``, HTTP upstreams only)."""
 
     name: str
     path: str | None = None
@@ -151,6 +149,7 @@ class RouteSettings(_Model):
     stdio: StdioUpstream | None = None
     http: HttpUpstream | None = None
     url_arguments: UrlArgumentSettings | None = None
+    credentials: RouteCredentials | None = None
 
     @field_validator("name")
     @classmethod
@@ -172,6 +171,12 @@ class RouteSettings(_Model):
     def _one_upstream(self) -> RouteSettings:
         if (self.stdio is None) == (self.http is None):
             raise ValueError("a route needs exactly one upstream: 'stdio' or 'http'")
+        if self.credentials is not None and self.http is None:
+            raise ValueError("per-user upstream credentials need an 'http' upstream")
+        if self.credentials is not None and self.http is not None:
+            for name in self.http.headers:
+                if name.lower() == "authorization":
+                    raise ValueError("a route with credentials may not also set an Authorization header")
         return self
 
     @property

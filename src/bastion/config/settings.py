@@ -7,8 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from bastion.config.base import _Model
+from bastion.config.credentials import VaultSettings
 from bastion.config.oauth import AuthorizationServerSettings, EgressSettings
-from bastion.config.routes import RouteSettings, _Model
+from bastion.config.routes import RouteSettings
 from bastion.errors import ConfigError
 from bastion.identity.durations import parse_duration
 from bastion.identity.external import ExternalIssuer
@@ -106,6 +108,7 @@ class BastionConfig(_Model):
     policy: PolicySettings
     audit: AuditSettings = AuditSettings()
     egress: EgressSettings = EgressSettings()
+    credentials: VaultSettings = VaultSettings()
     routes: tuple[RouteSettings, ...]
 
     @field_validator("routes")
@@ -124,6 +127,21 @@ class BastionConfig(_Model):
             unknown = sorted(set(external.routes) - names)
             if unknown:
                 raise ValueError(f"identity.external_issuers.{index}.routes names no route: {', '.join(unknown)}")
+        return self
+
+    @model_validator(mode="after")
+    def _upstream_oauth_needs(self) -> BastionConfig:
+        connected = [r.name for r in self.routes if r.credentials is not None and r.credentials.oauth is not None]
+        if connected and self.credentials.vault_key is None:
+            raise ValueError(
+                f"routes {', '.join(connected)} keep per-user upstream tokens: "
+                "credentials.vault_key is needed (a reference, e.g. {env: BASTION_VAULT_KEY})"
+            )
+        if connected and not self.identity.authorization_server.enabled:
+            raise ValueError(
+                f"routes {', '.join(connected)} are connected in the portal, where people sign in: "
+                "identity.authorization_server must be enabled"
+            )
         return self
 
     @model_validator(mode="after")

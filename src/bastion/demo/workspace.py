@@ -108,7 +108,11 @@ def build_demo_config(root: Path, *, port: int, notes_url: str, passwords: dict[
                     "args": ["--repository", str(repository)],
                 },
             },
-            {"name": "notes", "title": "Ops notes (Streamable HTTP)", "http": {"url": notes_url}},
+            {
+                "name": "notes",
+                "title": "Ops notes (Streamable HTTP)",
+                "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]},
+            },
         ],
     }
     return parse_config(data, source="<demo>", base_dir=root)

@@ -9,61 +9,65 @@ to the name, so a second DNS answer (DNS rebinding) cannot redirect it. The
 original host name still goes into the ``Host`` header, the TLS SNI and the
 certificate check (httpcore2's ``sni_hostname`` request extension).
 
-    fetch -> _follow_redirects -> _checked_addresses (resolve once, classify)
-                               -> _exchange (connect to the checked address, capped body)
+    fetch -> _follow_redirects -> Destinations.addresses (resolve once, classify)
+                               -> PinnedTransport.request (connect to the checked address, capped body)
                                -> _redirect (the next hop, checked the same way)
-    send  -> _checked_addresses -> _exchange (one request with a body or credentials; no redirects)
+    send  -> Destinations.addresses -> PinnedTransport.request (one request with a body; no redirects)
+    check, checked_addresses -> Destinations.addresses (no connection: someone else connects)
+
+Each public call reports its refusals (``EgressDenied``) to the
+``on_refusal`` hook first (``_reported``): the URL shown, the reason, the hop and
+the caller's ``purpose``. The refusal is raised whatever the hook does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
-import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Self
+from typing import Self, TypeVar
 from urllib.parse import urljoin
 
-import httpx2
-
-from bastion.egress.addresses import IPAddress, classify, describe
+from bastion.egress.addresses import IPAddress, normalise_host, parse_host
 from bastion.egress.allowlist import NO_EXCEPTIONS, AllowList
+from bastion.egress.destinations import Destinations, Resolver, resolve
+from bastion.egress.exchange import FetchResult, PinnedTransport
+from bastion.egress.refusals import Refusal, RefusalHook, report
 from bastion.egress.target import Target, parse_target, shown_url
-from bastion.errors import ConfigError, EgressDenied, UpstreamUnavailable
+from bastion.errors import EgressDenied, UpstreamUnavailable
 
 __all__ = ["EgressGuard", "FetchResult", "Resolver", "resolve"]
 
-#: ``(host, port) -> addresses``: how the guard resolves a host name, once per hop.
-Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-
+_T = TypeVar("_T")
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_MAX_REASON_CHARS = 200
-_OWN_HEADERS = frozenset({"host", "accept", "accept-encoding", "user-agent", "content-length", "transfer-encoding"})
 
 
-@dataclass(frozen=True)
-class FetchResult:
-    """The response of the last hop: its ``url`` (normalised, no fragment), ``status``,
-    ``headers`` (lowercase names; repeated fields joined with ``", "``) and the whole ``body``."""
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """What one ``fetch`` or ``send`` asked for, handed down its layers."""
 
     url: str
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
+    max_bytes: int
+    timeout_s: float
+    accept: str
+    allow_http: bool
+    allow: AllowList
+    method: str = "GET"
+    headers: Mapping[str, str] | None = None
+    body: bytes = b""
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 0 or self.timeout_s <= 0:
+            raise ValueError(f"max_bytes must be >= 0 and timeout_s > 0, not {self.max_bytes} and {self.timeout_s}")
 
 
-async def resolve(host: str, port: int) -> list[IPAddress]:
-    """The IPv4 and IPv6 addresses of ``host`` from the event loop's ``getaddrinfo``, in its order.
+@dataclass(slots=True)
+class _Hop:
+    """Where a fetch is, for its refusal: the shown URL of the hop being checked, its number."""
 
-    Raises ``OSError`` (``socket.gaierror``) when the name does not resolve.
-    """
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    families = (socket.AF_INET, socket.AF_INET6)
-    return [ipaddress.ip_address(str(info[4][0])) for info in infos if info[0] in families]
+    url: str
+    number: int = 0
 
 
 class EgressGuard:
@@ -72,7 +76,9 @@ class EgressGuard:
     ``allow`` permits destinations that are private on purpose (an internal
     identity provider); ``ca_file`` is a PEM bundle trusted besides the system's
     CAs (an enterprise CA); ``resolver`` replaces ``getaddrinfo``; ``max_redirects``
-    bounds the redirects followed per fetch. No cookies, no credentials, no
+    bounds the redirects followed per fetch; ``on_refusal`` is awaited with a
+    ``Refusal`` for every refusal by policy before it is raised (an audit record;
+    its failures are logged, never raised). No cookies, no credentials, no
     proxies from the environment, no connection reuse (a pooled connection
     verified for one name must not serve another name at the same address). Use
     as ``async with EgressGuard(...) as guard`` or call ``aclose()``. Raises
@@ -91,15 +97,19 @@ class EgressGuard:
         ca_file: Path | None = None,
         resolver: Resolver | None = None,
         max_redirects: int = 3,
+        on_refusal: RefusalHook | None = None,
     ) -> None:
         if max_redirects < 0:
             raise ValueError(f"max_redirects must be >= 0, not {max_redirects}")
-        self._allow = allow
-        self._resolve = resolver or resolve
+        self._destinations = Destinations(allow, resolver or resolve)
         self._max_redirects = max_redirects
-        self._transport = httpx2.AsyncHTTPTransport(
-            verify=_ssl_context(ca_file), trust_env=False, limits=httpx2.Limits(max_keepalive_connections=0)
-        )
+        self._on_refusal = on_refusal
+        self._transport = PinnedTransport(ca_file)
+
+    @property
+    def allow(self) -> AllowList:
+        """The guard's own allow list (``egress.allow``)."""
+        return self._destinations.allow
 
     async def __aenter__(self) -> Self:
         return self
@@ -119,25 +129,24 @@ class EgressGuard:
         timeout_s: float,
         accept: str = "application/json",
         allow_http: bool = False,
+        allow: AllowList = NO_EXCEPTIONS,
+        purpose: str = "fetch",
     ) -> FetchResult:
         """GET ``url``, following up to ``max_redirects`` redirects, each hop checked afresh.
 
         ``max_bytes`` caps the body of each response (a larger one is refused, not
         truncated); ``timeout_s`` (seconds) bounds the whole fetch, all hops and
-        lookups included; ``allow_http`` admits plain http URLs. Any status is
-        returned, a redirect without ``Location`` included. Raises ``EgressDenied``
-        for a refusal by policy (URL, address, redirect count, size) and
-        ``UpstreamUnavailable`` when the fetch fails (resolution, connection, TLS
-        verification, timeout). Neither message carries a URL query or credentials.
+        lookups included; ``allow_http`` admits plain http URLs; ``allow`` is permitted
+        besides the guard's own list, on every hop; ``purpose`` labels a refusal
+        (``Refusal.purpose``). Any status is returned, a redirect without ``Location``
+        included. Raises ``EgressDenied`` for a refusal by policy (URL, address, redirect
+        count, size) and ``UpstreamUnavailable`` when the fetch fails (resolution,
+        connection, TLS verification, timeout). Neither message carries a URL query or
+        credentials.
         """
-        if max_bytes < 0 or timeout_s <= 0:
-            raise ValueError(f"max_bytes must be >= 0 and timeout_s > 0, not {max_bytes} and {timeout_s}")
-        target = parse_target(url, allow_http=allow_http)
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await self._follow_redirects(target, accept=accept, max_bytes=max_bytes, allow_http=allow_http)
-        except TimeoutError:
-            raise UpstreamUnavailable(f"fetching from {target.host} timed out after {timeout_s:g} s") from None
+        call = _Call(url, max_bytes, timeout_s, accept, allow_http, allow)
+        hop = _Hop(shown_url(url))
+        return await self._reported(self._fetch(call, hop), hop, purpose)
 
     async def send(
         self,
@@ -150,156 +159,107 @@ class EgressGuard:
         body: bytes = b"",
         accept: str = "application/json",
         allow_http: bool = False,
+        allow: AllowList = NO_EXCEPTIONS,
+        purpose: str = "send",
     ) -> FetchResult:
         """One request (``POST`` to a token endpoint, ``GET`` with credentials) with no redirect followed.
 
         A request that carries credentials or a body is never replayed to another
         host, so a redirect comes back as it is (a 3xx result). ``headers`` are added
         to the guard's own (``Host``, ``Accept``, ``User-Agent`` cannot be replaced).
-        Limits, checks and errors as for ``fetch``.
+        Limits, checks, ``allow``, ``purpose`` and errors as for ``fetch``.
         """
-        if max_bytes < 0 or timeout_s <= 0:
-            raise ValueError(f"max_bytes must be >= 0 and timeout_s > 0, not {max_bytes} and {timeout_s}")
-        target = parse_target(url, allow_http=allow_http)
-        try:
-            async with asyncio.timeout(timeout_s):
-                addresses = await self._checked_addresses(target)
-                return await self._exchange(
-                    target, addresses, accept=accept, max_bytes=max_bytes, method=method, extra=headers, body=body
-                )
-        except TimeoutError:
-            raise UpstreamUnavailable(f"sending to {target.host} timed out after {timeout_s:g} s") from None
+        call = _Call(url, max_bytes, timeout_s, accept, allow_http, allow, method, headers, body)
+        return await self._reported(self._send(call), _Hop(shown_url(url)), purpose)
 
-    async def check(self, url: str, *, allow_http: bool, allow: AllowList = NO_EXCEPTIONS) -> list[IPAddress]:
+    async def check(
+        self, url: str, *, allow_http: bool, allow: AllowList = NO_EXCEPTIONS, purpose: str = "url_argument"
+    ) -> list[IPAddress]:
         """Check a URL someone else will fetch (a tool argument) without connecting: the same URL
         and address checks as ``fetch``, with ``allow`` permitted besides the guard's own list.
 
-        Returns the addresses the host resolves to. Raises ``EgressDenied`` (refused by policy)
-        or ``UpstreamUnavailable`` (the name does not resolve).
+        Returns the addresses the host resolves to. Raises ``EgressDenied`` (refused by policy,
+        reported with ``purpose``) or ``UpstreamUnavailable`` (the name does not resolve).
         """
-        target = parse_target(url, allow_http=allow_http)
-        return await self._checked_addresses(target, allow)
 
-    async def _follow_redirects(self, target: Target, *, accept: str, max_bytes: int, allow_http: bool) -> FetchResult:
-        addresses = await self._checked_addresses(target)
-        redirects = 0
+        async def checked() -> list[IPAddress]:
+            target = parse_target(url, allow_http=allow_http)
+            return await self._destinations.addresses(target.host, target.address, target.port, allow)
+
+        return await self._reported(checked(), _Hop(shown_url(url)), purpose)
+
+    async def checked_addresses(
+        self,
+        host: str,
+        port: int,
+        *,
+        allow: AllowList = NO_EXCEPTIONS,
+        purpose: str = "upstream",
+        url: str | None = None,
+    ) -> list[IPAddress]:
+        """The addresses another client may connect to for ``host``:``port`` (the resolver of
+        ``GuardedResolver``): the IP literal ``host`` names in any spelling, or every address
+        the name resolves to (one lookup), each checked as ``fetch`` checks them, with ``allow``
+        permitted besides the guard's own list.
+
+        ``url`` is the URL the connection is for (shown in the refusal; default ``//host:port``).
+        Raises ``EgressDenied`` (a malformed host or a refused address, reported with
+        ``purpose``) or ``UpstreamUnavailable`` (the name does not resolve).
+        """
+
+        async def checked() -> list[IPAddress]:
+            name = normalise_host(host)
+            return await self._destinations.addresses(name, parse_host(name), port, allow)
+
+        hop = _Hop(shown_url(url) if url is not None else f"//{host}:{port}")
+        return await self._reported(checked(), hop, purpose)
+
+    async def _reported(self, work: Awaitable[_T], hop: _Hop, purpose: str) -> _T:
+        """``await work``; an ``EgressDenied`` is reported to ``on_refusal`` (never failing), then raised."""
+        try:
+            return await work
+        except EgressDenied as exc:
+            await report(self._on_refusal, Refusal(url=hop.url, reason=exc.message, hop=hop.number, purpose=purpose))
+            raise
+
+    async def _fetch(self, call: _Call, hop: _Hop) -> FetchResult:
+        target = parse_target(call.url, allow_http=call.allow_http)
+        try:
+            async with asyncio.timeout(call.timeout_s):
+                return await self._follow_redirects(target, call, hop)
+        except TimeoutError:
+            raise UpstreamUnavailable(f"fetching from {target.host} timed out after {call.timeout_s:g} s") from None
+
+    async def _send(self, call: _Call) -> FetchResult:
+        target = parse_target(call.url, allow_http=call.allow_http)
+        try:
+            async with asyncio.timeout(call.timeout_s):
+                addresses = await self._destinations.addresses(target.host, target.address, target.port, call.allow)
+                return await self._transport.request(
+                    target, addresses, accept=call.accept, max_bytes=call.max_bytes, method=call.method,
+                    extra=call.headers, body=call.body,
+                )  # fmt: skip
+        except TimeoutError:
+            raise UpstreamUnavailable(f"sending to {target.host} timed out after {call.timeout_s:g} s") from None
+
+    async def _follow_redirects(self, target: Target, call: _Call, hop: _Hop) -> FetchResult:
+        addresses = await self._destinations.addresses(target.host, target.address, target.port, call.allow)
         while True:
-            result = await self._exchange(target, addresses, accept=accept, max_bytes=max_bytes)
+            result = await self._transport.request(target, addresses, accept=call.accept, max_bytes=call.max_bytes)
             location = result.headers.get("location")
             if result.status not in _REDIRECT_STATUSES or location is None:
                 return result
-            if redirects == self._max_redirects:
-                raise EgressDenied(f"{target.shown} redirects again after {redirects} redirects")
-            redirects += 1
-            target, addresses = await self._redirect(target, location, allow_http=allow_http)
+            if hop.number == self._max_redirects:
+                raise EgressDenied(f"{target.shown} redirects again after {hop.number} redirects")
+            url = urljoin(target.url, location)  # RFC 9110 section 10.2.2: relative to the current URL
+            hop.url, hop.number = shown_url(url), hop.number + 1
+            target, addresses = await self._redirect(url, call)
 
-    async def _redirect(self, target: Target, location: str, *, allow_http: bool) -> tuple[Target, list[IPAddress]]:
-        """The next hop, ``location`` resolved against the current URL (RFC 9110 section 10.2.2), checked anew."""
-        url = urljoin(target.url, location)
+    async def _redirect(self, url: str, call: _Call) -> tuple[Target, list[IPAddress]]:
+        """The next hop, ``url``, checked anew."""
         try:
-            next_target = parse_target(url, allow_http=allow_http)
-            return next_target, await self._checked_addresses(next_target)
+            target = parse_target(url, allow_http=call.allow_http)
+            addresses = await self._destinations.addresses(target.host, target.address, target.port, call.allow)
         except EgressDenied as exc:
             raise EgressDenied(f"redirect to {shown_url(url)} refused: {exc.message}") from None
-
-    async def _checked_addresses(self, target: Target, extra: AllowList = NO_EXCEPTIONS) -> list[IPAddress]:
-        """The addresses to connect to: the IP literal, or every address the host resolves to.
-
-        Raises ``EgressDenied`` if any of them is refused and allowed neither by the guard's
-        list nor by ``extra``.
-        """
-        if target.address is not None:
-            if (refusal := self._refusal(target, target.address, extra)) is not None:
-                raise EgressDenied(f"{target.host} is {refusal}")
-            return [target.address]
-        try:
-            addresses = list(dict.fromkeys(await self._resolve(target.host, target.port)))
-        except OSError as exc:
-            raise UpstreamUnavailable(f"{target.host} could not be resolved") from exc
-        if not addresses:
-            raise UpstreamUnavailable(f"{target.host} resolves to no address")
-        for address in addresses:
-            if (refusal := self._refusal(target, address, extra)) is not None:
-                raise EgressDenied(f"{target.host} resolves to {address}, {refusal}")
-        return addresses
-
-    def _refusal(self, target: Target, address: IPAddress, extra: AllowList = NO_EXCEPTIONS) -> str | None:
-        if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
-            return "an address with a zone id"
-        reason = classify(address)
-        if reason is None:
-            return None
-        if self._allow.permits(target.host, address, target.port) or extra.permits(target.host, address, target.port):
-            return None
-        return describe(reason)
-
-    async def _exchange(
-        self,
-        target: Target,
-        addresses: list[IPAddress],
-        *,
-        accept: str,
-        max_bytes: int,
-        method: str = "GET",
-        extra: Mapping[str, str] | None = None,
-        body: bytes = b"",
-    ) -> FetchResult:
-        """One request to the first of ``addresses`` that takes the connection; the response read and closed."""
-        own = {"Host": target.authority, "Accept": accept, "Accept-Encoding": "identity", "User-Agent": "Bastion"}
-        headers = {k: v for k, v in (extra or {}).items() if k.lower() not in _OWN_HEADERS} | own
-        failure: httpx2.HTTPError | None = None
-        for address in addresses:
-            request = httpx2.Request(
-                method,
-                target.connect_url(address),
-                headers=headers,
-                content=body or None,
-                extensions={"sni_hostname": target.host},
-            )
-            try:
-                response = await self._transport.handle_async_request(request)
-            except httpx2.ConnectError as exc:
-                failure = exc
-                continue
-            except httpx2.HTTPError as exc:
-                raise _unavailable(target, exc) from exc
-            try:
-                body = await _read_body(response, target, max_bytes)
-            except httpx2.HTTPError as exc:
-                raise _unavailable(target, exc) from exc
-            finally:
-                await response.aclose()
-            return FetchResult(target.url, response.status_code, MappingProxyType(dict(response.headers.items())), body)
-        raise _unavailable(target, failure)
-
-
-async def _read_body(response: httpx2.Response, target: Target, max_bytes: int) -> bytes:
-    """The body, refused as soon as it is known to exceed ``max_bytes`` (declared or streamed)."""
-    refusal = EgressDenied(f"response from {target.host} exceeds {max_bytes} bytes")
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise refusal
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > max_bytes:
-            raise refusal
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _unavailable(target: Target, exc: httpx2.HTTPError | None) -> UpstreamUnavailable:
-    reason = (str(exc) or type(exc).__name__)[:_MAX_REASON_CHARS] if exc is not None else "no address"
-    return UpstreamUnavailable(f"could not fetch from {target.host}: {reason}")
-
-
-def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
-    """The system's trusted CAs plus ``ca_file``; certificate and host name checks on, TLS 1.2 at least."""
-    context = ssl.create_default_context()
-    if ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=ca_file)
-        except OSError as exc:
-            raise ConfigError(f"egress ca_file {ca_file}: {exc}") from None
-    return context
+        return target, addresses

@@ -1,11 +1,13 @@
 """Trusted external token issuers: their settings and a cache of their public keys (JWKS, RFC 7517 section 5).
 
-The cache fetches ``jwks_url`` with an ``httpx2.AsyncClient``, keeps the key
-set for ``jwks_cache_s``, refetches early when a token names an unknown
-``kid`` (at most once per ``REFETCH_INTERVAL_S``; a failed fetch is not
-retried sooner either, so a down IdP is not hammered), caps the response at
-``MAX_JWKS_BYTES`` and the request at ``FETCH_TIMEOUT_S``. If a refetch fails
-the previously fetched keys stay in use; with no keys at all the token is refused.
+The cache fetches ``jwks_url`` with a ``JWKSFetch`` (in the gateway
+``guarded_jwks_fetch``: through the egress guard, so a JWKS on a private or
+loopback address must be listed in ``egress.allow``), keeps the key set for
+``jwks_cache_s``, refetches early when a token names an unknown ``kid`` (at
+most once per ``REFETCH_INTERVAL_S``; a failed fetch is not retried sooner
+either, so a down IdP is not hammered), caps the response at ``MAX_JWKS_BYTES``
+and the request at ``FETCH_TIMEOUT_S``. If a refetch fails the previously
+fetched keys stay in use; with no keys at all the token is refused.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import httpx2
 from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry, Key
 from joserfc.jws import JWSRegistry
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bastion.egress.client import EgressGuard
 from bastion.errors import AuthenticationError, EgressDenied, UpstreamUnavailable
 
 __all__ = [
@@ -32,7 +34,7 @@ __all__ = [
     "ExternalIssuer",
     "JWKSCache",
     "JWKSFetch",
-    "httpx_jwks_fetch",
+    "guarded_jwks_fetch",
 ]
 
 MAX_JWKS_BYTES = 1024 * 1024
@@ -109,8 +111,8 @@ def _import_keys(document: Any) -> list[Key]:
     return keys
 
 
-#: Fetches a JWK Set: ``url -> body`` of a 200 response. Raises ``ValueError`` (any other status, too
-#: large), ``httpx2.HTTPError``, ``EgressDenied`` or ``UpstreamUnavailable``.
+#: Fetches a JWK Set: ``url -> body`` of a 200 response. Raises ``ValueError`` (any other status),
+#: ``EgressDenied`` (refused by the egress guard, too large) or ``UpstreamUnavailable``.
 JWKSFetch = Callable[[str], Awaitable[bytes]]
 
 
@@ -119,7 +121,7 @@ class JWKSCache:
 
     ``cache_s`` is how long (seconds) a fetched key set is reused; ``clock``
     returns monotonic seconds (tests pass a fake). ``for_issuer`` builds the
-    cache of an :class:`ExternalIssuer` fetching with an ``httpx2`` client.
+    cache of an :class:`ExternalIssuer`.
     """
 
     def __init__(
@@ -143,10 +145,10 @@ class JWKSCache:
 
     @classmethod
     def for_issuer(
-        cls, settings: ExternalIssuer, client: httpx2.AsyncClient, *, clock: Callable[[], float] = time.monotonic
+        cls, settings: ExternalIssuer, fetch: JWKSFetch, *, clock: Callable[[], float] = time.monotonic
     ) -> JWKSCache:
-        """The key cache of an external issuer, fetching ``settings.jwks_url`` with ``client``."""
-        return cls(settings.jwks_url, httpx_jwks_fetch(client), cache_s=settings.jwks_cache_s, clock=clock)
+        """The key cache of an external issuer, fetching ``settings.jwks_url`` with ``fetch``."""
+        return cls(settings.jwks_url, fetch, cache_s=settings.jwks_cache_s, clock=clock)
 
     async def key_for(self, kid: str | None, alg: str) -> Key:
         """The issuer's key for ``kid`` that can verify ``alg`` (``alg`` already allow-listed).
@@ -191,30 +193,30 @@ class JWKSCache:
                 async with asyncio.timeout(FETCH_TIMEOUT_S):
                     body = await self._fetch(self._url)
                 self._keys = _import_keys(json.loads(body))
-            except (httpx2.HTTPError, ValueError, TimeoutError, RecursionError, EgressDenied, UpstreamUnavailable):
+            except (ValueError, TimeoutError, RecursionError, EgressDenied, UpstreamUnavailable):
                 self._failed_at = self._attempted_at
                 return  # keep the keys we had; see module docstring
             self._fetched_at, self._failed_at = self._attempted_at, None
 
 
-def httpx_jwks_fetch(client: httpx2.AsyncClient) -> JWKSFetch:
-    """A ``JWKSFetch`` with ``client``: no redirects, at most ``MAX_JWKS_BYTES``, ``FETCH_TIMEOUT_S``."""
+def guarded_jwks_fetch(guard: EgressGuard) -> JWKSFetch:
+    """A ``JWKSFetch`` through ``guard`` (``EgressGuard.fetch``, purpose ``"jwks"``): each hop's
+    address checked and redirects re-checked, at most ``MAX_JWKS_BYTES`` (RFC 7517 section 5
+    gives no size; a key set is a few kB), ``FETCH_TIMEOUT_S``. Plain http only where
+    ``ExternalIssuer`` admits it (a loopback ``jwks_url``), and then only if ``egress.allow``
+    lists the address. Raises ``ValueError`` for a status other than 200."""
 
     async def fetch(url: str) -> bytes:
-        headers = {"Accept": "application/jwk-set+json, application/json"}
-        async with client.stream(
-            "GET", url, headers=headers, timeout=FETCH_TIMEOUT_S, follow_redirects=False
-        ) as response:
-            if response.status_code != 200:
-                raise ValueError(f"JWKS fetch from {url} answered {response.status_code}")
-            declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > MAX_JWKS_BYTES:
-                raise ValueError(f"JWKS from {url} is larger than {MAX_JWKS_BYTES} bytes")
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_JWKS_BYTES:
-                    raise ValueError(f"JWKS from {url} is larger than {MAX_JWKS_BYTES} bytes")
-        return bytes(body)
+        result = await guard.fetch(
+            url,
+            max_bytes=MAX_JWKS_BYTES,
+            timeout_s=FETCH_TIMEOUT_S,
+            accept="application/jwk-set+json, application/json",
+            allow_http=urlsplit(url).scheme == "http",
+            purpose="jwks",
+        )
+        if result.status != 200:
+            raise ValueError(f"JWKS fetch from {result.url} answered {result.status}")
+        return result.body
 
     return fetch

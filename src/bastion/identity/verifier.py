@@ -15,7 +15,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
 from joserfc.jwk import Key
 from joserfc.jws import CompactSignature
 
@@ -27,7 +26,7 @@ from bastion.identity.claims import (
     principal_from_claims,
     validate_claims,
 )
-from bastion.identity.external import FETCH_TIMEOUT_S, ExternalIssuer, JWKSCache
+from bastion.identity.external import ExternalIssuer, JWKSCache, JWKSFetch
 from bastion.identity.keys import SigningKeys
 from bastion.identity.revocation import RevocationList
 from bastion.identity.signature import parse_compact_jws, verify_compact_jws
@@ -54,10 +53,11 @@ class TokenVerifier:
     trusted external issuers; ``leeway_s`` the clock skew (seconds) tolerated
     on ``nbf``/``iat`` (never on ``exp``); ``allowed_algorithms`` the JWS
     algorithms accepted on Bastion's own tokens; ``cache_size`` the LRU bound;
-    ``http_client`` fetches external JWKS (a private client is made if None).
-    Raises ``ConfigError`` on an unsafe algorithm list, a negative leeway, or
-    an external issuer equal to ``issuer`` or listed twice. Not thread-safe:
-    use one instance per event loop.
+    ``jwks_fetch`` fetches the external issuers' JWKS (the gateway passes
+    ``guarded_jwks_fetch(egress_guard)``: every fetch through the egress guard).
+    Raises ``ConfigError`` on an unsafe algorithm list, a negative leeway, an
+    external issuer equal to ``issuer`` or listed twice, or external issuers
+    without ``jwks_fetch``. Not thread-safe: use one instance per event loop.
     """
 
     def __init__(
@@ -70,7 +70,7 @@ class TokenVerifier:
         leeway_s: int = 30,
         allowed_algorithms: Iterable[str] = ("ES256",),
         cache_size: int = 10_000,
-        http_client: httpx2.AsyncClient | None = None,
+        jwks_fetch: JWKSFetch | None = None,
     ) -> None:
         self._allowed = frozenset(allowed_algorithms)
         if not self._allowed or any(a.lower() == "none" or a.upper().startswith("HS") for a in self._allowed):
@@ -87,15 +87,11 @@ class TokenVerifier:
         names = [item.issuer for item in settings]
         if issuer in names or len(set(names)) != len(names):
             raise ConfigError("an external issuer is listed twice or equals Bastion's own issuer")
-        self._owns_client = http_client is None and bool(settings)
-        self._client = http_client
+        if settings and jwks_fetch is None:
+            raise ConfigError("external issuers need a JWKS fetch (jwks_fetch: through the egress guard)")
         self._external: dict[str, tuple[ExternalIssuer, JWKSCache]] = {}
-        if settings:
-            client = http_client or httpx2.AsyncClient(
-                timeout=FETCH_TIMEOUT_S, follow_redirects=False, trust_env=False
-            )
-            self._client = client
-            self._external = {item.issuer: (item, JWKSCache.for_issuer(item, client)) for item in settings}
+        if jwks_fetch is not None:
+            self._external = {item.issuer: (item, JWKSCache.for_issuer(item, jwks_fetch)) for item in settings}
 
     def verify(self, token: str, audience: str, now: float | None = None) -> Principal:
         """Verify one of Bastion's own access tokens for the route whose resource URI is ``audience``.
@@ -169,9 +165,8 @@ class TokenVerifier:
         return len(expired)
 
     async def aclose(self) -> None:
-        """Close the HTTP client if this verifier created it."""
-        if self._owns_client and self._client is not None:
-            await self._client.aclose()
+        """Release what the verifier holds: nothing since JWKS fetches go through the caller's
+        ``jwks_fetch`` (its egress guard is closed by its owner); kept for the gateway's lifecycle."""
 
     def _verify_own(self, token: str, obj: CompactSignature, audience: str, now: float) -> Principal:
         typ = obj.protected.get("typ")

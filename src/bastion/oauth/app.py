@@ -84,6 +84,7 @@ def authorization_server_routes(context: ServerContext) -> list[BaseRoute]:
         Route(ENDPOINTS["consent"], _browser(authorize.consent), methods=["POST"]),
         Route(ENDPOINTS["provider_sign_in"], _browser(providers.start), methods=["GET"]),
         Route(ENDPOINTS["provider_callback"], _browser(providers.callback), methods=["GET"]),
+        Route(ENDPOINTS["portal_sign_in"], _browser(authorize.portal_sign_in), methods=["GET"]),
         Route(ENDPOINTS["token"], _machine(token.token), methods=["POST"]),
         Route(ENDPOINTS["revocation"], _machine(token.revoke), methods=["POST"]),
         Route(ENDPOINTS["registration"], _machine(token.register), methods=["POST"]),

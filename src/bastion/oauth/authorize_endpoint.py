@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from bastion.errors import AuditUnavailable, OAuthError
 from bastion.oauth.clients import redirect_uri_matches
@@ -32,10 +32,13 @@ from bastion.oauth.records import AuthorizationCode, Consent, PendingAuthorizati
 from bastion.oauth.requests import check_code_challenge, requested_scopes, single_params
 from bastion.oauth.users import SignInThrottle
 
-__all__ = ["BROWSER_COOKIE", "SIGN_IN_COOKIE", "AuthorizeEndpoint"]
+__all__ = ["BROWSER_COOKIE", "PORTAL_CLIENT_ID", "SIGN_IN_COOKIE", "AuthorizeEndpoint"]
 
 BROWSER_COOKIE = "__Host-bastion-browser"
 SIGN_IN_COOKIE = "__Host-bastion-sign-in"
+#: The pseudo-client of a sign-in started at the portal: no code, no consent, back to the portal.
+#: Not a URL and not a generated id, so no registered client can carry it.
+PORTAL_CLIENT_ID = "bastion portal"
 _FORM_LIMIT = 16 * 1024
 
 
@@ -108,6 +111,37 @@ class AuthorizeEndpoint:
         set_cookie(response, BROWSER_COOKIE, browser, max_age_s=ctx.settings.request_ttl)
         return response
 
+    async def portal_sign_in(self, request: Request) -> Response:
+        """Sign in without an application (``GET /portal/sign-in``): the same sign-in page and
+        methods; afterwards the browser goes back to the portal with the sign-in cookie set."""
+        ctx = self._ctx
+        portal = ctx.base_url + ENDPOINTS["portal"]
+        if await self._signed_in(request) is not None:
+            return RedirectResponse(portal, status_code=303)
+        if ctx.users is None and not ctx.providers:
+            return error_page(title="Sign-in is not available", message="no sign-in method is configured",
+                              status_code=400)  # fmt: skip
+        browser = request.cookies.get(BROWSER_COOKIE) or secrets.token_urlsafe(32)
+        now = ctx.clock()
+        pending = PendingAuthorization(
+            id=secrets.token_urlsafe(24),
+            client_id=PORTAL_CLIENT_ID,
+            client_name="the Bastion portal",
+            redirect_uri=portal,
+            state=None,
+            code_challenge="",
+            route="",
+            resource="",
+            scopes=(),
+            browser=digest(browser),
+            csrf_token=secrets.token_urlsafe(24),
+            expires_at=now + ctx.settings.request_ttl,
+        )
+        await ctx.store.put_pending(pending)
+        response = self.sign_in_form(pending)
+        set_cookie(response, BROWSER_COOKIE, browser, max_age_s=ctx.settings.request_ttl)
+        return response
+
     async def sign_in(self, request: Request) -> Response:
         """Check the sign-in form (local users file) and go on to consent."""
         ctx = self._ctx
@@ -170,7 +204,7 @@ class AuthorizeEndpoint:
             )
             return error_page(title="This sign-in has expired", message="nobody has signed in", status_code=400)
         taken = await ctx.store.take_pending(pending.id, ctx.clock())
-        if taken is None:
+        if taken is None or taken.client_id == PORTAL_CLIENT_ID:
             return error_page(title="This sign-in has expired", message="the request was already used", status_code=400)
         if form.get("decision") != "approve":
             exc = OAuthError("access_denied", "the user denied the request")
@@ -183,6 +217,9 @@ class AuthorizeEndpoint:
 
     async def _consent_or_code(self, pending: PendingAuthorization, user: UserIdentity) -> Response:
         ctx = self._ctx
+        if pending.client_id == PORTAL_CLIENT_ID:  # signed in at the portal: nothing to consent to
+            await ctx.store.take_pending(pending.id, ctx.clock())
+            return RedirectResponse(pending.redirect_uri, status_code=303)
         consent = await ctx.store.get_consent(user.sub, pending.client_id, pending.route)
         if consent is not None and set(pending.scopes) <= set(consent.scopes):
             taken = await ctx.store.take_pending(pending.id, ctx.clock())

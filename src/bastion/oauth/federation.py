@@ -24,14 +24,13 @@ safe to show the person signing in.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
@@ -45,6 +44,7 @@ from bastion.config.oauth import IdentityProviderSettings
 from bastion.egress.client import EgressGuard, FetchResult
 from bastion.errors import AuthenticationError, BastionError, EgressDenied, UpstreamUnavailable
 from bastion.identity.external import EXTERNAL_ALGORITHMS, JWKSCache
+from bastion.oauth.client_auth import basic_authorization
 from bastion.oauth.records import UserIdentity
 
 __all__ = ["IdentityProviderError", "OpenIDProvider", "ProviderEndpoints", "groups_from"]
@@ -265,8 +265,7 @@ class OpenIDProvider:
         if self._secret is None:
             form["client_id"] = self.settings.client_id
         else:  # client_secret_basic: each part form-encoded first (RFC 6749 section 2.3.1)
-            pair = f"{quote(self.settings.client_id, safe='')}:{quote(self._secret, safe='')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+            headers["Authorization"] = basic_authorization(self.settings.client_id, self._secret)
         result = await self._request("POST", endpoints.token_endpoint, "token", headers, urlencode(form).encode())
         body = _json_object(result.body)
         if result.status != 200:

@@ -18,6 +18,8 @@ ENDPOINTS = {
     "consent": "/oauth/consent",
     "provider_sign_in": "/oauth/sign-in/provider",
     "provider_callback": "/oauth/callback",
+    "portal_sign_in": "/portal/sign-in",
+    "portal": "/portal",
 }
 
 

@@ -27,7 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 from starlette.responses import HTMLResponse, Response
 
-__all__ = ["clear_cookie", "consent_page", "error_page", "set_cookie", "sign_in_page"]
+__all__ = ["clear_cookie", "consent_page", "error_page", "render_page", "set_cookie", "sign_in_page"]
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -83,7 +83,10 @@ def _security_headers(form_action: Sequence[str]) -> dict[str, str]:
     }
 
 
-def _render(template: str, *, status_code: int, form_action: Sequence[str], **context: Any) -> HTMLResponse:
+def render_page(template: str, *, status_code: int, form_action: Sequence[str], **context: Any) -> HTMLResponse:
+    """Render ``templates/<template>`` (autoescaped, ``title`` and the page's own values in
+    ``context``) with the security headers; ``form_action`` lists the origins its forms may
+    lead to besides Bastion's own (CSP ``form-action``). Raises ``ValueError`` for a bad origin."""
     headers = _security_headers(form_action)
     html = _ENV.get_template(template).render(style=Markup(_STYLE), **context)  # noqa: S704 - our own stylesheet
     return HTMLResponse(html, status_code=status_code, headers=headers)
@@ -110,7 +113,7 @@ def sign_in_page(
     it and ``username`` refills it. ``form_action`` lists extra CSP form-action origins (``scheme://host``).
     Raises ``ValueError`` when ``action`` or a provider URL is not a path or http(s) URL, or an origin is bad.
     """
-    return _render(
+    return render_page(
         "sign_in.html",
         status_code=status_code,
         form_action=form_action,
@@ -150,7 +153,7 @@ def consent_page(
     ``csrf_token`` to ``action``. Pass the client's redirect origin in ``form_action``: Chromium applies
     CSP form-action to the redirect that follows the POST. Raises ``ValueError`` as ``sign_in_page``.
     """
-    return _render(
+    return render_page(
         "consent.html",
         status_code=200,
         form_action=form_action,
@@ -172,7 +175,7 @@ def consent_page(
 def error_page(*, title: str, message: str, status_code: int) -> HTMLResponse:
     """A page for an error that must not be redirected to the client (RFC 6749 section 4.1.2.1):
     an unknown client_id, or a redirect_uri that is missing, invalid or not registered."""
-    return _render("error.html", status_code=status_code, form_action=(), title=title, message=message)
+    return render_page("error.html", status_code=status_code, form_action=(), title=title, message=message)
 
 
 def _check_host_cookie(name: str) -> None:

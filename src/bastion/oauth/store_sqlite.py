@@ -1,20 +1,13 @@
 """The embedded authorization store: tables in the data directory's SQLite file (WAL).
 
-One connection serves every call from a worker thread, under a lock, each call
-one transaction (``BEGIN IMMEDIATE`` for writes, so the single-use updates
-cannot interleave with another process's). The audit log shares the file with
-its own connection; ``busy_timeout`` makes the two wait for each other.
+The connection and transactions are ``bastion.stores.sqlite.SQLiteTables``'.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from bastion.oauth.records import (
     AuthorizationCode,
@@ -25,10 +18,10 @@ from bastion.oauth.records import (
     RefreshUse,
     UserIdentity,
 )
+from bastion.stores.sqlite import SQLiteTables
 
 __all__ = ["SQLiteAuthorizationStore"]
 
-T = TypeVar("T")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS oauth_pending (
@@ -71,50 +64,11 @@ def _pending_from(body: str, user: str | None) -> PendingAuthorization:
     return PendingAuthorization(**data, user=UserIdentity.from_json(user) if user else None)
 
 
-class SQLiteAuthorizationStore:
+class SQLiteAuthorizationStore(SQLiteTables):
     """``AuthorizationStore`` on SQLite at ``path`` (the data directory's ``bastion.db``)."""
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
-        self._path = path
-        self._busy_timeout_s = busy_timeout_s
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    async def start(self) -> None:
-        """Open the database and create the tables. Raises ``sqlite3.Error``/``OSError``."""
-        await asyncio.to_thread(self._open)
-
-    def _open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self._path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(_DDL)
-        self._conn = conn
-
-    async def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
-        def call() -> T:
-            with self._lock:
-                conn = self._conn
-                if conn is None:
-                    raise sqlite3.ProgrammingError("the authorization store is not open")
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                try:
-                    result = work(conn)
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-                return result
-
-        return await asyncio.to_thread(call)
+    DDL = _DDL
+    LABEL = "authorization store"
 
     # pending authorization requests
     async def put_pending(self, pending: PendingAuthorization) -> None:

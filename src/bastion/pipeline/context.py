@@ -112,6 +112,8 @@ class Exchange:
     error: BastionError | None = None
     audited: bool = False
     upstream_status: int | None = None
+    credential_kind: str = "none"
+    credential_principal: str | None = None
     response_bytes: int = 0
     result_error: bool = False
     notes: dict[str, Any] = field(default_factory=dict)

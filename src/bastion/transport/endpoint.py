@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from bastion.credentials.broker import send_with_credential
 from bastion.errors import BastionError, NotAcceptable, SessionNotFound, SessionRequired, TransportError
 from bastion.pipeline.context import EmptyReply, Exchange, HttpRequest, Reply, SseEvent, SseReply
 from bastion.pipeline.runner import Pipeline, error_reply
@@ -26,6 +27,7 @@ from bastion.stores.sessions import SessionStore
 from bastion.transport.checks import OriginPolicy, accepts
 from bastion.transport.routes import RouteRuntime
 from bastion.transport.wire import read_request, send_reply
+from bastion.upstream.http import UpstreamResponse
 
 __all__ = ["McpEndpoint"]
 
@@ -130,9 +132,7 @@ class McpEndpoint:
             return
         status = 200
         if self.route.http is not None and session.upstream_id:
-            response = await self.route.http.send(
-                "DELETE", headers=exchange.http.headers, session_id=session.upstream_id
-            )
+            response = await self._send_upstream(exchange, "DELETE", session.upstream_id)
             await response.aclose()
             status = response.status if response.status in (200, 202, 204, 405) else 200
         await self._sessions.delete(session.id)
@@ -143,9 +143,7 @@ class McpEndpoint:
         if session is None:
             return
         if self.route.http is not None:
-            response = await self.route.http.send(
-                "GET", headers=exchange.http.headers, session_id=session.upstream_id
-            )
+            response = await self._send_upstream(exchange, "GET", session.upstream_id)
             if response.kind == "sse":
                 exchange.reply = SseReply(200, _relay_events(response))
             else:
@@ -153,6 +151,19 @@ class McpEndpoint:
                 exchange.reply = EmptyReply(response.status)
             return
         exchange.reply = SseReply(200, self._broadcast(), {})
+
+    async def _send_upstream(self, exchange: Exchange, method: str, session_id: str | None) -> UpstreamResponse:
+        """A GET stream or DELETE to the HTTP upstream, with the caller's upstream credential."""
+        upstream = self.route.http
+        if upstream is None:
+            raise TransportError("the route has no HTTP upstream")
+
+        async def send(credential: dict[str, str] | None) -> UpstreamResponse:
+            return await upstream.send(
+                method, headers=exchange.http.headers, session_id=session_id, credential=credential
+            )
+
+        return await send_with_credential(self.route.credentials, exchange.principal, send)
 
     async def _relay_while_wanted(
         self, events: AsyncIterator[SseEvent], gone: asyncio.Event

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bastion.config import RouteSettings
 from bastion.errors import UpstreamError
 from bastion.policy import ResourceRef
 from bastion.upstream.http import HttpUpstream
 from bastion.upstream.stdio import StdioServer
+
+if TYPE_CHECKING:
+    from bastion.credentials.broker import CredentialSource
 
 __all__ = ["MAX_CATALOG_PAGES", "PageFetcher", "RouteRuntime", "ToolCatalog"]
 
@@ -98,7 +101,8 @@ class RouteRuntime:
     ``scopes`` the scopes a client asks for to use it (the 401 challenge's
     ``scope``, MCP 2025-11-25 basic/authorization "Scope Selection Strategy") and
     ``scopes_supported`` all it may be granted (the metadata's).
-    Exactly one of ``http`` / ``stdio`` is set.
+    Exactly one of ``http`` / ``stdio`` is set. ``credentials`` is where each caller's
+    upstream credential comes from (``None``: the route's static headers, if any).
     """
 
     settings: RouteSettings
@@ -108,6 +112,7 @@ class RouteRuntime:
     scopes_supported: tuple[str, ...] = ()
     http: HttpUpstream | None = None
     stdio: StdioServer | None = None
+    credentials: CredentialSource | None = None
     catalog: ToolCatalog = field(default_factory=ToolCatalog)
 
     @property

@@ -13,6 +13,20 @@ Only the headers MCP defines are forwarded (``FORWARDED_HEADERS``); the
 client's ``Authorization``, cookies and anything else never reach the
 upstream. The upstream's own credentials come from the route's configured
 headers (secret references resolved once at start).
+
+Every connection passes the egress guard without giving up aiohttp: the
+connector's resolver is a ``bastion.egress.GuardedResolver``, so a host name
+is resolved once per new connection, every address is checked (the route's
+``allow``, then ``egress.allow``) and aiohttp connects to exactly those
+addresses (no second lookup, so DNS rebinding cannot swap them). aiohttp's DNS
+cache is off (``use_dns_cache=False``): each new connection asks the guard, so
+a name that moves is judged (and a refusal audited) at once, not after a cache
+lifetime; a cache would hold only checked addresses, so this is about freshness,
+not safety. The lookup is cheap on the hot path: pooled connections (kept alive
+30 s) are reused without one. aiohttp never resolves an IP literal, so a
+literal host is checked by ``send`` itself until it passes once (the allow
+lists do not change while Bastion runs). A refusal is ``EgressDenied`` (403,
+JSON-RPC -32003) with an audit record written by the guard's refusal hook.
 """
 
 from __future__ import annotations
@@ -23,7 +37,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from bastion.errors import UpstreamError, UpstreamUnavailable
+from bastion.egress.allowlist import NO_EXCEPTIONS, AllowList
+from bastion.egress.client import EgressGuard
+from bastion.egress.resolver import EgressRefused, GuardedResolver
+from bastion.egress.target import parse_target
+from bastion.errors import EgressDenied, UpstreamError, UpstreamUnavailable
 from bastion.upstream.sse import ServerSentEvent, SseDecoder
 
 __all__ = ["FORWARDED_HEADERS", "HttpUpstream", "UpstreamResponse"]
@@ -63,15 +81,30 @@ class UpstreamResponse:
 
 
 class HttpUpstream:
-    """A pooled client for one upstream MCP endpoint ``url``.
+    """A pooled client for one upstream MCP endpoint ``url``, every connection through ``guard``.
 
-    ``extra_headers`` are the route's static upstream headers. ``timeout_s``
-    bounds connect and each read (an SSE stream may stay open longer as long
-    as events keep arriving).
+    ``allow`` is permitted besides the guard's allow list (the route's ``http.allow``);
+    ``allow_http`` admits a plain ``http://`` url. ``extra_headers`` are the route's
+    static upstream headers. ``timeout_s`` bounds connect and each read (an SSE stream
+    may stay open longer as long as events keep arriving). Raises ``EgressDenied``
+    when ``url`` is not one the guard accepts at all (scheme, user info, malformed host).
     """
 
-    def __init__(self, url: str, *, extra_headers: Mapping[str, str] | None = None, timeout_s: float = 60.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        guard: EgressGuard,
+        allow: AllowList = NO_EXCEPTIONS,
+        allow_http: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
+        timeout_s: float = 60.0,
+    ):
         self.url = url
+        self._target = parse_target(url, allow_http=allow_http)
+        self._guard = guard
+        self._allow = allow
+        self._checked = self._target.address is None  # a host name is checked by the resolver, per connection
         self._extra = dict(extra_headers or {})
         self._timeout = aiohttp.ClientTimeout(total=None, connect=min(timeout_s, 10.0), sock_read=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -79,7 +112,13 @@ class HttpUpstream:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # created lazily: aiohttp binds to the running event loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, limit_per_host=256, keepalive_timeout=30),
+                connector=aiohttp.TCPConnector(
+                    limit=256,
+                    limit_per_host=256,
+                    keepalive_timeout=30,
+                    resolver=GuardedResolver(self._guard, allow=self._allow, purpose="upstream", url=self.url),
+                    use_dns_cache=False,
+                ),
                 timeout=self._timeout,
                 trust_env=False,
                 auto_decompress=True,
@@ -93,13 +132,17 @@ class HttpUpstream:
             await self._session.close()
             self._session = None
 
-    def _headers(self, downstream: Mapping[str, str], session_id: str | None) -> dict[str, str]:
+    def _headers(
+        self, downstream: Mapping[str, str], session_id: str | None, credential: Mapping[str, str] | None
+    ) -> dict[str, str]:
         headers = {
             name: value
             for name, value in downstream.items()
             if name in FORWARDED_HEADERS or name.startswith("mcp-param-")
         }
         headers.update(self._extra)
+        if credential:
+            headers.update(credential)
         if session_id is not None:
             headers["mcp-session-id"] = session_id
         return headers
@@ -111,18 +154,32 @@ class HttpUpstream:
         headers: Mapping[str, str],
         body: bytes | None = None,
         session_id: str | None = None,
+        credential: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
-        """Send one request; raises ``UpstreamUnavailable`` when the upstream cannot be reached.
+        """Send one request; raises ``UpstreamUnavailable`` when the upstream cannot be reached and
+        ``EgressDenied`` when the egress guard refuses its address (audited by the guard's hook).
 
         ``headers`` are the downstream request's headers (lowercase names);
-        only ``FORWARDED_HEADERS`` are copied. Redirects are not followed.
+        only ``FORWARDED_HEADERS`` are copied. ``credential`` holds the upstream
+        credential for this caller (e.g. ``{"authorization": "Bearer ..."}``, from
+        ``bastion.credentials``), added last. Redirects are not followed.
         """
+        if not self._checked:
+            await self._check_literal()
         try:
             response = await self._client().request(
-                method, self.url, headers=self._headers(headers, session_id), data=body, allow_redirects=False
+                method,
+                self._target.url,
+                headers=self._headers(headers, session_id, credential),
+                data=body,
+                allow_redirects=False,
             )
         except TimeoutError as exc:
             raise UpstreamUnavailable("upstream timed out") from exc
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, EgressRefused):
+                raise _refused(exc.os_error.denial) from exc
+            raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}") from exc
         content_type = response.content_type.lower()
@@ -142,6 +199,16 @@ class HttpUpstream:
             response.release()
         kind = "json" if body_bytes else "empty"
         return UpstreamResponse(response.status, kind, content_type, session, body=body_bytes)
+
+    async def _check_literal(self) -> None:
+        """Check the IP literal of the URL (aiohttp does not resolve it, so the resolver never sees it)."""
+        try:
+            await self._guard.checked_addresses(
+                self._target.host, self._target.port, allow=self._allow, purpose="upstream", url=self.url
+            )
+        except EgressDenied as exc:
+            raise _refused(exc) from None
+        self._checked = True
 
     @staticmethod
     async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
@@ -172,3 +239,7 @@ class HttpUpstream:
             logger.info("upstream event stream ended: %s", type(exc).__name__)
         finally:
             response.release()
+
+
+def _refused(denial: EgressDenied) -> EgressDenied:
+    return EgressDenied(f"the egress guard refused the upstream: {denial.message}")

@@ -23,7 +23,9 @@ def policy(tmp_path: Path) -> Path:
 def base(policy: Path) -> dict[str, Any]:
     return {
         "policy": {"files": [str(policy)]},
-        "routes": [{"name": "notes", "http": {"url": "http://127.0.0.1:9/mcp"}}],
+        "routes": [
+            {"name": "notes", "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True, "allow": ["127.0.0.1"]}}
+        ],
     }
 
 
@@ -78,7 +80,7 @@ def test_an_unknown_top_level_key_is_named(base: dict[str, Any]) -> None:
 
 def test_an_unknown_nested_key_is_named(base: dict[str, Any]) -> None:
     assert "bastion.yaml: server.bogus: Extra inputs" in _error({**base, "server": {"bogus": 1}})
-    message = _error({**base, "routes": [_route(http={"url": "http://x", "extra": 1})]})
+    message = _error({**base, "routes": [_route(http={"url": "https://x", "extra": 1})]})
     assert "routes.0.http.extra: Extra inputs" in message
 
 
@@ -89,24 +91,62 @@ def test_a_bad_upstream_url_is_named(base: dict[str, Any], url: str) -> None:
     assert "http:// or https:// URL" in message
 
 
+def test_a_plain_http_upstream_needs_allow_http(base: dict[str, Any]) -> None:
+    message = _error({**base, "routes": [_route(http={"url": "http://mcp.example/mcp?key=s3cret"})]})
+    assert message.startswith("bastion.yaml: routes.0.http: ")
+    assert "upstream http://mcp.example/mcp is plain http" in message
+    assert "allow_http: true" in message
+    assert "s3cret" not in message
+    config = parse_config({**base, "routes": [_route(http={"url": "http://mcp.example/mcp", "allow_http": True})]})
+    assert config.route("r").http is not None
+    assert config.route("r").http.allow_http is True
+
+
+def test_an_upstream_is_https_only_and_public_only_by_default(base: dict[str, Any]) -> None:
+    http = parse_config({**base, "routes": [_route(http={"url": "https://mcp.example/mcp"})]}).route("r").http
+    assert http is not None
+    assert (http.allow, http.allow_http) == ((), False)
+
+
+@pytest.mark.parametrize("entry", ["10.0.0.1/8", "10.0.0.0/33", "host:0", "host:99999", "[::1"])
+def test_a_bad_upstream_allow_entry_is_named(base: dict[str, Any], entry: str) -> None:
+    message = _error({**base, "routes": [_route(http={"url": "https://x", "allow": [entry]})]})
+    assert "bastion.yaml: routes.0.http.allow:" in message
+    assert repr(entry) in message
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [("https://user:pw@x/mcp", "carries user info"), ("https://%6c%6f%63%61%6c%68%6f%73%74/", "percent-encoded")],
+)
+def test_an_upstream_url_the_egress_guard_cannot_read_is_refused(base: dict[str, Any], url: str, reason: str) -> None:
+    message = _error({**base, "routes": [_route(http={"url": url})]})
+    assert "routes.0.http.url:" in message
+    assert reason in message
+    assert "pw@" not in message
+
+
 @pytest.mark.parametrize("name", ["Notes", "has space", "-lead", "", "a" * 64, "ü", "a/b"])
 def test_a_bad_route_name_is_named(base: dict[str, Any], name: str) -> None:
-    message = _error({**base, "routes": [{"name": name, "http": {"url": "http://x"}}]})
+    message = _error({**base, "routes": [{"name": name, "http": {"url": "https://x"}}]})
     assert "routes.0.name:" in message
 
 
 @pytest.mark.parametrize("path", ["mcp", "/mcp/", "/a//b", "/.well-known/x"])
 def test_a_bad_route_path_is_named(base: dict[str, Any], path: str) -> None:
-    assert "routes.0.path:" in _error({**base, "routes": [_route(path=path, http={"url": "http://x"})]})
+    assert "routes.0.path:" in _error({**base, "routes": [_route(path=path, http={"url": "https://x"})]})
 
 
 def test_route_names_must_be_unique(base: dict[str, Any]) -> None:
-    routes = [_route(http={"url": "http://x"}), _route(http={"url": "http://y"})]
+    routes = [_route(http={"url": "https://x"}), _route(http={"url": "https://y"})]
     assert "route names must be unique; repeated: r" in _error({**base, "routes": routes})
 
 
 def test_route_paths_must_be_unique_including_default_paths(base: dict[str, Any]) -> None:
-    routes = [{"name": "a", "http": {"url": "http://x"}}, {"name": "b", "path": "/mcp/a", "http": {"url": "http://y"}}]
+    routes = [
+        {"name": "a", "http": {"url": "https://x"}},
+        {"name": "b", "path": "/mcp/a", "http": {"url": "https://y"}},
+    ]
     assert "route paths must be unique; repeated: /mcp/a" in _error({**base, "routes": routes})
 
 
@@ -117,7 +157,7 @@ def test_at_least_one_route_is_required(base: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "route",
     [
-        _route(stdio={"command": "x"}, http={"url": "http://x"}),
+        _route(stdio={"command": "x"}, http={"url": "https://x"}),
         _route(),
     ],
     ids=["both", "neither"],
@@ -154,7 +194,7 @@ def test_an_inline_secret_in_a_secret_looking_env_var_is_refused(base: dict[str,
 
 @pytest.mark.parametrize("name", ["Authorization", "X-Api-Key", "X-Auth-Token", "Proxy-Authorization"])
 def test_an_inline_secret_in_a_secret_looking_header_is_refused(base: dict[str, Any], name: str) -> None:
-    route = _route(http={"url": "http://x", "headers": {name: "Bearer abc"}})
+    route = _route(http={"url": "https://x", "headers": {name: "Bearer abc"}})
     message = _error({**base, "routes": [route]})
     assert "routes.0.http.headers:" in message
     assert "looks like a secret" in message

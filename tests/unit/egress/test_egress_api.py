@@ -8,7 +8,10 @@ from bastion.errors import BastionError, EgressDenied
 
 
 def test_exported_members() -> None:
-    assert sorted(bastion.egress.__all__) == ["AllowList", "EgressGuard", "FetchResult", "classify", "parse_host"]
+    assert sorted(bastion.egress.__all__) == [
+        "AllowList", "EgressGuard", "FetchResult", "GuardedResolver", "Refusal", "audit_refusals", "classify",
+        "parse_host",
+    ]  # fmt: skip
     for name in bastion.egress.__all__:
         member = getattr(bastion.egress, name)
         assert member.__doc__, name

@@ -1,22 +1,30 @@
-"""External issuers: settings validation, JWKS fetching and caching, external token verification."""
+"""External issuers: settings validation, JWKS fetching and caching, external token verification.
+
+The cache is tested with a fake ``JWKSFetch``; ``guarded_jwks_fetch`` against a real JWKS
+endpoint on 127.0.0.1 through a real ``EgressGuard`` (allowed, and refused with a ``Refusal``).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx2
 import pytest
+from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from identity_support import ISSUER, NOW, ROUTE_A, ROUTE_B, b64json, b64url, sign
 from joserfc.jwk import ECKey, RSAKey
 from pydantic import ValidationError
 
-from bastion.errors import AuthenticationError, ConfigError
+import bastion.identity.external
+from bastion.egress import AllowList, EgressGuard, Refusal
+from bastion.errors import AuthenticationError, ConfigError, EgressDenied, UpstreamUnavailable
 from bastion.identity import ExternalIssuer, JWKSCache, RevocationList, SigningKeys, TokenVerifier
+from bastion.identity.external import MAX_JWKS_BYTES, guarded_jwks_fetch
 
 IDP = "https://idp.example"
 JWKS_URL = "https://idp.example/jwks"
@@ -25,20 +33,20 @@ RSA_KEY = RSAKey.generate_key(2048, private=True, parameters={"kid": "rsa-1"})
 
 
 class FakeIdP:
-    """A JWKS endpoint served through httpx2.MockTransport; counts fetches."""
+    """A ``JWKSFetch`` answering for JWKS_URL with its key set (or ``respond()``); counts fetches."""
 
     def __init__(self, *keys: RSAKey | ECKey) -> None:
         self.keys = list(keys)
         self.fetches = 0
-        self.respond: Callable[[], httpx2.Response] | None = None
+        self.respond: Callable[[], bytes] | None = None
 
     def document(self) -> dict[str, Any]:
         return {"keys": [dict(key.as_dict(private=False)) for key in self.keys]}
 
-    def handler(self, request: httpx2.Request) -> httpx2.Response:
-        assert str(request.url) == JWKS_URL
+    async def __call__(self, url: str) -> bytes:
+        assert url == JWKS_URL
         self.fetches += 1
-        return self.respond() if self.respond else httpx2.Response(200, json=self.document())
+        return self.respond() if self.respond else json.dumps(self.document()).encode()
 
 
 class Clock:
@@ -78,23 +86,13 @@ def idp() -> FakeIdP:
 
 
 @pytest.fixture
-async def client(idp: FakeIdP) -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(transport=httpx2.MockTransport(idp.handler)) as http:
-        yield http
-
-
-@pytest.fixture
 def settings() -> ExternalIssuer:
     return ExternalIssuer(routes=("r",), issuer=IDP, jwks_url=JWKS_URL, audience=AUDIENCE, groups_claim="roles")
 
 
 @pytest.fixture
-def verifier(
-    keys: SigningKeys, revocations: RevocationList, settings: ExternalIssuer, client: httpx2.AsyncClient
-) -> TokenVerifier:
-    return TokenVerifier(
-        issuer=ISSUER, keys=keys, revocations=revocations, external_issuers=[settings], http_client=client
-    )
+def verifier(keys: SigningKeys, revocations: RevocationList, settings: ExternalIssuer, idp: FakeIdP) -> TokenVerifier:
+    return TokenVerifier(issuer=ISSUER, keys=keys, revocations=revocations, external_issuers=[settings], jwks_fetch=idp)
 
 
 async def reason(verifier: TokenVerifier, token: str, audience: str = ROUTE_A) -> str:
@@ -141,7 +139,14 @@ def test_settings_defaults_and_loopback_http() -> None:
 def test_external_issuer_may_not_shadow_bastion(keys: SigningKeys, revocations: RevocationList) -> None:
     clash = ExternalIssuer(routes=("r",), issuer=ISSUER, jwks_url=JWKS_URL, audience=AUDIENCE)
     with pytest.raises(ConfigError, match="issuer"):
-        TokenVerifier(issuer=ISSUER, keys=keys, revocations=revocations, external_issuers=[clash])
+        TokenVerifier(issuer=ISSUER, keys=keys, revocations=revocations, external_issuers=[clash], jwks_fetch=FakeIdP())
+
+
+def test_external_issuers_need_a_jwks_fetch(
+    keys: SigningKeys, revocations: RevocationList, settings: ExternalIssuer
+) -> None:
+    with pytest.raises(ConfigError, match="JWKS fetch"):
+        TokenVerifier(issuer=ISSUER, keys=keys, revocations=revocations, external_issuers=[settings])
 
 
 # --- verification ---------------------------------------------------------------------------
@@ -172,12 +177,11 @@ async def test_es256_external_key_without_kid(
 ) -> None:
     ec = ECKey.generate_key("P-256", private=True)
     idp = FakeIdP(ec)
-    async with httpx2.AsyncClient(transport=httpx2.MockTransport(idp.handler)) as http:
-        verifier = TokenVerifier(
-            issuer=ISSUER, keys=keys, revocations=revocations, external_issuers=[settings], http_client=http
-        )
-        token = idp_token(key=ec, alg="ES256", kid=None)
-        assert (await verifier.authenticate(token, ROUTE_A, now=NOW)).sub == "ci-runner"
+    verifier = TokenVerifier(
+        issuer=ISSUER, keys=keys, revocations=revocations, external_issuers=[settings], jwks_fetch=idp
+    )
+    token = idp_token(key=ec, alg="ES256", kid=None)
+    assert (await verifier.authenticate(token, ROUTE_A, now=NOW)).sub == "ci-runner"
 
 
 async def test_wrong_audience_uses_issuer_audience(verifier: TokenVerifier) -> None:
@@ -228,11 +232,9 @@ async def test_revoked_external_token(verifier: TokenVerifier, revocations: Revo
 # --- JWKS cache -----------------------------------------------------------------------------
 
 
-async def test_unknown_kid_refetches_at_most_every_30s(
-    settings: ExternalIssuer, idp: FakeIdP, client: httpx2.AsyncClient
-) -> None:
+async def test_unknown_kid_refetches_at_most_every_30s(settings: ExternalIssuer, idp: FakeIdP) -> None:
     clock = Clock()
-    cache = JWKSCache.for_issuer(settings, client, clock=clock)
+    cache = JWKSCache.for_issuer(settings, idp, clock=clock)
     assert (await cache.key_for("rsa-1", "RS256")).kid == "rsa-1"
     assert idp.fetches == 1
     with pytest.raises(AuthenticationError, match="no key"):
@@ -249,10 +251,10 @@ async def test_unknown_kid_refetches_at_most_every_30s(
     assert idp.fetches == 2
 
 
-async def test_key_set_expires_after_cache_time(idp: FakeIdP, client: httpx2.AsyncClient) -> None:
+async def test_key_set_expires_after_cache_time(idp: FakeIdP) -> None:
     clock = Clock()
     settings = ExternalIssuer(routes=("r",), issuer=IDP, jwks_url=JWKS_URL, audience=AUDIENCE, jwks_cache_s=60)
-    cache = JWKSCache.for_issuer(settings, client, clock=clock)
+    cache = JWKSCache.for_issuer(settings, idp, clock=clock)
     await cache.key_for("rsa-1", "RS256")
     clock.now += 59
     await cache.key_for("rsa-1", "RS256")
@@ -262,45 +264,47 @@ async def test_key_set_expires_after_cache_time(idp: FakeIdP, client: httpx2.Asy
     assert idp.fetches == 2
 
 
+def _raise(error: Exception) -> Callable[[], bytes]:
+    def respond() -> bytes:
+        raise error
+
+    return respond
+
+
 @pytest.mark.parametrize(
     "response",
     [
-        lambda: httpx2.Response(200, content=b" " * (1024 * 1024 + 1)),
-        lambda: httpx2.Response(200, content=b"{}", headers={"content-length": str(10**9)}),
-        lambda: httpx2.Response(500, json={"keys": []}),
-        lambda: httpx2.Response(302, headers={"location": "http://169.254.169.254/"}),
-        lambda: httpx2.Response(200, content=b"not json"),
+        _raise(EgressDenied(f"response from idp.example exceeds {MAX_JWKS_BYTES} bytes")),
+        _raise(ValueError("JWKS fetch from https://idp.example/jwks answered 500")),
+        _raise(EgressDenied("redirect to http://169.254.169.254/ refused: URL scheme 'http' ...")),
+        _raise(UpstreamUnavailable("could not fetch from idp.example: connection refused")),
+        lambda: b"not json",
     ],
-    ids=["too-large", "declared-too-large", "server-error", "redirect", "not-json"],
+    ids=["too-large", "server-error", "redirect", "unreachable", "not-json"],
 )
-async def test_unusable_jwks_response(
-    settings: ExternalIssuer,
-    idp: FakeIdP,
-    client: httpx2.AsyncClient,
-    response: Callable[[], httpx2.Response],
-) -> None:
+async def test_unusable_jwks_response(settings: ExternalIssuer, idp: FakeIdP, response: Callable[[], bytes]) -> None:
     idp.respond = response
     with pytest.raises(AuthenticationError) as info:
-        await JWKSCache.for_issuer(settings, client, clock=Clock()).key_for("rsa-1", "RS256")
+        await JWKSCache.for_issuer(settings, idp, clock=Clock()).key_for("rsa-1", "RS256")
     assert info.value.reason == "jwks_unavailable"
 
 
-async def test_timeout_is_unavailable(settings: ExternalIssuer) -> None:
-    def slow(request: httpx2.Request) -> httpx2.Response:
-        raise httpx2.ReadTimeout("timed out", request=request)
+async def test_timeout_is_unavailable(settings: ExternalIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bastion.identity.external, "FETCH_TIMEOUT_S", 0.05)
 
-    async with httpx2.AsyncClient(transport=httpx2.MockTransport(slow)) as http:
-        with pytest.raises(AuthenticationError) as info:
-            await JWKSCache.for_issuer(settings, http, clock=Clock()).key_for("rsa-1", "RS256")
+    async def slow(url: str) -> bytes:
+        await asyncio.sleep(5)
+        return b"{}"
+
+    with pytest.raises(AuthenticationError) as info:
+        await JWKSCache.for_issuer(settings, slow, clock=Clock()).key_for("rsa-1", "RS256")
     assert info.value.reason == "jwks_unavailable"
 
 
-async def test_failed_fetch_is_not_retried_for_30s(
-    settings: ExternalIssuer, idp: FakeIdP, client: httpx2.AsyncClient
-) -> None:
+async def test_failed_fetch_is_not_retried_for_30s(settings: ExternalIssuer, idp: FakeIdP) -> None:
     clock = Clock()
-    cache = JWKSCache.for_issuer(settings, client, clock=clock)
-    idp.respond = lambda: httpx2.Response(503)
+    cache = JWKSCache.for_issuer(settings, idp, clock=clock)
+    idp.respond = _raise(ValueError("answered 503"))
     for _ in range(3):
         with pytest.raises(AuthenticationError, match="could not be fetched"):
             await cache.key_for("rsa-1", "RS256")
@@ -311,35 +315,118 @@ async def test_failed_fetch_is_not_retried_for_30s(
     assert idp.fetches == 2
 
 
-async def test_stale_keys_survive_failed_refresh(
-    settings: ExternalIssuer, idp: FakeIdP, client: httpx2.AsyncClient
-) -> None:
+async def test_stale_keys_survive_failed_refresh(settings: ExternalIssuer, idp: FakeIdP) -> None:
     clock = Clock()
-    cache = JWKSCache.for_issuer(settings, client, clock=clock)
+    cache = JWKSCache.for_issuer(settings, idp, clock=clock)
     await cache.key_for("rsa-1", "RS256")
-    idp.respond = lambda: httpx2.Response(503)
+    idp.respond = _raise(ValueError("answered 503"))
     clock.now += settings.jwks_cache_s
     assert (await cache.key_for("rsa-1", "RS256")).kid == "rsa-1"
     assert idp.fetches == 2
 
 
-async def test_private_and_encryption_keys_are_skipped(
-    settings: ExternalIssuer, idp: FakeIdP, client: httpx2.AsyncClient
-) -> None:
+async def test_private_and_encryption_keys_are_skipped(settings: ExternalIssuer, idp: FakeIdP) -> None:
     private = dict(RSA_KEY.as_dict(private=True))
     enc = {**dict(RSA_KEY.as_dict(private=False)), "use": "enc", "kid": "rsa-enc"}
-    idp.respond = lambda: httpx2.Response(200, content=json.dumps({"keys": [private, enc, "junk"]}).encode())
-    cache = JWKSCache.for_issuer(settings, client, clock=Clock())
+    idp.respond = lambda: json.dumps({"keys": [private, enc, "junk"]}).encode()
+    cache = JWKSCache.for_issuer(settings, idp, clock=Clock())
     for kid in ("rsa-1", "rsa-enc"):
         with pytest.raises(AuthenticationError) as info:
             await cache.key_for(kid, "RS256")
         assert info.value.reason == "unknown_kid"
 
 
-async def test_deeply_nested_jwks_is_unavailable(
-    settings: ExternalIssuer, idp: FakeIdP, client: httpx2.AsyncClient
-) -> None:
-    idp.respond = lambda: httpx2.Response(200, content=b"[" * 100_000 + b"]" * 100_000)
+async def test_deeply_nested_jwks_is_unavailable(settings: ExternalIssuer, idp: FakeIdP) -> None:
+    idp.respond = lambda: b"[" * 100_000 + b"]" * 100_000
     with pytest.raises(AuthenticationError) as info:
-        await JWKSCache.for_issuer(settings, client, clock=Clock()).key_for("rsa-1", "RS256")
+        await JWKSCache.for_issuer(settings, idp, clock=Clock()).key_for("rsa-1", "RS256")
     assert info.value.reason == "jwks_unavailable"
+
+
+# --- JWKS through the egress guard ----------------------------------------------------------
+
+
+class JwksEndpoint:
+    """A JWKS endpoint on 127.0.0.1 (aiohttp): ``/jwks`` the key set, ``/big`` too large, ``/gone`` 404."""
+
+    def __init__(self) -> None:
+        self.document = json.dumps({"keys": [dict(RSA_KEY.as_dict(private=False))]}).encode()
+        self.app = web.Application()
+        self.app.router.add_get("/jwks", self._jwks)
+        self.app.router.add_get("/big", self._big)
+        self.runner = web.AppRunner(self.app)
+        self.port = 0
+
+    async def _jwks(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.document, content_type="application/json")
+
+    async def _big(self, request: web.Request) -> web.Response:
+        return web.Response(body=b" " * (MAX_JWKS_BYTES + 1), content_type="application/json")
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture
+async def endpoint() -> AsyncIterator[JwksEndpoint]:
+    server = JwksEndpoint()
+    await server.runner.setup()
+    site = web.TCPSite(server.runner, "127.0.0.1", 0)
+    await site.start()
+    server.port = server.runner.addresses[0][1]
+    yield server
+    await server.runner.cleanup()
+
+
+class Refusals:
+    """An ``on_refusal`` hook that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.seen: list[Refusal] = []
+
+    async def __call__(self, refusal: Refusal) -> None:
+        self.seen.append(refusal)
+
+
+async def test_an_external_jwks_on_an_allowed_loopback_address_is_fetched_through_the_guard(
+    keys: SigningKeys, revocations: RevocationList, endpoint: JwksEndpoint
+) -> None:
+    settings = ExternalIssuer(routes=("r",), issuer=IDP, jwks_url=endpoint.url("/jwks"), audience=AUDIENCE)
+    async with EgressGuard(allow=AllowList.parse([f"127.0.0.1:{endpoint.port}"])) as guard:
+        verifier = TokenVerifier(
+            issuer=ISSUER,
+            keys=keys,
+            revocations=revocations,
+            external_issuers=[settings],
+            jwks_fetch=guarded_jwks_fetch(guard),
+        )
+        assert (await verifier.authenticate(idp_token(), ROUTE_A, now=NOW)).sub == "ci-runner"
+
+
+async def test_an_external_jwks_on_loopback_is_refused_and_reported_unless_allowed(
+    keys: SigningKeys, revocations: RevocationList, endpoint: JwksEndpoint
+) -> None:
+    refusals = Refusals()
+    settings = ExternalIssuer(routes=("r",), issuer=IDP, jwks_url=endpoint.url("/jwks?v=1"), audience=AUDIENCE)
+    async with EgressGuard(on_refusal=refusals) as guard:
+        verifier = TokenVerifier(
+            issuer=ISSUER,
+            keys=keys,
+            revocations=revocations,
+            external_issuers=[settings],
+            jwks_fetch=guarded_jwks_fetch(guard),
+        )
+        assert await reason(verifier, idp_token()) == "jwks_unavailable"
+    assert refusals.seen == [
+        Refusal(url=endpoint.url("/jwks"), reason="127.0.0.1 is a loopback address", hop=0, purpose="jwks")
+    ]
+
+
+async def test_the_guarded_fetch_caps_the_key_set_and_wants_a_200(endpoint: JwksEndpoint) -> None:
+    async with EgressGuard(allow=AllowList.parse(["127.0.0.1"])) as guard:
+        fetch = guarded_jwks_fetch(guard)
+        assert json.loads(await fetch(endpoint.url("/jwks")))["keys"][0]["kid"] == "rsa-1"
+        with pytest.raises(EgressDenied, match=f"exceeds {MAX_JWKS_BYTES} bytes"):
+            await fetch(endpoint.url("/big"))
+        with pytest.raises(ValueError, match="answered 404"):
+            await fetch(endpoint.url("/gone"))

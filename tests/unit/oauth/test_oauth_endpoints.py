@@ -80,8 +80,12 @@ def write_config(tmp_path: Path, **settings: Any) -> Any:
         "policy": {"files": ["p.cedar"]},
         "identity": {"authorization_server": server_settings},
         "routes": [
-            {"name": "echo", "title": "Echo", "http": {"url": "http://127.0.0.1:9/mcp"}},
-            {"name": "other", "http": {"url": "http://127.0.0.1:9/other"}},
+            {
+                "name": "echo",
+                "title": "Echo",
+                "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True, "allow": ["127.0.0.1"]},
+            },
+            {"name": "other", "http": {"url": "http://127.0.0.1:9/other", "allow_http": True, "allow": ["127.0.0.1"]}},
         ],
     }
     return parse_config(document, base_dir=tmp_path)

@@ -117,7 +117,13 @@ def write_config(tmp_path: Path, op: HostileProvider, pki: Pki, provider: dict[s
             }
         },
         "egress": {"allow": [f"127.0.0.1:{op.port}"], "ca_file": str(pki.ca_file)},
-        "routes": [{"name": "echo", "title": "Echo", "http": {"url": "http://127.0.0.1:9/mcp"}}],
+        "routes": [
+            {
+                "name": "echo",
+                "title": "Echo",
+                "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True, "allow": ["127.0.0.1"]},
+            }
+        ],
     }
     return parse_config(document, base_dir=tmp_path)
 

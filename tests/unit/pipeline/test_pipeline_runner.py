@@ -106,7 +106,7 @@ def _allow(exchange: Exchange) -> None:
 
 def _route() -> RouteRuntime:
     return RouteRuntime(
-        settings=RouteSettings(name="notes", http=HttpUpstream(url="http://upstream.test/mcp")),
+        settings=RouteSettings(name="notes", http=HttpUpstream(url="http://upstream.test/mcp", allow_http=True)),
         resource_uri="http://gw.test/mcp/notes",
         metadata_url=METADATA,
     )

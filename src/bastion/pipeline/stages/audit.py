@@ -94,7 +94,8 @@ class AuditStage:
                     error_code=error.code if error is not None else None,
                     request_bytes=len(exchange.http.body),
                     response_bytes=exchange.response_bytes,
-                    credential_kind="none",
+                    credential_kind=exchange.credential_kind,
+                    credential_principal=exchange.credential_principal,
                     status=exchange.upstream_status,
                     duration_ms=round((time.perf_counter() - exchange.started) * 1000, 3),
                 )

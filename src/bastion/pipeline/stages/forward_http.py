@@ -7,22 +7,23 @@ whole, SSE answers are relayed event by event (ids kept for resumption), GET
 streams and DELETE are relayed too. 2026-07-28 requests are stateless and are
 forwarded as they are, mirrored headers included. The client's
 ``Authorization`` header is never forwarded (``HttpUpstream`` copies only
-MCP's own headers).
+MCP's own headers); the route's credential source supplies the upstream's
+(step 10, ``_send``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from bastion.credentials.broker import send_with_credential
 from bastion.errors import UpstreamError
 from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, Reply, SseEvent, SseReply
 from bastion.stores.sessions import SessionStore
 from bastion.upstream.http import HttpUpstream, UpstreamResponse
 
 __all__ = ["HttpForwardStage"]
-
 
 
 async def _relay_events(response: UpstreamResponse) -> AsyncIterator[SseEvent]:
@@ -45,6 +46,30 @@ async def _relay_events(response: UpstreamResponse) -> AsyncIterator[SseEvent]:
             )
     finally:
         await response.aclose()
+
+
+async def _send(
+    exchange: Exchange,
+    upstream: HttpUpstream,
+    method: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    session_id: str | None,
+) -> UpstreamResponse:
+    """Step 10 (credentials) and the send: the caller's upstream credential from the route's
+    source, renewed once after a 401 (``send_with_credential``); recorded on the exchange for
+    the audit record (kind and whose, never the secret)."""
+    source = exchange.route.credentials
+    if source is not None:
+        exchange.credential_kind = source.kind
+        exchange.credential_principal = exchange.principal.sub if exchange.principal else None
+    elif exchange.route.settings.http is not None and exchange.route.settings.http.headers:
+        exchange.credential_kind = "secret_ref"
+
+    async def send(credential: dict[str, str] | None) -> UpstreamResponse:
+        return await upstream.send(method, headers=headers, body=body, session_id=session_id, credential=credential)
+
+    return await send_with_credential(source, exchange.principal, send)
 
 
 def _reply_from(response: UpstreamResponse, headers: dict[str, str]) -> Reply:
@@ -78,9 +103,7 @@ class HttpForwardStage:
         upstream = self._upstream(exchange)
         session = exchange.session
         upstream_sid = session.upstream_id if session is not None and not exchange.new_session else None
-        response = await upstream.send(
-            "POST", headers=exchange.http.headers, body=exchange.http.body, session_id=upstream_sid
-        )
+        response = await _send(exchange, upstream, "POST", exchange.http.headers, exchange.http.body, upstream_sid)
         exchange.upstream_status = response.status
         headers: dict[str, str] = {}
         if session is not None:
@@ -110,15 +133,15 @@ class HttpForwardStage:
                 params["_meta"] = envelope
             message = {"jsonrpc": "2.0", "id": f"bastion-catalog-{cursor or 0}", "method": "tools/list",
                        "params": params}  # fmt: skip
-            return await self._request(upstream, headers, json.dumps(message).encode(), session_id)
+            return await self._request(exchange, upstream, headers, json.dumps(message).encode(), session_id)
 
         await exchange.route.catalog.reload(fetch_page)
 
     @staticmethod
     async def _request(
-        upstream: HttpUpstream, headers: dict[str, str], body: bytes, session_id: str | None
+        exchange: Exchange, upstream: HttpUpstream, headers: dict[str, str], body: bytes, session_id: str | None
     ) -> dict[str, Any]:
-        response = await upstream.send("POST", headers=headers, body=body, session_id=session_id)
+        response = await _send(exchange, upstream, "POST", headers, body, session_id)
         try:
             if response.kind == "json":
                 message = json.loads(response.body)

@@ -1,0 +1,51 @@
+"""What every configuration model shares: strict frozen models, and references to secrets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from bastion.errors import ConfigError
+
+__all__ = ["SecretRef"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Model):
+    """A reference to a secret resolved at run time: exactly one of ``env`` or ``file``."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_inline(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            raise ValueError("a secret is written inline here; use a reference such as {env: NAME} or {file: PATH}")
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("a secret reference needs exactly one of 'env' or 'file'")
+        return self
+
+    def resolve(self) -> str:
+        """Return the secret's value. Raises ``ConfigError`` when it is not set or not readable."""
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise ConfigError(f"environment variable {self.env} is not set")
+            return value
+        if self.file is None:
+            raise ConfigError("a secret reference needs 'env' or 'file'")
+        try:
+            return self.file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"secret file {self.file} cannot be read: {exc.strerror}") from exc
