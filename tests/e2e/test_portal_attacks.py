@@ -244,11 +244,6 @@ def test_forms_without_a_sign_in_start_and_delete_nothing(world: UpstreamOAuthWo
     assert len(world.provider_events("grant.revoked")) == revoked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Portal.connect/disconnect (src/bastion/portal/app.py) return 400 without an audit record "
-    "when the sign-in cookie is missing, though the module promises one for every refused connect and disconnect",
-)
 @pytest.mark.parametrize("action", ["connect", "disconnect"])
 def test_forms_without_a_sign_in_are_audited(world: UpstreamOAuthWorld, frank: ScriptedBrowser, action: str) -> None:
     fields = frank.connect_form("tracker")
@@ -275,12 +270,6 @@ def test_a_form_with_a_repeated_field_starts_and_deletes_nothing(
     assert len(world.provider_events("grant.revoked")) == revoked
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Portal._form (src/bastion/portal/app.py) calls single_params outside its try, so a repeated "
-    "field raises OAuthError into the page wrapper: 503 'The portal is unavailable', a logged traceback and no "
-    "deny audit record, instead of 400 and upstream/connect|disconnect deny invalid_request",
-)
 @pytest.mark.parametrize("action", ["connect", "disconnect"])
 def test_a_form_with_a_repeated_field_is_refused_as_a_forgery(
     world: UpstreamOAuthWorld, frank: ScriptedBrowser, action: str

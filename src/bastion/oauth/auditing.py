@@ -2,7 +2,8 @@
 registration request, allowed or refused, is one ``decision`` record in the same hash chain as calls.
 
 ``method`` is ``oauth/authorize``, ``oauth/sign-in``, ``oauth/consent``, ``oauth/token``,
-``oauth/revoke`` or ``oauth/register``; ``target`` the client id; ``route`` the route the
+``oauth/revoke`` or ``oauth/register``, and the portal's ``upstream/connect`` and
+``upstream/disconnect``; ``target`` the client id; ``route`` the route the
 request is for (``-`` when it names none); ``decision.reason`` the OAuth error code of a
 refusal; ``arguments`` the request's non-secret parameters (codes, tokens, verifiers,
 passwords and secrets are never recorded).
@@ -26,7 +27,7 @@ RECORDED_PARAMETERS = frozenset(
     {
         "response_type", "redirect_uri", "scope", "resource", "code_challenge_method", "grant_type",
         "type_hint", "client_name", "decision", "username", "state_present", "provider", "provider_sub",
-        "dropped_groups", "problem",
+        "dropped_groups", "problem", "issuer", "client", "revoked", "deleted",
     }
 )  # fmt: skip
 

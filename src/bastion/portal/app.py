@@ -161,11 +161,9 @@ class Portal:
             return False
         try:
             fields = await read_form(request, _FORM_LIMIT, max_fields=8)
-        except OAuthError:
+            token = single_params(fields).get("csrf_token", "") if fields is not None else ""
+        except OAuthError:  # too many or repeated fields
             return False
-        if fields is None:
-            return False
-        token = single_params(fields).get("csrf_token", "")
         return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._csrf(cookie).encode())
 
     def _source(self, name: str) -> UserTokens | None:
@@ -229,6 +227,9 @@ class Portal:
         source = self._source(name)
         signed_in = await self._signed_in(request)
         if source is None or signed_in is None:
+            problem = "route" if source is None else "sign-in"
+            known = name if name in self._routes else None
+            await self._record("upstream/connect", "deny", "invalid_request", known, None, problem=problem)
             return error_page(title="This connection cannot start", message="Open the portal and try again.",
                               status_code=400)  # fmt: skip
         user, cookie = signed_in
@@ -291,6 +292,9 @@ class Portal:
         source = self._source(name)
         signed_in = await self._signed_in(request)
         if source is None or signed_in is None:
+            problem = "route" if source is None else "sign-in"
+            known = name if name in self._routes else None
+            await self._record("upstream/disconnect", "deny", "invalid_request", known, None, problem=problem)
             return error_page(title="Nothing to disconnect", message="Open the portal and try again.", status_code=400)
         user, cookie = signed_in
         if not await self._form(request, cookie):
