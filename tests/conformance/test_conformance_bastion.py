@@ -50,9 +50,7 @@ def test_every_scenario_that_passes_directly_passes_through_bastion(
     print(harness.format_table(through, markdown=True))
     passed_directly = {name for name, result in direct.items() if result.status == "passed"}
     assert "dns-rebinding-protection" in passed_directly
-    regressions = {
-        name: through[name].reason for name in sorted(passed_directly) if through[name].status != "passed"
-    }
+    regressions = {name: through[name].reason for name in sorted(passed_directly) if through[name].status != "passed"}
     assert not regressions, f"pass directly but fail through Bastion: {regressions}\n{bastion_in_front.log()[-3000:]}"
 
 

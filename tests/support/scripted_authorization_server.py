@@ -16,13 +16,13 @@ TLS with a ``tests.support.pki`` leaf). Its base URL ``B`` is both the issuer an
     POST /revoke                                 RFC 7009 (client auth checked; the token stops working)
 
 Every request is recorded (method, path, query, lowercase headers, form or JSON body). The behaviour is a
-JSON script (``DEFAULT_SCRIPT`` keys) given at start and replaced key by key through ``PUT /control/script``;
-``PUT /control/reset`` starts again from a new script, ``GET /control/requests`` returns the record. To misbehave: ``metadata`` / ``prm`` overrides (``None``
-deletes a key), ``metadata_body`` / ``prm_body`` (a raw body, e.g. not JSON), ``prm_paths`` (which
-well-known paths serve it), ``challenge_metadata`` / ``challenge_scope`` (the 401's parameters),
-``prm_url`` (a path that also serves it), ``refresh_rotates`` (false: no ``refresh_token`` in refresh
-responses), and ``replies``: per path, answers
-``{"status", "json" | "body", "headers"}`` used (once each, in order) instead of the normal behaviour.
+JSON script (``DEFAULT_SCRIPT`` keys) given at start, replaced key by key through ``PUT /control/script``
+and started afresh through ``PUT /control/reset``; ``GET /control/requests`` returns the record. To
+misbehave: ``metadata`` / ``prm`` overrides (``None`` deletes a key), ``metadata_body`` / ``prm_body`` (a
+raw body, e.g. not JSON), ``prm_paths`` (which well-known paths serve it), ``prm_url`` (a path that also
+serves it), ``challenge_metadata`` / ``challenge_scope`` (the 401's parameters), ``refresh_rotates``
+(false: no ``refresh_token`` in refresh responses), and ``replies``: per path, answers ``{"status",
+"json" | "body", "headers"}`` used (once each, in order) instead of the normal behaviour.
 
     with ScriptedAuthorizationServer({"clients": {"bastion": "secret"}}) as server:
         await server.script(replies={"/token": [{"status": 500, "body": "down"}]})
@@ -118,9 +118,11 @@ class _AuthorizationServer:
         self.access_tokens: set[str] = set()
 
     def app(self) -> Starlette:
+        """One route for every path: ``handle`` dispatches."""
         return Starlette(routes=[Route("/{path:path}", self.handle, methods=["GET", "POST", "PUT"])])
 
     async def handle(self, request: Request) -> Response:
+        """Control requests, else record the request and answer: a queued reply, else the normal behaviour."""
         body = await request.body()
         path = request.url.path
         if path == "/control/script":
@@ -189,9 +191,6 @@ class _AuthorizationServer:
         }
         return JSONResponse(_merged(metadata, self.script["metadata"]))
 
-    def _metadata_value(self, key: str) -> Any:
-        return self.script["metadata"].get(key)
-
     def authorize(self, request: Request, form: dict[str, str], document: Any) -> Response:
         query = dict(request.query_params)
         client_id = query.get("client_id", "")
@@ -202,7 +201,7 @@ class _AuthorizationServer:
         code = "sas-code-" + secrets.token_urlsafe(16)
         self.codes[code] = query
         answer = {"code": code, "state": query.get("state", "")}
-        if self._metadata_value("authorization_response_iss_parameter_supported"):
+        if self.script["metadata"].get("authorization_response_iss_parameter_supported"):
             answer["iss"] = self.base
         return Response(status_code=302, headers={"location": f"{query['redirect_uri']}?{urlencode(answer)}"})
 

@@ -151,6 +151,7 @@ class UpstreamOAuthClient:
         self._egress = egress
         self._vault = vault
         self._upstream_allow = upstream_allow
+        self._allow = AllowList.parse(settings.allow)
         self._upstream_http = upstream_http
         self._clock = clock
         self._secret = settings.client_secret.resolve() if settings.client_secret is not None else None
@@ -390,16 +391,19 @@ class UpstreamOAuthClient:
         return await self._token_request(server, client, form, previous=tokens)
 
     async def revoke(self, tokens: TokenSet) -> bool:
-        """Revoke the refresh token, then the access token (RFC 7009 section 2.1). True when the
-        server accepted every request; False when it has no revocation endpoint or refused.
+        """Revoke the refresh token, then the access token (RFC 7009 section 2.1), at the server that
+        issued them with the client they were issued to. True when the server accepted every
+        request; False when it has no revocation endpoint, refused, or is no longer that server.
         Never raises for the server's answer (the caller deletes the tokens either way)."""
         try:
             server = await self.server()
+            if server.issuer != tokens.issuer:  # never hand tokens to another server
+                return False
             client = await self.client(server)
         except (UpstreamAuthorizationError, UpstreamUnavailable, EgressDenied) as exc:
             _log.warning("route %s: cannot revoke upstream tokens: %s", self.route, exc.message)
             return False
-        if server.revocation_endpoint is None:
+        if server.revocation_endpoint is None or client.client_id != tokens.client_id:
             return False
         revoked = True
         pairs = [("refresh_token", tokens.refresh_token), ("access_token", tokens.access_token)]
@@ -474,7 +478,7 @@ class UpstreamOAuthClient:
         ``upstream`` uses the route's upstream exceptions instead of the authorization server's.
         Raises ``UpstreamAuthorizationError`` when the guard refuses or the server cannot be reached."""
         allow_http = self._upstream_http if upstream else self.settings.allow_http
-        extra = self._upstream_allow if upstream else NO_EXCEPTIONS
+        extra = self._upstream_allow if upstream else self._allow
         try:
             if how == "fetch":
                 return await self._egress.fetch(
