@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
+from bastion.egress.allowlist import AllowList
 from bastion.errors import ConfigError
 
-__all__ = ["SecretRef"]
+__all__ = ["AllowEntries", "SecretRef"]
+
+
+def _allow_entries(value: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        AllowList.parse(value)
+    except ConfigError as exc:
+        raise ValueError(exc.message) from None
+    return value
+
+
+AllowEntries = Annotated[tuple[str, ...], AfterValidator(_allow_entries)]
+"""Egress allow list entries (CIDRs, ``host[:port]``), checked by ``AllowList.parse``."""
 
 
 class _Model(BaseModel):

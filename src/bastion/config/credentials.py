@@ -26,10 +26,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from bastion.config.base import SecretRef, _Model
+from bastion.config.base import AllowEntries, SecretRef, _Model
 from bastion.config.exchange import TokenExchangeSettings
-from bastion.egress.allowlist import AllowList
-from bastion.errors import ConfigError
 
 __all__ = ["RouteCredentials", "UpstreamOAuthSettings", "VaultSettings"]
 
@@ -70,7 +68,7 @@ class UpstreamOAuthSettings(_Model):
     registration: Literal["auto", "metadata_document", "dynamic"] = "auto"
     refresh_margin_s: int = Field(default=60, ge=0, le=3600)
     timeout_s: float = Field(default=10.0, gt=0, le=120)
-    allow: tuple[str, ...] = ()
+    allow: AllowEntries = ()
     allow_http: bool = False
 
     @field_validator("scopes")
@@ -79,15 +77,6 @@ class UpstreamOAuthSettings(_Model):
         for scope in value:
             if not scope or any(ch.isspace() or not ch.isprintable() for ch in scope):
                 raise ValueError(f"scope {scope!r} must be a non-empty word")
-        return value
-
-    @field_validator("allow")
-    @classmethod
-    def _allow_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        try:
-            AllowList.parse(value)
-        except ConfigError as exc:
-            raise ValueError(exc.message) from None
         return value
 
     @model_validator(mode="after")

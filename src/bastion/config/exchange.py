@@ -22,9 +22,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from bastion.config.base import SecretRef, _Model
+from bastion.config.base import AllowEntries, SecretRef, _Model
 from bastion.egress.allowlist import AllowList
-from bastion.errors import ConfigError
 
 __all__ = ["ACCESS_TOKEN_TYPE_URI", "JWT_TOKEN_TYPE_URI", "PRESENTABLE_TOKEN_TYPES", "TokenExchangeSettings"]
 
@@ -78,7 +77,7 @@ class TokenExchangeSettings(_Model):
     refresh_margin_s: int = Field(default=30, ge=0, le=3600)
     timeout_s: float = Field(default=10.0, gt=0, le=60)
     allow_http: bool = False
-    allow: tuple[str, ...] = ()
+    allow: AllowEntries = ()
 
     @field_validator("resource")
     @classmethod
@@ -105,15 +104,6 @@ class TokenExchangeSettings(_Model):
                 f"requested_token_type {value!r} cannot be presented upstream as a bearer token; "
                 f"use {ACCESS_TOKEN_TYPE_URI} or {JWT_TOKEN_TYPE_URI}"
             )
-        return value
-
-    @field_validator("allow")
-    @classmethod
-    def _allow_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        try:
-            AllowList.parse(value)
-        except ConfigError as exc:
-            raise ValueError(exc.message) from None
         return value
 
     @model_validator(mode="after")

@@ -54,6 +54,7 @@ def _resolve_paths(config: BastionConfig, base: Path) -> BastionConfig:
     )
     server = config.identity.authorization_server
     users_file = fix(server.users_file) if server.users_file else None
+
     def fix_secret(item: M) -> M:
         secret = getattr(item, "client_secret", None)
         if secret is None or secret.file is None:

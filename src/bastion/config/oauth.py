@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from bastion.config.base import SecretRef, _Model
+from bastion.config.base import AllowEntries, SecretRef, _Model
 from bastion.identity.durations import parse_duration
 
 __all__ = [
@@ -203,12 +203,13 @@ class AuthorizationServerSettings(_Model):
 
 
 class EgressSettings(_Model):
-    """Outbound connections (client metadata documents, later JWKS and upstreams).
+    """Every outbound connection: upstreams, client metadata documents, identity providers, JWKS,
+    upstream authorization servers and token exchange.
 
     ``allow`` lists destinations that are private on purpose (CIDRs such as
     ``10.0.0.0/8`` or ``host[:port]``); ``ca_file`` is an extra CA bundle to
     trust, e.g. the company's internal CA.
     """
 
-    allow: tuple[str, ...] = ()
+    allow: AllowEntries = ()
     ca_file: Path | None = None

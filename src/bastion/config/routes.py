@@ -13,11 +13,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from bastion.config.base import SecretRef, _Model
+from bastion.config.base import AllowEntries, SecretRef, _Model
 from bastion.config.credentials import RouteCredentials
-from bastion.egress.allowlist import AllowList
 from bastion.egress.target import parse_target, shown_url
-from bastion.errors import ConfigError, EgressDenied
+from bastion.errors import EgressDenied
 
 __all__ = ["EnvValue", "HttpUpstream", "RouteSettings", "SecretRef", "StdioUpstream"]
 
@@ -76,7 +75,7 @@ class HttpUpstream(_Model):
     url: str
     headers: dict[str, EnvValue] = Field(default_factory=dict)
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
-    allow: tuple[str, ...] = ()
+    allow: AllowEntries = ()
     allow_http: bool = False
 
     @field_validator("url")
@@ -92,15 +91,6 @@ class HttpUpstream(_Model):
     @classmethod
     def _no_inline_secrets(cls, value: dict[str, EnvValue]) -> dict[str, EnvValue]:
         return _check_inline_secrets(value, "header")
-
-    @field_validator("allow")
-    @classmethod
-    def _allow_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        try:
-            AllowList.parse(value)
-        except ConfigError as exc:
-            raise ValueError(exc.message) from None
-        return value
 
     @model_validator(mode="after")
     def _https_unless_allowed(self) -> HttpUpstream:
@@ -126,17 +116,8 @@ class UrlArgumentSettings(_Model):
 
     names: tuple[str, ...] = ()
     format_uri: bool = False
-    allow: tuple[str, ...] = ()
+    allow: AllowEntries = ()
     allow_http: bool = True
-
-    @field_validator("allow")
-    @classmethod
-    def _allow_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        try:
-            AllowList.parse(value)
-        except ConfigError as exc:
-            raise ValueError(exc.message) from None
-        return value
 
 
 class RouteSettings(_Model):

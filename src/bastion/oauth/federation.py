@@ -321,7 +321,11 @@ class OpenIDProvider:
     async def _fetch_jwks(self, url: str) -> bytes:
         """The provider's JWK Set (a ``JWKSFetch``) through the egress guard."""
         result = await self._egress.fetch(
-            url, max_bytes=_MAX_JWKS_BYTES, timeout_s=self.settings.timeout_s, accept="application/jwk-set+json"
+            url,
+            max_bytes=_MAX_JWKS_BYTES,
+            timeout_s=self.settings.timeout_s,
+            accept="application/jwk-set+json",
+            purpose="identity_provider",
         )
         if result.status != 200:
             raise ValueError(f"JWKS fetch from {url} answered {result.status}")
@@ -329,7 +333,9 @@ class OpenIDProvider:
 
     async def _get_json(self, url: str, what: str) -> dict[str, Any]:
         try:
-            result = await self._egress.fetch(url, max_bytes=_MAX_DOCUMENT_BYTES, timeout_s=self.settings.timeout_s)
+            result = await self._egress.fetch(
+                url, max_bytes=_MAX_DOCUMENT_BYTES, timeout_s=self.settings.timeout_s, purpose="identity_provider"
+            )
         except (EgressDenied, UpstreamUnavailable) as exc:
             _log.warning("identity provider %s: %s fetch failed: %s", self.name, what, exc.message)
             raise IdentityProviderError(f"{self.name}: the provider cannot be reached ({what})") from None
@@ -347,6 +353,7 @@ class OpenIDProvider:
                 body=body,
                 max_bytes=_MAX_DOCUMENT_BYTES,
                 timeout_s=self.settings.timeout_s,
+                purpose="identity_provider",
             )
         except (EgressDenied, UpstreamUnavailable) as exc:
             _log.warning("identity provider %s: %s request failed: %s", self.name, what, exc.message)
