@@ -11,12 +11,13 @@ Real processes on loopback, nothing mocked:
   every request's headers (``tests/support/oauth_upstream_server``);
 - ``bastion serve`` with a users file and two routes to that upstream: ``tracker`` (configured
   issuer and client, refreshed 6 s before expiry) and ``tracker-auto`` (discovered from the
-  upstream's 401 and RFC 9728 metadata, registered dynamically, never refreshed early, so an
-  expired token meets the upstream's 401);
+  upstream's 401 and RFC 9728 metadata, registered dynamically, not refreshed early), where a
+  token revoked at the server mid-session meets the upstream's 401;
 - people in headless Chromium (sign in to Bastion, consent, connect in the portal, sign in at
   the upstream's server) and the SDK's ``OAuthClientProvider`` as their MCP client.
 
-Upstream access tokens live 8 s, so the refresh paths run within the test.
+The processes are started by ``tests/support/upstream_oauth_world``. Upstream access tokens
+live 8 s, so the refresh path runs within the test.
 """
 
 from __future__ import annotations
@@ -24,11 +25,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import secrets
-import sqlite3
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +38,13 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientMetadata
 from mcp.shared.exceptions import MCPError
 from playwright.async_api import BrowserContext
-from tests.support.bastion_process import DEMO_CEDAR, BastionProcess, free_port, write_users_file
 from tests.support.browser import chromium
 from tests.support.browser_people import ChromiumSignIn, LoopbackSite, new_context
 from tests.support.e2e_helpers import MODERN
-from tests.support.oauth_upstream_server import OAuthUpstreamServer, resource_for
-from tests.support.oidc_provider import OIDCAccount, OIDCClient, OIDCProvider, OIDCResourceServer
-from tests.support.pki import Pki, make_pki
+from tests.support.oidc_provider import OIDCAccount
+from tests.support.upstream_oauth_world import BASTION_CLIENT, UpstreamOAuthWorld, upstream_oauth_world
 
-from bastion.credentials.vault import TokenVault, VaultKeys, generate_key
+from bastion.credentials.vault import TokenVault, VaultKeys
 from bastion.demo.sign_in import MemoryTokenStorage
 
 pytestmark = pytest.mark.e2e
@@ -58,113 +54,35 @@ UPSTREAM_ACCOUNTS = {
     "alice": OIDCAccount("alice-up", "alice at the tracker", "alice@tracker.example", "Alice at Tracker"),
     "bob": OIDCAccount("bob-up", "bob at the tracker", "bob@tracker.example", "Bob at Tracker"),
 }
-BASTION_CLIENT = "bastion-gateway"
-BASTION_SECRET = secrets.token_urlsafe(24)
-INTROSPECTOR = OIDCClient("tracker-rs", (), client_secret=secrets.token_urlsafe(24), grant_types=())
-SCOPE = "tracker:read"
 TOKEN_TTL_S = 8
 
 
-@dataclass
-class World:
-    """The running processes and what the test needs to reach them."""
-
-    bastion: BastionProcess
-    provider: OIDCProvider
-    upstream: OAuthUpstreamServer
-    pki: Pki
-    vault_key: str
-
-
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    workdir = tmp_path_factory.mktemp("upstream-oauth")
-    for part in ("pki", "bastion", "provider", "upstream"):
-        (workdir / part).mkdir()
-    pki = make_pki(workdir / "pki")
-    users_file = write_users_file(workdir / "bastion", {n: (PASSWORDS[n], ["engineering"]) for n in PASSWORDS})
-    bastion = BastionProcess(workdir / "bastion", {"policy": {"files": [str(DEMO_CEDAR)]}, "routes": []})
-    upstream_port = free_port()
-    resource = resource_for(upstream_port)
-    provider = OIDCProvider(
-        workdir / "provider",
-        pki,
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpstreamOAuthWorld]:
+    """The world of ``tests/support/upstream_oauth_world`` with 8 s upstream tokens, ``tracker``
+    refreshed 6 s early, and ``tracker-auto``: discovered, registered by Bastion, never refreshed early."""
+    auto = {
+        "name": "tracker-auto",
+        "title": "Tracker (discovered)",
+        "credentials": {"oauth": {"refresh_margin_s": 0}},
+    }
+    with upstream_oauth_world(
+        tmp_path_factory.mktemp("upstream-oauth"),
+        people={name: (PASSWORDS[name], ["engineering"]) for name in PASSWORDS},
         accounts=list(UPSTREAM_ACCOUNTS.values()),
-        clients=[
-            OIDCClient(
-                BASTION_CLIENT,
-                [f"{bastion.base_url}/portal/callback"],
-                client_secret=BASTION_SECRET,
-                grant_types=("authorization_code", "refresh_token"),
-            ),
-            INTROSPECTOR,
-        ],
-        resource_servers={resource: OIDCResourceServer(scopes=(SCOPE,), access_token_ttl=TOKEN_TTL_S)},
-        refresh_tokens=True,
-        revocation=True,
-        introspection=True,
+        extra_routes=[auto],
+        tracker_oauth={"refresh_margin_s": TOKEN_TTL_S - 2},
+        token_ttl_s=TOKEN_TTL_S,
         registration=True,
-    )
-    upstream_http = {"url": resource, "allow_http": True, "allow": ["127.0.0.1"]}
-    bastion.config.update(
-        identity={
-            "authorization_server": {
-                "users_file": users_file,
-                "scopes": ["mcp"],
-                "default_scopes": ["mcp"],
-                "dynamic_registration": True,
-            }
-        },
-        egress={"allow": ["127.0.0.1"], "ca_file": str(pki.ca_file)},
-        credentials={"vault_key": {"env": "BASTION_VAULT_KEY"}},
-        routes=[
-            {
-                "name": "tracker",
-                "title": "Tracker",
-                "http": upstream_http,
-                "credentials": {
-                    "oauth": {
-                        "issuer": provider.issuer,
-                        "client_id": BASTION_CLIENT,
-                        "client_secret": {"env": "TRACKER_CLIENT_SECRET"},
-                        "scopes": [SCOPE],
-                        "refresh_margin_s": TOKEN_TTL_S - 2,
-                    }
-                },
-            },
-            {
-                "name": "tracker-auto",
-                "title": "Tracker (discovered)",
-                "http": upstream_http,
-                "credentials": {"oauth": {"refresh_margin_s": 0}},
-            },
-        ],
-    )
-    bastion.write_config()
-    env = {"BASTION_VAULT_KEY": generate_key(), "TRACKER_CLIENT_SECRET": BASTION_SECRET}
-    with (
-        provider,
-        OAuthUpstreamServer(
-            workdir / "upstream",
-            issuer=provider.issuer,
-            ca_file=pki.ca_file,
-            introspection_client_id=INTROSPECTOR.client_id,
-            introspection_client_secret=str(INTROSPECTOR.client_secret),
-            required_scopes=(SCOPE,),
-            port=upstream_port,
-        ) as upstream,
-    ):
-        bastion.start(env)
-        try:
-            yield World(bastion, provider, upstream, pki, env["BASTION_VAULT_KEY"])
-        finally:
-            bastion.stop()
+        dynamic_registration=True,
+    ) as world:
+        yield world
 
 
 class Person:
     """Someone with a Bastion account, an account at the tracker, a browser profile and an MCP client."""
 
-    def __init__(self, name: str, world: World, context: BrowserContext, listener: LoopbackSite) -> None:
+    def __init__(self, name: str, world: UpstreamOAuthWorld, context: BrowserContext, listener: LoopbackSite) -> None:
         self.name = name
         self.world = world
         self.context = context
@@ -258,18 +176,16 @@ async def expect_connection_required(person: Person, route: str) -> str:
     return url
 
 
-def upstream_bearers(world: World) -> list[str]:
+def upstream_bearers(world: UpstreamOAuthWorld) -> list[str]:
     """Every ``Authorization`` value the upstream received, in order."""
     return [value for request in world.upstream.requests() for value in request.header("authorization")]
 
 
-def vault_rows(world: World) -> list[tuple[str, str]]:
-    with sqlite3.connect(world.bastion.database) as db:
-        return [(str(owner).split("\x1f")[-1], str(route)) for owner, route in
-                db.execute("SELECT owner, route FROM vault_tokens ORDER BY owner, route")]  # fmt: skip
+def vault_rows(world: UpstreamOAuthWorld) -> list[tuple[str, str]]:
+    return [(sub, route) for sub, route, _ in world.vault_rows()]
 
 
-async def registered_client(world: World, route: str) -> dict[str, Any]:
+async def registered_client(world: UpstreamOAuthWorld, route: str) -> dict[str, Any]:
     """The client Bastion registered for ``route`` (RFC 7591), opened with the vault key as an operator could."""
     keys = VaultKeys(base64.urlsafe_b64decode(world.vault_key + "="))
     vault = TokenVault(world.bastion.database, keys)
@@ -282,21 +198,19 @@ async def registered_client(world: World, route: str) -> dict[str, Any]:
     return client
 
 
-def raw_database(world: World) -> bytes:
+def raw_database(world: UpstreamOAuthWorld) -> bytes:
     data = world.bastion.database.parent
     return b"".join(path.read_bytes() for path in Path(data).iterdir() if path.name.startswith("bastion.db"))
 
 
-def refreshes(world: World, client_id: str, account: str) -> int:
-    return sum(
-        1
-        for event in world.provider.events()
-        if event["event"] == "refresh_token.consumed" and event["client_id"] == client_id
-        and event["account_id"] == account
-    )  # fmt: skip
+def refreshes(world: UpstreamOAuthWorld, client_id: str, account: str) -> int:
+    consumed = world.provider_events("refresh_token.consumed")
+    return sum(1 for event in consumed if event["client_id"] == client_id and event["account_id"] == account)
 
 
-async def test_people_connect_upstreams_in_the_portal_and_bastion_brokers_their_tokens(world: World) -> None:
+async def test_people_connect_upstreams_in_the_portal_and_bastion_brokers_their_tokens(
+    world: UpstreamOAuthWorld,
+) -> None:
     bastion = world.bastion
     async with LoopbackSite() as listener, chromium() as browser:
         alice = Person("alice", world, await new_context(browser, ignore_https_errors=True), listener)

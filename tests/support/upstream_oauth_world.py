@@ -107,11 +107,20 @@ def upstream_oauth_world(
     accounts: Sequence[OIDCAccount],
     extra_routes: Sequence[Mapping[str, Any]] = (),
     identity: Mapping[str, Any] | None = None,
+    tracker_oauth: Mapping[str, Any] | None = None,
+    token_ttl_s: int | None = None,
+    registration: bool = False,
+    dynamic_registration: bool = False,
 ) -> Iterator[UpstreamOAuthWorld]:
     """Start the authorization server, the upstream and Bastion under ``workdir``; stop them after.
 
-    ``people`` are Bastion's local users (``{username: (password, groups)}``); ``accounts`` the
-    upstream authorization server's. ``identity`` is merged into Bastion's ``identity`` section.
+        ``people`` are Bastion's local users (``{username: (password, groups)}``); ``accounts`` the
+        upstream authorization server's. ``identity`` is merged into Bastion's ``identity`` section,
+        ``tracker_oauth`` into the ``tracker`` route's ``credentials.oauth``; an extra route without
+    ``http`` gets the upstream's. ``token_ttl_s`` is the
+        upstream access tokens' lifetime (the provider's default when ``None``); ``registration``
+        opens RFC 7591 registration at the upstream's authorization server, ``dynamic_registration``
+        at Bastion's.
     """
     for part in ("pki", "bastion", "provider", "upstream"):
         (workdir / part).mkdir(parents=True, exist_ok=True)
@@ -135,17 +144,20 @@ def upstream_oauth_world(
             ),
             introspector,
         ],
-        resource_servers={resource: OIDCResourceServer(scopes=(SCOPE,))},
+        resource_servers={resource: OIDCResourceServer(scopes=(SCOPE,), access_token_ttl=token_ttl_s)},
         refresh_tokens=True,
         revocation=True,
         introspection=True,
+        registration=registration,
     )
+    upstream_http = {"url": resource, "allow_http": True, "allow": ["127.0.0.1"]}
     bastion.config.update(
         identity={
             "authorization_server": {
                 "users_file": users_file,
                 "scopes": ["mcp"],
                 "default_scopes": ["mcp"],
+                "dynamic_registration": dynamic_registration,
             },
             **(identity or {}),
         },
@@ -155,17 +167,18 @@ def upstream_oauth_world(
             {
                 "name": "tracker",
                 "title": "Tracker",
-                "http": {"url": resource, "allow_http": True, "allow": ["127.0.0.1"]},
+                "http": upstream_http,
                 "credentials": {
                     "oauth": {
                         "issuer": provider.issuer,
                         "client_id": BASTION_CLIENT,
                         "client_secret": {"env": "TRACKER_CLIENT_SECRET"},
                         "scopes": [SCOPE],
+                        **(tracker_oauth or {}),
                     }
                 },
             },
-            *(dict(route) for route in extra_routes),
+            *({"http": upstream_http, **route} for route in extra_routes),
         ],
     )
     bastion.write_config()

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import math
 import re
@@ -265,7 +264,7 @@ class TokenExchange:
 
     def _parse_success(self, result: FetchResult, started: float, secrets: tuple[str, ...]) -> UpstreamToken:
         """The issued token from a 200 response (RFC 8693 section 2.2.1); refuses what cannot be a bearer token."""
-        body = _json_object(result.body)
+        body = result.json_object()
         if body is None:
             raise self._failed("the response is not a JSON object", status=result.status)
         access_token = body.get("access_token")
@@ -312,7 +311,7 @@ class TokenExchange:
 
     def _parse_failure(self, result: FetchResult, secrets: tuple[str, ...]) -> TokenExchangeFailed:
         """The error of a non-200 response (RFC 8693 section 2.2.2, RFC 6749 section 5.2), made safe to show."""
-        body = _json_object(result.body)
+        body = result.json_object()
         error = body.get("error") if body is not None else None
         if not isinstance(error, str) or not _ERROR_CODE.match(error):
             what = "a redirect, which is not followed" if 300 <= result.status < 400 else "no OAuth error"
@@ -322,14 +321,6 @@ class TokenExchange:
         if isinstance(description, str) and _is_safe_description(description, secrets):
             what += f": {description[:_MAX_DESCRIPTION_CHARS]}"
         return self._failed(what + ")", error=error, status=result.status)
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _is_header_safe(value: str) -> bool:

@@ -105,17 +105,9 @@ class UpstreamClient:
         return f"UpstreamClient(client_id={self.client_id!r})"
 
 
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _oauth_error(body: bytes) -> str:
+def _oauth_error(result: FetchResult) -> str:
     """The RFC 6749 section 5.2 ``error`` code of a refusal, if it is a short printable word."""
-    error = (_json_object(body) or {}).get("error")
+    error = (result.json_object() or {}).get("error")
     return error if isinstance(error, str) and error.isprintable() and len(error) < 64 else ""
 
 
@@ -206,7 +198,7 @@ class UpstreamOAuthClient:
         for url in build_protected_resource_metadata_discovery_urls(named, self.upstream_url):
             same_origin = _origin(url) == _origin(self.upstream_url)  # the upstream's own exceptions apply there
             result = await self._call("fetch", "GET", url, "protected resource metadata", upstream=same_origin)
-            document = _json_object(result.body) if result.status == 200 else None
+            document = result.json_object() if result.status == 200 else None
             if document is None:
                 continue
             try:
@@ -229,7 +221,7 @@ class UpstreamOAuthClient:
     ) -> AuthorizationServerInfo:
         for url in build_oauth_authorization_server_metadata_discovery_urls(issuer, self.upstream_url):
             result = await self._call("fetch", "GET", url, "authorization server metadata")
-            document = _json_object(result.body) if result.status == 200 else None
+            document = result.json_object() if result.status == 200 else None
             if document is None:
                 continue
             try:
@@ -301,9 +293,9 @@ class UpstreamOAuthClient:
             "send", "POST", endpoint, "dynamic registration", body=json.dumps(request).encode(),
             headers={"content-type": "application/json"},
         )  # fmt: skip
-        document = _json_object(result.body)
+        document = result.json_object()
         if result.status not in (200, 201) or document is None:
-            detail = _oauth_error(result.body)
+            detail = _oauth_error(result)
             described = (document or {}).get("error_description")
             _log.warning("route %s: registration refused: %s %.200r", self.route, result.status, described)
             raise UpstreamAuthorizationError(
@@ -430,7 +422,7 @@ class UpstreamOAuthClient:
     ) -> TokenSet:
         result = await self._post_form(server.token_endpoint, client, form, "token")
         if result.status != 200:
-            error = _oauth_error(result.body)
+            error = _oauth_error(result)
             if previous is not None and error == "invalid_grant":
                 raise ConnectionExpired(f"{self.route}: the upstream refused the refresh token; connect again")
             if result.status >= 500:
@@ -438,7 +430,7 @@ class UpstreamOAuthClient:
             raise UpstreamAuthorizationError(
                 f"{self.route}: the authorization server refused ({error or result.status})"
             )
-        document = _json_object(result.body)
+        document = result.json_object()
         try:
             token = OAuthToken.model_validate(document)
         except ValidationError:

@@ -8,11 +8,13 @@ SNI (RFC 6066 section 3) and the certificate check (RFC 9525) through httpcore2'
 
 from __future__ import annotations
 
+import json
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 import httpx2
 
@@ -35,6 +37,14 @@ class FetchResult:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+    def json_object(self) -> dict[str, Any] | None:
+        """The body as a JSON object, or ``None`` when it is not JSON or not an object."""
+        try:
+            value = json.loads(self.body)
+        except (ValueError, RecursionError):
+            return None
+        return value if isinstance(value, dict) else None
 
 
 class PinnedTransport:

@@ -24,7 +24,6 @@ safe to show the person signing in.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -267,7 +266,7 @@ class OpenIDProvider:
         else:  # client_secret_basic: each part form-encoded first (RFC 6749 section 2.3.1)
             headers["Authorization"] = basic_authorization(self.settings.client_id, self._secret)
         result = await self._request("POST", endpoints.token_endpoint, "token", headers, urlencode(form).encode())
-        body = _json_object(result.body)
+        body = result.json_object()
         if result.status != 200:
             error = body.get("error") if body else None
             detail = f" ({error})" if isinstance(error, str) and error.isprintable() and len(error) < 64 else ""
@@ -313,7 +312,7 @@ class OpenIDProvider:
         """The UserInfo response as JSON (OpenID Connect Core section 5.3); a signed one is refused."""
         headers = {"Authorization": f"Bearer {access_token}"}
         result = await self._request("GET", url, "UserInfo", headers, b"")
-        body = _json_object(result.body) if result.status == 200 else None
+        body = result.json_object() if result.status == 200 else None
         if body is None:
             raise IdentityProviderError(f"{self.name}: the UserInfo endpoint answered {result.status}, not JSON")
         return body
@@ -339,7 +338,7 @@ class OpenIDProvider:
         except (EgressDenied, UpstreamUnavailable) as exc:
             _log.warning("identity provider %s: %s fetch failed: %s", self.name, what, exc.message)
             raise IdentityProviderError(f"{self.name}: the provider cannot be reached ({what})") from None
-        body = _json_object(result.body) if result.status == 200 else None
+        body = result.json_object() if result.status == 200 else None
         if body is None:
             raise IdentityProviderError(f"{self.name}: the {what} document answered {result.status}, not JSON")
         return body
@@ -358,11 +357,3 @@ class OpenIDProvider:
         except (EgressDenied, UpstreamUnavailable) as exc:
             _log.warning("identity provider %s: %s request failed: %s", self.name, what, exc.message)
             raise IdentityProviderError(f"{self.name}: the provider cannot be reached ({what})") from None
-
-
-def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    return value if isinstance(value, dict) else None
