@@ -38,7 +38,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx2
 import uvicorn
@@ -206,7 +206,67 @@ class RecordedRequest:
         return [value for key, value in self.headers if key.lower() == name.lower()]
 
 
-class OAuthUpstreamServer:
+class RecordingServerProcess:
+    """A test MCP server run as a child process that records every request it receives.
+
+    Subclasses set ``port``, ``timeout_s``, ``record_path`` (JSON lines) and ``log_path`` and
+    implement ``start`` with ``_launch``. A context manager: started on enter, stopped on exit.
+    """
+
+    port: int
+    timeout_s: float
+    record_path: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Self:
+        """Run the server and wait until it answers."""
+        raise NotImplementedError
+
+    def _launch(self, args: Sequence[str]) -> Self:
+        """Run ``python -m <args>`` from the repository and wait until its RFC 9728 metadata
+        answers; raise ``RuntimeError`` (with the log) if it does not within ``timeout_s``."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO
+            )
+        try:
+            wait_http(
+                f"http://127.0.0.1:{self.port}/.well-known/oauth-protected-resource/mcp",
+                timeout_s=self.timeout_s,
+                proc=self.proc,
+            )
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}\n--- {args[0]} log ---\n{self.log()}") from exc
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM the process (SIGKILL if it lingers); a no-op if it is not running."""
+        if self.proc is not None:
+            stop(self.proc)
+
+    def log(self) -> str:
+        """What the process wrote so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def requests(self) -> list[RecordedRequest]:
+        """Every HTTP request received so far, oldest first (the readiness probes included)."""
+        if not self.record_path.exists():
+            return []
+        entries = [json.loads(line) for line in self.record_path.read_text(encoding="utf-8").splitlines() if line]
+        return [
+            RecordedRequest(e["method"], e["path"], e["query"], tuple((k, v) for k, v in e["headers"])) for e in entries
+        ]
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class OAuthUpstreamServer(RecordingServerProcess):
     """The server above as a child process (a context manager: started on enter, stopped on exit).
 
     ``port`` defaults to a free one; pass one (and use ``resource_for(port)``) when the provider's
@@ -255,11 +315,9 @@ class OAuthUpstreamServer:
         """Where it serves its RFC 9728 protected resource metadata."""
         return f"http://127.0.0.1:{self.port}/.well-known/oauth-protected-resource/mcp"
 
-    def start(self) -> OAuthUpstreamServer:
+    def start(self) -> Self:
         """Run the server and wait until its protected resource metadata answers."""
         args = [
-            sys.executable,
-            "-m",
             "tests.support.oauth_upstream_server",
             "--port",
             str(self.port),
@@ -276,37 +334,7 @@ class OAuthUpstreamServer:
         ]
         for scope in self.required_scopes:
             args += ["--required-scope", scope]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
-        try:
-            wait_http(self.resource_metadata_url, timeout_s=self.timeout_s, proc=self.proc)
-        except (RuntimeError, TimeoutError) as exc:
-            self.stop()
-            raise RuntimeError(f"{exc}\n--- oauth upstream log ---\n{self.log()}") from exc
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM the process (SIGKILL if it lingers); a no-op if it is not running."""
-        if self.proc is not None:
-            stop(self.proc)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def requests(self) -> list[RecordedRequest]:
-        """Every HTTP request received so far, oldest first (the readiness probes included)."""
-        if not self.record_path.exists():
-            return []
-        entries = [json.loads(line) for line in self.record_path.read_text(encoding="utf-8").splitlines() if line]
-        return [
-            RecordedRequest(e["method"], e["path"], e["query"], tuple((k, v) for k, v in e["headers"])) for e in entries
-        ]
-
-    def __enter__(self) -> OAuthUpstreamServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return self._launch(args)
 
 
 if __name__ == "__main__":

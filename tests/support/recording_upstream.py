@@ -22,13 +22,12 @@ Run as a child process by tests (plain HTTP on 127.0.0.1), written with the offi
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx2
 import uvicorn
@@ -41,8 +40,8 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from starlette.types import ASGIApp
 
-from tests.support.bastion_process import REPO, free_port, stop, wait_http
-from tests.support.oauth_upstream_server import RecordedRequest, RecordRequests
+from tests.support.bastion_process import free_port
+from tests.support.oauth_upstream_server import RecordingServerProcess, RecordRequests
 
 __all__ = ["JwtVerifier", "RecordingUpstream"]
 
@@ -113,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     uvicorn.Server(config).run()
 
 
-class RecordingUpstream:
+class RecordingUpstream(RecordingServerProcess):
     """The server above as a child process (a context manager: started on enter, stopped on exit).
 
     ``workdir`` receives ``recording-upstream.requests.jsonl`` and ``recording-upstream.log``.
@@ -145,44 +144,12 @@ class RecordingUpstream:
         """The MCP endpoint (Streamable HTTP)."""
         return f"http://127.0.0.1:{self.port}/mcp"
 
-    def start(self) -> RecordingUpstream:
-        args = [
-            sys.executable, "-m", "tests.support.recording_upstream", "--port", str(self.port),
-            "--jwks-url", self.jwks_url, "--issuer", self.issuer, "--audience", self.audience,
-            "--record", str(self.record_path),
-        ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
-        try:
-            wait_http(f"http://127.0.0.1:{self.port}/.well-known/oauth-protected-resource/mcp",
-                      timeout_s=self.timeout_s, proc=self.proc)  # fmt: skip
-        except (RuntimeError, TimeoutError) as exc:
-            self.stop()
-            raise RuntimeError(f"{exc}\n--- recording upstream log ---\n{self.log()}") from exc
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def requests(self) -> list[RecordedRequest]:
-        """Every HTTP request received so far, oldest first (the readiness probes included)."""
-        if not self.record_path.exists():
-            return []
-        lines = self.record_path.read_text(encoding="utf-8").splitlines()
-        entries = [json.loads(line) for line in lines if line]
-        return [
-            RecordedRequest(e["method"], e["path"], e["query"], tuple((k, v) for k, v in e["headers"])) for e in entries
-        ]
-
-    def __enter__(self) -> RecordingUpstream:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def start(self) -> Self:
+        """Run the server and wait until it answers."""
+        return self._launch([
+            "tests.support.recording_upstream", "--port", str(self.port), "--jwks-url", self.jwks_url,
+            "--issuer", self.issuer, "--audience", self.audience, "--record", str(self.record_path),
+        ])  # fmt: skip
 
 
 if __name__ == "__main__":
