@@ -1,6 +1,7 @@
-"""A tiny stdio MCP server for the end-to-end tests of Bastion's stdio ownership.
+"""A tiny MCP server for the end-to-end tests of Bastion's stdio ownership and upstream TLS.
 
-Run as ``python tests/support/e2e_env_server.py``. Tools:
+Run as ``python tests/support/e2e_env_server.py`` (stdio), or with ``--port P --cert C --key K``
+as a Streamable HTTP server over HTTPS on 127.0.0.1 (``/mcp``) with that certificate. Tools:
 
 - ``environment``: the process's whole environment (``dict(os.environ)``);
 - ``whoami``: the process id;
@@ -11,9 +12,11 @@ At start it writes one marker line to stderr as well.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
+import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.types import ToolAnnotations
 
@@ -41,6 +44,26 @@ def shout(text: str) -> str:
     return "ok"
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """stdio by default; HTTPS on 127.0.0.1 with ``--port``, ``--cert`` and ``--key``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    args = parser.parse_args()
     print(f"{STARTUP_MARKER} pid={os.getpid()}", file=sys.stderr, flush=True)
-    server.run("stdio")
+    if args.port is None:
+        server.run("stdio")
+        return
+    uvicorn.run(
+        server.streamable_http_app(host="127.0.0.1"),
+        host="127.0.0.1",
+        port=args.port,
+        ssl_certfile=args.cert,
+        ssl_keyfile=args.key,
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -207,8 +207,9 @@ class EgressSettings(_Model):
     upstream authorization servers and token exchange.
 
     ``allow`` lists destinations that are private on purpose (CIDRs such as
-    ``10.0.0.0/8`` or ``host[:port]``); ``ca_file`` is an extra CA bundle to
-    trust, e.g. the company's internal CA.
+    ``10.0.0.0/8`` or ``host[:port]``); ``ca_file`` is an extra CA bundle (PEM) to
+    trust besides the system's, e.g. the company's internal CA, for every one of
+    those connections (HTTPS upstreams included).
     """
 
     allow: AllowEntries = ()

@@ -23,6 +23,7 @@ the caller's ``purpose``. The refusal is raised whatever the hook does.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,13 @@ class EgressGuard:
     def allow(self) -> AllowList:
         """The guard's own allow list (``egress.allow``)."""
         return self._destinations.allow
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """The TLS client context of every guarded connection: the system's CAs plus ``ca_file``
+        (``egress.ca_file``), certificate and host name verified (RFC 9525). Connections the guard
+        does not make itself (the upstream connector, ``bastion.upstream.http``) use it too."""
+        return self._transport.tls
 
     async def __aenter__(self) -> Self:
         return self

@@ -53,8 +53,10 @@ class PinnedTransport:
     cannot be loaded."""
 
     def __init__(self, ca_file: Path | None) -> None:
+        self.tls = _ssl_context(ca_file)
+        """The TLS client context: the system's CAs plus ``ca_file``, certificate and host name checked."""
         self._transport = httpx2.AsyncHTTPTransport(
-            verify=_ssl_context(ca_file), trust_env=False, limits=httpx2.Limits(max_keepalive_connections=0)
+            verify=self.tls, trust_env=False, limits=httpx2.Limits(max_keepalive_connections=0)
         )
 
     async def aclose(self) -> None:

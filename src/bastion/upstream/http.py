@@ -27,6 +27,9 @@ not safety. The lookup is cheap on the hot path: pooled connections (kept alive
 literal host is checked by ``send`` itself until it passes once (the allow
 lists do not change while Bastion runs). A refusal is ``EgressDenied`` (403,
 JSON-RPC -32003) with an audit record written by the guard's refusal hook.
+TLS uses the guard's context (``EgressGuard.tls``: the system's CAs plus
+``egress.ca_file``), so an upstream behind a company CA is verified like every
+other outbound connection, never without verification.
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ class HttpUpstream:
                     keepalive_timeout=30,
                     resolver=GuardedResolver(self._guard, allow=self._allow, purpose="upstream", url=self.url),
                     use_dns_cache=False,
+                    ssl=self._guard.tls,  # trusts egress.ca_file as every other guarded connection does
                 ),
                 timeout=self._timeout,
                 trust_env=False,
