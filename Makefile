@@ -35,9 +35,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
+# `make bench BASELINE=<git ref>` also measures that commit's Bastion and compares it with this one.
 bench: $(STAMP)
 	bash scripts/install-debian-package.sh wrk /usr/bin/wrk
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py$(if $(BASELINE), --baseline $(BASELINE))
 
 clean:
 	rm -rf $(VENV) .tools .bastion .pytest_cache .mypy_cache .ruff_cache

@@ -29,9 +29,21 @@ What it does, in one run (about three minutes):
 6. prints the figures side by side and writes ``docs/benchmarks.md``. The targets are
    judged on the default configuration; ``synchronous=normal`` is shown for comparison.
 
+``--baseline REF`` (``make bench BASELINE=REF``) also measures an earlier Bastion in the same
+run: the commit REF names (any git ref) has its ``src/`` extracted with ``git archive`` into the
+working directory, and a third ``bastion serve``, target ``baseline``, runs it (this Python with
+``PYTHONPATH`` set to that tree, checked to import it; its tokens minted by its own CLI) in the
+default configuration, with its own data directory and port. Its config is the default Bastion's,
+checked by its own ``bastion check``; a commit older than the route keys
+``routes[].http.allow_http``/``allow`` rejects them, so they are left out for it, and the report
+says so. It is measured in every round after the others (direct, bastion, bastion-normal,
+baseline) and compared with the current default Bastion in a table of its own ("Against the
+baseline"); the profile and the in-process timings are of the current code only.
+
 Exits 1 when any run had errors (the run is invalid; the document is not written), 2
-when a prerequisite is missing. Options: ``--rounds``, ``--duration``, ``--quick``,
-``--no-profile``, ``--output``.
+when a prerequisite is missing (wrk, the bastion script, or with ``--baseline`` a commit
+whose Bastion can be extracted, imported and configured). Options: ``--rounds``,
+``--duration``, ``--quick``, ``--no-profile``, ``--output``, ``--baseline``.
 """
 
 from __future__ import annotations
@@ -77,10 +89,18 @@ TARGET_ADDED_P50_MS = 1.0
 TARGET_CPU_MS = 0.5
 DEFAULT = "bastion"
 NORMAL = "bastion-normal"
-TARGETS = ("direct", DEFAULT, NORMAL)
+BASELINE = "baseline"
+TARGETS = ("direct", DEFAULT, NORMAL, BASELINE)
 """Measured in this order in every round: the upstream alone, Bastion as configured by default
-(``audit.synchronous: full``), and the same Bastion with ``audit.synchronous: normal``."""
+(``audit.synchronous: full``), the same Bastion with ``audit.synchronous: normal`` and, with
+``--baseline REF`` only, the Bastion of commit REF in the default configuration."""
+COMPARED = ("direct", DEFAULT, NORMAL)
+"""The columns of the main results table; the baseline is compared in a table of its own."""
 SYNCHRONOUS = {DEFAULT: "full", NORMAL: "normal"}
+CLI_MAIN = "import sys; from bastion.cli import main; sys.exit(main())"
+"""``python -c`` source running the ``bastion`` CLI of whichever ``bastion`` package is first on sys.path."""
+TITLE_CHARS = 60
+"""A baseline commit's subject line is cut to about this many characters in table headers."""
 
 sys.path.insert(0, str(BENCH))
 from echo_upstream import ECHO_TOOL  # noqa: E402
@@ -243,14 +263,26 @@ def run_wrk(url: str, conns: int, duration_s: float, token: str | None) -> dict[
     }
 
 
+class Prerequisite(Exception):
+    """Something the benchmark needs is missing or unusable: reported, and the run exits 2."""
+
+
 @dataclass
 class BastionServer:
-    """One ``bastion serve`` process: its own config, data directory, port and token."""
+    """One ``bastion serve`` process: its own config, data directory, port and token.
 
-    name: str  # DEFAULT or NORMAL
+    It runs this checkout's Bastion (the ``bastion`` script of this venv) unless ``source`` is
+    set: then the ``src`` directory of an earlier commit's extracted tree, whose CLI runs as this
+    Python with ``PYTHONPATH=source`` (see :attr:`command` and :attr:`env`)."""
+
+    name: str  # DEFAULT, NORMAL or BASELINE
     workdir: Path
     port: int
     synchronous: str
+    source: Path | None = None
+    route_egress_keys: bool = True
+    """Whether the config sets ``routes[].http.allow_http`` and ``allow``; cleared by
+    :meth:`write_checked_config` for a commit older than those keys (its config rejects unknown keys)."""
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
 
@@ -272,11 +304,27 @@ class BastionServer:
             raise RuntimeError(f"{self.name} is not running")
         return self.proc.pid
 
+    @property
+    def command(self) -> list[str]:
+        """The ``bastion`` CLI of this server, to which its arguments are appended."""
+        return [BASTION] if self.source is None else [sys.executable, "-c", CLI_MAIN]
+
+    @property
+    def env(self) -> dict[str, str] | None:
+        """The environment of this server's processes: this one (None), or with ``PYTHONPATH=source``."""
+        return None if self.source is None else {**os.environ, "PYTHONPATH": str(self.source)}
+
     def write_config(self, upstream_url: str) -> None:
         # The default configuration leaves ``audit.synchronous`` out (it is ``full``); the
         # variant sets it, and nothing else differs.
         audit = "  store_arguments: true\n" + (
             f"  synchronous: {self.synchronous}\n" if self.synchronous != "full" else ""
+        )
+        egress = (
+            "      allow_http: true                 # the echo upstream is plain http on loopback, on purpose\n"
+            "      allow: [127.0.0.1]\n"
+            if self.route_egress_keys
+            else ""
         )
         config = f"""\
 # Written by benchmarks/run.py
@@ -294,18 +342,57 @@ audit:
     title: Benchmark echo server
     http:
       url: {upstream_url}
-      allow_http: true                 # the echo upstream is plain http on loopback, on purpose
-      allow: [127.0.0.1]
-"""
+{egress}"""
         self.config_path.write_text(config, encoding="utf-8")
+
+    def run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        """Run ``args`` to completion in this server's working directory and environment, output captured."""
+        return subprocess.run(
+            args, capture_output=True, text=True, check=False, cwd=self.workdir, env=self.env, timeout=60
+        )
+
+    def check_config(self) -> subprocess.CompletedProcess[str]:
+        """``bastion check --config`` of this server's own CLI on its config file."""
+        return self.run([*self.command, "check", "--config", str(self.config_path)])
+
+    def write_checked_config(self, upstream_url: str) -> None:
+        """:meth:`write_config`, checked by this server's own ``bastion check``: a commit older than
+        ``routes[].http.allow_http``/``allow`` rejects them, so on a refusal the config is written
+        again without them (see :attr:`route_egress_keys`). Raises ``Prerequisite`` if that fails too."""
+        self.route_egress_keys = True
+        self.write_config(upstream_url)
+        if self.check_config().returncode == 0:
+            return
+        self.route_egress_keys = False
+        self.write_config(upstream_url)
+        check = self.check_config()
+        if check.returncode != 0:
+            raise Prerequisite(
+                f"{self.name}: `bastion check` refuses the benchmark config, with and without "
+                f"routes[].http.allow_http/allow ({self.config_path}):\n{(check.stdout + check.stderr).strip()}"
+            )
+
+    def verify_source(self) -> None:
+        """Check that this server's processes import ``bastion`` from ``source`` (PYTHONPATH takes
+        precedence over the venv's editable install); raise ``Prerequisite`` if they do not."""
+        if self.source is None:
+            return
+        probe = self.run([sys.executable, "-c", "import bastion; print(bastion.__file__)"])
+        imported = probe.stdout.strip()
+        if probe.returncode != 0 or not Path(imported).resolve().is_relative_to(self.source.resolve()):
+            raise Prerequisite(
+                f"{self.name}: with PYTHONPATH={self.source}, Python imports bastion from "
+                f"{imported or '(nothing)'} instead of {self.source}: {probe.stderr.strip()[-500:]}"
+            )
 
     def start(self) -> None:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [BASTION, "serve", "--config", str(self.config_path), "--log-level", "warning"],
+            [*self.command, "serve", "--config", str(self.config_path), "--log-level", "warning"],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
+            env=self.env,
         )
         log.close()
         try:
@@ -316,7 +403,7 @@ audit:
 
     def mint(self) -> str:
         args = [
-            BASTION,
+            *self.command,
             "token",
             "mint",
             "--config",
@@ -332,23 +419,103 @@ audit:
             "--ttl",
             "1h",
         ]
-        done = subprocess.run(args, capture_output=True, text=True, check=True, cwd=self.workdir, timeout=60)
+        done = self.run(args)
+        done.check_returncode()
         return done.stdout.strip()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
 
 
-class Targets:
-    """The echo upstream and both Bastions, running; knows how to measure one run."""
+# --- an earlier commit (--baseline) ----------------------------------------------------
 
-    def __init__(self, workdir: Path) -> None:
+
+@dataclass(frozen=True)
+class BaselineCommit:
+    """The commit ``--baseline REF`` names: measured as one more Bastion, in the default configuration."""
+
+    ref: str
+    commit: str  # full hash
+    subject: str
+
+    @property
+    def short(self) -> str:
+        return self.commit[:7]
+
+    @property
+    def title(self) -> str:
+        """``Bastion at <short> (<subject>)``, the subject cut to about ``TITLE_CHARS`` characters."""
+        subject = self.subject if len(self.subject) <= TITLE_CHARS else self.subject[: TITLE_CHARS - 1].rstrip() + "…"
+        return f"Bastion at {self.short} ({subject})"
+
+    def config_note(self, *, route_egress_keys: bool) -> str:
+        """Which configuration the baseline ran: the default Bastion's, or that without the route keys
+        its commit does not know (see :meth:`BastionServer.write_checked_config`)."""
+        if route_egress_keys:
+            return "the same config as the default Bastion"
+        return f"config without routes[].http.allow_http/allow, which {self.short} does not know"
+
+
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=False, timeout=60)
+
+
+def resolve_baseline(ref: str) -> BaselineCommit:
+    """The commit ``ref`` names and its subject line; raises ``Prerequisite`` if it names none."""
+    if ref.startswith("-"):  # git would read it as an option
+        raise Prerequisite(f"--baseline {ref}: not a git ref")
+    resolved = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if resolved.returncode != 0:
+        raise Prerequisite(f"--baseline {ref}: not a commit in {REPO}")
+    commit = resolved.stdout.strip()
+    return BaselineCommit(ref=ref, commit=commit, subject=git("log", "-1", "--format=%s", commit).stdout.strip())
+
+
+def extract_source(commit: str, dest: Path) -> Path:
+    """``git archive <commit> src | tar -x -C dest``; returns the extracted ``dest/src``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.Popen(
+        ["git", "-C", str(REPO), "archive", commit, "src"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    untar = subprocess.Popen(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, stderr=subprocess.PIPE)
+    if archive.stdout is not None:
+        archive.stdout.close()  # tar holds the pipe now: git gets SIGPIPE if tar stops reading
+    tar_errors = untar.communicate(timeout=120)[1]
+    archive_errors = archive.communicate(timeout=120)[1]
+    if archive.returncode != 0 or untar.returncode != 0:
+        raise Prerequisite(
+            f"git archive {commit} src | tar -x failed ({archive.returncode}/{untar.returncode}): "
+            f"{(archive_errors + tar_errors).decode(errors='replace').strip()[-500:]}"
+        )
+    return dest / "src"
+
+
+class Targets:
+    """The echo upstream and the Bastions (two of this checkout, and with ``baseline`` one of an
+    earlier commit), running; knows how to measure one run."""
+
+    def __init__(self, workdir: Path, baseline: BaselineCommit | None = None) -> None:
         self.workdir = workdir
         self.echo_port = free_port()
         self.echo: subprocess.Popen[bytes] | None = None
         self.bastions = {
             name: BastionServer(name, workdir, free_port(), synchronous) for name, synchronous in SYNCHRONOUS.items()
         }
+        self.baseline = baseline
+        if baseline is not None:
+            source = workdir / BASELINE / "src"  # extracted by start()
+            self.bastions[BASELINE] = BastionServer(BASELINE, workdir, free_port(), "full", source=source)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The targets measured in every round, in ``TARGETS`` order."""
+        return tuple(name for name in TARGETS if name == "direct" or name in self.bastions)
+
+    @property
+    def baseline_route_egress_keys(self) -> bool:
+        """Whether the baseline's config has ``routes[].http.allow_http``/``allow`` (True without a baseline)."""
+        baseline = self.bastions.get(BASELINE)
+        return baseline is None or baseline.route_egress_keys
 
     @property
     def default(self) -> BastionServer:
@@ -360,6 +527,11 @@ class Targets:
         return f"http://127.0.0.1:{self.echo_port}/mcp"
 
     def start(self) -> None:
+        """Start the echo upstream and every Bastion. For the baseline, first extract its commit's
+        ``src``, check that it is what its processes import and fit its config to what it knows."""
+        if self.baseline is not None:
+            extract_source(self.baseline.commit, self.workdir / BASELINE)
+            self.bastions[BASELINE].verify_source()
         (self.workdir / "policies.cedar").write_text(POLICIES, encoding="utf-8")
         echo_log = (self.workdir / "echo.log").open("wb")
         self.echo = subprocess.Popen(
@@ -370,13 +542,17 @@ class Targets:
         echo_log.close()
         wait_http(self.echo_port, "/healthz", self.echo)
         for bastion in self.bastions.values():
-            bastion.write_config(self.direct_url)
+            if bastion.source is None:
+                bastion.write_config(self.direct_url)
+            else:
+                bastion.write_checked_config(self.direct_url)
             bastion.start()
 
     def logs(self) -> str:
         return "\n".join(f"--- {b.name} log ---\n{b.log()}" for b in self.bastions.values())
 
     def stop(self) -> None:
+        """Stop every Bastion (the baseline's too) and the echo upstream."""
         for proc in (*(b.proc for b in self.bastions.values()), self.echo):
             if proc is not None:
                 stop(proc)
@@ -1042,6 +1218,14 @@ def machine() -> dict[str, str]:
     }
 
 
+def aligned(rows: list[tuple[str, ...]]) -> list[str]:
+    """A table for the terminal: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(r)) for r in rows
+    ]
+
+
 @dataclass
 class Report:
     runs: list[Run]
@@ -1053,6 +1237,9 @@ class Report:
     duration_s: float
     started: str
     elapsed_s: float = 0.0
+    baseline: BaselineCommit | None = None
+    baseline_route_egress_keys: bool = True
+    """Whether the baseline's config had ``routes[].http.allow_http``/``allow`` (see ``BaselineCommit.config_note``)."""
 
     def pick(self, target: str, conns: int) -> list[Run]:
         return [r for r in self.runs if r.target == target and r.conns == conns]
@@ -1064,35 +1251,20 @@ class Report:
         """(label, direct, Bastion default, Bastion synchronous=normal, ratio or added: default / normal)."""
         rows: list[tuple[str, str, str, str, str]] = []
         for label, attr in (("latency p50, c=1 (ms)", "p50_ms"), ("latency p99, c=1 (ms)", "p99_ms")):
-            d, b, n = (self.med(t, 1, attr) for t in TARGETS)
+            d, b, n = (self.med(t, 1, attr) for t in COMPARED)
             rows.append((label, f"{d:.3f}", f"{b:.3f}", f"{n:.3f}", f"+{b - d:.3f} / +{n - d:.3f} ms"))
         for conns in CONCURRENCIES:
-            d, b, n = (self.med(t, conns, "throughput") for t in TARGETS)
+            d, b, n = (self.med(t, conns, "throughput") for t in COMPARED)
             ratio = f"{b / d:.3f}x / {n / d:.3f}x" if d else "-"
             rows.append((f"throughput, c={conns} (calls/s)", f"{d:,.0f}", f"{b:,.0f}", f"{n:,.0f}", ratio))
         for conns in CONCURRENCIES:
-            d, b, n = (self.med(t, conns, "server_cpu_ms") for t in TARGETS)
+            d, b, n = (self.med(t, conns, "server_cpu_ms") for t in COMPARED)
             ratio = f"{b / d:.1f}x / {n / d:.1f}x" if d else "-"
             rows.append((f"server CPU per request, c={conns} (ms)", f"{d:.3f} (echo)", f"{b:.3f}", f"{n:.3f}", ratio))
         for conns in PROFILED:
-
-            def split(target: str, conns: int = conns) -> str:
-                return (
-                    f"{self.med(target, conns, 'main_cpu_ms'):.3f} / {self.med(target, conns, 'other_cpu_ms'):.3f} / "
-                    f"{self.med(target, conns, 'server_sys_ms'):.3f}"
-                )
-
-            rows.append(
-                (
-                    f"  Bastion CPU split, c={conns}: event loop / audit thread / kernel part (ms)",
-                    "",
-                    split(DEFAULT),
-                    split(NORMAL),
-                    "",
-                )
-            )
+            rows.append((self._split_label(conns), "", self._split(DEFAULT, conns), self._split(NORMAL, conns), ""))
         for label, attr in (("upstream (echo) CPU", "upstream_cpu_ms"), ("wrk CPU", "wrk_cpu_ms")):
-            d, b, n = (self.med(t, 16, attr) for t in TARGETS)
+            d, b, n = (self.med(t, 16, attr) for t in COMPARED)
             rows.append((f"{label} per request, c=16 (ms)", f"{d:.3f}", f"{b:.3f}", f"{n:.3f}", ""))
         m = self.micro
         if m:
@@ -1142,6 +1314,47 @@ class Report:
             )
         return rows
 
+    @staticmethod
+    def _split_label(conns: int) -> str:
+        return f"  Bastion CPU split, c={conns}: event loop / audit thread / kernel part (ms)"
+
+    def _split(self, target: str, conns: int) -> str:
+        """A Bastion's CPU per request at ``conns``: event loop / audit thread / kernel part, in ms."""
+        return (
+            f"{self.med(target, conns, 'main_cpu_ms'):.3f} / {self.med(target, conns, 'other_cpu_ms'):.3f} / "
+            f"{self.med(target, conns, 'server_sys_ms'):.3f}"
+        )
+
+    def baseline_header(self) -> tuple[str, str, str, str]:
+        if self.baseline is None:
+            raise RuntimeError("no baseline in this run")
+        return ("", self.baseline.title, "Bastion now", "now vs baseline")
+
+    def baseline_rows(self) -> list[tuple[str, str, str, str]]:
+        """(label, Bastion at the baseline commit, Bastion now, now vs baseline): both in the default
+        configuration, measured in the same rounds against the same upstream."""
+        rows: list[tuple[str, str, str, str]] = []
+        for label, attr in (("latency p50, c=1 (ms)", "p50_ms"), ("latency p99, c=1 (ms)", "p99_ms")):
+            then, now = self.med(BASELINE, 1, attr), self.med(DEFAULT, 1, attr)
+            rows.append((label, f"{then:.3f}", f"{now:.3f}", f"{now - then:+.3f} ms"))
+        for conns in CONCURRENCIES:
+            then, now = self.med(BASELINE, conns, "throughput"), self.med(DEFAULT, conns, "throughput")
+            ratio = f"{now / then:.3f}x" if then else "-"
+            rows.append((f"throughput, c={conns} (calls/s)", f"{then:,.0f}", f"{now:,.0f}", ratio))
+        for conns in CONCURRENCIES:
+            then, now = self.med(BASELINE, conns, "server_cpu_ms"), self.med(DEFAULT, conns, "server_cpu_ms")
+            ratio = f"{now / then:.2f}x" if then else "-"
+            rows.append((f"server CPU per request, c={conns} (ms)", f"{then:.3f}", f"{now:.3f}", ratio))
+        for conns in PROFILED:
+            rows.append((self._split_label(conns), self._split(BASELINE, conns), self._split(DEFAULT, conns), ""))
+        then, now = self.med(BASELINE, 16, "upstream_cpu_ms"), self.med(DEFAULT, 16, "upstream_cpu_ms")
+        ratio = f"{now / then:.2f}x" if then else "-"
+        rows.append(("direct upstream CPU per request, c=16 (ms)", f"{then:.3f}", f"{now:.3f}", ratio))
+        return rows
+
+    def baseline_config(self) -> str:
+        return self.baseline.config_note(route_egress_keys=self.baseline_route_egress_keys) if self.baseline else ""
+
     def targets(self, target: str = DEFAULT) -> list[tuple[str, str, bool]]:
         d, b = self.med("direct", 1, "p50_ms"), self.med(target, 1, "p50_ms")
         out = [
@@ -1167,13 +1380,12 @@ class Report:
 
     # text for the terminal
     def text(self) -> str:
-        rows = [self.HEADER, *self.rows()]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(self.HEADER))]
-        lines = [
-            "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(r))
-            for r in rows
-        ]
+        lines = aligned([self.HEADER, *self.rows()])
         lines.append("")
+        if self.baseline is not None:
+            lines.append(f"Against the baseline ({self.baseline.commit}; {self.baseline_config()}):")
+            lines.extend(aligned([self.baseline_header(), *self.baseline_rows()]))
+            lines.append("")
         if self.invalid():
             lines.append("INVALID RUN (errors): targets not evaluated")
         else:
@@ -1191,13 +1403,29 @@ class Report:
         add("Generated by `make bench` (`benchmarks/run.py`); rerun it rather than editing this file.")
         add("")
         add(f"- **Date:** {self.started} (whole run {self.elapsed_s:.0f} s)")
-        add("- **Command:** `make bench` (= `bash benchmarks/install-wrk.sh && .venv/bin/python benchmarks/run.py`)")
+        baseline = self.baseline
+        make, option = (
+            ("make bench", "")
+            if baseline is None
+            else (f"make bench BASELINE={baseline.ref}", f" --baseline {baseline.ref}")
+        )
+        add(
+            f"- **Command:** `{make}` (= `bash scripts/install-debian-package.sh wrk /usr/bin/wrk && "
+            f".venv/bin/python benchmarks/run.py{option}`)"
+        )
         add(f"- **Machine:** {info['cpu']}, nproc {info['nproc']} (shared), Linux {info['kernel']}")
         add(f"- **Software:** {info['python']}; {info['libs']}; {info['wrk']} (Debian)")
+        at_baseline = f", Bastion at `{baseline.short}`" if baseline is not None else ""
         add(
             f"- **Method:** {self.rounds} interleaved rounds (direct, Bastion, Bastion with `audit.synchronous: "
-            f"normal`, direct, ...) at concurrency {', '.join(map(str, CONCURRENCIES))}, {self.duration_s:g} s per "
-            "run, `wrk -t1 -cN` with `benchmarks/mcp_session.lua`; figures are medians over the rounds."
+            f"normal`{at_baseline}, direct, ...) at concurrency {', '.join(map(str, CONCURRENCIES))}, "
+            f"{self.duration_s:g} s per run, `wrk -t1 -cN` with `benchmarks/mcp_session.lua`; figures are medians "
+            "over the rounds."
+            + (
+                f" The baseline is commit `{baseline.commit}` ({baseline.subject}), in the default configuration."
+                if baseline is not None
+                else ""
+            )
         )
         add("")
         add("## Setup")
@@ -1220,6 +1448,14 @@ class Report:
             "configuration plus `audit: {synchronous: normal}` (its own data directory and port): commits are not "
             "fsynced, so the log survives a crash of Bastion but not of the machine. Shown for comparison only."
         )
+        if baseline is not None:
+            add(
+                f"- **Baseline:** a third `bastion serve`, of commit `{baseline.short}`: its `src/` extracted with "
+                "`git archive` and run by the same Python with `PYTHONPATH` set to it (checked to import that tree), "
+                f"in the default configuration ({self.baseline_config()}), with its own data directory, port and "
+                "token (minted by its own CLI), against the same echo upstream. The profile and the in-process rows "
+                "are of the current code only."
+            )
         add(
             "- **Client:** each wrk connection opens an MCP session (`initialize`, `notifications/initialized`), then "
             "sends `tools/call` with `Authorization` and `Mcp-Session-Id`; the Lua script times every call itself "
@@ -1230,8 +1466,8 @@ class Report:
         add(
             "- **CPU per request:** `utime + stime` of the process (all threads) from `/proc/<pid>/stat`, over the "
             "run plus 0.3 s for the audit writer to finish, divided by the requests wrk completed; the steadiest "
-            "figure on a shared 2-core machine, where throughput depends on what else runs. The idle Bastion is "
-            "not stopped while the other one is measured; idle, it uses next to no CPU."
+            "figure on a shared 2-core machine, where throughput depends on what else runs. The Bastions not "
+            "being measured keep running, idle; idle, they use next to no CPU."
         )
         add("")
         add("```cedar")
@@ -1271,12 +1507,27 @@ class Report:
             "spends 2.4 ms of CPU per call and adds 2.1 ms p50; IBM ContextForge spends 18-48 ms per call."
         )
         add("")
+        if baseline is not None:
+            add("### Against the baseline")
+            add("")
+            add(
+                f"Bastion at commit `{baseline.commit}` (`--baseline {baseline.ref}`) and Bastion now (this checkout), "
+                f"both in the default configuration ({self.baseline_config()}), measured in the same interleaved "
+                "rounds against the same echo upstream (its CPU per request in the last row). Ratios are now / "
+                "baseline: below 1x is less CPU, above 1x more throughput."
+            )
+            add("")
+            add("| " + " | ".join(cell.replace("|", "\\|") for cell in self.baseline_header()) + " |")
+            add("|---|---:|---:|---:|")
+            add("\n".join("| " + " | ".join(row) + " |" for row in self.baseline_rows()))
+            add("")
         add("### Every run")
         add("")
         add(
             "Server CPU is the echo upstream's for direct runs and Bastion's for Bastion runs (split into its "
             "event-loop thread, audit writer thread and the kernel part of the total). `bastion` is the default "
-            "configuration, `bastion-normal` the one with `audit.synchronous: normal`."
+            "configuration, `bastion-normal` the one with `audit.synchronous: normal`"
+            + (f", `baseline` the default configuration at `{baseline.short}`." if baseline is not None else ".")
         )
         add("")
         add(
@@ -1493,7 +1744,7 @@ class Report:
 def run_rounds(targets: Targets, rounds: int, duration_s: float) -> Iterator[Run]:
     for round_no in range(1, rounds + 1):
         for conns in CONCURRENCIES:
-            for target in TARGETS:
+            for target in targets.names:
                 run = targets.measure(target, conns, duration_s, round_no)
                 flag = f"  ERRORS {run.errors}: {run.first_error}" if run.errors or not run.calls else ""
                 print(
@@ -1513,6 +1764,11 @@ def main() -> int:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s runs, short profile (smoke test)")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also measure the Bastion of this git commit (default configuration) and compare it with this one",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.profile_duration = 1, 2.0, 3.0
@@ -1524,16 +1780,26 @@ def main() -> int:
         print(f"{BASTION} not found: install the project into this venv (make bench does)", file=sys.stderr)
         return 2
 
+    try:
+        baseline = resolve_baseline(args.baseline) if args.baseline is not None else None
+    except Prerequisite as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if baseline is not None:
+        print(f"baseline: {baseline.commit} ({baseline.subject})", flush=True)
+
     started = datetime.datetime.now(datetime.UTC)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bastion-bench-") as tmp:
         workdir = Path(tmp)
-        targets = Targets(workdir)
+        targets = Targets(workdir, baseline)
         try:
             targets.start()
             ports = ", ".join(f"{b.name} on :{b.port}" for b in targets.bastions.values())
             print(f"echo upstream on :{targets.echo_port}, {ports}; warming up", flush=True)
-            for target in TARGETS:
+            if baseline is not None:
+                print(f"baseline: {baseline.config_note(route_egress_keys=targets.baseline_route_egress_keys)}")
+            for target in targets.names:
                 warm = targets.measure(target, 16, 2.0, 0)
                 if warm.errors or not warm.calls:
                     print(f"warm-up against {target} failed: {warm.first_error}\n{targets.logs()}", file=sys.stderr)
@@ -1561,6 +1827,9 @@ def main() -> int:
             if valid:
                 print("timing the policy decision, authentication and audit work in-process", flush=True)
                 micro = microbench(targets)
+        except Prerequisite as exc:  # from targets.start(): the baseline cannot be run
+            print(exc, file=sys.stderr)
+            return 2
         finally:
             targets.stop()
     report = Report(
@@ -1573,6 +1842,8 @@ def main() -> int:
         duration_s=args.duration,
         started=started.strftime("%Y-%m-%d %H:%M UTC"),
         elapsed_s=time.monotonic() - t0,
+        baseline=baseline,
+        baseline_route_egress_keys=targets.baseline_route_egress_keys,
     )
     print()
     print(report.text())
