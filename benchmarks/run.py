@@ -936,8 +936,11 @@ def microbench(targets: Targets) -> dict[str, float]:
     """What the request path computes besides I/O, in-process, as the gateway calls it: the policy
     decision, the token verification and the authenticate stage (see :func:`authentication_micro`),
     the two audit record bodies, the writer's seal, in µs; one committed append with each
-    ``audit.synchronous`` setting, in ms. Needs the default Bastion's configuration file and token,
-    not its process."""
+    ``audit.synchronous`` setting, in ms; the CPU of one upstream call through ``HttpUpstream`` and
+    through plain aiohttp (see :func:`_upstream_send_us`), in µs. Needs the default Bastion's
+    configuration file and token, not its process, and the echo upstream running."""
+    import uvloop
+
     from bastion.audit.build import decision_body, outcome_body
     from bastion.audit.chain import GENESIS_HASH, seal
     from bastion.config import load_config
@@ -1019,9 +1022,68 @@ def microbench(targets: Targets) -> dict[str, float]:
         for synchronous in ("full", "normal"):
             path = targets.workdir / f"micro-audit-{synchronous}.db"
             figures[f"audit_append_{synchronous}_ms"] = asyncio.run(_append_latency(path, decision, synchronous))
+        figures.update(uvloop.run(_upstream_send_us(targets.direct_url)))  # the loop `bastion serve` runs on
     finally:
         revocations.close()
     return figures
+
+
+async def _upstream_send_us(url: str) -> dict[str, float]:
+    """CPU µs of this process per ``tools/call`` sent to the echo upstream at ``url`` and read back,
+    one at a time on one kept-alive connection: through ``HttpUpstream.send`` (what the forward stage
+    calls: the egress guard as the connector's resolver, header filtering, capped read) and through
+    a plain ``aiohttp`` session with a default connector (no guard, nothing of Bastion). Interleaved
+    batches; the median of each. ``upstream_guarded_us`` - ``upstream_plain_us`` bounds what the
+    guarded connector and Bastion's wrapper cost per call."""
+    import aiohttp
+
+    from bastion.egress import EgressGuard
+    from bastion.egress.allowlist import AllowList
+    from bastion.upstream.http import HttpUpstream
+
+    headers = {
+        "content-type": "application/json",
+        "accept": "application/json, text/event-stream",
+        "mcp-protocol-version": "2025-11-25",
+    }
+    initialize = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}
+    call = json.dumps(
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "hi"}}}
+    ).encode()
+    async with EgressGuard(allow=AllowList.parse(["127.0.0.1"])) as guard:
+        upstream = HttpUpstream(url, guard=guard, allow_http=True)
+        plain = aiohttp.ClientSession(trust_env=False, skip_auto_headers=("User-Agent",))
+        try:
+            opened = await upstream.send(
+                "POST",
+                headers=headers,
+                body=json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": initialize}).encode(),
+            )
+            await opened.aclose()
+            session = opened.session_id
+
+            async def guarded() -> None:
+                response = await upstream.send("POST", headers=headers, body=call, session_id=session)
+                await response.aclose()
+
+            async def unguarded() -> None:
+                sent = {**headers, "mcp-session-id": session or ""}
+                async with plain.post(url, headers=sent, data=call, allow_redirects=False) as response:
+                    await response.read()
+
+            batches: dict[str, list[float]] = {"upstream_guarded_us": [], "upstream_plain_us": []}
+            n = 500
+            for _ in range(5):
+                for key, send in (("upstream_guarded_us", guarded), ("upstream_plain_us", unguarded)):
+                    await send()  # the connection is open and kept alive before timing
+                    start = time.process_time()
+                    for _ in range(n):
+                        await send()
+                    batches[key].append((time.process_time() - start) / n * 1e6)
+        finally:
+            await plain.close()
+            await upstream.aclose()
+    return {key: statistics.median(values) for key, values in batches.items()}
 
 
 async def _append_latency(path: Path, build: Callable[[], dict[str, Any]], synchronous: str) -> float:
@@ -1305,6 +1367,15 @@ class Report:
             rows.append(("audit seal per record, writer thread (µs)", "", f"{m['audit_seal_us']:.1f}", "same", ""))
             rows.append(
                 (
+                    "upstream call, CPU: `HttpUpstream.send` (guarded connector) / plain aiohttp (µs)",
+                    "",
+                    f"{m['upstream_guarded_us']:.0f} / {m['upstream_plain_us']:.0f}",
+                    "same",
+                    "",
+                )
+            )
+            rows.append(
+                (
                     "audit append committed, one at a time (ms)",
                     "",
                     f"{m['audit_append_full_ms']:.3f}",
@@ -1489,7 +1560,11 @@ class Report:
             "is not timed). The authenticate stage row is the whole `AuthenticateStage.run` on a fresh exchange "
             "per call (built beforehand, not timed) with `Authorization: Bearer` and one of Bastion's own tokens: "
             "the header parse, the verification (including the revocation check, timed alone in its row with the "
-            "revocation list opened as the gateway opens it, re-read at most every 50 ms) and the route check."
+            "revocation list opened as the gateway opens it, re-read at most every 50 ms) and the route check. "
+            "The upstream call row is this process's CPU per `tools/call` sent to the echo upstream and read back "
+            "on a kept-alive connection, one at a time on uvloop: through `HttpUpstream.send` (the forward stage's "
+            "client: the egress guard as aiohttp's resolver, header filtering, capped read) and through a plain "
+            "aiohttp session (no guard, nothing of Bastion), in interleaved batches."
         )
         add("")
         add("Targets, judged on the default configuration (`audit.synchronous: full`):")
