@@ -104,8 +104,8 @@ def handle_post(session_id: bytes | None, body: bytes) -> tuple[int, bytes, byte
         if params.get("name") != "echo":
             return 200, _error(rpc_id, -32602, f"Unknown tool: {params.get('name')!r}"), b""
         text = str((params.get("arguments") or {}).get("message", ""))
-        result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": False}
-        return 200, _dumps({"jsonrpc": "2.0", "id": rpc_id, "result": result}), b""
+        called: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": False}
+        return 200, _dumps({"jsonrpc": "2.0", "id": rpc_id, "result": called}), b""
     if method == "tools/list":
         return 200, _dumps({"jsonrpc": "2.0", "id": rpc_id, "result": {"tools": [ECHO_TOOL]}}), b""
     if method == "ping":

@@ -170,6 +170,9 @@ class BastionProcess:
         return [(str(r[0]), r[1], r[2]) for r in rows]
 
     def __enter__(self) -> BastionProcess:
+        """Start the server unless it is running already (``with bastion.start():`` starts one, not two)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
