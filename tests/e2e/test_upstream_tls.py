@@ -12,11 +12,13 @@ Real processes on loopback, nothing mocked:
 
 The company CA is trusted exactly where it is configured: with it, the upstream's certificate
 verifies and the call goes through; without it, Bastion refuses the connection (no fallback to
-an unverified one); a certificate for another name is refused even when its CA is trusted.
+an unverified one); a certificate for another name is refused even when its CA is trusted. Each
+refusal is a JSON-RPC error (503, -32603) and an outcome record ``upstream_unavailable``.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -39,14 +41,13 @@ from tests.support.e2e_helpers import (
     rpc,
     wait_until,
 )
-from tests.support.pki import Leaf, Pki, make_pki
+from tests.support.pki import Leaf, make_pki
 
 pytestmark = pytest.mark.e2e
 
 
 @dataclass
 class World:
-    pki: Pki
     upstream_pid: int
     with_ca: BastionProcess
     without_ca: BastionProcess
@@ -115,7 +116,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         with with_ca, without_ca:
             yield World(
-                pki=pki,
                 upstream_pid=trusted.pid,
                 with_ca=with_ca,
                 without_ca=without_ca,
@@ -135,6 +135,16 @@ async def test_upstream_behind_the_configured_ca_is_reached_over_verified_tls(wo
     assert result.structured_content == {"result": world.upstream_pid}
 
 
+def _unavailable_outcomes(bastion: BastionProcess) -> int:
+    """How many outcome records in ``bastion``'s audit log say the upstream was unavailable."""
+    with sqlite3.connect(bastion.database) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM audit_events WHERE json_extract(record, '$.kind') = 'outcome' "
+            "AND json_extract(record, '$.result.error_code') = 'upstream_unavailable'"
+        ).fetchone()
+    return int(count)
+
+
 def _refusal(bastion: BastionProcess, route: str, token: str, mode: str) -> httpx2.Response:
     """The first request a client of ``mode`` sends on ``route``: ``initialize`` (2025-11-25) or a
     stateless ``tools/call`` of ``whoami`` (2026-07-28)."""
@@ -146,18 +156,22 @@ def _refusal(bastion: BastionProcess, route: str, token: str, mode: str) -> http
 
 @pytest.mark.parametrize("mode", [LEGACY, MODERN])
 def test_without_the_ca_the_upstream_is_refused_not_reached_unverified(world: World, mode: str) -> None:
+    recorded = _unavailable_outcomes(world.without_ca)
     response = _refusal(world.without_ca, "trusted", world.token_without_ca, mode)
     assert response.status_code == 503, response.text
     error = reply_message(response)["error"]
     assert error["code"] == -32603
     assert error["message"] == "upstream unreachable: ClientConnectorCertificateError"
+    wait_until(lambda: _unavailable_outcomes(world.without_ca) == recorded + 1)
 
 
 @pytest.mark.parametrize("mode", [LEGACY, MODERN])
 def test_a_certificate_for_another_name_is_refused_even_under_the_trusted_ca(world: World, mode: str) -> None:
     token = world.with_ca.mint("alice", "wrong-name", "engineering")
+    recorded = _unavailable_outcomes(world.with_ca)
     response = _refusal(world.with_ca, "wrong-name", token, mode)
     assert response.status_code == 503, response.text
     error = reply_message(response)["error"]
     assert error["code"] == -32603
     assert error["message"] == "upstream unreachable: ClientConnectorCertificateError"
+    wait_until(lambda: _unavailable_outcomes(world.with_ca) == recorded + 1)
