@@ -166,6 +166,28 @@ class Portal:
             return False
         return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._csrf(cookie).encode())
 
+    async def _posted_form(
+        self, request: Request, method: str, refused: str, *, form_refused: str | None = None
+    ) -> tuple[str, UserTokens, UserIdentity, str] | Response:
+        """The checks of a portal form POST on ``/portal/<action>/{route}``: a route with per-user
+        OAuth, a signed-in person, and a form from Bastion's own pages (``_form``). Returns
+        ``(route name, source, person, sign-in cookie)``, or the 400 error page titled ``refused``
+        (``form_refused`` for a forged form, when given) after a deny record of ``method``."""
+        name = request.path_params["route"]
+        source = self._source(name)
+        signed_in = await self._signed_in(request)
+        if source is None or signed_in is None:
+            problem = "route" if source is None else "sign-in"
+            known = name if name in self._routes else None
+            await self._record(method, "deny", "invalid_request", known, None, problem=problem)
+            return error_page(title=refused, message="Open the portal and try again.", status_code=400)
+        user, cookie = signed_in
+        if not await self._form(request, cookie):
+            await self._record(method, "deny", "invalid_request", name, user, problem="form")
+            return error_page(title=form_refused or refused, message="The form did not come from Bastion.",
+                              status_code=400)  # fmt: skip
+        return name, source, user, cookie
+
     def _source(self, name: str) -> UserTokens | None:
         route = self._routes.get(name)
         source = route.credentials if route is not None else None
@@ -223,20 +245,10 @@ class Portal:
 
     async def connect(self, request: Request) -> Response:
         """Start the upstream's authorization code flow for this person in this browser."""
-        name = request.path_params["route"]
-        source = self._source(name)
-        signed_in = await self._signed_in(request)
-        if source is None or signed_in is None:
-            problem = "route" if source is None else "sign-in"
-            known = name if name in self._routes else None
-            await self._record("upstream/connect", "deny", "invalid_request", known, None, problem=problem)
-            return error_page(title="This connection cannot start", message="Open the portal and try again.",
-                              status_code=400)  # fmt: skip
-        user, cookie = signed_in
-        if not await self._form(request, cookie):
-            await self._record("upstream/connect", "deny", "invalid_request", name, user, problem="form")
-            return error_page(title="This connection cannot start", message="The form did not come from Bastion.",
-                              status_code=400)  # fmt: skip
+        posted = await self._posted_form(request, "upstream/connect", "This connection cannot start")
+        if isinstance(posted, Response):
+            return posted
+        name, source, user, cookie = posted
         try:
             url = await source.client.begin(self._principal(user).key, digest(cookie))
         except UpstreamAuthorizationError as exc:
@@ -288,19 +300,12 @@ class Portal:
 
     async def disconnect(self, request: Request) -> Response:
         """Revoke this person's upstream tokens at the server (RFC 7009) and delete them."""
-        name = request.path_params["route"]
-        source = self._source(name)
-        signed_in = await self._signed_in(request)
-        if source is None or signed_in is None:
-            problem = "route" if source is None else "sign-in"
-            known = name if name in self._routes else None
-            await self._record("upstream/disconnect", "deny", "invalid_request", known, None, problem=problem)
-            return error_page(title="Nothing to disconnect", message="Open the portal and try again.", status_code=400)
-        user, cookie = signed_in
-        if not await self._form(request, cookie):
-            await self._record("upstream/disconnect", "deny", "invalid_request", name, user, problem="form")
-            return error_page(title="Nothing was disconnected", message="The form did not come from Bastion.",
-                              status_code=400)  # fmt: skip
+        posted = await self._posted_form(
+            request, "upstream/disconnect", "Nothing to disconnect", form_refused="Nothing was disconnected"
+        )
+        if isinstance(posted, Response):
+            return posted
+        name, source, user, _ = posted
         owner = self._principal(user).key
         tokens = await source.vault.get(owner, name)
         revoked = await source.client.revoke(tokens) if tokens is not None else False
