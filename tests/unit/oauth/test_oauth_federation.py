@@ -39,9 +39,10 @@ from pydantic import ValidationError
 from tests.support.hostile_oidc import HostileProvider, Reply, b64url
 from tests.support.pki import Pki, make_pki
 
+from bastion.audit import AuditLog
 from bastion.config import parse_config
 from bastion.config.oauth import AuthorizationServerSettings, IdentityProviderSettings
-from bastion.egress import AllowList, EgressGuard
+from bastion.egress import AllowList, EgressGuard, Refusal, audit_refusals
 from bastion.egress.addresses import IPAddress
 from bastion.egress.client import Resolver, resolve
 from bastion.oauth.authorize_endpoint import BROWSER_COOKIE, SIGN_IN_COOKIE
@@ -261,13 +262,18 @@ def running(
     pki: Pki,
     *,
     resolver: Resolver | None = None,
+    refusals: EgressAudit | None = None,
     **provider: Any,
 ) -> Iterator[Harness]:
-    """The server on ``tmp_path`` (again after a restart: the same database and keys)."""
+    """The server on ``tmp_path`` (again after a restart: the same database and keys); ``refusals``
+    set: the guard's refusals are audited in the server's log, as the gateway's guard does."""
     monkeypatch.setenv("BASTION_TEST_CORP", CORP_SECRET)
     config = write_config(tmp_path, op, pki, provider)
-    guard = EgressGuard(allow=AllowList.parse(config.egress.allow), ca_file=config.egress.ca_file, resolver=resolver)
+    allow = AllowList.parse(config.egress.allow)
+    guard = EgressGuard(allow=allow, ca_file=config.egress.ca_file, resolver=resolver, on_refusal=refusals)
     with served(config, tmp_path / "data", egress=guard) as run:
+        if refusals is not None:
+            refusals.log = run.audit
         yield Harness(**vars(run), op=op)
 
 
@@ -877,6 +883,91 @@ def test_endpoints_the_discovery_document_points_at_private_addresses_are_never_
     mark = h.mark()
     response = flight.browser.callback(good_callback(flight))
     refused_at_callback(h, flight, response, mark, problem)
+
+
+# --- a provider the guard must refuse although it answers ------------------------------------------
+#
+# The targets above cannot be reached at all, so they would fail the same way without the guard's
+# address check. ``decoy`` is a provider as good as ``op`` (the same keys and certificate) that answers
+# on a loopback port ``egress.allow`` does not list: only the guard stands between it and Bastion, and
+# a refusal leaves the guard's own ``egress/connect`` record before the sign-in's deny.
+
+
+@dataclass
+class EgressAudit:
+    """The guard's ``on_refusal`` hook (``audit_refusals``) on the served audit log, bound once it is open."""
+
+    log: AuditLog | None = None
+
+    async def __call__(self, refusal: Refusal) -> None:
+        assert self.log is not None
+        await audit_refusals(self.log)(refusal)
+
+
+@pytest.fixture
+def decoy(pki: Pki, keys: Keys) -> Iterator[HostileProvider]:
+    with HostileProvider(pki.localhost, rsa=keys.rsa, ec=keys.ec) as provider:
+        yield provider
+
+
+def refused_by_the_guard(h: Harness, mark: int, url: str) -> int:
+    """The first record after ``mark`` is the guard's refusal of ``url`` (a loopback address not in
+    ``egress.allow``, for the identity provider); returns its seq."""
+    rows = h.since(mark)
+    assert rows, "no audit record after the mark"
+    refusal = rows[0]
+    assert (refusal.method, refusal.effect, refusal.reason) == ("egress/connect", "deny", "egress_denied")
+    assert refusal.target == url
+    reason = "127.0.0.1 is a loopback address"
+    assert refusal.arguments == {"url": url, "purpose": "identity_provider", "reason": reason, "hop": 0}
+    return refusal.seq
+
+
+def test_discovery_from_a_reachable_provider_not_in_egress_allow_is_refused_by_the_guard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, op: HostileProvider, pki: Pki, decoy: HostileProvider
+) -> None:
+    with running(tmp_path, monkeypatch, op, pki, refusals=EgressAudit(), issuer=decoy.issuer) as h:
+        browser = h.browser()
+        page = browser.sign_in_page()
+        mark = h.mark()
+        response = browser.get(provider_link(page))
+        after = refused_by_the_guard(h, mark, decoy.issuer + "/.well-known/openid-configuration")
+        problem = "corp: the provider cannot be reached (discovery)"
+        assert_refused(h, response, after, status=502, reason="temporarily_unavailable", problem=problem)
+    assert decoy.seen == []
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "path", "problem"),
+    [
+        pytest.param("jwks_uri", "/jwks", "corp: the ID token's signing key is unknown (jwks_unavailable)", id="jwks"),
+        pytest.param("token_endpoint", "/token", "corp: the provider cannot be reached (token)", id="token"),
+        pytest.param(
+            "userinfo_endpoint", "/userinfo", "corp: the provider cannot be reached (UserInfo)", id="userinfo"
+        ),
+    ],
+)
+def test_an_endpoint_on_a_reachable_provider_not_in_egress_allow_is_refused_by_the_guard(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    op: HostileProvider,
+    pki: Pki,
+    decoy: HostileProvider,
+    endpoint: str,
+    path: str,
+    problem: str,
+) -> None:
+    with running(tmp_path, monkeypatch, op, pki, refusals=EgressAudit()) as h:
+        h.op.discovery[endpoint] = decoy.issuer + path
+        flight = h.browser().fly()
+        h.answer(h.op.signed(h.claims(flight.nonce)))
+        h.op.userinfo = userinfo()
+        decoy.token, decoy.userinfo = h.op.token, h.op.userinfo  # the decoy would sign the person in
+        mark = h.mark()
+        response = flight.browser.callback(good_callback(flight))
+        after = refused_by_the_guard(h, mark, decoy.issuer + path)
+        refused_at_callback(h, flight, response, after, problem)
+    assert decoy.seen == []
 
 
 # --- the callback: state, browser, iss ------------------------------------------------------------
