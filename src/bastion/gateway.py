@@ -113,7 +113,7 @@ class Gateway:
             config.server.base_url,
             config.server.port,
             config.server.allowed_hosts,
-            config.server.allowed_origins,
+            config.server.browser_origins,  # server.allowed_origins and server.cors.allowed_origins
         )
         self.routes = [self._route(r) for r in config.routes]
         self._by_name = {route.name: route for route in self.routes}
@@ -154,6 +154,7 @@ class Gateway:
                 *(self.authorization.routes() if self.authorization else ()),
                 *(self.portal.routes() if self.portal else ()),
             ],
+            cors=config.server.cors,
         )
 
     def _vault(self) -> TokenVault | None:

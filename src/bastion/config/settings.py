@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from bastion.config.base import _Model
+from bastion.config.cors import CorsSettings
 from bastion.config.credentials import VaultSettings
 from bastion.config.oauth import AuthorizationServerSettings, EgressSettings
 from bastion.config.routes import RouteSettings
@@ -34,8 +35,10 @@ class ServerSettings(_Model):
 
     ``public_url`` is the origin clients use (resource URIs and metadata are
     built from it). ``allowed_origins``/``allowed_hosts`` guard against DNS
-    rebinding (MCP basic/transports, security warning); when empty they are
-    derived from ``public_url`` and the loopback names of the listening port.
+    rebinding (MCP basic/transports, security warning): they are added to
+    ``public_url``'s origin and the loopback names of the listening port.
+    ``cors`` says which browser origins may call the MCP endpoints
+    cross-origin; those origins pass the Origin check too (``browser_origins``).
     """
 
     host: str = "127.0.0.1"
@@ -45,8 +48,16 @@ class ServerSettings(_Model):
     allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     session_idle_s: Annotated[int, Field(ge=1)] = 3600
+    cors: CorsSettings = CorsSettings()
 
     _parse_idle = field_validator("session_idle_s", mode="before")(_duration)
+
+    @property
+    def browser_origins(self) -> tuple[str, ...]:
+        """The origins the Origin check admits besides Bastion's own: ``allowed_origins`` and
+        ``cors.allowed_origins`` (an origin whose pages may read the endpoints' answers may also send
+        them requests; ``"*"`` admits every origin, leaving the Host check)."""
+        return (*self.allowed_origins, *self.cors.allowed_origins)
 
     @property
     def base_url(self) -> str:

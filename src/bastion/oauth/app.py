@@ -4,6 +4,11 @@ An exception that escapes an endpoint (the store or the audit log failing, a bug
 is never a traceback: the browser endpoints show an error page and the machine
 endpoints answer ``temporarily_unavailable`` / ``server_error`` (RFC 6749 section
 4.1.2.1 and 5.2); nothing is issued.
+
+The metadata and the machine endpoints (token, revocation, registration) are
+readable from every origin without credentials, as browser MCP clients need
+(``bastion.transport.cors.public``); the browser pages are navigations and get
+no CORS headers.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from bastion.oauth.metadata import ENDPOINTS, authorization_server_metadata, met
 from bastion.oauth.pages import error_page
 from bastion.oauth.provider_endpoint import ProviderSignInEndpoint
 from bastion.oauth.token_endpoint import TokenEndpoint
+from bastion.transport.cors import public
 
 __all__ = ["authorization_server_routes"]
 
@@ -77,7 +83,7 @@ def authorization_server_routes(context: ServerContext) -> list[BaseRoute]:
     authorize = AuthorizeEndpoint(context)
     token = TokenEndpoint(context)
     providers = ProviderSignInEndpoint(context, authorize)
-    routes: list[BaseRoute] = [Route(path, serve_metadata) for path in metadata_paths(context.issuer)]
+    routes: list[BaseRoute] = [public(Route(path, serve_metadata)) for path in metadata_paths(context.issuer)]
     routes += [
         Route(ENDPOINTS["authorization"], _browser(authorize.authorize), methods=["GET"]),
         Route(ENDPOINTS["sign_in"], _browser(authorize.sign_in), methods=["POST"]),
@@ -85,8 +91,8 @@ def authorization_server_routes(context: ServerContext) -> list[BaseRoute]:
         Route(ENDPOINTS["provider_sign_in"], _browser(providers.start), methods=["GET"]),
         Route(ENDPOINTS["provider_callback"], _browser(providers.callback), methods=["GET"]),
         Route(ENDPOINTS["portal_sign_in"], _browser(authorize.portal_sign_in), methods=["GET"]),
-        Route(ENDPOINTS["token"], _machine(token.token), methods=["POST"]),
-        Route(ENDPOINTS["revocation"], _machine(token.revoke), methods=["POST"]),
-        Route(ENDPOINTS["registration"], _machine(token.register), methods=["POST"]),
+        public(Route(ENDPOINTS["token"], _machine(token.token), methods=["POST"])),
+        public(Route(ENDPOINTS["revocation"], _machine(token.revoke), methods=["POST"])),
+        public(Route(ENDPOINTS["registration"], _machine(token.register), methods=["POST"])),
     ]
     return routes

@@ -6,6 +6,10 @@
   between the host and the resource's path);
 - ``/.well-known/jwks.json``: Bastion's public signing keys (RFC 7517 section 5);
 - ``/healthz``: liveness, with each upstream's state.
+
+Cross-origin access (``bastion.transport.cors``): the MCP endpoints answer the
+browsers of ``server.cors.allowed_origins``; the metadata and the JWKS are
+readable from every origin, without credentials.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bastion.config.cors import CorsSettings
+from bastion.transport import cors as cross_origin
 from bastion.transport.endpoint import McpEndpoint
 from bastion.transport.routes import RouteRuntime
 
@@ -31,11 +37,15 @@ class GatewayApp:
 
     The MCP endpoints are the hot path, so they are dispatched with one dict
     lookup instead of Starlette's routing and middleware stack; lifespan and
-    every other path go to ``fallback``.
+    every other path go to ``fallback``. ``cors`` says which browsers may call
+    the endpoints cross-origin (``bastion.transport.cors.mcp_endpoint``).
     """
 
-    def __init__(self, endpoints: Sequence[McpEndpoint], fallback: Starlette) -> None:
-        self._endpoints = {endpoint.route.path: endpoint for endpoint in endpoints}
+    def __init__(self, endpoints: Sequence[McpEndpoint], fallback: Starlette, cors: CorsSettings | None = None) -> None:
+        settings = cors or CorsSettings()
+        self._endpoints: dict[str, ASGIApp] = {
+            endpoint.route.path: cross_origin.mcp_endpoint(endpoint, settings) for endpoint in endpoints
+        }
         self.fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,9 +83,11 @@ def build_app(
     health: Callable[[], Mapping[str, Any]],
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    cors: CorsSettings | None = None,
 ) -> GatewayApp:
     """Assemble the app. ``jwks`` and ``health`` are called per request; ``extra_routes`` (the
-    authorization server's) are mounted at the root."""
+    authorization server's) are mounted at the root; ``cors`` is ``server.cors`` (none: no
+    cross-origin access to the MCP endpoints)."""
     routes: list[BaseRoute] = list(extra_routes)
     for endpoint in endpoints:
         metadata = protected_resource_metadata(endpoint.route, authorization_server)
@@ -83,7 +95,8 @@ def build_app(
         async def serve_metadata(_: Request, metadata: dict[str, Any] = metadata) -> Response:
             return _json(metadata)
 
-        routes.append(Route(f"/.well-known/oauth-protected-resource{endpoint.route.path}", serve_metadata))
+        path = f"/.well-known/oauth-protected-resource{endpoint.route.path}"
+        routes.append(cross_origin.public(Route(path, serve_metadata)))
 
     async def serve_jwks(_: Request) -> Response:
         return _json(jwks(), cache_s=60)
@@ -91,7 +104,7 @@ def build_app(
     async def serve_health(_: Request) -> Response:
         return JSONResponse(dict(health()), headers={"cache-control": "no-store"})
 
-    routes.append(Route("/.well-known/jwks.json", serve_jwks))
+    routes.append(cross_origin.public(Route("/.well-known/jwks.json", serve_jwks)))
     routes.append(Route("/healthz", serve_health))
 
     async def not_found(_: Request, __: Exception) -> Response:
@@ -101,4 +114,4 @@ def build_app(
         return JSONResponse({"error": "method_not_allowed"}, status_code=405)
 
     fallback = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed})
-    return GatewayApp(endpoints, fallback)
+    return GatewayApp(endpoints, fallback, cors)

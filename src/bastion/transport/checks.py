@@ -58,7 +58,8 @@ class OriginPolicy:
     """Allowed ``Host`` and ``Origin`` values for one listener.
 
     ``hosts`` are ``host[:port]`` strings compared case-insensitively;
-    ``origins`` are ``scheme://host[:port]``. A request without ``Origin`` (a
+    ``origins`` are ``scheme://host[:port]``, or ``"*"`` for every origin
+    (``server.cors.allowed_origins: ["*"]``). A request without ``Origin`` (a
     non-browser client) passes the origin check; a request without ``Host``
     fails the host check.
     """
@@ -66,6 +67,7 @@ class OriginPolicy:
     def __init__(self, hosts: Iterable[str], origins: Iterable[str]) -> None:
         self.hosts = frozenset(h.lower() for h in hosts)
         self.origins = frozenset(o.lower().rstrip("/") for o in origins)
+        self.any_origin = "*" in self.origins
 
     @classmethod
     def for_listener(
@@ -84,7 +86,7 @@ class OriginPolicy:
         if host not in self.hosts:
             raise ForbiddenOrigin("Host header is not allowed")
         origin = headers.get("origin")
-        if origin is not None and origin.lower().rstrip("/") not in self.origins:
+        if origin is not None and not self.any_origin and origin.lower().rstrip("/") not in self.origins:
             raise ForbiddenOrigin("Origin is not allowed")
 
 
