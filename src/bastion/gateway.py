@@ -30,17 +30,18 @@ from bastion.errors import ConfigError
 from bastion.identity import RevocationList, SigningKeys, TokenIssuer, TokenVerifier
 from bastion.identity.external import guarded_jwks_fetch
 from bastion.oauth import AuthorizationServer
-from bastion.pipeline.runner import Pipeline
+from bastion.pipeline.plan import assemble
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.authenticate import AuthenticateStage
 from bastion.pipeline.stages.authorize import AuthorizeStage
 from bastion.pipeline.stages.base import Stage
 from bastion.pipeline.stages.classify import ClassifyStage
-from bastion.pipeline.stages.forward_http import HttpForwardStage
-from bastion.pipeline.stages.forward_stdio import StdioForwardStage
-from bastion.pipeline.stages.inspect import InspectStage
+from bastion.pipeline.stages.forward_http import HttpEndStage, HttpForwardStage, HttpStreamStage
+from bastion.pipeline.stages.forward_stdio import StdioEndStage, StdioForwardStage, StdioStreamStage
+from bastion.pipeline.stages.inspect import ListFilter
+from bastion.pipeline.stages.list_changed import ListChangedFilter
 from bastion.pipeline.stages.session import SessionStage
-from bastion.pipeline.stages.transport import TransportStage
+from bastion.pipeline.stages.transport import StreamTransportStage, TransportStage
 from bastion.pipeline.stages.url_arguments import UrlArgumentStage
 from bastion.policy import PolicyEngine
 from bastion.portal import PORTAL_PATHS, Portal
@@ -240,39 +241,45 @@ class Gateway:
         return runtime
 
     def _endpoint(self, route: RouteRuntime) -> McpEndpoint:
-        forward: HttpForwardStage | StdioForwardStage = (
-            HttpForwardStage(self.sessions) if route.http is not None else StdioForwardStage()
-        )
+        """The route's MCP endpoint: its components placed in the slots ``bastion.pipeline.plan`` orders."""
+        forward: HttpForwardStage | StdioForwardStage
+        if route.http is not None:
+            forward = HttpForwardStage(self.sessions)
+            forwards: dict[str, Stage] = {
+                "POST": forward, "GET": HttpStreamStage(), "DELETE": HttpEndStage(self.sessions)
+            }  # fmt: skip
+        else:
+            forward = StdioForwardStage()
+            forwards = {"POST": forward, "GET": StdioStreamStage(), "DELETE": StdioEndStage(self.sessions)}
         authenticate = AuthenticateStage(
             self.verifier,
             {item.issuer: frozenset(item.routes) for item in self.config.identity.external_issuers},
         )
-        before: list[Stage] = [
-            TransportStage(self.origins),
-            authenticate,
-            SessionStage(self.sessions),
-            ClassifyStage(forward.load_catalog),
-            AuthorizeStage(self.engine),
-        ]
+        session, authorize = SessionStage(self.sessions), AuthorizeStage(self.engine)
+        checks: dict[str, Stage] = {
+            "transport": TransportStage(self.origins),
+            "authenticate": authenticate,
+            "session": session,
+            "classify": ClassifyStage(forward.load_catalog),
+            "authorize": authorize,
+        }
         if route.settings.url_arguments is not None:
-            before.append(UrlArgumentStage(self.egress, route.settings.url_arguments))
-        pipeline = Pipeline(
-            before=before,
+            checks["url_arguments"] = UrlArgumentStage(self.egress, route.settings.url_arguments)
+        pipelines = assemble(
+            checks=checks,
+            stream_checks={
+                "transport": StreamTransportStage(self.origins),
+                "authenticate": authenticate,
+                "session": session,
+                "authorize": authorize,
+            },
+            forward=forwards,
+            filters={"list": ListFilter(self.engine), "list_changed": ListChangedFilter()},
             audit=AuditStage(
                 self.audit, policy_version=self.engine.version, store_arguments=self.config.audit.store_arguments
             ),
-            forward=forward,
-            after=[InspectStage(self.engine)],
         )
-        return McpEndpoint(
-            route,
-            pipeline,
-            origins=self.origins,
-            authenticate=authenticate,
-            sessions=self.sessions,
-            max_body=self.config.server.max_body_bytes,
-            closing=self.closing,
-        )
+        return McpEndpoint(route, pipelines, max_body=self.config.server.max_body_bytes, closing=self.closing)
 
     def _jwks(self) -> dict[str, Any]:
         """The published key set, re-read first in case ``bastion token rotate-keys`` changed it."""

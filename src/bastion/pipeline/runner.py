@@ -1,24 +1,38 @@
-"""The request path: the one place that knows the order of the stages.
+"""The runner: runs one request's stages in the order ``bastion.pipeline.plan`` declares.
 
-    transport → authenticate → session → classify → authorize → url arguments (routes
-    that mark them) → audit (before) → forward → inspect → audit (after)
+    checks (transport → authenticate → session → classify → … → authorize → …)
+    → the decision gate → audit (before) → forward → message filters → audit (after)
 
 Bastion fails closed: a ``BastionError`` raised by any stage becomes that
 error's answer, any other exception a 500-class deny, and either way the
-request is recorded in the audit log. Nothing is forwarded unless the
-"before" audit record was committed durably.
+request is recorded in the audit log. Nothing is forwarded unless a stage
+allowed it explicitly (``exchange.decision``) and the "before" audit record was
+committed durably. Every upstream-to-client message of the reply, JSON or SSE,
+passes the route's message filters (``MessageInspector``); an upstream that fails
+in the middle of a stream ends it with a JSON-RPC error for the pending request
+and a truthful outcome record. POST, GET and DELETE each have a runner of
+their own (see docs/architecture.md, "The request path").
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 
-from bastion.errors import AuthenticationError, BastionError, InsufficientScope, PolicyDenied
+from bastion.errors import (
+    AuthenticationError,
+    BastionError,
+    InsufficientScope,
+    PolicyDenied,
+    UpstreamUnavailable,
+)
 from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, SseEvent, SseReply
+from bastion.pipeline.filters import MessageInspector, StreamKind, sent_request
+from bastion.pipeline.observer import NO_OBSERVER, StepObserver
 from bastion.pipeline.stages.audit import AuditStage
-from bastion.pipeline.stages.authorize import SESSION_DECISION
 from bastion.pipeline.stages.base import Stage
+from bastion.stores.sessions import rpc_key
 
 __all__ = ["Pipeline", "error_reply"]
 
@@ -52,35 +66,70 @@ def error_reply(exchange: Exchange, error: BastionError) -> JsonReply:
 
 
 class Pipeline:
-    """Runs the stages in order for one POST.
+    """Runs the stages of one kind of request (POST, GET or DELETE) in order.
 
-    ``before`` are the stages up to and including authorize; ``audit`` writes
-    the records; ``forward`` and ``after`` (inspect) produce the reply.
+    ``checks`` are the stages up to the decision (their order is declared in
+    ``bastion.pipeline.plan``); ``audit`` writes the records; ``forward``
+    produces the reply, which ``inspector`` filters message by message as a
+    ``stream`` of kind ``"reply"`` (the answer to a POST) or ``"stream"`` (a GET
+    stream). ``observer`` sees every stage start and end.
     """
 
-    def __init__(self, before: Sequence[Stage], audit: AuditStage, forward: Stage, after: Sequence[Stage]) -> None:
-        self._before = tuple(before)
-        self._audit = audit
-        self._forward = forward
-        self._after = tuple(after)
+    def __init__(
+        self,
+        checks: Sequence[Stage],
+        *,
+        audit: AuditStage,
+        forward: Stage,
+        inspector: MessageInspector,
+        stream: StreamKind = "reply",
+        observer: StepObserver = NO_OBSERVER,
+    ) -> None:
+        self.checks = tuple(checks)
+        self.audit = audit
+        self.forward = forward
+        self.inspector = inspector
+        self._inspection = _Inspection(inspector, stream)
+        self._observer = observer
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        """The names of the stages in the order they run (for docs, tests and logs)."""
+        return (*(s.name for s in self.checks), self.audit.name, self.forward.name, "inspect", "outcome")
 
     async def _step(self, stage: Stage, exchange: Exchange) -> bool:
         """Run one stage; return False when the request has ended (reply set or error)."""
+        self._notify_start(exchange, stage.name)
+        started = time.perf_counter()
+        error: BastionError | None = None
         try:
             await stage.run(exchange)
         except BastionError as exc:
-            await self._fail(exchange, stage, exc)
-            return False
+            error = exc
         except Exception as exc:
             logger.exception("stage %s failed; denying", stage.name)
-            wrapped = BastionError(f"Internal error in {stage.name}")
-            wrapped.__cause__ = exc
-            await self._fail(exchange, stage, wrapped)
+            error = BastionError(f"Internal error in {stage.name}")
+            error.__cause__ = exc
+        self._notify_end(exchange, stage.name, time.perf_counter() - started, error)
+        if error is not None:
+            await self._fail(exchange, stage.name, error)
             return False
         return exchange.reply is None
 
+    def _notify_start(self, exchange: Exchange, name: str) -> None:
+        try:
+            self._observer.stage_started(exchange, name)
+        except Exception:
+            logger.exception("the step observer failed; ignored")
+
+    def _notify_end(self, exchange: Exchange, name: str, duration_s: float, error: BastionError | None) -> None:
+        try:
+            self._observer.stage_ended(exchange, name, duration_s, error)
+        except Exception:
+            logger.exception("the step observer failed; ignored")
+
     @staticmethod
-    async def _fail(exchange: Exchange, stage: Stage, error: BastionError) -> None:
+    async def _fail(exchange: Exchange, stage: str, error: BastionError) -> None:
         """Replace whatever reply there was by ``error``'s, releasing an upstream stream it held."""
         replaced = exchange.reply
         if isinstance(replaced, SseReply):
@@ -89,58 +138,85 @@ class Pipeline:
                 await aclose()
         exchange.error = error
         exchange.reply = error_reply(exchange, error)
-        exchange.notes["failed_stage"] = stage.name
+        exchange.notes["failed_stage"] = stage
 
     async def handle(self, exchange: Exchange) -> None:
         """Run the whole path; on return ``exchange.reply`` is set.
 
         The caller sends the reply, then calls ``finish`` for the outcome record.
         """
-        for stage in self._before:
+        for stage in self.checks:
             if not await self._step(stage, exchange):
-                await self._audit.record_denied(exchange)
+                await self.audit.record_denied(exchange)
                 return
         if exchange.decision is None or exchange.decision.effect != "allow":
             # No stage allowed this request explicitly: never forward it (fail closed).
             denied = PolicyDenied("Denied: no decision allowed this request", data={"policies": []})
             exchange.error, exchange.reply = denied, error_reply(exchange, denied)
-            await self._audit.record_denied(exchange)
+            await self.audit.record_denied(exchange)
             return
-        if not await self._step(self._audit, exchange):
+        if not await self._step(self.audit, exchange):
             return
-        await self._step(self._forward, exchange)
-        for stage in self._after:
-            if exchange.error is not None:
-                break
-            await self._step(stage, exchange)
-        reply = exchange.reply
-        if reply is None:
+        if exchange.session is not None and exchange.kind == "request":
+            exchange.session.requests.remember(sent_request(exchange))
+        if not await self._step(self.forward, exchange) and exchange.error is not None:
+            exchange.result_error = True  # the forward stage failed: the reply is its error
+            return
+        await self._inspect(exchange)
+
+    async def _inspect(self, exchange: Exchange) -> None:
+        """The message filters on the reply (a step like the stages: observed, failing closed),
+        then a watch on it for the outcome record."""
+        if exchange.reply is None:
             exchange.reply = EmptyReply(202)
-        elif isinstance(reply, SseReply):
-            reply.events = self._watch_result(exchange, reply.events)
+        await self._step(self._inspection, exchange)
+        reply = exchange.reply
+        if isinstance(reply, SseReply):
+            reply.events = self._watch_stream(exchange, reply.events)
         elif isinstance(reply, JsonReply):
             self._note_result(exchange, reply)
 
-    async def record_unpiped(self, exchange: Exchange) -> None:
-        """Record a request the pipeline did not run: a GET event stream, a DELETE, a POST refused
-        before its body was read. Allowed when it ended without error (the session plumbing
-        decision), otherwise a deny with the error's code.
-        """
-        if exchange.error is None:
-            exchange.decision = SESSION_DECISION
-        await self._audit.record_denied(exchange)
+    async def record_refused(self, exchange: Exchange) -> None:
+        """Record a request refused before its runner could start (a body over the limit, a
+        request that could not be read)."""
+        await self.audit.record_denied(exchange)
 
     async def finish(self, exchange: Exchange) -> None:
         """Record the outcome once the reply has been sent (for SSE: once the stream ended)."""
         if exchange.notes.get("audit_event") is not None:
-            await self._audit.record_outcome(exchange)
+            await self.audit.record_outcome(exchange)
 
     @staticmethod
-    async def _watch_result(exchange: Exchange, events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
-        async for event in events:
-            if isinstance(event.message, dict) and event.message.get("id") == exchange.rpc_id:
-                exchange.result_error = "error" in event.message or _is_tool_error(event.message)
-            yield event
+    async def _watch_stream(exchange: Exchange, events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
+        """Relay ``events``, noting the result; an upstream failure mid-stream ends the stream with
+        a JSON-RPC error for the exchange's request (if it was not answered yet) and is recorded
+        as the outcome's error."""
+        own = rpc_key(exchange.rpc_id) if exchange.kind == "request" else None
+        answered = False
+        try:
+            async for event in events:
+                message = event.message
+                if own is not None and isinstance(message, dict) and rpc_key(message.get("id")) == own:
+                    answered = "method" not in message
+                    exchange.result_error = "error" in message or _is_tool_error(message)
+                yield event
+        except Exception as exc:  # noqa: BLE001 - any failure mid-stream is an error outcome, never a pass
+            error = (
+                exc
+                if isinstance(exc, BastionError)
+                else UpstreamUnavailable(f"upstream failed mid-stream: {type(exc).__name__}")
+            )
+            if not isinstance(exc, BastionError):
+                logger.info("an upstream stream failed: %r", exc)
+            exchange.error = error
+            exchange.result_error = True
+            if own is not None and not answered:
+                body = {"code": error.jsonrpc_code, "message": error.message}
+                yield SseEvent(message={"jsonrpc": "2.0", "id": exchange.rpc_id, "error": body})
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     @staticmethod
     def _note_result(exchange: Exchange, reply: JsonReply) -> None:
@@ -148,6 +224,23 @@ class Pipeline:
         exchange.result_error = reply.status >= 400 or (
             isinstance(message, dict) and ("error" in message or _is_tool_error(message))
         )
+
+
+class _Inspection:
+    """The runner's inspect step: ``inspector`` applied to the reply (JSON now, SSE as it streams)."""
+
+    name = "inspect"
+
+    def __init__(self, inspector: MessageInspector, stream: StreamKind) -> None:
+        self._inspector = inspector
+        self._stream: StreamKind = stream
+
+    async def run(self, exchange: Exchange) -> None:
+        """Filter a JSON reply; make an SSE reply filter each event as it is relayed."""
+        if isinstance(exchange.reply, JsonReply):
+            await self._inspector.inspect_reply(exchange)
+        else:
+            self._inspector.wrap(exchange, self._stream)
 
 
 def _is_tool_error(message: dict[str, object]) -> bool:

@@ -16,11 +16,64 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["MemorySessionStore", "Session", "SessionStore"]
+__all__ = ["MemorySessionStore", "RequestLedger", "SentRequest", "Session", "SessionStore", "rpc_key"]
+
+
+@dataclass(frozen=True, slots=True)
+class SentRequest:
+    """A request the client sent on a session, as the message filters need it.
+
+    ``method`` is its JSON-RPC method, ``target`` the tool name / resource URI /
+    prompt name the classify stage found (or ``None``), ``first_page`` whether it
+    asked for the first page of a list (no ``cursor``).
+    """
+
+    rpc_id: Any
+    method: str
+    target: str | None = None
+    first_page: bool = True
+
+
+def rpc_key(rpc_id: Any) -> tuple[type, Any] | None:
+    """A JSON-RPC id as a dict key that tells ``1`` from ``"1"`` (JSON-RPC 2.0 section 5);
+    ``None`` for anything that is not a valid id (``null``, booleans, objects)."""
+    return (type(rpc_id), rpc_id) if isinstance(rpc_id, (str, int)) and not isinstance(rpc_id, bool) else None
+
+
+class RequestLedger:
+    """The last ``size`` requests a client sent on one session, by JSON-RPC id.
+
+    A response that arrives on a GET stream (a POST stream the upstream replays
+    after ``Last-Event-ID``, MCP 2025-11-25 basic/transports "Resumability and
+    Redelivery") is relayed only when it answers a request recorded here, and is
+    inspected as the answer to that request.
+    """
+
+    __slots__ = ("_entries", "_size")
+
+    def __init__(self, size: int = 1024) -> None:
+        self._entries: OrderedDict[tuple[type, Any], SentRequest] = OrderedDict()
+        self._size = size
+
+    def remember(self, request: SentRequest) -> None:
+        """Record a request about to be forwarded (the oldest is forgotten past ``size``)."""
+        key = rpc_key(request.rpc_id)
+        if key is None:
+            return
+        self._entries[key] = request
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def find(self, rpc_id: Any) -> SentRequest | None:
+        """The recorded request with id ``rpc_id``, or ``None``."""
+        key = rpc_key(rpc_id)
+        return None if key is None else self._entries.get(key)
 
 
 @dataclass(slots=True)
@@ -29,7 +82,8 @@ class Session:
 
     ``principal_key`` is ``Principal.key`` of the opener; ``upstream_id`` the
     upstream's ``Mcp-Session-Id`` (HTTP upstreams only); ``protocol_version``
-    the negotiated version; times are ``time.monotonic()`` seconds.
+    the negotiated version; times are ``time.monotonic()`` seconds; ``requests``
+    the requests its client sent (``RequestLedger``), for the message filters.
     """
 
     id: str
@@ -39,6 +93,7 @@ class Session:
     upstream_id: str | None = None
     created: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
+    requests: RequestLedger = field(default_factory=RequestLedger, repr=False, compare=False)
 
 
 class SessionStore(Protocol):

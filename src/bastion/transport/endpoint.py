@@ -1,10 +1,13 @@
 """The MCP endpoint of one route: a raw ASGI app for POST, GET and DELETE.
 
-POST runs the whole pipeline (``bastion.pipeline.runner``). GET opens the
-server-to-client event stream of a handshake-era session and DELETE ends a
-session (MCP 2025-11-25 basic/transports); both authenticate and check the
-session binding exactly like POST, then relay to the upstream. Every error is
-answered in the protocol's own form, never with a traceback.
+Each HTTP method has its runner (``bastion.pipeline.plan.RoutePipelines``): POST
+runs the whole request path, GET opens the server-to-client event stream of a
+handshake-era session and DELETE ends a session (MCP 2025-11-25
+basic/transports). All three pass the same origin, authentication, session and
+audit stages, and every message relayed to the client the same message filters.
+This module only reads the request, sends the reply and keeps a stream open
+while the client wants it. Every error is answered in the protocol's own form,
+never with a traceback.
 """
 
 from __future__ import annotations
@@ -17,17 +20,12 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from bastion.credentials.broker import send_with_credential
-from bastion.errors import BastionError, NotAcceptable, SessionNotFound, SessionRequired, TransportError
+from bastion.errors import BastionError
 from bastion.pipeline.context import EmptyReply, Exchange, HttpRequest, Reply, SseEvent, SseReply
-from bastion.pipeline.runner import Pipeline, error_reply
-from bastion.pipeline.stages.authenticate import AuthenticateStage
-from bastion.pipeline.stages.forward_http import _relay_events
-from bastion.stores.sessions import SessionStore
-from bastion.transport.checks import OriginPolicy, accepts
+from bastion.pipeline.plan import RoutePipelines
+from bastion.pipeline.runner import error_reply
 from bastion.transport.routes import RouteRuntime
 from bastion.transport.wire import read_request, send_reply
-from bastion.upstream.http import UpstreamResponse
 
 __all__ = ["McpEndpoint"]
 
@@ -37,24 +35,18 @@ _KEEPALIVE_S = 15.0
 
 
 class McpEndpoint:
-    """ASGI app serving ``route``'s MCP endpoint."""
+    """ASGI app serving ``route``'s MCP endpoint with its runners ``pipelines``."""
 
     def __init__(
         self,
         route: RouteRuntime,
-        pipeline: Pipeline,
+        pipelines: RoutePipelines,
         *,
-        origins: OriginPolicy,
-        authenticate: AuthenticateStage,
-        sessions: SessionStore,
         max_body: int,
         closing: asyncio.Event | None = None,
     ) -> None:
         self.route = route
-        self._pipeline = pipeline
-        self._origins = origins
-        self._authenticate = authenticate
-        self._sessions = sessions
+        self._pipelines = pipelines
         self._max_body = max_body
         self._closing = closing or asyncio.Event()
 
@@ -63,30 +55,26 @@ class McpEndpoint:
         if scope["type"] != "http":
             return
         method = scope["method"]
-        if method not in ("POST", "GET", "DELETE"):
+        pipeline = self._pipelines.for_method(method)
+        if pipeline is None:
             await send_reply(send, EmptyReply(405, {"allow": "GET, POST, DELETE"}))
             return
         exchange: Exchange | None = None
-        piped = False
         try:
             request = await read_request(scope, receive, self._max_body)
             exchange = Exchange(route=self.route, http=request)
-            if method == "POST":
-                piped = True
-                await self._pipeline.handle(exchange)
-            else:
-                await self._stream_or_delete(exchange)
-        except Exception as exc:  # fail closed, in the protocol's own form, with a record
+            await pipeline.handle(exchange)
+        except Exception as exc:  # refused before the runner (body over the limit), or a bug: a record either way
             error = exc if isinstance(exc, BastionError) else BastionError("Internal error")
             if not isinstance(exc, BastionError):
                 logger.exception("%s %s failed", method, scope["path"])
             if exchange is None:
                 exchange = Exchange(route=self.route, http=_bare_request(scope))
+                exchange.notes["label"] = {"GET": "stream/open", "DELETE": "session/delete"}.get(method, "invalid")
             exchange.error = error
             exchange.reply = error_reply(exchange, error)
-        if not piped:  # the pipeline records what it handles; this records GET, DELETE and unread POSTs
-            exchange.notes["label"] = {"GET": "stream/open", "DELETE": "session/delete"}.get(method, "invalid")
-            await self._pipeline.record_unpiped(exchange)
+            if not exchange.audited:
+                await pipeline.record_refused(exchange)
         reply: Reply = exchange.reply or EmptyReply(500)
         watcher: asyncio.Task[None] | None = None
         if isinstance(reply, SseReply):
@@ -97,73 +85,14 @@ class McpEndpoint:
             exchange.response_bytes = await send_reply(send, reply)
         except OSError:
             logger.info("client went away before the reply was sent")
+        except Exception:  # a bug while relaying: the stream ends, the outcome record says so
+            logger.exception("%s %s: relaying the reply failed", method, scope["path"])
+            exchange.error = exchange.error or BastionError("Internal error while relaying the reply")
+            exchange.result_error = True
         finally:
             if watcher is not None:
                 watcher.cancel()
-            await self._pipeline.finish(exchange)
-
-    async def _stream_or_delete(self, exchange: Exchange) -> None:
-        headers = exchange.http.headers
-        self._origins.check(headers)
-        if exchange.http.method == "GET" and not accepts(headers)[1]:
-            raise NotAcceptable("Not Acceptable: GET needs Accept: text/event-stream")
-        await self._authenticate.run(exchange)
-        session_id = headers.get("mcp-session-id")
-        if not session_id:
-            if exchange.http.method == "GET":
-                exchange.reply = EmptyReply(405, {"allow": "POST, DELETE"})
-                return
-            raise SessionRequired("Bad Request: MCP-Session-Id header is required")
-        principal = exchange.principal
-        if principal is None:
-            raise TransportError("no principal")
-        session = await self._sessions.get(session_id, self.route.name, principal.key)
-        if session is None:
-            raise SessionNotFound("Session not found")
-        exchange.session = session
-        if exchange.http.method == "DELETE":
-            await self._delete(exchange)
-        else:
-            await self._open_stream(exchange)
-
-    async def _delete(self, exchange: Exchange) -> None:
-        session = exchange.session
-        if session is None:
-            return
-        status = 200
-        if self.route.http is not None and session.upstream_id:
-            response = await self._send_upstream(exchange, "DELETE", session.upstream_id)
-            await response.aclose()
-            status = response.status if response.status in (200, 202, 204, 405) else 200
-        await self._sessions.delete(session.id)
-        exchange.reply = EmptyReply(status)
-
-    async def _open_stream(self, exchange: Exchange) -> None:
-        session = exchange.session
-        if session is None:
-            return
-        if self.route.http is not None:
-            response = await self._send_upstream(exchange, "GET", session.upstream_id)
-            if response.kind == "sse":
-                exchange.reply = SseReply(200, _relay_events(response))
-            else:
-                await response.aclose()
-                exchange.reply = EmptyReply(response.status)
-            return
-        exchange.reply = SseReply(200, self._broadcast(), {})
-
-    async def _send_upstream(self, exchange: Exchange, method: str, session_id: str | None) -> UpstreamResponse:
-        """A GET stream or DELETE to the HTTP upstream, with the caller's upstream credential."""
-        upstream = self.route.http
-        if upstream is None:
-            raise TransportError("the route has no HTTP upstream")
-
-        async def send(credential: dict[str, str] | None) -> UpstreamResponse:
-            return await upstream.send(
-                method, headers=exchange.http.headers, session_id=session_id, credential=credential
-            )
-
-        return await send_with_credential(self.route.credentials, exchange.principal, send)
+            await pipeline.finish(exchange)
 
     async def _relay_while_wanted(
         self, events: AsyncIterator[SseEvent], gone: asyncio.Event
@@ -204,17 +133,6 @@ class McpEndpoint:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()
-
-    async def _broadcast(self) -> AsyncIterator[SseEvent]:
-        server = self.route.stdio
-        if server is None:
-            return
-        queue = server.subscribe()
-        try:
-            while True:
-                yield SseEvent(message=await queue.get())
-        finally:
-            server.unsubscribe(queue)
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:

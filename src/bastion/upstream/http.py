@@ -240,7 +240,7 @@ class HttpUpstream:
             for event in decoder.close():
                 yield event
         except (aiohttp.ClientError, TimeoutError) as exc:
-            logger.info("upstream event stream ended: %s", type(exc).__name__)
+            raise UpstreamUnavailable(f"upstream failed mid-stream: {type(exc).__name__}") from exc
         finally:
             response.release()
 

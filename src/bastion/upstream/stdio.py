@@ -26,7 +26,7 @@ from typing import Any
 
 from bastion.errors import UpstreamError, UpstreamUnavailable
 
-__all__ = ["HANDSHAKE_VERSION", "StdioServer"]
+__all__ = ["HANDSHAKE_VERSION", "SUBSCRIPTION_DEPTH", "StdioServer", "Subscription"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,41 @@ _LINE_LIMIT = 16 * 1024 * 1024
 _INIT_TIMEOUT_S = 30.0
 
 NotificationHandler = Callable[[dict[str, Any]], None]
+
+SUBSCRIPTION_DEPTH = 256
+"""How many broadcast notifications a listener may fall behind before its stream is ended."""
+
+
+class Subscription:
+    """One listener's share of a stdio server's broadcast notifications.
+
+    ``next()`` returns them in order. A listener that falls ``SUBSCRIPTION_DEPTH``
+    notifications behind is not silently skipped: it is ``overflowed`` and ``next()``
+    raises ``UpstreamError`` once the queued ones are read, so its stream ends with
+    an error the client sees (and the outcome record says), and the client reconnects.
+    """
+
+    __slots__ = ("_queue", "overflowed")
+
+    def __init__(self, depth: int = SUBSCRIPTION_DEPTH) -> None:
+        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=depth + 1)
+        self.overflowed = False
+
+    def offer(self, message: dict[str, Any]) -> bool:
+        """Queue ``message``; False (and ``overflowed``) when the listener is too far behind."""
+        if self._queue.qsize() >= self._queue.maxsize - 1:
+            self.overflowed = True
+            self._queue.put_nowait(None)  # the one slot kept free wakes the reader
+            return False
+        self._queue.put_nowait(message)
+        return True
+
+    async def next(self) -> dict[str, Any]:
+        """The next notification; raises ``UpstreamError`` after an overflow."""
+        message = await self._queue.get()
+        if message is None:
+            raise UpstreamError(f"the listener fell more than {self._queue.maxsize - 1} notifications behind")
+        return message
 
 
 class StdioServer:
@@ -66,7 +101,7 @@ class StdioServer:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._progress: dict[str, tuple[Any, NotificationHandler]] = {}
-        self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self._listeners: set[Subscription] = set()
         self._proc: asyncio.subprocess.Process | None = None
         self._ready = asyncio.Event()
         self._stopping = False
@@ -105,15 +140,15 @@ class StdioServer:
         """How many event streams currently receive this server's broadcast notifications."""
         return len(self._listeners)
 
-    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
-        """A queue receiving the server's broadcast notifications (list changes, log messages)."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=256)
-        self._listeners.add(queue)
-        return queue
+    def subscribe(self) -> Subscription:
+        """A subscription to the server's broadcast notifications (list changes, log messages)."""
+        subscription = Subscription()
+        self._listeners.add(subscription)
+        return subscription
 
-    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        """Stop delivering to ``queue``."""
-        self._listeners.discard(queue)
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop delivering to ``subscription``."""
+        self._listeners.discard(subscription)
 
     async def request(
         self,
@@ -291,9 +326,11 @@ class StdioServer:
             return
         if method.endswith("/list_changed") and self.on_list_changed is not None:
             self.on_list_changed(method)
-        for queue in list(self._listeners):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(message)
+        for subscription in list(self._listeners):
+            if not subscription.offer(message):
+                self._listeners.discard(subscription)
+                logger.warning("stdio upstream %s: a listener fell %d notifications behind; its stream ends",
+                               self.name, SUBSCRIPTION_DEPTH)  # fmt: skip
 
     async def _answer_server_request(self, message: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}

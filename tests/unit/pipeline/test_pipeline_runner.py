@@ -34,6 +34,7 @@ from bastion.errors import (
     UpstreamUnavailable,
 )
 from bastion.pipeline.context import EmptyReply, Exchange, HttpRequest, JsonReply, SseEvent, SseReply
+from bastion.pipeline.filters import MessageInspector
 from bastion.pipeline.runner import Pipeline, error_reply
 from bastion.pipeline.stages import audit as audit_stage
 from bastion.pipeline.stages.audit import AuditStage
@@ -84,6 +85,21 @@ class FnStage:
             self.fn(exchange)
 
 
+class FnFilter:
+    """A message filter running ``fn`` on the exchange; counts its calls and relays the message."""
+
+    def __init__(self, name: str, fn: Callable[[Exchange], Any] | None = None) -> None:
+        self.name = name
+        self.fn = fn
+        self.calls = 0
+
+    async def apply(self, exchange: Exchange, message: dict[str, Any], answered: Any) -> dict[str, Any] | None:
+        self.calls += 1
+        if self.fn is not None:
+            self.fn(exchange)
+        return message
+
+
 def _raise(error: BaseException) -> Callable[[Exchange], None]:
     def fn(_: Exchange) -> None:
         raise error
@@ -130,8 +146,9 @@ class Rig:
         self.before.append(FnStage("authorize", _allow))
         self.seen_durable_at_forward: int | None = None
         self.forward = FnStage("forward", self._forward)
-        self.inspect = FnStage("inspect")
-        self.pipeline = Pipeline(self.before, self.audit, self.forward, [self.inspect])
+        self.inspect = FnFilter("list")
+        inspector = MessageInspector([self.inspect], on_drop=self.audit.record_dropped)
+        self.pipeline = Pipeline(self.before, audit=self.audit, forward=self.forward, inspector=inspector)
         self.forward_reply: Any = None
 
     def _forward(self, exchange: Exchange) -> None:

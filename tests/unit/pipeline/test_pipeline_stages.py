@@ -30,11 +30,12 @@ from bastion.errors import (
     UnsupportedMediaType,
 )
 from bastion.pipeline.context import Exchange, HttpRequest, JsonReply, SseEvent, SseReply
+from bastion.pipeline.filters import MessageInspector
 from bastion.pipeline.runner import error_reply
 from bastion.pipeline.stages.authenticate import AuthenticateStage, bearer_token
 from bastion.pipeline.stages.authorize import SESSION_DECISION, AuthorizeStage, policy_context
 from bastion.pipeline.stages.classify import SESSION_METHODS, ClassifyStage
-from bastion.pipeline.stages.inspect import InspectStage
+from bastion.pipeline.stages.inspect import ListFilter
 from bastion.pipeline.stages.session import SessionStage
 from bastion.pipeline.stages.transport import TransportStage
 from bastion.policy import PolicyEngine, ResourceRef
@@ -371,6 +372,19 @@ def _list_reply(key: str, items: list[dict[str, Any]], *, rpc_id: Any = 1, curso
     return JsonReply(200, {"jsonrpc": "2.0", "id": rpc_id, "result": result}, raw=b"stale")
 
 
+async def _inspect(engine: PolicyEngine, exchange: Exchange) -> list[tuple[Any, str]]:
+    """Run the list filter on ``exchange.reply`` as the runner does; return the drops reported."""
+    dropped: list[tuple[Any, str]] = []
+
+    async def on_drop(_: Exchange, message: Any, reason: str) -> None:
+        dropped.append((message, reason))
+
+    inspector = MessageInspector([ListFilter(engine)], on_drop=on_drop)
+    await inspector.inspect_reply(exchange)
+    inspector.wrap(exchange, "reply")
+    return dropped
+
+
 def _names(reply: Any, key: str = "tools") -> list[str]:
     assert isinstance(reply, JsonReply)
     return [item["name"] for item in reply.message["result"][key]]
@@ -389,7 +403,7 @@ async def test_tools_list_is_filtered_per_principal(
 ) -> None:
     exchange = _exchange("tools/list", {}, principal=principal, route=_route())
     exchange.reply = _list_reply("tools", NOTES_TOOLS)
-    await InspectStage(engine).run(exchange)
+    await _inspect(engine, exchange)
     assert _names(exchange.reply) == expected
     assert isinstance(exchange.reply, JsonReply)
     assert exchange.reply.message["result"]["nextCursor"] == "page-2"
@@ -403,11 +417,11 @@ async def test_the_tool_list_refreshes_the_catalog(engine: PolicyEngine) -> None
     route = _route()
     exchange = _exchange("tools/list", {}, route=route)
     exchange.reply = _list_reply("tools", NOTES_TOOLS, cursor=None)
-    await InspectStage(engine).run(exchange)
+    await _inspect(engine, exchange)
     assert set(route.catalog.tools) == {t["name"] for t in NOTES_TOOLS}
     later = _exchange("tools/list", {"cursor": "page-2"}, route=route)
     later.reply = _list_reply("tools", [{"name": "extra", "annotations": {"readOnlyHint": True}}], cursor=None)
-    await InspectStage(engine).run(later)
+    await _inspect(engine, later)
     assert "read_logs" in route.catalog.tools
     assert "extra" in route.catalog.tools
 
@@ -415,7 +429,7 @@ async def test_the_tool_list_refreshes_the_catalog(engine: PolicyEngine) -> None
 async def test_a_modern_filtered_list_is_private(engine: PolicyEngine) -> None:
     exchange = _exchange("tools/list", {}, era="modern")
     exchange.reply = _list_reply("tools", NOTES_TOOLS)
-    await InspectStage(engine).run(exchange)
+    await _inspect(engine, exchange)
     assert isinstance(exchange.reply, JsonReply)
     assert exchange.reply.message["result"]["cacheScope"] == "private"
 
@@ -432,7 +446,7 @@ async def test_resources_and_prompts_are_filtered_too(
 ) -> None:
     exchange = _exchange(method, {}, principal=ENGINEER)
     exchange.reply = _list_reply(key, items)
-    await InspectStage(engine).run(exchange)
+    await _inspect(engine, exchange)
     assert isinstance(exchange.reply, JsonReply)
     assert exchange.reply.message["result"][key] == []
     assert exchange.reply.message["result"]["nextCursor"] == "page-2"
@@ -441,35 +455,55 @@ async def test_resources_and_prompts_are_filtered_too(
 async def test_non_object_items_are_dropped(engine: PolicyEngine) -> None:
     exchange = _exchange("tools/list", {}, principal=ENGINEER)
     exchange.reply = _list_reply("tools", [*NOTES_TOOLS[:1], "junk", 3, None])  # type: ignore[list-item]
-    await InspectStage(engine).run(exchange)
+    await _inspect(engine, exchange)
     assert _names(exchange.reply) == ["read_logs"]
 
 
 @pytest.mark.parametrize(
     "message",
     [
-        {"jsonrpc": "2.0", "id": 99, "result": {"tools": NOTES_TOOLS}},
         {"jsonrpc": "2.0", "id": 1, "error": {"code": -1, "message": "x"}},
-        {"jsonrpc": "2.0", "id": 1, "result": {"tools": "not a list"}},
         {"jsonrpc": "2.0", "id": 1, "result": []},
     ],
-    ids=["other-id", "error", "tools-not-a-list", "result-not-an-object"],
+    ids=["error", "result-not-an-object"],
 )
 async def test_messages_that_do_not_answer_the_list_pass_unchanged(
     engine: PolicyEngine, message: dict[str, Any]
 ) -> None:
     exchange = _exchange("tools/list", {})
     exchange.reply = JsonReply(200, json.loads(json.dumps(message)))
-    await InspectStage(engine).run(exchange)
+    await _inspect(engine, exchange)
     assert isinstance(exchange.reply, JsonReply)
     assert exchange.reply.message == message
+
+
+async def test_a_list_that_is_not_a_list_is_emptied(engine: PolicyEngine) -> None:
+    """Deny by construction: what cannot be filtered item by item is not relayed."""
+    exchange = _exchange("tools/list", {}, principal=ENGINEER)
+    exchange.reply = JsonReply(200, {"jsonrpc": "2.0", "id": 1, "result": {"tools": {"read_logs": NOTES_TOOLS[0]}}})
+    await _inspect(engine, exchange)
+    assert _names(exchange.reply) == []
+
+
+async def test_a_reply_with_another_id_is_refused_and_reported(engine: PolicyEngine) -> None:
+    """An upstream answering a list request with another request's id never gets the list through."""
+    exchange = _exchange("tools/list", {}, principal=ENGINEER)
+    exchange.reply = JsonReply(200, {"jsonrpc": "2.0", "id": 99, "result": {"tools": NOTES_TOOLS}})
+    dropped: list[str] = []
+
+    async def on_drop(_: Exchange, message: Any, reason: str) -> None:
+        dropped.append(reason)
+
+    with pytest.raises(BastionError, match="does not answer this request"):
+        await MessageInspector([ListFilter(engine)], on_drop=on_drop).inspect_reply(exchange)
+    assert dropped == ["unsolicited_response"]
 
 
 async def test_non_list_methods_are_untouched(engine: PolicyEngine) -> None:
     exchange = _exchange("tools/call", {"name": "read_logs"})
     reply = JsonReply(200, {"jsonrpc": "2.0", "id": 1, "result": {"tools": NOTES_TOOLS}}, raw=b"raw")
     exchange.reply = reply
-    await InspectStage(engine).run(exchange)
+    await _inspect(engine, exchange)
     assert exchange.reply is reply
     assert reply.raw == b"raw"
 
@@ -482,7 +516,7 @@ async def test_sse_list_results_are_filtered_event_by_event(engine: PolicyEngine
 
     exchange = _exchange("tools/list", {})
     exchange.reply = SseReply(200, events())
-    await InspectStage(engine).run(exchange)
+    await _inspect(engine, exchange)
     assert isinstance(exchange.reply, SseReply)
     seen = [event async for event in exchange.reply.events]
     assert seen[0].message["method"] == "notifications/message"

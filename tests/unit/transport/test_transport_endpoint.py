@@ -1,4 +1,5 @@
-"""Tests of ``bastion.transport.endpoint.McpEndpoint`` with fakes for the pipeline and the authenticator."""
+"""Tests of ``bastion.transport.endpoint.McpEndpoint`` with the real GET/DELETE stages, a fake POST path,
+a fake authenticator and an in-memory audit log."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from transport_asgi import Sink
 from bastion.config import RouteSettings, StdioUpstream
 from bastion.errors import AuthenticationError, BodyTooLarge
 from bastion.pipeline.context import Exchange, JsonReply
+from bastion.pipeline.plan import assemble
+from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.authenticate import AuthenticateStage
+from bastion.pipeline.stages.authorize import SESSION_DECISION, AuthorizeStage
+from bastion.pipeline.stages.forward_stdio import StdioEndStage, StdioStreamStage
+from bastion.pipeline.stages.session import SessionStage
+from bastion.pipeline.stages.transport import StreamTransportStage
 from bastion.principal import Principal
 from bastion.stores.sessions import MemorySessionStore
 from bastion.transport.checks import OriginPolicy
@@ -36,21 +43,54 @@ class FakeAuthenticator:
         raise AuthenticationError("bad_signature")
 
 
-class FakePipeline:
+class FakePost:
+    """The POST path's stand-in: a stage that records the exchange and allows it."""
+
+    name = "transport"
+
     def __init__(self) -> None:
         self.handled: list[Exchange] = []
-        self.finished: list[Exchange] = []
-        self.recorded: list[Exchange] = []
 
-    async def record_unpiped(self, exchange: Exchange) -> None:
-        self.recorded.append(exchange)
-
-    async def handle(self, exchange: Exchange) -> None:
+    async def run(self, exchange: Exchange) -> None:
         self.handled.append(exchange)
+        exchange.message, exchange.kind = {"jsonrpc": "2.0", "id": 1, "method": "ping"}, "request"
+        exchange.decision = SESSION_DECISION
+
+
+class Answer:
+    name = "forward"
+
+    async def run(self, exchange: Exchange) -> None:
         exchange.reply = JsonReply(200, {"jsonrpc": "2.0", "id": 1, "result": {}})
 
-    async def finish(self, exchange: Exchange) -> None:
-        self.finished.append(exchange)
+
+class FakeLog:
+    """An audit log that keeps the bodies (a decision record names the GET/DELETE as its method)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+
+    async def append(self, body: dict[str, Any]) -> None:
+        self.bodies.append(body)
+
+    def append_nowait(self, body: dict[str, Any]) -> None:
+        self.bodies.append(body)
+
+
+class Rig:
+    def __init__(self) -> None:
+        self.post = FakePost()
+        self.log = FakeLog()
+
+    @property
+    def handled(self) -> list[Exchange]:
+        return self.post.handled
+
+    def decisions(self) -> list[dict[str, Any]]:
+        return [b for b in self.log.bodies if b["kind"] == "decision"]
+
+    def outcomes(self) -> list[dict[str, Any]]:
+        return [b for b in self.log.bodies if b["kind"] == "outcome"]
 
 
 @pytest.fixture
@@ -59,25 +99,33 @@ def sessions() -> MemorySessionStore:
 
 
 @pytest.fixture
-def pipeline() -> FakePipeline:
-    return FakePipeline()
+def pipeline() -> Rig:
+    return Rig()
 
 
 @pytest.fixture
-def endpoint(sessions: MemorySessionStore, pipeline: FakePipeline) -> McpEndpoint:
+def endpoint(sessions: MemorySessionStore, pipeline: Rig) -> McpEndpoint:
     route = RouteRuntime(
         settings=RouteSettings(name="r", stdio=StdioUpstream(command="true")),
         resource_uri="http://127.0.0.1:8080/mcp/r",
         metadata_url=METADATA,
     )
-    return McpEndpoint(
-        route,
-        pipeline,  # type: ignore[arg-type]
-        origins=OriginPolicy.for_listener("http://127.0.0.1:8080", 8080),
-        authenticate=AuthenticateStage(FakeAuthenticator()),
-        sessions=sessions,
-        max_body=1024,
+    origins = OriginPolicy.for_listener("http://127.0.0.1:8080", 8080)
+    authenticate = AuthenticateStage(FakeAuthenticator())
+    session, authorize = SessionStage(sessions), AuthorizeStage(None)  # type: ignore[arg-type]  # no Cedar action here
+    pipelines = assemble(
+        checks={"transport": pipeline.post},
+        stream_checks={
+            "transport": StreamTransportStage(origins),
+            "authenticate": authenticate,
+            "session": session,
+            "authorize": authorize,
+        },
+        forward={"POST": Answer(), "GET": StdioStreamStage(), "DELETE": StdioEndStage(sessions)},
+        filters={},
+        audit=AuditStage(pipeline.log, policy_version="v1"),  # type: ignore[arg-type]
     )
+    return McpEndpoint(route, pipelines, max_body=1024)
 
 
 async def _call(endpoint: McpEndpoint, method: str, headers: dict[str, str], body: bytes = b"") -> Sink:
@@ -103,39 +151,38 @@ async def _call(endpoint: McpEndpoint, method: str, headers: dict[str, str], bod
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "HEAD", "OPTIONS"])
-async def test_other_methods_are_405(endpoint: McpEndpoint, method: str, pipeline: FakePipeline) -> None:
+async def test_other_methods_are_405(endpoint: McpEndpoint, method: str, pipeline: Rig) -> None:
     sink = await _call(endpoint, method, {})
     assert sink.status == 405
     assert sink.headers["allow"] == "GET, POST, DELETE"
     assert pipeline.handled == []
 
 
-async def test_post_runs_the_pipeline_and_finishes(endpoint: McpEndpoint, pipeline: FakePipeline) -> None:
+async def test_post_runs_the_pipeline_and_finishes(endpoint: McpEndpoint, pipeline: Rig) -> None:
     sink = await _call(endpoint, "POST", {"content-type": "application/json"}, b"{}")
     assert sink.status == 200
     assert len(pipeline.handled) == 1
-    assert pipeline.finished == pipeline.handled
-    assert pipeline.finished[0].response_bytes > 0
+    (outcome,) = pipeline.outcomes()  # finished: the outcome record carries the bytes sent
+    assert outcome["result"]["response_bytes"] > 0
 
 
-async def test_a_body_over_the_limit_is_a_413_json_rpc_error(endpoint: McpEndpoint, pipeline: FakePipeline) -> None:
+async def test_a_body_over_the_limit_is_a_413_json_rpc_error(endpoint: McpEndpoint, pipeline: Rig) -> None:
     sink = await _call(endpoint, "POST", {"content-length": "4096"}, b"x" * 4096)
     assert sink.status == 413
     assert sink.json["error"]["code"] == BodyTooLarge.jsonrpc_code
     assert sink.json["jsonrpc"] == "2.0"
     assert pipeline.handled == []
-    assert len(pipeline.finished) == 1
-    assert [type(e.error).__name__ for e in pipeline.recorded] == ["BodyTooLarge"]  # refused, and recorded
+    assert [d["decision"]["reason"] for d in pipeline.decisions()] == ["body_too_large"]  # refused, and recorded
 
 
 async def test_delete_without_a_token_is_401_with_the_metadata_challenge(
-    endpoint: McpEndpoint, pipeline: FakePipeline
+    endpoint: McpEndpoint, pipeline: Rig
 ) -> None:
     sink = await _call(endpoint, "DELETE", {"mcp-session-id": "x"})
     assert sink.status == 401
     assert sink.headers["www-authenticate"] == f'Bearer resource_metadata="{METADATA}"'
-    assert [e.notes["label"] for e in pipeline.recorded] == ["session/delete"]
-    assert pipeline.recorded[0].error is not None
+    assert [d["method"] for d in pipeline.decisions()] == ["session/delete"]
+    assert pipeline.decisions()[0]["decision"]["effect"] == "deny"
 
 
 async def test_delete_with_a_bad_token_says_invalid_token(endpoint: McpEndpoint) -> None:

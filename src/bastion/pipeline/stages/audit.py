@@ -80,6 +80,41 @@ class AuditStage:
         except Exception:
             logger.exception("could not queue the audit record of a denied request")
 
+    async def record_dropped(self, exchange: Exchange, message: dict[str, Any] | None, reason: str) -> None:
+        """Queue the record of an upstream-to-client message that was not relayed (never raises).
+
+        A deny record on the exchange's decision id: ``method`` is the dropped message's
+        method (``response`` for a response, ``message`` when it was not a JSON-RPC
+        object), ``target`` its JSON-RPC id, ``reason`` the filter's code (e.g.
+        ``unsolicited_response``, ``filtered:list``).
+        """
+        method = "message"
+        target: str | None = None
+        if message is not None:
+            name = message.get("method")
+            method = name if isinstance(name, str) else "response"
+            target = None if message.get("id") is None else str(message.get("id"))[:200]
+        try:
+            self._log.append_nowait(
+                decision_body(
+                    route=exchange.route.name,
+                    method=method[:200],
+                    effect="deny",
+                    policy_ids=(),
+                    obligations={},
+                    reason=reason,
+                    policy_version=self._policy_version,
+                    arguments={},
+                    principal=exchange.principal,
+                    target=target,
+                    session=exchange.session.id if exchange.session else None,
+                    decision_id=exchange.decision_id,
+                    store_arguments=False,
+                )
+            )
+        except Exception:
+            logger.exception("could not queue the audit record of a dropped message")
+
     async def record_outcome(self, exchange: Exchange) -> None:
         """Queue the outcome record of a forwarded request (never raises)."""
         body = exchange.notes.get("audit_event")

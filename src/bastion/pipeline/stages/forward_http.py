@@ -4,7 +4,7 @@ Each downstream session maps to one upstream session: ``initialize`` is
 forwarded and the upstream's ``Mcp-Session-Id`` is kept behind Bastion's own.
 Every later message goes to that upstream session; JSON answers come back
 whole, SSE answers are relayed event by event (ids kept for resumption), GET
-streams and DELETE are relayed too. 2026-07-28 requests are stateless and are
+streams (``HttpStreamStage``) and DELETE (``HttpEndStage``) are relayed too. 2026-07-28 requests are stateless and are
 forwarded as they are, mirrored headers included. The client's
 ``Authorization`` header is never forwarded (``HttpUpstream`` copies only
 MCP's own headers); the route's credential source supplies the upstream's
@@ -23,10 +23,14 @@ from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, Reply, Sse
 from bastion.stores.sessions import SessionStore
 from bastion.upstream.http import HttpUpstream, UpstreamResponse
 
-__all__ = ["HttpForwardStage"]
+__all__ = ["HttpEndStage", "HttpForwardStage", "HttpStreamStage"]
 
 
-async def _relay_events(response: UpstreamResponse) -> AsyncIterator[SseEvent]:
+async def relay_events(response: UpstreamResponse) -> AsyncIterator[SseEvent]:
+    """The upstream's server-sent events as ``SseEvent``s (JSON decoded; ids kept); closes ``response``.
+
+    Raises ``UpstreamUnavailable`` when the upstream connection fails mid-stream.
+    """
     if response.events is None:
         return
     try:
@@ -74,7 +78,7 @@ async def _send(
 
 def _reply_from(response: UpstreamResponse, headers: dict[str, str]) -> Reply:
     if response.kind == "sse":
-        return SseReply(response.status, _relay_events(response), headers)
+        return SseReply(response.status, relay_events(response), headers)
     if response.kind == "json":
         try:
             message = json.loads(response.body)
@@ -162,3 +166,61 @@ class HttpForwardStage:
             raise UpstreamError(f"upstream answered tools/list with status {response.status} and no result")
         result: dict[str, Any] = message["result"]
         return result
+
+
+class HttpStreamStage:
+    """GET: open the upstream session's event stream (MCP 2025-11-25 basic/transports,
+    "Listening for Messages from the Server") and relay it; ``Last-Event-ID`` is passed
+    on so a stream can be resumed, and the runner's message filters inspect what it replays."""
+
+    name = "forward"
+
+    async def run(self, exchange: Exchange) -> None:
+        """Set ``exchange.reply`` to the relayed stream, or to the upstream's bodiless status."""
+        upstream = HttpForwardStage._upstream(exchange)
+        session = exchange.session
+        upstream_sid = session.upstream_id if session is not None else None
+        response = await _send(exchange, upstream, "GET", exchange.http.headers, None, upstream_sid)
+        exchange.upstream_status = response.status
+        if response.kind == "sse":
+            exchange.reply = SseReply(200, relay_events(response))
+            return
+        await response.aclose()
+        exchange.reply = EmptyReply(response.status)
+
+
+class HttpEndStage:
+    """DELETE: end the upstream session, then Bastion's (MCP 2025-11-25 basic/transports,
+    "Session Management").
+
+    Bastion's session is forgotten whatever the upstream answers. The client gets
+    the upstream's 2xx or 405; an upstream that had already forgotten the session
+    (404) counts as ended (200); any other status is an ``UpstreamError`` (502),
+    and an unreachable upstream an ``UpstreamUnavailable`` (503), so the client and
+    the outcome record both learn that the upstream session may still exist.
+    """
+
+    name = "forward"
+
+    def __init__(self, sessions: SessionStore) -> None:
+        self._sessions = sessions
+
+    async def run(self, exchange: Exchange) -> None:
+        """Set ``exchange.reply``; raise ``UpstreamError`` / ``UpstreamUnavailable`` as above."""
+        session = exchange.session
+        if session is None:
+            raise UpstreamError("DELETE reached the forward stage without a session")
+        status = 200
+        try:
+            if session.upstream_id:
+                upstream = HttpForwardStage._upstream(exchange)
+                response = await _send(exchange, upstream, "DELETE", exchange.http.headers, None, session.upstream_id)
+                await response.aclose()
+                status = exchange.upstream_status = response.status
+        finally:
+            await self._sessions.delete(session.id)
+        if status == 404:
+            status = 200
+        if not (200 <= status < 300 or status == 405):
+            raise UpstreamError(f"the upstream answered DELETE with status {status}; its session may remain")
+        exchange.reply = EmptyReply(status)

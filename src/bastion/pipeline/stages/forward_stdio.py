@@ -7,6 +7,8 @@ forwarded with Bastion's ids (``StdioServer.request``); progress
 notifications for a request are streamed back on that request's SSE response
 when the client accepts SSE. For 2026-07-28 clients the per-request envelope
 keys are removed before forwarding and ``resultType`` is added to results.
+A GET stream (``StdioStreamStage``) relays the process's broadcast
+notifications; a DELETE (``StdioEndStage``) ends Bastion's session.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOC
 
 from bastion.errors import UpstreamError
 from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, SseEvent, SseReply
+from bastion.stores.sessions import SessionStore
 from bastion.transport.checks import SERVED_HANDSHAKE_VERSIONS, SERVED_MODERN_VERSIONS
 from bastion.upstream.stdio import StdioServer
 
-__all__ = ["StdioForwardStage", "modernize_result"]
+__all__ = ["StdioEndStage", "StdioForwardStage", "StdioStreamStage", "modernize_result"]
 
 _ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
 _LATEST_HANDSHAKE = SERVED_HANDSHAKE_VERSIONS[-1]
@@ -167,3 +170,38 @@ class StdioForwardStage:
             return result
 
         await exchange.route.catalog.reload(fetch_page)
+
+
+class StdioStreamStage:
+    """GET: a stream of the process's broadcast notifications (list changes, log messages)."""
+
+    name = "forward"
+
+    async def run(self, exchange: Exchange) -> None:
+        """Set ``exchange.reply`` to the stream (it ends with an error if the listener overflows)."""
+        server = StdioForwardStage._server(exchange)
+        exchange.reply = SseReply(200, self._broadcast(server))
+
+    @staticmethod
+    async def _broadcast(server: StdioServer) -> AsyncIterator[SseEvent]:
+        subscription = server.subscribe()
+        try:
+            while True:
+                yield SseEvent(message=await subscription.next())
+        finally:
+            server.unsubscribe(subscription)
+
+
+class StdioEndStage:
+    """DELETE: forget Bastion's session (the process's one MCP session is Bastion's own)."""
+
+    name = "forward"
+
+    def __init__(self, sessions: SessionStore) -> None:
+        self._sessions = sessions
+
+    async def run(self, exchange: Exchange) -> None:
+        """Delete the exchange's session; answer 200."""
+        if exchange.session is not None:
+            await self._sessions.delete(exchange.session.id)
+        exchange.reply = EmptyReply(200)

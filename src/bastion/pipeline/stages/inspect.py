@@ -1,71 +1,65 @@
-"""Stage 12, inspect: filter list results with the same policy as calls.
+"""Stage 12, inspect: list results filtered with the same policy as calls (a message filter).
 
-A ``tools/list`` / ``resources/list`` / ``prompts/list`` result keeps an item
-exactly when the caller may call it (``tools/call`` on that tool, ...), if
-need be after a scope step-up (a ``@scope`` forbid answers the call with 403
-``insufficient_scope``, so the client can ask for more), page by page, so a
-paginated list is filtered too (``nextCursor`` is kept). Tool
-definitions seen here refresh the route's catalog. A filtered 2026-07-28
-result is marked ``cacheScope: "private"``: it is specific to this principal.
-The decision for all items is one batched Cedar call.
+A ``tools/list`` / ``resources/list`` / ``resources/templates/list`` /
+``prompts/list`` result keeps an item exactly when the caller may call it
+(``tools/call`` on that tool, ``resources/read`` on that resource or template,
+``prompts/get`` on that prompt), if need be after a scope step-up (a ``@scope``
+forbid answers the call with 403 ``insufficient_scope``, so the client can ask
+for more), page by page, so a paginated list is filtered too (``nextCursor`` is
+kept). Tool definitions seen here refresh the route's catalog. A filtered
+2026-07-28 result is marked ``cacheScope: "private"``: it is specific to this
+principal. The decision for all items is one batched Cedar call.
+
+``ListFilter`` is a ``MessageFilter`` (``bastion.pipeline.filters``): the runner
+applies it to every response on every stream, so a list answered on a POST's
+SSE stream or replayed on a resumed GET stream is filtered exactly like a JSON
+reply. Deny by construction: without a principal every item is dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-from bastion.pipeline.context import Exchange, JsonReply, SseEvent, SseReply
+from bastion.pipeline.context import Exchange
 from bastion.pipeline.stages.authorize import policy_context
 from bastion.policy import PolicyEngine, ResourceRef
+from bastion.stores.sessions import SentRequest
 
-__all__ = ["InspectStage"]
+__all__ = ["LISTS", "ListFilter"]
 
-_LISTS = {
+LISTS = {
     "tools/list": ("tools", "tools/call", "Tool"),
     "resources/list": ("resources", "resources/read", "Resource"),
+    "resources/templates/list": ("resourceTemplates", "resources/read", "Resource"),
     "prompts/list": ("prompts", "prompts/get", "Prompt"),
 }
+"""List method → (result key, the action each item is judged by, its Cedar entity type)."""
 
 
-class InspectStage:
-    """Filter list results in JSON and SSE replies."""
+class ListFilter:
+    """Filter list results in every reply and stream (see module docstring)."""
 
-    name = "inspect"
+    name = "list"
 
     def __init__(self, engine: PolicyEngine) -> None:
         self._engine = engine
 
-    async def run(self, exchange: Exchange) -> None:
-        """Wrap or rewrite ``exchange.reply`` so list results carry only permitted items."""
-        if exchange.method not in _LISTS or exchange.principal is None:
-            return
-        reply = exchange.reply
-        if isinstance(reply, JsonReply) and isinstance(reply.message, dict):
-            reply.message = self.filter_message(exchange, reply.message)
-            reply.raw = None
-        elif isinstance(reply, SseReply):
-            reply.events = self._filter_events(exchange, reply.events)
-
-    async def _filter_events(self, exchange: Exchange, events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
-        async for event in events:
-            if isinstance(event.message, dict):
-                event.message = self.filter_message(exchange, event.message)
-            yield event
-
-    def filter_message(self, exchange: Exchange, message: dict[str, Any]) -> dict[str, Any]:
-        """Return ``message`` with its list filtered when it answers this exchange's list request."""
-        method = exchange.method or ""
-        if method not in _LISTS or message.get("id") != exchange.rpc_id:
+    async def apply(
+        self, exchange: Exchange, message: dict[str, Any], answered: SentRequest | None
+    ) -> dict[str, Any] | None:
+        """Return ``message`` with its list filtered when it answers a list request, else unchanged."""
+        if answered is None or answered.method not in LISTS:
             return message
         result = message.get("result")
-        key, action, kind = _LISTS[method]
-        if not isinstance(result, dict) or not isinstance(result.get(key), list):
+        key, action, kind = LISTS[answered.method]
+        if not isinstance(result, dict):
             return message
-        items = [item for item in result[key] if isinstance(item, dict)]
-        if method == "tools/list":
-            first_page = "cursor" not in exchange.params
-            exchange.route.catalog.merge(items, complete=first_page and not result.get("nextCursor"))
+        listed = result.get(key)
+        if listed is None:
+            return message
+        items = [item for item in listed if isinstance(item, dict)] if isinstance(listed, list) else []
+        if answered.method == "tools/list":
+            exchange.route.catalog.merge(items, complete=answered.first_page and not result.get("nextCursor"))
         refs = [self._ref(exchange, kind, item) for item in items]
         principal = exchange.principal
         if principal is None:
@@ -90,7 +84,7 @@ class InspectStage:
         if kind == "Tool":
             return ResourceRef.from_tool(route, item)
         if kind == "Resource":
-            uri = str(item.get("uri"))
+            uri = str(item.get("uri", item.get("uriTemplate")))
             return ResourceRef(kind="Resource", route=route, name=uri, attrs={"uri": uri})
         name = str(item.get("name"))
         return ResourceRef(kind="Prompt", route=route, name=name, attrs={"name": name})

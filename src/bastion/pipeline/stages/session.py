@@ -4,13 +4,16 @@
 every other handshake-era message must carry ``MCP-Session-Id`` of a session
 this principal opened on this route, else 404 (MCP 2025-11-25
 basic/transports, "Session Management"). The 2026-07-28 protocol has no
-sessions. The session never authenticates: stage 2 has already run.
+sessions. The session never authenticates: stage 2 has already run. A GET
+(event stream) or DELETE needs a session too; a GET without one is answered
+405 (MCP 2025-11-25 basic/transports: no stream offered outside a session).
 """
 
 from __future__ import annotations
 
 from bastion.errors import BastionError, SessionNotFound, SessionRequired
-from bastion.pipeline.context import Exchange
+from bastion.pipeline.context import EmptyReply, Exchange
+from bastion.pipeline.stages.authorize import SESSION_DECISION
 from bastion.stores.sessions import SessionStore
 
 __all__ = ["SessionStage"]
@@ -26,7 +29,8 @@ class SessionStage:
 
     async def run(self, exchange: Exchange) -> None:
         """Set ``exchange.session``; raise ``SessionRequired`` (400) or ``SessionNotFound`` (404)."""
-        if exchange.era != "handshake":
+        bodiless = exchange.http.method != "POST"
+        if exchange.era != "handshake" and not bodiless:
             return
         principal = exchange.principal
         if principal is None:
@@ -36,6 +40,10 @@ class SessionStage:
             exchange.new_session = True
             return
         session_id = exchange.http.headers.get("mcp-session-id")
+        if not session_id and exchange.http.method == "GET":
+            exchange.decision = SESSION_DECISION
+            exchange.reply = EmptyReply(405, {"allow": "POST, DELETE"})
+            return
         if not session_id:
             raise SessionRequired("Bad Request: MCP-Session-Id header is required")
         session = await self._sessions.get(session_id, exchange.route.name, principal.key)

@@ -1,6 +1,9 @@
 """Stage 1, transport: Origin/Host, media types, one JSON-RPC message, protocol version.
 
 The body has already been read within the size limit by the endpoint.
+``TransportStage`` checks a POST; ``StreamTransportStage`` the bodiless GET
+(open the session's event stream) and DELETE (end the session) of MCP
+2025-11-25 basic/transports.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from bastion.transport.checks import (
     protocol_era,
 )
 
-__all__ = ["TransportStage"]
+__all__ = ["StreamTransportStage", "TransportStage"]
 
 
 class TransportStage:
@@ -46,3 +49,24 @@ class TransportStage:
         exchange.protocol_version = version
         if era == "modern" and exchange.kind == "request":
             check_modern_envelope(message, headers, exchange.http.raw_headers)
+
+
+class StreamTransportStage:
+    """Check a GET or DELETE: Origin/Host, and for GET ``Accept: text/event-stream``.
+
+    Sets the audit label (``stream/open`` or ``session/delete``): these requests
+    carry no JSON-RPC method to record.
+    """
+
+    name = "transport"
+
+    def __init__(self, origins: OriginPolicy) -> None:
+        self._origins = origins
+
+    async def run(self, exchange: Exchange) -> None:
+        """Raise ``ForbiddenOrigin`` (403) or ``NotAcceptable`` (406) on a request Bastion does not serve."""
+        method = exchange.http.method
+        exchange.notes["label"] = "stream/open" if method == "GET" else "session/delete"
+        self._origins.check(exchange.http.headers)
+        if method == "GET" and not accepts(exchange.http.headers)[1]:
+            raise NotAcceptable("Not Acceptable: GET needs Accept: text/event-stream")
