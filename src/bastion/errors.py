@@ -9,6 +9,7 @@ this tree with ``raise ... from exc`` at the place they occur.
     ├── ConfigError                 (start-up; never reaches a client)
     ├── TransportError              400  -32600  bad HTTP/JSON-RPC framing
     │   ├── ParseError              400  -32700
+    │   ├── ArgumentsTooLarge       400  -32602  (over server.argument_limits)
     │   ├── BatchRejected           400  -32600
     │   ├── BodyTooLarge            413  -32600
     │   ├── HeaderMismatch          400  -32020  (MCP 2026-07-28 mirrored headers)
@@ -33,6 +34,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "ArgumentsTooLarge",
     "AuditUnavailable",
     "AuthenticationError",
     "BastionError",
@@ -97,6 +99,22 @@ class ParseError(TransportError):
 
     jsonrpc_code = -32700
     code = "parse_error"
+
+
+class ArgumentsTooLarge(TransportError):
+    """The call's ``arguments`` exceed a limit of ``server.argument_limits`` (depth, members,
+    elements, string length or values in all): JSON-RPC 2.0 section 5.1 "Invalid params".
+
+    ``sizes`` is what was measured (``bastion.transport.sizes.ArgumentSizes.as_record``),
+    recorded in the audit record instead of the arguments.
+    """
+
+    jsonrpc_code = -32602
+    code = "arguments_too_large"
+
+    def __init__(self, message: str, *, sizes: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.sizes = sizes
 
 
 class BatchRejected(TransportError):

@@ -257,7 +257,7 @@ class Gateway:
         )
         session, authorize = SessionStage(self.sessions), AuthorizeStage(self.engine)
         checks: dict[str, Stage] = {
-            "transport": TransportStage(self.origins),
+            "transport": TransportStage(self.origins, self.config.server.argument_limits),
             "authenticate": authenticate,
             "session": session,
             "classify": ClassifyStage(forward.load_catalog),

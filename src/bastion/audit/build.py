@@ -60,13 +60,25 @@ def decision_body(
     session: str | None,
     decision_id: str,
     store_arguments: bool = True,
+    argument_sizes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body of a ``decision`` event (see ``bastion.audit.record``); ``arguments`` unredacted.
 
+    ``argument_sizes`` (a call refused by ``server.argument_limits``) goes into
+    ``decision.argument_sizes``; the key is absent otherwise, as in the model's dump.
     Raises ``ValueError`` for a deny without a ``reason`` (as the model does).
     """
     if effect == "deny" and not reason:
         raise ValueError("a deny needs a reason code")
+    decision: dict[str, Any] = {
+        "effect": effect,
+        "policy_ids": list(policy_ids),
+        "obligations": dict(obligations),
+        "reason": reason,
+        "policy_version": policy_version,
+    }
+    if argument_sizes is not None:
+        decision["argument_sizes"] = dict(argument_sizes)
     return {
         "version": RECORD_VERSION,
         "kind": "decision",
@@ -81,13 +93,7 @@ def decision_body(
         "target": target,
         "arguments_sha256": arguments_sha256(arguments),
         "arguments": redact(arguments)[0] if store_arguments else None,
-        "decision": {
-            "effect": effect,
-            "policy_ids": list(policy_ids),
-            "obligations": dict(obligations),
-            "reason": reason,
-            "policy_version": policy_version,
-        },
+        "decision": decision,
         "approval": None,
         "upstream": None,
         "result": None,

@@ -105,6 +105,10 @@ class Decision(_Model):
     ``reason`` is required for a deny: the stable error code of ``bastion.errors``
     (``"policy_denied"``, ``"unauthenticated"``, ``"rate_limited"`` ...).
     ``policy_version`` is ``PolicyEngine.version`` (SHA-256 of the loaded policies).
+    ``argument_sizes`` is set only on the deny of a call over ``server.argument_limits``
+    (reason ``arguments_too_large``): what was measured (depth, members, elements,
+    string_chars, nodes) and the limit ``exceeded``; such a record keeps the arguments'
+    digest but not the arguments. The key is left out of the record when it is not set.
     """
 
     effect: Literal["allow", "deny"]
@@ -112,6 +116,7 @@ class Decision(_Model):
     obligations: dict[str, JsonValue] = Field(default_factory=dict)
     reason: str | None = None
     policy_version: str | None = None
+    argument_sizes: dict[str, JsonValue] | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @model_validator(mode="after")
     def _deny_has_reason(self) -> Decision:

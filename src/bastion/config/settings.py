@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from bastion.config.base import _Model
 from bastion.config.cors import CorsSettings
 from bastion.config.credentials import VaultSettings
+from bastion.config.limits import ArgumentLimits
 from bastion.config.oauth import AuthorizationServerSettings, EgressSettings
 from bastion.config.routes import RouteSettings
 from bastion.errors import ConfigError
@@ -39,6 +40,10 @@ class ServerSettings(_Model):
     ``public_url``'s origin and the loopback names of the listening port.
     ``cors`` says which browser origins may call the MCP endpoints
     cross-origin; those origins pass the Origin check too (``browser_origins``).
+
+    ``argument_limits`` bounds a call's ``arguments`` (depth, members, elements, string
+    length, values in all; ``bastion.config.limits``): over any, the call is refused with
+    JSON-RPC -32602 before the policy, the digest or redaction look at them.
     """
 
     host: str = "127.0.0.1"
@@ -49,6 +54,7 @@ class ServerSettings(_Model):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     session_idle_s: Annotated[int, Field(ge=1)] = 3600
     cors: CorsSettings = CorsSettings()
+    argument_limits: ArgumentLimits = ArgumentLimits()
 
     _parse_idle = field_validator("session_idle_s", mode="before")(_duration)
 

@@ -39,6 +39,7 @@ class AuditStage:
         decision = exchange.decision
         error = exchange.error
         denied = error is not None or decision is None or decision.effect != "allow"
+        sizes = exchange.notes.get("argument_sizes")  # over server.argument_limits: digest and sizes only
         return decision_body(
             route=exchange.route.name,
             method=exchange.method or exchange.notes.get("label") or exchange.kind or "invalid",
@@ -52,7 +53,8 @@ class AuditStage:
             target=exchange.target,
             session=exchange.session.id if exchange.session else None,
             decision_id=exchange.decision_id,
-            store_arguments=self._store_arguments,
+            store_arguments=self._store_arguments and sizes is None,
+            argument_sizes=sizes,
         )
 
     async def run(self, exchange: Exchange) -> None:

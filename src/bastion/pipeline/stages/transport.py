@@ -8,7 +8,8 @@ The body has already been read within the size limit by the endpoint.
 
 from __future__ import annotations
 
-from bastion.errors import NotAcceptable, UnsupportedMediaType
+from bastion.config.limits import ArgumentLimits
+from bastion.errors import ArgumentsTooLarge, NotAcceptable, UnsupportedMediaType
 from bastion.pipeline.context import Exchange
 from bastion.transport.checks import (
     OriginPolicy,
@@ -18,17 +19,24 @@ from bastion.transport.checks import (
     parse_message,
     protocol_era,
 )
+from bastion.transport.sizes import check_arguments
 
 __all__ = ["StreamTransportStage", "TransportStage"]
 
 
 class TransportStage:
-    """Validate the downstream POST and decode its one JSON-RPC message (MCP basic/transports)."""
+    """Validate the downstream POST and decode its one JSON-RPC message (MCP basic/transports).
+
+    ``params.arguments``, when present, is measured against ``limits`` right after parsing
+    (``bastion.transport.sizes``): over a limit the request ends with ``ArgumentsTooLarge``
+    (400, -32602) and ``notes["argument_sizes"]`` holds the sizes for the audit record.
+    """
 
     name = "transport"
 
-    def __init__(self, origins: OriginPolicy) -> None:
+    def __init__(self, origins: OriginPolicy, limits: ArgumentLimits | None = None) -> None:
         self._origins = origins
+        self._limits = limits or ArgumentLimits()
 
     async def run(self, exchange: Exchange) -> None:
         """Set ``message``, ``kind``, ``era``, ``protocol_version`` and ``accepts_sse``; raise on bad input."""
@@ -44,6 +52,13 @@ class TransportStage:
         message = parse_message(exchange.http.body)
         exchange.message = message
         exchange.kind = classify_message(message)  # type: ignore[assignment]
+        params = message.get("params")
+        if isinstance(params, dict) and "arguments" in params:
+            try:
+                check_arguments(params["arguments"], self._limits)
+            except ArgumentsTooLarge as exc:
+                exchange.notes["argument_sizes"] = exc.sizes
+                raise
         era, version = protocol_era(headers, message)
         exchange.era = era  # type: ignore[assignment]
         exchange.protocol_version = version
