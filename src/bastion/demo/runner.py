@@ -2,7 +2,10 @@
 
 Everything runs on loopback: the notes server as a child process, the two
 reference servers as children of the gateway, the gateway in this process
-under uvicorn, and the scripted MCP clients against its HTTP port.
+under uvicorn, and the scripted MCP clients against its HTTP port. However the
+demo ends (done, an error, Ctrl-C, SIGTERM or SIGHUP: ``bastion.cli.demo_cmd``),
+the gateway stops, the notes server is terminated and the temporary directory
+(signing keys, users file, audit log) is removed.
 """
 
 from __future__ import annotations
@@ -68,6 +71,19 @@ async def _notes_server(port: int) -> AsyncIterator[str]:
                 await process.wait()
 
 
+@contextlib.asynccontextmanager
+async def _serving(gateway: Gateway) -> AsyncIterator[asyncio.Task[None]]:
+    """Serve ``gateway`` under uvicorn in a task; whatever ends the block (done, an error, a signal's
+    cancellation), stop the server gracefully (the gateway stops its stdio servers) and wait for it."""
+    server = GatewayServer(gateway, "warning")
+    serving = asyncio.create_task(server.serve())
+    try:
+        yield serving
+    finally:
+        server.should_exit = True
+        await serving
+
+
 def _tokens(gateway: Gateway, ttl_s: int) -> dict[str, dict[str, str]]:
     tokens: dict[str, dict[str, str]] = {}
     for user, info in DEMO_USERS.items():
@@ -99,32 +115,43 @@ async def run_demo(*, port: int, once: bool, workdir: Path | None, console: Cons
         async with _notes_server(free_port()) as notes_url:
             passwords = {user: secrets.token_urlsafe(9) for user in DEMO_USERS}
             gateway = Gateway(build_demo_config(root, port=port, notes_url=notes_url, passwords=passwords))
-            server = GatewayServer(gateway, "warning")
-            serving = asyncio.create_task(server.serve())
-            base = gateway.config.server.base_url
-            await _wait_http(f"{base}/healthz")
-            console.print(f"[bold]Bastion demo[/] on {base}: routes " + ", ".join(r.path for r in gateway.routes))
-            steps = await run_script(DemoTarget(base, _tokens(gateway, 900), str(root / "repo"), passwords))
-            await asyncio.sleep(0.2)  # let the queued outcome records commit
-            result = verify(gateway.database)
-            steps.append(StepResult("bastion audit verify: the hash chain is intact", result.ok, result.message))
-            _print_steps(console, steps)
-            failed = sum(not s.ok for s in steps)
-            if once or failed:
-                server.should_exit = True
-                await serving
-                console.print(f"{len(steps) - failed} passed, {failed} failed")
-                return 1 if failed else 0
-            token = gateway.issuer.mint(
-                sub="alice", audience=gateway.routes[-1].resource_uri, ttl_s=3600,
-                email="alice@example.com", groups=["engineering"], client_id="bastion-demo",
-            ).token  # fmt: skip
-            console.print(f"\nConnect your own MCP client to [bold]{gateway.routes[-1].resource_uri}[/]")
-            console.print("It signs you in through Bastion (OAuth 2.1; development users file):")
-            for user, info in DEMO_USERS.items():
-                console.print(f"  {user} / {passwords[user]}  ({', '.join(info['groups'])})", markup=False)
-            console.print("or send the header  Authorization: Bearer <token>  (alice, engineering, 1 hour):")
-            console.print(token, soft_wrap=True, markup=False)
-            console.print(f"Audit log: {gateway.database}   Press Ctrl-C to stop.")
-            await serving
-            return 0
+            async with _serving(gateway) as serving:
+                return await _script_then_serve(gateway, serving, root, passwords, once=once, console=console)
+
+
+async def _script_then_serve(
+    gateway: Gateway,
+    serving: asyncio.Task[None],
+    root: Path,
+    passwords: dict[str, str],
+    *,
+    once: bool,
+    console: Console,
+) -> int:
+    """Run the scripted session against the serving ``gateway`` and print it; unless ``once`` (or a
+    step failed), print how to connect and serve until stopped. Returns the exit status."""
+    base = gateway.config.server.base_url
+    await _wait_http(f"{base}/healthz")
+    console.print(f"[bold]Bastion demo[/] on {base}: routes " + ", ".join(r.path for r in gateway.routes))
+    steps = await run_script(DemoTarget(base, _tokens(gateway, 900), str(root / "repo"), passwords))
+    await asyncio.sleep(0.2)  # let the queued outcome records commit
+    result = verify(gateway.database)
+    steps.append(StepResult("bastion audit verify: the hash chain is intact", result.ok, result.message))
+    _print_steps(console, steps)
+    failed = sum(not s.ok for s in steps)
+    if once or failed:
+        console.print(f"{len(steps) - failed} passed, {failed} failed")
+        return 1 if failed else 0
+    token = gateway.issuer.mint(
+        sub="alice", audience=gateway.routes[-1].resource_uri, ttl_s=3600,
+        email="alice@example.com", groups=["engineering"], client_id="bastion-demo",
+    ).token  # fmt: skip
+    console.print(f"\nConnect your own MCP client to [bold]{gateway.routes[-1].resource_uri}[/]")
+    console.print("It signs you in through Bastion (OAuth 2.1; development users file):")
+    for user, info in DEMO_USERS.items():
+        console.print(f"  {user} / {passwords[user]}  ({', '.join(info['groups'])})", markup=False)
+    console.print("or send the header  Authorization: Bearer <token>  (alice, engineering, 1 hour):")
+    console.print(token, soft_wrap=True, markup=False)
+    console.print(f"Audit log: {gateway.database}   Press Ctrl-C to stop.")
+    await serving
+    return 0
