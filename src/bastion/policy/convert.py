@@ -37,6 +37,11 @@ Keys are kept verbatim, whether or not they are Cedar identifiers: any string is
 record key in Cedar's JSON form. Policies reach other keys with the string form,
 ``context.arguments has "dry-run" && context.arguments["dry-run"] == true``.
 
+Only what policies read is converted: given the ``ArgumentPaths`` the loaded policies read
+(``bastion.policy.loader``), ``to_cedar_arguments`` converts just those members, so the cost
+of a decision does not grow with arguments no policy looks at (an attribute no policy names
+cannot change a decision). Every rule above still applies along the kept paths.
+
 Canonical JSON text is ``json.dumps(value, sort_keys=True, separators=(",", ":"),
 ensure_ascii=False)``. Values that JSON cannot produce (bytes, sets, objects, non-string
 keys) raise ``TypeError``; the policy engine turns any such error into a deny.
@@ -48,9 +53,13 @@ import json
 import math
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeAlias
 
-__all__ = ["MAX_DEPTH", "NULL_ENTITY", "RESERVED_KEYS", "to_cedar_arguments", "to_cedar_value"]
+__all__ = ["MAX_DEPTH", "NULL_ENTITY", "RESERVED_KEYS", "ArgumentPaths", "to_cedar_arguments", "to_cedar_value"]
+
+ArgumentPaths: TypeAlias = "Mapping[str, ArgumentPaths | None]"
+"""The paths below ``context.arguments`` that policies read: each attribute maps to the paths read
+below it, or to None when its whole value is read."""
 
 MAX_DEPTH = 8
 """Containers nested deeper than this below ``context.arguments`` become JSON text."""
@@ -66,17 +75,36 @@ _LONG_MAX = 2**63 - 1
 _DECIMAL_LIMIT = Decimal("922337203685477.5807")
 
 
-def to_cedar_arguments(arguments: Mapping[str, Any]) -> dict[str, Any]:
+def to_cedar_arguments(arguments: Mapping[str, Any], paths: ArgumentPaths | None = None) -> dict[str, Any]:
     """Convert a ``tools/call`` ``arguments`` object to the Cedar record ``context.arguments``.
 
-    Returns a dict in Cedar's JSON value form (see the module docstring for every rule).
-    Raises ``ValueError`` when a top-level key is one of ``RESERVED_KEYS`` (the record would
-    otherwise be read as a Cedar escape) and ``TypeError`` for values JSON cannot produce.
+    Returns a dict in Cedar's JSON value form (see the module docstring for every rule), with
+    only the members on ``paths`` (None: all). Raises ``ValueError`` when a top-level key is
+    one of ``RESERVED_KEYS`` (the record would otherwise be read as a Cedar escape) and
+    ``TypeError`` for values JSON cannot produce (on the kept paths).
     """
     reserved = RESERVED_KEYS.intersection(arguments)
     if reserved:
         raise ValueError(f"argument name {sorted(reserved)[0]!r} is reserved by Cedar's JSON format")
-    return {_key(key): to_cedar_value(value, depth=1) for key, value in arguments.items()}
+    if paths is None:
+        return {_key(key): to_cedar_value(value, depth=1) for key, value in arguments.items()}
+    return _kept(arguments, paths, 1)
+
+
+def _kept(record: Mapping[str, Any], paths: ArgumentPaths, depth: int) -> dict[str, Any]:
+    """The members of ``record`` (found at ``depth``) on ``paths``, each converted."""
+    kept: dict[str, Any] = {}
+    for key, below in paths.items():
+        if key not in record:
+            continue
+        value = record[key]
+        if below is None or not isinstance(value, Mapping):
+            kept[key] = to_cedar_value(value, depth=depth)
+        elif depth > MAX_DEPTH or RESERVED_KEYS.intersection(value):
+            kept[key] = canonical_json(value)  # what to_cedar_value makes of it: no member is reachable
+        else:
+            kept[key] = _kept(value, below, depth + 1)
+    return kept
 
 
 def to_cedar_value(value: Any, *, depth: int = 1) -> Any:

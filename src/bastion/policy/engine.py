@@ -56,7 +56,7 @@ from typing import Any
 
 import cedarpy
 
-from bastion.policy.convert import to_cedar_arguments
+from bastion.policy.convert import ArgumentPaths, to_cedar_arguments
 from bastion.policy.loader import LoadedPolicies, PolicyInfo, load_policies
 from bastion.policy.model import ACTIONS, Decision, ResourceRef, principal_entity
 from bastion.principal import Principal
@@ -105,9 +105,7 @@ class PolicyEngine:
         """The ``@id`` of every loaded policy, in load order."""
         return tuple(info.policy_id for info in self._by_cedar_id.values())
 
-    def decide(
-        self, principal: Principal, action: str, resource: ResourceRef, context: Mapping[str, Any]
-    ) -> Decision:
+    def decide(self, principal: Principal, action: str, resource: ResourceRef, context: Mapping[str, Any]) -> Decision:
         """Decide one request; ``action`` is an MCP method such as ``"tools/call"``."""
         return self._evaluate(principal, action, [resource], context)[0]
 
@@ -147,7 +145,7 @@ class PolicyEngine:
         if action not in _ARGUMENT_ACTIONS or (keys is not None and "arguments" not in keys):
             return self.filter_allowed(principal, action, resources, context)
         try:
-            record = _context_record(context, keys)
+            record = _context_record(context, keys, {})
             record["arguments"] = _UNKNOWN_ARGUMENTS
             context_json = json.dumps(record)
             handle = _entity_handle(principal, resources, action)
@@ -181,7 +179,7 @@ class PolicyEngine:
         try:
             if action not in ACTIONS:
                 raise ValueError(f"unknown action {action!r}")
-            context_json = build_context(context, self._loaded.context_keys)
+            context_json = build_context(context, self._loaded.context_keys, self._loaded.argument_paths)
             handle = _entity_handle(principal, resources)
             principal_uid = {"type": principal.kind, "id": principal.sub}
             action_uid = {"type": "Action", "id": action}
@@ -240,18 +238,23 @@ class PolicyEngine:
         return f"`{info.policy_id}`" if info is not None else match[0]
 
 
-def build_context(context: Mapping[str, Any], keep: frozenset[str] | None = None) -> str:
+def build_context(
+    context: Mapping[str, Any], keep: frozenset[str] | None = None, paths: ArgumentPaths | None = None
+) -> str:
     """The Cedar ``context`` record as JSON text (keys in the module docstring).
 
     Every key is checked, but only those in ``keep`` (None: all) are sent: an attribute no
     policy reads cannot change a decision, and parsing one costs Cedar time (an ``ipaddr``
-    value about 24 µs per request). Raises ``ValueError``/``TypeError`` for an unknown key
-    or a value of the wrong type.
+    value about 24 µs per request). Likewise only the ``paths`` below ``arguments`` that
+    policies read (None: all) are converted (``to_cedar_arguments``). Raises
+    ``ValueError``/``TypeError`` for an unknown key or a value of the wrong type.
     """
-    return json.dumps(_context_record(context, keep))
+    return json.dumps(_context_record(context, keep, paths))
 
 
-def _context_record(context: Mapping[str, Any], keep: frozenset[str] | None) -> dict[str, Any]:
+def _context_record(
+    context: Mapping[str, Any], keep: frozenset[str] | None, paths: ArgumentPaths | None = None
+) -> dict[str, Any]:
     """The context record of ``build_context`` as a dict in Cedar's JSON value form."""
     unknown = set(context) - _CONTEXT_KEYS
     if unknown:
@@ -271,7 +274,7 @@ def _context_record(context: Mapping[str, Any], keep: frozenset[str] | None) -> 
     if isinstance(scopes, str) or not all(isinstance(scope, str) for scope in scopes):
         raise TypeError("context scopes must be a list of strings")
     record: dict[str, Any] = {
-        "arguments": to_cedar_arguments(arguments),
+        "arguments": to_cedar_arguments(arguments, {} if keep is not None and "arguments" not in keep else paths),
         "scopes": sorted(set(scopes)),
         "time": int(now),
         "approved": approved,

@@ -26,6 +26,7 @@ from cedarpy import pst
 
 from bastion.errors import ConfigError
 from bastion.policy.argument_types import infer_arguments_type, render_cedar_type
+from bastion.policy.convert import ArgumentPaths
 from bastion.policy.model import ACTIONS
 
 __all__ = ["LoadedPolicies", "PolicyInfo", "builtin_schema_text", "load_policies"]
@@ -51,7 +52,9 @@ class LoadedPolicies:
     ``by_cedar_id`` maps Cedar's positional ids (``policy0``...) to ``PolicyInfo``;
     ``version`` is the SHA-256 (hex) of the policy texts, in load order, and the schema;
     ``context_keys`` the ``context`` attributes some policy reads (None: any, because a
-    policy uses ``context`` as a whole).
+    policy uses ``context`` as a whole); ``argument_paths`` the paths below
+    ``context.arguments`` some policy reads, as a trie (``ArgumentPaths``; None: a policy
+    uses ``context.arguments`` or ``context`` as a whole).
     """
 
     policy_set: cedarpy.PolicySet
@@ -60,6 +63,7 @@ class LoadedPolicies:
     version: str
     files: tuple[Path, ...]
     context_keys: frozenset[str] | None
+    argument_paths: ArgumentPaths | None = None
 
 
 def builtin_schema_text() -> str:
@@ -83,9 +87,7 @@ def load_policies(policy_paths: Sequence[Path], schema_path: Path | None = None)
         for template in _parse(text, path).static_policies.values():
             policy_id = _check_policy(template, path)
             if policy_id in files_by_id:
-                raise ConfigError(
-                    f"duplicate policy @id({policy_id!r}) in {files_by_id[policy_id]} and {path}"
-                )
+                raise ConfigError(f"duplicate policy @id({policy_id!r}) in {files_by_id[policy_id]} and {path}")
             files_by_id[policy_id] = path
     try:
         policy_set = cedarpy.PolicySet.from_str("\n".join(texts))
@@ -106,7 +108,13 @@ def load_policies(policy_paths: Sequence[Path], schema_path: Path | None = None)
     for text in (*texts, schema_text):
         digest.update(len(text.encode()).to_bytes(8, "big") + text.encode())
     return LoadedPolicies(
-        policy_set, by_cedar_id, schema_text, digest.hexdigest(), tuple(files), _context_keys(templates)
+        policy_set,
+        by_cedar_id,
+        schema_text,
+        digest.hexdigest(),
+        tuple(files),
+        _context_keys(templates),
+        _argument_paths(templates),
     )
 
 
@@ -127,6 +135,65 @@ def _context_keys(templates: Mapping[str, pst.Template]) -> frozenset[str] | Non
         elif dataclasses.is_dataclass(node):
             stack.extend(getattr(node, f.name) for f in dataclasses.fields(node))
     return frozenset(keys)
+
+
+def _argument_paths(templates: Mapping[str, pst.Template]) -> ArgumentPaths | None:
+    """The paths below ``context.arguments`` the policies read, as an ``ArgumentPaths`` trie, or
+    None when one uses ``context.arguments`` (or ``context``) as a whole value.
+
+    A chain ``context.arguments.a.b`` used as a value keeps ``a.b`` whole (everything below it);
+    ``context.arguments.a has b`` needs only that ``b`` is there (an empty trie below it, so an
+    object there becomes an empty record). Only attribute access and ``has`` reach below
+    ``context.arguments``, so any other use of it means "whole".
+    """
+    root: dict[str, Any] = {}
+    stack: list[Any] = list(templates.values())
+    while stack:
+        node = stack.pop()
+        path = _context_path(node) if isinstance(node, pst.GetAttr | pst.HasAttr) else None
+        if path is not None:
+            if path[0] == "arguments" and len(path) > 1:
+                _keep(root, path[1:], whole=isinstance(node, pst.GetAttr))
+            elif path == ("arguments",) and isinstance(node, pst.GetAttr):
+                return None
+            continue  # the chain is handled whole: its bases are not separate reads
+        if node == pst.Var("context"):
+            return None
+        if isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, tuple):
+            stack.extend(node)
+        elif dataclasses.is_dataclass(node):
+            stack.extend(getattr(node, f.name) for f in dataclasses.fields(node))
+    return root
+
+
+def _context_path(node: pst.GetAttr | pst.HasAttr) -> tuple[str, ...] | None:
+    """The attributes from ``context`` outward that a ``GetAttr``/``HasAttr`` chain reads (a
+    ``has`` adds its attributes last), or None when the chain does not start at ``context``."""
+    attrs: list[str] = []
+    base: Any = node
+    if isinstance(base, pst.HasAttr):
+        attrs.extend(reversed(base.attrs))
+        base = base.base
+    while isinstance(base, pst.GetAttr):
+        attrs.append(base.attr)
+        base = base.base
+    return tuple(reversed(attrs)) if base == pst.Var("context") else None
+
+
+def _keep(root: dict[str, Any], path: tuple[str, ...], *, whole: bool) -> None:
+    """Add ``path`` to the trie ``root``: its last attribute kept ``whole`` (``None``), else only present."""
+    node = root
+    for attr in path[:-1]:
+        child = node.setdefault(attr, {})
+        if child is None:
+            return  # an ancestor is kept whole already
+        node = child
+    if whole:
+        node[path[-1]] = None
+    else:
+        node.setdefault(path[-1], {})
 
 
 def _policy_files(paths: Sequence[Path]) -> list[Path]:
@@ -166,9 +233,7 @@ def _check_policy(template: pst.Template, path: Path) -> str:
     policy_id = template.annotations.get("id", "")
     if not policy_id.strip():
         text = " ".join(str(_single({template.id: template})).split())
-        raise ConfigError(
-            f'{path}: every policy needs a non-empty @id("..."); this one has none: {text[:160]}'
-        )
+        raise ConfigError(f'{path}: every policy needs a non-empty @id("..."); this one has none: {text[:160]}')
     for uid in pst.entity_uids(template):
         if str(uid.type) == "Action" and uid.id not in ACTIONS:
             raise ConfigError(
