@@ -40,6 +40,7 @@ from bastion.pipeline.stages.forward_http import HttpEndStage, HttpForwardStage,
 from bastion.pipeline.stages.forward_stdio import StdioEndStage, StdioForwardStage, StdioStreamStage
 from bastion.pipeline.stages.inspect import ListFilter
 from bastion.pipeline.stages.list_changed import ListChangedFilter
+from bastion.pipeline.stages.server_requests import ServerRequestFilter
 from bastion.pipeline.stages.session import SessionStage
 from bastion.pipeline.stages.transport import StreamTransportStage, TransportStage
 from bastion.pipeline.stages.url_arguments import UrlArgumentStage
@@ -265,6 +266,9 @@ class Gateway:
         }
         if route.settings.url_arguments is not None:
             checks["url_arguments"] = UrlArgumentStage(self.egress, route.settings.url_arguments)
+        audit = AuditStage(
+            self.audit, policy_version=self.engine.version, store_arguments=self.config.audit.store_arguments
+        )
         pipelines = assemble(
             checks=checks,
             stream_checks={
@@ -274,10 +278,12 @@ class Gateway:
                 "authorize": authorize,
             },
             forward=forwards,
-            filters={"list": ListFilter(self.engine), "list_changed": ListChangedFilter()},
-            audit=AuditStage(
-                self.audit, policy_version=self.engine.version, store_arguments=self.config.audit.store_arguments
-            ),
+            filters={
+                "list": ListFilter(self.engine),
+                "list_changed": ListChangedFilter(),
+                "server_requests": ServerRequestFilter(self.engine, audit, forward.answer),
+            },
+            audit=audit,
         )
         return McpEndpoint(route, pipelines, max_body=self.config.server.max_body_bytes, closing=self.closing)
 

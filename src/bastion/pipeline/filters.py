@@ -51,7 +51,9 @@ class MessageFilter(Protocol):
     ``apply`` gets the exchange whose stream carries the message, the message
     (a JSON-RPC object) and, for a response, the request it answers (else
     ``None``). It returns the message to relay (the same object, or a new one) or
-    ``None`` to drop it. Raising drops it too (fail closed).
+    ``None`` to drop it. Raising drops it too (fail closed). A filter that records
+    its own decisions sets ``audits_own_drops = True``; otherwise every drop is
+    recorded for it.
     """
 
     name: str
@@ -133,7 +135,8 @@ class MessageInspector:
                     raise BastionError("Internal error in inspect") from exc
                 return None
             if kept is None:
-                await self._on_drop(exchange, message, f"filtered:{message_filter.name}")
+                if not getattr(message_filter, "audits_own_drops", False):
+                    await self._on_drop(exchange, message, f"filtered:{message_filter.name}")
                 if _answers_own(exchange, answered):
                     raise BastionError(f"Internal error in inspect: the answer was withheld ({message_filter.name})")
                 return None

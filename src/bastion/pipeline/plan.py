@@ -57,7 +57,7 @@ STREAM_SLOTS = ("transport", "authenticate", "session", "authorize")
 FILTER_SLOTS = (
     "list",  # list results filtered by the policy for calls
     "list_changed",  # the catalog marked stale on notifications/tools/list_changed
-    "server_requests",  # sampling, elicitation, roots decided like calls (to come)
+    "server_requests",  # sampling, elicitation, roots decided like calls
     "scan",  # definition scanning and pinning (to come)
     "redact",  # result redaction and data-flow labels (to come)
 )

@@ -4,7 +4,7 @@ Principals are ``User::"<sub>"`` (attributes ``email``, ``name``, ``idp``, ``aut
 ``ServiceAccount::"<sub>"`` (``name``, ``idp``, ``auth``), each ``in Group::"<name>"`` for
 every group. Resources are ``Tool::"<route>/<tool>"``, ``Resource::"<route>/<uri>"`` and
 ``Prompt::"<route>/<name>"``, each ``in Server::"<route>"``; server-to-client requests
-(sampling, elicitation) use ``Server::"<route>"`` itself. Entity ids are passed in Cedar's
+(sampling, elicitation, roots) use ``Server::"<route>"`` itself. Entity ids are passed in Cedar's
 structured ``{"type", "id"}`` form, never as Cedar text, so any character is safe.
 
 Tool risk, from the MCP tool annotations (MCP 2025-11-25 server/tools, ToolAnnotations),
@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 ACTIONS = frozenset(
-    {"tools/call", "resources/read", "prompts/get", "sampling/createMessage", "elicitation/create"}
+    {"tools/call", "resources/read", "prompts/get", "sampling/createMessage", "elicitation/create", "roots/list"}
 )
 """The MCP methods that reach an upstream, one Cedar ``Action`` each."""
 

@@ -21,12 +21,12 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from bastion.errors import UpstreamError, UpstreamUnavailable
 
-__all__ = ["HANDSHAKE_VERSION", "SUBSCRIPTION_DEPTH", "StdioServer", "Subscription"]
+__all__ = ["HANDSHAKE_VERSION", "SUBSCRIPTION_DEPTH", "ServerRequestHandler", "StdioServer", "Subscription"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ _LINE_LIMIT = 16 * 1024 * 1024
 _INIT_TIMEOUT_S = 30.0
 
 NotificationHandler = Callable[[dict[str, Any]], None]
+ServerRequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+"""Relays a server-to-client request to the client whose call caused it; returns the client's
+response message (``result`` or ``error``)."""
 
 SUBSCRIPTION_DEPTH = 256
 """How many broadcast notifications a listener may fall behind before its stream is ended."""
@@ -101,6 +104,8 @@ class StdioServer:
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._progress: dict[str, tuple[Any, NotificationHandler]] = {}
+        self._requesters: dict[int, ServerRequestHandler] = {}
+        self._relays: set[asyncio.Task[None]] = set()
         self._listeners: set[Subscription] = set()
         self._proc: asyncio.subprocess.Process | None = None
         self._ready = asyncio.Event()
@@ -157,12 +162,17 @@ class StdioServer:
         *,
         timeout_s: float = 300.0,
         on_progress: NotificationHandler | None = None,
+        on_request: ServerRequestHandler | None = None,
     ) -> dict[str, Any]:
         """Send a request and return the JSON-RPC response message (``result`` or ``error``).
 
         A ``_meta.progressToken`` in ``params`` is replaced by Bastion's own and
         progress notifications for it are passed to ``on_progress`` with the
-        caller's token restored. Raises ``UpstreamUnavailable`` if the process
+        caller's token restored. A server-to-client request (sampling, elicitation,
+        roots) that the server sends while this is the only request in flight goes
+        to ``on_request``, whose answer is written back (stdio carries no "related
+        request": with several requests in flight the server gets an error instead,
+        never another caller's client). Raises ``UpstreamUnavailable`` if the process
         is down or dies, ``UpstreamError`` on timeout.
         """
         if not self._ready.is_set():
@@ -170,7 +180,7 @@ class StdioServer:
                 await asyncio.wait_for(self._ready.wait(), _INIT_TIMEOUT_S)
             except TimeoutError as exc:
                 raise UpstreamUnavailable(f"stdio upstream {self.name!r} is not running") from exc
-        return await self._call(method, dict(params or {}), timeout_s, on_progress)
+        return await self._call(method, dict(params or {}), timeout_s, on_progress, on_request)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None = None) -> None:
         """Send a notification (no answer expected)."""
@@ -180,9 +190,16 @@ class StdioServer:
         await self._write(message)
 
     async def _call(
-        self, method: str, params: dict[str, Any], timeout_s: float, on_progress: NotificationHandler | None
+        self,
+        method: str,
+        params: dict[str, Any],
+        timeout_s: float,
+        on_progress: NotificationHandler | None,
+        on_request: ServerRequestHandler | None = None,
     ) -> dict[str, Any]:
         rpc_id = next(self._ids)
+        if on_request is not None:
+            self._requesters[rpc_id] = on_request
         token_key: str | None = None
         meta = params.get("_meta")
         if isinstance(meta, dict) and "progressToken" in meta:
@@ -201,6 +218,7 @@ class StdioServer:
             raise UpstreamError(f"stdio upstream {self.name!r} did not answer {method} in {timeout_s}s") from exc
         finally:
             self._pending.pop(rpc_id, None)
+            self._requesters.pop(rpc_id, None)
             if token_key is not None:
                 self._progress.pop(token_key, None)
 
@@ -333,14 +351,35 @@ class StdioServer:
                                self.name, SUBSCRIPTION_DEPTH)  # fmt: skip
 
     async def _answer_server_request(self, message: dict[str, Any]) -> None:
-        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}
+        """Answer ``ping``; relay any other server-to-client request to the one caller in flight."""
         if message["method"] == "ping":
-            reply["result"] = {}
+            await self._reply(message, {"result": {}})
+            return
+        handlers = [self._requesters[rid] for rid in self._pending if rid in self._requesters]
+        if len(self._pending) != 1 or len(handlers) != 1:
+            reason = "no client call is in flight" if not self._pending else f"{len(self._pending)} calls are in flight"
+            text = f"{message['method']} cannot be relayed through Bastion: {reason}"
+            await self._reply(message, {"error": {"code": -32603, "message": text}})
+            return
+        task = asyncio.create_task(self._relay(handlers[0], message))
+        self._relays.add(task)
+        task.add_done_callback(self._relays.discard)
+
+    async def _relay(self, handler: ServerRequestHandler, message: dict[str, Any]) -> None:
+        try:
+            answer = await handler(message)
+        except Exception:
+            logger.exception("stdio upstream %s: relaying %s failed", self.name, message["method"])
+            answer = {"error": {"code": -32603, "message": "Internal error while relaying the request"}}
+        await self._reply(message, answer)
+
+    async def _reply(self, request: dict[str, Any], answer: Mapping[str, Any]) -> None:
+        """Write the response to the server's ``request``: ``answer``'s ``result`` or ``error``."""
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": request["id"]}
+        if "error" in answer:
+            reply["error"] = answer["error"]
         else:
-            reply["error"] = {
-                "code": -32601,
-                "message": f"{message['method']} is not available through Bastion on a stdio route",
-            }
+            reply["result"] = answer.get("result", {})
         with contextlib.suppress(UpstreamError):
             await self._write(reply)
 

@@ -19,6 +19,7 @@ from bastion import audit
 from bastion.audit.build import decision_body, outcome_body
 from bastion.errors import AuditUnavailable
 from bastion.pipeline.context import Exchange
+from bastion.policy import Decision
 
 __all__ = ["AuditStage"]
 
@@ -81,6 +82,34 @@ class AuditStage:
             exchange.audited = True
         except Exception:
             logger.exception("could not queue the audit record of a denied request")
+
+    async def record_server_request(self, exchange: Exchange, method: str, decision: Decision) -> None:
+        """Commit the decision record of a server-to-client request (``sampling/createMessage``, ...).
+
+        ``target`` is the call that caused it (the exchange's target), the session and principal
+        the caller's. Raises ``AuditUnavailable`` when the record cannot be made durable: the
+        request is then refused, like a call.
+        """
+        denied = not decision.allowed
+        try:
+            body = decision_body(
+                route=exchange.route.name,
+                method=method[:200],
+                effect="deny" if denied else "allow",
+                policy_ids=decision.policy_ids,
+                obligations=decision.obligations,
+                reason="policy_denied" if denied else None,
+                policy_version=self._policy_version,
+                arguments={},
+                principal=exchange.principal,
+                target=exchange.target,
+                session=exchange.session.id if exchange.session else None,
+                decision_id=exchange.decision_id,
+                store_arguments=False,
+            )
+        except (ValueError, TypeError) as exc:
+            raise AuditUnavailable("the audit record could not be built") from exc
+        await self._log.append(body)
 
     async def record_dropped(self, exchange: Exchange, message: dict[str, Any] | None, reason: str) -> None:
         """Queue the record of an upstream-to-client message that was not relayed (never raises).

@@ -122,6 +122,19 @@ class HttpForwardStage:
                 await self._sessions.delete(session.id)
         exchange.reply = _reply_from(response, headers)
 
+    async def answer(self, exchange: Exchange, response: dict[str, Any]) -> None:
+        """POST ``response`` (a JSON-RPC response to a server-to-client request) to the upstream
+        session in the client's place, with the caller's upstream credential. Raises
+        ``UpstreamError`` when the upstream cannot be reached."""
+        upstream = self._upstream(exchange)
+        session_id = exchange.session.upstream_id if exchange.session else None
+        headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+        version = exchange.http.headers.get("mcp-protocol-version")
+        if version:
+            headers["mcp-protocol-version"] = version
+        sent = await _send(exchange, upstream, "POST", headers, json.dumps(response).encode(), session_id)
+        await sent.aclose()
+
     async def load_catalog(self, exchange: Exchange) -> None:
         """Fetch ``tools/list`` over the exchange's upstream session into the route's catalog."""
         upstream = self._upstream(exchange)

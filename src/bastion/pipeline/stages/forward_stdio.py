@@ -20,16 +20,17 @@ from typing import Any
 
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
-from bastion.errors import UpstreamError
+from bastion.errors import TransportError, UpstreamError
 from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, SseEvent, SseReply
-from bastion.stores.sessions import SessionStore
+from bastion.stores.sessions import SessionStore, rpc_key
 from bastion.transport.checks import SERVED_HANDSHAKE_VERSIONS, SERVED_MODERN_VERSIONS
-from bastion.upstream.stdio import StdioServer
+from bastion.upstream.stdio import ServerRequestHandler, StdioServer
 
 __all__ = ["StdioEndStage", "StdioForwardStage", "StdioStreamStage", "modernize_result"]
 
 _ENVELOPE_KEYS = frozenset({PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY})
 _LATEST_HANDSHAKE = SERVED_HANDSHAKE_VERSIONS[-1]
+_CLIENT_ANSWER_TIMEOUT_S = 300.0
 _CACHEABLE = frozenset(
     {"tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"}
 )
@@ -70,12 +71,19 @@ class StdioForwardStage:
             raise UpstreamError(f"route {exchange.route.name} has no stdio upstream")
         return exchange.route.stdio
 
+    def __init__(self) -> None:
+        self._awaiting: dict[tuple[str, Any], asyncio.Future[dict[str, Any]]] = {}
+
     async def run(self, exchange: Exchange) -> None:
         """Handle one downstream message on a stdio route."""
         server = self._server(exchange)
         headers = {"mcp-session-id": exchange.session.id} if exchange.new_session and exchange.session else {}
+        if exchange.kind == "response":
+            self._deliver(exchange)
+            exchange.reply = EmptyReply(202)
+            return
         if exchange.kind != "request":
-            # Notifications (initialized, cancelled, ...) and client responses stay at Bastion.
+            # Notifications (initialized, cancelled, ...) stay at Bastion.
             exchange.reply = EmptyReply(202)
             return
         method = exchange.method or ""
@@ -87,13 +95,83 @@ class StdioForwardStage:
             return
         params = _strip_envelope(exchange.params)
         meta = params.get("_meta")
-        wants_progress = isinstance(meta, dict) and "progressToken" in meta
-        if wants_progress and exchange.accepts_sse:
-            exchange.reply = SseReply(200, self._stream(exchange, server, method, params), headers)
+        wants_progress = isinstance(meta, dict) and "progressToken" in meta and exchange.accepts_sse
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        call = asyncio.create_task(
+            server.request(
+                method,
+                params,
+                on_progress=queue.put_nowait if wants_progress else None,
+                on_request=self._relay_to(exchange, queue),
+            )
+        )
+        if not wants_progress:
+            # Answer in JSON unless the server asks the client something first: then the
+            # reply becomes an SSE stream carrying that request (MCP basic/transports).
+            getter = asyncio.ensure_future(queue.get())
+            try:
+                await asyncio.wait({getter, call}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                await self._settle(call)
+                raise
+            finally:
+                if not getter.done():
+                    getter.cancel()
+            if not getter.done() or getter.cancelled():
+                exchange.upstream_status = 200
+                exchange.reply = JsonReply(200, self._finish(exchange, call.result()), headers)
+                return
+            exchange.reply = SseReply(200, self._stream(exchange, call, queue, first=getter.result()), headers)
             return
-        response = await server.request(method, params)
-        exchange.upstream_status = 200
-        exchange.reply = JsonReply(200, self._finish(exchange, response), headers)
+        exchange.reply = SseReply(200, self._stream(exchange, call, queue), headers)
+
+    @staticmethod
+    async def _settle(call: asyncio.Task[dict[str, Any]]) -> None:
+        if not call.done():
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError, UpstreamError):
+                await call
+
+    def _relay_to(self, exchange: Exchange, queue: asyncio.Queue[dict[str, Any]]) -> ServerRequestHandler:
+        """The handler that relays a server-to-client request of this call to its client: onto the
+        call's SSE stream (where the message filters decide it), then waits for the client's
+        response (``_deliver``) or the filter's refusal (``answer``)."""
+        session = exchange.session
+        relayable = exchange.accepts_sse and exchange.era == "handshake" and session is not None
+
+        async def relay(message: dict[str, Any]) -> dict[str, Any]:
+            if not relayable or session is None:
+                text = f"{message.get('method')} cannot reach this client: its call does not take an event stream"
+                return {"error": {"code": -32603, "message": text}}
+            key = (session.id, rpc_key(message.get("id")))
+            future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._awaiting[key] = future
+            queue.put_nowait(message)
+            try:
+                return await asyncio.wait_for(future, _CLIENT_ANSWER_TIMEOUT_S)
+            except TimeoutError:
+                return {"error": {"code": -32603, "message": "the client did not answer in time"}}
+            finally:
+                self._awaiting.pop(key, None)
+
+        return relay
+
+    def _deliver(self, exchange: Exchange) -> None:
+        """A client's response to a relayed server-to-client request: hand it to the waiting relay.
+        Raises ``TransportError`` (400) when no relayed request of this session awaits it."""
+        session = exchange.session
+        key = (session.id if session else "", rpc_key(exchange.rpc_id))
+        future = self._awaiting.get(key)
+        if future is None or future.done():
+            raise TransportError("Invalid Request: no request from the server awaits this response")
+        future.set_result(exchange.message or {})
+
+    async def answer(self, exchange: Exchange, response: dict[str, Any]) -> None:
+        """Answer a relayed server-to-client request in the client's place (a refusal by policy)."""
+        session = exchange.session
+        future = self._awaiting.get((session.id if session else "", rpc_key(response.get("id"))))
+        if future is not None and not future.done():
+            future.set_result(response)
 
     def _finish(self, exchange: Exchange, response: dict[str, Any]) -> dict[str, Any]:
         message = {**response, "id": exchange.rpc_id}
@@ -103,11 +181,18 @@ class StdioForwardStage:
         return message
 
     async def _stream(
-        self, exchange: Exchange, server: StdioServer, method: str, params: dict[str, Any]
+        self,
+        exchange: Exchange,
+        call: asyncio.Task[dict[str, Any]],
+        queue: asyncio.Queue[dict[str, Any]],
+        first: dict[str, Any] | None = None,
     ) -> AsyncIterator[SseEvent]:
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        call = asyncio.create_task(server.request(method, params, on_progress=queue.put_nowait))
+        """Relay what ``queue`` receives (progress, server-to-client requests) until ``call``
+        ends, then its answer. The call's failure propagates (the runner turns it into an
+        error event); closing the stream cancels the call."""
         try:
+            if first is not None:
+                yield SseEvent(message=first)
             while not call.done() or not queue.empty():
                 getter = asyncio.ensure_future(queue.get())
                 await asyncio.wait({getter, call}, return_when=asyncio.FIRST_COMPLETED)
@@ -118,10 +203,7 @@ class StdioForwardStage:
             exchange.upstream_status = 200
             yield SseEvent(message=self._finish(exchange, call.result()))
         finally:
-            if not call.done():
-                call.cancel()
-                with contextlib.suppress(asyncio.CancelledError, UpstreamError):
-                    await call
+            await self._settle(call)
 
     @staticmethod
     def _initialize(exchange: Exchange, server: StdioServer) -> dict[str, Any]:
