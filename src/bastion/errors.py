@@ -3,7 +3,9 @@
 Every error a request can meet carries three things: the HTTP status the
 gateway answers with, the JSON-RPC error code put in the body, and a stable
 string ``code`` that the audit log records. Foreign exceptions are mapped into
-this tree with ``raise ... from exc`` at the place they occur.
+this tree with ``raise ... from exc`` at the place they occur. A message that
+quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
+(``clip``).
 
     BastionError
     ├── ConfigError                 (start-up; never reaches a client)
@@ -12,6 +14,7 @@ this tree with ``raise ... from exc`` at the place they occur.
     │   ├── ArgumentsTooLarge       400  -32602  (over server.argument_limits)
     │   ├── BatchRejected           400  -32600
     │   ├── BodyTooLarge            413  -32600
+    │   ├── BodyTimeout             408  -32600  (the body did not arrive within server.body_timeout_s)
     │   ├── HeaderMismatch          400  -32020  (MCP 2026-07-28 mirrored headers)
     │   ├── UnsupportedVersion      400  -32600
     │   ├── UnsupportedMediaType    415  -32600
@@ -34,11 +37,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "ECHO_LIMIT",
     "ArgumentsTooLarge",
     "AuditUnavailable",
     "AuthenticationError",
     "BastionError",
     "BatchRejected",
+    "BodyTimeout",
     "BodyTooLarge",
     "ConfigError",
     "EgressDenied",
@@ -57,7 +62,24 @@ __all__ = [
     "UpstreamConnectionRequired",
     "UpstreamError",
     "UpstreamUnavailable",
+    "clip",
 ]
+
+#: At most this many characters of client input are quoted in an error message.
+ECHO_LIMIT = 200
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` as an error message may quote it: unchanged up to ``limit`` characters (code points),
+    else its first ``limit`` characters and ``…(N more characters)``.
+
+    For every message built from client input (a method or tool name, a header value, a URL), so a
+    10,000-character name is not sent back whole. Messages an upstream wrote are relayed as it wrote them.
+    """
+    left_out = len(text) - limit
+    if left_out <= 0:
+        return text
+    return f"{text[:limit]}…({left_out} more character{'' if left_out == 1 else 's'})"
 
 
 class BastionError(Exception):
@@ -128,6 +150,14 @@ class BodyTooLarge(TransportError):
 
     status = 413
     code = "body_too_large"
+
+
+class BodyTimeout(TransportError):
+    """The request body did not arrive in full within ``server.body_timeout_s`` of its headers
+    (RFC 9110 section 15.5.9, 408 Request Timeout)."""
+
+    status = 408
+    code = "body_timeout"
 
 
 class HeaderMismatch(TransportError):

@@ -8,6 +8,7 @@ import uvicorn
 
 from bastion.config import BastionConfig
 from bastion.gateway import Gateway
+from bastion.transport.connections import ConnectionLimits, http_protocol
 
 __all__ = ["GatewayServer", "override_listener", "run_server", "uvicorn_config"]
 
@@ -45,12 +46,23 @@ def override_listener(config: BastionConfig, host: str | None, port: int | None)
 
 
 def uvicorn_config(gateway: Gateway, log_level: str = "info") -> uvicorn.Config:
-    """The uvicorn settings Bastion runs with (no server header, no access log, graceful stop)."""
+    """The uvicorn settings Bastion runs with (no server header, no access log, graceful stop).
+
+    HTTP/1.1 through ``BastionHttpProtocol`` (header and body deadlines, header
+    size limit: ``bastion.transport.connections``); no WebSocket, which no
+    endpoint serves. uvicorn answers 503 to a request that arrives while
+    ``limit_concurrency`` connections are open, its own included: one more than
+    ``server.max_connections`` serves that many.
+    """
     server = gateway.config.server
+    limits = ConnectionLimits(server.header_timeout_s, server.body_timeout_s, server.max_header_bytes)
     return uvicorn.Config(
         gateway.app,
         host=server.host,
         port=server.port,
+        http=http_protocol(limits),
+        ws="none",
+        limit_concurrency=server.max_connections + 1,
         log_level=log_level,
         lifespan="on",
         access_log=False,

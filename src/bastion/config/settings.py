@@ -41,6 +41,15 @@ class ServerSettings(_Model):
     ``cors`` says which browser origins may call the MCP endpoints
     cross-origin; those origins pass the Origin check too (``browser_origins``).
 
+    Slow or hostile clients (``bastion.transport.connections``): a connection
+    must send a request's headers, at most ``max_header_bytes`` of them, within
+    ``header_timeout_s`` (else 408 or 431, closed), and the body within
+    ``body_timeout_s`` of the headers (else 408 with a JSON-RPC error); at most
+    ``max_connections`` connections are served at once (beyond them a request
+    is answered 503 and its connection closed). Keep ``max_connections`` well
+    under the process's descriptor limit (``ulimit -n``): each forwarded call
+    may hold one more, to the upstream.
+
     ``argument_limits`` bounds a call's ``arguments`` (depth, members, elements, string
     length, values in all; ``bastion.config.limits``): over any, the call is refused with
     JSON-RPC -32602 before the policy, the digest or redaction look at them.
@@ -53,10 +62,15 @@ class ServerSettings(_Model):
     allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     session_idle_s: Annotated[int, Field(ge=1)] = 3600
+    header_timeout_s: Annotated[int, Field(ge=1, le=300)] = 10
+    body_timeout_s: Annotated[int, Field(ge=1, le=3600)] = 30
+    max_header_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
+    max_connections: int = Field(default=512, ge=1, le=1_000_000)
     cors: CorsSettings = CorsSettings()
     argument_limits: ArgumentLimits = ArgumentLimits()
 
     _parse_idle = field_validator("session_idle_s", mode="before")(_duration)
+    _parse_timeouts = field_validator("header_timeout_s", "body_timeout_s", mode="before")(_duration)
 
     @property
     def browser_origins(self) -> tuple[str, ...]:

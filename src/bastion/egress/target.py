@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from bastion.egress.addresses import IPAddress, normalise_host, parse_host
-from bastion.errors import EgressDenied
+from bastion.errors import EgressDenied, clip
 
 __all__ = ["Target", "parse_target", "shown_url"]
 
@@ -59,13 +59,13 @@ def parse_target(url: str, *, allow_http: bool) -> Target:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise EgressDenied(f"URL is not valid: {exc}") from None
+        raise EgressDenied(f"URL is not valid: {clip(str(exc))}") from None
     if not parts.hostname:
         raise EgressDenied("URL has no host")
     host = normalise_host(parts.hostname)
     schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in schemes:
-        raise EgressDenied(f"URL scheme {parts.scheme!r} for {host} is not allowed (only {', '.join(schemes)})")
+        raise EgressDenied(f"URL scheme {clip(parts.scheme)!r} for {host} is not allowed (only {', '.join(schemes)})")
     if parts.username is not None or parts.password is not None:
         raise EgressDenied(f"URL for {host} carries user info")
     if port == 0:

@@ -24,7 +24,7 @@ from joserfc.errors import (
 )
 from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
 
-from bastion.errors import AuthenticationError
+from bastion.errors import AuthenticationError, clip
 
 __all__ = ["MAX_TOKEN_LENGTH", "KeyResolver", "VerifiedJWS", "parse_compact_jws", "verify_compact_jws"]
 
@@ -81,7 +81,7 @@ def parse_compact_jws(token: str) -> jws.CompactSignature:
     try:
         _HEADER_REGISTRY.check_header(header)  # types of kid, typ, jwk, x5c ...
     except (JoseError, ValueError, TypeError) as exc:
-        raise AuthenticationError("malformed_token", f"invalid JWS header: {exc}") from exc
+        raise AuthenticationError("malformed_token", f"invalid JWS header: {clip(str(exc))}") from exc
     return obj
 
 
@@ -107,7 +107,7 @@ def verify_compact_jws(
     header: Mapping[str, Any] = obj.protected
     alg = header["alg"]
     if alg == "none" or alg not in allowed_algorithms:
-        raise AuthenticationError("algorithm_not_allowed", f"JWS algorithm {alg!r} is not allowed")
+        raise AuthenticationError("algorithm_not_allowed", f"JWS algorithm {clip(alg)!r} is not allowed")
     resolved = key if isinstance(key, _KEY_TYPES) else key(header)
     registry = jws.JWSRegistry(algorithms=[alg], strict_check_header=False)
     try:

@@ -18,7 +18,7 @@ from typing import Any
 from joserfc.jwk import Key
 from joserfc.jws import CompactSignature
 
-from bastion.errors import AuthenticationError, ConfigError
+from bastion.errors import AuthenticationError, ConfigError, clip
 from bastion.identity.claims import (
     Validity,
     check_time,
@@ -137,7 +137,7 @@ class TokenVerifier:
         header = obj.protected
         alg, kid = header["alg"], header.get("kid")
         if alg == "none" or alg not in settings.algorithms:
-            raise AuthenticationError("algorithm_not_allowed", f"JWS algorithm {alg!r} is not allowed")
+            raise AuthenticationError("algorithm_not_allowed", f"JWS algorithm {clip(alg)!r} is not allowed")
         if kid is not None and not isinstance(kid, str):
             raise AuthenticationError("malformed_token", "the kid header must be a string")
         key: Key = await jwks.key_for(kid, alg)

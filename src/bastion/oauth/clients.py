@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from bastion.config.oauth import ClientMetadataDocumentSettings, RegisteredClient, check_redirect_uri
-from bastion.errors import BastionError, OAuthError
+from bastion.errors import BastionError, OAuthError, clip
 from bastion.oauth.records import digest
 from bastion.oauth.store import AuthorizationStore
 
@@ -250,7 +250,8 @@ def registration_metadata(body: Any) -> tuple[dict[str, Any], str]:
         raise OAuthError("invalid_redirect_uri", exc.description) from exc
     method = body.get("token_endpoint_auth_method", "client_secret_basic")
     if method not in _AUTH_METHODS:
-        raise OAuthError("invalid_client_metadata", f"token_endpoint_auth_method {method!r} is not supported")
+        shown = clip(str(method))
+        raise OAuthError("invalid_client_metadata", f"token_endpoint_auth_method {shown!r} is not supported")
     for key, allowed in (("grant_types", {"authorization_code", "refresh_token"}), ("response_types", {"code"})):
         values = body.get(key, [])
         if not isinstance(values, list) or not set(values) <= allowed:

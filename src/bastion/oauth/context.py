@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse
 
 from bastion.config.oauth import AuthorizationServerSettings
-from bastion.errors import BodyTooLarge, OAuthError
+from bastion.errors import BodyTimeout, BodyTooLarge, OAuthError
 from bastion.oauth.auditing import OAuthAudit
 from bastion.oauth.clients import ClientDirectory
 from bastion.oauth.federation import OpenIDProvider
@@ -55,11 +55,14 @@ class ServerContext:
 
 async def read_body(request: Request, limit: int) -> bytes | None:
     """The POST body, or None as soon as it exceeds ``limit`` bytes (chunked bodies included:
-    the declared length is not trusted). Read by the MCP endpoints' own reader."""
+    the declared length is not trusted). Read by the MCP endpoints' own reader. Raises
+    ``OAuthError("invalid_request")`` when the body is not in by ``server.body_timeout_s``."""
     try:
         return (await read_request(request.scope, request.receive, limit)).body
     except BodyTooLarge:
         return None
+    except BodyTimeout as exc:
+        raise OAuthError("invalid_request", "the request body did not arrive in time") from exc
 
 
 async def read_form(request: Request, limit: int, max_fields: int) -> list[tuple[str, str]] | None:

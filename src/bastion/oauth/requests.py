@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from bastion.errors import OAuthError
+from bastion.errors import OAuthError, clip
 
 __all__ = ["Resources", "check_code_challenge", "requested_scopes", "single_params", "verify_pkce"]
 
@@ -31,9 +31,9 @@ def single_params(items: Iterable[tuple[str, str]]) -> dict[str, str]:
     params: dict[str, str] = {}
     for name, value in items:
         if name in params:
-            raise OAuthError("invalid_request", f"parameter {name!r} is repeated")
+            raise OAuthError("invalid_request", f"parameter {clip(name)!r} is repeated")
         if len(value) > _MAX_PARAM:
-            raise OAuthError("invalid_request", f"parameter {name!r} is too long")
+            raise OAuthError("invalid_request", f"parameter {clip(name)!r} is too long")
         params[name] = value
     return params
 
@@ -76,7 +76,7 @@ def requested_scopes(value: str | None, supported: Sequence[str], *, default: Se
     asked = set(value.split())
     unknown = sorted(asked - set(supported))
     if unknown:
-        raise OAuthError("invalid_scope", f"unknown scope {unknown[0]!r}")
+        raise OAuthError("invalid_scope", f"unknown scope {clip(unknown[0])!r}")
     return tuple(scope for scope in supported if scope in asked)
 
 

@@ -33,6 +33,7 @@ from bastion.errors import (
     ParseError,
     TransportError,
     UnsupportedVersion,
+    clip,
 )
 
 __all__ = [
@@ -193,7 +194,7 @@ def protocol_era(headers: Mapping[str, str], message: Mapping[str, Any]) -> tupl
         return "modern", version
     if version in SERVED_HANDSHAKE_VERSIONS:
         return "handshake", version
-    raise UnsupportedVersion(f"Bad Request: unsupported MCP-Protocol-Version {version!r}")
+    raise UnsupportedVersion(f"Bad Request: unsupported MCP-Protocol-Version {clip(version)!r}")
 
 
 def check_modern_envelope(

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from bastion.errors import BodyTooLarge
+from bastion.errors import BodyTimeout, BodyTooLarge
 from bastion.pipeline.context import EmptyReply, HttpRequest, JsonReply, Reply, SseEvent, SseReply
 
-__all__ = ["read_request", "send_reply", "sse_bytes"]
+__all__ = ["BODY_DEADLINE", "read_request", "send_reply", "sse_bytes"]
+
+#: The ASGI scope extension by which Bastion's HTTP protocol (``bastion.transport.connections``) gives the
+#: application a request's body deadline: ``{"deadline": <event loop time>, "timeout_s": <seconds>}``.
+BODY_DEADLINE = "bastion.body_deadline"
 
 
 def _headers(scope: Scope) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
@@ -22,7 +27,9 @@ async def read_request(scope: Scope, receive: Receive, max_body: int) -> HttpReq
     """Build an ``HttpRequest`` from the ASGI scope, reading at most ``max_body`` bytes of body.
 
     Raises ``BodyTooLarge`` (413) as soon as ``Content-Length`` or the bytes
-    received exceed the limit, without reading the rest.
+    received exceed the limit, without reading the rest, and ``BodyTimeout``
+    (408) when the body is not complete by the scope's ``BODY_DEADLINE`` (none
+    outside Bastion's HTTP protocol: in-process tests read without one).
     """
     headers, raw = _headers(scope)
     client = scope.get("client")
@@ -38,6 +45,17 @@ async def read_request(scope: Scope, receive: Receive, max_body: int) -> HttpReq
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
         raise BodyTooLarge(f"Request body exceeds {max_body} bytes")
+    limit = scope.get("extensions", {}).get(BODY_DEADLINE)
+    try:
+        async with asyncio.timeout_at(limit["deadline"] if limit else None):
+            body = await _read_body(receive, max_body)
+    except TimeoutError:
+        seconds = limit["timeout_s"] if limit else 0
+        raise BodyTimeout(f"Request Timeout: the body did not arrive within {seconds:g} s") from None
+    return HttpRequest(request.method, request.path, headers, raw, request.client_ip, body)
+
+
+async def _read_body(receive: Receive, max_body: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -51,7 +69,7 @@ async def read_request(scope: Scope, receive: Receive, max_body: int) -> HttpReq
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
-    return HttpRequest(request.method, request.path, headers, raw, request.client_ip, b"".join(chunks))
+    return b"".join(chunks)
 
 
 def _encode(message: Any) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,9 +10,9 @@ from typing import Any
 import pytest
 from transport_asgi import Sink
 
-from bastion.errors import BodyTooLarge
+from bastion.errors import BodyTimeout, BodyTooLarge
 from bastion.pipeline.context import EmptyReply, JsonReply, SseEvent, SseReply
-from bastion.transport.wire import read_request, send_reply, sse_bytes
+from bastion.transport.wire import BODY_DEADLINE, read_request, send_reply, sse_bytes
 
 # --- sse_bytes --------------------------------------------------------------------------------
 
@@ -131,6 +132,28 @@ async def test_get_does_not_read_a_body() -> None:
 async def test_a_request_without_client_has_no_ip() -> None:
     scope = {**_scope(), "client": None}
     assert (await read_request(scope, _receiver(b""), 10)).client_ip is None
+
+
+def _with_deadline(seconds_left: float, timeout_s: float = 30) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + seconds_left
+    return {**_scope(), "extensions": {BODY_DEADLINE: {"deadline": deadline, "timeout_s": timeout_s}}}
+
+
+async def test_a_body_not_in_by_the_scope_deadline_is_a_408() -> None:
+    chunks = iter([{"type": "http.request", "body": b'{"js', "more_body": True}])
+
+    async def receive() -> dict[str, Any]:
+        return next(chunks, None) or await asyncio.sleep(60, {"type": "http.disconnect"})
+
+    with pytest.raises(BodyTimeout) as caught:
+        await read_request(_with_deadline(0.05), receive, 1024)
+    assert (caught.value.status, caught.value.jsonrpc_code, caught.value.code) == (408, -32600, "body_timeout")
+    assert caught.value.message == "Request Timeout: the body did not arrive within 30 s"
+
+
+async def test_a_body_in_before_the_scope_deadline_is_read() -> None:
+    request = await read_request(_with_deadline(10), _receiver(b'{"a":', b"1}"), 1024)
+    assert request.body == b'{"a":1}'
 
 
 # --- send_reply -------------------------------------------------------------------------------

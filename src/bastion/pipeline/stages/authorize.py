@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bastion.errors import InsufficientScope, PolicyDenied
+from bastion.errors import InsufficientScope, PolicyDenied, clip
 from bastion.pipeline.context import Exchange
 from bastion.policy import Decision, PolicyEngine
 
@@ -52,7 +52,7 @@ class AuthorizeStage:
         if exchange.action not in CEDAR_ACTIONS or exchange.resource is None or exchange.principal is None:
             exchange.decision = Decision(effect="deny", policy_ids=(), obligations={}, errors=())
             raise PolicyDenied(
-                f"Denied: {exchange.method} is not a method Bastion forwards", data={"policies": []}
+                f"Denied: {clip(exchange.method or '')} is not a method Bastion forwards", data={"policies": []}
             )
         arguments = exchange.params.get("arguments") if exchange.action == "tools/call" else None
         decision = self._engine.decide(

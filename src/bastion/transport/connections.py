@@ -1,0 +1,180 @@
+"""Per-connection limits of Bastion's HTTP listener: the defence against slow and hostile clients.
+
+uvicorn closes a connection idle between requests (``timeout_keep_alive``) and,
+with ``limit_concurrency``, answers 503 to a request that arrives while too many
+connections are open; but it waits for a request's headers and body forever and
+keeps headers of any size. ``BastionHttpProtocol``, uvicorn's httptools
+protocol selected through ``uvicorn.Config(http=...)`` (``http_protocol``),
+adds three limits (``server.*`` settings):
+
+- ``header_timeout_s``: a connection sends a request's complete headers within
+  this many seconds of connecting, or of the first byte of its next request;
+  else it is answered 408 (closed without an answer when it sent nothing) and
+  closed;
+- ``max_header_bytes``: more header bytes than this are answered 431 (RFC 6585
+  section 5) and the connection closed;
+- ``body_timeout_s``: the body is complete within this many seconds of the
+  headers. The deadline reaches the application in the ASGI scope (the
+  ``bastion.transport.wire.BODY_DEADLINE`` extension), where ``read_request``
+  raises ``BodyTimeout`` (408, a JSON-RPC error and an audit record); a second
+  later a connection whose body is still not complete (a client that trickles
+  on after that 408, or after a 413) is closed.
+
+The answers are JSON-RPC errors with ``id: null`` and ``Connection: close``.
+They are logged, not audited: no route or principal is known yet, and a record
+per socket would let anyone fill the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from bastion.transport.wire import BODY_DEADLINE
+
+__all__ = ["BastionHttpProtocol", "ConnectionLimits", "http_protocol"]
+
+logger = logging.getLogger(__name__)
+
+#: How long after the body deadline a connection whose body is still arriving is closed: the time
+#: the application's 408 has to reach the client first.
+CLOSE_GRACE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """The listener's limits: seconds for a request's headers and for its body, bytes of headers."""
+
+    header_timeout_s: float
+    body_timeout_s: float
+    max_header_bytes: int
+
+
+class BastionHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools HTTP/1.1 protocol with the header and body limits of the module docstring.
+
+    ``limits`` is set on the subclass ``http_protocol`` makes: uvicorn builds one
+    instance per connection from the class alone.
+    """
+
+    limits: ClassVar[ConnectionLimits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._headers_pending = False
+        self._body_pending = False
+        self._header_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Accept the connection; its first request's headers are due within ``header_timeout_s``."""
+        super().connection_made(transport)
+        self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop both timers, then let uvicorn end the request."""
+        self._stop_header_timer()
+        self._stop_body_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Parse ``data``; count it against ``max_header_bytes`` while a request's headers are awaited."""
+        if not self._body_pending:
+            if not self._headers_pending:  # the first bytes of the next request on a kept-alive connection
+                self._await_headers()
+            self._header_bytes += len(data)
+        super().data_received(data)
+        if self._headers_pending and self._header_bytes > self.limits.max_header_bytes:
+            self._refuse(431, f"Request Header Fields Too Large: more than {self.limits.max_header_bytes} bytes")
+
+    def on_message_begin(self) -> None:
+        """A request starts (httptools callback); its headers are due unless already awaited."""
+        super().on_message_begin()
+        if not self._headers_pending:
+            self._await_headers()
+
+    def on_headers_complete(self) -> None:
+        """The headers are in (httptools callback): hand the body deadline to the application."""
+        self._headers_pending = False
+        self._header_bytes = 0
+        self._stop_header_timer()
+        timeout_s = self.limits.body_timeout_s
+        deadline = self.loop.time() + timeout_s
+        extensions = self.scope.setdefault("extensions", {})
+        extensions[BODY_DEADLINE] = {"deadline": deadline, "timeout_s": timeout_s}
+        self._body_pending = True
+        self._body_timer = self.loop.call_at(deadline + CLOSE_GRACE_S, self._body_overdue)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The body is in (httptools callback)."""
+        self._body_pending = False
+        self._stop_body_timer()
+        super().on_message_complete()
+
+    def _await_headers(self) -> None:
+        self._headers_pending = True
+        self._header_bytes = 0
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._headers_overdue)
+
+    def _headers_overdue(self) -> None:
+        self._header_timer = None
+        if not self._headers_pending or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # an answer is still being written; uvicorn's keep-alive timeout follows it
+        if self._header_bytes == 0:
+            logger.info("closed a connection from %s that sent no request", self._peer)
+            self.transport.close()
+            return
+        self._refuse(408, f"Request Timeout: the headers did not arrive within {self.limits.header_timeout_s:g} s")
+
+    def _body_overdue(self) -> None:
+        self._body_timer = None
+        if self._body_pending and not self.transport.is_closing():
+            logger.info("closed a connection from %s whose request body never completed", self._peer)
+            self.transport.close()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with a JSON-RPC error (``id: null``) and close the connection."""
+        if self.transport.is_closing():
+            return
+        logger.info("%d to %s: %s", status, self._peer, message)
+        error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
+        body = json.dumps(error, separators=(",", ":")).encode()
+        head = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n".encode()]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    @property
+    def _peer(self) -> str:
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "an unknown client"
+
+
+def http_protocol(limits: ConnectionLimits) -> type[BastionHttpProtocol]:
+    """A ``BastionHttpProtocol`` subclass bound to ``limits``, for ``uvicorn.Config(http=...)``."""
+    return type("BastionHttpProtocol", (BastionHttpProtocol,), {"limits": limits})

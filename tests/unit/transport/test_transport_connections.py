@@ -1,0 +1,155 @@
+"""Tests of ``bastion.transport.connections``: the listener's header and body limits, without sockets.
+
+The protocol is driven as uvicorn drives it (``connection_made``, ``data_received``)
+with a transport that records what is written; the limits are fractions of a
+second so the timers run out during the test. ``tests/e2e/test_slow_clients.py``
+shows the same against a real ``bastion serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from bastion.transport import connections
+from bastion.transport.connections import ConnectionLimits, http_protocol
+from bastion.transport.wire import BODY_DEADLINE
+
+T = 0.4  # seconds for the headers, and for the body
+LIMITS = ConnectionLimits(header_timeout_s=T, body_timeout_s=T, max_header_bytes=4096)
+HEAD = b"POST /mcp/r HTTP/1.1\r\nHost: example\r\nContent-Length: 10\r\n\r\n"
+
+
+class Transport(asyncio.Transport):
+    """Records what the protocol writes and whether it closed the connection; like asyncio's, tells
+    the protocol that the connection is lost soon after ``close``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+        self.protocol: asyncio.Protocol | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def close(self) -> None:
+        if not self.closed and self.protocol is not None:
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 8080)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class App:
+    """An ASGI app that reads the whole body and answers 200; keeps the scopes it saw."""
+
+    def __init__(self) -> None:
+        self.scopes: list[dict[str, Any]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scopes.append(scope)
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _connection(app: App, limits: ConnectionLimits = LIMITS) -> tuple[Any, Transport]:
+    config = uvicorn.Config(app, http=http_protocol(limits), ws="none", log_config=None)
+    config.load()
+    protocol = config.http_protocol_class(config=config, server_state=ServerState(), app_state={})
+    transport = Transport()
+    transport.protocol = protocol
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def _answer(transport: Transport) -> tuple[bytes, dict[str, Any]]:
+    head, _, body = transport.written.partition(b"\r\n\r\n")
+    return head, json.loads(body)
+
+
+async def test_partial_headers_are_answered_408_in_jsonrpc_form_and_closed() -> None:
+    protocol, transport = _connection(App())
+    protocol.data_received(b"POST /mcp/r HTTP/1.1\r\nHost: exa")
+    await asyncio.sleep(T / 4)
+    assert not transport.closed
+    await asyncio.sleep(T)
+    assert transport.closed
+    head, message = _answer(transport)
+    assert head.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"connection: close" in head
+    assert message == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32600, "message": "Request Timeout: the headers did not arrive within 0.4 s"},
+    }
+
+
+async def test_a_connection_that_sends_nothing_is_closed_without_an_answer() -> None:
+    _, transport = _connection(App())
+    await asyncio.sleep(T * 1.5)
+    assert transport.closed
+    assert transport.written == b""
+
+
+async def test_headers_sent_in_time_are_served_and_the_app_gets_the_body_deadline() -> None:
+    app = App()
+    protocol, transport = _connection(app)
+    before = asyncio.get_running_loop().time()
+    protocol.data_received(HEAD + b"0123456789")
+    await asyncio.sleep(T * 1.5)  # past both deadlines: the request was complete before either
+    assert transport.written.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert not transport.closed
+    limit = app.scopes[0]["extensions"][BODY_DEADLINE]
+    assert limit["timeout_s"] == T
+    assert before + T <= limit["deadline"] <= before + T * 1.5
+
+
+async def test_the_next_request_on_a_kept_alive_connection_has_its_own_header_deadline() -> None:
+    protocol, transport = _connection(App())
+    protocol.data_received(HEAD + b"0123456789")
+    await asyncio.sleep(T / 4)
+    protocol.data_received(b"GET /healthz HTTP/1.1\r\nHo")
+    await asyncio.sleep(T * 1.5)
+    assert transport.closed
+    assert transport.written.count(b"HTTP/1.1 ") == 2
+    assert b"HTTP/1.1 408 Request Timeout\r\n" in transport.written
+
+
+async def test_headers_over_max_header_bytes_are_answered_431_and_closed() -> None:
+    protocol, transport = _connection(App())
+    protocol.data_received(b"POST /mcp/r HTTP/1.1\r\n" + b"X-Pad: " + b"a" * 5000 + b"\r\n")
+    assert transport.closed
+    head, message = _answer(transport)
+    assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert message["error"]["message"] == "Request Header Fields Too Large: more than 4096 bytes"
+
+
+async def test_a_body_that_never_completes_closes_the_connection_after_the_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The app (here: one that waits) is given the deadline; the protocol closes one grace later."""
+    monkeypatch.setattr(connections, "CLOSE_GRACE_S", T)
+    protocol, transport = _connection(App())
+    protocol.data_received(HEAD + b"01234")
+    await asyncio.sleep(T * 1.5)  # past the deadline, within the grace
+    assert not transport.closed
+    await asyncio.sleep(T)
+    assert transport.closed
