@@ -218,21 +218,23 @@ class RecordingServerProcess:
     record_path: Path
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    ready_path: str = "/.well-known/oauth-protected-resource/mcp"
+    """What ``_launch`` polls until it answers (by default the RFC 9728 metadata)."""
 
     def start(self) -> Self:
         """Run the server and wait until it answers."""
         raise NotImplementedError
 
     def _launch(self, args: Sequence[str]) -> Self:
-        """Run ``python -m <args>`` from the repository and wait until its RFC 9728 metadata
-        answers; raise ``RuntimeError`` (with the log) if it does not within ``timeout_s``."""
+        """Run ``python -m <args>`` from the repository and wait until ``ready_path`` (its RFC 9728
+        metadata) answers; raise ``RuntimeError`` (with the log) if it does not within ``timeout_s``."""
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO
             )
         try:
             wait_http(
-                f"http://127.0.0.1:{self.port}/.well-known/oauth-protected-resource/mcp",
+                f"http://127.0.0.1:{self.port}{self.ready_path}",
                 timeout_s=self.timeout_s,
                 proc=self.proc,
             )
