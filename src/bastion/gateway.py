@@ -48,6 +48,7 @@ from bastion.policy import PolicyEngine
 from bastion.portal import PORTAL_PATHS, Portal
 from bastion.principal import Principal
 from bastion.stores.sessions import MemorySessionStore, Session
+from bastion.stores.memory_counters import MemoryRateCounter
 from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.endpoint import McpEndpoint
@@ -110,6 +111,7 @@ class Gateway:
         )
         self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
         self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
+        self.rates = MemoryRateCounter()  # the sign-in throttle's counts (and the limits stage's)
         self._background: set[asyncio.Task[None]] = set()
         self.origins = OriginPolicy.for_listener(
             config.server.base_url,
@@ -132,6 +134,7 @@ class Gateway:
                 issuer=self.issuer,
                 revocations=self.revocations,
                 fetch=functools.partial(self.egress.fetch, purpose="client_metadata"),
+                rates=self.rates,
                 egress=self.egress,
             )
         self.portal: Portal | None = None

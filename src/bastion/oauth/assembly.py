@@ -24,6 +24,7 @@ from bastion.oauth.metadata import ENDPOINTS
 from bastion.oauth.requests import Resources
 from bastion.oauth.store_sqlite import SQLiteAuthorizationStore
 from bastion.oauth.users import LocalUsers
+from bastion.stores.counters import RateCounter
 
 __all__ = ["AuthorizationServer"]
 
@@ -31,7 +32,8 @@ __all__ = ["AuthorizationServer"]
 class AuthorizationServer:
     """Bastion's OAuth 2.1 authorization server: its store, its parts and its routes.
 
-    ``database`` is the embedded SQLite file; ``fetch`` fetches client metadata
+    ``database`` is the embedded SQLite file; ``rates`` the rate counter the sign-in throttle
+    counts on; ``fetch`` fetches client metadata
     documents through the egress guard; ``egress`` is the guard the identity
     providers are reached through (required when any is configured). Raises
     ``ConfigError`` when a client secret reference or the users file cannot be read.
@@ -45,6 +47,7 @@ class AuthorizationServer:
         audit: AuditLog,
         issuer: TokenIssuer,
         revocations: RevocationList,
+        rates: RateCounter,
         fetch: DocumentFetch | None,
         egress: EgressGuard | None = None,
         clock: Callable[[], float] = time.time,
@@ -83,6 +86,7 @@ class AuthorizationServer:
             resources=resources,
             route_titles={route.name: route.title or route.name for route in config.routes},
             users=LocalUsers.load(settings.users_file) if settings.users_file else None,
+            rates=rates,
             providers=providers,
             clock=clock,
         )

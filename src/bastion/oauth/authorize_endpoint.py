@@ -45,12 +45,13 @@ _FORM_LIMIT = 16 * 1024
 class AuthorizeEndpoint:
     """Serves ``GET /oauth/authorize``, ``POST /oauth/sign-in`` and ``POST /oauth/consent``.
 
-    Password sign-ins are throttled per username (``SignInThrottle``: 5 failures in 5 minutes).
+    Password sign-ins are throttled per username (``SignInThrottle`` on the context's rate
+    counter: 5 attempts that did not succeed in 5 minutes).
     """
 
     def __init__(self, context: ServerContext) -> None:
         self._ctx = context
-        self._throttle = SignInThrottle()
+        self._throttle = SignInThrottle(context.rates)
 
     async def authorize(self, request: Request) -> Response:
         """Validate an authorization request (RFC 6749 section 4.1.1) and show sign-in or consent."""
@@ -152,7 +153,7 @@ class AuthorizeEndpoint:
             return error_page(title="Sign-in is not available", message="no local users file", status_code=400)
         username = str(form.get("username", ""))[:256]
         now = ctx.clock()
-        wait_s = self._throttle.retry_after(username, now)
+        wait_s = await self._throttle.attempt(username, now)
         if wait_s is not None:
             minutes = max(1, math.ceil(wait_s / 60))
             shown = f"Too many failed sign-ins for this username. Try again in {minutes} minutes."
@@ -160,10 +161,9 @@ class AuthorizeEndpoint:
         # argon2id takes tens of milliseconds of CPU: off the event loop.
         user = await asyncio.to_thread(ctx.users.verify, username, str(form.get("password", ""))[:1024])
         if user is None:
-            self._throttle.failed(username, now)
             shown = "The username or password is not right."
             return await self._refuse_password(pending, username, "bad username or password", shown, 401)
-        self._throttle.succeeded(username)
+        await self._throttle.succeeded(username)
         identity = UserIdentity(user.sub, "local", user.email, user.name, tuple(user.groups))
         return await self.finish_sign_in(pending, identity, {"username": username})
 

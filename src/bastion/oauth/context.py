@@ -20,6 +20,7 @@ from bastion.oauth.grants import GrantService
 from bastion.oauth.requests import Resources
 from bastion.oauth.store import AuthorizationStore
 from bastion.oauth.users import LocalUsers
+from bastion.stores.counters import RateCounter
 from bastion.transport.wire import read_request
 
 __all__ = ["NO_STORE", "ServerContext", "oauth_error_response", "read_body", "read_form", "redirect_with"]
@@ -31,7 +32,8 @@ NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 @dataclass(frozen=True, slots=True)
 class ServerContext:
     """The authorization server's parts. ``route_titles`` maps route names to display names;
-    ``providers`` the OpenID Connect providers people sign in with, by name."""
+    ``providers`` the OpenID Connect providers people sign in with, by name; ``rates`` the rate
+    counter the sign-in throttle counts on."""
 
     issuer: str
     base_url: str
@@ -43,6 +45,7 @@ class ServerContext:
     resources: Resources
     route_titles: Mapping[str, str]
     users: LocalUsers | None
+    rates: RateCounter
     providers: Mapping[str, OpenIDProvider] = field(default_factory=dict)
     clock: Callable[[], float] = field(default=time.time)
 

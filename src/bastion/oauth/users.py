@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from bastion.errors import ConfigError
+from bastion.stores.counters import RateCounter
 
 __all__ = ["LocalUser", "LocalUsers", "SignInThrottle", "add_user", "hash_password"]
 
@@ -199,37 +200,36 @@ class LocalUsers:
 
 
 class SignInThrottle:
-    """Bounds password guessing per username: after ``max_failures`` failed sign-ins within
-    ``window_s`` seconds, further attempts for that name are refused until the oldest failure
-    leaves the window (OWASP ASVS 4.0 V2.2.1). A success clears the name.
+    """Bounds password guessing per username: at most ``max_attempts`` sign-ins that did not
+    succeed within ``window_s`` seconds; further attempts for that name are refused until the
+    oldest leaves the window (OWASP ASVS 4.0 V2.2.1). A success clears the name.
 
-    Kept in memory, per process: with several replicas an attacker gets ``max_failures`` per
-    replica per window. At most ``max_names`` names are tracked; the stalest is forgotten first.
+    Every attempt is counted BEFORE the password is checked (``attempt``), in one atomic step
+    of ``counter`` under the key ``sign-in:<username>``, so guesses sent in parallel cannot all
+    pass the check while the first ones are still being hashed. With the embedded
+    ``MemoryRateCounter`` the count is per process (an attacker gets ``max_attempts`` per
+    replica per window, and at most the counter's ``max_keys`` names are tracked); with a
+    shared counter, one count for every replica. Times are epoch seconds.
     """
 
-    def __init__(self, *, max_failures: int = 5, window_s: float = 300.0, max_names: int = 10_000) -> None:
-        self._max_failures = max_failures
+    def __init__(self, counter: RateCounter, *, max_attempts: int = 5, window_s: float = 300.0) -> None:
+        self._counter = counter
+        self._max_attempts = max_attempts
         self._window_s = window_s
-        self._max_names = max_names
-        self._failures: dict[str, list[float]] = {}
 
-    def retry_after(self, username: str, now: float) -> float | None:
-        """Seconds until ``username`` may try again, or None when it may try now."""
-        recent = [t for t in self._failures.get(username, ()) if now - t < self._window_s]
-        if len(recent) < self._max_failures:
-            return None
-        return self._window_s - (now - recent[-self._max_failures])
+    async def attempt(self, username: str, now: float) -> float | None:
+        """Count a sign-in attempt for ``username`` at ``now``: None when it may go ahead, else
+        the seconds until it may try again (the attempt is then not counted)."""
+        decision = await self._counter.hit(_throttle_key(username), self._max_attempts, self._window_s, now=now)
+        return None if decision.allowed else decision.retry_after_s
 
-    def failed(self, username: str, now: float) -> None:
-        """Count a failed attempt for ``username`` at ``now`` (epoch seconds)."""
-        recent = [t for t in self._failures.pop(username, ()) if now - t < self._window_s]
-        self._failures[username] = [*recent[-self._max_failures :], now]  # re-inserted: most recent last
-        while len(self._failures) > self._max_names:
-            del self._failures[next(iter(self._failures))]
+    async def succeeded(self, username: str) -> None:
+        """Forget the attempts of ``username`` (its password was right)."""
+        await self._counter.reset(_throttle_key(username))
 
-    def succeeded(self, username: str) -> None:
-        """Forget the failures of ``username``."""
-        self._failures.pop(username, None)
+
+def _throttle_key(username: str) -> str:
+    return "sign-in:" + username
 
 
 def hash_password(password: str) -> str:

@@ -23,6 +23,7 @@ from bastion.egress import EgressGuard
 from bastion.identity import RevocationList, SigningKeys, TokenIssuer
 from bastion.oauth import AuthorizationServer
 from bastion.oauth.users import hash_password
+from bastion.stores.memory_counters import MemoryRateCounter
 
 PASSWORD = "correct horse battery staple"
 
@@ -140,6 +141,7 @@ def served(config: BastionConfig, data: Path, *, egress: EgressGuard | None = No
             audit=audit,
             issuer=TokenIssuer(keys, config.issuer, 3600),
             revocations=revocations,
+            rates=MemoryRateCounter(),
             fetch=None,
             egress=egress,
             clock=clock,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import stat
 from pathlib import Path
@@ -14,6 +15,7 @@ from oauth_helpers import PASSWORD, password_hash
 from bastion.errors import ConfigError
 from bastion.oauth import users as users_module
 from bastion.oauth.users import LocalUser, LocalUsers, SignInThrottle, add_user, hash_password
+from bastion.stores.memory_counters import MemoryRateCounter
 
 
 def write_users(tmp_path: Path, text: str) -> Path:
@@ -215,23 +217,37 @@ def test_add_user_refuses_a_sub_taken_by_another_user(tmp_path: Path) -> None:
     assert LocalUsers.load(path).usernames == ("alice",)
 
 
-def test_the_throttle_blocks_after_five_failures_in_the_window_and_reopens_as_they_age() -> None:
-    throttle = SignInThrottle(max_failures=5, window_s=300)
+async def test_the_throttle_blocks_after_five_failures_in_the_window_and_reopens_as_they_age() -> None:
+    throttle = SignInThrottle(MemoryRateCounter(), max_attempts=5, window_s=300)
     for t in (0, 10, 20, 30):
-        throttle.failed("alice", t)
-    assert throttle.retry_after("alice", 40) is None  # four failures: still allowed
-    throttle.failed("alice", 40)
-    assert throttle.retry_after("alice", 41) == 259  # until the failure at t=0 is 300 s old
-    assert throttle.retry_after("bob", 41) is None  # per username
-    assert throttle.retry_after("alice", 300) is None  # t=0 has left the window
+        assert await throttle.attempt("alice", t) is None  # failed (never succeeded)
+    assert await throttle.attempt("alice", 40) is None  # four failures: still allowed
+    assert await throttle.attempt("alice", 41) == 259  # until the failure at t=0 is 300 s old
+    assert await throttle.attempt("bob", 41) is None  # per username
+    assert await throttle.attempt("alice", 300) is None  # t=0 has left the window
 
 
-def test_a_success_clears_the_name_and_the_names_tracked_are_bounded() -> None:
-    throttle = SignInThrottle(max_failures=1, window_s=300, max_names=2)
-    throttle.failed("alice", 0)
-    throttle.succeeded("alice")
-    assert throttle.retry_after("alice", 1) is None
+async def test_a_success_clears_the_name_and_the_names_tracked_are_bounded() -> None:
+    throttle = SignInThrottle(MemoryRateCounter(max_keys=2), max_attempts=1, window_s=300)
+    assert await throttle.attempt("alice", 0) is None
+    await throttle.succeeded("alice")
+    assert await throttle.attempt("alice", 1) is None
     for name in ("a", "b", "c"):
-        throttle.failed(name, 1)
-    assert throttle.retry_after("a", 2) is None  # forgotten: the stalest of three names, two kept
-    assert throttle.retry_after("c", 2) is not None
+        assert await throttle.attempt(name, 1) is None
+    assert await throttle.attempt("a", 2) is None  # forgotten: the stalest of four names, two kept
+    assert await throttle.attempt("c", 2) is not None
+
+
+async def test_guesses_sent_in_parallel_get_only_five_password_checks() -> None:
+    """Each attempt is counted before its (slow) password check, so parallel guesses cannot all
+    pass the throttle while the first ones are still being hashed."""
+    throttle = SignInThrottle(MemoryRateCounter(), max_attempts=5, window_s=300)
+    checked: list[int] = []
+
+    async def guess(i: int) -> None:
+        if await throttle.attempt("alice", 0) is None:
+            await asyncio.sleep(0.01)  # argon2id off the event loop
+            checked.append(i)
+
+    await asyncio.gather(*(guess(i) for i in range(50)))
+    assert len(checked) == 5
