@@ -20,6 +20,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from bastion.audit import SQLiteAuditLog
+from bastion.catalog import MemoryCatalogStore
 from bastion.config import BastionConfig, RouteSettings, SecretRef
 from bastion.credentials.broker import CredentialSource, ExchangedTokens, UserTokens
 from bastion.credentials.exchange import TokenExchange
@@ -47,8 +48,8 @@ from bastion.pipeline.stages.url_arguments import UrlArgumentStage
 from bastion.policy import PolicyEngine
 from bastion.portal import PORTAL_PATHS, Portal
 from bastion.principal import Principal
-from bastion.stores.sessions import MemorySessionStore, Session
 from bastion.stores.memory_counters import MemoryRateCounter
+from bastion.stores.sessions import MemorySessionStore, Session
 from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.endpoint import McpEndpoint
@@ -110,8 +111,8 @@ class Gateway:
             jwks_fetch=guarded_jwks_fetch(self.egress),
         )
         self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
-        self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
         self.rates = MemoryRateCounter()  # the sign-in throttle's counts (and the limits stage's)
+        self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
         self._background: set[asyncio.Task[None]] = set()
         self.origins = OriginPolicy.for_listener(
             config.server.base_url,
@@ -133,8 +134,8 @@ class Gateway:
                 audit=self.audit,
                 issuer=self.issuer,
                 revocations=self.revocations,
-                fetch=functools.partial(self.egress.fetch, purpose="client_metadata"),
                 rates=self.rates,
+                fetch=functools.partial(self.egress.fetch, purpose="client_metadata"),
                 egress=self.egress,
             )
         self.portal: Portal | None = None
@@ -218,6 +219,9 @@ class Gateway:
         server = self.config.identity.authorization_server
         if server.enabled:
             runtime.scopes, runtime.scopes_supported = server.default_scopes, server.scopes
+        credentials = settings.credentials
+        per_user = credentials is not None and (credentials.oauth is not None or credentials.token_exchange is not None)
+        runtime.catalogs = MemoryCatalogStore(per_user=per_user)  # one per person where each has their own upstream
         if settings.http is not None:
             runtime.http = HttpUpstream(
                 settings.http.url,
@@ -237,11 +241,7 @@ class Gateway:
                 cwd=str(stdio.cwd) if stdio.cwd else None,
                 restart_backoff_s=stdio.restart_backoff_s,
             )
-
-            def mark_stale(_: str, catalog: Any = runtime.catalog) -> None:
-                catalog.stale = True
-
-            runtime.stdio.on_list_changed = mark_stale
+            runtime.stdio.on_list_changed = lambda _: runtime.catalogs.mark_stale()
         return runtime
 
     def _endpoint(self, route: RouteRuntime) -> McpEndpoint:

@@ -153,3 +153,20 @@ async def test_a_url_pointing_inward_is_refused_before_the_upstream_sees_it(setu
     assert setup.forbidden.hits == []  # nothing was forwarded, so nothing was fetched
     denials = wait_until(lambda: (rows := setup.denials())[before:] and rows)  # the record is written after the reply
     assert denials[before:] == [("deny", "egress_denied", "fetch")]
+
+
+async def test_a_tool_the_upstream_does_not_list_is_refused_not_skipped(setup: Setup) -> None:
+    """``fetch_quietly`` is served but never listed: its schema, and so which argument is a URL,
+    is unknown. Bastion refuses the call instead of forwarding it with the URL unchecked."""
+    before = len(setup.denials())
+    url = f"http://127.0.0.1:{setup.forbidden.port}/quiet"
+    async with connect(setup.bastion.url("fetch"), setup.token(), MODERN) as client:
+        listed = await client.list_tools()
+        assert "fetch_quietly" not in [tool.name for tool in listed.tools]
+        with pytest.raises(MCPError) as caught:
+            await client.call_tool("fetch_quietly", {"url": url})
+    assert caught.value.error.code == -32003
+    assert "definition is unknown" in caught.value.error.message
+    assert "/quiet" not in setup.forbidden.hits
+    denials = wait_until(lambda: (rows := setup.denials())[before:] and rows)
+    assert denials[before:] == [("deny", "egress_denied", "fetch_quietly")]

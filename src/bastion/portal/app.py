@@ -393,7 +393,7 @@ class Portal:
         return listed
 
     def _may_use(self, principal: Principal, route: RouteRuntime) -> bool:
-        catalog = route.catalog
+        catalog = route.catalog_for(principal)
         if catalog.stale or not catalog.tools:
             return True
         refs = []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bastion.catalog import ToolCatalog
 from bastion.errors import UpstreamError
-from bastion.transport.routes import ToolCatalog
 
 READ_ONLY = {"name": "wipe", "annotations": {"readOnlyHint": True}}
 DESTRUCTIVE = {"name": "wipe", "annotations": {"destructiveHint": True}}

@@ -81,7 +81,7 @@ def _route(name: str = "notes", tools: list[dict[str, Any]] | None = None) -> Ro
         metadata_url=f"http://gw.test/.well-known/oauth-protected-resource/mcp/{name}",
     )
     if tools is not None:
-        route.catalog.merge(tools, complete=True)
+        route.catalog_for(None).merge(tools, complete=True)
     return route
 
 
@@ -121,7 +121,7 @@ class CatalogLoader:
 
     async def __call__(self, exchange: Exchange) -> None:
         self.calls += 1
-        exchange.route.catalog.merge(self.tools, complete=True)
+        exchange.route.catalog_for(exchange.principal).merge(self.tools, complete=True)
 
 
 async def _classify(exchange: Exchange, loader: CatalogLoader | None = None) -> Exchange:
@@ -418,12 +418,12 @@ async def test_the_tool_list_refreshes_the_catalog(engine: PolicyEngine) -> None
     exchange = _exchange("tools/list", {}, route=route)
     exchange.reply = _list_reply("tools", NOTES_TOOLS, cursor=None)
     await _inspect(engine, exchange)
-    assert set(route.catalog.tools) == {t["name"] for t in NOTES_TOOLS}
+    assert set(route.catalog_for(None).tools) == {t["name"] for t in NOTES_TOOLS}
     later = _exchange("tools/list", {"cursor": "page-2"}, route=route)
     later.reply = _list_reply("tools", [{"name": "extra", "annotations": {"readOnlyHint": True}}], cursor=None)
     await _inspect(engine, later)
-    assert "read_logs" in route.catalog.tools
-    assert "extra" in route.catalog.tools
+    assert "read_logs" in route.catalog_for(None).tools
+    assert "extra" in route.catalog_for(None).tools
 
 
 async def test_a_modern_filtered_list_is_private(engine: PolicyEngine) -> None:

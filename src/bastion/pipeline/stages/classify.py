@@ -72,7 +72,7 @@ class ClassifyStage:
         route = exchange.route.name
         if method == "tools/call":
             name = _string_param(params, "name", method)
-            catalog = exchange.route.catalog
+            catalog = exchange.route.catalog_for(exchange.principal)
             ref = catalog.ref(route, name)
             if ref is None:
                 await self._load_catalog(exchange)

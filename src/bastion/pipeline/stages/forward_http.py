@@ -152,7 +152,7 @@ class HttpForwardStage:
                        "params": params}  # fmt: skip
             return await self._request(exchange, upstream, headers, json.dumps(message).encode(), session_id)
 
-        await exchange.route.catalog.reload(fetch_page)
+        await exchange.route.catalog_for(exchange.principal).reload(fetch_page)
 
     @staticmethod
     async def _request(

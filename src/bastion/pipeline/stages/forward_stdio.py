@@ -251,7 +251,7 @@ class StdioForwardStage:
                 raise UpstreamError(f"tools/list failed: {response.get('error')}")
             return result
 
-        await exchange.route.catalog.reload(fetch_page)
+        await exchange.route.catalog_for(exchange.principal).reload(fetch_page)
 
 
 class StdioStreamStage:

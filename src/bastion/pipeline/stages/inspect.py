@@ -59,7 +59,8 @@ class ListFilter:
             return message
         items = [item for item in listed if isinstance(item, dict)] if isinstance(listed, list) else []
         if answered.method == "tools/list":
-            exchange.route.catalog.merge(items, complete=answered.first_page and not result.get("nextCursor"))
+            complete = answered.first_page and not result.get("nextCursor")
+            exchange.route.catalog_for(exchange.principal).merge(items, complete=complete)
         refs = [self._ref(exchange, kind, item) for item in items]
         principal = exchange.principal
         if principal is None:

@@ -18,7 +18,7 @@ __all__ = ["ListChangedFilter"]
 
 
 class ListChangedFilter:
-    """Mark ``exchange.route.catalog`` stale when the upstream says its tools changed."""
+    """Mark the route's catalogs stale when the upstream says its tools changed."""
 
     name = "list_changed"
 
@@ -27,5 +27,5 @@ class ListChangedFilter:
     ) -> dict[str, Any] | None:
         """Return ``message`` unchanged."""
         if message.get("method") == "notifications/tools/list_changed":
-            exchange.route.catalog.stale = True
+            exchange.route.catalogs.mark_stale()
         return message

@@ -7,6 +7,9 @@ argument of a ``tools/call`` (by name, or by ``"format": "uri"`` in the tool's
 input schema) must pass the egress guard's URL and address checks, with the
 route's own allow list, before the call is forwarded; a refusal is an
 ``EgressDenied`` (403, JSON-RPC -32003) and an audit record naming the argument.
+With ``format_uri``, a call to a tool whose definition is unknown (the upstream
+does not list it, or the catalog could not be loaded) is refused: its URL
+arguments could not be told apart, and are never skipped.
 """
 
 from __future__ import annotations
@@ -65,7 +68,14 @@ class UrlArgumentStage:
         arguments = exchange.params.get("arguments")
         if not isinstance(arguments, dict):
             return
-        tool = exchange.route.catalog.get(exchange.target)
+        tool = exchange.route.catalog_for(exchange.principal).get(exchange.target)
+        if tool is None and self._settings.format_uri:
+            # Which arguments are URLs is read from the tool's input schema: without it, a URL could
+            # pass unchecked. The classify stage has already tried to load the catalog; refuse.
+            raise EgressDenied(
+                "the tool's definition is unknown, so its URL arguments cannot be checked",
+                data={"argument": None},
+            )
         checked = 0
         for name in url_argument_names(self._settings, tool):
             if name not in arguments:
