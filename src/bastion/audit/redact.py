@@ -19,7 +19,9 @@ Two rules apply:
    ids (AKIA/ASIA), GitHub (``ghp_`` ``gho_`` ``ghu_`` ``ghs_`` ``ghr_``
    ``github_pat_``), Slack ``xox?-``, Stripe ``sk_``/``rk_`` live/test keys, Google
    ``AIza`` keys, and long high-entropy tokens. Only the matching part of a string is
-   replaced, so surrounding text stays readable.
+   replaced, so surrounding text stays readable. A scan takes time linear in the
+   string (no detector rescans a token from each of its word boundaries), and only the
+   detectors whose fixed parts occur in the string run.
 
 High-entropy tokens: a run of 24 to 256 characters of ``[A-Za-z0-9+/_=-]`` that has
 lower case, upper case and digits, a Shannon entropy within 0.5 bit of what a random
@@ -37,9 +39,11 @@ hex-only secrets are caught only by key name. The digest of the unredacted argum
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -57,28 +61,55 @@ SECRET_KEY_WORDS = frozenset(
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _SEPARATORS = re.compile(r"[^a-z0-9]+")
+_SECRET_WORD = re.compile("|".join(sorted(SECRET_KEY_WORDS)))
 _RUN = "A-Za-z0-9+/_=-"
-_VALUE = re.compile(
-    r"(?P<private_key>-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z))"
-    r"|(?P<url_password>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+(?=@)"
-    r"|(?P<secret_param>\b(?:[A-Za-z0-9]+[_-])*(?i:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|sig"
-    r"|signature)=)[^\s&;,'\"]+"
-    r"|(?P<bearer>\b(?i:bearer)[ \t]+[A-Za-z0-9._~+/-]{20,}=*)"
-    r"|(?P<jwt>\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"
-    r"|(?P<aws_access_key>\b(?:AKIA|ASIA)[A-Z0-9]{16}\b)"
-    r"|(?P<github_token>\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}))"
-    r"|(?P<slack_token>\bxox[abposr]-[A-Za-z0-9-]{10,})"
-    r"|(?P<stripe_key>\b[rs]k_(?:live|test)_[A-Za-z0-9]{10,})"
-    r"|(?P<google_api_key>\bAIza[0-9A-Za-z_-]{35})"
-    rf"|(?P<high_entropy>(?<![{_RUN}])[{_RUN}]{{24,256}}(?![{_RUN}]))",
-    re.DOTALL,
-)
+_JWT_CHAR = "(?:[A-Za-z0-9_]|-(?!eyJ))"  # a segment stops before another token: no rescans
+_LONG_RUN = re.compile(f"[{_RUN}]{{24}}")
+_BEARER = re.compile("(?i)bearer")
+# Each detector: (kind, the pattern of its group, a pattern after the group, whether the text can
+# hold a match). Where a match can start, a pattern scans no further than a token's end, so a scan
+# is linear in the text; the cheap test (a substring search) leaves out detectors that cannot match
+# anywhere in it, which changes no result. For ``_PREFIXED`` kinds the group is the part kept.
+_DETECTORS: tuple[tuple[str, str, str, Callable[[str], bool]], ...] = (
+    ("private_key", r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|\Z)", "",
+     lambda t: "-----BEGIN" in t),
+    ("url_password", r"(?<![A-Za-z0-9+.-])[A-Za-z0-9+.-]*+://[^\s/:@]*+:", r"[^\s/@]++(?=@)", lambda t: "://" in t),
+    ("secret_param", r"(?<![A-Za-z0-9])(?i:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|sig|signature)=",
+     r"[^\s&;,'\"]+", lambda t: "=" in t),
+    ("bearer", r"\b(?i:bearer)[ \t]+[A-Za-z0-9._~+/-]{20,}=*", "", lambda t: _BEARER.search(t) is not None),
+    ("jwt", rf"\beyJ{_JWT_CHAR}{{4,}}\.{_JWT_CHAR}{{4,}}\.[A-Za-z0-9_-]*", "", lambda t: "eyJ" in t),
+    ("aws_access_key", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b", "", lambda t: "AKIA" in t or "ASIA" in t),
+    ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})", "", lambda t: "gh" in t),
+    ("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", "", lambda t: "xox" in t),
+    ("stripe_key", r"\b[rs]k_(?:live|test)_[A-Za-z0-9]{10,}", "", lambda t: "k_live_" in t or "k_test_" in t),
+    ("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}", "", lambda t: "AIza" in t),
+    ("high_entropy", rf"(?<![{_RUN}])[{_RUN}]{{24,256}}(?![{_RUN}])", "", lambda t: _LONG_RUN.search(t) is not None),
+)  # fmt: skip
+_ANY_ANCHOR = re.compile(
+    rf"-----BEGIN|://|=|(?i:bearer)|eyJ|AKIA|ASIA|gh|xox|k_live_|k_test_|AIza|[{_RUN}]{{24}}"
+)  # some detector may match: every test above, in one search (most strings have none)
 _PREFIXED = frozenset({"url_password", "secret_param"})  # keep the group (scheme/user, name=)
 _MARKER = re.compile(r"\[REDACTED:[a-z_]+\]")
 
 
 def is_secret_key(key: str) -> bool:
-    """True when an object key names a secret (see rule 1 in the module docstring)."""
+    """True when an object key names a secret (see rule 1 in the module docstring).
+
+    Keys of up to 64 characters are remembered (4,096 of them): tools send the same keys again.
+    """
+    return _is_secret_key_cached(key) if len(key) <= 64 else _is_secret_key(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key_cached(key: str) -> bool:
+    return _is_secret_key(key)
+
+
+def _is_secret_key(key: str) -> bool:
+    # Each word, and two adjacent words joined, is a substring of the key's letters and digits run
+    # together; without a secret word in that, neither rule can match (one search instead of a split).
+    if _SECRET_WORD.search(_SEPARATORS.sub("", key.lower())) is None:
+        return False
     words = [w for w in _SEPARATORS.split(_CAMEL.sub("_", key).lower()) if w]
     if any(w in SECRET_KEY_WORDS for w in words):
         return True
@@ -121,7 +152,18 @@ def _scan(text: str, counter: list[int]) -> str:
         prefix = match.group(kind) if kind in _PREFIXED else ""
         return f"{prefix}[REDACTED:{kind}]"
 
-    return _VALUE.sub(replace, text) if len(text) >= 5 else text
+    if len(text) < 5 or _ANY_ANCHOR.search(text) is None:
+        return text
+    present = tuple(kind for kind, _, _, possible in _DETECTORS if possible(text))
+    return _pattern(present).sub(replace, text) if present else text
+
+
+@functools.lru_cache(maxsize=128)
+def _pattern(kinds: tuple[str, ...]) -> re.Pattern[str]:
+    """One alternation of the detectors ``kinds``, in ``_DETECTORS`` order (the first that
+    matches at a position wins, as in a single pattern of them all)."""
+    sources = (f"(?P<{kind}>{group}){after}" for kind, group, after, _ in _DETECTORS if kind in kinds)
+    return re.compile("|".join(sources), re.DOTALL)
 
 
 def _looks_random(run: str) -> bool:
