@@ -200,7 +200,7 @@ class Gateway:
             return self.issuer.mint(
                 sub=principal.sub, audience=audience, ttl_s=exchange.subject_token_ttl_s, email=principal.email,
                 name=principal.name, groups=principal.groups, client_id="bastion-token-exchange",
-                kind=principal.kind,
+                kind=principal.kind, idp=principal.idp,
             ).token  # fmt: skip
 
         send = functools.partial(self.egress.send, allow=AllowList.parse(exchange.allow), purpose="token_exchange")

@@ -11,26 +11,24 @@ The groups the provider returns become the Cedar groups the demo policy is writt
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult
-from playwright.async_api import Browser, Page, Route
+from playwright.async_api import Browser, Page
 from tests.support.bastion_process import DEMO_CEDAR, BastionProcess, notes_server
 from tests.support.browser import chromium
+from tests.support.browser_people import BrowserPerson
 from tests.support.e2e_helpers import MODERN, jwt_payload
 from tests.support.oidc_provider import OIDCAccount, OIDCClient, OIDCProvider
 from tests.support.pki import make_pki
 
-from bastion.demo.browser import query_of
-from bastion.demo.sign_in import CALLBACK, MemoryTokenStorage, oauth_http_client
+from bastion.demo.sign_in import MemoryTokenStorage, oauth_http_client
 
 pytestmark = pytest.mark.e2e
 
@@ -90,48 +88,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 async def browser() -> AsyncIterator[Browser]:
     async with chromium() as launched:
         yield launched
-
-
-@dataclass
-class BrowserPerson:
-    """The SDK's redirect and callback handlers, played in Chromium by ``account``.
-
-    The MCP client's redirect URI (``CALLBACK``) is answered by the page itself: the
-    browser's request to it is intercepted and its URL kept (as a native app's
-    loopback listener would).
-    """
-
-    page: Page
-    account: OIDCAccount
-    button: str = "Sign in with Corp SSO"
-    decision: str = "Allow"
-    arrived: asyncio.Future[str] = field(default_factory=asyncio.Future)
-    seen: list[str] = field(default_factory=list)
-
-    async def start(self) -> None:
-        async def answer(route: Route) -> None:
-            if not self.arrived.done():
-                self.arrived.set_result(route.request.url)
-            await route.fulfill(status=200, content_type="text/html", body="<p>You can close this window.</p>")
-
-        await self.page.route(lambda url: url.startswith(CALLBACK), answer)
-        self.page.on("framenavigated", lambda frame: self.seen.append(frame.url))
-
-    async def redirect(self, url: str) -> None:
-        page = self.page
-        await page.goto(url)
-        await page.get_by_role("link", name=self.button).click()
-        await page.wait_for_selector("input[name=login]")
-        await page.fill("input[name=login]", self.account.login)
-        await page.fill("input[name=password]", self.account.password)
-        await page.get_by_role("button", name="Sign in").click()
-        await page.get_by_role("button", name=self.decision).click()
-
-    async def callback(self) -> AuthorizationCodeResult:
-        params = query_of(await asyncio.wait_for(self.arrived, 30))
-        if "code" not in params:
-            raise RuntimeError(f"authorization failed: {params.get('error')}: {params.get('error_description')}")
-        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
 
 
 async def sign_in_and_call(

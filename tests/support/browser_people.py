@@ -1,5 +1,6 @@
-"""People in Chromium for end-to-end tests: a loopback site that records what reaches it, and a
-person who signs in to Bastion and approves (or denies) consent for the SDK's OAuth flow.
+"""People in Chromium for end-to-end tests: a loopback site that records what reaches it, a
+person who signs in to Bastion and approves (or denies) consent for the SDK's OAuth flow, and a
+person who signs in through an OpenID Connect provider (``tests/support/oidc_provider``).
 
     async with LoopbackSite() as listener:
         context = await new_context(browser)
@@ -9,18 +10,22 @@ person who signs in to Bastion and approves (or denies) consent for the SDK's OA
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from mcp.shared.auth import AuthorizationCodeResult
-from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
+from playwright.async_api import Browser, BrowserContext, Page, Route, ViewportSize
 
+from bastion.demo.browser import query_of
+from bastion.demo.sign_in import CALLBACK
 from tests.support.bastion_process import free_port
+from tests.support.oidc_provider import OIDCAccount
 
-__all__ = ["TIMEOUT_MS", "VIEWPORT", "ChromiumSignIn", "Hit", "LoopbackSite", "new_context"]
+__all__ = ["TIMEOUT_MS", "VIEWPORT", "BrowserPerson", "ChromiumSignIn", "Hit", "LoopbackSite", "new_context"]
 
 TIMEOUT_MS = 15_000
 VIEWPORT: ViewportSize = {"width": 1280, "height": 1200}  # tall enough for the whole consent page, "Allow" included
@@ -154,3 +159,51 @@ async def new_context(browser: Browser, *, ignore_https_errors: bool = False) ->
     context = await browser.new_context(viewport=VIEWPORT, ignore_https_errors=ignore_https_errors)
     context.set_default_timeout(TIMEOUT_MS)
     return context
+
+
+@dataclass
+class BrowserPerson:
+    """The SDK's redirect and callback handlers, played in Chromium by ``account`` of an OpenID
+    Connect provider: on Bastion's sign-in page the person clicks ``button``, signs in on the
+    provider's own page and answers Bastion's consent page with ``decision``.
+
+    The MCP client's redirect URI (``CALLBACK``) is answered by the page itself: the
+    browser's request to it is intercepted and its URL kept (as a native app's
+    loopback listener would). ``seen`` lists every URL the page went to.
+    """
+
+    page: Page
+    account: OIDCAccount
+    button: str = "Sign in with Corp SSO"
+    decision: str = "Allow"
+    arrived: asyncio.Future[str] = field(default_factory=asyncio.Future)
+    seen: list[str] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Intercept the client's redirect URI and record navigations; call before ``redirect``."""
+
+        async def answer(route: Route) -> None:
+            if not self.arrived.done():
+                self.arrived.set_result(route.request.url)
+            await route.fulfill(status=200, content_type="text/html", body="<p>You can close this window.</p>")
+
+        await self.page.route(lambda url: url.startswith(CALLBACK), answer)
+        self.page.on("framenavigated", lambda frame: self.seen.append(frame.url))
+
+    async def redirect(self, url: str) -> None:
+        """Be the person at the browser for the authorization URL ``url``."""
+        page = self.page
+        await page.goto(url)
+        await page.get_by_role("link", name=self.button).click()
+        await page.wait_for_selector("input[name=login]")
+        await page.fill("input[name=login]", self.account.login)
+        await page.fill("input[name=password]", self.account.password)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.get_by_role("button", name=self.decision).click()
+
+    async def callback(self) -> AuthorizationCodeResult:
+        """What arrived at the redirect URI: the code, state and issuer (RFC 9207)."""
+        params = query_of(await asyncio.wait_for(self.arrived, 30))
+        if "code" not in params:
+            raise RuntimeError(f"authorization failed: {params.get('error')}: {params.get('error_description')}")
+        return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))

@@ -30,6 +30,7 @@ def _principal_info(principal: Principal) -> tuple[tuple[str, Any], ...]:
         ("kind", principal.kind),
         ("sub", principal.sub),
         ("issuer", principal.issuer),
+        ("idp", principal.idp),
         ("auth_method", principal.auth_method),
         ("email", principal.email),
         ("groups", list(principal.groups)),

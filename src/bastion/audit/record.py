@@ -78,11 +78,16 @@ class _Model(BaseModel):
 
 
 class PrincipalInfo(_Model):
-    """The caller as recorded: the audit view of ``bastion.principal.Principal`` (no expiry, no scopes)."""
+    """The caller as recorded: the audit view of ``bastion.principal.Principal`` (no expiry, no scopes).
+
+    ``idp`` is ``Principal.idp`` (who vouched for the subject, what policies see as
+    ``principal.idp``); ``None`` only in records written before it was recorded.
+    """
 
     kind: Literal["User", "ServiceAccount"]
     sub: str
     issuer: str
+    idp: str | None = None
     auth_method: str
     email: str | None = None
     groups: tuple[str, ...] = ()
@@ -93,7 +98,7 @@ class PrincipalInfo(_Model):
     def from_principal(cls, principal: Principal) -> PrincipalInfo:
         """Copy the audited fields of an authenticated ``Principal``."""
         return cls(
-            kind=principal.kind, sub=principal.sub, issuer=principal.issuer,
+            kind=principal.kind, sub=principal.sub, issuer=principal.issuer, idp=principal.idp,
             auth_method=principal.auth_method, email=principal.email, groups=principal.groups,
             client_id=principal.client_id, token_id=principal.token_id,
         )  # fmt: skip

@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from bastion.config.base import AllowEntries, SecretRef, _Model
 from bastion.identity.durations import parse_duration
+from bastion.principal import IDP_NAME_PATTERN, RESERVED_IDPS
 
 __all__ = [
     "AuthorizationServerSettings",
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 _SCOPE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 section 3.3 scope-token
-_PROVIDER_NAME = r"^[a-z0-9][a-z0-9-]{0,31}$"
 
 
 def _duration(value: Any) -> Any:
@@ -83,7 +83,8 @@ class IdentityProviderSettings(_Model):
     ``<base_url>/oauth/callback`` as the redirect URI at the provider.
 
     ``name`` appears in URLs, audit records and user ids (a signed-in user's subject is
-    ``<name>:<sub>``: ``sub`` is unique only per issuer, section 2); ``label`` is the
+    ``<name>:<sub>``: ``sub`` is unique only per issuer, section 2), and is the person's
+    ``principal.idp`` in policies (carried in the ``bastion_idp`` claim); ``label`` is the
     sign-in button's text. ``client_secret`` is a reference (``client_secret_basic``);
     without one Bastion is a public client. ``groups_claim`` names the claim (in the ID
     token or the UserInfo response) whose strings become Cedar ``Group`` membership.
@@ -93,7 +94,7 @@ class IdentityProviderSettings(_Model):
     ``clock_skew_s`` is the leeway on ``exp``/``iat``; ``timeout_s`` bounds each request.
     """
 
-    name: str = Field(pattern=_PROVIDER_NAME)
+    name: str = Field(pattern=IDP_NAME_PATTERN)
     label: str | None = Field(default=None, max_length=64)
     issuer: str
     client_id: str = Field(min_length=1, max_length=255)
@@ -197,8 +198,11 @@ class AuthorizationServerSettings(_Model):
         if dupes:
             raise ValueError(f"client ids must be unique; repeated: {', '.join(dupes)}")
         names = [provider.name for provider in self.identity_providers]
-        if "local" in names or len(set(names)) != len(names):
-            raise ValueError("identity provider names must be unique and not 'local' (the users file's name)")
+        if RESERVED_IDPS.intersection(names) or len(set(names)) != len(names):
+            raise ValueError(
+                "identity provider names must be unique and not 'local' (the users file's name) "
+                "or 'bastion' (tokens Bastion mints with nobody signing in)"
+            )
         return self
 
 

@@ -16,6 +16,7 @@ from bastion.config.routes import RouteSettings
 from bastion.errors import ConfigError
 from bastion.identity.durations import parse_duration
 from bastion.identity.external import ExternalIssuer
+from bastion.principal import RESERVED_IDPS
 
 __all__ = ["AuditSettings", "BastionConfig", "IdentitySettings", "PolicySettings", "ServerSettings"]
 
@@ -106,6 +107,20 @@ class IdentitySettings(_Model):
             raise ValueError("default_token_ttl exceeds max_token_ttl")
         if self.max_token_ttl > 24 * 3600:
             raise ValueError("max_token_ttl above 24h is refused: access tokens are short-lived")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_idps(self) -> IdentitySettings:
+        """Each ``principal.idp`` names one source: an external issuer's ``name`` is unique and is
+        neither an identity provider's name nor one Bastion reserves (``local``, ``bastion``)."""
+        taken = {p.name for p in self.authorization_server.identity_providers} | RESERVED_IDPS
+        for index, external in enumerate(self.external_issuers):
+            if external.name is not None and external.name in taken:
+                raise ValueError(
+                    f"external_issuers.{index}.name: {external.name!r} is already an identity provider's, "
+                    "another external issuer's or a reserved name (local, bastion)"
+                )
+            taken.add(external.idp)
         return self
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from bastion.errors import AuthenticationError
 from bastion.principal import Principal
 
-__all__ = ["Validity", "check_time", "decode_claims", "principal_from_claims", "validate_claims"]
+__all__ = ["Validity", "check_time", "decode_claims", "own_idp", "principal_from_claims", "validate_claims"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,16 +119,34 @@ def validate_claims(
     return validity
 
 
+def own_idp(claims: Mapping[str, Any], claim: str) -> str:
+    """The identity provider's name in ``claim`` of one of Bastion's own tokens, or ``""``
+    when the token predates the claim (``Principal`` then falls back to ``iss``).
+
+    Raises ``AuthenticationError("invalid_claim")`` when the claim is present but not a
+    non-empty string.
+    """
+    if claim not in claims:
+        return ""
+    value = claims[claim]
+    if not isinstance(value, str) or not value:
+        raise AuthenticationError("invalid_claim", f"claim {claim!r} must be a non-empty string")
+    return value
+
+
 def principal_from_claims(
     claims: Mapping[str, Any],
     *,
     kind: Literal["User", "ServiceAccount"],
     auth_method: str,
+    idp: str,
     groups_claim: str = "groups",
 ) -> Principal:
     """Build the :class:`Principal` of validated ``claims`` (call :func:`validate_claims` first).
 
-    ``groups`` come from ``groups_claim`` (list or space-separated string),
+    ``idp`` is decided by the caller (:func:`own_idp` for Bastion's tokens, the configured
+    name for an external issuer's: never a claim an external issuer chose); ``""`` means
+    ``iss``. ``groups`` come from ``groups_claim`` (list or space-separated string),
     scopes from ``scope`` (RFC 9068 section 2.2.3) or ``scp``, ``client_id``
     from ``client_id`` or ``azp``. Raises ``AuthenticationError("invalid_claim")``
     when a claim has the wrong type.
@@ -147,4 +165,5 @@ def principal_from_claims(
         client_id=client_id,
         token_id=_string(claims, "jti"),
         scopes=scopes,
+        idp=idp,
     )

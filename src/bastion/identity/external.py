@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bastion.egress.client import EgressGuard
 from bastion.errors import AuthenticationError, EgressDenied, UpstreamUnavailable
+from bastion.principal import IDP_NAME_PATTERN
 
 __all__ = [
     "FETCH_TIMEOUT_S",
@@ -58,13 +59,16 @@ class ExternalIssuer(BaseModel):
     ``groups_claim`` names the claim holding group names; ``kind`` is the Cedar
     principal type; ``jwks_cache_s`` how long (seconds) a fetched key set is reused;
     ``routes`` the names of the routes that accept this issuer's tokens (required: an
-    external token is never good for every route by default).
+    external token is never good for every route by default). ``name`` (optional, like an
+    identity provider's: lowercase letters, digits, ``-``) is what policies see as
+    ``principal.idp`` (see :attr:`idp`).
     Raises ``pydantic.ValidationError`` naming the bad field.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     issuer: str = Field(min_length=1)
+    name: str | None = Field(default=None, pattern=IDP_NAME_PATTERN)
     jwks_url: str
     audience: str = Field(min_length=1)
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
@@ -72,6 +76,11 @@ class ExternalIssuer(BaseModel):
     kind: Literal["User", "ServiceAccount"] = "ServiceAccount"
     jwks_cache_s: int = Field(default=300, ge=1)
     routes: tuple[str, ...] = Field(min_length=1)
+
+    @property
+    def idp(self) -> str:
+        """``principal.idp`` of this issuer's tokens: ``name``, else ``issuer`` (never a token claim)."""
+        return self.name or self.issuer
 
     @field_validator("algorithms")
     @classmethod

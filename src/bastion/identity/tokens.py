@@ -12,11 +12,19 @@ from joserfc import jwt
 
 from bastion.errors import ConfigError
 from bastion.identity.keys import SIGNING_ALGORITHM, SigningKeys
+from bastion.principal import BASTION_IDP
 
-__all__ = ["ACCESS_TOKEN_TYPE", "MintedToken", "TokenIssuer"]
+__all__ = ["ACCESS_TOKEN_TYPE", "IDP_CLAIM", "MintedToken", "TokenIssuer"]
 
 #: The ``typ`` header of an RFC 9068 access token (section 2.1).
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 -- a media type, not a secret
+#: The claim naming who vouched for ``sub`` (``Principal.idp``): the configured name of the
+#: OpenID Connect provider the person signed in with, ``"local"`` (users file) or ``"bastion"``.
+#: Neither RFC 9068 nor OpenID Connect defines such a claim, and ``idp`` is not in the IANA
+#: JWT Claims registry (Azure AD and others use it, with their own meaning), so it is a
+#: private claim (RFC 7519 section 4.3) in Bastion's own prefix, like ``bastion_kind``.
+#: It is read only from Bastion's own tokens, never from an external issuer's.
+IDP_CLAIM = "bastion_idp"
 _JTI_BYTES = 16  # 128 bits of randomness
 
 
@@ -82,6 +90,7 @@ class TokenIssuer:
         client_id: str = "bastion-cli",
         scopes: Iterable[str] = (),
         kind: Literal["User", "ServiceAccount"] = "User",
+        idp: str = BASTION_IDP,
         now: float | None = None,
     ) -> MintedToken:
         """Mint an RFC 9068 access token for ``sub`` valid on the route whose resource URI is ``audience``.
@@ -90,11 +99,13 @@ class TokenIssuer:
         Claims: ``iss``, ``sub``, ``aud`` (RFC 8707 resource), ``iat``, ``nbf``,
         ``exp`` (= iat + ``ttl_s``, epoch seconds), ``jti`` (128 random bits, 32 hex digits),
         ``client_id``, ``scope`` (space-separated, omitted when empty, RFC 9068
-        section 2.2.3), ``groups`` (list), ``bastion_kind``, and ``email`` /
-        ``name`` when given. ``now`` (epoch seconds) defaults to the clock.
+        section 2.2.3), ``groups`` (list), ``bastion_kind``, ``bastion_idp`` (``idp``,
+        see ``IDP_CLAIM``; the default ``"bastion"`` is for tokens minted with nobody
+        signing in), and ``email`` / ``name`` when given. ``now`` (epoch seconds)
+        defaults to the clock.
 
         Raises ``ValueError`` if ``ttl_s`` is not in ``1..max_ttl_s`` (long-lived
-        tokens are refused), ``sub``/``audience``/``client_id`` are empty, a
+        tokens are refused), ``sub``/``audience``/``client_id``/``idp`` are empty, a
         scope or group is empty or contains whitespace, or ``kind`` is unknown.
         """
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, int):
@@ -104,7 +115,7 @@ class TokenIssuer:
                 f"token lifetime {ttl_s}s refused: it must be between 1 and {self._max_ttl_s} seconds "
                 "(long-lived bearer tokens are not issued)"
             )
-        for label, value in (("sub", sub), ("audience", audience), ("client_id", client_id)):
+        for label, value in (("sub", sub), ("audience", audience), ("client_id", client_id), ("idp", idp)):
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{label} must be a non-empty string")
         if kind not in ("User", "ServiceAccount"):
@@ -125,6 +136,7 @@ class TokenIssuer:
             "client_id": client_id,
             "groups": group_list,
             "bastion_kind": kind,
+            IDP_CLAIM: idp,
         }
         if scope_list:
             claims["scope"] = " ".join(scope_list)

@@ -23,6 +23,7 @@ from bastion.identity.claims import (
     Validity,
     check_time,
     decode_claims,
+    own_idp,
     principal_from_claims,
     validate_claims,
 )
@@ -30,6 +31,7 @@ from bastion.identity.external import ExternalIssuer, JWKSCache, JWKSFetch
 from bastion.identity.keys import SigningKeys
 from bastion.identity.revocation import RevocationList
 from bastion.identity.signature import parse_compact_jws, verify_compact_jws
+from bastion.identity.tokens import IDP_CLAIM
 from bastion.principal import Principal
 
 __all__ = ["TokenVerifier"]
@@ -102,8 +104,10 @@ class TokenVerifier:
         list, RFC 8707), ``exp``, ``nbf``, ``iat``, ``sub``, ``jti``/``client_id``
         present, not revoked. ``now`` is epoch seconds (default: the clock).
         Returns a Principal with ``auth_method="bastion_jwt"``, kind from
-        ``bastion_kind``. Raises ``AuthenticationError`` (see ``reason``);
-        ``sqlite3.Error`` if the revocation list cannot be read.
+        ``bastion_kind``, ``idp`` from ``bastion_idp`` (a token minted before that claim
+        existed gets its ``iss``, as ``principal.idp`` was then). Raises
+        ``AuthenticationError`` (see ``reason``); ``sqlite3.Error`` if the revocation list
+        cannot be read.
         """
         stamp = time.time() if now is None else now
         entry = self._cache.get(token)
@@ -120,7 +124,9 @@ class TokenVerifier:
         is not required, its ``aud`` must contain the issuer's configured
         ``audience`` (``audience`` here is ignored), and only ``exp`` and ``sub``
         are required. Returns a Principal (``auth_method="external_jwt"``, kind
-        from the issuer's settings). Raises ``AuthenticationError``.
+        from the issuer's settings, ``idp`` its configured ``name`` or else its issuer URL;
+        an ``idp`` or ``bastion_idp`` claim in the token is ignored). Raises
+        ``AuthenticationError``.
         """
         stamp = time.time() if now is None else now
         entry = self._cache.get(token)
@@ -147,7 +153,11 @@ class TokenVerifier:
         )
         self._check_revoked(validity.jti)
         principal = principal_from_claims(
-            claims, kind=settings.kind, auth_method="external_jwt", groups_claim=settings.groups_claim
+            claims,
+            kind=settings.kind,
+            auth_method="external_jwt",
+            idp=settings.idp,
+            groups_claim=settings.groups_claim,
         )
         self._remember(token, _Entry(principal, validity, None))
         return principal
@@ -186,7 +196,9 @@ class TokenVerifier:
         kind = claims.get("bastion_kind", "User")
         if kind not in ("User", "ServiceAccount"):
             raise AuthenticationError("invalid_claim", "claim 'bastion_kind' must be User or ServiceAccount")
-        principal = principal_from_claims(claims, kind=kind, auth_method="bastion_jwt")
+        principal = principal_from_claims(
+            claims, kind=kind, auth_method="bastion_jwt", idp=own_idp(claims, IDP_CLAIM)
+        )
         aud = claims["aud"]
         audiences = frozenset([aud] if isinstance(aud, str) else (a for a in aud if isinstance(a, str)))
         self._remember(token, _Entry(principal, validity, audiences))

@@ -63,6 +63,7 @@ class OAuthAudit:
                 issuer=self._issuer,
                 auth_method=user.idp,
                 expires_at=0,
+                idp=user.idp,
                 email=user.email,
                 name=user.name,
                 groups=user.groups,

@@ -31,6 +31,7 @@ from bastion.oauth.pages import consent_page, error_page, set_cookie, sign_in_pa
 from bastion.oauth.records import AuthorizationCode, Consent, PendingAuthorization, UserIdentity, digest
 from bastion.oauth.requests import check_code_challenge, requested_scopes, single_params
 from bastion.oauth.users import SignInThrottle
+from bastion.principal import USERS_FILE_IDP
 
 __all__ = ["BROWSER_COOKIE", "PORTAL_CLIENT_ID", "SIGN_IN_COOKIE", "AuthorizeEndpoint"]
 
@@ -164,7 +165,7 @@ class AuthorizeEndpoint:
             shown = "The username or password is not right."
             return await self._refuse_password(pending, username, "bad username or password", shown, 401)
         await self._throttle.succeeded(username)
-        identity = UserIdentity(user.sub, "local", user.email, user.name, tuple(user.groups))
+        identity = UserIdentity(user.sub, USERS_FILE_IDP, user.email, user.name, tuple(user.groups))
         return await self.finish_sign_in(pending, identity, {"username": username})
 
     async def _refuse_password(

@@ -7,7 +7,9 @@
   token used again after ``reuse_grace_s`` revokes its whole family and the
   family's access tokens; within the grace a duplicate (two racing refreshes)
   gets new tokens too.
-- Access tokens are RFC 9068 JWTs whose audience is the grant's route only.
+- Access tokens are RFC 9068 JWTs whose audience is the grant's route only, carrying
+  the signed-in person's identity provider (``bastion_idp``, from the grant's user; so a
+  refreshed token keeps it).
 """
 
 from __future__ import annotations
@@ -178,6 +180,7 @@ class GrantService:
             groups=user.groups,
             client_id=grant.client_id,
             scopes=grant.scopes,
+            idp=user.idp,
             now=now,
         )
         jti = str(minted.claims["jti"])

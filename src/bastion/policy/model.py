@@ -1,8 +1,11 @@
 """The Cedar entity model of Bastion and the policy decision (DESIGN.md "Policy model").
 
-Principals are ``User::"<sub>"`` (attributes ``email``, ``name``, ``idp``, ``auth``) and
-``ServiceAccount::"<sub>"`` (``name``, ``idp``, ``auth``), each ``in Group::"<name>"`` for
-every group. Resources are ``Tool::"<route>/<tool>"``, ``Resource::"<route>/<uri>"`` and
+Principals are ``User::"<sub>"`` (attributes ``email``, ``name``, ``idp``, ``issuer``,
+``auth``) and ``ServiceAccount::"<sub>"`` (``name``, ``idp``, ``issuer``, ``auth``), each
+``in Group::"<name>"`` for every group. ``idp`` is who vouched for the subject
+(``Principal.idp``: an identity provider's configured name, ``"local"`` for the users file,
+``"bastion"`` for ``bastion token mint``, an external issuer's name or URL); ``issuer`` is
+the token's ``iss``. Resources are ``Tool::"<route>/<tool>"``, ``Resource::"<route>/<uri>"`` and
 ``Prompt::"<route>/<name>"``, each ``in Server::"<route>"``; server-to-client requests
 (sampling, elicitation, roots) use ``Server::"<route>"`` itself. Entity ids are passed in Cedar's
 structured ``{"type", "id"}`` form, never as Cedar text, so any character is safe.
@@ -155,8 +158,12 @@ class ResourceRef:
 
 
 def principal_entity(principal: Principal) -> dict[str, Any]:
-    """The Cedar entity (JSON form) of a principal, with one ``Group`` parent per group."""
-    attrs: dict[str, Any] = {"idp": principal.issuer, "auth": principal.auth_method}
+    """The Cedar entity (JSON form) of a principal, with one ``Group`` parent per group.
+
+    Attributes: ``idp`` (``Principal.idp``), ``issuer`` (the token's ``iss``), ``auth``
+    (``Principal.auth_method``), and ``name`` / ``email`` (users only) when known.
+    """
+    attrs: dict[str, Any] = {"idp": principal.idp, "issuer": principal.issuer, "auth": principal.auth_method}
     if principal.name is not None:
         attrs["name"] = principal.name
     if principal.kind == "User" and principal.email is not None:

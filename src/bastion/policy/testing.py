@@ -16,7 +16,8 @@ file is YAML::
         obligations: {approval: required}    # optional: the obligations, exactly
 
 ``principal`` keys: ``type`` (User | ServiceAccount), ``id``, ``groups``, ``email``,
-``name``, ``idp``, ``auth``, ``client_id``. ``resource`` keys: ``type`` (Tool | Resource |
+``name``, ``idp`` (default: the issuer), ``issuer`` (default ``https://idp.example.test``),
+``auth``, ``client_id``. ``resource`` keys: ``type`` (Tool | Resource |
 Prompt | Server), ``route``, ``name``, ``owner``, ``classification``; for tools
 ``annotations`` (the risk is derived as for real tools) or an explicit ``risk``.
 
@@ -47,7 +48,7 @@ _FILE_KEYS = frozenset({"policies", "schema", "cases"})
 _CASE_KEYS = frozenset(
     {"name", "principal", "action", "resource", "context", "expect", "policies", "obligations"}
 )
-_PRINCIPAL_KEYS = frozenset({"type", "id", "groups", "email", "name", "idp", "auth", "client_id"})
+_PRINCIPAL_KEYS = frozenset({"type", "id", "groups", "email", "name", "idp", "issuer", "auth", "client_id"})
 _RESOURCE_KEYS = frozenset({"type", "route", "name", "owner", "classification", "annotations", "risk"})
 _STYLES = {"PASS": "green", "FAIL": "red", "ERROR": "bold red"}
 
@@ -192,7 +193,8 @@ def _principal(spec: Any) -> Principal:
     return Principal(
         kind=kind,
         sub=spec["id"],
-        issuer=str(spec.get("idp", "https://idp.example.test")),
+        issuer=str(spec.get("issuer", "https://idp.example.test")),
+        idp=str(spec.get("idp", "")),
         auth_method=str(spec.get("auth", "bastion_jwt")),
         expires_at=0,
         email=spec.get("email"),

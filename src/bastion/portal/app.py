@@ -137,7 +137,7 @@ class Portal:
     def _principal(self, user: UserIdentity) -> Principal:
         return Principal(
             kind="User", sub=user.sub, issuer=self._issuer, auth_method="portal", expires_at=0,
-            email=user.email, name=user.name, groups=user.groups,
+            email=user.email, name=user.name, groups=user.groups, idp=user.idp,
         )  # fmt: skip
 
     @staticmethod

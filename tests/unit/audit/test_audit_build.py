@@ -64,3 +64,20 @@ def test_a_deny_without_reason_is_refused_like_the_model() -> None:
             route="r", method="m", effect="deny", policy_ids=(), obligations={}, reason=None, policy_version=None,
             arguments={}, principal=None, target=None, session=None, decision_id="x",
         )  # fmt: skip
+
+
+def test_the_principal_is_recorded_with_its_identity_provider_and_older_records_still_read() -> None:
+    dana = Principal(
+        kind="User", sub="corp:dana", issuer="https://bastion.example", auth_method="bastion_jwt",
+        expires_at=2_000_000_000, idp="corp",
+    )  # fmt: skip
+    body = decision_body(
+        route="notes", method="tools/call", effect="allow", policy_ids=("p",), obligations={}, reason=None,
+        policy_version=None, arguments={}, principal=dana, target="t", session=None, decision_id="d" * 32,
+    )  # fmt: skip
+    assert (body["principal"]["idp"], body["principal"]["issuer"]) == ("corp", "https://bastion.example")
+    assert as_model(body).principal == audit.PrincipalInfo.from_principal(dana)
+    older = {**body, "principal": {k: v for k, v in body["principal"].items() if k != "idp"}}
+    recorded = as_model(older).principal
+    assert recorded is not None
+    assert recorded.idp is None

@@ -430,3 +430,29 @@ async def test_the_guarded_fetch_caps_the_key_set_and_wants_a_200(endpoint: Jwks
             await fetch(endpoint.url("/big"))
         with pytest.raises(ValueError, match="answered 404"):
             await fetch(endpoint.url("/gone"))
+
+
+# --- principal.idp of an external token -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "idp"),
+    [pytest.param("ci-idp", "ci-idp", id="configured-name"), pytest.param(None, IDP, id="no-name-the-issuer-url")],
+)
+async def test_an_external_principals_idp_is_the_configured_name_never_a_claim(
+    keys: SigningKeys, revocations: RevocationList, idp: str, name: str | None
+) -> None:
+    settings = ExternalIssuer(routes=("r",), issuer=IDP, name=name, jwks_url=JWKS_URL, audience=AUDIENCE)
+    verifier = TokenVerifier(
+        issuer=ISSUER, keys=keys, revocations=revocations, external_issuers=[settings], jwks_fetch=FakeIdP(RSA_KEY)
+    )
+    # the issuer may put anything in its tokens: claiming to be Bastion's "corp" sign-in changes nothing
+    token = idp_token(external_claims(bastion_idp="corp", idp="corp"))
+    principal = await verifier.authenticate(token, ROUTE_A, now=NOW)
+    assert (principal.idp, principal.issuer) == (idp, IDP)
+
+
+@pytest.mark.parametrize("name", ["CI", "ci_idp", "", "x" * 33, "https://idp.example"])
+def test_an_external_issuer_name_must_be_a_plain_name(name: str) -> None:
+    with pytest.raises(ValidationError, match="name"):
+        ExternalIssuer(routes=("r",), issuer=IDP, name=name, jwks_url=JWKS_URL, audience=AUDIENCE)

@@ -58,6 +58,7 @@ def test_valid_token_gives_principal(issuer: TokenIssuer, verifier: TokenVerifie
         client_id="vscode",
         token_id=minted.claims["jti"],
         scopes=("tools:call",),
+        idp="bastion",  # minted with nobody signing in
     )
 
 
@@ -294,3 +295,47 @@ async def test_deeply_nested_payload_is_malformed(verifier: TokenVerifier, keys:
     with pytest.raises(AuthenticationError) as info:
         await verifier.authenticate(token, ROUTE_A, now=NOW)
     assert info.value.reason == "malformed_token"
+
+
+# --- the identity provider (bastion_idp claim -> Principal.idp) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("minted_with", "idp"),
+    [
+        pytest.param({"idp": "corp"}, "corp", id="signed-in-through-corp"),
+        pytest.param({"idp": "local"}, "local", id="users-file"),
+        pytest.param({}, "bastion", id="token-mint-default"),
+        pytest.param({"kind": "ServiceAccount"}, "bastion", id="service-account"),
+    ],
+)
+def test_the_idp_claim_becomes_the_principals_idp_and_the_issuer_stays(
+    issuer: TokenIssuer, verifier: TokenVerifier, minted_with: dict[str, Any], idp: str
+) -> None:
+    minted = issuer.mint(sub="alice", audience=ROUTE_A, ttl_s=60, now=NOW, **minted_with)
+    assert minted.claims["bastion_idp"] == idp
+    principal = verifier.verify(minted.token, ROUTE_A, now=NOW)
+    assert (principal.idp, principal.issuer) == (idp, ISSUER)
+
+
+def test_a_token_minted_before_the_idp_claim_falls_back_to_its_issuer(
+    verifier: TokenVerifier, keys: SigningKeys, claims_for: Claims
+) -> None:
+    claims = claims_for()
+    assert "bastion_idp" not in claims
+    principal = verifier.verify(own(keys, claims), ROUTE_A, now=NOW)
+    assert (principal.idp, principal.issuer) == (ISSUER, ISSUER)  # what principal.idp was before
+
+
+@pytest.mark.parametrize("value", ["", 7, ["corp"], None])
+def test_an_idp_claim_that_is_not_a_name_is_refused(
+    verifier: TokenVerifier, keys: SigningKeys, claims_for: Claims, value: Any
+) -> None:
+    claims = {**claims_for(), "bastion_idp": value}
+    assert reason(verifier, own(keys, claims)) == "invalid_claim"
+
+
+@pytest.mark.parametrize("idp", ["", None])
+def test_minting_without_an_idp_is_refused(issuer: TokenIssuer, idp: Any) -> None:
+    with pytest.raises(ValueError, match="idp"):
+        issuer.mint(sub="alice", audience=ROUTE_A, ttl_s=60, idp=idp, now=NOW)

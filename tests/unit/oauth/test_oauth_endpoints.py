@@ -313,6 +313,7 @@ def test_the_access_token_audience_is_exactly_the_routes_resource(h: Harness) ->
     assert echo["aud"] == ECHO
     assert other["aud"] == OTHER
     assert (echo["iss"], echo["sub"], echo["client_id"]) == (ISSUER, "alice", "cli")
+    assert echo["bastion_idp"] == "local"  # signed in with the users file
 
 
 def test_a_wrong_password_shows_the_form_again_and_is_audited(h: Harness) -> None:

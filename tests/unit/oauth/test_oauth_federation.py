@@ -418,6 +418,7 @@ def test_the_good_path_signs_in_as_corp_sub_with_groups_from_userinfo_then_issue
         ["engineering", "eng"],
         "dana@example.com",
     )
+    assert claims["bastion_idp"] == "corp"  # the provider's configured name, for principal.idp
 
 
 @pytest.mark.parametrize(

@@ -48,8 +48,9 @@ class Grants:
         resource: str = ECHO,
         route: str = "echo",
         verifier: str = RFC7636_VERIFIER,
+        user: UserIdentity = ALICE,
     ) -> None:
-        grant = Grant(client_id, route, resource, scopes, ALICE)
+        grant = Grant(client_id, route, resource, scopes, user)
         record = AuthorizationCode(grant, REDIRECT, s256(verifier), self.clock() + 60)
         await self.store.put_code(digest(code), record)
 
@@ -253,6 +254,19 @@ async def test_a_refresh_token_is_rotated(grants: Grants) -> None:
     grants.clock.advance(10)
     third = await grants.refresh(refresh_of(second))
     assert refresh_of(third) not in (refresh_of(first), refresh_of(second))
+
+
+@pytest.mark.parametrize("idp", ["corp", "local"])
+async def test_the_sign_in_provider_is_in_every_access_token_refreshed_ones_included(
+    grants: Grants, idp: str
+) -> None:
+    await grants.put_code(user=UserIdentity(f"{idp}:dana", idp, None, "Dana", ("eng",)))
+    first = await grants.redeem()
+    assert jwt_claims(str(first.body["access_token"]))["bastion_idp"] == idp
+    grants.clock.advance(10)
+    second = await grants.refresh(refresh_of(first))
+    claims = jwt_claims(str(second.body["access_token"]))
+    assert (claims["sub"], claims["bastion_idp"], claims["iss"]) == (f"{idp}:dana", idp, ISSUER)
 
 
 async def test_a_refresh_request_without_a_token_is_invalid_request(grants: Grants) -> None:

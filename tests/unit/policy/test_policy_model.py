@@ -93,6 +93,7 @@ def test_principal_entities() -> None:
         "uid": {"type": "User", "id": "alice"},
         "attrs": {
             "idp": "https://idp.example.test",
+            "issuer": "https://idp.example.test",
             "auth": "bastion_jwt",
             "name": "Alice",
             "email": "a@example.com",
@@ -100,7 +101,7 @@ def test_principal_entities() -> None:
         "parents": [{"type": "Group", "id": "dev"}, {"type": "Group", "id": "ops"}],
     }
     bot = Principal("ServiceAccount", "ci", "https://idp", "external_jwt", 0, email="ci@x")
-    assert principal_entity(bot)["attrs"] == {"idp": "https://idp", "auth": "external_jwt"}
+    assert principal_entity(bot)["attrs"] == {"idp": "https://idp", "issuer": "https://idp", "auth": "external_jwt"}
 
 
 RESOURCES = {

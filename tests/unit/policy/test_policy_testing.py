@@ -154,6 +154,34 @@ def test_other_resource_kinds_and_overrides(write: Write) -> None:
     assert [r.status for r in run(write, cases).results] == ["PASS", "PASS", "PASS"]
 
 
+def test_a_case_names_the_principals_identity_provider_and_issuer(write: Write) -> None:
+    policies = """
+@id("corp") permit (principal, action, resource) when { principal.idp == "corp" };
+@id("own-tokens") permit (principal, action, resource) when { principal.issuer == "https://bastion.example" };
+"""
+    principal = "{type: User, id: dana, %s}"
+    cases = "".join(
+        f"""
+  - name: {name}
+    principal: {principal % fields}
+    action: tools/call
+    resource: {{type: Tool, route: demo, name: t}}
+    expect: {expect}
+    policies: {policies_}
+"""
+        for name, fields, expect, policies_ in [
+            ("corp", "idp: corp", "allow", "[corp]"),
+            ("partner", "idp: partner", "deny", "[]"),
+            ("issuer", "idp: partner, issuer: 'https://bastion.example'", "allow", "[own-tokens]"),
+            ("idp defaults to the issuer", "issuer: corp", "allow", "[corp]"),
+        ]
+    )
+    report = run(write, cases, policies)
+    assert statuses(report) == [
+        ("corp", "PASS"), ("partner", "PASS"), ("issuer", "PASS"), ("idp defaults to the issuer", "PASS")
+    ], rendered(report)  # fmt: skip
+
+
 def test_no_cases_is_not_ok(write: Write) -> None:
     write("p.cedar", POLICIES)
     report = run_policy_tests([write("t.yaml", "policies: [p.cedar]\ncases: []\n")])
