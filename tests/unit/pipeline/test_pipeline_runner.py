@@ -437,3 +437,93 @@ async def test_tool_arguments_are_recorded_redacted_with_their_digest() -> None:
     assert isinstance(record, audit.DecisionEvent)
     assert record.arguments_sha256 == audit.arguments_sha256({"user": "a", "password": "hunter2"})
     assert "hunter2" not in json.dumps(record.arguments)
+
+
+# --- an upstream that fails in the middle of a stream ----------------------------------------
+
+
+def _breaking(*messages: dict[str, Any]) -> AsyncIterator[SseEvent]:
+    async def events() -> AsyncIterator[SseEvent]:
+        for message in messages:
+            yield SseEvent(message=message)
+        raise UpstreamUnavailable("upstream failed mid-stream: ClientPayloadError")
+
+    return events()
+
+
+async def test_a_stream_the_upstream_breaks_ends_with_an_error_for_the_request_and_in_the_outcome() -> None:
+    progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": "t", "progress": 1}}
+    rig = Rig()
+    rig.forward_reply = SseReply(200, _breaking(progress))
+    exchange = await rig.run()
+    assert isinstance(exchange.reply, SseReply)
+    relayed = [event.message async for event in exchange.reply.events]
+    assert relayed[0] == progress
+    assert relayed[1]["id"] == 7
+    assert relayed[1]["error"]["code"] == UpstreamUnavailable.jsonrpc_code
+    assert len(relayed) == 2
+    await rig.pipeline.finish(exchange)
+    outcome = rig.log.queued[-1]
+    assert isinstance(outcome, audit.OutcomeEvent)
+    assert outcome.result.error is True
+    assert outcome.result.error_code == "upstream_unavailable"
+
+
+async def test_a_stream_broken_after_its_answer_adds_no_second_answer() -> None:
+    rig = Rig()
+    rig.forward_reply = SseReply(200, _breaking({"jsonrpc": "2.0", "id": 7, "result": {"tools": []}}))
+    exchange = await rig.run()
+    assert isinstance(exchange.reply, SseReply)
+    relayed = [event.message async for event in exchange.reply.events]
+    assert [message.get("id") for message in relayed] == [7]
+    assert "result" in relayed[0]
+
+
+# --- the observer at the runner's step ---------------------------------------------------------
+
+
+class Recorder:
+    """A step observer keeping every start and end it is told of."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str | None]] = []
+        self.durations: list[float] = []
+
+    def stage_started(self, exchange: Exchange, stage: str) -> None:
+        self.events.append(("start", stage, None))
+
+    def stage_ended(self, exchange: Exchange, stage: str, duration_s: float, error: BastionError | None) -> None:
+        self.events.append(("end", stage, error.code if error is not None else None))
+        self.durations.append(duration_s)
+
+
+def _observed(rig: Rig, observer: Any) -> Pipeline:
+    inspector = rig.pipeline.inspector
+    return Pipeline(rig.before, audit=rig.audit, forward=rig.forward, inspector=inspector, observer=observer)
+
+
+async def test_the_observer_sees_every_stage_start_and_end_in_order() -> None:
+    rig, recorder = Rig(), Recorder()
+    await _observed(rig, recorder).handle(_exchange())
+    names = ["transport", "authenticate", "authorize", "audit", "forward", "inspect"]
+    assert recorder.events == [e for name in names for e in (("start", name, None), ("end", name, None))]
+    assert all(d >= 0 for d in recorder.durations)
+
+
+async def test_the_observer_sees_the_error_code_of_the_stage_that_failed() -> None:
+    rig, recorder = Rig(failing=FnStage("session", _raise(SessionNotFound("Session not found")))), Recorder()
+    await _observed(rig, recorder).handle(_exchange())
+    assert recorder.events[-1] == ("end", "session", "session_not_found")
+    assert ("start", "forward", None) not in recorder.events
+
+
+async def test_an_observer_that_raises_changes_nothing() -> None:
+    class Broken(Recorder):
+        def stage_ended(self, exchange: Exchange, stage: str, duration_s: float, error: BastionError | None) -> None:
+            raise RuntimeError("metrics backend down")
+
+    rig = Rig()
+    exchange = _exchange()
+    await _observed(rig, Broken()).handle(exchange)
+    assert _body(exchange)["result"] == {"tools": []}
+    assert rig.forward.calls == 1
