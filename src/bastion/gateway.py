@@ -171,7 +171,7 @@ class Gateway:
         return TokenVault(self.database, VaultKeys.from_settings(self.config.credentials))
 
     def _credentials(self, settings: RouteSettings) -> CredentialSource | None:
-        """Where the route's upstream credential comes from (DESIGN.md request path, step 10)."""
+        """Where the route's upstream credential comes from (docs/architecture.md, "Credentials")."""
         credentials, http = settings.credentials, settings.http
         if credentials is None or http is None:
             return None

@@ -1,4 +1,4 @@
-"""The audit record, version 1 (DESIGN.md "Audit record (version 1)").
+"""The audit record, version 1 (docs/architecture.md, "The audit record").
 
 One request that reaches the decision stage produces TWO events in ONE hash chain:
 

@@ -1,6 +1,6 @@
 """The credential plane: what Bastion presents to an upstream on a user's behalf.
 
-The client's own token never goes upstream (DESIGN.md, request path step 10). A route's
+The client's own token never goes upstream (docs/architecture.md, "Credentials"). A route's
 upstream credential is one of: the user's own OAuth tokens for that upstream, kept in the
 encrypted vault and refreshed as needed (``oauth``); a short-lived token minted by RFC 8693
 token exchange (``exchange``); or static headers resolved from secret references at start.

@@ -1,6 +1,6 @@
 """Credential sources: the upstream ``Authorization`` for one caller on one route.
 
-Step 10 of the request path (DESIGN.md): the forward stage asks the route's source
+Step 10 of the request path (docs/architecture.md, "Credentials"): the forward stage asks the route's source
 for the caller's header, sends, and on an upstream 401 asks it to ``renew`` once and
 sends again. Two sources:
 

@@ -3,7 +3,7 @@
 For a route configured with ``token_exchange`` Bastion trades a subject token it signs
 for the calling user (a short-lived JWT, ``subject_token_type`` ``...:jwt``) for an
 audience-restricted upstream token, and presents that token upstream; the client's own
-token never leaves Bastion (DESIGN.md, request path step 10).
+token never leaves Bastion (docs/architecture.md, "Credentials").
 
     token_for(principal)
       -> cached and fresh?            return it (per ``principal.key``, LRU-bounded)

@@ -1,6 +1,6 @@
 """Cedar policy for Bastion: the entity model, the engine, argument conversion and tests.
 
-DESIGN.md "Policy model (Cedar)". ``PolicyEngine.load`` reads and validates policies at
+docs/architecture.md, "Policy model". ``PolicyEngine.load`` reads and validates policies at
 start; ``decide`` answers one request and ``filter_allowed`` a listing, both failing
 closed. ``run_policy_tests`` runs the table-driven cases behind ``bastion policy test``.
 """

@@ -1,4 +1,4 @@
-"""The Cedar entity model of Bastion and the policy decision (DESIGN.md "Policy model").
+"""The Cedar entity model of Bastion and the policy decision (docs/architecture.md, "Policy model").
 
 Principals are ``User::"<sub>"`` (attributes ``email``, ``name``, ``idp``, ``issuer``,
 ``auth``) and ``ServiceAccount::"<sub>"`` (``name``, ``idp``, ``issuer``, ``auth``), each

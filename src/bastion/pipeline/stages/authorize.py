@@ -2,7 +2,7 @@
 
 Deny by default, ``forbid`` beats ``permit`` (Cedar semantics, in
 ``bastion.policy``). A denied request ends here with a JSON-RPC error whose
-``data`` names only the deciding policy ids (DESIGN.md, "Policy model").
+``data`` names only the deciding policy ids (docs/architecture.md, "Policy model").
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ CEDAR_ACTIONS = frozenset({"tools/call", "resources/read", "prompts/get"})
 
 
 def policy_context(exchange: Exchange, arguments: Any = None) -> dict[str, Any]:
-    """The Cedar ``context`` record of DESIGN.md: arguments, client_id, session, time, ip, approved."""
+    """The Cedar ``context`` record: arguments, client_id, session, time, ip, approved
+    (docs/architecture.md, "Policy model")."""
     principal = exchange.principal
     return {
         "arguments": arguments if isinstance(arguments, dict) else {},
