@@ -82,6 +82,18 @@ class _UserEntry(BaseModel):
             )
         return data
 
+    @model_validator(mode="after")
+    def _not_a_provider_subject(self) -> _UserEntry:
+        # Subjects from identity providers are "<provider>:<sub>": a local subject with a colon
+        # could be the same Cedar principal (and session owner) as a provider's user.
+        if ":" in (self.sub or self.username):
+            raise PydanticCustomError(
+                "subject_colon",
+                "a local subject may not contain ':' (reserved for identity providers' subjects, "
+                "'<provider>:<sub>'); set `sub` to one without it",
+            )
+        return self
+
     @field_validator("password_hash")
     @classmethod
     def _argon2id(cls, value: str) -> str:

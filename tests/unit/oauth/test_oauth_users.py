@@ -143,6 +143,14 @@ BAD_FILES = {
         f"users:\n  - username: 'al ice'\n    password_hash: '{WELL_FORMED}'\n",
         "users.yaml: users.0.username: String should match pattern",
     ),
+    "a sub in a provider's namespace": (
+        f"users:\n  - username: dana\n    sub: 'corp:dana'\n    password_hash: '{WELL_FORMED}'\n",
+        "users.yaml: users.0: a local subject may not contain ':'",
+    ),
+    "a username in a provider's namespace": (
+        f"users:\n  - username: 'corp:dana'\n    password_hash: '{WELL_FORMED}'\n",
+        "users.yaml: users.0: a local subject may not contain ':'",
+    ),
     "extra key": (
         f"users:\n  - username: alice\n    password_hash: '{WELL_FORMED}'\n    role: admin\n",
         "users.yaml: users.0.role: Extra inputs are not permitted",
