@@ -32,7 +32,7 @@ import http
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -60,17 +60,22 @@ class BastionHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools HTTP/1.1 protocol with the header and body limits of the module docstring.
 
     ``limits`` is set on the subclass ``http_protocol`` makes: uvicorn builds one
-    instance per connection from the class alone.
+    instance per connection from the class alone. A connection is in one phase
+    at a time (awaiting a request's headers, reading its body, or idle between
+    requests, where uvicorn's keep-alive timeout rules) with one deadline. One
+    timer serves all of them: it is armed only when none is pending or the new
+    deadline comes sooner, and when it fires on a deadline that has moved on it
+    re-arms for that one, so a busy kept-alive connection costs no timer per request.
     """
 
     limits: ClassVar[ConnectionLimits]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._body_timer: asyncio.TimerHandle | None = None
-        self._headers_pending = False
-        self._body_pending = False
+        self._phase: Literal["headers", "body", "idle"] = "idle"
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._header_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -79,69 +84,83 @@ class BastionHttpProtocol(HttpToolsProtocol):
         self._await_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop both timers, then let uvicorn end the request."""
-        self._stop_header_timer()
-        self._stop_body_timer()
+        """Stop the timer, then let uvicorn end the request."""
+        self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         """Parse ``data``; count it against ``max_header_bytes`` while a request's headers are awaited."""
-        if not self._body_pending:
-            if not self._headers_pending:  # the first bytes of the next request on a kept-alive connection
-                self._await_headers()
+        if self._phase == "idle":  # the first bytes of the next request on a kept-alive connection
+            self._await_headers()
+        if self._phase == "headers":
             self._header_bytes += len(data)
         super().data_received(data)
-        if self._headers_pending and self._header_bytes > self.limits.max_header_bytes:
+        if self._phase == "headers" and self._header_bytes > self.limits.max_header_bytes:
             self._refuse(431, f"Request Header Fields Too Large: more than {self.limits.max_header_bytes} bytes")
 
     def on_message_begin(self) -> None:
-        """A request starts (httptools callback); its headers are due unless already awaited."""
+        """A request starts (httptools callback): a pipelined one's headers are due from now."""
         super().on_message_begin()
-        if not self._headers_pending:
+        if self._phase == "idle":
             self._await_headers()
 
     def on_headers_complete(self) -> None:
         """The headers are in (httptools callback): hand the body deadline to the application."""
-        self._headers_pending = False
-        self._header_bytes = 0
-        self._stop_header_timer()
         timeout_s = self.limits.body_timeout_s
         deadline = self.loop.time() + timeout_s
         extensions = self.scope.setdefault("extensions", {})
         extensions[BODY_DEADLINE] = {"deadline": deadline, "timeout_s": timeout_s}
-        self._body_pending = True
-        self._body_timer = self.loop.call_at(deadline + CLOSE_GRACE_S, self._body_overdue)
+        self._phase = "body"
+        self._set_deadline(deadline + CLOSE_GRACE_S)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         """The body is in (httptools callback)."""
-        self._body_pending = False
-        self._stop_body_timer()
+        self._phase = "idle"
+        self._deadline = None
         super().on_message_complete()
 
     def _await_headers(self) -> None:
-        self._headers_pending = True
+        self._phase = "headers"
         self._header_bytes = 0
-        if self._header_timer is None:
-            self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._headers_overdue)
+        self._set_deadline(self.loop.time() + self.limits.header_timeout_s)
+
+    def _set_deadline(self, at: float) -> None:
+        self._deadline = at
+        if self._timer is not None and self._timer_at <= at:
+            return  # fires first, and re-arms for ``at``
+        if self._timer is not None:
+            self._timer.cancel()
+        self._arm(at)
+
+    def _arm(self, at: float) -> None:
+        self._timer, self._timer_at = self.loop.call_at(at, self._on_timer), at
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if now < deadline:  # a later request's deadline
+            self._arm(deadline)
+        elif self._phase == "body":
+            logger.info("closed a connection from %s whose request body never completed", self._peer)
+            self.transport.close()
+        elif self.cycle is not None and not self.cycle.response_complete:
+            self._arm(now + CLOSE_GRACE_S)  # a pipelined request's headers wait for the answer being written
+        else:
+            self._headers_overdue()
 
     def _headers_overdue(self) -> None:
-        self._header_timer = None
-        if not self._headers_pending or self.transport.is_closing():
-            return
-        if self.cycle is not None and not self.cycle.response_complete:
-            return  # an answer is still being written; uvicorn's keep-alive timeout follows it
         if self._header_bytes == 0:
             logger.info("closed a connection from %s that sent no request", self._peer)
             self.transport.close()
             return
         self._refuse(408, f"Request Timeout: the headers did not arrive within {self.limits.header_timeout_s:g} s")
-
-    def _body_overdue(self) -> None:
-        self._body_timer = None
-        if self._body_pending and not self.transport.is_closing():
-            logger.info("closed a connection from %s whose request body never completed", self._peer)
-            self.transport.close()
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer ``status`` with a JSON-RPC error (``id: null``) and close the connection."""
@@ -159,16 +178,6 @@ class BastionHttpProtocol(HttpToolsProtocol):
         ]
         self.transport.write(b"".join(head) + body)
         self.transport.close()
-
-    def _stop_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _stop_body_timer(self) -> None:
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
 
     @property
     def _peer(self) -> str:

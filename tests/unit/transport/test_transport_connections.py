@@ -153,3 +153,27 @@ async def test_a_body_that_never_completes_closes_the_connection_after_the_grace
     assert not transport.closed
     await asyncio.sleep(T)
     assert transport.closed
+
+
+async def test_partial_headers_sent_during_an_answer_wait_for_it_to_end_then_get_408(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long answer (an event stream) is not cut by the next request's header deadline."""
+    monkeypatch.setattr(connections, "CLOSE_GRACE_S", T / 2)
+    finish = asyncio.Event()
+
+    async def stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"event", "more_body": True})
+        await finish.wait()
+        await send({"type": "http.response.body", "body": b""})
+
+    protocol, transport = _connection(stream)  # type: ignore[arg-type]
+    protocol.data_received(b"GET /mcp/r HTTP/1.1\r\nHost: example\r\n\r\n")
+    protocol.data_received(b"GET /mcp/r HTTP/1.1\r\nHo")
+    await asyncio.sleep(T * 2)
+    assert not transport.closed
+    finish.set()
+    await asyncio.sleep(T * 1.5)
+    assert transport.closed
+    assert b"HTTP/1.1 408 Request Timeout\r\n" in transport.written
