@@ -13,7 +13,7 @@ import functools
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -334,17 +334,33 @@ class Gateway:
             logger.info("route %s: ending an upstream session failed: %s", route.name, exc)
 
     async def _sweep_sessions(self) -> None:
-        """Once a minute: drop idle sessions (ending their upstream sessions) and expired OAuth state."""
+        """Every ``_SWEEP_INTERVAL_S`` seconds: one ``sweep`` at the wall-clock time."""
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL_S)
-            self.sessions.sweep()
+            await self.sweep(time.time())
+
+    async def sweep(self, now: float) -> None:
+        """Housekeeping at ``now`` (epoch s): drop idle sessions (ending their upstream sessions),
+        revocations of tokens expired before ``now``, the verifier's cached verifications of
+        expired tokens, expired authorization state and unfinished vault connections.
+
+        Each step runs even when another failed; a failure is logged and retried next time.
+        Never raises (except ``CancelledError``).
+        """
+        self.sessions.sweep()
+        steps: list[tuple[str, Callable[[], Awaitable[int]]]] = [
+            ("revocations", functools.partial(self.revocations.prune, now))
+        ]
+        if self.authorization is not None:
+            steps.append(("authorization state", functools.partial(self.authorization.purge, now)))
+        if self.vault is not None:
+            steps.append(("vault connections", functools.partial(self.vault.purge, now)))
+        for what, step in steps:
             try:
-                if self.authorization is not None:
-                    await self.authorization.purge()
-                if self.vault is not None:
-                    await self.vault.purge(time.time())
-            except Exception as exc:  # noqa: BLE001 - housekeeping; retried next minute
-                logger.warning("purging expired authorization state failed: %s", exc)
+                await step()
+            except Exception as exc:  # noqa: BLE001 - housekeeping; retried on the next sweep
+                logger.warning("purging expired %s failed: %s", what, exc)
+        self.verifier.purge_expired(now)
 
     async def start(self) -> None:
         """Open the audit log and start the stdio upstreams (waiting for their handshakes)."""
@@ -380,7 +396,7 @@ class Gateway:
         if self.vault is not None:
             await self.vault.close()
         await self.audit.close()
-        self.revocations.close()
+        await self.revocations.close()
 
     @asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:

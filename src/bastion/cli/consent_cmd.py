@@ -42,10 +42,10 @@ async def _revoke(database: Path, sub: str, client_id: str | None) -> tuple[int,
         consents = await store.delete_consents(sub, client_id)
         families = await store.families_of(sub, client_id)
         now = datetime.datetime.now(datetime.UTC).timestamp()
-        with RevocationList(database) as revocations:
+        async with RevocationList(database) as revocations:
             for family_id in families:
                 for jti, expires_at in await store.revoke_family(family_id, now):
-                    revocations.revoke(jti, expires_at)
+                    await revocations.revoke(jti, expires_at)
         return consents, len(families)
     finally:
         await store.close()

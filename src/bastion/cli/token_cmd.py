@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Annotated
@@ -56,6 +57,11 @@ def mint(
     out.print(minted.token, soft_wrap=True)
 
 
+async def _revoke(database: Path, jti: str, expires_at: int) -> None:
+    async with RevocationList(database) as revocations:
+        await revocations.revoke(jti, expires_at)
+
+
 @app.command()
 def revoke(
     jti: Annotated[str, typer.Argument(help="The token's jti claim.")],
@@ -64,11 +70,7 @@ def revoke(
     """Revoke one token by its ``jti``; the running gateway refuses it on the next request."""
     settings = load_or_exit(config)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    revocations = RevocationList(settings.data_dir / DATABASE_FILE)
-    try:
-        revocations.revoke(jti, int(time.time()) + settings.identity.max_token_ttl)
-    finally:
-        revocations.close()
+    asyncio.run(_revoke(settings.data_dir / DATABASE_FILE, jti, int(time.time()) + settings.identity.max_token_ttl))
     out.print(f"revoked {jti}")
 
 

@@ -1,4 +1,4 @@
-"""Revoked access-token ids (``jti``), shared through SQLite between the gateway and the CLI.
+"""The embedded ``RevocationStore``: revoked access-token ids (``jti``) in SQLite, shared by the gateway and the CLI.
 
 ``bastion token revoke JTI`` runs in another process; the gateway must refuse
 the token on its very next request. ``revoke`` commits the row, then replaces
@@ -12,16 +12,21 @@ behind the audit writer's fsync on the same file system.) A row written to
 the table by other means than ``revoke`` is seen after the next ``revoke`` or
 restart. Only the table ``revoked_tokens`` is
 created or touched here; the file is shared with other modules' tables.
+
+The protocol is ``bastion.stores.revocations.RevocationStore``. Writes run on a worker
+thread; ``is_revoked`` reads the table on the caller's thread, only when the stamp changed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 __all__ = ["RevocationList"]
 
@@ -37,11 +42,12 @@ _INSERT = (
 
 
 class RevocationList:
-    """The set of revoked token ids, persisted in table ``revoked_tokens`` of the SQLite file ``path``.
+    """``RevocationStore`` in table ``revoked_tokens`` of the SQLite file ``path``.
 
-    Opens (creating if needed) the file in WAL mode. Safe to share between
-    threads (one lock). Use as a context manager or call :meth:`close`.
-    Database errors propagate as ``sqlite3.Error``; callers must fail closed.
+    Opens (creating if needed) the file in WAL mode when constructed: a local file, so there
+    is no separate start. Safe to share between threads (one lock). Use ``async with`` (or
+    ``with`` in synchronous code) or call :meth:`close`. Database errors propagate as
+    ``sqlite3.Error``; callers must fail closed.
     """
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 5.0, recheck_s: float = 0.0) -> None:
@@ -69,7 +75,7 @@ class RevocationList:
         """The SQLite file."""
         return self._path
 
-    def revoke(self, jti: str, expires_at: int, *, now: float | None = None) -> None:
+    async def revoke(self, jti: str, expires_at: int, *, now: float | None = None) -> None:
         """Record ``jti`` as revoked until ``expires_at`` (the token's ``exp``, epoch s; kept until pruned).
 
         Idempotent: revoking again keeps the first ``revoked_at`` and the later
@@ -78,8 +84,11 @@ class RevocationList:
         if not isinstance(jti, str) or not jti:
             raise ValueError("jti must be a non-empty string")
         revoked_at = int(time.time() if now is None else now)
+        await asyncio.to_thread(self._revoke, jti, int(expires_at), revoked_at)
+
+    def _revoke(self, jti: str, expires_at: int, revoked_at: int) -> None:
         with self._lock:
-            self._db.execute(_INSERT, (jti, int(expires_at), revoked_at))
+            self._db.execute(_INSERT, (jti, expires_at, revoked_at))
             self._touch_stamp()
             self._revoked = self._revoked | {jti}  # this process sees its own revocation at once
 
@@ -113,28 +122,44 @@ class RevocationList:
                 self._seen = version
         return jti in self._revoked
 
-    def prune(self, now: float | None = None) -> int:
+    async def prune(self, now: float) -> int:
         """Delete revocations whose token expired before ``now`` (epoch s); returns how many.
 
-        Safe because an expired token is refused on ``exp`` alone.
+        Safe because an expired token is refused on ``exp`` alone. Other processes re-read
+        the list (the stamp changes) only when something was deleted.
         """
-        stamp = int(time.time() if now is None else now)
-        with self._lock:
-            pruned = self._db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (stamp,)).rowcount
-            self._touch_stamp()
-            return int(pruned)
+        return await asyncio.to_thread(self._prune, int(now))
 
-    def close(self) -> None:
-        """Close the database connection."""
+    def _prune(self, now: int) -> int:
+        with self._lock:
+            pruned = int(self._db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (now,)).rowcount)
+            if pruned:
+                self._revoked = frozenset(row[0] for row in self._db.execute(_LOAD).fetchall())
+                self._touch_stamp()
+            return pruned
+
+    async def close(self) -> None:
+        """Close the database connection (idempotent)."""
+        self._close()
+
+    def _close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def __enter__(self) -> RevocationList:
+    async def __aenter__(self) -> Self:
         """Return self; the connection closes on exit."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Close the connection."""
+        self._close()
+
+    def __enter__(self) -> Self:
+        """Return self (synchronous callers that only check); the connection closes on exit."""
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         """Close the connection."""
-        self.close()
+        self._close()

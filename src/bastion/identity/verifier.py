@@ -29,10 +29,10 @@ from bastion.identity.claims import (
 )
 from bastion.identity.external import ExternalIssuer, JWKSCache, JWKSFetch
 from bastion.identity.keys import SigningKeys
-from bastion.identity.revocation import RevocationList
 from bastion.identity.signature import parse_compact_jws, verify_compact_jws
 from bastion.identity.tokens import IDP_CLAIM
 from bastion.principal import Principal
+from bastion.stores.revocations import RevocationStore
 
 __all__ = ["TokenVerifier"]
 
@@ -67,7 +67,7 @@ class TokenVerifier:
         *,
         issuer: str,
         keys: SigningKeys,
-        revocations: RevocationList,
+        revocations: RevocationStore,
         external_issuers: Iterable[ExternalIssuer] = (),
         leeway_s: int = 30,
         allowed_algorithms: Iterable[str] = ("ES256",),
@@ -166,8 +166,16 @@ class TokenVerifier:
         """Forget every cached verification (e.g. after an emergency key removal)."""
         self._cache.clear()
 
+    @property
+    def cached(self) -> int:
+        """How many verifications are cached (at most ``cache_size``)."""
+        return len(self._cache)
+
     def purge_expired(self, now: float | None = None) -> int:
-        """Drop cached entries whose token has expired at ``now`` (epoch s); returns how many."""
+        """Drop cached entries whose token has expired at ``now`` (epoch s); returns how many.
+
+        The gateway calls it on its housekeeping schedule (``Gateway.sweep``): an entry is
+        otherwise dropped only when its token is presented again or the cache is full."""
         stamp = time.time() if now is None else now
         expired = [token for token, entry in self._cache.items() if entry.validity.expires_at <= stamp]
         for token in expired:

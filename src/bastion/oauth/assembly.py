@@ -12,7 +12,6 @@ from bastion.audit.store import AuditLog
 from bastion.config import BastionConfig
 from bastion.egress.client import EgressGuard
 from bastion.errors import ConfigError
-from bastion.identity.revocation import RevocationList
 from bastion.identity.tokens import TokenIssuer
 from bastion.oauth.app import authorization_server_routes
 from bastion.oauth.auditing import OAuthAudit
@@ -25,6 +24,7 @@ from bastion.oauth.requests import Resources
 from bastion.oauth.store_sqlite import SQLiteAuthorizationStore
 from bastion.oauth.users import LocalUsers
 from bastion.stores.counters import RateCounter
+from bastion.stores.revocations import RevocationStore
 
 __all__ = ["AuthorizationServer"]
 
@@ -46,7 +46,7 @@ class AuthorizationServer:
         database: Path,
         audit: AuditLog,
         issuer: TokenIssuer,
-        revocations: RevocationList,
+        revocations: RevocationStore,
         rates: RateCounter,
         fetch: DocumentFetch | None,
         egress: EgressGuard | None = None,
@@ -103,6 +103,6 @@ class AuthorizationServer:
         """Close the store."""
         await self.store.close()
 
-    async def purge(self) -> int:
-        """Delete expired requests, codes, sign-ins and families; returns how many rows."""
-        return await self.store.purge(self.context.clock())
+    async def purge(self, now: float) -> int:
+        """Delete requests, codes, sign-ins and families expired at ``now`` (epoch s); returns how many rows."""
+        return await self.store.purge(now)

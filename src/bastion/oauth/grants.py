@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from bastion.errors import OAuthError
-from bastion.identity.revocation import RevocationList
 from bastion.identity.tokens import TokenIssuer
 from bastion.oauth.clients import Client
 from bastion.oauth.records import Grant, digest
 from bastion.oauth.requests import Resources, requested_scopes, verify_pkce
 from bastion.oauth.store import AuthorizationStore
+from bastion.stores.revocations import RevocationStore
 
 __all__ = ["GrantService", "IssuedTokens"]
 
@@ -51,7 +51,7 @@ class GrantService:
         self,
         store: AuthorizationStore,
         issuer: TokenIssuer,
-        revocations: RevocationList,
+        revocations: RevocationStore,
         resources: Resources,
         *,
         access_ttl_s: int,
@@ -167,7 +167,7 @@ class GrantService:
 
     async def _revoke(self, family_id: str, now: float) -> None:
         for jti, expires_at in await self._store.revoke_family(family_id, now):
-            self._revocations.revoke(jti, expires_at)
+            await self._revocations.revoke(jti, expires_at)
 
     async def _issue(self, grant: Grant, family_id: str, now: float) -> IssuedTokens:
         user = grant.user

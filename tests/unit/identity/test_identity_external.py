@@ -225,7 +225,7 @@ async def test_bad_signature_from_other_key_with_same_kid(verifier: TokenVerifie
 
 
 async def test_revoked_external_token(verifier: TokenVerifier, revocations: RevocationList) -> None:
-    revocations.revoke("ext-1", expires_at=int(NOW) + 300)
+    await revocations.revoke("ext-1", expires_at=int(NOW) + 300)
     assert await reason(verifier, idp_token()) == "token_revoked"
 
 

@@ -224,13 +224,13 @@ def test_missing_rfc9068_claim(
     assert reason(verifier, own(keys, claims_for(**{claim: None}))) == "missing_claim"
 
 
-def test_revoked_from_second_connection(
+async def test_revoked_from_second_connection(
     issuer: TokenIssuer, verifier: TokenVerifier, revocations: RevocationList
 ) -> None:
     minted = issuer.mint(sub="alice", audience=ROUTE_A, ttl_s=600, now=NOW)
     verifier.verify(minted.token, ROUTE_A, now=NOW)  # verified and cached
-    with RevocationList(revocations.path) as other:  # its own connection, as `bastion token revoke` has
-        other.revoke(minted.claims["jti"], expires_at=NOW + 600, now=NOW)
+    async with RevocationList(revocations.path) as other:  # its own connection, as `bastion token revoke` has
+        await other.revoke(minted.claims["jti"], expires_at=NOW + 600, now=NOW)
     assert reason(verifier, minted.token) == "token_revoked"
 
 

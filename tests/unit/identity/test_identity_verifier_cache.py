@@ -56,12 +56,12 @@ def test_cached_token_checks_nbf(issuer: TokenIssuer, verifier: TokenVerifier) -
     assert info.value.reason == "token_not_yet_valid"
 
 
-def test_cached_token_checks_revocation(
+async def test_cached_token_checks_revocation(
     issuer: TokenIssuer, verifier: TokenVerifier, revocations: RevocationList
 ) -> None:
     minted = issuer.mint(sub="alice", audience=ROUTE_A, ttl_s=600, now=NOW)
     verifier.verify(minted.token, ROUTE_A, now=NOW)
-    revocations.revoke(minted.claims["jti"], expires_at=minted.claims["exp"])
+    await revocations.revoke(minted.claims["jti"], expires_at=minted.claims["exp"])
     with pytest.raises(AuthenticationError) as info:
         verifier.verify(minted.token, ROUTE_A, now=NOW + 1)
     assert info.value.reason == "token_revoked"

@@ -1,0 +1,99 @@
+"""The ``RevocationStore`` contract, run against every backend (today ``RevocationList`` on SQLite).
+
+``handles`` opens stores on ONE backend (for SQLite: one file), as the gateway and the CLI
+each have their own; a shared backend joins by adding a parameter to ``handles``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from bastion.identity import RevocationList
+from bastion.stores.revocations import RevocationStore
+
+NOW = 1_700_000_000
+
+Opener = Callable[[], RevocationStore]
+
+
+@pytest.fixture(params=["sqlite"])
+async def handles(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
+    """A factory of stores on one fresh backend; every store it opened is closed after the test."""
+    assert request.param == "sqlite"
+    async with AsyncExitStack() as stack:
+
+        def open_store() -> RevocationStore:
+            store = RevocationList(tmp_path / "bastion.db")
+            stack.push_async_callback(store.close)
+            return store
+
+        yield open_store
+
+
+@pytest.fixture
+def store(handles: Opener) -> RevocationStore:
+    """One store on the backend."""
+    return handles()
+
+
+async def test_a_revoked_id_is_revoked_and_others_are_not(store: RevocationStore) -> None:
+    assert not store.is_revoked("abc")
+    await store.revoke("abc", expires_at=NOW + 600, now=NOW)
+    assert store.is_revoked("abc")
+    assert not store.is_revoked("abd")
+    assert not store.is_revoked("ab")
+    assert not store.is_revoked("")
+
+
+async def test_a_revocation_through_another_handle_is_seen_at_once(handles: Opener) -> None:
+    gateway, cli = handles(), handles()
+    assert not gateway.is_revoked("jti-1")
+    await cli.revoke("jti-1", expires_at=NOW + 600, now=NOW)
+    assert gateway.is_revoked("jti-1")
+
+
+async def test_prune_forgets_only_what_expired_before_now(handles: Opener) -> None:
+    store, other = handles(), handles()
+    await store.revoke("old", expires_at=NOW - 1, now=NOW - 100)
+    await store.revoke("edge", expires_at=NOW, now=NOW - 100)
+    await store.revoke("new", expires_at=NOW + 600, now=NOW - 100)
+    assert await store.prune(NOW) == 1
+    assert await store.prune(NOW) == 0
+    for handle in (store, other):
+        assert [handle.is_revoked(j) for j in ("old", "edge", "new")] == [False, True, True]
+
+
+async def test_revoking_again_keeps_the_later_expiry(store: RevocationStore) -> None:
+    await store.revoke("abc", expires_at=NOW + 200, now=NOW)
+    await store.revoke("abc", expires_at=NOW + 100, now=NOW + 1)
+    assert await store.prune(NOW + 150) == 0
+    assert store.is_revoked("abc")
+    await store.revoke("abc", expires_at=NOW + 300, now=NOW + 2)
+    assert await store.prune(NOW + 250) == 0
+    assert store.is_revoked("abc")
+    assert await store.prune(NOW + 301) == 1
+    assert not store.is_revoked("abc")
+
+
+async def test_an_empty_id_is_refused(store: RevocationStore) -> None:
+    with pytest.raises(ValueError, match="jti"):
+        await store.revoke("", expires_at=NOW + 600)
+
+
+async def test_concurrent_revocations_are_all_kept(handles: Opener) -> None:
+    stores = [handles() for _ in range(3)]
+    await asyncio.gather(*(stores[i % 3].revoke(f"jti-{i}", expires_at=NOW + 600, now=NOW) for i in range(60)))
+    for store in stores:
+        assert all(store.is_revoked(f"jti-{i}") for i in range(60))
+
+
+async def test_close_is_idempotent_and_async_with_closes(handles: Opener) -> None:
+    store = handles()
+    async with store as entered:
+        assert entered is store
+    await store.close()
