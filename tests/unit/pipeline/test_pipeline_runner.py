@@ -527,3 +527,20 @@ async def test_an_observer_that_raises_changes_nothing() -> None:
     await _observed(rig, Broken()).handle(exchange)
     assert _body(exchange)["result"] == {"tools": []}
     assert rig.forward.calls == 1
+
+
+async def test_a_flood_of_dropped_messages_leaves_a_bounded_number_of_records() -> None:
+    async def flood() -> AsyncIterator[SseEvent]:
+        for rpc_id in range(1000, 1040):
+            yield SseEvent(message={"jsonrpc": "2.0", "id": rpc_id, "result": {}})
+        yield SseEvent(message={"jsonrpc": "2.0", "id": 7, "result": {"tools": []}})
+
+    rig = Rig()
+    rig.forward_reply = SseReply(200, flood())
+    exchange = await rig.run()
+    assert isinstance(exchange.reply, SseReply)
+    relayed = [event.message async for event in exchange.reply.events if event.message is not None]
+    assert [m["id"] for m in relayed] == [7]
+    reasons = [e.decision.reason for e in rig.log.queued if isinstance(e, audit.DecisionEvent)]
+    assert reasons == ["unsolicited_response"] * audit_stage.MAX_DROP_RECORDS + ["drops_capped"]
+    assert exchange.notes["dropped"] == 40

@@ -162,6 +162,20 @@ async def test_a_tool_the_upstream_does_not_list_is_classified_destructive() -> 
     assert exchange.resource.attrs["risk"] == "destructive"
 
 
+async def test_a_long_name_the_upstream_does_not_list_is_refused_without_echoing_it() -> None:
+    name = "x" * 10_000
+    with pytest.raises(TransportError) as caught:
+        await _classify(_exchange("tools/call", {"name": name}), CatalogLoader(NOTES_TOOLS))
+    assert caught.value.jsonrpc_code == -32602
+    assert len(caught.value.message) < 200
+
+
+async def test_a_long_name_the_upstream_lists_is_classified() -> None:
+    name = "y" * 200
+    exchange = await _classify(_exchange("tools/call", {"name": name}), CatalogLoader([{"name": name}]))
+    assert exchange.target == name
+
+
 @pytest.mark.parametrize(
     ("method", "params"),
     [

@@ -21,9 +21,12 @@ from bastion.errors import AuditUnavailable
 from bastion.pipeline.context import Exchange
 from bastion.policy import Decision
 
-__all__ = ["AuditStage"]
+__all__ = ["MAX_DROP_RECORDS", "AuditStage"]
 
 logger = logging.getLogger(__name__)
+
+MAX_DROP_RECORDS = 16
+"""How many dropped upstream messages one exchange records one by one (see ``record_dropped``)."""
 
 
 class AuditStage:
@@ -118,7 +121,17 @@ class AuditStage:
         method (``response`` for a response, ``message`` when it was not a JSON-RPC
         object), ``target`` its JSON-RPC id, ``reason`` the filter's code (e.g.
         ``unsolicited_response``, ``filtered:list``).
+
+        At most ``MAX_DROP_RECORDS`` per exchange are written, so an upstream that floods a
+        stream with messages Bastion drops cannot grow the log without bound; the one after
+        them is recorded with the reason ``drops_capped``, later ones only counted
+        (``exchange.notes["dropped"]``).
         """
+        dropped = exchange.notes["dropped"] = exchange.notes.get("dropped", 0) + 1
+        if dropped > MAX_DROP_RECORDS + 1:
+            return
+        if dropped == MAX_DROP_RECORDS + 1:
+            message, reason = None, "drops_capped"
         method = "message"
         target: str | None = None
         if message is not None:

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bastion.errors import TransportError
+from bastion.errors import TransportError, clip
 from bastion.pipeline.context import Exchange
 from bastion.policy import ResourceRef
 
-__all__ = ["SESSION_METHODS", "ClassifyStage"]
+__all__ = ["MAX_UNLISTED_NAME", "SESSION_METHODS", "ClassifyStage"]
 
 SESSION_METHODS = frozenset(
     {
@@ -38,6 +38,9 @@ SESSION_METHODS = frozenset(
     }
 )
 """Methods allowed to any authenticated principal; lists are filtered by policy afterwards."""
+
+MAX_UNLISTED_NAME = 128
+"""The longest tool name Bastion forwards a call for when the upstream has not listed it."""
 
 CatalogLoader = Callable[[Exchange], Awaitable[None]]
 
@@ -77,6 +80,10 @@ class ClassifyStage:
             if ref is None:
                 await self._load_catalog(exchange)
                 ref = catalog.ref(route, name)
+            if ref is None and len(name) > MAX_UNLISTED_NAME:
+                # MCP 2025-11-25 server/tools: names SHOULD be 1 to 128 characters. A longer name the
+                # upstream does not list is refused here, so no error message echoes it back whole.
+                raise TransportError(f"Invalid params: unknown tool {clip(name, 64)!r}", jsonrpc_code=-32602)
             exchange.action, exchange.target = "tools/call", name
             exchange.resource = ref or ResourceRef.from_tool(route, {"name": name, "_unlisted": True})
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
