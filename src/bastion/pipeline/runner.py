@@ -112,6 +112,11 @@ class Pipeline:
             error.__cause__ = exc
         self._notify_end(exchange, stage.name, time.perf_counter() - started, error)
         if error is not None:
+            # The traceback's frames hold the exchange, which will hold the error: a cycle that keeps
+            # the request (its parsed body too) alive until a full garbage collection. Logged above.
+            error.__traceback__ = None
+            if error.__cause__ is not None:
+                error.__cause__.__traceback__ = None
             await self._fail(exchange, stage.name, error)
             return False
         return exchange.reply is None

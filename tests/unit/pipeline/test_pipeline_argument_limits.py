@@ -3,7 +3,9 @@ records the digest and the sizes, never the arguments (the real stages; the audi
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from typing import Any
 
 import pytest
@@ -16,7 +18,8 @@ from bastion.config import HttpUpstream, RouteSettings
 from bastion.config.limits import ArgumentLimits
 from bastion.errors import ArgumentsTooLarge
 from bastion.pipeline.context import Exchange, HttpRequest
-from bastion.pipeline.runner import error_reply
+from bastion.pipeline.filters import MessageInspector
+from bastion.pipeline.runner import Pipeline, error_reply
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.transport import TransportStage
 from bastion.transport.checks import OriginPolicy
@@ -105,3 +108,32 @@ def test_the_sizes_body_equals_the_model() -> None:
         k: v for k, v in model.items() if k not in ("id", "time")
     }
     assert as_model(fast).decision.argument_sizes == SIZES  # type: ignore[union-attr]
+
+
+class _Payload:
+    """Stands for a large parsed body; weakly referenceable, so the test can see it freed."""
+
+
+async def test_a_refused_request_is_freed_at_once_not_at_the_next_full_collection() -> None:
+    """The error's traceback must not tie the exchange (and the body it parsed) into a cycle."""
+    audit_stage = AuditStage(ListLog(), policy_version="v1")  # type: ignore[arg-type]
+    pipeline = Pipeline(
+        [_transport()],
+        audit=audit_stage,
+        forward=_transport(),
+        inspector=MessageInspector([], on_drop=audit_stage.record_dropped),
+    )
+    exchange = _exchange({f"k{i}": i for i in range(101)})
+    payload = _Payload()
+    exchange.notes["payload"] = payload
+    alive = weakref.ref(payload)
+    del payload
+    gc.disable()
+    try:
+        await pipeline.handle(exchange)
+        assert exchange.error is not None
+        assert exchange.error.__traceback__ is None
+        del exchange
+        assert alive() is None
+    finally:
+        gc.enable()
