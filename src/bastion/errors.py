@@ -28,8 +28,28 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     │   └── InsufficientScope       403  -32003  (step-up: WWW-Authenticate insufficient_scope)
     ├── EgressDenied                403  -32003  (an outbound fetch refused: SSRF guard)
     ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
+    ├── AnswerWithheld              500  -32603  (inspection withheld the answer to the client's request)
+    ├── IdentityProviderError       502  -32603  (signing in through an OpenID Connect provider failed)
+    ├── VaultError                  500  -32603  (a sealed token vault record does not open)
+    ├── UpstreamConnectionRequired  200  -32042  (MCP URL elicitation: connect the upstream first)
+    ├── UpstreamAuthorizationError  502  -32603  (Bastion as OAuth client of an upstream's server failed)
+    │   └── ConnectionExpired       502  -32603  (the refresh token was refused: connect again)
     └── UpstreamError               502  -32603
-        └── UpstreamUnavailable     503  -32603
+        ├── UpstreamUnavailable     503  -32603
+        ├── TokenExchangeFailed     502  -32603  (RFC 8693: the STS refused or answered unusably)
+        └── ListenerOverflow        502  -32603  (a stdio stream's listener fell too far behind)
+
+``BastionError`` itself is the bug case: its ``code`` ``internal_error`` is what the
+runner and the endpoint record for an unexpected exception (``Internal error in <stage>``);
+every expected refusal has a class of its own above.
+
+Three exception classes live elsewhere on purpose; none reaches a client as itself:
+``bastion.audit.canonical.NotCanonicalizable`` is a ``TypeError`` (as ``json`` raises for a
+value it cannot write), so that the audit stage's ``except TypeError`` maps it to
+``AuditUnavailable``; ``bastion.egress.resolver.EgressRefused`` must be an ``OSError`` for
+aiohttp to carry it out of its resolver, and ``upstream.http`` maps it back to its
+``EgressDenied``; ``bastion.policy.testing._CaseError`` is private to the ``bastion policy
+test`` runner, which reports it as a test ERROR.
 """
 
 from __future__ import annotations
@@ -38,6 +58,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ECHO_LIMIT",
+    "AnswerWithheld",
     "ArgumentsTooLarge",
     "AuditUnavailable",
     "AuthenticationError",
@@ -46,22 +67,28 @@ __all__ = [
     "BodyTimeout",
     "BodyTooLarge",
     "ConfigError",
+    "ConnectionExpired",
     "EgressDenied",
     "ForbiddenOrigin",
     "HeaderMismatch",
+    "IdentityProviderError",
     "InsufficientScope",
+    "ListenerOverflow",
     "NotAcceptable",
     "OAuthError",
     "ParseError",
     "PolicyDenied",
     "SessionNotFound",
     "SessionRequired",
+    "TokenExchangeFailed",
     "TransportError",
     "UnsupportedMediaType",
     "UnsupportedVersion",
+    "UpstreamAuthorizationError",
     "UpstreamConnectionRequired",
     "UpstreamError",
     "UpstreamUnavailable",
+    "VaultError",
     "clip",
 ]
 
@@ -328,3 +355,76 @@ class UpstreamConnectionRequired(BastionError):
             data={"elicitations": [{"mode": "url", "elicitationId": elicitation_id, "url": url, "message": message}]},
         )
         self.url = url
+
+
+class AnswerWithheld(BastionError):
+    """Inspection withheld the upstream's answer to the client's own request: a message filter
+    dropped it, or the upstream's reply answers another request (docs/architecture.md, "Message
+    filters"). The dropped message has a decision record of its own (``filtered:<filter>`` or
+    ``unsolicited_response``); the client gets this JSON-RPC error for its request instead. A
+    filter that raises is a bug, recorded as ``internal_error``, not this."""
+
+    status = 500
+    code = "answer_withheld"
+
+
+class IdentityProviderError(BastionError):
+    """Signing a person in through an OpenID Connect provider failed (discovery, the token
+    response, the ID token's checks of OpenID Connect Core 1.0 section 3.1.3.7, UserInfo);
+    ``message`` is safe to show the person on the sign-in page."""
+
+    status = 502
+    code = "identity_provider_error"
+
+
+class VaultError(BastionError):
+    """A sealed token vault record cannot be opened: unknown key id, or its tag does not verify
+    (tampered, moved to another owner or route, or sealed with a key no longer configured).
+    The credential broker treats the record as absent (the person connects again)."""
+
+    status = 500
+    code = "vault_error"
+
+
+class UpstreamAuthorizationError(BastionError):
+    """Bastion, as OAuth client of an upstream's authorization server on a person's behalf
+    (MCP 2025-11-25 basic/authorization), failed: discovery, registration, the code or refresh
+    grant; ``message`` names the route and is safe to show the person."""
+
+    status = 502
+    code = "upstream_authorization_error"
+
+
+class ConnectionExpired(UpstreamAuthorizationError):
+    """The authorization server refused the refresh token (``invalid_grant``, RFC 6749 section
+    5.2) or there is none: the person must connect again. The credential broker turns it into
+    ``UpstreamConnectionRequired``."""
+
+    code = "upstream_connection_expired"
+
+
+class TokenExchangeFailed(UpstreamError):
+    """The STS refused the exchange or answered with something Bastion cannot present (RFC 8693).
+
+    HTTP 502, JSON-RPC ``-32603`` (internal error), audit code ``token_exchange_failed``.
+    ``error`` is the RFC 6749 section 5.2 / RFC 8693 section 2.2.2 error code when the STS
+    sent one (``invalid_request``, ``invalid_client``, ``invalid_target`` ...), else None;
+    ``sts_status`` the STS's HTTP status, or None when the answer was not the problem.
+    ``message`` names the route and the STS host, never a token or a secret.
+    """
+
+    status = 502
+    code = "token_exchange_failed"
+
+    def __init__(self, message: str, *, error: str | None = None, sts_status: int | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+        self.sts_status = sts_status
+
+
+class ListenerOverflow(UpstreamError):
+    """A listener of a stdio server's broadcast notifications fell more than
+    ``bastion.upstream.stdio.SUBSCRIPTION_DEPTH`` of them behind: its stream ends with this error
+    (and an error outcome) instead of skipping notifications silently, and the client reconnects."""
+
+    code = "listener_overflow"

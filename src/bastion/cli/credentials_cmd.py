@@ -16,8 +16,8 @@ import typer
 from rich.table import Table
 
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
-from bastion.credentials.vault import Connection, TokenVault, VaultError, VaultKeys, generate_key
-from bastion.errors import ConfigError
+from bastion.credentials.vault import Connection, TokenVault, VaultKeys, generate_key
+from bastion.errors import ConfigError, VaultError
 from bastion.gateway import DATABASE_FILE
 
 __all__ = ["app"]

@@ -21,9 +21,9 @@ from typing import Protocol
 from weakref import WeakValueDictionary
 
 from bastion.credentials.exchange import TokenExchange
-from bastion.credentials.upstream_oauth import ConnectionExpired, UpstreamOAuthClient
-from bastion.credentials.vault import TokenSet, TokenVault, VaultError
-from bastion.errors import BastionError, UpstreamConnectionRequired, UpstreamError
+from bastion.credentials.upstream_oauth import UpstreamOAuthClient
+from bastion.credentials.vault import TokenSet, TokenVault
+from bastion.errors import BastionError, ConnectionExpired, UpstreamConnectionRequired, UpstreamError, VaultError
 from bastion.ids import new_id
 from bastion.principal import Principal
 from bastion.upstream.http import UpstreamResponse

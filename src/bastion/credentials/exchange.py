@@ -15,7 +15,7 @@ token never leaves Bastion (docs/architecture.md, "Credentials").
                                       expires_in
          -> _parse_failure            section 2.2.2 / RFC 6749 section 5.2 error body
 
-Errors::
+Errors (all in ``bastion.errors``)::
 
     BastionError
     ├── EgressDenied                 403  -32003  the guard refused the STS address (propagated)
@@ -36,17 +36,17 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode, urlsplit
 
 from bastion.config.exchange import ACCESS_TOKEN_TYPE_URI, JWT_TOKEN_TYPE_URI, TokenExchangeSettings
 from bastion.egress.client import FetchResult
-from bastion.errors import ConfigError, UpstreamError
+from bastion.errors import ConfigError, TokenExchangeFailed
 from bastion.principal import Principal
 
 from .tokens import UpstreamToken
 
-__all__ = ["GRANT_TYPE", "MAX_CACHED_TOKENS", "Send", "TokenExchange", "TokenExchangeFailed"]
+__all__ = ["GRANT_TYPE", "MAX_CACHED_TOKENS", "Send", "TokenExchange"]
 
 #: The grant type of a token exchange request (RFC 8693 section 2.1).
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -83,25 +83,6 @@ class Send(Protocol):
         body: bytes = ...,
         allow_http: bool = ...,
     ) -> Coroutine[Any, Any, FetchResult]: ...
-
-
-class TokenExchangeFailed(UpstreamError):
-    """The STS refused the exchange or answered with something Bastion cannot present.
-
-    HTTP 502, JSON-RPC ``-32603`` (internal error), audit code ``token_exchange_failed``.
-    ``error`` is the RFC 6749 section 5.2 / RFC 8693 section 2.2.2 error code when the STS
-    sent one (``invalid_request``, ``invalid_client``, ``invalid_target`` ...), else None;
-    ``sts_status`` the STS's HTTP status, or None when the answer was not the problem.
-    ``message`` names the route and the STS host, never a token or a secret.
-    """
-
-    status: ClassVar[int] = 502
-    code: ClassVar[str] = "token_exchange_failed"
-
-    def __init__(self, message: str, *, error: str | None = None, sts_status: int | None = None) -> None:
-        super().__init__(message)
-        self.error = error
-        self.sts_status = sts_status
 
 
 class TokenExchange:

@@ -49,11 +49,11 @@ from bastion.config.credentials import UpstreamOAuthSettings
 from bastion.credentials.vault import PendingConnection, TokenSet, TokenVault
 from bastion.egress.allowlist import NO_EXCEPTIONS, AllowList
 from bastion.egress.client import EgressGuard, FetchResult
-from bastion.errors import BastionError, EgressDenied, UpstreamUnavailable
+from bastion.errors import ConnectionExpired, EgressDenied, UpstreamAuthorizationError, UpstreamUnavailable
 from bastion.oauth.client_auth import basic_authorization
 from bastion.oauth.records import digest
 
-__all__ = ["AuthorizationServerInfo", "ConnectionExpired", "UpstreamAuthorizationError", "UpstreamOAuthClient"]
+__all__ = ["AuthorizationServerInfo", "UpstreamOAuthClient"]
 
 _log = logging.getLogger("bastion.credentials")
 
@@ -61,16 +61,6 @@ _MAX_DOCUMENT_BYTES = 64 * 1024
 _METADATA_CACHE_S = 3600.0
 _PENDING_TTL_S = 600.0
 _PROBE_VERSION = "2025-11-25"
-
-
-class UpstreamAuthorizationError(BastionError):
-    """Talking to an upstream's authorization server failed; ``message`` is safe to show the person."""
-
-    status = 502
-
-
-class ConnectionExpired(UpstreamAuthorizationError):
-    """The authorization server refused the refresh token (``invalid_grant``): the person must connect again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,20 +36,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bastion.config.base import SecretRef
 from bastion.config.credentials import VaultSettings
-from bastion.errors import BastionError, ConfigError
+from bastion.errors import ConfigError, VaultError
 from bastion.stores.sqlite import SQLiteTables
 
-__all__ = ["Connection", "PendingConnection", "TokenSet", "TokenVault", "VaultError", "VaultKeys", "generate_key"]
+__all__ = ["Connection", "PendingConnection", "TokenSet", "TokenVault", "VaultKeys", "generate_key"]
 
 _KEY_BYTES = 32
 _NONCE_BYTES = 12
-
-
-class VaultError(BastionError):
-    """A sealed record cannot be opened: unknown key id, or its tag does not verify (tampered,
-    moved to another owner or route, or sealed with a key no longer configured)."""
-
-    status = 500
 
 
 def generate_key() -> str:

@@ -13,8 +13,8 @@ token's (section 5.3.2).
 
 Every request to the provider goes through the egress guard: a provider on a
 private address must be in ``egress.allow``, and a redirect is never followed
-with a code or a token. Failures raise ``IdentityProviderError`` with a message
-safe to show the person signing in.
+with a code or a token. Failures raise ``bastion.errors.IdentityProviderError`` with a
+message safe to show the person signing in.
 
     provider = OpenIDProvider(settings, egress, redirect_uri="https://bastion.example/oauth/callback")
     url = await provider.authorization_url(state=..., nonce=..., code_verifier=...)
@@ -41,12 +41,12 @@ from joserfc.jws import extract_compact
 
 from bastion.config.oauth import IdentityProviderSettings
 from bastion.egress.client import EgressGuard, FetchResult
-from bastion.errors import AuthenticationError, BastionError, EgressDenied, UpstreamUnavailable
+from bastion.errors import AuthenticationError, EgressDenied, IdentityProviderError, UpstreamUnavailable
 from bastion.identity.external import EXTERNAL_ALGORITHMS, JWKSCache
 from bastion.oauth.client_auth import basic_authorization
 from bastion.oauth.records import UserIdentity
 
-__all__ = ["IdentityProviderError", "OpenIDProvider", "ProviderEndpoints", "groups_from"]
+__all__ = ["OpenIDProvider", "ProviderEndpoints", "groups_from"]
 
 _log = logging.getLogger("bastion.oauth.federation")
 
@@ -56,13 +56,6 @@ _METADATA_CACHE_S = 3600
 _JWKS_CACHE_S = 300
 _MAX_GROUPS = 256
 _MAX_GROUP_CHARS = 256
-
-
-class IdentityProviderError(BastionError):
-    """Signing in through an identity provider failed; ``message`` is safe to show the person."""
-
-    status = 502
-    code = "identity_provider_error"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,9 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from bastion.errors import OAuthError
+from bastion.errors import IdentityProviderError, OAuthError
 from bastion.oauth.authorize_endpoint import BROWSER_COOKIE, AuthorizeEndpoint
 from bastion.oauth.context import NO_STORE, ServerContext
-from bastion.oauth.federation import IdentityProviderError
 from bastion.oauth.pages import error_page
 from bastion.oauth.records import FederatedSignIn, PendingAuthorization, digest
 from bastion.oauth.requests import single_params

@@ -17,8 +17,9 @@ Deny by construction, before any filter runs:
 - a JSON value that is not one JSON-RPC object (a batch array, a number) is dropped;
 - a filter that raises (or drops the answer to the exchange's own request)
   never lets the message pass unfiltered: the message is dropped, and for that
-  answer ``inspect`` raises ``BastionError``, so the client gets a JSON-RPC error
-  in its place (the runner's JSON reply, or an error event ending the stream).
+  answer ``inspect`` raises ``AnswerWithheld`` (a drop) or ``BastionError`` (a filter
+  that raised: a bug, ``internal_error``), so the client gets a JSON-RPC error in its
+  place (the runner's JSON reply, or an error event ending the stream).
 
 Every drop is reported to ``on_drop`` (the audit stage records it) with a stable
 reason code.
@@ -30,7 +31,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol
 
-from bastion.errors import BastionError
+from bastion.errors import AnswerWithheld, BastionError
 from bastion.pipeline.context import Exchange, JsonReply, SseEvent, SseReply
 from bastion.stores.sessions import SentRequest, rpc_key
 
@@ -81,14 +82,15 @@ class MessageInspector:
     async def inspect_reply(self, exchange: Exchange) -> None:
         """Filter a JSON ``exchange.reply`` (the answer to the exchange's own request) in place.
 
-        Raises ``BastionError`` when the answer fails inspection (see ``inspect``).
+        Raises ``AnswerWithheld`` when the answer is dropped (it answers another request, or a
+        filter dropped it), ``BastionError`` when a filter raised (see ``inspect``).
         """
         reply = exchange.reply
         if not isinstance(reply, JsonReply) or reply.message is None:
             return
         kept = await self.inspect(exchange, reply.message, "reply")
         if kept is None and exchange.kind == "request":
-            raise BastionError("Internal error in inspect: the upstream's reply does not answer this request")
+            raise AnswerWithheld("Internal error in inspect: the upstream's reply does not answer this request")
         if kept is reply.message:
             return
         reply.raw = None
@@ -138,7 +140,7 @@ class MessageInspector:
                 if not getattr(message_filter, "audits_own_drops", False):
                     await self._on_drop(exchange, message, f"filtered:{message_filter.name}")
                 if _answers_own(exchange, answered):
-                    raise BastionError(f"Internal error in inspect: the answer was withheld ({message_filter.name})")
+                    raise AnswerWithheld(f"Internal error in inspect: the answer was withheld ({message_filter.name})")
                 return None
             current = kept
         return current

@@ -35,9 +35,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bastion.credentials.broker import UserTokens
-from bastion.credentials.upstream_oauth import UpstreamAuthorizationError
 from bastion.credentials.vault import TokenVault
-from bastion.errors import AuthenticationError, BastionError, OAuthError
+from bastion.errors import AuthenticationError, BastionError, OAuthError, UpstreamAuthorizationError
 from bastion.identity.verifier import TokenVerifier
 from bastion.oauth.auditing import OAuthAudit
 from bastion.oauth.authorize_endpoint import SIGN_IN_COOKIE

@@ -24,7 +24,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from bastion.errors import UpstreamError, UpstreamUnavailable
+from bastion.errors import ListenerOverflow, UpstreamError, UpstreamUnavailable
 
 __all__ = ["HANDSHAKE_VERSION", "SUBSCRIPTION_DEPTH", "ServerRequestHandler", "StdioServer", "Subscription"]
 
@@ -50,8 +50,9 @@ class Subscription:
 
     ``next()`` returns them in order. A listener that falls ``SUBSCRIPTION_DEPTH``
     notifications behind is not silently skipped: it is ``overflowed`` and ``next()``
-    raises ``UpstreamError`` once the queued ones are read, so its stream ends with
-    an error the client sees (and the outcome record says), and the client reconnects.
+    raises ``ListenerOverflow`` (an ``UpstreamError``) once the queued ones are read, so
+    its stream ends with an error the client sees (and the outcome record says,
+    ``listener_overflow``), and the client reconnects.
     """
 
     __slots__ = ("_queue", "overflowed")
@@ -70,10 +71,10 @@ class Subscription:
         return True
 
     async def next(self) -> dict[str, Any]:
-        """The next notification; raises ``UpstreamError`` after an overflow."""
+        """The next notification; raises ``ListenerOverflow`` after an overflow."""
         message = await self._queue.get()
         if message is None:
-            raise UpstreamError(f"the listener fell more than {self._queue.maxsize - 1} notifications behind")
+            raise ListenerOverflow(f"the listener fell more than {self._queue.maxsize - 1} notifications behind")
         return message
 
 

@@ -29,10 +29,10 @@ from tests.support.bastion_process import REPO, free_port, stop, wait_http
 
 from bastion.config.base import SecretRef
 from bastion.config.exchange import TokenExchangeSettings
-from bastion.credentials.exchange import TokenExchange, TokenExchangeFailed
+from bastion.credentials.exchange import TokenExchange
 from bastion.credentials.tokens import UpstreamToken
 from bastion.egress import AllowList, EgressGuard
-from bastion.errors import ConfigError, EgressDenied, UpstreamUnavailable
+from bastion.errors import ConfigError, EgressDenied, TokenExchangeFailed, UpstreamUnavailable
 from bastion.identity import SigningKeys, TokenIssuer
 from bastion.principal import Principal
 

@@ -29,10 +29,16 @@ from tests.support.scripted_authorization_server import SECRET_PREFIXES, Scripte
 from bastion.config.base import SecretRef
 from bastion.config.credentials import UpstreamOAuthSettings
 from bastion.credentials.broker import UserTokens, send_with_credential
-from bastion.credentials.upstream_oauth import ConnectionExpired, UpstreamAuthorizationError, UpstreamOAuthClient
+from bastion.credentials.upstream_oauth import UpstreamOAuthClient
 from bastion.credentials.vault import PendingConnection, TokenSet, TokenVault, VaultKeys, generate_key
 from bastion.egress import AllowList, EgressGuard, Refusal
-from bastion.errors import BastionError, UpstreamConnectionRequired, UpstreamUnavailable
+from bastion.errors import (
+    BastionError,
+    ConnectionExpired,
+    UpstreamAuthorizationError,
+    UpstreamConnectionRequired,
+    UpstreamUnavailable,
+)
 from bastion.oauth.records import digest
 from bastion.principal import Principal
 
@@ -1148,6 +1154,23 @@ async def test_a_refresh_the_server_cannot_answer_keeps_the_tokens(
         await source.header(ALICE)
     assert await vault.get(OWNER, ROUTE) == tokens
     assert await source.header(ALICE) != bearer(tokens.access_token)  # the next call refreshes
+
+
+async def test_a_refresh_refused_for_another_reason_denies_the_call_with_its_own_code(
+    server: ScriptedAuthorizationServer, connected: tuple[UserTokens, TokenSet], vault: TokenVault, clock: Clock
+) -> None:
+    """``invalid_client`` at refresh: the call ends with ``UpstreamAuthorizationError`` (502, audit code
+    ``upstream_authorization_error``, not the bug case ``internal_error``) and the tokens are kept."""
+    source, tokens = connected
+    await server.script(replies={"/token": [reply(401, {"error": "invalid_client"})]})
+    clock.now = float(tokens.expires_at or 0) - 30
+    upstream = FakeUpstream()
+    with pytest.raises(UpstreamAuthorizationError) as caught:
+        await send_with_credential(source, ALICE, upstream)
+    error = caught.value
+    assert (error.status, error.jsonrpc_code, error.code) == (502, -32603, "upstream_authorization_error")
+    assert upstream.seen == []
+    assert await vault.get(OWNER, ROUTE) == tokens
 
 
 async def test_without_a_source_or_a_principal(connected: tuple[UserTokens, TokenSet]) -> None:

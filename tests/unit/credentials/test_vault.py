@@ -14,11 +14,10 @@ from bastion.credentials.vault import (
     PendingConnection,
     TokenSet,
     TokenVault,
-    VaultError,
     VaultKeys,
     generate_key,
 )
-from bastion.errors import ConfigError
+from bastion.errors import ConfigError, VaultError
 
 ACCESS = "upstream-access-token-4f0c2b8a9d"
 REFRESH = "upstream-refresh-token-77e1aa03c5"

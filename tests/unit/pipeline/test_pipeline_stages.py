@@ -18,6 +18,7 @@ import pytest
 import bastion
 from bastion.config import HttpUpstream, RouteSettings
 from bastion.errors import (
+    AnswerWithheld,
     AuthenticationError,
     BastionError,
     ForbiddenOrigin,
@@ -508,9 +509,35 @@ async def test_a_reply_with_another_id_is_refused_and_reported(engine: PolicyEng
     async def on_drop(_: Exchange, message: Any, reason: str) -> None:
         dropped.append(reason)
 
-    with pytest.raises(BastionError, match="does not answer this request"):
+    with pytest.raises(AnswerWithheld, match="does not answer this request") as caught:
         await MessageInspector([ListFilter(engine)], on_drop=on_drop).inspect_reply(exchange)
     assert dropped == ["unsolicited_response"]
+    assert (caught.value.status, caught.value.jsonrpc_code, caught.value.code) == (500, -32603, "answer_withheld")
+
+
+class _Withholding:
+    """A message filter that drops every message (as a redaction or pinning filter may)."""
+
+    name = "withhold"
+
+    async def apply(self, exchange: Exchange, message: dict[str, Any], answered: Any) -> dict[str, Any] | None:
+        return None
+
+
+async def test_an_answer_a_filter_withholds_is_answer_withheld_not_internal_error() -> None:
+    """The client's own answer dropped by a filter is an expected refusal with its own audit code;
+    the drop itself is reported as ``filtered:<name>``."""
+    exchange = _exchange("tools/call", {"name": "read_logs"}, principal=ENGINEER)
+    exchange.reply = JsonReply(200, {"jsonrpc": "2.0", "id": 1, "result": {"content": []}})
+    dropped: list[str] = []
+
+    async def on_drop(_: Exchange, message: Any, reason: str) -> None:
+        dropped.append(reason)
+
+    with pytest.raises(AnswerWithheld, match=r"the answer was withheld \(withhold\)") as caught:
+        await MessageInspector([_Withholding()], on_drop=on_drop).inspect_reply(exchange)
+    assert dropped == ["filtered:withhold"]
+    assert caught.value.code == "answer_withheld"
 
 
 async def test_non_list_methods_are_untouched(engine: PolicyEngine) -> None:

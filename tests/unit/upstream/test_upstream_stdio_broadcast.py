@@ -3,8 +3,8 @@
 ``Subscription`` on its own, then a real stdio child (``tests/support/broadcast_server.py``, written
 with the official ``mcp`` SDK) flooding ``StdioStreamStage``'s stream while nobody reads it: the
 listener gets the notifications queued before it fell ``SUBSCRIPTION_DEPTH`` behind, in order, and
-then an ``UpstreamError`` (which the runner turns into an ended stream and an error outcome),
-instead of silently missing the rest. The end-to-end counterpart is in
+then a ``ListenerOverflow`` (which the runner turns into an ended stream and an error outcome,
+``listener_overflow``), instead of silently missing the rest. The end-to-end counterpart is in
 ``tests/e2e/test_stream_inspection.py``.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from bastion.config import RouteSettings, StdioUpstream
-from bastion.errors import UpstreamError
+from bastion.errors import ListenerOverflow
 from bastion.pipeline.context import Exchange, HttpRequest, SseEvent, SseReply
 from bastion.pipeline.stages.forward_stdio import StdioStreamStage
 from bastion.transport.routes import RouteRuntime
@@ -35,8 +35,9 @@ async def test_a_subscription_delivers_in_order_until_it_falls_behind() -> None:
     assert subscription.offer({"seq": 3}) is False
     assert subscription.overflowed
     assert [(await subscription.next())["seq"] for _ in range(3)] == [0, 1, 2]
-    with pytest.raises(UpstreamError, match="fell more than 3 notifications behind"):
+    with pytest.raises(ListenerOverflow, match="fell more than 3 notifications behind") as caught:
         await subscription.next()
+    assert caught.value.code == "listener_overflow"  # its own audit code, not upstream_error
 
 
 async def test_a_subscription_read_in_time_never_overflows() -> None:
@@ -81,7 +82,7 @@ async def test_a_listener_that_falls_behind_gets_an_unbroken_prefix_then_an_erro
     assert answer["result"]["content"][0]["text"] == f"sent {total}"
     assert server.listeners == 0  # dropped from the broadcast at once, not skipped message by message
     received = [(await first).message["params"]["data"]["seq"]]
-    with pytest.raises(UpstreamError, match="behind"):
+    with pytest.raises(ListenerOverflow, match="behind"):
         await _collect(events, received)
     assert received == list(range(len(received)))  # in order, no gap
     assert SUBSCRIPTION_DEPTH <= len(received) < total
