@@ -49,7 +49,8 @@ from bastion.policy import PolicyEngine
 from bastion.portal import PORTAL_PATHS, Portal
 from bastion.principal import Principal
 from bastion.stores.memory_counters import MemoryRateCounter
-from bastion.stores.sessions import MemorySessionStore, Session
+from bastion.stores.memory_sessions import MemorySessionStore
+from bastion.stores.sessions import Session
 from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.endpoint import McpEndpoint
@@ -253,7 +254,7 @@ class Gateway:
                 "POST": forward, "GET": HttpStreamStage(), "DELETE": HttpEndStage(self.sessions)
             }  # fmt: skip
         else:
-            forward = StdioForwardStage()
+            forward = StdioForwardStage(self.sessions)
             forwards = {"POST": forward, "GET": StdioStreamStage(), "DELETE": StdioEndStage(self.sessions)}
         authenticate = AuthenticateStage(
             self.verifier,
@@ -347,9 +348,9 @@ class Gateway:
         Each step runs even when another failed; a failure is logged and retried next time.
         Never raises (except ``CancelledError``).
         """
-        self.sessions.sweep()
         steps: list[tuple[str, Callable[[], Awaitable[int]]]] = [
-            ("revocations", functools.partial(self.revocations.prune, now))
+            ("sessions", functools.partial(self.sessions.sweep, now)),
+            ("revocations", functools.partial(self.revocations.prune, now)),
         ]
         if self.authorization is not None:
             steps.append(("authorization state", functools.partial(self.authorization.purge, now)))
@@ -359,7 +360,7 @@ class Gateway:
             try:
                 await step()
             except Exception as exc:  # noqa: BLE001 - housekeeping; retried on the next sweep
-                logger.warning("purging expired %s failed: %s", what, exc)
+                logger.warning("sweeping expired %s failed: %s", what, exc)
         self.verifier.purge_expired(now)
 
     async def start(self) -> None:
@@ -382,7 +383,7 @@ class Gateway:
         """End upstream sessions, stop upstreams, close pools, flush and close the audit log."""
         for task in list(self._background):
             task.cancel()
-        ending = [self._end_upstream(session) for session in self.sessions.drain()]
+        ending = [self._end_upstream(session) for session in await self.sessions.drain()]
         if ending:
             _, late = await asyncio.wait([asyncio.ensure_future(e) for e in ending], timeout=_END_SESSIONS_TIMEOUT_S)
             for task in late:

@@ -1,11 +1,12 @@
 """``Gateway.sweep``, the housekeeping the gateway runs every minute, called with an injected time:
-revocations of expired tokens are deleted, the verifier's cache lets go of expired tokens, and
-one failing step does not stop the others."""
+revocations of expired tokens are deleted, the verifier's cache lets go of expired tokens, idle
+sessions are dropped, and one failing step does not stop the others."""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -71,5 +72,14 @@ async def test_a_failing_step_is_logged_and_the_others_still_run(
     await gateway.revocations.close()  # every revocation query now raises
     with caplog.at_level(logging.WARNING, logger="bastion.gateway"):
         await gateway.sweep(NOW + 120)
-    assert "purging expired revocations failed" in caplog.text
+    assert "sweeping expired revocations failed" in caplog.text
     assert gateway.verifier.cached == 0
+
+
+async def test_a_sweep_drops_sessions_idle_at_the_wall_clock_time_it_is_given(gateway: Gateway) -> None:
+    idle_s = gateway.config.server.session_idle_s
+    session = await gateway.sessions.create("echo", "https://issuer.test\x1falice")
+    await gateway.sweep(session.last_seen + idle_s - 1)
+    assert await gateway.sessions.get(session.id, "echo", "https://issuer.test\x1falice") is not None
+    await gateway.sweep(time.time() + idle_s + 1)
+    assert await gateway.sessions.get(session.id, "echo", "https://issuer.test\x1falice") is None

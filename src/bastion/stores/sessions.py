@@ -7,21 +7,30 @@ gateway answers 404 exactly as for an id that never existed (MCP 2025-11-25
 basic/transports, "Session Management"). Sessions never authenticate: the
 bearer token is checked on every request before the session is looked up.
 
-``SessionStore`` is the small async interface; ``MemorySessionStore`` is the
-embedded default (one process). Shared backends come with multi-replica
-support.
+``SessionStore`` is the small async interface; ``Session`` is immutable (a change goes
+through ``SessionStore.update``, which returns the new value), and its times are wall-clock
+epoch seconds so that replicas sharing a backend agree. The embedded backend is
+``bastion.stores.memory_sessions.MemorySessionStore`` (one process); the contract suite
+is ``tests/unit/stores/test_contract_sessions.py``.
+
+``Session.requests`` (a ``RequestLedger``) is per-process state, not stored data: the
+requests a client sent THROUGH THIS PROCESS, which the message filters match the
+upstream's answers against. A backend keeps one ledger per session id in the process,
+beside the stored session, and hands the same ledger out with every ``Session`` it
+returns; it is never serialized. A shared backend therefore gives a session resumed on
+another replica an empty ledger there, so an answer replayed to that replica for a
+request sent through another one is dropped (deny by construction), never relayed
+unfiltered.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["MemorySessionStore", "RequestLedger", "SentRequest", "Session", "SessionStore", "rpc_key"]
+__all__ = ["RequestLedger", "SentRequest", "Session", "SessionStore", "rpc_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,110 +85,63 @@ class RequestLedger:
         return None if key is None else self._entries.get(key)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Session:
-    """One downstream MCP session on one route.
+    """One downstream MCP session on one route, as the store returned it (immutable).
 
     ``principal_key`` is ``Principal.key`` of the opener; ``upstream_id`` the
     upstream's ``Mcp-Session-Id`` (HTTP upstreams only); ``protocol_version``
-    the negotiated version; times are ``time.monotonic()`` seconds; ``requests``
-    the requests its client sent (``RequestLedger``), for the message filters.
+    the negotiated version (stdio routes, where Bastion answers ``initialize``);
+    ``created`` and ``last_seen`` are epoch seconds (``time.time()``); ``requests``
+    the requests its client sent through this process (``RequestLedger``, per-process,
+    shared by every ``Session`` value of one id), for the message filters.
     """
 
     id: str
     route: str
     principal_key: str
+    created: float = field(default_factory=time.time)
+    last_seen: float = field(default_factory=time.time)
     protocol_version: str | None = None
     upstream_id: str | None = None
-    created: float = field(default_factory=time.monotonic)
-    last_seen: float = field(default_factory=time.monotonic)
     requests: RequestLedger = field(default_factory=RequestLedger, repr=False, compare=False)
 
 
 class SessionStore(Protocol):
-    """Where sessions live. Every method is safe to call concurrently."""
+    """Where sessions live. Every method is safe to call concurrently; a returned ``Session``
+    is a snapshot (later changes return new values, never alter it).
+
+    A backend takes an ``on_forget`` callback and calls it with every session it drops by
+    itself (idle expiry, eviction), so that its upstream session can be ended; ``delete``
+    and ``drain`` do not call it (their caller ends the upstream session itself).
+    """
 
     async def create(self, route: str, principal_key: str) -> Session:
         """Open a new session for ``principal_key`` on ``route`` and return it."""
         ...
 
     async def get(self, session_id: str, route: str, principal_key: str) -> Session | None:
-        """The session if it exists on ``route`` AND belongs to ``principal_key``; else ``None``."""
+        """The session if it exists on ``route`` AND belongs to ``principal_key``, with its idle
+        timer restarted; else ``None`` (an idle-expired session is dropped)."""
+        ...
+
+    async def update(
+        self, session_id: str, *, upstream_id: str | None = None, protocol_version: str | None = None
+    ) -> Session | None:
+        """Set the fields given (``None`` leaves a field as it is) and return the new value;
+        ``None`` when the session no longer exists."""
         ...
 
     async def delete(self, session_id: str) -> None:
         """Forget a session (idempotent)."""
         ...
 
+    async def sweep(self, now: float | None = None) -> int:
+        """Drop every session idle at ``now`` (epoch s, default the clock); returns how many."""
+        ...
 
-class MemorySessionStore:
-    """In-process session store with idle expiry (``idle_s`` seconds).
-
-    ``on_forget`` is called with every session the store drops by itself (idle
-    expiry, eviction past ``max_sessions``) so that its upstream session can be
-    ended too; an explicit ``delete`` does not call it (the caller ends that
-    upstream session itself).
-    """
-
-    def __init__(
-        self,
-        idle_s: float = 3600.0,
-        max_sessions: int = 100_000,
-        on_forget: Callable[[Session], None] | None = None,
-    ) -> None:
-        self._sessions: dict[str, Session] = {}
-        self._idle_s = idle_s
-        self._max = max_sessions
-        self._on_forget = on_forget
-
-    def _forget(self, session_id: str) -> None:
-        session = self._sessions.pop(session_id, None)
-        if session is not None and self._on_forget is not None:
-            self._on_forget(session)
-
-    def sweep(self, now: float | None = None) -> int:
-        """Drop every session idle for longer than ``idle_s``; return how many."""
-        now = time.monotonic() if now is None else now
-        expired = [sid for sid, s in self._sessions.items() if now - s.last_seen > self._idle_s]
-        for sid in expired:
-            self._forget(sid)
-        return len(expired)
-
-    def drain(self) -> list[Session]:
-        """Remove and return every session (shutdown: their upstream sessions are ended by the caller)."""
-        sessions = list(self._sessions.values())
-        self._sessions.clear()
-        return sessions
-
-    async def create(self, route: str, principal_key: str) -> Session:
-        """Open a session; the oldest idle sessions are evicted past ``max_sessions``."""
-        if len(self._sessions) >= self._max:
-            self._evict(time.monotonic())
-        session = Session(id=secrets.token_urlsafe(32), route=route, principal_key=principal_key)
-        self._sessions[session.id] = session
-        return session
-
-    async def get(self, session_id: str, route: str, principal_key: str) -> Session | None:
-        """Look up a session bound to this route and principal; refreshes its idle timer."""
-        session = self._sessions.get(session_id)
-        if session is None:
-            return None
-        now = time.monotonic()
-        if now - session.last_seen > self._idle_s:
-            self._forget(session_id)
-            return None
-        if session.route != route or not secrets.compare_digest(session.principal_key, principal_key):
-            return None
-        session.last_seen = now
-        return session
-
-    async def delete(self, session_id: str) -> None:
-        """Forget a session."""
-        self._sessions.pop(session_id, None)
-
-    def _evict(self, now: float) -> None:
-        self.sweep(now)
-        if len(self._sessions) >= self._max:
-            oldest = sorted(self._sessions.values(), key=lambda s: s.last_seen)[: self._max // 10 or 1]
-            for session in oldest:
-                self._forget(session.id)
+    async def drain(self) -> list[Session]:
+        """Remove and return the sessions to end at shutdown (the caller ends their upstream
+        sessions): the embedded backend, every session; a shared one, none that another
+        replica still serves."""
+        ...

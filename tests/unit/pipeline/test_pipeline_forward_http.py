@@ -26,7 +26,8 @@ from bastion.errors import UpstreamError, UpstreamUnavailable
 from bastion.pipeline.context import EmptyReply, Exchange, HttpRequest, SseEvent, SseReply
 from bastion.pipeline.stages.forward_http import HttpEndStage, HttpStreamStage
 from bastion.principal import Principal
-from bastion.stores.sessions import MemorySessionStore, Session
+from bastion.stores.memory_sessions import MemorySessionStore
+from bastion.stores.sessions import Session
 from bastion.transport.routes import RouteRuntime
 from bastion.upstream.http import HttpUpstream
 
@@ -88,8 +89,8 @@ async def _exchange(url: str, guard: EgressGuard, sessions: MemorySessionStore, 
     headers = {"accept": "text/event-stream"}
     exchange = Exchange(route=route, http=HttpRequest(method, "/mcp/notes", headers, (), "127.0.0.1"))
     exchange.principal = ALICE
-    exchange.session = await sessions.create("notes", ALICE.key)
-    exchange.session.upstream_id = "upstream-session-1"
+    session = await sessions.create("notes", ALICE.key)
+    exchange.session = await sessions.update(session.id, upstream_id="upstream-session-1")
     return exchange
 
 

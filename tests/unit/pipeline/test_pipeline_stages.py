@@ -41,7 +41,7 @@ from bastion.pipeline.stages.session import SessionStage
 from bastion.pipeline.stages.transport import TransportStage
 from bastion.policy import PolicyEngine, ResourceRef
 from bastion.principal import Principal
-from bastion.stores.sessions import MemorySessionStore
+from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.routes import RouteRuntime
 
@@ -639,7 +639,9 @@ async def test_initialize_opens_a_session_bound_to_the_principal() -> None:
     await SessionStage(store).run(exchange)
     assert exchange.new_session
     assert exchange.session is not None
-    assert await store.get(exchange.session.id, "notes", SUPPORT.key) is exchange.session
+    found = await store.get(exchange.session.id, "notes", SUPPORT.key)
+    assert found is not None
+    assert found.id == exchange.session.id
 
 
 async def test_other_handshake_messages_need_the_session_header() -> None:

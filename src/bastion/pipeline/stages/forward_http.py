@@ -115,7 +115,8 @@ class HttpForwardStage:
                 if response.status >= 400:
                     await self._sessions.delete(session.id)
                 else:
-                    session.upstream_id = response.session_id
+                    updated = await self._sessions.update(session.id, upstream_id=response.session_id)
+                    exchange.session = updated or session
                     headers["mcp-session-id"] = session.id
             elif response.status == 404:
                 # The upstream forgot the session: forget ours so the client starts over.

@@ -49,6 +49,12 @@ def modernize_result(method: str, result: dict[str, Any]) -> dict[str, Any]:
     return {**extra, **result}
 
 
+def _negotiate(exchange: Exchange) -> str:
+    """The protocol version Bastion answers ``initialize`` with: the client's if served, else the latest."""
+    requested = exchange.params.get("protocolVersion")
+    return requested if requested in SERVED_HANDSHAKE_VERSIONS else _LATEST_HANDSHAKE
+
+
 def _strip_envelope(params: dict[str, Any]) -> dict[str, Any]:
     meta = params.get("_meta")
     if not isinstance(meta, dict):
@@ -71,7 +77,8 @@ class StdioForwardStage:
             raise UpstreamError(f"route {exchange.route.name} has no stdio upstream")
         return exchange.route.stdio
 
-    def __init__(self) -> None:
+    def __init__(self, sessions: SessionStore) -> None:
+        self._sessions = sessions
         self._awaiting: dict[tuple[str, Any], asyncio.Future[dict[str, Any]]] = {}
 
     async def run(self, exchange: Exchange) -> None:
@@ -88,7 +95,11 @@ class StdioForwardStage:
             return
         method = exchange.method or ""
         if method == "initialize":
-            exchange.reply = JsonReply(200, self._initialize(exchange, server), headers)
+            version = _negotiate(exchange)
+            if exchange.session is not None:
+                updated = await self._sessions.update(exchange.session.id, protocol_version=version)
+                exchange.session = updated or exchange.session
+            exchange.reply = JsonReply(200, self._initialize(exchange, server, version), headers)
             return
         if method == "server/discover":
             exchange.reply = JsonReply(200, self._discover(exchange, server))
@@ -206,11 +217,7 @@ class StdioForwardStage:
             await self._settle(call)
 
     @staticmethod
-    def _initialize(exchange: Exchange, server: StdioServer) -> dict[str, Any]:
-        requested = exchange.params.get("protocolVersion")
-        version = requested if requested in SERVED_HANDSHAKE_VERSIONS else _LATEST_HANDSHAKE
-        if exchange.session is not None:
-            exchange.session.protocol_version = version
+    def _initialize(exchange: Exchange, server: StdioServer, version: str) -> dict[str, Any]:
         upstream = server.initialize_result
         result: dict[str, Any] = {
             "protocolVersion": version,
