@@ -113,30 +113,37 @@ MAX_DEPTH = 64
 _ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-def _check_shape(message: Any) -> None:
-    """Refuse nesting deeper than ``MAX_DEPTH`` and strings with lone surrogates.
+def _check_shape(message: Any, *, strings: bool) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` and (when ``strings``) strings with lone surrogates.
 
     Both are valid JSON but break everything downstream (recursion limits,
-    UTF-8 encoding in the audit store and in replies). Iterative, so it cannot
-    itself overflow the stack.
+    UTF-8 encoding in the audit store and in replies). Iterative, one level of
+    nesting at a time, so it cannot itself overflow the stack.
     """
-    stack: list[tuple[Any, int]] = [(message, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Iterable[Any] = [*node.keys(), *node.values()]
-        elif isinstance(node, list):
-            children = node
-        else:
-            if isinstance(node, str):
-                try:
-                    node.encode("utf-8")
-                except UnicodeEncodeError as exc:
-                    raise ParseError("Parse error: a string holds a lone UTF-16 surrogate") from exc
-            continue
+    if strings:
+        _check_strings([message])
+    level: list[Any] = [message] if type(message) is dict or type(message) is list else []
+    depth = 1
+    while level:
         if depth > MAX_DEPTH:
             raise TransportError(f"Invalid Request: nested deeper than {MAX_DEPTH} levels")
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list | str))
+        below: list[Any] = []
+        for node in level:
+            children = node.values() if type(node) is dict else node
+            below += [child for child in children if type(child) is dict or type(child) is list]
+            if strings:
+                _check_strings([*node, *children] if type(node) is dict else children)
+        level = below
+        depth += 1
+
+
+def _check_strings(values: Iterable[Any]) -> None:
+    for value in values:
+        if type(value) is str:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ParseError("Parse error: a string holds a lone UTF-16 surrogate") from exc
 
 
 def parse_message(body: bytes) -> dict[str, Any]:
@@ -151,8 +158,9 @@ def parse_message(body: bytes) -> dict[str, Any]:
         message = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise ParseError("Parse error: body is not valid JSON") from exc
-    if _ESCAPED_SURROGATE.search(body) or body.count(b"[") + body.count(b"{") > MAX_DEPTH:
-        _check_shape(message)
+    surrogates = _ESCAPED_SURROGATE.search(body) is not None
+    if surrogates or body.count(b"[") + body.count(b"{") > MAX_DEPTH:
+        _check_shape(message, strings=surrogates)
     if isinstance(message, list):
         raise BatchRejected("JSON-RPC batches are not supported; send one message per request")
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
