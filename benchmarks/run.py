@@ -109,6 +109,8 @@ if TYPE_CHECKING:
     from bastion.config import BastionConfig
     from bastion.identity import RevocationList, SigningKeys, TokenVerifier
     from bastion.pipeline.context import Exchange
+    from bastion.policy import PolicyEngine
+    from bastion.principal import Principal
     from bastion.transport.routes import RouteRuntime
 
 POLICIES = """\
@@ -984,6 +986,7 @@ def microbench(targets: Targets) -> dict[str, float]:
         if allowed.effect != "allow" or denied.effect != "deny":
             raise RuntimeError(f"the benchmark policies decide wrongly: {allowed} / {denied}")
         figures["decide_us"] = per_call_us(lambda: engine.decide(principal, "tools/call", tool, context), 2000)
+        figures.update(large_argument_ms(config, engine, principal))
 
         def decision() -> dict[str, Any]:  # as AuditStage._body builds it for an allowed tools/call
             return decision_body(
@@ -1084,6 +1087,52 @@ async def _upstream_send_us(url: str) -> dict[str, float]:
             await plain.close()
             await upstream.aclose()
     return {key: statistics.median(values) for key, values in batches.items()}
+
+
+def large_argument_ms(config: BastionConfig, engine: PolicyEngine, principal: Principal) -> dict[str, float]:
+    """CPU ms per ``tools/call`` whose arguments hold 1 MB, through every step that touches the
+    arguments, called as the stages call them: parse the body (``parse_message``), the argument
+    limits (``check_arguments``), the policy decision (``PolicyEngine.decide``) and the decision
+    record (``decision_body``: canonical digest and redaction). ``large_text_ms``: one 1 MB string;
+    ``large_records_ms``: 12,000 small objects (about 1 MB). Median of 5 batches of process CPU."""
+    from bastion.audit.build import decision_body
+    from bastion.policy import ResourceRef
+    from bastion.transport.checks import parse_message
+    from bastion.transport.sizes import check_arguments
+
+    tool = ResourceRef.from_tool(ROUTE, ECHO_TOOL)
+    name = str(ECHO_TOOL["name"])
+    words = ("alpha", "beta", "note", "2024-05-01", "id=42", "path/to/file.txt", "Quick brown fox.")
+    text = " ".join(words[i % len(words)] for i in range(150_000))[:1_000_000]
+    rows = [{"id": i, "name": f"row {i}", "email": f"u{i}@example.com", "tags": ["a", "b"]} for i in range(12_000)]
+    figures: dict[str, float] = {}
+    for key, arguments in (("large_text_ms", {"message": text}), ("large_records_ms", {"message": "hi", "rows": rows})):
+        params = {"name": name, "arguments": arguments}
+        body = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": params}).encode()
+
+        def call(body: bytes = body) -> None:
+            arguments = parse_message(body)["params"]["arguments"]
+            check_arguments(arguments, config.server.argument_limits)
+            context = {"arguments": arguments, "client_id": principal.client_id or "", "session": "s" * 43,
+                       "time": int(time.time()), "ip": "127.0.0.1", "approved": False}  # fmt: skip
+            decision = engine.decide(principal, "tools/call", tool, context)
+            denied = decision.effect != "allow"
+            decision_body(
+                route=ROUTE, method="tools/call", effect=decision.effect, policy_ids=decision.policy_ids,
+                obligations=decision.obligations, reason="policy_denied" if denied else None,
+                policy_version=engine.version, arguments=arguments, principal=principal, target=name,
+                session="s" * 43, decision_id="d" * 32, store_arguments=config.audit.store_arguments,
+            )  # fmt: skip
+
+        call()
+        batches = []
+        for _ in range(5):
+            start = time.process_time()
+            for _ in range(10):
+                call()
+            batches.append((time.process_time() - start) / 10 * 1000)
+        figures[key] = statistics.median(batches)
+    return figures
 
 
 async def _append_latency(path: Path, build: Callable[[], dict[str, Any]], synchronous: str) -> float:
@@ -1365,6 +1414,16 @@ class Report:
                 )
             )
             rows.append(("audit seal per record, writer thread (µs)", "", f"{m['audit_seal_us']:.1f}", "same", ""))
+            rows.append(
+                (
+                    "tools/call with 1 MB of arguments, CPU of parse, limits, decision, digest, redaction: "
+                    "one string / 12,000 objects (ms)",
+                    "",
+                    f"{m['large_text_ms']:.1f} / {m['large_records_ms']:.1f}",
+                    "same",
+                    "",
+                )
+            )
             rows.append(
                 (
                     "upstream call, CPU: `HttpUpstream.send` (guarded connector) / plain aiohttp (µs)",
