@@ -128,12 +128,8 @@ def _context_keys(templates: Mapping[str, pst.Template]) -> frozenset[str] | Non
             keys.add(node.attr if isinstance(node, pst.GetAttr) else node.attrs[0])
         elif node == pst.Var("context"):
             return None
-        elif isinstance(node, Mapping):
-            stack.extend(node.values())
-        elif isinstance(node, tuple):
-            stack.extend(node)
-        elif dataclasses.is_dataclass(node):
-            stack.extend(getattr(node, f.name) for f in dataclasses.fields(node))
+        else:
+            stack.extend(_children(node))
     return frozenset(keys)
 
 
@@ -159,13 +155,19 @@ def _argument_paths(templates: Mapping[str, pst.Template]) -> ArgumentPaths | No
             continue  # the chain is handled whole: its bases are not separate reads
         if node == pst.Var("context"):
             return None
-        if isinstance(node, Mapping):
-            stack.extend(node.values())
-        elif isinstance(node, tuple):
-            stack.extend(node)
-        elif dataclasses.is_dataclass(node):
-            stack.extend(getattr(node, f.name) for f in dataclasses.fields(node))
+        stack.extend(_children(node))
     return root
+
+
+def _children(node: Any) -> list[Any]:
+    """The parts of a policy's syntax tree (``cedarpy.pst``) directly below ``node``."""
+    if isinstance(node, Mapping):
+        return list(node.values())
+    if isinstance(node, tuple):
+        return list(node)
+    if dataclasses.is_dataclass(node):
+        return [getattr(node, f.name) for f in dataclasses.fields(node)]
+    return []
 
 
 def _context_path(node: pst.GetAttr | pst.HasAttr) -> tuple[str, ...] | None:
