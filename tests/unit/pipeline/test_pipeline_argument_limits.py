@@ -41,8 +41,8 @@ class ListLog:
         self.records.append(body)
 
 
-def _exchange(arguments: Any) -> Exchange:
-    message = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "t", "arguments": arguments}}
+def _exchange(arguments: Any, method: str = "tools/call") -> Exchange:
+    message = {"jsonrpc": "2.0", "id": 9, "method": method, "params": {"name": "t", "arguments": arguments}}
     headers = {"host": "127.0.0.1:8080", "content-type": "application/json", "accept": "application/json"}
     request = HttpRequest(
         "POST", "/mcp/notes", headers, tuple(headers.items()), "127.0.0.1", json.dumps(message).encode()
@@ -59,9 +59,10 @@ def _transport() -> TransportStage:
     return TransportStage(OriginPolicy.for_listener("http://127.0.0.1:8080", 8080), LIMITS)
 
 
-async def test_over_a_limit_the_call_is_refused_and_recorded_by_digest_and_sizes() -> None:
+@pytest.mark.parametrize("method", ["tools/call", "prompts/get"])
+async def test_over_a_limit_the_call_is_refused_and_recorded_by_digest_and_sizes(method: str) -> None:
     arguments = {f"k{i}": "hunter2-secret" for i in range(101)}
-    exchange = _exchange(arguments)
+    exchange = _exchange(arguments, method)
     with pytest.raises(ArgumentsTooLarge) as caught:
         await _transport().run(exchange)
     exchange.error = caught.value

@@ -52,7 +52,8 @@ class AuditStage:
             obligations=decision.obligations if decision else {},
             reason=(error.code if error is not None else "policy_denied") if denied else None,
             policy_version=self._policy_version,
-            arguments=exchange.params.get("arguments", {}) if exchange.method == "tools/call" else {},
+            # tools/call arguments are recorded; over a limit, the digest of whatever arguments were refused.
+            arguments=exchange.params.get("arguments", {}) if exchange.method == "tools/call" or sizes else {},
             principal=exchange.principal,
             target=exchange.target,
             session=exchange.session.id if exchange.session else None,
