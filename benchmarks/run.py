@@ -1027,7 +1027,7 @@ def microbench(targets: Targets) -> dict[str, float]:
             figures[f"audit_append_{synchronous}_ms"] = asyncio.run(_append_latency(path, decision, synchronous))
         figures.update(uvloop.run(_upstream_send_us(targets.direct_url)))  # the loop `bastion serve` runs on
     finally:
-        revocations.close()
+        asyncio.run(revocations.close())
     return figures
 
 
