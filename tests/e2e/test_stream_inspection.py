@@ -264,6 +264,7 @@ def test_a_json_reply_with_another_id_is_refused_and_audited(world_reset: World)
     assert (dropped["decision"]["effect"], dropped["decision"]["reason"]) == ("deny", "unsolicited_response")
     assert dropped["target"] == "998"
     assert records["outcome", "tools/list"]["result"]["error"] is True
+    assert records["outcome", "tools/list"]["result"]["error_code"] == "answer_withheld"
 
 
 def test_a_response_on_a_get_stream_to_a_request_never_sent_is_dropped(world_reset: World) -> None:
@@ -425,3 +426,4 @@ def test_a_stdio_listener_that_falls_behind_has_its_stream_ended(world: World) -
     assert 0 < received < FLOOD_COUNT
     outcome = world.record("broadcast", session, "outcome", "stream/open")
     assert outcome["result"]["error"] is True
+    assert outcome["result"]["error_code"] == "listener_overflow"
