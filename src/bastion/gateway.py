@@ -364,8 +364,9 @@ class Gateway:
         self.verifier.purge_expired(now)
 
     async def start(self) -> None:
-        """Open the audit log and start the stdio upstreams (waiting for their handshakes)."""
+        """Open the stores and start the stdio upstreams (waiting for their handshakes)."""
         await self.audit.start()
+        await self.revocations.start()
         if self.authorization is not None:
             await self.authorization.start()
         if self.vault is not None:

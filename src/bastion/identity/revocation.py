@@ -138,6 +138,9 @@ class RevocationList:
                 self._touch_stamp()
             return pruned
 
+    async def start(self) -> None:
+        """Nothing to do: the file was opened when the list was built."""
+
     async def close(self) -> None:
         """Close the database connection (idempotent)."""
         self._close()

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from bastion.config.oauth import ClientMetadataDocumentSettings, RegisteredClient, check_redirect_uri
 from bastion.errors import BastionError, OAuthError, clip
 from bastion.oauth.records import digest
-from bastion.oauth.store import AuthorizationStore
+from bastion.oauth.store import AuthorizationGrantStore
 
 __all__ = ["Client", "ClientDirectory", "DocumentFetch", "FetchedDocument", "redirect_uri_matches"]
 
@@ -123,7 +123,7 @@ class ClientDirectory:
     def __init__(
         self,
         registered: Sequence[RegisteredClient],
-        store: AuthorizationStore,
+        store: AuthorizationGrantStore,
         documents: ClientMetadataDocumentSettings,
         fetch: DocumentFetch | None,
         *,

@@ -44,7 +44,7 @@ from bastion.oauth.context import read_form
 from bastion.oauth.pages import error_page, render_page
 from bastion.oauth.records import UserIdentity, digest
 from bastion.oauth.requests import single_params
-from bastion.oauth.store import AuthorizationStore
+from bastion.oauth.store import AuthorizationFlowStore
 from bastion.policy import PolicyEngine
 from bastion.principal import Principal
 from bastion.transport.routes import RouteRuntime
@@ -88,7 +88,7 @@ class Portal:
         *,
         base_url: str,
         issuer: str,
-        store: AuthorizationStore,
+        store: AuthorizationFlowStore,
         routes: Sequence[RouteRuntime],
         engine: PolicyEngine,
         verifier: TokenVerifier,

@@ -20,13 +20,15 @@ The embedded backend is ``bastion.identity.revocation.RevocationList`` (table
 
 from __future__ import annotations
 
-from typing import Protocol, Self
+from typing import Protocol
+
+from bastion.stores.lifecycle import Lifecycle
 
 __all__ = ["RevocationStore"]
 
 
-class RevocationStore(Protocol):
-    """The set of revoked token ids. ``close`` (or ``async with``) releases the backend."""
+class RevocationStore(Lifecycle, Protocol):
+    """The set of revoked token ids; ``start``/``close`` or ``async with`` (``Lifecycle``)."""
 
     async def revoke(self, jti: str, expires_at: int, *, now: float | None = None) -> None:
         """Record ``jti`` as revoked until ``expires_at`` (epoch s); ``now`` (epoch s, default the
@@ -41,16 +43,4 @@ class RevocationStore(Protocol):
 
     async def prune(self, now: float) -> int:
         """Forget revocations whose token expired before ``now`` (epoch s); returns how many."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections (idempotent)."""
-        ...
-
-    async def __aenter__(self) -> Self:
-        """Return the store, ready."""
-        ...
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """``close``."""
         ...

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
-__all__ = ["SQLiteTables"]
+__all__ = ["SQLiteTables", "delete_rows"]
 
 T = TypeVar("T")
 
@@ -53,6 +53,15 @@ class SQLiteTables:
                 self._conn.close()
                 self._conn = None
 
+    async def __aenter__(self) -> Self:
+        """``start`` and return the store."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """``close``."""
+        await self.close()
+
     async def _run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
         """Run ``work(connection)`` in one transaction on a worker thread; roll back if it raises."""
 
@@ -71,3 +80,8 @@ class SQLiteTables:
                 return result
 
         return await asyncio.to_thread(call)
+
+
+def delete_rows(conn: sqlite3.Connection, statements: Sequence[tuple[str, tuple[Any, ...]]]) -> int:
+    """Run each ``(DELETE statement, parameters)`` on ``conn`` (one transaction's); returns the rows deleted."""
+    return sum(conn.execute(sql, params).rowcount for sql, params in statements)
