@@ -75,6 +75,8 @@ class ClassifyStage:
         route = exchange.route.name
         if method == "tools/call":
             name = _string_param(params, "name", method)
+            # Named in the record even if loading the catalog fails (a hostile length only in part).
+            exchange.action, exchange.target = "tools/call", clip(name, MAX_UNLISTED_NAME)
             catalog = exchange.route.catalog_for(exchange.principal)
             ref = catalog.ref(route, name)
             if ref is None:
@@ -84,7 +86,7 @@ class ClassifyStage:
                 # MCP 2025-11-25 server/tools: names SHOULD be 1 to 128 characters. A longer name the
                 # upstream does not list is refused here, so no error message echoes it back whole.
                 raise TransportError(f"Invalid params: unknown tool {clip(name, 64)!r}", jsonrpc_code=-32602)
-            exchange.action, exchange.target = "tools/call", name
+            exchange.target = name
             exchange.resource = ref or ResourceRef.from_tool(route, {"name": name, "_unlisted": True})
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
             uri = _string_param(params, "uri", method)
