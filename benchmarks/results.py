@@ -1,0 +1,194 @@
+"""The figures of one run (every wrk run, the in-process timings, the profiles) and the tables made
+of them: the results side by side, the baseline comparison, and the targets met or missed."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+
+from baseline import BaselineCommit
+from load import Run
+from profiling import Profile
+from scenario import BASELINE, COMPARED, CONCURRENCIES, DEFAULT, NORMAL, PROFILED
+
+TARGET_ADDED_P50_MS = 1.0
+TARGET_CPU_MS = 0.5
+
+
+def median(runs: list[Run], attr: str) -> float:
+    values = [getattr(r, attr) for r in runs]
+    return statistics.median(values) if values else 0.0
+
+
+@dataclass
+class Results:
+    """The figures of one ``make bench`` run and the tables they make; ``report`` renders them."""
+
+    runs: list[Run]
+    micro: dict[str, float]
+    profiles: dict[int, Profile]
+    profile_runs: dict[int, Run]
+    profile_note: str
+    rounds: int
+    duration_s: float
+    started: str
+    elapsed_s: float = 0.0
+    baseline: BaselineCommit | None = None
+    baseline_route_egress_keys: bool = True
+    """Whether the baseline's config had ``routes[].http.allow_http``/``allow`` (see ``BaselineCommit.config_note``)."""
+
+    def pick(self, target: str, conns: int) -> list[Run]:
+        return [r for r in self.runs if r.target == target and r.conns == conns]
+
+    def med(self, target: str, conns: int, attr: str) -> float:
+        return median(self.pick(target, conns), attr)
+
+    def rows(self) -> list[tuple[str, str, str, str, str]]:
+        """(label, direct, Bastion default, Bastion synchronous=normal, ratio or added: default / normal)."""
+        rows: list[tuple[str, str, str, str, str]] = []
+        for label, attr in (("latency p50, c=1 (ms)", "p50_ms"), ("latency p99, c=1 (ms)", "p99_ms")):
+            d, b, n = (self.med(t, 1, attr) for t in COMPARED)
+            rows.append((label, f"{d:.3f}", f"{b:.3f}", f"{n:.3f}", f"+{b - d:.3f} / +{n - d:.3f} ms"))
+        for conns in CONCURRENCIES:
+            d, b, n = (self.med(t, conns, "throughput") for t in COMPARED)
+            ratio = f"{b / d:.3f}x / {n / d:.3f}x" if d else "-"
+            rows.append((f"throughput, c={conns} (calls/s)", f"{d:,.0f}", f"{b:,.0f}", f"{n:,.0f}", ratio))
+        for conns in CONCURRENCIES:
+            d, b, n = (self.med(t, conns, "server_cpu_ms") for t in COMPARED)
+            ratio = f"{b / d:.1f}x / {n / d:.1f}x" if d else "-"
+            rows.append((f"server CPU per request, c={conns} (ms)", f"{d:.3f} (echo)", f"{b:.3f}", f"{n:.3f}", ratio))
+        for conns in PROFILED:
+            rows.append((self._split_label(conns), "", self._split(DEFAULT, conns), self._split(NORMAL, conns), ""))
+        for label, attr in (("upstream (echo) CPU", "upstream_cpu_ms"), ("wrk CPU", "wrk_cpu_ms")):
+            d, b, n = (self.med(t, 16, attr) for t in COMPARED)
+            rows.append((f"{label} per request, c=16 (ms)", f"{d:.3f}", f"{b:.3f}", f"{n:.3f}", ""))
+        m = self.micro
+        if m:
+            rows.append(("policy decision alone, `PolicyEngine.decide` (µs)", "", f"{m['decide_us']:.1f}", "same", ""))
+
+            def cached_uncached(label: str, key: str) -> tuple[str, str, str, str, str]:
+                """A row of ``{key}_cached_us`` / ``{key}_uncached_us``."""
+                return (label, "", f"{m[f'{key}_cached_us']:.1f} / {m[f'{key}_uncached_us']:.0f}", "same", "")
+
+            rows.append(cached_uncached("token verify, Bastion-issued, cached / uncached (µs)", "verify"))
+            rows.append(
+                cached_uncached(
+                    "token verify, external issuer (ES256, JWKS fetched before), cached / uncached (µs)",
+                    "verify_external",
+                )
+            )
+            rows.append(
+                (
+                    "token verify, revocation-list check alone, `RevocationList.is_revoked` (µs)",
+                    "",
+                    f"{m['revocation_check_us']:.2f}",
+                    "same",
+                    "",
+                )
+            )
+            rows.append(
+                cached_uncached("authenticate stage whole, `AuthenticateStage.run`, cached / uncached (µs)", "stage")
+            )
+            rows.append(
+                (
+                    "audit bodies, `decision_body` / `outcome_body` (µs)",
+                    "",
+                    f"{m['audit_build_us']:.1f} / {m['audit_outcome_us']:.1f}",
+                    "same",
+                    "",
+                )
+            )
+            rows.append(("audit seal per record, writer thread (µs)", "", f"{m['audit_seal_us']:.1f}", "same", ""))
+            rows.append(
+                (
+                    "tools/call with 1 MB of arguments, CPU of parse, limits, decision, digest, redaction: "
+                    "one string / 12,000 objects (ms)",
+                    "",
+                    f"{m['large_text_ms']:.1f} / {m['large_records_ms']:.1f}",
+                    "same",
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    "upstream call, CPU: `HttpUpstream.send` (guarded connector) / plain aiohttp (µs)",
+                    "",
+                    f"{m['upstream_guarded_us']:.0f} / {m['upstream_plain_us']:.0f}",
+                    "same",
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    "audit append committed, one at a time (ms)",
+                    "",
+                    f"{m['audit_append_full_ms']:.3f}",
+                    f"{m['audit_append_normal_ms']:.3f}",
+                    "",
+                )
+            )
+        return rows
+
+    @staticmethod
+    def _split_label(conns: int) -> str:
+        return f"  Bastion CPU split, c={conns}: event loop / audit thread / kernel part (ms)"
+
+    def _split(self, target: str, conns: int) -> str:
+        """A Bastion's CPU per request at ``conns``: event loop / audit thread / kernel part, in ms."""
+        return (
+            f"{self.med(target, conns, 'main_cpu_ms'):.3f} / {self.med(target, conns, 'other_cpu_ms'):.3f} / "
+            f"{self.med(target, conns, 'server_sys_ms'):.3f}"
+        )
+
+    def baseline_header(self) -> tuple[str, str, str, str]:
+        if self.baseline is None:
+            raise RuntimeError("no baseline in this run")
+        return ("", self.baseline.title, "Bastion now", "now vs baseline")
+
+    def baseline_rows(self) -> list[tuple[str, str, str, str]]:
+        """(label, Bastion at the baseline commit, Bastion now, now vs baseline): both in the default
+        configuration, measured in the same rounds against the same upstream."""
+        rows: list[tuple[str, str, str, str]] = []
+        for label, attr in (("latency p50, c=1 (ms)", "p50_ms"), ("latency p99, c=1 (ms)", "p99_ms")):
+            then, now = self.med(BASELINE, 1, attr), self.med(DEFAULT, 1, attr)
+            rows.append((label, f"{then:.3f}", f"{now:.3f}", f"{now - then:+.3f} ms"))
+        for conns in CONCURRENCIES:
+            then, now = self.med(BASELINE, conns, "throughput"), self.med(DEFAULT, conns, "throughput")
+            ratio = f"{now / then:.3f}x" if then else "-"
+            rows.append((f"throughput, c={conns} (calls/s)", f"{then:,.0f}", f"{now:,.0f}", ratio))
+        for conns in CONCURRENCIES:
+            then, now = self.med(BASELINE, conns, "server_cpu_ms"), self.med(DEFAULT, conns, "server_cpu_ms")
+            ratio = f"{now / then:.2f}x" if then else "-"
+            rows.append((f"server CPU per request, c={conns} (ms)", f"{then:.3f}", f"{now:.3f}", ratio))
+        for conns in PROFILED:
+            rows.append((self._split_label(conns), self._split(BASELINE, conns), self._split(DEFAULT, conns), ""))
+        then, now = self.med(BASELINE, 16, "upstream_cpu_ms"), self.med(DEFAULT, 16, "upstream_cpu_ms")
+        ratio = f"{now / then:.2f}x" if then else "-"
+        rows.append(("direct upstream CPU per request, c=16 (ms)", f"{then:.3f}", f"{now:.3f}", ratio))
+        return rows
+
+    def baseline_config(self) -> str:
+        return self.baseline.config_note(route_egress_keys=self.baseline_route_egress_keys) if self.baseline else ""
+
+    def targets(self, target: str = DEFAULT) -> list[tuple[str, str, bool]]:
+        d, b = self.med("direct", 1, "p50_ms"), self.med(target, 1, "p50_ms")
+        out = [
+            (f"added latency p50 at c=1 < {TARGET_ADDED_P50_MS:g} ms", f"{b - d:.3f} ms", b - d < TARGET_ADDED_P50_MS)
+        ]
+        for conns in CONCURRENCIES:
+            cpu = self.med(target, conns, "server_cpu_ms")
+            out.append(
+                (f"Bastion CPU per tools/call < {TARGET_CPU_MS:g} ms (c={conns})", f"{cpu:.3f} ms", cpu < TARGET_CPU_MS)
+            )
+        return out
+
+    def invalid(self) -> list[Run]:
+        return [r for r in self.runs if r.errors or r.calls == 0]
+
+    HEADER = (
+        "",
+        "direct",
+        "through Bastion (default: audit synchronous=full)",
+        "Bastion, audit synchronous=normal",
+        "Bastion vs direct: default / normal",
+    )
