@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.audit_fakes import RecordingAuditLog
 
 import bastion
 from bastion.config import HttpUpstream, RouteSettings
@@ -23,20 +24,9 @@ DEMO_POLICY = Path(bastion.__file__).parent / "demo" / "demo.cedar"
 ALICE = Principal(kind="User", sub="alice", issuer="http://gw.test", auth_method="bastion_jwt", expires_at=0)
 
 
-class Log:
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-
-    async def append(self, body: dict[str, Any]) -> None:
-        self.bodies.append(body)
-
-    def append_nowait(self, body: dict[str, Any]) -> None:
-        self.bodies.append(body)
-
-
 class Rig:
     def __init__(self) -> None:
-        self.log = Log()
+        self.log = RecordingAuditLog()
         self.answers: list[dict[str, Any]] = []
         engine = PolicyEngine.load([DEMO_POLICY])  # permits elicitation/create to everyone, nothing else
         self.filter = ServerRequestFilter(engine, AuditStage(self.log, policy_version="v1"), self._answer)  # type: ignore[arg-type]

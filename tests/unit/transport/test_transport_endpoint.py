@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tests.support.audit_fakes import RecordingAuditLog
 from transport_asgi import Sink
 
 from bastion.config import RouteSettings, StdioUpstream
@@ -64,33 +65,20 @@ class Answer:
         exchange.reply = JsonReply(200, {"jsonrpc": "2.0", "id": 1, "result": {}})
 
 
-class FakeLog:
-    """An audit log that keeps the bodies (a decision record names the GET/DELETE as its method)."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-
-    async def append(self, body: dict[str, Any]) -> None:
-        self.bodies.append(body)
-
-    def append_nowait(self, body: dict[str, Any]) -> None:
-        self.bodies.append(body)
-
-
 class Rig:
     def __init__(self) -> None:
         self.post = FakePost()
-        self.log = FakeLog()
+        self.log = RecordingAuditLog()
 
     @property
     def handled(self) -> list[Exchange]:
         return self.post.handled
 
     def decisions(self) -> list[dict[str, Any]]:
-        return [b for b in self.log.bodies if b["kind"] == "decision"]
+        return self.log.of_kind("decision")
 
     def outcomes(self) -> list[dict[str, Any]]:
-        return [b for b in self.log.bodies if b["kind"] == "outcome"]
+        return self.log.of_kind("outcome")
 
 
 @pytest.fixture
