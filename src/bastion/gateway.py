@@ -26,6 +26,7 @@ from bastion.credentials.broker import CredentialSource, ExchangedTokens, UserTo
 from bastion.credentials.exchange import TokenExchange
 from bastion.credentials.upstream_oauth import UpstreamOAuthClient
 from bastion.credentials.vault import TokenVault, VaultKeys
+from bastion.credentials.vault_sqlite import SQLiteVaultStore
 from bastion.egress import AllowList, EgressGuard, audit_refusals
 from bastion.errors import ConfigError
 from bastion.identity import RevocationList, SigningKeys, TokenIssuer, TokenVerifier
@@ -169,7 +170,7 @@ class Gateway:
         when the vault key cannot be resolved or is not 32 bytes."""
         if not any(r.credentials is not None and r.credentials.oauth is not None for r in self.config.routes):
             return None
-        return TokenVault(self.database, VaultKeys.from_settings(self.config.credentials))
+        return TokenVault(SQLiteVaultStore(self.database), VaultKeys.from_settings(self.config.credentials))
 
     def _credentials(self, settings: RouteSettings) -> CredentialSource | None:
         """Where the route's upstream credential comes from (docs/architecture.md, "Credentials")."""

@@ -45,6 +45,7 @@ from tests.support.oidc_provider import OIDCAccount
 from tests.support.upstream_oauth_world import BASTION_CLIENT, UpstreamOAuthWorld, upstream_oauth_world
 
 from bastion.credentials.vault import TokenVault, VaultKeys
+from bastion.credentials.vault_sqlite import SQLiteVaultStore
 from bastion.demo.sign_in import MemoryTokenStorage
 
 pytestmark = pytest.mark.e2e
@@ -188,7 +189,7 @@ def vault_rows(world: UpstreamOAuthWorld) -> list[tuple[str, str]]:
 async def registered_client(world: UpstreamOAuthWorld, route: str) -> dict[str, Any]:
     """The client Bastion registered for ``route`` (RFC 7591), opened with the vault key as an operator could."""
     keys = VaultKeys(base64.urlsafe_b64decode(world.vault_key + "="))
-    vault = TokenVault(world.bastion.database, keys)
+    vault = TokenVault(SQLiteVaultStore(world.bastion.database), keys)
     await vault.start()
     try:
         client = await vault.get_client(route, world.provider.issuer)

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.credentials.vault import Connection, TokenVault, VaultKeys, generate_key
+from bastion.credentials.vault_sqlite import SQLiteVaultStore
 from bastion.errors import ConfigError, VaultError
 from bastion.gateway import DATABASE_FILE
 
@@ -31,7 +32,7 @@ def _vault(config: Path) -> TokenVault:
         keys = VaultKeys.from_settings(settings.credentials)
     except ConfigError as exc:
         raise fail(exc.message) from None
-    return TokenVault(settings.data_dir / DATABASE_FILE, keys)
+    return TokenVault(SQLiteVaultStore(settings.data_dir / DATABASE_FILE), keys)
 
 
 @app.command("generate-key")

@@ -8,14 +8,16 @@ the key's SHA-256) says which key opens it; previous keys open old records until
 ``rotate`` re-seals them with the current key.
 
     keys = VaultKeys.from_settings(config.credentials)       # ConfigError when a key is bad
-    vault = TokenVault(data_dir / "bastion.db", keys)
+    vault = TokenVault(SQLiteVaultStore(data_dir / "bastion.db"), keys)
     await vault.start()
     await vault.put(owner, route, TokenSet(...), now=time.time())
     tokens = await vault.get(owner, route)                    # TokenSet | None
 
 What is stored sealed: access and refresh tokens, a registered client's secret, an
 unfinished connection's PKCE verifier. What is stored in clear: owner (issuer and
-subject of the Bastion principal), route name, key id, times.
+subject of the Bastion principal), route name, key id, times. Where it is stored is the
+``VaultStore`` the vault is given (``bastion.credentials.vault_store``): the vault seals
+before anything reaches the store, so no backend ever holds a token in clear.
 """
 
 from __future__ import annotations
@@ -26,18 +28,16 @@ import hashlib
 import json
 import os
 import secrets
-import sqlite3
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bastion.config.base import SecretRef
 from bastion.config.credentials import VaultSettings
+from bastion.credentials.vault_store import Connection, RecordKind, Sealed, VaultStore
 from bastion.errors import ConfigError, VaultError
-from bastion.stores.sqlite import SQLiteTables
 
 __all__ = ["Connection", "PendingConnection", "TokenSet", "TokenVault", "VaultKeys", "generate_key"]
 
@@ -161,147 +161,94 @@ class PendingConnection:
         return f"PendingConnection(owner={self.owner!r}, route={self.route!r}, expires_at={self.expires_at!r})"
 
 
-@dataclass(frozen=True, slots=True)
-class Connection:
-    """What the portal shows of a stored connection (nothing secret): times in epoch seconds."""
-
-    route: str
-    connected_at: float
-    expires_at: float | None
-    refreshable: bool
-
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS vault_tokens (
-    owner TEXT NOT NULL, route TEXT NOT NULL, key_id TEXT NOT NULL, sealed BLOB NOT NULL,
-    connected_at REAL NOT NULL, updated_at REAL NOT NULL, expires_at REAL, refreshable INTEGER NOT NULL,
-    PRIMARY KEY (owner, route));
-CREATE TABLE IF NOT EXISTS vault_pending (
-    state_digest TEXT PRIMARY KEY, key_id TEXT NOT NULL, sealed BLOB NOT NULL, expires_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS vault_clients (
-    route TEXT NOT NULL, issuer TEXT NOT NULL, key_id TEXT NOT NULL, sealed BLOB NOT NULL,
-    registered_at REAL NOT NULL, PRIMARY KEY (route, issuer));
-"""
-
-
 def _aad(*parts: str) -> bytes:
     return "\x1f".join(parts).encode()
 
 
-class TokenVault(SQLiteTables):
-    """Sealed upstream tokens per (owner, route), unfinished connections, registered clients.
+class TokenVault:
+    """Sealed upstream tokens per (owner, route), unfinished connections, registered clients,
+    kept in ``store``.
 
-    ``owner`` is ``Principal.key`` (issuer and subject). Every method may raise
-    ``sqlite3.Error``; ``get``/``take_pending``/``get_client`` raise ``VaultError``
-    when a record cannot be opened.
+    ``owner`` is ``Principal.key`` (issuer and subject). Every method may raise the store's
+    errors (``sqlite3.Error`` for the embedded one); ``get``/``take_pending``/``get_client``
+    raise ``VaultError`` when a record cannot be opened. ``start``/``close`` (or ``async
+    with``) open and close the store.
     """
 
-    DDL = _DDL
-    LABEL = "token vault"
-
-    def __init__(self, path: Path, keys: VaultKeys, *, busy_timeout_s: float = 5.0) -> None:
-        super().__init__(path, busy_timeout_s=busy_timeout_s)
+    def __init__(self, store: VaultStore, keys: VaultKeys) -> None:
+        self._store = store
         self._keys = keys
 
-    def _seal(self, value: dict[str, Any], *aad: str) -> tuple[str, bytes]:
-        return self._keys.seal(json.dumps(value, separators=(",", ":")).encode(), _aad(*aad))
+    async def start(self) -> None:
+        """Open the store."""
+        await self._store.start()
 
-    def _unseal(self, key_id: str, sealed: bytes, *aad: str) -> dict[str, Any]:
-        value: dict[str, Any] = json.loads(self._keys.open(key_id, sealed, _aad(*aad)))
+    async def close(self) -> None:
+        """Close the store (idempotent)."""
+        await self._store.close()
+
+    async def __aenter__(self) -> Self:
+        """``start`` and return the vault."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """``close``."""
+        await self.close()
+
+    def _seal(self, value: dict[str, Any], kind: RecordKind, *ids: str) -> Sealed:
+        key_id, blob = self._keys.seal(json.dumps(value, separators=(",", ":")).encode(), _aad(kind, *ids))
+        return Sealed(key_id, blob)
+
+    def _unseal(self, sealed: Sealed, kind: RecordKind, *ids: str) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self._keys.open(sealed.key_id, sealed.blob, _aad(kind, *ids)))
         return value
 
     # tokens
     async def put(self, owner: str, route: str, tokens: TokenSet, *, now: float) -> None:
         """Store (or replace) ``owner``'s tokens for ``route``, sealed; ``now`` is epoch seconds."""
-        key_id, sealed = self._seal(asdict(tokens), "tokens", owner, route)
-        await self._run(
-            lambda c: c.execute(
-                "INSERT INTO vault_tokens (owner, route, key_id, sealed, connected_at, updated_at, expires_at, "
-                "refreshable) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner, route) DO UPDATE SET "
-                "key_id = excluded.key_id, sealed = excluded.sealed, updated_at = excluded.updated_at, "
-                "expires_at = excluded.expires_at, refreshable = excluded.refreshable",
-                (owner, route, key_id, sealed, now, now, tokens.expires_at, int(tokens.refresh_token is not None)),
-            )
+        sealed = self._seal(asdict(tokens), "tokens", owner, route)
+        await self._store.put_tokens(
+            owner, route, sealed, expires_at=tokens.expires_at, refreshable=tokens.refresh_token is not None, now=now
         )
 
     async def get(self, owner: str, route: str) -> TokenSet | None:
         """``owner``'s tokens for ``route``, or ``None`` when not connected."""
-        row = await self._run(
-            lambda c: c.execute(
-                "SELECT key_id, sealed FROM vault_tokens WHERE owner = ? AND route = ?", (owner, route)
-            ).fetchone(),
-            write=False,
-        )
-        return None if row is None else TokenSet(**self._unseal(row[0], row[1], "tokens", owner, route))
+        sealed = await self._store.get_tokens(owner, route)
+        return None if sealed is None else TokenSet(**self._unseal(sealed, "tokens", owner, route))
 
     async def delete(self, owner: str, route: str) -> bool:
         """Forget ``owner``'s tokens for ``route``; True when there were some."""
-        count = await self._run(
-            lambda c: c.execute("DELETE FROM vault_tokens WHERE owner = ? AND route = ?", (owner, route)).rowcount
-        )
-        return bool(count)
+        return await self._store.delete_tokens(owner, route)
 
     async def connections(self, owner: str) -> dict[str, Connection]:
         """``owner``'s connections by route (no secrets are opened)."""
-        rows = await self._run(
-            lambda c: c.execute(
-                "SELECT route, connected_at, expires_at, refreshable FROM vault_tokens WHERE owner = ?", (owner,)
-            ).fetchall(),
-            write=False,
-        )
-        return {row[0]: Connection(row[0], row[1], row[2], bool(row[3])) for row in rows}
+        return {connection.route: connection for connection in await self._store.connections(owner)}
 
     # unfinished connections
     async def put_pending(self, state_digest: str, pending: PendingConnection) -> None:
         """Keep ``pending`` under the SHA-256 of its ``state`` until ``pending.expires_at``."""
-        key_id, sealed = self._seal(asdict(pending), "pending", state_digest)
-        await self._run(
-            lambda c: c.execute(
-                "INSERT INTO vault_pending (state_digest, key_id, sealed, expires_at) VALUES (?, ?, ?, ?)",
-                (state_digest, key_id, sealed, pending.expires_at),
-            )
-        )
+        sealed = self._seal(asdict(pending), "pending", state_digest)
+        await self._store.put_pending(state_digest, sealed, pending.expires_at)
 
     async def take_pending(self, state_digest: str, now: float) -> PendingConnection | None:
         """Remove and return the unexpired pending connection for ``state_digest`` (single use)."""
-        row = await self._run(
-            lambda c: c.execute(
-                "DELETE FROM vault_pending WHERE state_digest = ? RETURNING key_id, sealed, expires_at",
-                (state_digest,),
-            ).fetchone()
-        )
-        if row is None or row[2] <= now:
-            return None
-        return PendingConnection(**self._unseal(row[0], row[1], "pending", state_digest))
+        sealed = await self._store.take_pending(state_digest, now)
+        return None if sealed is None else PendingConnection(**self._unseal(sealed, "pending", state_digest))
 
     # clients Bastion registered at upstream authorization servers (RFC 7591)
     async def put_client(self, route: str, issuer: str, client: dict[str, Any], *, now: float) -> None:
         """Keep the registration response ``client`` (RFC 7591 section 3.2.1) for ``route`` at ``issuer``."""
-        key_id, sealed = self._seal(client, "client", route, issuer)
-        await self._run(
-            lambda c: c.execute(
-                "INSERT INTO vault_clients (route, issuer, key_id, sealed, registered_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (route, issuer) DO UPDATE SET key_id = excluded.key_id, sealed = excluded.sealed, "
-                "registered_at = excluded.registered_at",
-                (route, issuer, key_id, sealed, now),
-            )
-        )
+        await self._store.put_client(route, issuer, self._seal(client, "client", route, issuer), now=now)
 
     async def get_client(self, route: str, issuer: str) -> dict[str, Any] | None:
         """The registration kept for ``route`` at ``issuer``, or ``None``."""
-        row = await self._run(
-            lambda c: c.execute(
-                "SELECT key_id, sealed FROM vault_clients WHERE route = ? AND issuer = ?", (route, issuer)
-            ).fetchone(),
-            write=False,
-        )
-        return None if row is None else self._unseal(row[0], row[1], "client", route, issuer)
+        sealed = await self._store.get_client(route, issuer)
+        return None if sealed is None else self._unseal(sealed, "client", route, issuer)
 
     async def purge(self, now: float) -> int:
         """Delete expired pending connections; returns how many."""
-        return int(
-            await self._run(lambda c: c.execute("DELETE FROM vault_pending WHERE expires_at <= ?", (now,)).rowcount)
-        )
+        return await self._store.purge(now)
 
     async def rotate(self) -> int:
         """Re-seal every record with the current key; returns how many were re-sealed.
@@ -310,25 +257,9 @@ class TokenVault(SQLiteTables):
         with the configured keys.
         """
 
-        def work(c: sqlite3.Connection) -> int:
-            count = 0
-            tables = (
-                ("vault_tokens", ("owner", "route"), "tokens"),
-                ("vault_pending", ("state_digest",), "pending"),
-                ("vault_clients", ("route", "issuer"), "client"),
-            )
-            for table, columns, kind in tables:
-                names = ", ".join(columns)
-                rows = c.execute(f"SELECT {names}, key_id, sealed FROM {table} WHERE key_id != ?",  # noqa: S608
-                                 (self._keys.current_id,)).fetchall()  # fmt: skip
-                for row in rows:
-                    ids = tuple(str(v) for v in row[: len(columns)])
-                    plain = self._keys.open(row[-2], row[-1], _aad(kind, *ids))
-                    key_id, sealed = self._keys.seal(plain, _aad(kind, *ids))
-                    where = " AND ".join(f"{col} = ?" for col in columns)
-                    c.execute(f"UPDATE {table} SET key_id = ?, sealed = ? WHERE {where}",  # noqa: S608
-                              (key_id, sealed, *ids))  # fmt: skip
-                    count += 1
-            return count
+        def reseal(kind: RecordKind, ids: tuple[str, ...], sealed: Sealed) -> Sealed:
+            associated = _aad(kind, *ids)
+            key_id, blob = self._keys.seal(self._keys.open(sealed.key_id, sealed.blob, associated), associated)
+            return Sealed(key_id, blob)
 
-        return await self._run(work)
+        return await self._store.reseal(self._keys.current_id, reseal)

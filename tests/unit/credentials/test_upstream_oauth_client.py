@@ -31,6 +31,7 @@ from bastion.config.credentials import UpstreamOAuthSettings
 from bastion.credentials.broker import UserTokens, send_with_credential
 from bastion.credentials.upstream_oauth import UpstreamOAuthClient
 from bastion.credentials.vault import PendingConnection, TokenSet, TokenVault, VaultKeys, generate_key
+from bastion.credentials.vault_sqlite import SQLiteVaultStore
 from bastion.egress import AllowList, EgressGuard, Refusal
 from bastion.errors import (
     BastionError,
@@ -99,7 +100,8 @@ async def server(shared_server: ScriptedAuthorizationServer) -> ScriptedAuthoriz
 @pytest.fixture
 async def vault(tmp_path: Path) -> AsyncIterator[TokenVault]:
     """A sealed token vault in ``tmp_path`` with a fresh key."""
-    store = TokenVault(tmp_path / "bastion.db", VaultKeys(base64.urlsafe_b64decode(generate_key() + "=")))
+    keys = VaultKeys(base64.urlsafe_b64decode(generate_key() + "="))
+    store = TokenVault(SQLiteVaultStore(tmp_path / "bastion.db"), keys)
     await store.start()
     yield store
     await store.close()

@@ -17,6 +17,7 @@ from bastion.credentials.vault import (
     VaultKeys,
     generate_key,
 )
+from bastion.credentials.vault_sqlite import SQLiteVaultStore
 from bastion.errors import ConfigError, VaultError
 
 ACCESS = "upstream-access-token-4f0c2b8a9d"
@@ -49,7 +50,7 @@ def _raw_bytes(directory: Path) -> bytes:
 
 @pytest.fixture
 async def vault(tmp_path: Path):
-    store = TokenVault(tmp_path / "bastion.db", _keys(generate_key()))
+    store = TokenVault(SQLiteVaultStore(tmp_path / "bastion.db"), _keys(generate_key()))
     await store.start()
     yield store
     await store.close()
@@ -123,27 +124,27 @@ async def test_pending_connections_are_single_use_and_expire(vault: TokenVault) 
 async def test_rotation_reseals_every_record_with_the_current_key(tmp_path: Path) -> None:
     old, new = generate_key(), generate_key()
     path = tmp_path / "bastion.db"
-    first = TokenVault(path, _keys(old))
+    first = TokenVault(SQLiteVaultStore(path), _keys(old))
     await first.start()
     await first.put(OWNER_A, "notes", _tokens(), now=1.0)
     await first.put_client("notes", "https://as.example", {"client_id": "c1"}, now=1.0)
     await first.close()
 
     assert _keys(new).current_id != _keys(old).current_id
-    rotating = TokenVault(path, _keys(new, old))
+    rotating = TokenVault(SQLiteVaultStore(path), _keys(new, old))
     await rotating.start()
     assert await rotating.get(OWNER_A, "notes") == _tokens()  # the previous key still opens it
     assert await rotating.rotate() == 2
     assert await rotating.rotate() == 0
     await rotating.close()
 
-    only_new = TokenVault(path, _keys(new))
+    only_new = TokenVault(SQLiteVaultStore(path), _keys(new))
     await only_new.start()
     assert await only_new.get(OWNER_A, "notes") == _tokens()
     assert await only_new.get_client("notes", "https://as.example") == {"client_id": "c1"}
     await only_new.close()
 
-    only_old = TokenVault(path, _keys(old))
+    only_old = TokenVault(SQLiteVaultStore(path), _keys(old))
     await only_old.start()
     with pytest.raises(VaultError, match="not configured"):
         await only_old.get(OWNER_A, "notes")

@@ -9,12 +9,11 @@ replicas would; a shared backend joins by adding an entry to ``FLOW_BACKENDS`` o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
+from stores_support import handles_fixture
 
 from bastion.oauth import (
     AuthorizationFlowStore,
@@ -37,7 +36,6 @@ NOW = 1_800_000_000.0
 ALICE = UserIdentity("alice", "local", "alice@example.com", "Alice", ("eng", "ops"))
 GRANT = Grant("cli", "echo", "http://127.0.0.1:8123/mcp/echo", ("mcp",), ALICE)
 
-T = TypeVar("T", AuthorizationFlowStore, AuthorizationGrantStore)
 FlowOpener = Callable[[], Awaitable[AuthorizationFlowStore]]
 GrantOpener = Callable[[], Awaitable[AuthorizationGrantStore]]
 
@@ -52,24 +50,8 @@ GRANT_BACKENDS: dict[str, Callable[[Path], AuthorizationGrantStore]] = {
 }
 
 
-def _handles(backends: dict[str, Callable[[Path], T]]) -> Any:
-    """A fixture, parametrised by ``backends``, that opens started stores on one fresh backend
-    (all closed after the test)."""
-
-    @pytest.fixture(params=sorted(backends))
-    async def handles(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[], Awaitable[T]]]:
-        async with AsyncExitStack() as stack:
-
-            async def open_store() -> T:
-                return await stack.enter_async_context(backends[request.param](tmp_path))
-
-            yield open_store
-
-    return handles
-
-
-flow_handles = _handles(FLOW_BACKENDS)
-grant_handles = _handles(GRANT_BACKENDS)
+flow_handles = handles_fixture(FLOW_BACKENDS)
+grant_handles = handles_fixture(GRANT_BACKENDS)
 
 
 def pending(

@@ -7,38 +7,30 @@ each have their own; a shared backend joins by adding a parameter to ``handles``
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from stores_support import handles_fixture
 
 from bastion.identity import RevocationList
 from bastion.stores.revocations import RevocationStore
 
 NOW = 1_700_000_000
 
-Opener = Callable[[], RevocationStore]
+Opener = Callable[[], Awaitable[RevocationStore]]
 
 
-@pytest.fixture(params=["sqlite"])
-async def handles(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
-    """A factory of stores on one fresh backend; every store it opened is closed after the test."""
-    assert request.param == "sqlite"
-    async with AsyncExitStack() as stack:
+#: Every backend of ``RevocationStore``: a factory of a store on the backend at ``tmp_path``.
+BACKENDS: dict[str, Callable[[Path], RevocationStore]] = {"sqlite": lambda tmp: RevocationList(tmp / "bastion.db")}
 
-        def open_store() -> RevocationStore:
-            store = RevocationList(tmp_path / "bastion.db")
-            stack.push_async_callback(store.close)
-            return store
-
-        yield open_store
+handles = handles_fixture(BACKENDS)
 
 
 @pytest.fixture
-def store(handles: Opener) -> RevocationStore:
+async def store(handles: Opener) -> RevocationStore:
     """One store on the backend."""
-    return handles()
+    return await handles()
 
 
 async def test_a_revoked_id_is_revoked_and_others_are_not(store: RevocationStore) -> None:
@@ -51,14 +43,14 @@ async def test_a_revoked_id_is_revoked_and_others_are_not(store: RevocationStore
 
 
 async def test_a_revocation_through_another_handle_is_seen_at_once(handles: Opener) -> None:
-    gateway, cli = handles(), handles()
+    gateway, cli = await handles(), await handles()
     assert not gateway.is_revoked("jti-1")
     await cli.revoke("jti-1", expires_at=NOW + 600, now=NOW)
     assert gateway.is_revoked("jti-1")
 
 
 async def test_prune_forgets_only_what_expired_before_now(handles: Opener) -> None:
-    store, other = handles(), handles()
+    store, other = await handles(), await handles()
     await store.revoke("old", expires_at=NOW - 1, now=NOW - 100)
     await store.revoke("edge", expires_at=NOW, now=NOW - 100)
     await store.revoke("new", expires_at=NOW + 600, now=NOW - 100)
@@ -86,14 +78,12 @@ async def test_an_empty_id_is_refused(store: RevocationStore) -> None:
 
 
 async def test_concurrent_revocations_are_all_kept(handles: Opener) -> None:
-    stores = [handles() for _ in range(3)]
+    stores = [await handles() for _ in range(3)]
     await asyncio.gather(*(stores[i % 3].revoke(f"jti-{i}", expires_at=NOW + 600, now=NOW) for i in range(60)))
     for store in stores:
         assert all(store.is_revoked(f"jti-{i}") for i in range(60))
 
 
-async def test_close_is_idempotent_and_async_with_closes(handles: Opener) -> None:
-    store = handles()
-    async with store as entered:
-        assert entered is store
+async def test_close_is_idempotent(store: RevocationStore) -> None:
+    await store.close()
     await store.close()
