@@ -1,4 +1,4 @@
-"""The audit log: versioned records, redaction, the hash chain, the SQLite store and its readers.
+"""The audit log: versioned records, redaction, the hash chain, the store (``AuditLog``, ``AuditReader``) on SQLite.
 
 Write path (gateway): build a ``DecisionEvent`` with ``DecisionEvent.create(...)`` and
 ``await log.append(event)`` before forwarding (``AuditUnavailable`` means refuse the
@@ -9,7 +9,7 @@ Read path (CLI): ``tail``, ``search``, ``iter_events``, ``verify``, then
 
 from bastion.audit.canonical import NotCanonicalizable, arguments_sha256, canonical
 from bastion.audit.chain import GENESIS_HASH, VerifyResult, record_hash, verify_chain
-from bastion.audit.query import EventFilter, iter_events, search, tail, verify
+from bastion.audit.query import SQLiteAuditReader, iter_events, search, tail, verify
 from bastion.audit.record import (
     RECORD_KEYS,
     RECORD_VERSION,
@@ -24,7 +24,8 @@ from bastion.audit.record import (
 )
 from bastion.audit.redact import redact
 from bastion.audit.render import render_table, to_json_lines
-from bastion.audit.store import AuditLog, SQLiteAuditLog
+from bastion.audit.store import AuditLog, AuditReader, EventFilter
+from bastion.audit.store_sqlite import SQLiteAuditLog
 
 __all__ = [
     "GENESIS_HASH",
@@ -33,6 +34,7 @@ __all__ = [
     "Approval",
     "AuditEvent",
     "AuditLog",
+    "AuditReader",
     "Decision",
     "DecisionEvent",
     "EventFilter",
@@ -41,6 +43,7 @@ __all__ = [
     "PrincipalInfo",
     "Result",
     "SQLiteAuditLog",
+    "SQLiteAuditReader",
     "Upstream",
     "VerifyResult",
     "arguments_sha256",

@@ -1,6 +1,6 @@
-"""Reading the audit log: iterate, tail, search and verify (synchronous, read-only, for the CLI).
+"""The embedded ``AuditReader`` (``SQLiteAuditReader``) and the CLI's reads: iterate, tail, search, verify.
 
-These functions open the database read-only (``mode=ro``) in the calling process, so
+The reads open the database read-only (``mode=ro``) in the calling process, so
 they work while a gateway is writing. A file without the ``audit_events`` table reads
 as an empty log. Records are returned as dicts with the keys of ``record.RECORD_KEYS``,
 in ``seq`` order. Time bounds compare RFC 3339 UTC text, which sorts like time.
@@ -12,57 +12,84 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from bastion.audit.chain import VerifyResult, verify_chain
 from bastion.audit.schema import COLUMNS, index_columns
+from bastion.audit.store import EventFilter
 
-__all__ = ["EventFilter", "iter_events", "search", "tail", "verify"]
+__all__ = ["EventFilter", "SQLiteAuditReader", "iter_events", "search", "tail", "verify"]
 
 _SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM audit_events ORDER BY seq"  # noqa: S608 - constants only
 
 
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Conditions an event must meet; ``None`` means any.
+class SQLiteAuditReader:
+    """``AuditReader`` on the ``audit_events`` table of the SQLite file at ``path``, read-only.
+    A file without the table reads as an empty log; a missing file raises ``FileNotFoundError``."""
 
-    ``subject`` is ``principal.sub``; ``tool`` matches ``target``; ``decision`` matches
-    the effect of decision events (outcome events have none, so they never match);
-    ``since`` (inclusive) and ``until`` (exclusive) are timezone-aware datetimes or
-    RFC 3339 UTC strings; ``limit`` keeps the first (or, with ``newest_first``, the
-    last) ``limit`` matches.
-    """
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
-    subject: str | None = None
-    route: str | None = None
-    tool: str | None = None
-    decision: Literal["allow", "deny"] | None = None
-    kind: Literal["decision", "outcome"] | None = None
-    since: datetime | str | None = None
-    until: datetime | str | None = None
-    limit: int | None = None
-    newest_first: bool = False
+    def events(self, filters: EventFilter | None = None) -> Iterator[dict[str, Any]]:
+        """See ``AuditReader.events``."""
+        f = filters or EventFilter()
+        where, params = _where(f)
+        order = "DESC" if f.newest_first else "ASC"
+        sql = f"SELECT record FROM audit_events{where} ORDER BY seq {order}"  # noqa: S608 - fixed fragments
+        if f.limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(f.limit))
+        with closing(_connect(self.path)) as conn:
+            if not _has_table(conn):
+                return
+            cursor = conn.execute(sql, params)
+            rows = reversed(cursor.fetchall()) if f.newest_first else cursor
+            for row in rows:
+                yield json.loads(row[0])
+
+    def verify(self) -> VerifyResult:
+        """See ``AuditReader.verify``: the chain, and that the search columns agree with each record.
+
+        ``ok`` is false at the first record modified, deleted, inserted or reordered (see
+        ``chain.VerifyResult``). Removing the newest records is NOT detected by the chain
+        alone: compare ``last_seq``/``last_hash`` with a value kept from an earlier run.
+        """
+        mismatch: list[tuple[int, str]] = []  # (seq, prev_hash) of the first row whose columns disagree
+
+        def records(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
+            for row in conn.execute(_SELECT_ALL):
+                try:
+                    record = json.loads(row[-2])
+                except ValueError:
+                    record = None
+                if not isinstance(record, dict):
+                    yield {"seq": row[0], "hash": None}  # fails the hash check: "modified"
+                    continue
+                columns_agree = tuple(row[1:-2]) == index_columns(record)[1:] and row[-1] == record.get("hash")
+                if not mismatch and not columns_agree:
+                    mismatch.append((row[0], str(record.get("prev_hash"))))
+                yield record
+
+        with closing(_connect(self.path)) as conn:
+            if not _has_table(conn):
+                return verify_chain(())
+            result = verify_chain(records(conn))
+        if mismatch and (result.first_bad_seq is None or mismatch[0][0] < result.first_bad_seq):
+            bad, prev = mismatch[0]
+            return VerifyResult(
+                ok=False, checked=result.checked, first_bad_seq=bad, problem="modified",
+                message=f"FAILED at seq {bad}: modified: the search columns do not match the record",
+                last_seq=bad - 1, last_hash=prev,
+            )  # fmt: skip
+        return result
 
 
 def iter_events(path: Path, filters: EventFilter | None = None) -> Iterator[dict[str, Any]]:
-    """Yield matching records in ascending ``seq``. Raises ``FileNotFoundError`` if ``path`` is missing."""
-    f = filters or EventFilter()
-    where, params = _where(f)
-    order = "DESC" if f.newest_first else "ASC"
-    sql = f"SELECT record FROM audit_events{where} ORDER BY seq {order}"  # noqa: S608 - fixed fragments
-    if f.limit is not None:
-        sql += " LIMIT ?"
-        params.append(int(f.limit))
-    with closing(_connect(path)) as conn:
-        if not _has_table(conn):
-            return
-        cursor = conn.execute(sql, params)
-        rows = reversed(cursor.fetchall()) if f.newest_first else cursor
-        for row in rows:
-            yield json.loads(row[0])
+    """Yield matching records in ascending ``seq`` (``SQLiteAuditReader(path).events``).
+    Raises ``FileNotFoundError`` if ``path`` is missing."""
+    return SQLiteAuditReader(path).events(filters)
 
 
 def tail(path: Path, n: int = 20) -> list[dict[str, Any]]:
@@ -84,40 +111,8 @@ def search(
 
 
 def verify(path: Path) -> VerifyResult:
-    """Verify the whole chain and that the search columns agree with each record.
-
-    ``ok`` is false at the first record modified, deleted, inserted or reordered (see
-    ``chain.VerifyResult``). Removing the newest records is NOT detected by the chain
-    alone: compare ``last_seq``/``last_hash`` with a value kept from an earlier run.
-    """
-    mismatch: list[tuple[int, str]] = []  # (seq, prev_hash) of the first row whose columns disagree
-
-    def records(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
-        for row in conn.execute(_SELECT_ALL):
-            try:
-                record = json.loads(row[-2])
-            except ValueError:
-                record = None
-            if not isinstance(record, dict):
-                yield {"seq": row[0], "hash": None}  # fails the hash check: "modified"
-                continue
-            columns_agree = tuple(row[1:-2]) == index_columns(record)[1:] and row[-1] == record.get("hash")
-            if not mismatch and not columns_agree:
-                mismatch.append((row[0], str(record.get("prev_hash"))))
-            yield record
-
-    with closing(_connect(path)) as conn:
-        if not _has_table(conn):
-            return verify_chain(())
-        result = verify_chain(records(conn))
-    if mismatch and (result.first_bad_seq is None or mismatch[0][0] < result.first_bad_seq):
-        bad, prev = mismatch[0]
-        return VerifyResult(
-            ok=False, checked=result.checked, first_bad_seq=bad, problem="modified",
-            message=f"FAILED at seq {bad}: modified: the search columns do not match the record",
-            last_seq=bad - 1, last_hash=prev,
-        )  # fmt: skip
-    return result
+    """Verify the log at ``path`` (``SQLiteAuditReader(path).verify``)."""
+    return SQLiteAuditReader(path).verify()
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -1,336 +1,73 @@
-"""The audit log interface and its embedded SQLite backend (the writer side).
+"""The audit store: ``AuditLog`` (the writer the gateway uses) and ``AuditReader`` (the CLI's reads).
 
-``AuditLog`` is the small async interface the gateway uses. ``SQLiteAuditLog`` keeps the
-log in the ``audit_events`` table of ``<data_dir>/bastion.db`` (WAL, ``synchronous=FULL``).
+``AuditLog`` is async: ``append`` returns once the event is durably committed (the request
+path refuses a call when it raises ``AuditUnavailable``); ``append_nowait`` queues an outcome
+event that ``close`` flushes. Records are chained (``bastion.audit.chain``): the log assigns
+``seq`` and ``prev_hash`` in commit order. ``AuditReader`` is synchronous, for the CLI:
+records in ``seq`` order, filtered by ``EventFilter``, and the chain verified.
 
-Writing. One dedicated thread owns the ``sqlite3`` connection. ``append`` puts the event
-on a queue and waits; the thread takes everything queued, assigns ``seq`` and
-``prev_hash`` (it keeps the last ``seq``/``hash`` in memory, read from the table at
-start), seals each record and commits the whole batch in one transaction (group
-commit: events that arrive while a commit runs go into the next one). Each waiting
-``append`` is resumed, through ``loop.call_soon_threadsafe``, only after ITS
-transaction committed. If the transaction fails, every ``append`` in it raises
-``AuditUnavailable``, nothing of the batch is stored, and the in-memory chain state
-stays at the last committed record. ``append_nowait`` (for outcome events) queues the
-same way without waiting; such events are chained like the others, committed with the
-next batch (a batch of only such events lingers up to ``linger_ms`` for a durable append
-to share its fsync with) and flushed by ``close``; if their batch fails they are lost and logged
-(``bastion.audit`` logger, ``failures`` counter).
-
-A cancelled ``append`` may still be written: cancellation does not take an event back.
-One process writes a given file; a second writer's rows would collide on ``seq``
-(its appends then fail and it re-reads the table's last record).
+The embedded backend is SQLite: ``bastion.audit.store_sqlite.SQLiteAuditLog`` writes and
+``bastion.audit.query.SQLiteAuditReader`` reads the ``audit_events`` table. The contract
+suite is ``tests/unit/stores/test_contract_audit.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import queue
-import sqlite3
-import threading
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Protocol, Self
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
-from bastion.audit.chain import GENESIS_HASH, seal
-from bastion.audit.record import AuditEvent, event_body
-from bastion.audit.schema import DDL, INSERT, index_columns
-from bastion.errors import AuditUnavailable
+from bastion.audit.chain import VerifyResult
+from bastion.audit.record import AuditEvent
+from bastion.stores.lifecycle import Lifecycle
 
-__all__ = ["AuditLog", "SQLiteAuditLog"]
-
-logger = logging.getLogger("bastion.audit")
+__all__ = ["AuditLog", "AuditReader", "EventFilter"]
 
 
-class AuditLog(Protocol):
-    """Where audit events go. ``start`` before use, ``close`` to flush; or ``async with``."""
-
-    async def start(self) -> None:
-        """Open the store; raises ``AuditUnavailable`` when it cannot be opened."""
-
-    async def close(self) -> None:
-        """Write every queued event, then release the store. Idempotent."""
+class AuditLog(Lifecycle, Protocol):
+    """Where audit events go. ``start`` before use (``AuditUnavailable`` when the store cannot be
+    opened), ``close`` to write every queued event and release the store; or ``async with``."""
 
     async def append(self, event: AuditEvent | dict[str, Any]) -> None:
         """Return once ``event`` is durably committed; raise ``AuditUnavailable`` otherwise."""
+        ...
 
     def append_nowait(self, event: AuditEvent | dict[str, Any]) -> None:
         """Queue ``event`` to be committed soon; raise ``AuditUnavailable`` if the log is not running."""
-
-    async def __aenter__(self) -> Self:
-        """``start`` and return self."""
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """``close``."""
+        ...
 
 
-@dataclass(slots=True)
-class _Pending:
-    body: dict[str, Any]
-    future: asyncio.Future[None] | None
-    loop: asyncio.AbstractEventLoop | None
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Conditions an event must meet; ``None`` means any.
 
-
-class SQLiteAuditLog:
-    """``AuditLog`` on one SQLite file (see the module docstring for the write path).
-
-    ``busy_timeout_ms`` bounds how long a transaction waits for a lock held by another
-    connection before the batch fails; ``max_batch`` caps events per transaction;
-    ``synchronous`` is ``"full"`` (fsync every commit: durable across power loss) or
-    ``"normal"`` (durable across a crash of this process only);
-    ``linger_ms`` is how long a batch of queued (``append_nowait``) events may wait for
-    company before it is committed on its own (0: commit at once).
-    ``commits`` and ``failures`` count transactions committed and failed (for metrics).
+    ``subject`` is ``principal.sub``; ``tool`` matches ``target``; ``decision`` matches
+    the effect of decision events (outcome events have none, so they never match);
+    ``since`` (inclusive) and ``until`` (exclusive) are timezone-aware datetimes or
+    RFC 3339 UTC strings; ``limit`` keeps the first (or, with ``newest_first``, the
+    last) ``limit`` matches.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        busy_timeout_ms: int = 5000,
-        max_batch: int = 1024,
-        linger_ms: float = 20.0,
-        synchronous: Literal["full", "normal"] = "full",
-    ) -> None:
-        self.path = path
-        self._synchronous = synchronous.upper()
-        self._linger_s = linger_ms / 1000
-        self.commits = 0
-        self.failures = 0
-        self._busy_timeout = busy_timeout_ms / 1000
-        self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._accepting = False
-        self._thread: threading.Thread | None = None
-        self._seq, self._prev = 0, GENESIS_HASH
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        """Start the writer thread, open the database, load the chain head; ``AuditUnavailable`` if not."""
-        if self._thread is not None:
-            raise RuntimeError("the audit log is already started")
-        loop = asyncio.get_running_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-        self._thread = threading.Thread(
-            target=self._run, args=(loop, ready), name="bastion-audit", daemon=True
-        )
-        self._thread.start()
-        try:
-            await ready
-        except AuditUnavailable:
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-            raise
-
-    async def close(self) -> None:
-        """Commit everything queued, stop the thread, close the connection."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        with self._lock:
-            self._accepting = False
-            self._queue.put(None)
-        await asyncio.to_thread(thread.join)
-
-    async def append(self, event: AuditEvent | dict[str, Any]) -> None:
-        """Append ``event`` and return after its transaction committed (fsync'ed WAL).
-
-        ``event`` is a model or an already built body (``bastion.audit.build``).
-        Raises ``AuditUnavailable`` if the log is not running or the commit failed.
-        """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._put(_Pending(_body(event), future, loop))
-        await future
-
-    def append_nowait(self, event: AuditEvent | dict[str, Any]) -> None:
-        """Queue ``event`` for the next transaction and return at once (outcome events)."""
-        self._put(_Pending(_body(event), None, None))
-
-    def _put(self, item: _Pending) -> None:
-        with self._lock:
-            if not self._accepting:
-                raise AuditUnavailable("the audit log is not running")
-            self._queue.put(item)
-
-    # --- the writer thread -------------------------------------------------------------
-
-    def _run(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
-        try:
-            conn = self._connect()
-        except (sqlite3.Error, OSError) as exc:
-            loop.call_soon_threadsafe(_settle, [ready], f"cannot open audit log {self.path}: {exc}")
-            return
-        with self._lock:
-            self._accepting = True
-        loop.call_soon_threadsafe(_settle, [ready], None)
-        try:
-            self._serve(conn)
-        finally:
-            with self._lock:
-                self._accepting = False
-                leftover = _drain(self._queue)
-            self._settle(leftover, "the audit writer stopped")
-            conn.close()
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
-        try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                raise sqlite3.OperationalError(f"journal_mode is {mode}, not wal")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.executescript(DDL)
-            self._load_head(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _load_head(self, conn: sqlite3.Connection) -> None:
-        row = conn.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
-        self._seq, self._prev = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
-
-    def _serve(self, conn: sqlite3.Connection) -> None:
-        while True:
-            batch, stop = self._next_batch()
-            try:
-                self._commit(conn, batch)
-            except Exception:  # the writer must outlive any one bad batch
-                logger.exception("audit batch of %d events failed", len(batch))
-                self._rollback(conn)
-                self._reload_head(conn)
-                self._settle(batch, "internal error in the audit writer")
-            except BaseException:
-                self._settle(batch, "internal error in the audit writer")
-                raise
-            if stop:
-                return
-
-    def _next_batch(self) -> tuple[list[_Pending], bool]:
-        """Block for the next batch; the flag is True when the stop sentinel was read.
-
-        A batch nobody waits on (only ``append_nowait`` events) lingers up to
-        ``linger_s`` for one more event, so that it shares the next durable
-        commit instead of paying an fsync of its own.
-        """
-        batch: list[_Pending] = []
-        item = self._queue.get()
-        deadline = time.monotonic() + self._linger_s
-        while item is not None:
-            batch.append(item)
-            if len(batch) >= self._max_batch:
-                return batch, False
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or any(p.future is not None for p in batch):
-                    return batch, False
-                try:
-                    item = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    return batch, False
-        return batch, True
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-        seq, prev = self._seq, self._prev
-        rows: list[tuple[Any, ...]] = []
-        sealed: list[_Pending] = []
-        for pending in batch:
-            try:
-                record, text = seal(pending.body, seq=seq + 1, prev_hash=prev)
-                row = (*index_columns(record), text, record["hash"])
-                for value in row:  # text SQLite cannot store (lone surrogates) fails this event only
-                    if isinstance(value, str):
-                        value.encode("utf-8")
-            except (TypeError, ValueError) as exc:  # not a JSON value: refuse this event only
-                self._settle([pending], f"audit record not serializable: {exc}")
-                continue
-            seq, prev = seq + 1, record["hash"]
-            rows.append(row)
-            sealed.append(pending)
-        if not rows:
-            return
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(INSERT, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-        except (sqlite3.Error, ValueError) as exc:  # ValueError: e.g. text SQLite cannot encode
-            self.failures += 1
-            logger.error("audit batch of %d events not written: %s", len(sealed), exc)
-            self._reload_head(conn)
-            self._settle(sealed, f"audit record not written: {exc}")
-            return
-        self._seq, self._prev = seq, prev
-        self.commits += 1
-        self._settle(sealed, None)
-
-    @staticmethod
-    def _rollback(conn: sqlite3.Connection) -> None:
-        try:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        except sqlite3.Error as exc:
-            logger.error("audit rollback failed: %s", exc)
-
-    def _reload_head(self, conn: sqlite3.Connection) -> None:
-        try:
-            self._load_head(conn)
-        except sqlite3.Error as exc:
-            logger.error("audit chain head not re-read, keeping the last committed one: %s", exc)
-
-    def _settle(self, items: list[_Pending], error: str | None) -> None:
-        """Resume the waiting appends of ``items``, one callback per event loop."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-        for item in items:
-            if item.future is None or item.loop is None:
-                if error:
-                    logger.error("queued audit event %s lost: %s", item.body.get("id"), error)
-                continue
-            by_loop.setdefault(item.loop, []).append(item.future)
-        for loop, futures in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle, futures, error)
-            except RuntimeError:  # the loop is closed; nobody is waiting any more
-                continue
+    subject: str | None = None
+    route: str | None = None
+    tool: str | None = None
+    decision: Literal["allow", "deny"] | None = None
+    kind: Literal["decision", "outcome"] | None = None
+    since: datetime | str | None = None
+    until: datetime | str | None = None
+    limit: int | None = None
+    newest_first: bool = False
 
 
-def _body(event: AuditEvent | dict[str, Any]) -> dict[str, Any]:
-    return event if isinstance(event, dict) else event_body(event)
+class AuditReader(Protocol):
+    """Reads a log another process may be writing (read-only; never changes it)."""
 
+    def events(self, filters: EventFilter | None = None) -> Iterator[dict[str, Any]]:
+        """Yield matching records (dicts with the keys of ``record.RECORD_KEYS``) in ascending
+        ``seq``; an empty log yields nothing. Raises ``FileNotFoundError`` when there is no log."""
+        ...
 
-def _settle(futures: list[asyncio.Future[None]], error: str | None) -> None:
-    for future in futures:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(AuditUnavailable(error))
-
-
-def _drain(q: queue.SimpleQueue[_Pending | None]) -> list[_Pending]:
-    items: list[_Pending] = []
-    while True:
-        try:
-            item = q.get_nowait()
-        except queue.Empty:
-            return items
-        if item is not None:
-            items.append(item)
+    def verify(self) -> VerifyResult:
+        """Verify the whole chain (and whatever the backend keeps beside each record)."""
+        ...

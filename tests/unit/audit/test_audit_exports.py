@@ -5,9 +5,9 @@ from __future__ import annotations
 import bastion.audit as audit
 
 EXPECTED = {
-    "GENESIS_HASH", "RECORD_KEYS", "RECORD_VERSION", "Approval", "AuditEvent", "AuditLog", "Decision",
+    "GENESIS_HASH", "RECORD_KEYS", "RECORD_VERSION", "Approval", "AuditEvent", "AuditLog", "AuditReader", "Decision",
     "DecisionEvent", "EventFilter", "NotCanonicalizable", "OutcomeEvent", "PrincipalInfo", "Result",
-    "SQLiteAuditLog", "Upstream", "VerifyResult", "arguments_sha256", "canonical", "iter_events",
+    "SQLiteAuditLog", "SQLiteAuditReader", "Upstream", "VerifyResult", "arguments_sha256", "canonical", "iter_events",
     "record_hash", "redact", "render_table", "search", "tail", "to_json_lines", "verify", "verify_chain",
 }  # fmt: skip
 

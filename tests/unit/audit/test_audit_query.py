@@ -1,4 +1,5 @@
-"""Readers for the CLI: search filters, tail, time ranges, and the table / JSON-lines output."""
+"""The CLI's reads of the SQLite log: search, tail, time ranges, a file without the log, and the table /
+JSON-lines output. What every ``AuditReader`` does is in ``tests/unit/stores/test_contract_audit.py``."""
 
 from __future__ import annotations
 
@@ -7,25 +8,20 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from audit_helpers import decision, outcome, raw
+from audit_helpers import raw
 from rich.console import Console
+from tests.support.audit_events import fill_six
 
-from bastion.audit.query import EventFilter, iter_events, search, tail, verify
+from bastion.audit.query import iter_events, search, tail, verify
 from bastion.audit.render import render_table, to_json_lines
-from bastion.audit.store import SQLiteAuditLog
+from bastion.audit.store_sqlite import SQLiteAuditLog
 
 
 @pytest.fixture
 async def filled(db: Path) -> Path:
     """Six events: alice allow + outcome and bob deny on github; carol allow x2 and alice deny on jira."""
     async with SQLiteAuditLog(db) as log:
-        first = decision(1)
-        await log.append(first)
-        log.append_nowait(outcome(first))
-        await log.append(decision(2, sub="bob", effect="deny"))
-        await log.append(decision(3, sub="carol", route="jira", tool="create_ticket"))
-        await log.append(decision(4, sub="carol", route="jira", tool="create_ticket"))
-        await log.append(decision(5, route="jira", tool="delete_project", effect="deny"))
+        await fill_six(log)
     return db
 
 
@@ -72,10 +68,6 @@ async def test_tail_returns_the_newest_oldest_first(filled: Path) -> None:
     assert len(tail(filled, 100)) == 6
 
 
-async def test_iter_events_by_kind(filled: Path) -> None:
-    assert _seqs(list(iter_events(filled, EventFilter(kind="outcome")))) == [2]
-
-
 def test_missing_file_and_file_without_the_table(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         tail(tmp_path / "nope.db")
@@ -84,15 +76,6 @@ def test_missing_file_and_file_without_the_table(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE sessions (id TEXT)")
     assert tail(other) == []
     assert verify(other).ok
-
-
-async def test_readers_work_while_the_log_is_open(db: Path) -> None:
-    async with SQLiteAuditLog(db) as log:
-        await log.append(decision(1))
-        assert _seqs(tail(db, 5)) == [1]
-        assert verify(db).ok
-        await log.append(decision(2))
-    assert _seqs(tail(db, 5)) == [1, 2]
 
 
 async def test_json_lines_are_one_ascii_object_each(filled: Path) -> None:
