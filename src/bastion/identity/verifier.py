@@ -106,8 +106,8 @@ class TokenVerifier:
         Returns a Principal with ``auth_method="bastion_jwt"``, kind from
         ``bastion_kind``, ``idp`` from ``bastion_idp`` (a token minted before that claim
         existed gets its ``iss``, as ``principal.idp`` was then). Raises
-        ``AuthenticationError`` (see ``reason``); ``sqlite3.Error`` if the revocation list
-        cannot be read.
+        ``AuthenticationError`` (see ``reason``); the revocation store's error (``sqlite3.Error``
+        for the embedded one) if it cannot be read.
         """
         stamp = time.time() if now is None else now
         entry = self._cache.get(token)

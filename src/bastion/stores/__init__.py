@@ -1,0 +1,30 @@
+"""Bastion's stores: one small async protocol per kind of state, each with its backends.
+
+Every store shares ``Lifecycle`` (``start``/``close`` or ``async with``). Times in anything a
+shared backend would keep are wall-clock epoch seconds (``time.time()``); values a store
+returns are not changed by their callers (changes go back through the store). Each
+protocol has ONE contract suite, run against every backend of that kind, in
+``tests/unit/stores/test_contract_<kind>.py``; a shared backend (PostgreSQL, Redis) joins a
+kind by adding itself to that suite's ``BACKENDS``. Only the embedded SQLite backends touch
+SQLite (``tests/unit/stores/test_stores_layout.py`` pins that).
+
+========================  =========================================  ===========================================
+kind                      protocol                                   embedded backend
+========================  =========================================  ===========================================
+sessions                  ``stores.sessions.SessionStore``           ``stores.memory_sessions.MemorySessionStore``
+revocations               ``stores.revocations.RevocationStore``     ``identity.revocation.RevocationList``
+authorization, flows      ``oauth.store.AuthorizationFlowStore``     ``oauth.store_sqlite_flows.SQLiteFlowStore``
+authorization, grants     ``oauth.store.AuthorizationGrantStore``    ``oauth.store_sqlite_grants.SQLiteGrantStore``
+token vault               ``credentials.vault_store.VaultStore``     ``credentials.vault_sqlite.SQLiteVaultStore``
+rate counters             ``stores.counters.RateCounter``            ``stores.memory_counters.MemoryRateCounter``
+audit log (write / read)  ``audit.store.AuditLog`` / ``AuditReader``  ``audit.store_sqlite.SQLiteAuditLog`` /
+                                                                     ``audit.query.SQLiteAuditReader``
+tool catalog              ``catalog.store.CatalogStore``             ``catalog.store.MemoryCatalogStore``
+========================  =========================================  ===========================================
+
+The protocols of the authorization server, the vault and the audit log live beside the
+records they keep (``oauth.records``, the vault's ``Sealed``, ``audit.record``); this package
+holds the kinds that have no package of their own, the shared ``Lifecycle`` and the SQLite
+connection code (``stores.sqlite.SQLiteTables``). ``SQLiteAuthorizationStore`` serves both
+authorization protocols on one connection (the gateway's default).
+"""
