@@ -736,7 +736,8 @@ def _headers(gw: Gateway, route: str, *, token: bool = True, session: bool = Tru
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_regression_lone_surrogate_id_without_a_token_is_a_parse_error(victim: Gateway, route: str) -> None:
-    # The transport stage runs before authentication (docs/architecture.md, "The request path"): the body is refused first.
+    # The transport stage runs before authentication (docs/architecture.md, "The request path"):
+    # the body is refused first.
     response = victim.post(route, LONE_SURROGATE_ID, _headers(victim, route, token=False, session=False))
     check(response, authenticated=False)
     assert response.status_code == 400

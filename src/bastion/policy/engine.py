@@ -73,7 +73,8 @@ _EST_SUFFIX = ", action, resource);"
 
 
 class PolicyEngine:
-    """Decides requests against a loaded, validated Cedar policy set (docs/architecture.md, "The request path", authorize).
+    """Decides requests against a loaded, validated Cedar policy set (the authorize stage of
+    docs/architecture.md, "The request path").
 
     Build it with ``PolicyEngine.load``. ``decide``, ``filter_allowed`` and
     ``filter_listable`` never raise: every failure is a deny (see the module docstring).
