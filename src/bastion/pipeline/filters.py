@@ -74,7 +74,8 @@ class MessageInspector:
         self._on_drop = on_drop
 
     def wrap(self, exchange: Exchange, stream: StreamKind) -> None:
-        """Make ``exchange.reply`` pass the filters: a JSON reply now, an SSE reply event by event."""
+        """Make an SSE ``exchange.reply`` pass the filters event by event as it is relayed
+        (a JSON reply is filtered at once by ``inspect_reply``)."""
         reply = exchange.reply
         if isinstance(reply, SseReply):
             reply.events = self._events(exchange, reply.events, stream)
