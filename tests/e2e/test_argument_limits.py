@@ -19,7 +19,7 @@ import httpx2
 import pytest
 from tests.e2e.conftest import GROUPS
 from tests.support.bastion_process import DEMO_CEDAR, BastionProcess, notes_server
-from tests.support.e2e_helpers import legacy_post, open_session, reply_message, rpc
+from tests.support.e2e_helpers import legacy_post, open_session, reply_message, rpc, wait_until
 
 from bastion.audit.canonical import arguments_sha256
 
@@ -88,7 +88,11 @@ def test_hostile_arguments_are_refused_before_the_upstream_and_audited_by_digest
     assert world.upstream_requests() == before, "the refused call reached the upstream"
 
     digest = arguments_sha256(arguments)
-    records = [r for r in world.records("arguments_too_large") if r["arguments_sha256"] == digest]
+
+    def recorded() -> list[dict[str, Any]]:  # the deny record is committed just after the answer
+        return [r for r in world.records("arguments_too_large") if r["arguments_sha256"] == digest]
+
+    records = wait_until(recorded)
     assert len(records) == 1
     record = records[0]
     assert record["method"] == "tools/call"
