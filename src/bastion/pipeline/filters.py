@@ -168,5 +168,9 @@ def _answers_own(exchange: Exchange, answered: SentRequest | None) -> bool:
 
 
 def sent_request(exchange: Exchange) -> SentRequest:
-    """The exchange's own request, as the filters see it."""
-    return SentRequest(exchange.rpc_id, exchange.method or "", exchange.target, "cursor" not in exchange.params)
+    """The exchange's own request, as the filters see it (built once per exchange)."""
+    sent = exchange.notes.get("sent_request")
+    if sent is None:
+        sent = SentRequest(exchange.rpc_id, exchange.method or "", exchange.target, "cursor" not in exchange.params)
+        exchange.notes["sent_request"] = sent
+    return sent

@@ -91,6 +91,7 @@ class Pipeline:
         self.inspector = inspector
         self._inspection = _Inspection(inspector, stream)
         self._observer = observer
+        self._observed = observer is not NO_OBSERVER  # the default costs no call per stage
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -99,8 +100,10 @@ class Pipeline:
 
     async def _step(self, stage: Stage, exchange: Exchange) -> bool:
         """Run one stage; return False when the request has ended (reply set or error)."""
-        self._notify_start(exchange, stage.name)
-        started = time.perf_counter()
+        observed = self._observed
+        if observed:
+            self._notify_start(exchange, stage.name)
+            started = time.perf_counter()
         error: BastionError | None = None
         try:
             await stage.run(exchange)
@@ -110,7 +113,8 @@ class Pipeline:
             logger.exception("stage %s failed; denying", stage.name)
             error = BastionError(f"Internal error in {stage.name}")
             error.__cause__ = exc
-        self._notify_end(exchange, stage.name, time.perf_counter() - started, error)
+        if observed:
+            self._notify_end(exchange, stage.name, time.perf_counter() - started, error)
         if error is not None:
             # The traceback's frames hold the exchange, which will hold the error: a cycle that keeps
             # the request (its parsed body too) alive until a full garbage collection. Logged above.
@@ -163,7 +167,7 @@ class Pipeline:
         if not await self._step(self.audit, exchange):
             return
         if exchange.session is not None and exchange.kind == "request":
-            exchange.session.requests.remember(sent_request(exchange))
+            exchange.session.requests.remember(sent_request(exchange))  # kept on the exchange too
         if not await self._step(self.forward, exchange) and exchange.error is not None:
             exchange.result_error = True  # the forward stage failed: the reply is its error
             return

@@ -16,6 +16,10 @@ from bastion.stores.sessions import Session
 
 __all__ = ["MemorySessionStore"]
 
+_TOUCH_S = 1.0
+"""``get`` refreshes ``last_seen`` when it is at least this old (seconds): an idle timer of
+minutes loses nothing, and a busy session is not copied on every call."""
+
 
 class MemorySessionStore:
     """``SessionStore`` in memory; a session idle for more than ``idle_s`` seconds expires.
@@ -61,7 +65,8 @@ class MemorySessionStore:
             return None
         if session.route != route or not secrets.compare_digest(session.principal_key, principal_key):
             return None
-        session = self._sessions[session_id] = dataclasses.replace(session, last_seen=now)
+        if now - session.last_seen >= _TOUCH_S:  # idle time is kept to the second, not rewritten per call
+            session = self._sessions[session_id] = dataclasses.replace(session, last_seen=now)
         return session
 
     async def update(
