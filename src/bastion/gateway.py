@@ -127,6 +127,8 @@ class Gateway:
         self.vault = self._vault()
         for route in self.routes:
             route.credentials = self._credentials(route.settings)
+            # A caller's own upstream credential may show each person other tools: one catalog each.
+            route.catalogs = MemoryCatalogStore(per_user=route.credentials is not None)
         self.endpoints = [self._endpoint(r) for r in self.routes]
         self.authorization: AuthorizationServer | None = None
         if identity.authorization_server.enabled:
@@ -221,9 +223,6 @@ class Gateway:
         server = self.config.identity.authorization_server
         if server.enabled:
             runtime.scopes, runtime.scopes_supported = server.default_scopes, server.scopes
-        credentials = settings.credentials
-        per_user = credentials is not None and (credentials.oauth is not None or credentials.token_exchange is not None)
-        runtime.catalogs = MemoryCatalogStore(per_user=per_user)  # one per person where each has their own upstream
         if settings.http is not None:
             runtime.http = HttpUpstream(
                 settings.http.url,

@@ -87,6 +87,28 @@ class AuditStage:
         except Exception:
             logger.exception("could not queue the audit record of a denied request")
 
+    def _message_body(
+        self, exchange: Exchange, *, method: str, target: str | None, decision: Decision | None, reason: str | None
+    ) -> dict[str, Any]:
+        """A decision record about one message on the exchange's stream (no arguments stored):
+        ``decision`` names its policies, or ``None`` for a deny no policy made."""
+        allowed = decision is not None and decision.allowed
+        return decision_body(
+            route=exchange.route.name,
+            method=method[:200],
+            effect="allow" if allowed else "deny",
+            policy_ids=decision.policy_ids if decision else (),
+            obligations=decision.obligations if decision else {},
+            reason=None if allowed else reason,
+            policy_version=self._policy_version,
+            arguments={},
+            principal=exchange.principal,
+            target=target,
+            session=exchange.session.id if exchange.session else None,
+            decision_id=exchange.decision_id,
+            store_arguments=False,
+        )
+
     async def record_server_request(self, exchange: Exchange, method: str, decision: Decision) -> None:
         """Commit the decision record of a server-to-client request (``sampling/createMessage``, ...).
 
@@ -94,22 +116,9 @@ class AuditStage:
         the caller's. Raises ``AuditUnavailable`` when the record cannot be made durable: the
         request is then refused, like a call.
         """
-        denied = not decision.allowed
         try:
-            body = decision_body(
-                route=exchange.route.name,
-                method=method[:200],
-                effect="deny" if denied else "allow",
-                policy_ids=decision.policy_ids,
-                obligations=decision.obligations,
-                reason="policy_denied" if denied else None,
-                policy_version=self._policy_version,
-                arguments={},
-                principal=exchange.principal,
-                target=exchange.target,
-                session=exchange.session.id if exchange.session else None,
-                decision_id=exchange.decision_id,
-                store_arguments=False,
+            body = self._message_body(
+                exchange, method=method, target=exchange.target, decision=decision, reason="policy_denied"
             )
         except (ValueError, TypeError) as exc:
             raise AuditUnavailable("the audit record could not be built") from exc
@@ -140,23 +149,8 @@ class AuditStage:
             method = name if isinstance(name, str) else "response"
             target = None if message.get("id") is None else str(message.get("id"))[:200]
         try:
-            self._log.append_nowait(
-                decision_body(
-                    route=exchange.route.name,
-                    method=method[:200],
-                    effect="deny",
-                    policy_ids=(),
-                    obligations={},
-                    reason=reason,
-                    policy_version=self._policy_version,
-                    arguments={},
-                    principal=exchange.principal,
-                    target=target,
-                    session=exchange.session.id if exchange.session else None,
-                    decision_id=exchange.decision_id,
-                    store_arguments=False,
-                )
-            )
+            body = self._message_body(exchange, method=method, target=target, decision=None, reason=reason)
+            self._log.append_nowait(body)
         except Exception:
             logger.exception("could not queue the audit record of a dropped message")
 

@@ -76,6 +76,12 @@ async def _send(
     return await send_with_credential(source, exchange.principal, send)
 
 
+def _upstream(exchange: Exchange) -> HttpUpstream:
+    if exchange.route.http is None:
+        raise UpstreamError(f"route {exchange.route.name} has no HTTP upstream")
+    return exchange.route.http
+
+
 def _reply_from(response: UpstreamResponse, headers: dict[str, str]) -> Reply:
     if response.kind == "sse":
         return SseReply(response.status, relay_events(response), headers)
@@ -96,15 +102,9 @@ class HttpForwardStage:
     def __init__(self, sessions: SessionStore) -> None:
         self._sessions = sessions
 
-    @staticmethod
-    def _upstream(exchange: Exchange) -> HttpUpstream:
-        if exchange.route.http is None:
-            raise UpstreamError(f"route {exchange.route.name} has no HTTP upstream")
-        return exchange.route.http
-
     async def run(self, exchange: Exchange) -> None:
         """POST the downstream body upstream; map the session id both ways."""
-        upstream = self._upstream(exchange)
+        upstream = _upstream(exchange)
         session = exchange.session
         upstream_sid = session.upstream_id if session is not None and not exchange.new_session else None
         response = await _send(exchange, upstream, "POST", exchange.http.headers, exchange.http.body, upstream_sid)
@@ -127,7 +127,7 @@ class HttpForwardStage:
         """POST ``response`` (a JSON-RPC response to a server-to-client request) to the upstream
         session in the client's place, with the caller's upstream credential. Raises
         ``UpstreamError`` when the upstream cannot be reached."""
-        upstream = self._upstream(exchange)
+        upstream = _upstream(exchange)
         session_id = exchange.session.upstream_id if exchange.session else None
         headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
         version = exchange.http.headers.get("mcp-protocol-version")
@@ -138,7 +138,7 @@ class HttpForwardStage:
 
     async def load_catalog(self, exchange: Exchange) -> None:
         """Fetch ``tools/list`` over the exchange's upstream session into the route's catalog."""
-        upstream = self._upstream(exchange)
+        upstream = _upstream(exchange)
         session_id = exchange.session.upstream_id if exchange.session else None
         headers = {k: v for k, v in exchange.http.headers.items() if k != "mcp-name"}
         headers["mcp-method"] = "tools/list"
@@ -191,7 +191,7 @@ class HttpStreamStage:
 
     async def run(self, exchange: Exchange) -> None:
         """Set ``exchange.reply`` to the relayed stream, or to the upstream's bodiless status."""
-        upstream = HttpForwardStage._upstream(exchange)
+        upstream = _upstream(exchange)
         session = exchange.session
         upstream_sid = session.upstream_id if session is not None else None
         response = await _send(exchange, upstream, "GET", exchange.http.headers, None, upstream_sid)
@@ -227,7 +227,7 @@ class HttpEndStage:
         status = 200
         try:
             if session.upstream_id:
-                upstream = HttpForwardStage._upstream(exchange)
+                upstream = _upstream(exchange)
                 response = await _send(exchange, upstream, "DELETE", exchange.http.headers, None, session.upstream_id)
                 await response.aclose()
                 status = exchange.upstream_status = response.status
