@@ -9,12 +9,31 @@ Once listening it prints one line to stdout, ``READY http://127.0.0.1:<port>/mcp
 lets a test start it with ``--port 0`` and read the URL.
 
 The names, arguments and payloads below are the ones the scenarios of
-``@modelcontextprotocol/conformance`` (see docs/conformance.md) look for: tools ``test_*`` and
-``json_schema_2020_12_tool``, resources ``test://...``, prompts ``test_*``, completions,
-``logging/setLevel``, ``resources/(un)subscribe``, progress, logging, sampling and elicitation
-(server -> client requests on the POST's SSE stream) and SSE polling (SEP-1699: the
-``test_reconnection`` tool closes its SSE stream mid-call; an in-memory event store replays the
-result when the client reconnects with ``Last-Event-ID``).
+``@modelcontextprotocol/conformance`` (see docs/conformance.md; 0.1.16 and 0.2.0) look for.
+One endpoint serves both protocol eras, as the SDK does: 2025-era clients get stateful sessions
+(``initialize``, ``Mcp-Session-Id``), 2026-07-28 clients stateless single-exchange POSTs.
+
+* Tools ``test_*`` and ``json_schema_2020_12_tool``, resources ``test://...``, prompts ``test_*``,
+  completions, ``logging/setLevel``, ``resources/(un)subscribe``, progress, logging, sampling and
+  elicitation (server -> client requests on the POST's SSE stream, 2025 era) and SSE polling
+  (SEP-1699: ``test_reconnection`` closes its SSE stream mid-call; an in-memory event store
+  replays the result when the client reconnects with ``Last-Event-ID``).
+* SEP-2575 (stateless) diagnostics: ``test_missing_capability`` (needs ``sampling``; without it the
+  SDK answers -32021 MissingRequiredClientCapability, HTTP 400), ``test_streaming_elicitation``,
+  ``test_logging_tool`` (the SDK drops its log notifications unless the request's ``_meta`` sets
+  a logLevel), ``test_trigger_tool_change`` / ``test_trigger_prompt_change`` (publish
+  ``list_changed`` on ``subscriptions/listen`` streams through the SDK's subscription bus).
+  ``server/discover``, ``_meta`` validation, version and header checks are the SDK's.
+* SEP-2243 custom headers: ``test_custom_headers`` / ``test_custom_headers_null`` carry
+  ``x-mcp-header`` annotations; the SDK checks the ``Mcp-Param-*`` headers against the body
+  (Base64 sentinel decoding included) and refuses a mismatch with -32020, HTTP 400.
+* SEP-2322 multi round-trip requests: see ``fixture_input_required.py``.
+
+By hand, because the SDK has no way to express them: the ``resources/subscribe``,
+``resources/unsubscribe`` and ``logging/setLevel`` handlers (the SDK's ``MCPServer`` registers
+none), the event store (the SDK ships only the interface), and the literal inputSchema of
+``json_schema_2020_12_tool`` (``$schema``, ``$defs`` with ``$anchor``, ``allOf``/``anyOf``,
+``if``/``then``/``else``, ``additionalProperties``), which a function signature cannot produce.
 
 DNS-rebinding protection is the SDK's default for a server bound to 127.0.0.1/localhost: requests
 whose ``Host``/``Origin`` are not loopback get HTTP 4xx. ``--allow-host`` adds Host values (for
@@ -33,14 +52,16 @@ import socket
 import sys
 import warnings
 from collections import OrderedDict
-from typing import Any
+from typing import Annotated, Any
 
 import mcp.types as types
+from fixture_input_required import Name, ask_name, install_input_required
 from mcp import MCPDeprecationWarning
-from mcp.server.mcpserver import Context, MCPServer, UserMessage
+from mcp.server.mcpserver import Context, MCPServer, Resolve, Sample, UserMessage
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http import EventCallback, EventId, EventMessage, EventStore, StreamId
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import Field, WithJsonSchema
 
 # The SDK marks logging/sampling as deprecated as of protocol 2026-07-28; the conformance suite
 # still exercises them on 2025-06-18/2025-11-25, so they are used on purpose here.
@@ -76,6 +97,50 @@ def _tiny_wav() -> bytes:
 TINY_WAV_B64 = base64.b64encode(_tiny_wav()).decode()
 
 JSON_SCHEMA_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+
+# The inputSchema the json-schema-2020-12 scenario expects, verbatim: SEP-1613 keywords ($schema,
+# $defs, additionalProperties) and the SEP-2106 vocabulary ($anchor, allOf/anyOf, if/then/else).
+JSON_SCHEMA_2020_12_TOOL_SCHEMA: dict[str, Any] = {
+    "$schema": JSON_SCHEMA_2020_12,
+    "type": "object",
+    "$defs": {
+        "address": {
+            "$anchor": "addressDef",
+            "type": "object",
+            "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+        }
+    },
+    "properties": {
+        "name": {"type": "string"},
+        "address": {"$ref": "#/$defs/address"},
+        "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+        "phone": {"type": "string"},
+        "email": {"type": "string"},
+    },
+    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]},
+    "additionalProperties": False,
+}
+
+
+def mcp_header(token: str, json_type: str, description: str) -> WithJsonSchema:
+    """Schema of a tool parameter that clients mirror into the ``Mcp-Param-<token>`` header.
+
+    SEP-2243: ``x-mcp-header`` is allowed only on a property whose ``type`` is one string
+    (integer, string or boolean), so an optional parameter's ``T | None`` must not render as
+    ``anyOf``; the schema is given whole.
+    """
+    return WithJsonSchema({"type": json_type, "description": description, "x-mcp-header": token})
+
+
+def ask_sampling_probe() -> Sample:
+    """Resolver of ``test_missing_capability``: one sampling request (needs ``sampling``)."""
+    return Sample(
+        [types.SamplingMessage(role="user", content=types.TextContent(type="text", text="Say hello"))],
+        max_tokens=20,
+    )
 
 
 class InMemoryEventStore(EventStore):
@@ -294,25 +359,95 @@ def build_server() -> MCPServer[Any]:
         return f"Elicitation completed: action={result.action}, content={json.dumps(result.content)}"
 
     @mcp.tool(name="json_schema_2020_12_tool", description="Tool with JSON Schema 2020-12 features")
-    def json_schema_2020_12_tool(name: str | None = None, address: dict[str, Any] | None = None) -> str:
-        return f"Received name={name!r} address={address!r}"
+    def json_schema_2020_12_tool(
+        name: str | None = None,
+        address: dict[str, Any] | None = None,
+        contactMethod: str | None = None,
+        phone: str | None = None,
+        email: str | None = None,
+    ) -> str:
+        return f"Received name={name!r} address={address!r} contactMethod={contactMethod!r}"
 
-    # The SDK derives inputSchema from the signature; the scenario checks that $schema, $defs and
-    # additionalProperties survive the round trip, so advertise the literal 2020-12 schema.
+    # By hand: the SDK derives inputSchema from the signature; advertise the literal 2020-12 schema
+    # the scenario checks instead (arguments are still validated against the signature).
     _tool = mcp._tool_manager.get_tool("json_schema_2020_12_tool")
     assert _tool is not None
-    _tool.parameters = {
-        "$schema": JSON_SCHEMA_2020_12,
-        "type": "object",
-        "$defs": {
-            "address": {
-                "type": "object",
-                "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
-            }
-        },
-        "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
-        "additionalProperties": False,
-    }
+    _tool.parameters = JSON_SCHEMA_2020_12_TOOL_SCHEMA
+
+    # ----------------------------------------------- SEP-2243 custom headers
+    # The first tool with an x-mcp-header string parameter is the one the server scenario probes
+    # (region, with priority and query as the other required arguments); the parameters mirror
+    # the tools of the suite's client scenario http-custom-headers.
+    @mcp.tool(description="Parameters mirrored into Mcp-Param-* headers (SEP-2243); echoes its arguments")
+    def test_custom_headers(
+        region: Annotated[str, mcp_header("Region", "string", "Plain ASCII string value")],
+        priority: Annotated[int, mcp_header("Priority", "integer", "Integer numeric value")],
+        query: Annotated[str, Field(description="No x-mcp-header annotation: not mirrored")],
+        verbose: Annotated[bool | None, mcp_header("Verbose", "boolean", "Boolean value")] = None,
+        debug: Annotated[bool | None, mcp_header("Debug", "boolean", "Boolean true value")] = None,
+        empty_val: Annotated[str | None, mcp_header("EmptyVal", "string", "Empty string value")] = None,
+        method_val: Annotated[
+            str | None, mcp_header("Method", "string", "Header Mcp-Param-Method, not Mcp-Method")
+        ] = None,
+        float_val: Annotated[float | None, Field(description="Number: no x-mcp-header annotation")] = None,
+        non_ascii_val: Annotated[
+            str | None, mcp_header("NonAscii", "string", "Non-ASCII string: Base64 in the header")
+        ] = None,
+        whitespace_val: Annotated[
+            str | None, mcp_header("Whitespace", "string", "Leading/trailing whitespace: Base64")
+        ] = None,
+        leading_space_val: Annotated[str | None, mcp_header("LeadingSpace", "string", "Leading space: Base64")] = None,
+        trailing_space_val: Annotated[
+            str | None, mcp_header("TrailingSpace", "string", "Trailing space: Base64")
+        ] = None,
+        internal_space_val: Annotated[
+            str | None, mcp_header("InternalSpace", "string", "Internal spaces only: plain")
+        ] = None,
+        control_char_val: Annotated[
+            str | None, mcp_header("ControlChar", "string", "Control characters: Base64")
+        ] = None,
+        crlf_val: Annotated[str | None, mcp_header("CrLf", "string", "CR and LF: Base64")] = None,
+        tab_val: Annotated[str | None, mcp_header("Tab", "string", "Leading tab: Base64")] = None,
+    ) -> str:
+        received = {key: value for key, value in locals().items() if value is not None}
+        return "Custom headers test completed: " + json.dumps(received, ensure_ascii=False, sort_keys=True)
+
+    @mcp.tool(description="An x-mcp-header parameter that may be null or omitted (SEP-2243)")
+    def test_custom_headers_null(
+        region: Annotated[str, mcp_header("Region", "string", "Plain ASCII string value")],
+        priority: Annotated[int, mcp_header("Priority", "integer", "Integer numeric value")],
+        query: Annotated[str, Field(description="No x-mcp-header annotation: not mirrored")],
+        verbose: Annotated[bool | None, mcp_header("Verbose", "boolean", "Null or omitted: no header")] = None,
+    ) -> str:
+        return f"Custom headers null test completed: verbose={json.dumps(verbose)}"
+
+    # ------------------------------------------------ SEP-2575 diagnostics
+    @mcp.tool(description="Needs the client's sampling capability; -32021 when it was not declared (SEP-2575)")
+    def test_missing_capability(
+        reply: Annotated[types.CreateMessageResult, Resolve(ask_sampling_probe)],
+    ) -> str:
+        content = reply.content
+        return f"Sampled: {content.text if isinstance(content, types.TextContent) else content.type}"
+
+    @mcp.tool(description="Elicits the user's name: input_required on 2026-07-28, elicitation/create before")
+    def test_streaming_elicitation(name: Annotated[Name, Resolve(ask_name)]) -> str:
+        return f"Hello, {name.name}!"
+
+    @mcp.tool(description="Logs twice; sent only when the request's _meta sets a logLevel (2026-07-28)")
+    async def test_logging_tool(ctx: Context) -> str:
+        await ctx.info("Logging tool started")
+        await ctx.info("Logging tool finished")
+        return "Logging tool executed"
+
+    @mcp.tool(description="Publishes notifications/tools/list_changed to subscriptions/listen streams")
+    async def test_trigger_tool_change(ctx: Context) -> str:
+        await ctx.notify_tools_changed()
+        return "tools/list_changed published"
+
+    @mcp.tool(description="Publishes notifications/prompts/list_changed to subscriptions/listen streams")
+    async def test_trigger_prompt_change(ctx: Context) -> str:
+        await ctx.notify_prompts_changed()
+        return "prompts/list_changed published"
 
     @mcp.tool(description="Closes its SSE stream mid-call; the result is replayed on reconnect (SEP-1699)")
     async def test_reconnection(ctx: Context) -> str:
@@ -416,6 +551,9 @@ def build_server() -> MCPServer[Any]:
         candidates = ["paris", "park", "party", "test", "testing", "tested"]
         values = [c for c in candidates if c.startswith(argument.value)]
         return types.Completion(values=values, total=len(values), has_more=False)
+
+    # ------------------------------------------- SEP-2322 multi round-trip
+    install_input_required(mcp)
 
     return mcp
 
