@@ -56,6 +56,7 @@ from typing import Annotated, Any
 
 import mcp.types as types
 from fixture_input_required import Name, ask_name, install_input_required
+from fixture_tasks import tasks_extension
 from mcp import MCPDeprecationWarning
 from mcp.server.mcpserver import Context, MCPServer, Resolve, Sample, UserMessage
 from mcp.server.mcpserver.exceptions import ToolError
@@ -180,6 +181,7 @@ def build_server() -> MCPServer[Any]:
         name="bastion-conformance-fixture",
         version="1.0.0",
         instructions="Fixture server for the MCP conformance suite (Bastion tests).",
+        extensions=[tasks_extension()],
     )
 
     # ---------------------------------------------------------------- tools
