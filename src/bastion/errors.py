@@ -16,7 +16,9 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     │   ├── BodyTooLarge            413  -32600
     │   ├── BodyTimeout             408  -32600  (the body did not arrive within server.body_timeout_s)
     │   ├── HeaderMismatch          400  -32020  (MCP 2026-07-28 mirrored headers)
-    │   ├── UnsupportedVersion      400  -32600
+    │   ├── MissingCapability       400  -32021  (2026-07-28: needs a capability the client did not declare)
+    │   ├── UnknownContinuation     400  -32602  (a requestState or task id not issued to this principal)
+    │   ├── UnsupportedVersion      400  -32022  (with data.supported and data.requested)
     │   ├── UnsupportedMediaType    415  -32600
     │   ├── NotAcceptable           406  -32600
     │   ├── SessionRequired         400  -32600
@@ -24,6 +26,7 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     ├── AuthenticationError         401  -32001  (with WWW-Authenticate)
     ├── OAuthError                  400  (401 for invalid_client)  RFC 6749 section 5.2 error form
     ├── SessionNotFound             404  -32001
+    ├── MethodNotFound              200  -32601  (404 on 2026-07-28: unknown or removed method)
     ├── PolicyDenied                200  -32003  (a JSON-RPC error naming the policy ids)
     │   └── InsufficientScope       403  -32003  (step-up: WWW-Authenticate insufficient_scope)
     ├── EgressDenied                403  -32003  (an outbound fetch refused: SSRF guard)
@@ -43,6 +46,11 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
 runner and the endpoint record for an unexpected exception (``Internal error in <stage>``);
 every expected refusal has a class of its own above.
 
+The status above is the one for a handshake-era (2025) request. A 2026-07-28 request is answered
+with the status that protocol gives the JSON-RPC code (the SDK's ``mcp.shared.inbound.ERROR_CODE_HTTP_STATUS``:
+400 for -32600, -32602, -32020, -32021, -32022; 404 for -32601), else the class's own:
+``http_status(error, era)``.
+
 Three exception classes live elsewhere on purpose; none reaches a client as itself:
 ``bastion.audit.canonical.NotCanonicalizable`` is a ``TypeError`` (as ``json`` raises for a
 value it cannot write), so that the audit stage's ``except TypeError`` maps it to
@@ -55,6 +63,8 @@ test`` runner, which reports it as a test ERROR.
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 
 __all__ = [
     "ECHO_LIMIT",
@@ -74,6 +84,8 @@ __all__ = [
     "IdentityProviderError",
     "InsufficientScope",
     "ListenerOverflow",
+    "MethodNotFound",
+    "MissingCapability",
     "NotAcceptable",
     "OAuthError",
     "ParseError",
@@ -82,6 +94,7 @@ __all__ = [
     "SessionRequired",
     "TokenExchangeFailed",
     "TransportError",
+    "UnknownContinuation",
     "UnsupportedMediaType",
     "UnsupportedVersion",
     "UpstreamAuthorizationError",
@@ -90,6 +103,7 @@ __all__ = [
     "UpstreamUnavailable",
     "VaultError",
     "clip",
+    "http_status",
 ]
 
 #: At most this many characters of client input are quoted in an error message.
@@ -198,9 +212,31 @@ class HeaderMismatch(TransportError):
 
 
 class UnsupportedVersion(TransportError):
-    """``MCP-Protocol-Version`` names a version Bastion does not serve."""
+    """``MCP-Protocol-Version`` names a version Bastion does not serve (MCP 2026-07-28
+    basic/transports: ``UnsupportedProtocolVersionError``, -32022, whose ``data`` is
+    ``{"supported": [...], "requested": "<the header>"}``)."""
 
+    jsonrpc_code = -32022
     code = "unsupported_protocol_version"
+
+
+class MissingCapability(TransportError):
+    """The request needs a client capability its ``_meta`` does not declare (MCP 2026-07-28
+    basic, "Missing Required Capabilities": -32021, ``data.requiredCapabilities`` a
+    ``ClientCapabilities`` object naming what is missing, e.g.
+    ``{"extensions": {"io.modelcontextprotocol/tasks": {}}}``)."""
+
+    jsonrpc_code = -32021
+    code = "missing_client_capability"
+
+
+class UnknownContinuation(TransportError):
+    """A request continues something Bastion did not see issued to this principal on this route:
+    a multi round-trip ``requestState`` (MCP 2026-07-28 SEP-2322) or a task id (the tasks
+    extension, SEP-2663). JSON-RPC 2.0 "Invalid params" (-32602); nothing is forwarded."""
+
+    jsonrpc_code = -32602
+    code = "unknown_continuation"
 
 
 class UnsupportedMediaType(TransportError):
@@ -278,6 +314,18 @@ class SessionNotFound(BastionError):
     status = 404
     jsonrpc_code = -32001
     code = "session_not_found"
+
+
+class MethodNotFound(BastionError):
+    """A method Bastion does not know for the request's protocol version, or one that version
+    removed (MCP 2026-07-28 removed ``initialize``, ``ping``, ``logging/setLevel``,
+    ``resources/subscribe``/``unsubscribe``; the tasks extension removed ``tasks/result`` and
+    ``tasks/list``). JSON-RPC 2.0 section 5.1 -32601; HTTP 404 on 2026-07-28 (basic/transports),
+    200 for a handshake-era client, to which a 404 would say that its session is gone."""
+
+    status = 200
+    jsonrpc_code = -32601
+    code = "method_not_found"
 
 
 class PolicyDenied(BastionError):
@@ -428,3 +476,12 @@ class ListenerOverflow(UpstreamError):
     (and an error outcome) instead of skipping notifications silently, and the client reconnects."""
 
     code = "listener_overflow"
+
+
+def http_status(error: BastionError, era: str) -> int:
+    """The HTTP status that answers ``error`` for a request of protocol ``era`` (``"handshake"`` or
+    ``"modern"``): on 2026-07-28 the one basic/transports gives its JSON-RPC code (400 for -32600,
+    -32602, -32020, -32021, -32022; 404 for -32601), else ``error.status``."""
+    if era == "modern":
+        return ERROR_CODE_HTTP_STATUS.get(error.jsonrpc_code, error.status)
+    return error.status

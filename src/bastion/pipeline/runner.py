@@ -26,6 +26,7 @@ from bastion.errors import (
     InsufficientScope,
     PolicyDenied,
     UpstreamUnavailable,
+    http_status,
 )
 from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, SseEvent, SseReply
 from bastion.pipeline.filters import MessageInspector, StreamKind, sent_request
@@ -40,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 
 def error_reply(exchange: Exchange, error: BastionError) -> JsonReply:
-    """The answer for ``error``: its HTTP status and a JSON-RPC error body.
+    """The answer for ``error``: its HTTP status for the request's era (``errors.http_status``) and
+    a JSON-RPC error body.
 
     A 401 carries ``WWW-Authenticate: Bearer`` with the route's protected
     resource metadata URL (RFC 9728 section 5.1; RFC 6750 section 3).
@@ -62,7 +64,7 @@ def error_reply(exchange: Exchange, error: BastionError) -> JsonReply:
             challenge += ', error="invalid_token"'
         headers["www-authenticate"] = challenge
     rpc_id = exchange.rpc_id if exchange.kind == "request" else None
-    return JsonReply(error.status, {"jsonrpc": "2.0", "id": rpc_id, "error": body}, headers)
+    return JsonReply(http_status(error, exchange.era), {"jsonrpc": "2.0", "id": rpc_id, "error": body}, headers)
 
 
 class Pipeline:

@@ -8,21 +8,27 @@ Implements the server-side MUSTs of MCP Streamable HTTP (2025-06-18,
 - ``MCP-Protocol-Version`` must name a served version;
 - for 2026-07-28 requests, ``params._meta`` carries the envelope and the
   mirrored ``Mcp-Method`` / ``Mcp-Name`` / ``MCP-Protocol-Version`` headers
-  equal the body (the SDK's own ladder, ``mcp.shared.inbound``), else -32020.
+  equal the body (the SDK's own ladder, ``mcp.shared.inbound``), else -32020;
+- for a 2026-07-28 ``tools/call``, each ``Mcp-Param-*`` header that the tool's
+  ``inputSchema`` promotes (``x-mcp-header``) equals its argument, else -32020
+  (``check_param_headers``, once the classify stage knows the tool).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from mcp.shared.inbound import (
+    MCP_PARAM_HEADER_PREFIX,
     InboundLadderRejection,
     classify_inbound_request,
     find_duplicated_routing_header,
+    validate_mcp_param_headers,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 
@@ -44,6 +50,7 @@ __all__ = [
     "OriginPolicy",
     "accepts",
     "check_modern_envelope",
+    "check_param_headers",
     "classify_message",
     "parse_message",
     "protocol_era",
@@ -189,9 +196,11 @@ def classify_message(message: Mapping[str, Any]) -> str:
 def protocol_era(headers: Mapping[str, str], message: Mapping[str, Any]) -> tuple[str, str]:
     """``(era, version)`` of the request: ``"modern"`` for 2026-07-28, else ``"handshake"``.
 
-    Raises ``UnsupportedVersion`` for an ``MCP-Protocol-Version`` Bastion does
-    not serve. ``initialize`` is always handshake-era; its version is negotiated
-    from the body.
+    Raises ``UnsupportedVersion`` (-32022) for an ``MCP-Protocol-Version`` Bastion does
+    not serve; its ``data`` names the versions to retry with, as ``server/discover`` lists
+    them (the 2026-07-28 ones; a handshake-era client negotiates in ``initialize``), and
+    echoes the header (MCP 2026-07-28 basic/transports, ``UnsupportedProtocolVersionError``).
+    ``initialize`` is always handshake-era; its version is negotiated from the body.
     """
     version = headers.get("mcp-protocol-version")
     if message.get("method") == "initialize":
@@ -202,7 +211,10 @@ def protocol_era(headers: Mapping[str, str], message: Mapping[str, Any]) -> tupl
         return "modern", version
     if version in SERVED_HANDSHAKE_VERSIONS:
         return "handshake", version
-    raise UnsupportedVersion(f"Bad Request: unsupported MCP-Protocol-Version {clip(version)!r}")
+    raise UnsupportedVersion(
+        f"Unsupported protocol version: MCP-Protocol-Version {clip(version)!r}",
+        data={"supported": list(SERVED_MODERN_VERSIONS), "requested": clip(version)},
+    )
 
 
 def check_modern_envelope(
@@ -221,3 +233,33 @@ def check_modern_envelope(
         if verdict.code == HeaderMismatch.jsonrpc_code:
             raise HeaderMismatch(verdict.message)
         raise TransportError(verdict.message, data=verdict.data, jsonrpc_code=verdict.code)
+
+
+_PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
+
+
+def check_param_headers(
+    tool: Mapping[str, Any] | None,
+    arguments: Any,
+    headers: Mapping[str, str],
+    raw_headers: Iterable[tuple[str, str]],
+) -> None:
+    """Check a 2026-07-28 ``tools/call``'s ``Mcp-Param-*`` headers against its body (SEP-2243).
+
+    ``tool`` is the tool's definition from the catalog (``None``: the upstream does not list
+    it, and only the upstream can check). Each property the ``inputSchema`` marks with
+    ``x-mcp-header`` must have its header exactly when it has a value, and the (possibly
+    ``=?base64?...?=``-encoded) header must equal the value: the SDK's
+    ``mcp.shared.inbound.validate_mcp_param_headers``. So a router or a policy reading the
+    header sees what the body says, and the policy decides on the body's arguments.
+    Raises ``HeaderMismatch`` (-32020) for a mismatch or an ``Mcp-Param-*`` header sent twice.
+    """
+    counts = Counter(name.lower() for name, _ in raw_headers if name.lower().startswith(_PARAM_PREFIX))
+    repeated = next((name for name, count in counts.items() if count > 1), None)
+    if repeated is not None:
+        raise HeaderMismatch(f"{clip(repeated, 80)} header appears more than once")
+    if tool is None or not isinstance(arguments, Mapping | None):
+        return
+    rejection = validate_mcp_param_headers(tool.get("inputSchema"), arguments or {}, headers)
+    if rejection is not None:
+        raise HeaderMismatch(rejection.message)

@@ -283,7 +283,7 @@ ERRORS: list[tuple[BastionError, int, int]] = [
     (BatchRejected("batch"), 400, -32600),
     (BodyTooLarge("big"), 413, -32600),
     (HeaderMismatch("mismatch"), 400, -32020),
-    (UnsupportedVersion("version"), 400, -32600),
+    (UnsupportedVersion("version"), 400, -32022),
     (UnsupportedMediaType("media"), 415, -32600),
     (NotAcceptable("accept"), 406, -32600),
     (SessionRequired("session"), 400, -32600),

@@ -23,6 +23,7 @@ from bastion.errors import (
     BastionError,
     ForbiddenOrigin,
     InsufficientScope,
+    MethodNotFound,
     NotAcceptable,
     PolicyDenied,
     SessionNotFound,
@@ -242,10 +243,46 @@ async def test_session_methods_need_no_cedar_action(method: str) -> None:
     assert (exchange.action, exchange.target, exchange.resource) == (None, None, None)
 
 
-@pytest.mark.parametrize("method", ["sampling/createMessage", "elicitation/create", "foo/bar", "tools/delete", "x"])
-async def test_unknown_methods_carry_their_name_as_action_and_no_resource(method: str) -> None:
-    exchange = await _classify(_exchange(method, {}))
+UNKNOWN_METHODS = ["sampling/createMessage", "elicitation/create", "foo/bar", "tools/delete", "x", "tasks/get"]
+
+
+@pytest.mark.parametrize("method", UNKNOWN_METHODS)
+async def test_requests_for_unknown_methods_are_method_not_found(method: str) -> None:
+    exchange = _exchange(method, {})
+    with pytest.raises(MethodNotFound) as caught:
+        await _classify(exchange)
+    assert (caught.value.jsonrpc_code, caught.value.status) == (-32601, 200)  # 200: a 404 ends a 2025 session
+    assert (exchange.action, exchange.target, exchange.resource) == (None, method, None)
+    # On 2026-07-28 the same refusal is a 404 (basic/transports).
+    assert error_reply(_modern(method), caught.value).status == 404
+
+
+@pytest.mark.parametrize(
+    "method", ["initialize", "ping", "logging/setLevel", "resources/subscribe", "tasks/result", "tasks/list"]
+)
+async def test_methods_2026_07_28_removed_are_method_not_found_there_only(method: str) -> None:
+    with pytest.raises(MethodNotFound):
+        await _classify(_modern(method, {"uri": "notes://1", "taskId": "t"}))
+    if not method.startswith("tasks/"):
+        await _classify(_exchange(method, {"uri": "notes://1", "level": "info"}))  # still known to 2025 clients
+
+
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/update", "tasks/cancel"])
+async def test_task_requests_keep_their_method_as_action_until_the_continuation_stage(method: str) -> None:
+    exchange = await _classify(_modern(method, {"taskId": "t"}))
+    assert (exchange.action, exchange.resource) == (method, None)  # denied by authorize if nothing links them
+
+
+@pytest.mark.parametrize("method", UNKNOWN_METHODS)
+async def test_unknown_notifications_carry_their_name_as_action_and_no_resource(method: str) -> None:
+    exchange = await _classify(_exchange(method, {}, rpc_id=None))
     assert (exchange.action, exchange.target, exchange.resource) == (method, None, None)
+
+
+def _modern(method: str, params: dict[str, Any] | None = None) -> Exchange:
+    exchange = _exchange(method, params or {}, era="modern")
+    exchange.protocol_version = "2026-07-28"
+    return exchange
 
 
 async def test_responses_are_not_classified() -> None:
@@ -313,8 +350,8 @@ async def test_resources_and_prompts_have_no_permit_in_the_demo(engine: PolicyEn
 
 
 @pytest.mark.parametrize("method", ["foo/bar", "sampling/createMessage", "tools/delete"])
-async def test_an_unknown_method_is_denied_by_authorize(engine: PolicyEngine, method: str) -> None:
-    exchange = _exchange(method, {}, principal=ENGINEER)
+async def test_an_unknown_notification_is_denied_by_authorize(engine: PolicyEngine, method: str) -> None:
+    exchange = _exchange(method, {}, principal=ENGINEER, rpc_id=None)
     with pytest.raises(PolicyDenied) as caught:
         await _decide(engine, exchange)
     assert caught.value.data == {"policies": []}

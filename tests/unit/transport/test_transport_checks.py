@@ -25,6 +25,7 @@ from bastion.transport.checks import (
     OriginPolicy,
     accepts,
     check_modern_envelope,
+    check_param_headers,
     classify_message,
     parse_message,
     protocol_era,
@@ -283,7 +284,9 @@ def test_protocol_era(header: str | None, method: str | None, expected: tuple[st
 def test_unsupported_versions_are_refused(header: str) -> None:
     with pytest.raises(UnsupportedVersion) as caught:
         protocol_era({"mcp-protocol-version": header}, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
-    assert (caught.value.status, caught.value.jsonrpc_code) == (400, -32600)
+    # MCP 2026-07-28 UnsupportedProtocolVersionError: the versions to retry with, and the header echoed.
+    assert (caught.value.status, caught.value.jsonrpc_code) == (400, -32022)
+    assert caught.value.data == {"supported": list(SERVED_MODERN_VERSIONS), "requested": header}
 
 
 def test_initialize_is_handshake_era_whatever_the_header() -> None:
@@ -416,3 +419,61 @@ def test_an_unsupported_envelope_version_carries_the_ladder_code_and_data() -> N
         _check(message, _headers("tools/list", version="2099-01-01"))
     assert caught.value.jsonrpc_code == UNSUPPORTED_PROTOCOL_VERSION
     assert caught.value.data == {"supported": list(SERVED_MODERN_VERSIONS), "requested": "2099-01-01"}
+
+
+# --- check_param_headers (SEP-2243 Mcp-Param-* headers) -------------------------------------------
+
+REGION_TOOL = {
+    "name": "deploy",
+    "inputSchema": {
+        "type": "object",
+        "properties": {
+            "region": {"type": "string", "x-mcp-header": "Region"},
+            "count": {"type": "integer", "x-mcp-header": "Count"},
+            "note": {"type": "string"},
+        },
+    },
+}
+
+
+def _param_headers(*pairs: tuple[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    return {name.lower(): value for name, value in pairs}, list(pairs)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "pairs"),
+    [
+        ({"region": "eu-west", "count": 3}, [("Mcp-Param-Region", "eu-west"), ("Mcp-Param-Count", "3")]),
+        ({"region": "eu-west"}, [("mcp-param-region", "eu-west")]),  # header names are case-insensitive
+        ({"region": "€uro"}, [("Mcp-Param-Region", "=?base64?4oKsdXJv?=")]),  # a non-ASCII value, base64
+        ({"note": "x"}, []),  # an argument that is not promoted needs no header
+        ({}, [("Mcp-Param-Other", "ignored")]),  # a header no property promotes is not checked
+    ],
+)
+def test_promoted_headers_that_equal_the_body_pass(arguments: dict[str, Any], pairs: list[tuple[str, str]]) -> None:
+    check_param_headers(REGION_TOOL, arguments, *_param_headers(*pairs))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "pairs"),
+    [
+        ({"region": "eu-west"}, [("Mcp-Param-Region", "us-east")]),  # the router would see another region
+        ({"region": "eu-west"}, []),  # promoted argument without its header
+        ({}, [("Mcp-Param-Region", "eu-west")]),  # header without the argument
+        ({"region": "eu-west"}, [("Mcp-Param-Region", "=?base64?not*base64?=")]),
+        ({"count": 3}, [("Mcp-Param-Count", "4")]),
+        ({"region": "eu-west"}, [("Mcp-Param-Region", "eu-west"), ("MCP-PARAM-REGION", "eu-west")]),  # twice
+    ],
+)
+def test_promoted_headers_that_differ_from_the_body_are_header_mismatch(
+    arguments: dict[str, Any], pairs: list[tuple[str, str]]
+) -> None:
+    with pytest.raises(HeaderMismatch) as caught:
+        check_param_headers(REGION_TOOL, arguments, *_param_headers(*pairs))
+    assert (caught.value.status, caught.value.jsonrpc_code) == (400, -32020)
+
+
+def test_an_unlisted_tool_leaves_the_check_to_the_upstream_but_not_a_repeated_header() -> None:
+    check_param_headers(None, {"region": "eu-west"}, *_param_headers(("Mcp-Param-Region", "us-east")))
+    with pytest.raises(HeaderMismatch):
+        check_param_headers(None, {}, *_param_headers(("Mcp-Param-A", "1"), ("mcp-param-a", "1")))

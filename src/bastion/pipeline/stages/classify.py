@@ -5,20 +5,36 @@ act on the same objects: ``resources/subscribe``/``unsubscribe`` read a
 resource, ``completion/complete`` reads the prompt or resource it completes)
 get a Cedar action and resource. Session plumbing that touches no tool
 (``initialize``, ``ping``, lists, which are filtered item by item later)
-needs no decision beyond authentication: ``SESSION_METHODS``. Any other method
-is unknown to Bastion and denied by default.
+needs no decision beyond authentication: ``SESSION_METHODS``.
+
+A request for a method its protocol version does not have (``known_methods``:
+the SDK's table of client requests and notifications per version, plus the
+tasks extension's requests on 2026-07-28) is answered ``MethodNotFound``
+(-32601; HTTP 404 on 2026-07-28) and never forwarded: an unknown method, and the
+ones 2026-07-28 removed (``initialize``, ``ping``, ``logging/setLevel``,
+``resources/subscribe``/``unsubscribe``, and ``tasks/result``/``tasks/list``,
+which the tasks extension removed). Any other method Bastion does not classify
+is denied by default. A 2026-07-28 ``tools/call``'s ``Mcp-Param-*`` headers are
+checked against its arguments here, where the tool's schema is known
+(``bastion.transport.checks.check_param_headers``). The tasks extension's requests keep their method as
+action here (a deny) until the continuation stage classifies them as the call
+of the task they name.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bastion.errors import TransportError, clip
+from mcp_types.methods import CLIENT_NOTIFICATIONS, CLIENT_REQUESTS
+
+from bastion.errors import MethodNotFound, TransportError, clip
 from bastion.pipeline.context import Exchange
 from bastion.policy import ResourceRef
+from bastion.transport.checks import check_param_headers
 
-__all__ = ["MAX_UNLISTED_NAME", "SESSION_METHODS", "ClassifyStage"]
+__all__ = ["MAX_UNLISTED_NAME", "SESSION_METHODS", "ClassifyStage", "known_methods", "string_param"]
 
 SESSION_METHODS = frozenset(
     {
@@ -39,13 +55,32 @@ SESSION_METHODS = frozenset(
 )
 """Methods allowed to any authenticated principal; lists are filtered by policy afterwards."""
 
+_TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+_CLIENT_METHODS = tuple((*CLIENT_REQUESTS, *CLIENT_NOTIFICATIONS))
+
+
+@functools.cache
+def known_methods(era: str, version: str) -> frozenset[str]:
+    """The client-to-server methods of a request of ``era`` and protocol ``version``.
+
+    2026-07-28 (``era == "modern"``): the methods that version has (``mcp_types.methods``)
+    and the tasks extension's requests (SEP-2663). Handshake era: every method of the
+    versions before it, whatever the negotiated one (Bastion never refused those; the
+    upstream answers what its version lacks).
+    """
+    if era == "modern":
+        return frozenset(method for method, in_version in _CLIENT_METHODS if in_version == version) | _TASK_METHODS
+    return frozenset(method for method, in_version in _CLIENT_METHODS if in_version < "2026") | SESSION_METHODS
+
+
 MAX_UNLISTED_NAME = 128
 """The longest tool name Bastion forwards a call for when the upstream has not listed it."""
 
 CatalogLoader = Callable[[Exchange], Awaitable[None]]
 
 
-def _string_param(params: dict[str, Any], key: str, method: str) -> str:
+def string_param(params: dict[str, Any], key: str, method: str) -> str:
+    """``params[key]`` when it is a non-empty string, else ``TransportError`` (-32602, "Invalid params")."""
     value = params.get(key)
     if not isinstance(value, str) or not value:
         raise TransportError(f"Invalid params: {method} needs a string {key!r}", jsonrpc_code=-32602)
@@ -73,8 +108,11 @@ class ClassifyStage:
         method = exchange.method or ""
         params = exchange.params
         route = exchange.route.name
+        if exchange.kind == "request" and method not in known_methods(exchange.era, exchange.protocol_version or ""):
+            exchange.target = clip(method, MAX_UNLISTED_NAME)
+            raise MethodNotFound(f"Method not found: {clip(method)}")
         if method == "tools/call":
-            name = _string_param(params, "name", method)
+            name = string_param(params, "name", method)
             # Named in the record even if loading the catalog fails (a hostile length only in part).
             exchange.action, exchange.target = "tools/call", clip(name, MAX_UNLISTED_NAME)
             catalog = exchange.route.catalog_for(exchange.principal)
@@ -88,12 +126,15 @@ class ClassifyStage:
                 raise TransportError(f"Invalid params: unknown tool {clip(name, 64)!r}", jsonrpc_code=-32602)
             exchange.target = name
             exchange.resource = ref or ResourceRef.from_tool(route, {"name": name, "_unlisted": True})
+            if exchange.era == "modern":
+                http = exchange.http
+                check_param_headers(catalog.get(name), params.get("arguments"), http.headers, http.raw_headers)
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
-            uri = _string_param(params, "uri", method)
+            uri = string_param(params, "uri", method)
             exchange.action, exchange.target = "resources/read", uri
             exchange.resource = ResourceRef(kind="Resource", route=route, name=uri, attrs={"uri": uri})
         elif method == "prompts/get":
-            name = _string_param(params, "name", method)
+            name = string_param(params, "name", method)
             exchange.action, exchange.target = "prompts/get", name
             exchange.resource = ResourceRef(kind="Prompt", route=route, name=name, attrs={"name": name})
         elif method == "completion/complete":
@@ -108,11 +149,11 @@ class ClassifyStage:
             raise TransportError("Invalid params: completion/complete needs a 'ref'", jsonrpc_code=-32602)
         route = exchange.route.name
         if ref.get("type") == "ref/prompt":
-            name = _string_param(ref, "name", "completion/complete")
+            name = string_param(ref, "name", "completion/complete")
             exchange.action, exchange.target = "prompts/get", name
             exchange.resource = ResourceRef(kind="Prompt", route=route, name=name, attrs={"name": name})
         elif ref.get("type") == "ref/resource":
-            uri = _string_param(ref, "uri", "completion/complete")
+            uri = string_param(ref, "uri", "completion/complete")
             exchange.action, exchange.target = "resources/read", uri
             exchange.resource = ResourceRef(kind="Resource", route=route, name=uri, attrs={"uri": uri})
         else:
