@@ -38,6 +38,7 @@ from bastion.pipeline.stages.authenticate import AuthenticateStage
 from bastion.pipeline.stages.authorize import AuthorizeStage
 from bastion.pipeline.stages.base import Stage
 from bastion.pipeline.stages.classify import ClassifyStage
+from bastion.pipeline.stages.continuation import ContinuationFilter, ContinuationStage
 from bastion.pipeline.stages.forward_http import HttpEndStage, HttpForwardStage, HttpStreamStage
 from bastion.pipeline.stages.forward_stdio import StdioEndStage, StdioForwardStage, StdioStreamStage
 from bastion.pipeline.stages.inspect import ListFilter
@@ -49,6 +50,7 @@ from bastion.pipeline.stages.url_arguments import UrlArgumentStage
 from bastion.policy import PolicyEngine
 from bastion.portal import PORTAL_PATHS, Portal
 from bastion.principal import Principal
+from bastion.stores.continuations import MemoryContinuationStore
 from bastion.stores.memory_counters import MemoryRateCounter
 from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.stores.sessions import Session
@@ -115,6 +117,7 @@ class Gateway:
         self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
         self.rates = MemoryRateCounter()  # the sign-in throttle's counts (and the limits stage's)
         self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
+        self.continuations = MemoryContinuationStore()  # requestState and task ids issued to each principal
         self._background: set[asyncio.Task[None]] = set()
         self.origins = OriginPolicy.for_listener(
             config.server.base_url,
@@ -266,6 +269,7 @@ class Gateway:
             "authenticate": authenticate,
             "session": session,
             "classify": ClassifyStage(forward.load_catalog),
+            "continuation": ContinuationStage(self.continuations),
             "authorize": authorize,
         }
         if route.settings.url_arguments is not None:
@@ -286,6 +290,7 @@ class Gateway:
                 "list": ListFilter(self.engine),
                 "list_changed": ListChangedFilter(),
                 "server_requests": ServerRequestFilter(self.engine, audit, forward.answer),
+                "continuation": ContinuationFilter(self.continuations),
             },
             audit=audit,
         )

@@ -62,11 +62,13 @@ def decision_body(
     decision_id: str,
     store_arguments: bool = True,
     argument_sizes: Mapping[str, Any] | None = None,
+    continues: str | None = None,
 ) -> dict[str, Any]:
     """The body of a ``decision`` event (see ``bastion.audit.record``); ``arguments`` unredacted.
 
     ``argument_sizes`` (a call refused by ``server.argument_limits``) goes into
-    ``decision.argument_sizes``; the key is absent otherwise, as in the model's dump.
+    ``decision.argument_sizes``; the key is absent otherwise, as in the model's dump, and so is
+    ``decision.continues`` (the first call's decision id, for a continuation) when ``None``.
     Raises ``ValueError`` for a deny without a ``reason`` (as the model does).
     """
     if effect == "deny" and not reason:
@@ -80,6 +82,8 @@ def decision_body(
     }
     if argument_sizes is not None:
         decision["argument_sizes"] = dict(argument_sizes)
+    if continues is not None:
+        decision["continues"] = continues
     return {
         "version": RECORD_VERSION,
         "kind": "decision",
@@ -112,8 +116,10 @@ def outcome_body(
     credential_principal: str | None = None,
     status: int | None,
     duration_ms: float,
+    flags: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The body of the ``outcome`` event that follows the decision body ``decision``."""
+    """The body of the ``outcome`` event that follows the decision body ``decision``
+    (``flags``: ``Result.flags``)."""
     return {
         "version": RECORD_VERSION,
         "kind": "outcome",
@@ -142,7 +148,7 @@ def outcome_body(
             "request_bytes": request_bytes,
             "response_bytes": response_bytes,
             "redactions": 0,
-            "flags": [],
+            "flags": list(flags),
         },
     }
 

@@ -114,6 +114,10 @@ class Decision(_Model):
     (reason ``arguments_too_large``): what was measured (depth, members, elements,
     string_chars, nodes) and the limit ``exceeded``; such a record keeps the arguments'
     digest but not the arguments. The key is left out of the record when it is not set.
+    ``continues`` is set on a request that continues an earlier call (MCP 2026-07-28: a
+    retry carrying the ``requestState`` of an ``input_required`` result, or a ``tasks/*``
+    request of the tasks extension): the ``decision_id`` of the first call of the chain.
+    Left out when not set, like ``argument_sizes``.
     """
 
     effect: Literal["allow", "deny"]
@@ -122,6 +126,7 @@ class Decision(_Model):
     reason: str | None = None
     policy_version: str | None = None
     argument_sizes: dict[str, JsonValue] | None = Field(default=None, exclude_if=lambda value: value is None)
+    continues: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @model_validator(mode="after")
     def _deny_has_reason(self) -> Decision:
@@ -153,7 +158,12 @@ class Upstream(_Model):
 
 
 class Result(_Model):
-    """What came back: ``error`` flag and code, sizes in bytes, redactions made, inspection flags."""
+    """What came back: ``error`` flag and code, sizes in bytes, redactions made, inspection flags.
+
+    ``flags`` name what the answer was besides a plain result: ``input_required`` (an MCP
+    2026-07-28 multi round-trip result; the retry's decision ``continues`` this call) and
+    ``task`` (a task was created: the tasks extension).
+    """
 
     error: bool
     error_code: str | None = None

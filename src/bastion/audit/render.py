@@ -77,6 +77,8 @@ def _decision(decision: Mapping[str, Any]) -> str:
     policies = decision.get("policy_ids") or []
     if policies:
         parts.append("(" + ", ".join(map(str, policies)) + ")")
+    if decision.get("continues"):
+        parts.append(f"continues {decision['continues']}")
     return " ".join(parts)
 
 
@@ -90,6 +92,9 @@ def _outcome(upstream: Mapping[str, Any], result: Mapping[str, Any]) -> str:
         parts.append(f"{float(upstream['duration_ms']):.1f} ms")
     if result.get("error"):
         parts.append(f"error {result.get('error_code') or ''}".strip())
+    flags = result.get("flags") or []
+    if flags:
+        parts.append("[" + ", ".join(map(str, flags)) + "]")
     return " ".join(parts) or "-"
 
 

@@ -35,7 +35,7 @@ from bastion.errors import AnswerWithheld, BastionError
 from bastion.pipeline.context import Exchange, JsonReply, SseEvent, SseReply
 from bastion.stores.sessions import SentRequest, rpc_key
 
-__all__ = ["DropHandler", "MessageFilter", "MessageInspector", "StreamKind", "sent_request"]
+__all__ = ["DropHandler", "MessageFilter", "MessageInspector", "StreamKind", "answers_own", "sent_request"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,13 +134,13 @@ class MessageInspector:
             except Exception as exc:
                 logger.exception("message filter %s failed; the message is not relayed", message_filter.name)
                 await self._on_drop(exchange, message, "filter_failed")
-                if _answers_own(exchange, answered):
+                if answers_own(exchange, answered):
                     raise BastionError("Internal error in inspect") from exc
                 return None
             if kept is None:
                 if not getattr(message_filter, "audits_own_drops", False):
                     await self._on_drop(exchange, message, f"filtered:{message_filter.name}")
-                if _answers_own(exchange, answered):
+                if answers_own(exchange, answered):
                     raise AnswerWithheld(f"Internal error in inspect: the answer was withheld ({message_filter.name})")
                 return None
             current = kept
@@ -163,7 +163,8 @@ class MessageInspector:
         return ledger.find(rpc_id) if ledger is not None else None
 
 
-def _answers_own(exchange: Exchange, answered: SentRequest | None) -> bool:
+def answers_own(exchange: Exchange, answered: SentRequest | None) -> bool:
+    """Whether ``answered`` (the request a response answers) is the exchange's own request."""
     return answered is not None and exchange.kind == "request" and rpc_key(answered.rpc_id) == rpc_key(exchange.rpc_id)
 
 

@@ -8,8 +8,8 @@ session's event stream) and DELETE (end the session) have their own short lists
 and go through the same runner, so they pass the same origin, authentication,
 session and audit stages, and their messages the same filters.
 
-    POST:   transport → authenticate → session → classify → validate → authorize
-            → url_arguments → limits → approve → audit → forward → inspect → outcome
+    POST:   transport → authenticate → session → classify → continuation → validate
+            → authorize → url_arguments → limits → approve → audit → forward → inspect → outcome
     GET:    transport → authenticate → session → authorize → audit → forward → inspect → outcome
     DELETE: transport → authenticate → session → authorize → audit → forward → outcome
 
@@ -36,6 +36,7 @@ POST_SLOTS = (
     "authenticate",  # bearer token → Principal (RFC 9068, RFC 8707 audience)
     "session",  # MCP session bound to its principal
     "classify",  # Cedar action and resource; the tool's catalog entry
+    "continuation",  # a requestState or task id only from the principal it was issued to
     "validate",  # arguments against the tool's input schema (to come)
     "authorize",  # the Cedar decision
     "url_arguments",  # URL-valued arguments through the egress guard
@@ -58,6 +59,7 @@ FILTER_SLOTS = (
     "list",  # list results filtered by the policy for calls
     "list_changed",  # the catalog marked stale on notifications/tools/list_changed
     "server_requests",  # sampling, elicitation, roots decided like calls
+    "continuation",  # the requestState and task ids issued to the caller, recorded
     "scan",  # definition scanning and pinning (to come)
     "redact",  # result redaction and data-flow labels (to come)
 )

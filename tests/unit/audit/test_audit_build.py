@@ -81,3 +81,25 @@ def test_the_principal_is_recorded_with_its_identity_provider_and_older_records_
     recorded = as_model(older).principal
     assert recorded is not None
     assert recorded.idp is None
+
+
+def test_a_continuation_names_the_first_call_and_an_outcome_its_flags_as_the_models_do() -> None:
+    common: dict[str, Any] = {
+        "route": "notes", "method": "tasks/get", "effect": "allow", "policy_ids": ("p",), "obligations": {},
+        "reason": None, "policy_version": None, "arguments": {}, "principal": ALICE, "target": "deploy",
+        "session": None, "decision_id": "d" * 32,
+    }  # fmt: skip
+    body = decision_body(**common, continues="f" * 32)
+    assert body["decision"]["continues"] == "f" * 32
+    model = as_model(body)
+    assert isinstance(model, audit.DecisionEvent)
+    assert model.decision.continues == "f" * 32
+    assert _comparable(event_body(model)) == _comparable(body)
+    assert "continues" not in decision_body(**common)["decision"]  # absent unless set, as in the model's dump
+    outcome = outcome_body(
+        body, error=False, error_code=None, request_bytes=1, response_bytes=2, credential_kind="none",
+        status=200, duration_ms=1.0, flags=["input_required"],
+    )  # fmt: skip
+    recorded = as_model(outcome)
+    assert isinstance(recorded, audit.OutcomeEvent)
+    assert recorded.result.flags == ("input_required",)

@@ -60,6 +60,7 @@ class AuditStage:
             decision_id=exchange.decision_id,
             store_arguments=self._store_arguments and sizes is None,
             argument_sizes=sizes,
+            continues=exchange.notes.get("continues"),
         )
 
     async def run(self, exchange: Exchange) -> None:
@@ -172,6 +173,7 @@ class AuditStage:
                     credential_principal=exchange.credential_principal,
                     status=exchange.upstream_status,
                     duration_ms=round((time.perf_counter() - exchange.started) * 1000, 3),
+                    flags=exchange.notes.get("flags", ()),
                 )
             )
         except Exception:

@@ -55,7 +55,9 @@ class AuthorizeStage:
             raise PolicyDenied(
                 f"Denied: {clip(exchange.method or '')} is not a method Bastion forwards", data={"policies": []}
             )
-        arguments = exchange.params.get("arguments") if exchange.action == "tools/call" else None
+        arguments = None
+        if exchange.action == "tools/call":  # a task request is decided on the arguments of the call that made it
+            arguments = exchange.notes.get("decide_arguments", exchange.params.get("arguments"))
         decision = self._engine.decide(
             exchange.principal, exchange.action, exchange.resource, policy_context(exchange, arguments)
         )
