@@ -50,7 +50,7 @@ from bastion.pipeline.stages.url_arguments import UrlArgumentStage
 from bastion.policy import PolicyEngine
 from bastion.portal import PORTAL_PATHS, Portal
 from bastion.principal import Principal
-from bastion.stores.continuations import MemoryContinuationStore
+from bastion.stores.memory_continuations import MemoryContinuationStore
 from bastion.stores.memory_counters import MemoryRateCounter
 from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.stores.sessions import Session

@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mcp.shared.inbound import x_mcp_header_map
+
 from bastion.audit.canonical import NotCanonicalizable, canonical
 from bastion.errors import UpstreamError
 from bastion.policy import ResourceRef
@@ -56,6 +58,7 @@ class ToolCatalog:
     hashes: dict[str, str] = field(default_factory=dict)
     stale: bool = True
     _refs: dict[str, ResourceRef] = field(default_factory=dict)
+    _promotes: dict[str, bool] = field(default_factory=dict)
 
     def merge(self, tools: list[Any], *, complete: bool = False) -> None:
         """Record tool definitions from one ``tools/list`` page; ``complete`` replaces the catalog."""
@@ -66,7 +69,7 @@ class ToolCatalog:
             self.tools.update(found)
         for name, definition in found.items():
             self.hashes[name] = definition_sha256(definition)
-        self._refs = {}
+        self._refs, self._promotes = {}, {}
         self.stale = False
 
     async def reload(self, fetch_page: PageFetcher) -> bool:
@@ -105,6 +108,17 @@ class ToolCatalog:
                 return None
             ref = self._refs[name] = ResourceRef.from_tool(route, tool)
         return ref
+
+    def promotes_headers(self, name: str) -> bool:
+        """Whether tool ``name``'s ``inputSchema`` promotes an argument to an ``Mcp-Param-*`` header
+        (an ``x-mcp-header`` annotation, MCP 2026-07-28 SEP-2243); worked out once per catalog
+        version. ``False`` for a tool the catalog does not hold."""
+        promotes = self._promotes.get(name)
+        if promotes is None:
+            tool = self.get(name)
+            schema = tool.get("inputSchema") if tool is not None else None
+            promotes = self._promotes[name] = bool(schema) and bool(x_mcp_header_map(schema))
+        return promotes
 
     def get(self, name: str) -> dict[str, Any] | None:
         """The definition of tool ``name``, or ``None`` if it is not known (or the catalog is stale)."""

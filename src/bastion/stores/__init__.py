@@ -20,6 +20,8 @@ rate counters             ``stores.counters.RateCounter``            ``stores.me
 audit log (write / read)  ``audit.store.AuditLog`` / ``AuditReader``  ``audit.store_sqlite.SQLiteAuditLog`` /
                                                                      ``audit.query.SQLiteAuditReader``
 tool catalog              ``catalog.store.CatalogStore``             ``catalog.store.MemoryCatalogStore``
+continuations             ``stores.continuations.ContinuationStore`` ``stores.memory_continuations.``
+                                                                     ``MemoryContinuationStore``
 ========================  =========================================  ===========================================
 
 The protocols of the authorization server, the vault and the audit log live beside the

@@ -18,17 +18,17 @@ upstream through Bastion, whose credential the upstream may share between users.
 Every continuation is decided again by Cedar; the ledger only links it to the
 first call in the audit log (``decision.continues``).
 
-``ContinuationStore`` is the small interface; ``MemoryContinuationStore`` keeps
-entries in this process, bounded in number and time. Like the sessions'
-``RequestLedger`` it is per process: a state issued through one replica is
-unknown to another (refused there, never let through).
+``ContinuationStore`` is the small async interface; times are wall-clock epoch
+seconds passed in by the caller (``now``), so that replicas sharing a backend
+agree. The embedded backend is ``bastion.stores.memory_continuations.
+MemoryContinuationStore``, in this process: a state issued through one replica is
+then unknown to another (refused there, never let through) until a shared backend
+joins the contract suite (``tests/unit/stores/test_contract_continuations.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -38,7 +38,7 @@ __all__ = [
     "Continuation",
     "ContinuationKind",
     "ContinuationStore",
-    "MemoryContinuationStore",
+    "continuation_key",
 ]
 
 ContinuationKind = Literal["state", "task"]
@@ -69,61 +69,29 @@ class Continuation:
     expires: float = 0.0
 
 
+def continuation_key(principal_key: str, route: str, kind: ContinuationKind, value: str) -> bytes:
+    """The 32-byte key of a continuation: SHA-256 over the length-prefixed parts, so that a
+    backend never keeps the values themselves (long, and the upstream's secrets)."""
+    digest = hashlib.sha256()
+    for part in (principal_key, route, kind, value):
+        encoded = part.encode("utf-8", "surrogatepass")
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
+    return digest.digest()
+
+
 class ContinuationStore(Protocol):
     """Continuations by (principal, route, kind, value)."""
 
-    def remember(
+    async def remember(
         self, principal_key: str, route: str, kind: ContinuationKind, value: str, continuation: Continuation
     ) -> None:
-        """Record that ``value`` was issued to ``principal_key`` on ``route``."""
+        """Record that ``value`` was issued to ``principal_key`` on ``route`` (replacing an earlier record)."""
         ...
 
-    def find(self, principal_key: str, route: str, kind: ContinuationKind, value: str) -> Continuation | None:
-        """The continuation recorded for exactly this principal, route, kind and value, unexpired, or ``None``."""
+    async def find(
+        self, principal_key: str, route: str, kind: ContinuationKind, value: str, *, now: float
+    ) -> Continuation | None:
+        """The continuation recorded for exactly this principal, route, kind and value, if it has not
+        expired at ``now``; else ``None``."""
         ...
-
-
-class MemoryContinuationStore:
-    """``ContinuationStore`` in this process: at most ``max_entries`` (oldest forgotten first).
-
-    Entries are keyed by the SHA-256 of principal, route, kind and value, so the values
-    themselves (which can be long, and are the upstream's secrets) are not kept.
-    """
-
-    def __init__(self, *, max_entries: int = 100_000, clock: Any = time.time) -> None:
-        self._entries: OrderedDict[bytes, Continuation] = OrderedDict()
-        self._max = max_entries
-        self._clock = clock
-
-    @staticmethod
-    def _key(principal_key: str, route: str, kind: str, value: str) -> bytes:
-        digest = hashlib.sha256()
-        for part in (principal_key, route, kind, value):
-            encoded = part.encode("utf-8", "surrogatepass")
-            digest.update(len(encoded).to_bytes(8, "big"))
-            digest.update(encoded)
-        return digest.digest()
-
-    def remember(
-        self, principal_key: str, route: str, kind: ContinuationKind, value: str, continuation: Continuation
-    ) -> None:
-        """Record ``continuation`` (replacing one for the same key); forget the oldest past ``max_entries``."""
-        key = self._key(principal_key, route, kind, value)
-        self._entries[key] = continuation
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
-
-    def find(self, principal_key: str, route: str, kind: ContinuationKind, value: str) -> Continuation | None:
-        """The unexpired continuation for this key, or ``None`` (an expired one is forgotten)."""
-        key = self._key(principal_key, route, kind, value)
-        continuation = self._entries.get(key)
-        if continuation is None:
-            return None
-        if continuation.expires <= self._clock():
-            del self._entries[key]
-            return None
-        return continuation
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -52,6 +52,7 @@ __all__ = [
     "check_modern_envelope",
     "check_param_headers",
     "classify_message",
+    "has_param_header",
     "parse_message",
     "protocol_era",
 ]
@@ -236,6 +237,11 @@ def check_modern_envelope(
 
 
 _PARAM_PREFIX = MCP_PARAM_HEADER_PREFIX.lower()
+
+
+def has_param_header(raw_headers: Iterable[tuple[str, str]]) -> bool:
+    """Whether the request carries any ``Mcp-Param-*`` header (names compared case-insensitively)."""
+    return any(name.lower().startswith(_PARAM_PREFIX) for name, _ in raw_headers)
 
 
 def check_param_headers(

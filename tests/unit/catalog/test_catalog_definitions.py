@@ -55,3 +55,13 @@ async def test_reload_reads_every_page(pages: int) -> None:
 
     assert await catalog.reload(fetch)
     assert sorted(catalog.tools) == [f"t{i}" for i in range(pages)]
+
+
+def test_the_catalog_knows_which_tools_promote_arguments_to_headers() -> None:
+    catalog = ToolCatalog()
+    promoted = {"type": "object", "properties": {"region": {"type": "string", "x-mcp-header": "Region"}}}
+    plain = {"type": "object", "properties": {"region": {"type": "string"}}}
+    catalog.merge([{"name": "routed", "inputSchema": promoted}, {"name": "plain", "inputSchema": plain}], complete=True)
+    assert [catalog.promotes_headers(n) for n in ("routed", "plain", "unlisted")] == [True, False, False]
+    catalog.merge([{"name": "plain", "inputSchema": promoted}])  # a new definition is looked at again
+    assert catalog.promotes_headers("plain")

@@ -14,7 +14,7 @@ from bastion.pipeline.context import Exchange, HttpRequest
 from bastion.pipeline.filters import sent_request
 from bastion.pipeline.stages.continuation import TASKS_EXTENSION, ContinuationFilter, ContinuationStage
 from bastion.principal import Principal
-from bastion.stores.continuations import Continuation, MemoryContinuationStore
+from bastion.stores.memory_continuations import MemoryContinuationStore
 from bastion.stores.sessions import SentRequest
 from bastion.transport.routes import RouteRuntime
 
@@ -63,8 +63,8 @@ def _exchange(
 class Rig:
     def __init__(self) -> None:
         self.clock = Clock()
-        self.store = MemoryContinuationStore(clock=self.clock)
-        self.stage = ContinuationStage(self.store)
+        self.store = MemoryContinuationStore()
+        self.stage = ContinuationStage(self.store, clock=self.clock)
         self.filter = ContinuationFilter(self.store, clock=self.clock)
 
     async def answer(self, exchange: Exchange, result: dict[str, Any]) -> dict[str, Any] | None:
@@ -216,15 +216,3 @@ async def test_the_filter_never_changes_or_drops_a_message() -> None:
     assert json.dumps(message) == snapshot
     notification = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}
     assert await rig.filter.apply(exchange, notification, None) is notification
-
-
-def test_the_store_keeps_no_value_and_forgets_the_oldest() -> None:
-    store = MemoryContinuationStore(max_entries=2)
-    continuation = Continuation(origin="d1", method="tools/call", target="deploy", expires=float("inf"))
-    for value in ("secret-state-1", "secret-state-2", "secret-state-3"):
-        store.remember("alice", "notes", "state", value, continuation)
-    assert len(store) == 2
-    assert store.find("alice", "notes", "state", "secret-state-1") is None
-    assert store.find("alice", "notes", "state", "secret-state-3") == continuation
-    assert store.find("alice", "notes", "task", "secret-state-3") is None  # kinds are apart
-    assert all(b"secret" not in key for key in store._entries)

@@ -32,7 +32,7 @@ from mcp_types.methods import CLIENT_NOTIFICATIONS, CLIENT_REQUESTS
 from bastion.errors import MethodNotFound, TransportError, clip
 from bastion.pipeline.context import Exchange
 from bastion.policy import ResourceRef
-from bastion.transport.checks import check_param_headers
+from bastion.transport.checks import check_param_headers, has_param_header
 
 __all__ = ["MAX_UNLISTED_NAME", "SESSION_METHODS", "ClassifyStage", "known_methods", "string_param"]
 
@@ -126,8 +126,8 @@ class ClassifyStage:
                 raise TransportError(f"Invalid params: unknown tool {clip(name, 64)!r}", jsonrpc_code=-32602)
             exchange.target = name
             exchange.resource = ref or ResourceRef.from_tool(route, {"name": name, "_unlisted": True})
-            if exchange.era == "modern":
-                http = exchange.http
+            http = exchange.http
+            if exchange.era == "modern" and (catalog.promotes_headers(name) or has_param_header(http.raw_headers)):
                 check_param_headers(catalog.get(name), params.get("arguments"), http.headers, http.raw_headers)
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
             uri = string_param(params, "uri", method)

@@ -25,6 +25,7 @@ refused with ``MissingCapability`` (-32021), as the extension requires.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mcp_types.methods import INPUT_REQUIRED_METHODS
@@ -38,6 +39,7 @@ from bastion.stores.continuations import (
     DEFAULT_STATE_TTL_S,
     MAX_TASK_TTL_S,
     Continuation,
+    ContinuationKind,
     ContinuationStore,
 )
 from bastion.stores.sessions import SentRequest
@@ -74,8 +76,9 @@ class ContinuationStage:
 
     name = "continuation"
 
-    def __init__(self, store: ContinuationStore) -> None:
+    def __init__(self, store: ContinuationStore, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
+        self._clock = clock
 
     async def run(self, exchange: Exchange) -> None:
         """Link the request to the call it continues, or refuse it (see the class docstring)."""
@@ -84,10 +87,10 @@ class ContinuationStage:
         method = exchange.method or ""
         params = exchange.params
         if method in TASK_METHODS:
-            self._task_request(exchange, method, params)
+            await self._task_request(exchange, method, params)
         elif method in INPUT_REQUIRED_METHODS and "requestState" in params:
             state = string_param(params, "requestState", method)
-            continuation = self._find(exchange, "state", state, "requestState")
+            continuation = await self._find(exchange, "state", state, "requestState")
             if continuation.method != method or continuation.target != exchange.target:
                 raise UnknownContinuation(
                     "Invalid params: this requestState was issued for another request; "
@@ -95,14 +98,14 @@ class ContinuationStage:
                 )
             exchange.notes["continues"] = continuation.origin
 
-    def _task_request(self, exchange: Exchange, method: str, params: dict[str, Any]) -> None:
+    async def _task_request(self, exchange: Exchange, method: str, params: dict[str, Any]) -> None:
         if not declares_extension(params, TASKS_EXTENSION):
             raise MissingCapability(
                 f"Missing required client capability: {method} needs the {TASKS_EXTENSION} extension",
                 data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
             )
         task_id = string_param(params, "taskId", method)
-        continuation = self._find(exchange, "task", task_id, "taskId")
+        continuation = await self._find(exchange, "task", task_id, "taskId")
         route = exchange.route.name
         tool = continuation.target or ""
         exchange.action, exchange.target = "tools/call", tool
@@ -111,9 +114,11 @@ class ContinuationStage:
         exchange.notes["continues"] = continuation.origin
         exchange.notes["decide_arguments"] = continuation.arguments
 
-    def _find(self, exchange: Exchange, kind: Any, value: str, what: str) -> Continuation:
+    async def _find(self, exchange: Exchange, kind: ContinuationKind, value: str, what: str) -> Continuation:
         principal = exchange.principal
-        found = None if principal is None else self._store.find(principal.key, exchange.route.name, kind, value)
+        found = None
+        if principal is not None:
+            found = await self._store.find(principal.key, exchange.route.name, kind, value, now=self._clock())
         if found is None:
             raise UnknownContinuation(
                 f"Invalid params: unknown {what}: it was not issued to you on this route, or it expired"
@@ -131,7 +136,7 @@ class ContinuationFilter:
 
     name = "continuation"
 
-    def __init__(self, store: ContinuationStore, *, clock: Any = time.time) -> None:
+    def __init__(self, store: ContinuationStore, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
 
@@ -148,7 +153,7 @@ class ContinuationFilter:
             self._flag(exchange, "input_required")
             state = result.get("requestState")
             if isinstance(state, str) and state:
-                self._remember(exchange, principal.key, answered, "state", state, DEFAULT_STATE_TTL_S)
+                await self._remember(exchange, principal.key, answered, "state", state, DEFAULT_STATE_TTL_S)
         elif result_type == "task" and answered.method == "tools/call":
             self._flag(exchange, "task")
             task_id = result.get("taskId")
@@ -157,11 +162,11 @@ class ContinuationFilter:
                 ttl = MAX_TASK_TTL_S
                 if isinstance(ttl_ms, (int, float)) and not isinstance(ttl_ms, bool) and ttl_ms >= 0:
                     ttl = min(ttl_ms / 1000, MAX_TASK_TTL_S)
-                self._remember(exchange, principal.key, answered, "task", task_id, ttl)
+                await self._remember(exchange, principal.key, answered, "task", task_id, ttl)
         return message
 
-    def _remember(
-        self, exchange: Exchange, owner: str, answered: SentRequest, kind: Any, value: str, ttl_s: float
+    async def _remember(
+        self, exchange: Exchange, owner: str, answered: SentRequest, kind: ContinuationKind, value: str, ttl_s: float
     ) -> None:
         arguments = exchange.notes.get("decide_arguments", exchange.params.get("arguments"))
         continuation = Continuation(
@@ -171,7 +176,7 @@ class ContinuationFilter:
             arguments=arguments if isinstance(arguments, dict) else {},
             expires=self._clock() + ttl_s,
         )
-        self._store.remember(owner, exchange.route.name, kind, value, continuation)
+        await self._store.remember(owner, exchange.route.name, kind, value, continuation)
 
     @staticmethod
     def _flag(exchange: Exchange, flag: str) -> None:
