@@ -17,10 +17,14 @@
 //     (fetch cannot override Host). undici reads its global dispatcher from a process-wide
 //     symbol, so we install a dispatcher that adds the headers. The `undici` copy is resolved
 //     from the CLI's own location (process.argv[1]).
+//   * http.request() / http.get() of node:http (and https likewise) - the 0.2.0 suite's
+//     http-header-validation probes (`import g from "http"; g.request(...)`). The functions
+//     on the builtin modules are replaced, then syncBuiltinESMExports() makes named ESM
+//     imports (`import { request } from "node:http"`) see the replacements too.
 // Headers the request already sets (case-insensitively) are never overwritten.
 
 import { realpathSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 
 function log(msg) {
   process.stderr.write(`[inject_headers] ${msg}\n`);
@@ -118,8 +122,66 @@ function installUndiciHook() {
   undici.setGlobalDispatcher(new undici.Agent().compose(interceptor));
 }
 
+// The origin an http(s).request() call connects to, from its (url?, options?, callback?)
+// arguments the way Node reads them: a URL string/object, then options overriding its parts.
+function nodeRequestOrigin(args, defaultProtocol) {
+  let url = null;
+  let options = {};
+  if (typeof args[0] === 'string' || args[0] instanceof URL) {
+    url = new URL(String(args[0]));
+    if (args[1] && typeof args[1] === 'object') options = args[1];
+  } else if (args[0] && typeof args[0] === 'object') {
+    options = args[0];
+  }
+  const protocol = options.protocol ?? url?.protocol ?? defaultProtocol;
+  // Node merges {...the URL's parts, ...options}, then uses hostname || host || 'localhost'.
+  let host = String(options.hostname || url?.hostname || options.host || 'localhost');
+  if (host.includes(':') && !host.startsWith('[')) host = `[${host}]`; // IPv6 literal
+  const port = options.port || url?.port || options.defaultPort || null;
+  return `${protocol}//${host}${port ? `:${port}` : ''}`;
+}
+
+// Return the call's arguments with the extra headers in its options (a copy; the caller's
+// options object is not modified). Node accepts (options, cb), (url, cb) and (url, options, cb).
+function nodeRequestArgs(args) {
+  const [first, ...rest] = args;
+  if (typeof first === 'string' || first instanceof URL) {
+    if (rest[0] && typeof rest[0] === 'object') {
+      return [first, { ...rest[0], headers: withExtraHeaders(rest[0].headers) }, ...rest.slice(1)];
+    }
+    return [first, { headers: { ...EXTRA } }, ...rest];
+  }
+  if (first && typeof first === 'object') {
+    return [{ ...first, headers: withExtraHeaders(first.headers) }, ...rest];
+  }
+  return args;
+}
+
+function installNodeHttpHooks() {
+  const require = createRequire(import.meta.url);
+  for (const [name, defaultProtocol] of [['node:http', 'http:'], ['node:https', 'https:']]) {
+    const mod = require(name);
+    for (const fn of ['request', 'get']) {
+      const original = mod[fn];
+      mod[fn] = function requestWithExtraHeaders(...args) {
+        let origin;
+        try {
+          origin = nodeRequestOrigin(args, defaultProtocol);
+        } catch {
+          return original.apply(this, args); // e.g. an invalid URL: let Node report it
+        }
+        if (!originMatches(origin)) return original.apply(this, args);
+        if (DEBUG) log(`${name} ${fn} ${origin}: +${Object.keys(EXTRA).join(',')}`);
+        return original.apply(this, nodeRequestArgs(args));
+      };
+    }
+  }
+  syncBuiltinESMExports();
+}
+
 if (EXTRA_ENTRIES.length > 0) {
   installFetchHook();
   installUndiciHook();
+  installNodeHttpHooks();
   if (DEBUG) log(`active for ${ORIGIN ?? 'all origins'}: ${Object.keys(EXTRA).join(', ')}`);
 }
