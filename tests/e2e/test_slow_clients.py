@@ -267,9 +267,9 @@ def test_an_unknown_method_of_10000_characters_is_quoted_only_in_part(bastion: B
     name = "m" * 10_000
     with httpx2.Client(timeout=10.0) as http:
         response = modern_post(http, bastion.url(ROUTE), token, name)
-    assert response.status_code == 200, response.text
+    assert response.status_code == 404, response.text  # 2026-07-28: an unknown method
     message = str(reply_message(response)["error"]["message"])
-    assert message == f"Denied: {'m' * 200}…(9800 more characters) is not a method Bastion forwards"
+    assert message == f"Method not found: {'m' * 200}…(9800 more characters)"
 
 
 def test_an_unsupported_protocol_version_of_5000_characters_is_quoted_only_in_part(
@@ -280,4 +280,5 @@ def test_an_unsupported_protocol_version_of_5000_characters_is_quoted_only_in_pa
         response = http.post(bastion.url(ROUTE), json=rpc("tools/list"), headers=headers)
     assert response.status_code == 400
     message = str(response.json()["error"]["message"])
-    assert message == f"Bad Request: unsupported MCP-Protocol-Version '{'v' * 200}…(4800 more characters)'"
+    assert message == f"Unsupported protocol version: MCP-Protocol-Version '{'v' * 200}…(4800 more characters)'"
+    assert response.json()["error"]["data"]["requested"] == f"{'v' * 200}…(4800 more characters)"
