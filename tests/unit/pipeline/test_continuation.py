@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bastion.config import HttpUpstream, RouteSettings
-from bastion.errors import MissingCapability, TransportError, UnknownContinuation
+from bastion.errors import HeaderMismatch, MissingCapability, TransportError, UnknownContinuation
 from bastion.pipeline.context import Exchange, HttpRequest
 from bastion.pipeline.filters import sent_request
 from bastion.pipeline.stages.continuation import TASKS_EXTENSION, ContinuationFilter, ContinuationStage
@@ -216,3 +216,21 @@ async def test_the_filter_never_changes_or_drops_a_message() -> None:
     assert json.dumps(message) == snapshot
     notification = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}
     assert await rig.filter.apply(exchange, notification, None) is notification
+
+
+@pytest.mark.parametrize(
+    ("header", "refused"), [("t1", False), (" t1 ", False), ("=?base64?dDE=?=", False), ("t2", True)]
+)
+async def test_a_task_requests_mcp_name_must_name_its_task(header: str, refused: bool) -> None:
+    rig = Rig()
+    await rig.issue_task("t1")
+    get = _exchange("tasks/get", {"taskId": "t1", "_meta": TASKS_META})
+    get.http = HttpRequest("POST", "/mcp", {"mcp-name": header}, (("mcp-name", header),), None, get.http.body)
+    if refused:
+        with pytest.raises(HeaderMismatch):
+            await rig.stage.run(get)
+        assert get.action != "tools/call"  # not classified as the task's call
+        assert "continues" not in get.notes
+    else:
+        await rig.stage.run(get)
+        assert get.action == "tools/call"

@@ -19,7 +19,8 @@ allowed. The decision record names the first call of the chain
 or a task is flagged so (``result.flags``).
 
 ``tasks/*`` from a request whose ``_meta`` does not declare the tasks extension is
-refused with ``MissingCapability`` (-32021), as the extension requires.
+refused with ``MissingCapability`` (-32021), as the extension requires; one whose
+``Mcp-Name`` header names another task than ``params.taskId`` with ``HeaderMismatch`` (-32020).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mcp.shared.inbound import decode_header_value
 from mcp_types.methods import INPUT_REQUIRED_METHODS
 
-from bastion.errors import MissingCapability, UnknownContinuation
+from bastion.errors import HeaderMismatch, MissingCapability, UnknownContinuation
 from bastion.pipeline.context import Exchange
 from bastion.pipeline.filters import answers_own
 from bastion.pipeline.stages.classify import string_param
@@ -70,8 +72,9 @@ class ContinuationStage:
     Runs after classify. Sets ``notes["continues"]`` (the first call's decision id); for a task
     request also the Cedar action, target and resource of the task's call, and
     ``notes["decide_arguments"]``, the arguments the authorize stage decides on.
-    Raises ``MissingCapability`` (-32021), ``UnknownContinuation`` (-32602) or ``TransportError``
-    (-32602, a malformed ``taskId`` / ``requestState``).
+    Raises ``MissingCapability`` (-32021), ``HeaderMismatch`` (-32020, ``Mcp-Name`` is not the
+    ``taskId``), ``UnknownContinuation`` (-32602) or ``TransportError`` (-32602, a malformed
+    ``taskId`` / ``requestState``).
     """
 
     name = "continuation"
@@ -105,6 +108,11 @@ class ContinuationStage:
                 data={"requiredCapabilities": {"extensions": {TASKS_EXTENSION: {}}}},
             )
         task_id = string_param(params, "taskId", method)
+        named = exchange.http.headers.get("mcp-name")
+        if named is not None and decode_header_value(named.strip()) != task_id:
+            # The tasks extension mirrors taskId in Mcp-Name (SEP-2663, routing headers): a router
+            # in front must not see another task than the one Bastion decides on.
+            raise HeaderMismatch("Mcp-Name header does not match the request body's taskId")
         continuation = await self._find(exchange, "task", task_id, "taskId")
         route = exchange.route.name
         tool = continuation.target or ""
