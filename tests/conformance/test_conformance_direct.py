@@ -191,9 +191,7 @@ def test_single_scenarios_of_a_requirement_set_run_at_its_wire(
     assert required["tasks-capability-negotiation"].checks_passed > 0
 
 
-def test_headers_reach_server_on_every_request(
-    conformance_cli: Path, harness: ModuleType, recorder: _Recorder
-) -> None:
+def test_headers_reach_server_on_every_request(conformance_cli: Path, harness: ModuleType, recorder: _Recorder) -> None:
     headers = {"Authorization": "Bearer s3cret-token", "X-Bastion-Test": "yes"}
     results = harness.run_server_scenarios(
         recorder.url, ["server-initialize", "dns-rebinding-protection"], headers=headers
@@ -220,9 +218,7 @@ def test_headers_reach_server_on_every_request(
     # 0.2.0's http-header-validation discovers tools with fetch(), then sends its probes with
     # node:http's request() (ids from 100 on, one per case: 8 with one tool listed).
     with _Recorder(answer_jsonrpc=True) as answering:
-        results = harness.run_server_scenarios(
-            answering.url, ["http-header-validation"], line="0.2.0", headers=headers
-        )
+        results = harness.run_server_scenarios(answering.url, ["http-header-validation"], line="0.2.0", headers=headers)
     assert results["http-header-validation"].checks
     probes = [req for req in answering.requests if isinstance(req["id"], int) and req["id"] >= 100]
     assert len(probes) == 8, answering.requests
