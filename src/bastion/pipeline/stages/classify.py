@@ -14,11 +14,13 @@ tasks extension's requests on 2026-07-28) is answered ``MethodNotFound``
 ones 2026-07-28 removed (``initialize``, ``ping``, ``logging/setLevel``,
 ``resources/subscribe``/``unsubscribe``, and ``tasks/result``/``tasks/list``,
 which the tasks extension removed). Any other method Bastion does not classify
-is denied by default. A 2026-07-28 ``tools/call``'s ``Mcp-Param-*`` headers are
-checked against its arguments here, where the tool's schema is known
-(``bastion.transport.checks.check_param_headers``). The tasks extension's requests keep their method as
-action here (a deny) until the continuation stage classifies them as the call
-of the task they name.
+is denied by default.
+
+A 2026-07-28 ``tools/call``'s ``Mcp-Param-*`` headers are checked against its
+arguments here, where the tool's schema is known
+(``bastion.transport.checks.check_param_headers``). The tasks extension's
+requests keep their method as action here (a deny) until the continuation stage
+classifies them as the call of the task they name.
 """
 
 from __future__ import annotations
