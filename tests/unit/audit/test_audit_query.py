@@ -97,3 +97,19 @@ async def test_table_shows_one_row_per_event_without_markup_or_escapes(filled: P
     assert "200 12.5 ms" in text
     assert "[bold]x[/bold]\\x1b[2J" in text
     assert "\x1b" not in text
+
+
+def test_table_shows_what_a_record_continues_and_an_outcomes_flags() -> None:
+    decision = {
+        "seq": 1, "kind": "decision", "method": "tasks/get", "target": "deploy", "decision_id": "d2",
+        "decision": {"effect": "allow", "policy_ids": ["p1"], "continues": "d1"},
+    }  # fmt: skip
+    outcome = {
+        "seq": 2, "kind": "outcome", "method": "tools/call", "target": "deploy", "decision_id": "d1",
+        "upstream": {"status": 200, "duration_ms": 3.0}, "result": {"error": False, "flags": ["task"]},
+    }  # fmt: skip
+    console = Console(record=True, width=250, color_system=None)
+    console.print(render_table([decision, outcome]))
+    text = console.export_text()
+    assert "allow (p1) continues d1" in text
+    assert "200 3.0 ms [task]" in text
