@@ -32,7 +32,7 @@ WRAPPERS=(
   mcp-remote
 )
 # The conformance suite's pre-release line: only it has `conformance authorization` (the
-# authorization server scenarios); the server scenarios stay on the stable 0.1.16.
+# authorization server scenarios) and the MCP 2026-07-28 server scenarios; both lines run in make test.
 ALIASES=(
   "conformance-next|@modelcontextprotocol/conformance@0.2.0-alpha.12|dist/index.js"
 )

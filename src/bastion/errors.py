@@ -12,6 +12,7 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     ├── TransportError              400  -32600  bad HTTP/JSON-RPC framing
     │   ├── ParseError              400  -32700
     │   ├── ArgumentsTooLarge       400  -32602  (over server.argument_limits)
+    │   ├── InvalidArguments        200  -32602  (against the tool's inputSchema; a tool error from 2025-11-25)
     │   ├── BatchRejected           400  -32600
     │   ├── BodyTooLarge            413  -32600
     │   ├── BodyTimeout             408  -32600  (the body did not arrive within server.body_timeout_s)
@@ -83,6 +84,7 @@ __all__ = [
     "HeaderMismatch",
     "IdentityProviderError",
     "InsufficientScope",
+    "InvalidArguments",
     "ListenerOverflow",
     "MethodNotFound",
     "MissingCapability",
@@ -135,6 +137,10 @@ class BastionError(Exception):
     jsonrpc_code: int = -32603
     code: ClassVar[str] = "internal_error"
 
+    as_tool_result: bool = False
+    """Answer a ``tools/call`` with a tool execution error (``isError: true``, the message as text,
+    ``data`` as ``structuredContent``) instead of a JSON-RPC error; set by the stage that raises."""
+
     def __init__(self, message: str, *, data: Any = None, jsonrpc_code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -178,6 +184,19 @@ class ArgumentsTooLarge(TransportError):
     def __init__(self, message: str, *, sizes: dict[str, Any]) -> None:
         super().__init__(message)
         self.sizes = sizes
+
+
+class InvalidArguments(TransportError):
+    """A ``tools/call``'s arguments are not valid against the tool's ``inputSchema``, or the schema
+    does not compile (the tool is then unusable). JSON-RPC 2.0 "Invalid params" (-32602) for
+    clients before 2025-11-25; from 2025-11-25 a tool execution error the model can correct
+    itself from (MCP 2025-11-25 server/tools "Error Handling", SEP-1303: ``as_tool_result``).
+    Status 200: the request was well formed, its arguments were not.
+    """
+
+    status = 200
+    jsonrpc_code = -32602
+    code = "invalid_arguments"
 
 
 class BatchRejected(TransportError):

@@ -47,6 +47,7 @@ from bastion.pipeline.stages.server_requests import ServerRequestFilter
 from bastion.pipeline.stages.session import SessionStage
 from bastion.pipeline.stages.transport import StreamTransportStage, TransportStage
 from bastion.pipeline.stages.url_arguments import UrlArgumentStage
+from bastion.pipeline.stages.validate import ValidateStage
 from bastion.policy import PolicyEngine
 from bastion.portal import PORTAL_PATHS, Portal
 from bastion.principal import Principal
@@ -270,6 +271,7 @@ class Gateway:
             "session": session,
             "classify": ClassifyStage(forward.load_catalog),
             "continuation": ContinuationStage(self.continuations),
+            "validate": ValidateStage(strict_arguments=route.settings.strict_arguments),
             "authorize": authorize,
         }
         if route.settings.url_arguments is not None:

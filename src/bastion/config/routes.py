@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -122,7 +123,14 @@ class UrlArgumentSettings(_Model):
 
 class RouteSettings(_Model):
     """One route: a name, a public path, exactly one upstream, the URL arguments to guard, and
-    the upstream credential each user's calls carry (``credentials``, HTTP upstreams only)."""
+    the upstream credential each user's calls carry (``credentials``, HTTP upstreams only).
+
+    ``strict_arguments`` makes ``additionalProperties: false`` the default of every tool's
+    arguments (``bastion.pipeline.stages.validate``). ``denials`` is how a call the policy
+    denies reaches the client: ``jsonrpc`` (a JSON-RPC error, -32003 with the deciding policy
+    ids in ``data``) or ``tool_error`` (a tool execution error, ``isError: true``, with the same
+    text and ids in ``structuredContent``, which hosts show the model).
+    """
 
     name: str
     path: str | None = None
@@ -131,6 +139,8 @@ class RouteSettings(_Model):
     http: HttpUpstream | None = None
     url_arguments: UrlArgumentSettings | None = None
     credentials: RouteCredentials | None = None
+    strict_arguments: bool = False
+    denials: Literal["jsonrpc", "tool_error"] = "jsonrpc"
 
     @field_validator("name")
     @classmethod

@@ -37,7 +37,7 @@ POST_SLOTS = (
     "session",  # MCP session bound to its principal
     "classify",  # Cedar action and resource; the tool's catalog entry
     "continuation",  # a requestState or task id only from the principal it was issued to
-    "validate",  # arguments against the tool's input schema (to come)
+    "validate",  # arguments against the tool's own inputSchema (jsonschema-rs)
     "authorize",  # the Cedar decision
     "url_arguments",  # URL-valued arguments through the egress guard
     "limits",  # rate limits, quotas, session caps (to come)

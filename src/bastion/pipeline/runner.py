@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from bastion.errors import (
     AuthenticationError,
@@ -35,7 +36,7 @@ from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.base import Stage
 from bastion.stores.sessions import rpc_key
 
-__all__ = ["Pipeline", "error_reply"]
+__all__ = ["Pipeline", "error_reply", "tool_error_result"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ def error_reply(exchange: Exchange, error: BastionError) -> JsonReply:
     A 401 carries ``WWW-Authenticate: Bearer`` with the route's protected
     resource metadata URL (RFC 9728 section 5.1; RFC 6750 section 3).
     """
+    rpc_id = exchange.rpc_id if exchange.kind == "request" else None
+    if error.as_tool_result and exchange.kind == "request" and exchange.method == "tools/call":
+        return JsonReply(200, {"jsonrpc": "2.0", "id": rpc_id, "result": tool_error_result(exchange, error)})
     body: dict[str, object] = {"code": error.jsonrpc_code, "message": error.message}
     if error.data is not None:
         body["data"] = error.data
@@ -63,8 +67,24 @@ def error_reply(exchange: Exchange, error: BastionError) -> JsonReply:
         if error.reason != "missing_token":
             challenge += ', error="invalid_token"'
         headers["www-authenticate"] = challenge
-    rpc_id = exchange.rpc_id if exchange.kind == "request" else None
     return JsonReply(http_status(error, exchange.era), {"jsonrpc": "2.0", "id": rpc_id, "error": body}, headers)
+
+
+def tool_error_result(exchange: Exchange, error: BastionError) -> dict[str, Any]:
+    """A ``CallToolResult`` that reports ``error`` to the model (MCP 2025-11-25 server/tools,
+    "Error Handling": ``isError: true``): the message as text; ``structuredContent`` holds the
+    JSON-RPC code, the stable audit code and ``data`` (e.g. the deciding policy ids)."""
+    structured: dict[str, Any] = {"error": {"code": error.jsonrpc_code, "reason": error.code}}
+    if isinstance(error.data, dict):
+        structured["error"].update(error.data)
+    result: dict[str, Any] = {
+        "content": [{"type": "text", "text": error.message}],
+        "structuredContent": structured,
+        "isError": True,
+    }
+    if exchange.era == "modern":
+        result["resultType"] = "complete"
+    return result
 
 
 class Pipeline:

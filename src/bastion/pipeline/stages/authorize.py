@@ -75,4 +75,7 @@ class AuthorizeStage:
                     scope=" ".join(dict.fromkeys([*granted, *needed.split()])),
                     data={"policies": ids},
                 )
-            raise PolicyDenied(message, data={"policies": ids})
+            denied = PolicyDenied(message, data={"policies": ids})
+            # route option denials: tool_error: the model sees why (hosts drop a JSON-RPC error's data)
+            denied.as_tool_result = exchange.route.settings.denials == "tool_error"
+            raise denied
