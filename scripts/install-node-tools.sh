@@ -24,12 +24,14 @@ PACKAGES=(
   "@modelcontextprotocol/conformance@0.1.16"
   "oidc-provider@9.13.3"
   "mcp-remote@0.15.1"
+  "@modelcontextprotocol/server-everything@2026.8.31"
 )
 # Bin names (from node_modules/.bin) to expose as .tools/bin/<name>, run with Node 22.
 WRAPPERS=(
   node
   conformance
   mcp-remote
+  mcp-server-everything
 )
 # The conformance suite's pre-release line: only it has `conformance authorization` (the
 # authorization server scenarios) and the MCP 2026-07-28 server scenarios; both lines run in make test.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ __all__ = [
     "LEGACY_VERSION",
     "MODERN",
     "PROTOCOLS",
+    "audit_records",
     "child_processes",
     "connect",
     "envelope",
@@ -184,35 +186,41 @@ def reply_message(response: httpx2.Response) -> dict[str, Any]:
     return result
 
 
-def initialize_params() -> dict[str, Any]:
-    """``initialize`` params of the 2025-11-25 session protocol."""
+def initialize_params(version: str = LEGACY_VERSION) -> dict[str, Any]:
+    """``initialize`` params of the session protocol (2025-11-25 unless ``version`` says otherwise)."""
     return {
-        "protocolVersion": LEGACY_VERSION,
+        "protocolVersion": version,
         "capabilities": {},
         "clientInfo": {"name": "bastion-e2e", "version": "0"},
     }
 
 
-def open_session(http: httpx2.Client, url: str, token: str) -> str:
-    """Open a 2025-11-25 session on ``url`` with raw requests; return its ``Mcp-Session-Id``."""
-    response = http.post(url, json=rpc("initialize", initialize_params()), headers=raw_headers(token))
+def open_session(http: httpx2.Client, url: str, token: str, *, version: str = LEGACY_VERSION) -> str:
+    """Open a 2025-11-25 (or ``version``) session on ``url`` with raw requests; return its ``Mcp-Session-Id``."""
+    response = http.post(url, json=rpc("initialize", initialize_params(version)), headers=raw_headers(token))
     assert response.status_code == 200, response.text
     assert "result" in reply_message(response), response.text
     session_id = response.headers["mcp-session-id"]
     done = http.post(
         url,
         json=rpc("notifications/initialized", rpc_id=None),
-        headers=raw_headers(token, mcp_session_id=session_id, mcp_protocol_version=LEGACY_VERSION),
+        headers=raw_headers(token, mcp_session_id=session_id, mcp_protocol_version=version),
     )
     assert done.status_code in (200, 202), done.text
     return session_id
 
 
 def legacy_post(
-    http: httpx2.Client, url: str, token: str | None, session_id: str | None, message: dict[str, Any]
+    http: httpx2.Client,
+    url: str,
+    token: str | None,
+    session_id: str | None,
+    message: dict[str, Any],
+    *,
+    version: str = LEGACY_VERSION,
 ) -> httpx2.Response:
-    """POST ``message`` on a 2025-11-25 session (headers: version, session id, token when given)."""
-    extra = {"mcp_protocol_version": LEGACY_VERSION}
+    """POST ``message`` on a 2025-11-25 (or ``version``) session (headers: version, session id, token when given)."""
+    extra = {"mcp_protocol_version": version}
     if session_id:
         extra["mcp_session_id"] = session_id
     return http.post(url, json=message, headers=raw_headers(token, **extra))
@@ -237,3 +245,12 @@ def modern_post(
         extra["mcp_name"] = str(name)
     extra.update(header_overrides)
     return http.post(url, json=rpc(method, body_params), headers=raw_headers(token, **extra))
+
+
+def audit_records(database: Path, method: str) -> list[dict[str, Any]]:
+    """Every audit record (decoded) of ``method`` in Bastion's SQLite audit log, oldest first."""
+    with sqlite3.connect(database) as db:
+        rows = db.execute(
+            "SELECT record FROM audit_events WHERE json_extract(record, '$.method') = ? ORDER BY seq", (method,)
+        ).fetchall()
+    return [json.loads(row[0]) for row in rows]
