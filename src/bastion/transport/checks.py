@@ -154,16 +154,21 @@ def _check_strings(values: Iterable[Any]) -> None:
                 raise ParseError("Parse error: a string holds a lone UTF-16 surrogate") from exc
 
 
+def _not_json(constant: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity``: Python's ``json`` reads them, RFC 8259 has no such values."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def parse_message(body: bytes) -> dict[str, Any]:
     """Decode one JSON-RPC 2.0 message from ``body``.
 
-    Raises ``ParseError`` (-32700) for invalid JSON or UTF-8 or a lone
-    surrogate escape, ``BatchRejected`` for an array, ``TransportError``
-    (-32600) for nesting deeper than ``MAX_DEPTH`` or anything not shaped like a
-    JSON-RPC request, notification or response.
+    Raises ``ParseError`` (-32700) for invalid JSON (``NaN`` and ``Infinity`` included:
+    RFC 8259 section 6 has no such numbers) or UTF-8 or a lone surrogate escape,
+    ``BatchRejected`` for an array, ``TransportError`` (-32600) for nesting deeper than
+    ``MAX_DEPTH`` or anything not shaped like a JSON-RPC request, notification or response.
     """
     try:
-        message = json.loads(body)
+        message = json.loads(body, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:
         raise ParseError("Parse error: body is not valid JSON") from exc
     surrogates = _ESCAPED_SURROGATE.search(body) is not None

@@ -79,9 +79,9 @@ async def test_arguments_the_schema_accepts_pass(arguments: dict[str, Any]) -> N
         ({"env": "dev", "replicas": "3"}, "/replicas", "is not of type"),
         ({"env": "dev", "replicas": 0}, "/replicas", "less than the minimum"),
         ({"env": "dev", "tags": ["a", 2]}, "/tags/1", "is not of type"),
-        ({}, "/", "required"),
-        (None, "/", "required"),  # no arguments at all: validated as {}
-        ([1], "/", "is not of type"),
+        ({}, "(root)", "required"),
+        (None, "(root)", "required"),  # no arguments at all: validated as {}
+        ([1], "(root)", "is not of type"),
     ],
 )
 async def test_arguments_the_schema_refuses_name_the_pointer_and_reason(
@@ -129,7 +129,7 @@ async def test_strict_arguments_refuses_unknown_properties_unless_the_schema_all
     loose = {"name": "loose", "inputSchema": {"type": "object", "properties": {}, "additionalProperties": True}}
     route = _route(DEPLOY, loose, strict_arguments=True)
     error = await _refusal(ValidateStage(strict_arguments=True), _call(route, {"env": "dev", "extra": 1}))
-    assert "- /: Additional properties are not allowed ('extra' was unexpected)" in error.message
+    assert "- (root): Unevaluated properties are not allowed ('extra' was unexpected)" in error.message
     await ValidateStage(strict_arguments=True).run(_call(route, {"anything": 1}, tool="loose"))
 
 
@@ -212,3 +212,30 @@ async def test_a_policy_denial_can_reach_the_model_as_a_tool_error(
     else:
         assert reply.message["error"] == {"code": -32003, "message": "Denied by policy no-prod",
                                           "data": {"policies": ["no-prod"]}}  # fmt: skip
+
+
+DEFS = {"A": {"type": "object", "properties": {"x": {"type": "string"}}}}
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$ref": "#/$defs/A", "$defs": DEFS},
+        {"type": "object", "allOf": [{"$ref": "#/$defs/A"}], "$defs": DEFS},
+        {"type": "object", "anyOf": [DEFS["A"]]},
+        {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "properties": {"x": {}}},
+    ],
+)
+def test_strict_sees_properties_declared_through_refs_and_combinators(schema: dict[str, Any]) -> None:
+    validator = compile_validator(schema, strict=True)
+    assert validator.is_valid({"x": "a"})
+    assert not validator.is_valid({"x": "a", "z": 1})
+
+
+@pytest.mark.parametrize("key", ["$ref", "allOf"])
+def test_strict_refuses_a_draft_07_schema_it_cannot_make_strict(key: str) -> None:
+    composed = {"$ref": "#/definitions/A"} if key == "$ref" else {"allOf": [{"$ref": "#/definitions/A"}]}
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "definitions": DEFS, **composed}
+    with pytest.raises(InvalidArguments, match="strict_arguments cannot apply"):
+        compile_validator(schema, strict=True)
+    assert compile_validator(schema).is_valid({"x": "a", "z": 1})  # without strict: usable as it is

@@ -146,9 +146,11 @@ def _body(message: Any) -> bytes:
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"{", b"not json", b'{"jsonrpc":"2.0",}', b"\xff\xfe\x00", b'{"a":"\xc3\x28"}', b"[" * 100_000],
-    ids=["empty", "truncated", "text", "trailing-comma", "bad-utf8-bom", "bad-utf8", "deep-nesting"],
-)
+    [b"", b"{", b"not json", b'{"jsonrpc":"2.0",}', b"\xff\xfe\x00", b'{"a":"\xc3\x28"}', b"[" * 100_000,
+     b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"n":NaN}}',
+     b'{"jsonrpc":"2.0","method":"m","params":[-Infinity]}'],
+    ids=["empty", "truncated", "text", "trailing-comma", "bad-utf8-bom", "bad-utf8", "deep-nesting", "nan", "infinity"],
+)  # fmt: skip
 def test_invalid_json_is_a_parse_error(body: bytes) -> None:
     with pytest.raises(ParseError) as caught:
         parse_message(body)

@@ -12,8 +12,12 @@ refused (no network fetch from an upstream's schema: SSRF), and ``pattern`` runs
 regex engine with a backtracking limit. A schema that does not compile makes the tool
 unusable: its calls are refused (``InvalidArguments``), never let through unvalidated.
 
-``strict_arguments: true`` on a route makes ``additionalProperties: false`` the default of
-every tool's top-level object (a schema that says otherwise keeps its word).
+``strict_arguments: true`` on a route refuses arguments a tool's schema does not declare: the
+schema gets ``unevaluatedProperties: false`` (2019-09 and 2020-12, which also sees properties
+declared through ``$ref``, ``allOf``, ``anyOf``, ``oneOf``) or ``additionalProperties: false``
+(earlier drafts), unless it says something about them itself. A draft-07 or older schema whose
+properties come through ``$ref`` or a combinator cannot be made strict that way (the keyword
+would not see them): under ``strict_arguments`` such a tool is unusable, with a message saying why.
 
 Refusals are recorded (reason ``invalid_arguments``) and nothing is forwarded. The answer is
 one the model can correct itself from: a tool execution error listing each error's JSON
@@ -46,15 +50,15 @@ _TOOL_RESULT_FROM = "2025-11-25"
 def compile_validator(schema: Any, *, strict: bool = False) -> Any:
     """A jsonschema-rs validator for ``schema`` (a tool's ``inputSchema``), for the draft it names.
 
-    ``strict`` adds ``additionalProperties: false`` to a top-level object schema that says
-    nothing about additional properties. Raises ``InvalidArguments`` (the tool is unusable) when
-    the schema is not an object, names an unknown draft, is invalid against its meta-schema, or
-    has a ``$ref`` outside itself.
+    ``strict`` refuses undeclared properties (see the module docstring). Raises
+    ``InvalidArguments`` (the tool is unusable) when the schema is not an object, names an
+    unknown draft, is invalid against its meta-schema, has a ``$ref`` outside itself, or cannot
+    be made strict.
     """
     if not isinstance(schema, dict):
         raise InvalidArguments("the inputSchema is not a JSON object")
     if strict and "additionalProperties" not in schema and "unevaluatedProperties" not in schema:
-        schema = {**schema, "additionalProperties": False}
+        schema = _strict(schema)
     refused: list[str] = []
 
     def no_remote_refs(uri: str) -> Any:
@@ -72,6 +76,22 @@ def compile_validator(schema: Any, *, strict: bool = False) -> Any:
             raise InvalidArguments(f"it refers to {clip(refused[0], 100)}, which Bastion does not fetch") from exc
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InvalidArguments(clip(first_line, 200)) from exc
+
+
+_LATE_DRAFTS = (jsonschema_rs.Draft201909Validator, jsonschema_rs.Draft202012Validator)
+_COMPOSED = ("$ref", "allOf", "anyOf", "oneOf")
+
+
+def _strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` refusing properties it does not declare (``strict_arguments``)."""
+    if jsonschema_rs.validator_cls_for(schema) in _LATE_DRAFTS:
+        return {**schema, "unevaluatedProperties": False}
+    if any(key in schema for key in _COMPOSED):
+        raise InvalidArguments(
+            "strict_arguments cannot apply to a draft-07 or older schema whose properties come through "
+            "$ref, allOf, anyOf or oneOf (the schema would have to say additionalProperties itself)"
+        )
+    return {**schema, "additionalProperties": False}
 
 
 def json_pointer(path: Any) -> str:
@@ -111,7 +131,7 @@ class ValidateStage:
         errors = []
         for count, error in enumerate(validator.iter_errors(arguments), 1):
             if count <= MAX_REPORTED_ERRORS:
-                errors.append(f"- {json_pointer(error.instance_path) or '/'}: {clip(error.message, 200)}")
+                errors.append(f"- {json_pointer(error.instance_path) or '(root)'}: {clip(error.message, 200)}")
             else:
                 errors.append(f"- and {count - MAX_REPORTED_ERRORS} more")
                 break
