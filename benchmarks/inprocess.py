@@ -39,7 +39,8 @@ def microbench(targets: Targets) -> dict[str, float]:
     from bastion.config import load_config
     from bastion.identity import RevocationList, SigningKeys, TokenVerifier
     from bastion.ids import new_id
-    from bastion.policy import PolicyEngine, ResourceRef
+    from bastion.policy import PolicyEngine
+    from bastion.transport.routes import tool_inventory
 
     bastion = targets.default
     config = load_config(bastion.config_path)
@@ -62,7 +63,7 @@ def microbench(targets: Targets) -> dict[str, float]:
         figures.update(authentication_micro(config, verifier, keys, revocations, bastion.token))
 
         engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
-        tool = ResourceRef.from_tool(ROUTE, ECHO_TOOL)
+        tool = tool_inventory(config.route(ROUTE)).ref(ECHO_TOOL)  # as the route's catalog builds it
         arguments = {"message": "hello from wrk 1"}
         context = {
             "arguments": arguments,
@@ -187,11 +188,11 @@ def large_argument_ms(config: BastionConfig, engine: PolicyEngine, principal: Pr
     record (``decision_body``: canonical digest and redaction). ``large_text_ms``: one 1 MB string;
     ``large_records_ms``: 12,000 small objects (about 1 MB). Median of 5 batches of process CPU."""
     from bastion.audit.build import decision_body
-    from bastion.policy import ResourceRef
     from bastion.transport.checks import parse_message
+    from bastion.transport.routes import tool_inventory
     from bastion.transport.sizes import check_arguments
 
-    tool = ResourceRef.from_tool(ROUTE, ECHO_TOOL)
+    tool = tool_inventory(config.route(ROUTE)).ref(ECHO_TOOL)
     name = str(ECHO_TOOL["name"])
     words = ("alpha", "beta", "note", "2024-05-01", "id=42", "path/to/file.txt", "Quick brown fox.")
     text = " ".join(words[i % len(words)] for i in range(150_000))[:1_000_000]

@@ -34,6 +34,9 @@ class BastionServer:
     route_egress_keys: bool = True
     """Whether the config sets ``routes[].http.allow_http`` and ``allow``; cleared by
     :meth:`write_checked_config` for a commit older than those keys (its config rejects unknown keys)."""
+    route_inventory_keys: bool = True
+    """Whether the config sets ``routes[].trust_annotations``; cleared likewise for a commit older than
+    it, which judges the echo tool by its annotations anyway (the same decision)."""
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
 
@@ -77,6 +80,11 @@ class BastionServer:
             if self.route_egress_keys
             else ""
         )
+        inventory = (
+            "    trust_annotations: true            # the echo tool's annotations (read-only) give its risk\n"
+            if self.route_inventory_keys
+            else ""
+        )
         config = f"""\
 # Written by benchmarks/run.py
 data_dir: {self.workdir / f"data-{self.name}"}
@@ -91,7 +99,7 @@ audit:
 {audit}routes:
   - name: {ROUTE}
     title: Benchmark echo server
-    http:
+{inventory}    http:
       url: {upstream_url}
 {egress}"""
         self.config_path.write_text(config, encoding="utf-8")
@@ -108,20 +116,19 @@ audit:
 
     def write_checked_config(self, upstream_url: str) -> None:
         """:meth:`write_config`, checked by this server's own ``bastion check``: a commit older than
-        ``routes[].http.allow_http``/``allow`` rejects them, so on a refusal the config is written
-        again without them (see :attr:`route_egress_keys`). Raises ``Prerequisite`` if that fails too."""
-        self.route_egress_keys = True
-        self.write_config(upstream_url)
-        if self.check_config().returncode == 0:
-            return
-        self.route_egress_keys = False
-        self.write_config(upstream_url)
-        check = self.check_config()
-        if check.returncode != 0:
-            raise Prerequisite(
-                f"{self.name}: `bastion check` refuses the benchmark config, with and without "
-                f"routes[].http.allow_http/allow ({self.config_path}):\n{(check.stdout + check.stderr).strip()}"
-            )
+        ``routes[].trust_annotations`` or ``routes[].http.allow_http``/``allow`` rejects them, so on a
+        refusal the config is written again without the newer keys, then without both (see
+        :attr:`route_inventory_keys`, :attr:`route_egress_keys`). Raises ``Prerequisite`` if all fail."""
+        for self.route_egress_keys, self.route_inventory_keys in ((True, True), (True, False), (False, False)):
+            self.write_config(upstream_url)
+            check = self.check_config()
+            if check.returncode == 0:
+                return
+        raise Prerequisite(
+            f"{self.name}: `bastion check` refuses the benchmark config, with and without "
+            f"routes[].trust_annotations and routes[].http.allow_http/allow ({self.config_path}):\n"
+            f"{(check.stdout + check.stderr).strip()}"
+        )
 
     def verify_source(self) -> None:
         """Check that this server's processes import ``bastion`` from ``source`` (PYTHONPATH takes

@@ -8,7 +8,9 @@
 - ``envdump``: ``tests/support/e2e_env_server.py`` over stdio (reports its environment);
 
 and the demo policy (``src/bastion/demo/demo.cedar``): alice is in ``engineering``,
-bob in ``support``. Tokens are minted with the ``bastion token mint`` CLI and cached.
+bob in ``support``. Every route trusts its server's tool annotations (``trust_annotations``), as
+the demo does: the policy's ``resource.risk`` comes from them. Tokens are minted with the
+``bastion token mint`` CLI and cached.
 """
 
 from __future__ import annotations
@@ -70,12 +72,18 @@ def gateway_config(workdir: Path, notes_url: str, repo: Path) -> dict[str, objec
             {
                 "name": "time",
                 "stdio": {"command": str(BIN / "mcp-server-time"), "args": ["--local-timezone", "UTC"]},
+                "trust_annotations": True,
             },
             {
                 "name": "git",
                 "stdio": {"command": str(BIN / "mcp-server-git"), "args": ["--repository", str(repo)]},
+                "trust_annotations": True,
             },
-            {"name": "notes", "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]}},
+            {
+                "name": "notes",
+                "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]},
+                "trust_annotations": True,
+            },
             env_route(),
         ],
     }
@@ -91,6 +99,7 @@ def env_route(name: str = "envdump") -> dict[str, object]:
             "env": {ROUTE_LITERAL[0]: ROUTE_LITERAL[1], "UPSTREAM_API_TOKEN": {"env": SECRET_SOURCE}},
             "restart_backoff_s": 0.2,
         },
+        "trust_annotations": True,
     }
 
 

@@ -75,6 +75,7 @@ def browser_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bastio
                     "name": "notes",
                     "title": ROUTE_TITLE,
                     "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]},
+                    "trust_annotations": True,  # the demo notes server: its annotations give the risk
                 }
             ],
         }

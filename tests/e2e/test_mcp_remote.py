@@ -143,6 +143,7 @@ def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess
                     "name": "notes",
                     "title": "Team notes",
                     "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]},
+                    "trust_annotations": True,  # the demo notes server: its annotations give the risk
                 }
             ],
         }

@@ -79,7 +79,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 "policy": {"files": [str(DEMO_CEDAR)]},
                 "identity": {"authorization_server": {"users_file": users_file}},
                 "egress": {"allow": [f"localhost:{port}"], "ca_file": str(pki.ca_file)},
-                "routes": [{"name": "notes", "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]}}],
+                "routes": [
+                    {
+                        "name": "notes",
+                        "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]},
+                        "trust_annotations": True,  # the demo notes server: its annotations give the risk
+                    }
+                ],
             }
             with BastionProcess(workdir, config) as bastion:
                 yield Setup(bastion, port)

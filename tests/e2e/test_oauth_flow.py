@@ -72,6 +72,7 @@ def oauth_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionP
                     "name": "notes",
                     "title": "Team notes",
                     "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]},
+                    "trust_annotations": True,  # the demo notes server: its annotations give the risk
                 },
                 {"name": "other", "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]}},
             ],

@@ -53,7 +53,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     with notes_server() as notes_url:
         bastion = BastionProcess(
             workdir,
-            {"routes": [{"name": "notes", "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]}}]},
+            {
+                "routes": [
+                    {
+                        "name": "notes",
+                        "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]},
+                        # What a deployment writes for a server whose annotations it does not trust:
+                        # support may search (read); the tools not named are destructive.
+                        "tools": {"search_notes": {"risk": "read"}, "read_logs": {"risk": "read"}},
+                    }
+                ]
+            },
         )
         client = OIDCClient(BASTION_CLIENT, (f"{bastion.base_url}/oauth/callback",), "corp client secret")
         (workdir / "corp-secret").write_text(client.client_secret or "", encoding="utf-8")

@@ -116,13 +116,13 @@ cases:
   - name: support may read dev logs
     principal: {{type: User, id: bob, groups: [support]}}
     action: tools/call
-    resource: {{type: Tool, route: demo, name: read_logs, annotations: {{readOnlyHint: true}}}}
+    resource: {{type: Tool, route: demo, name: read_logs, risk: read}}
     context: {{arguments: {{env: dev}}}}
     expect: allow
   - name: WRONG support may delete an index
     principal: {{type: User, id: bob, groups: [support]}}
     action: tools/call
-    resource: {{type: Tool, route: demo, name: delete_index, annotations: {{destructiveHint: true}}}}
+    resource: {{type: Tool, route: demo, name: delete_index, risk: destructive}}
     expect: allow
 """,
         encoding="utf-8",

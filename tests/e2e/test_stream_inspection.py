@@ -107,8 +107,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "identity": {"leeway_s": 0},
             "policy": {"files": [str(workdir / "policy.cedar")]},
             "routes": [
-                {"name": "hostile", "http": {"url": upstream.url, "allow_http": True, "allow": ["127.0.0.1"]}},
-                {"name": "broadcast", "stdio": {"command": sys.executable, "args": [BROADCAST_SERVER]}},
+                # Both routes trust their servers' annotations: these tests change a tool's annotations
+                # and prove the changed definition is what the next call is judged by.
+                {
+                    "name": "hostile",
+                    "http": {"url": upstream.url, "allow_http": True, "allow": ["127.0.0.1"]},
+                    "trust_annotations": True,
+                },
+                {
+                    "name": "broadcast",
+                    "stdio": {"command": sys.executable, "args": [BROADCAST_SERVER]},
+                    "trust_annotations": True,
+                },
             ],
         }
         with BastionProcess(workdir, config) as bastion:

@@ -9,6 +9,10 @@ it first and a changed tool is never judged by its old annotations.
 Each definition's ``hashes`` entry is the SHA-256 of its canonical JSON (RFC
 8785, ``bastion.audit.canonical``): the identity that pinning and definition
 scanning will compare (docs/architecture.md, "The tool catalog").
+
+A tool's Cedar resource is built by the route's ``ToolInventory``
+(``bastion.policy.inventory``), which merges the definition with the route's
+configuration; ``RouteRuntime.catalog_for`` hands each catalog its route's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from mcp.shared.inbound import x_mcp_header_map
 
 from bastion.audit.canonical import NotCanonicalizable, canonical
 from bastion.errors import UpstreamError
-from bastion.policy import ResourceRef
+from bastion.policy import ResourceRef, ToolInventory
 
 __all__ = ["MAX_CATALOG_PAGES", "PageFetcher", "ToolCatalog", "definition_sha256"]
 
@@ -52,11 +56,14 @@ class ToolCatalog:
 
     ``tools`` maps a name to its definition, ``hashes`` a name to ``definition_sha256``;
     ``stale`` is true until the first complete listing and after a list change.
+    ``inventory`` builds the refs (``None``, until ``use``: the route's name and nothing
+    configured, so a tool with no configured risk is ``destructive``).
     """
 
     tools: dict[str, dict[str, Any]] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)
     stale: bool = True
+    inventory: ToolInventory | None = None
     _refs: dict[str, ResourceRef] = field(default_factory=dict)
     _promotes: dict[str, bool] = field(default_factory=dict)
 
@@ -94,8 +101,14 @@ class ToolCatalog:
         self.merge(tools, complete=True)
         return True
 
+    def use(self, inventory: ToolInventory) -> None:
+        """Build refs with ``inventory`` from now on (a no-op when it already does)."""
+        if self.inventory is not inventory:
+            self.inventory, self._refs = inventory, {}
+
     def ref(self, route: str, name: str) -> ResourceRef | None:
-        """The Cedar resource of tool ``name`` (built once per catalog version), or ``None`` if unlisted.
+        """The Cedar resource of tool ``name`` on ``route`` (built once per catalog version by the
+        inventory), or ``None`` if unlisted.
 
         Raises ``ValueError`` when the upstream's definition is unusable (see ``ResourceRef.from_tool``).
         """
@@ -106,7 +119,8 @@ class ToolCatalog:
             tool = self.tools.get(name)
             if tool is None:
                 return None
-            ref = self._refs[name] = ResourceRef.from_tool(route, tool)
+            inventory = self.inventory if self.inventory is not None else ToolInventory(route)
+            ref = self._refs[name] = inventory.ref(tool)
         return ref
 
     def promotes_headers(self, name: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bastion.config import BastionConfig, RouteSettings
@@ -15,14 +16,16 @@ from bastion.gateway import resolve_values
 from bastion.oauth import LocalUsers
 from bastion.policy import PolicyEngine
 
-__all__ = ["check_config"]
+__all__ = ["check_config", "inventory_warnings"]
 
 
 def check_config(config: BastionConfig, console: Console) -> None:
     """Load the policies against the schema, resolve every secret reference and check each HTTP
     upstream whose URL names an IP address against the egress rules (a name is resolved at run time).
 
-    Raises ``ConfigError`` naming the first problem. Prints a summary on success.
+    Raises ``ConfigError`` naming the first problem. Prints a summary on success, with a
+    warning for each weak spot of a route's tool inventory (``inventory_warnings``), which
+    does not fail the check.
     """
     engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
     egress_allow = AllowList.parse(config.egress.allow)
@@ -56,7 +59,32 @@ def check_config(config: BastionConfig, console: Console) -> None:
                 f"route {route.name}: URL arguments {', '.join(marked) or 'none marked'}; "
                 f"allowed: {', '.join(guarded.allow) or 'public addresses only'}"
             )
-    console.print("[bold green]OK[/]")
+    warnings = [warning for route in config.routes for warning in inventory_warnings(route)]
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    counted = f" ({len(warnings)} warning{'s' if len(warnings) > 1 else ''})" if warnings else ""
+    console.print(f"[bold green]OK[/]{counted}")
+
+
+def inventory_warnings(route: RouteSettings) -> list[str]:
+    """What ``bastion check`` warns about a route's tool inventory (``routes[].tools``): a route
+    that does not trust annotations, whose tools without a configured risk are all judged
+    destructive, and each configured tool without an ``owner`` or ``classification``."""
+    where = f"routes.{route.name}"
+    warnings = []
+    if not route.trust_annotations:
+        given = sum(1 for tool in route.tools.values() if tool.risk is not None)
+        subject = f"every tool but the {given} given a risk in {where}.tools" if given else "every tool"
+        warnings.append(
+            f"route {route.name}: the upstream's tool annotations are not trusted, so {subject} is treated "
+            f"as destructive; give tools a risk in {where}.tools, or set {where}.trust_annotations: true "
+            "if the upstream is trusted to describe its tools"
+        )
+    for name, tool in route.tools.items():
+        missing = [key for key in ("owner", "classification") if getattr(tool, key) is None]
+        if missing:
+            warnings.append(f"route {route.name}: tool {name!r} has no {' and no '.join(missing)} ({where}.tools)")
+    return warnings
 
 
 def _check_authorization_server(config: BastionConfig, console: Console) -> None:

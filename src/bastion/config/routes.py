@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -19,7 +19,7 @@ from bastion.config.credentials import RouteCredentials
 from bastion.egress.target import parse_target, shown_url
 from bastion.errors import EgressDenied
 
-__all__ = ["EnvValue", "HttpUpstream", "RouteSettings", "SecretRef", "StdioUpstream"]
+__all__ = ["EnvValue", "HttpUpstream", "RouteSettings", "SecretRef", "StdioUpstream", "ToolSettings"]
 
 _ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SECRET_NAME = re.compile(
@@ -121,6 +121,25 @@ class UrlArgumentSettings(_Model):
     allow_http: bool = True
 
 
+Label = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class ToolSettings(_Model):
+    """What the configuration says about one of the route's tools (its entry in ``tools:``).
+
+    It overrides or completes what the upstream says: ``risk`` (``read``, ``write`` or
+    ``destructive``) always wins over the tool's annotations; ``owner`` and ``classification``
+    (free strings, e.g. ``public`` / ``internal`` / ``confidential`` / ``restricted``) and
+    ``labels`` (free strings) are what Cedar sees as ``resource.owner``,
+    ``resource.classification`` and ``resource.labels`` (``bastion.policy.inventory``).
+    """
+
+    risk: Literal["read", "write", "destructive"] | None = None
+    owner: str | None = Field(default=None, min_length=1)
+    classification: str | None = Field(default=None, min_length=1)
+    labels: tuple[Label, ...] = ()
+
+
 class RouteSettings(_Model):
     """One route: a name, a public path, exactly one upstream, the URL arguments to guard, and
     the upstream credential each user's calls carry (``credentials``, HTTP upstreams only).
@@ -130,6 +149,11 @@ class RouteSettings(_Model):
     denies reaches the client: ``jsonrpc`` (a JSON-RPC error, -32003 with the deciding policy
     ids in ``data``) or ``tool_error`` (a tool execution error, ``isError: true``, with the same
     text and ids in ``structuredContent``, which hosts show the model).
+
+    ``tools`` is the route's tool inventory, by tool name (``ToolSettings``). The MCP tool
+    annotations are hints from the server: they decide a tool's risk only when
+    ``trust_annotations`` is true; otherwise a tool with no configured risk is
+    ``destructive`` (fail closed).
     """
 
     name: str
@@ -141,6 +165,8 @@ class RouteSettings(_Model):
     credentials: RouteCredentials | None = None
     strict_arguments: bool = False
     denials: Literal["jsonrpc", "tool_error"] = "jsonrpc"
+    tools: dict[Annotated[str, Field(min_length=1)], ToolSettings] = Field(default_factory=dict)
+    trust_annotations: bool = False
 
     @field_validator("name")
     @classmethod

@@ -2,7 +2,8 @@
 
 Run: ``python -m bastion.demo.notes_server --port 9001``. Its tools carry MCP
 tool annotations (``readOnlyHint``/``destructiveHint``) that Bastion turns
-into the Cedar ``risk`` attribute. It records every request's headers so the
+into the Cedar ``risk`` attribute on a route with ``trust_annotations: true``
+(without it, every tool is ``destructive`` unless configured). It records every request's headers so the
 end-to-end tests can prove what reached it (``/debug/requests``, loopback only).
 """
 

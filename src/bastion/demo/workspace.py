@@ -5,8 +5,10 @@
   confined to a small repository the demo creates;
 - ``notes``: ``bastion.demo.notes_server``, an MCP SDK server over Streamable HTTP.
 
-Two users: alice (group ``engineering``) and bob (group ``support``), governed
-by ``demo.cedar`` shipped beside this module. They sign in to Bastion's
+Every route trusts its server's tool annotations for the risk (``trust_annotations``:
+the reference servers and our own); the notes route's ``tools:`` map adds owners,
+classifications and labels. Two users: alice (group ``engineering``) and bob (group
+``support``), governed by ``demo.cedar`` shipped beside this module. They sign in to Bastion's
 authorization server with passwords from a local users file (argon2id hashes;
 a development sign-in method), and clients may register dynamically.
 """
@@ -99,6 +101,7 @@ def build_demo_config(root: Path, *, port: int, notes_url: str, passwords: dict[
                 "name": "time",
                 "title": "Time (mcp-server-time, stdio)",
                 "stdio": {"command": reference_server("mcp-server-time"), "args": ["--local-timezone", "UTC"]},
+                "trust_annotations": True,  # the official reference servers describe their tools
             },
             {
                 "name": "git",
@@ -107,11 +110,19 @@ def build_demo_config(root: Path, *, port: int, notes_url: str, passwords: dict[
                     "command": reference_server("mcp-server-git"),
                     "args": ["--repository", str(repository)],
                 },
+                "trust_annotations": True,
             },
             {
                 "name": "notes",
                 "title": "Ops notes (Streamable HTTP)",
                 "http": {"url": notes_url, "allow_http": True, "allow": ["127.0.0.1"]},
+                "trust_annotations": True,  # our own server: its annotations give the risk
+                "tools": {  # the inventory completes what the server says (resource.owner, ...)
+                    "read_logs": {"owner": "sre", "classification": "internal", "labels": ["logs"]},
+                    "search_notes": {"owner": "sre", "classification": "internal"},
+                    "add_note": {"owner": "sre", "classification": "internal"},
+                    "delete_note": {"owner": "sre", "classification": "internal", "labels": ["irreversible"]},
+                },
             },
         ],
     }

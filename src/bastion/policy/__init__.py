@@ -7,6 +7,7 @@ closed. ``run_policy_tests`` runs the table-driven cases behind ``bastion policy
 
 from bastion.policy.convert import MAX_DEPTH, NULL_ENTITY, to_cedar_arguments
 from bastion.policy.engine import PolicyEngine
+from bastion.policy.inventory import ToolFacts, ToolInventory
 from bastion.policy.model import ACTIONS, DEFAULT_DENY, Decision, ResourceRef, tool_risk
 from bastion.policy.testing import CaseResult, PolicyTestReport, render, run_policy_tests
 
@@ -20,6 +21,8 @@ __all__ = [
     "PolicyEngine",
     "PolicyTestReport",
     "ResourceRef",
+    "ToolFacts",
+    "ToolInventory",
     "render",
     "run_policy_tests",
     "to_cedar_arguments",

@@ -10,8 +10,11 @@ the token's ``iss``. Resources are ``Tool::"<route>/<tool>"``, ``Resource::"<rou
 (sampling, elicitation, roots) use ``Server::"<route>"`` itself. Entity ids are passed in Cedar's
 structured ``{"type", "id"}`` form, never as Cedar text, so any character is safe.
 
-Tool risk, from the MCP tool annotations (MCP 2025-11-25 server/tools, ToolAnnotations),
-over-classifying when in doubt because annotations are hints from an untrusted server:
+A tool's ``risk`` is the one its route's configuration gives it (``routes[].tools``, see
+``bastion.policy.inventory``); without one, the MCP tool annotations decide only on a route
+that trusts them (``trust_annotations``), and the tool is otherwise ``"destructive"``
+(fail closed: annotations are hints from a server Bastion does not trust). From trusted
+annotations (MCP 2025-11-25 server/tools, ToolAnnotations), over-classifying when in doubt:
 ``destructiveHint: true`` -> ``"destructive"`` (even with ``readOnlyHint: true``);
 else ``readOnlyHint: true`` -> ``"read"``; else ``destructiveHint: false`` -> ``"write"``;
 else (absent, as MCP's default for a non-read-only tool is destructive) ``"destructive"``.
@@ -21,7 +24,7 @@ A hint that is not a JSON boolean counts as absent and is left out of ``annotati
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +35,8 @@ __all__ = [
     "DEFAULT_DENY",
     "Decision",
     "ResourceRef",
+    "Risk",
+    "RiskSource",
     "principal_entity",
     "tool_risk",
 ]
@@ -46,6 +51,7 @@ DEFAULT_DENY = "default-deny"
 
 ResourceKind = Literal["Tool", "Resource", "Prompt", "Server"]
 Risk = Literal["read", "write", "destructive"]
+RiskSource = Literal["config", "annotations", "default"]
 
 _RISKS = frozenset({"read", "write", "destructive"})
 _BOOL_HINTS = ("readOnlyHint", "destructiveHint", "idempotentHint", "openWorldHint")
@@ -78,9 +84,10 @@ class ResourceRef:
     ``route`` is the Bastion route (``Server::"<route>"``), ``name`` the tool name,
     resource URI or prompt name (ignored for ``Server``). Of ``attrs``, the entity gets
     ``owner`` and ``classification`` (strings, default ""), and for tools ``risk`` (default
-    ``"destructive"``) and ``annotations``; other keys stay on the ref for the caller but
-    are not given to Cedar (the schema declares exactly these). Raises ``ValueError`` for
-    another kind or a risk other than read/write/destructive.
+    ``"destructive"``), ``annotations`` and ``labels`` (strings, a Cedar set); other keys
+    (such as a tool's ``risk_source``) stay on the ref for the caller but are not given to
+    Cedar (the schema declares exactly these). Raises ``ValueError`` for another kind or a
+    risk other than read/write/destructive.
     """
 
     kind: ResourceKind
@@ -97,23 +104,43 @@ class ResourceRef:
 
     @classmethod
     def from_tool(
-        cls, route: str, tool: Mapping[str, Any], *, owner: str = "", classification: str = ""
+        cls,
+        route: str,
+        tool: Mapping[str, Any],
+        *,
+        trust_annotations: bool = False,
+        risk: Risk | None = None,
+        owner: str = "",
+        classification: str = "",
+        labels: Iterable[str] = (),
     ) -> ResourceRef:
         """Build a Tool ref from an MCP ``Tool`` definition (``name``, ``annotations``).
 
-        The risk is derived with ``tool_risk``. Raises ``ValueError`` when ``name`` is not a
-        non-empty string.
+        The risk is ``risk`` when given (configured); else, with ``trust_annotations``, derived
+        from the annotations with ``tool_risk``; else ``"destructive"``. ``attrs["risk_source"]``
+        says which (``config``, ``annotations`` or ``default``). Request handling builds refs
+        through the route's ``ToolInventory``, never directly. Raises ``ValueError`` when
+        ``name`` is not a non-empty string or ``risk`` is not read/write/destructive.
         """
         name = tool.get("name")
         if not isinstance(name, str) or not name:
             raise ValueError("an MCP tool definition needs a non-empty string 'name'")
         raw = tool.get("annotations")
         annotations = raw if isinstance(raw, Mapping) else {}
+        source: RiskSource
+        if risk is not None:
+            source = "config"
+        elif trust_annotations:
+            risk, source = tool_risk(annotations), "annotations"
+        else:
+            risk, source = "destructive", "default"
         attrs = {
-            "risk": tool_risk(annotations),
+            "risk": risk,
+            "risk_source": source,
             "annotations": _clean_annotations(annotations),
             "owner": owner,
             "classification": classification,
+            "labels": tuple(sorted(set(labels))),
         }
         return cls("Tool", route, name, attrs)
 
@@ -140,7 +167,8 @@ class ResourceRef:
     def entity(self) -> dict[str, Any]:
         """The Cedar entity (JSON form) with its ``Server`` parent and attributes.
 
-        Raises ``TypeError`` when ``owner`` or ``classification`` is not a string.
+        Raises ``TypeError`` when ``owner`` or ``classification`` is not a string, or a tool's
+        ``labels`` not a collection of strings.
         """
         if self.kind == "Server":
             return {"uid": self.uid, "attrs": {"route": self.route}, "parents": []}
@@ -154,6 +182,10 @@ class ResourceRef:
             attrs["risk"] = self.attrs.get("risk", "destructive")
             raw = self.attrs.get("annotations")
             attrs["annotations"] = _clean_annotations(raw if isinstance(raw, Mapping) else {})
+            labels = self.attrs.get("labels", ())
+            if isinstance(labels, str) or not all(isinstance(label, str) for label in labels):
+                raise TypeError("Tool attribute 'labels' must be a collection of strings")
+            attrs["labels"] = sorted(set(labels))
         return {"uid": self.uid, "attrs": attrs, "parents": [{"type": "Server", "id": self.route}]}
 
 

@@ -9,7 +9,7 @@ file is YAML::
       - name: alice (engineering) may read dev logs
         principal: {type: User, id: alice, groups: [engineering], email: alice@example.com}
         action: tools/call
-        resource: {type: Tool, route: demo, name: read_logs, annotations: {readOnlyHint: true}}
+        resource: {type: Tool, route: demo, name: read_logs, risk: read, labels: [logs]}
         context: {arguments: {env: dev}}
         expect: allow             # allow | deny | error (a deny caused by an evaluation error)
         policies: [engineering-read-tools]   # optional: the deciding @ids, exactly
@@ -18,8 +18,11 @@ file is YAML::
 ``principal`` keys: ``type`` (User | ServiceAccount), ``id``, ``groups``, ``email``,
 ``name``, ``idp`` (default: the issuer), ``issuer`` (default ``https://idp.example.test``),
 ``auth``, ``client_id``. ``resource`` keys: ``type`` (Tool | Resource |
-Prompt | Server), ``route``, ``name``, ``owner``, ``classification``; for tools
-``annotations`` (the risk is derived as for real tools) or an explicit ``risk``.
+Prompt | Server), ``route``, ``name``, ``owner``, ``classification``; for tools also
+``risk``, ``labels``, ``annotations`` and ``trust_annotations``, which say what a route's
+configuration (``routes[].tools``, ``trust_annotations``) and the upstream would: the
+resource is built by the same ``ToolInventory`` as a real tool's (the configured ``risk``
+wins; else the annotations decide when ``trust_annotations: true``; else ``destructive``).
 
 Each case is PASS, FAIL (the decision differs) or ERROR (a malformed case, unknown key,
 unloadable policies, or an unexpected evaluation error). A report with no case, a FAIL
@@ -39,6 +42,7 @@ from rich.text import Text
 
 from bastion.errors import ConfigError
 from bastion.policy.engine import PolicyEngine
+from bastion.policy.inventory import ToolFacts, ToolInventory
 from bastion.policy.model import Decision, ResourceRef
 from bastion.principal import Principal
 
@@ -49,7 +53,9 @@ _CASE_KEYS = frozenset(
     {"name", "principal", "action", "resource", "context", "expect", "policies", "obligations"}
 )
 _PRINCIPAL_KEYS = frozenset({"type", "id", "groups", "email", "name", "idp", "issuer", "auth", "client_id"})
-_RESOURCE_KEYS = frozenset({"type", "route", "name", "owner", "classification", "annotations", "risk"})
+_RESOURCE_KEYS = frozenset(
+    {"type", "route", "name", "owner", "classification", "annotations", "risk", "labels", "trust_annotations"}
+)
 _STYLES = {"PASS": "green", "FAIL": "red", "ERROR": "bold red"}
 
 
@@ -214,10 +220,14 @@ def _resource(spec: Any) -> ResourceRef:
         return ResourceRef.server(route)
     if kind != "Tool":
         return ResourceRef(kind, route, name, extra)
-    tool = ResourceRef.from_tool(route, {"name": name, "annotations": spec.get("annotations") or {}}, **extra)
-    if "risk" in spec:
-        return ResourceRef("Tool", route, name, {**tool.attrs, "risk": spec["risk"]})
-    return tool
+    labels, trust = spec.get("labels") or [], spec.get("trust_annotations", False)
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise _CaseError("resource 'labels' must be a list of strings")
+    if not isinstance(trust, bool):
+        raise _CaseError("resource 'trust_annotations' must be true or false")
+    facts = ToolFacts(spec.get("risk"), spec.get("owner", ""), spec.get("classification", ""), frozenset(labels))
+    inventory = ToolInventory(route, trust, {name: facts})
+    return inventory.ref({"name": name, "annotations": spec.get("annotations") or {}})
 
 
 def _no_unknown_keys(mapping: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 from bastion.catalog import ToolCatalog
 from bastion.errors import UpstreamError
+from bastion.policy import ToolFacts, ToolInventory
 
 READ_ONLY = {"name": "wipe", "annotations": {"readOnlyHint": True}}
 DESTRUCTIVE = {"name": "wipe", "annotations": {"destructiveHint": True}}
@@ -13,6 +14,7 @@ DESTRUCTIVE = {"name": "wipe", "annotations": {"destructiveHint": True}}
 
 async def test_list_changed_makes_the_next_lookup_reload_the_new_definition() -> None:
     catalog = ToolCatalog()
+    catalog.use(ToolInventory("r", trust_annotations=True))
     assert catalog.ref("r", "wipe") is None  # never listed: stale from the start
     catalog.merge([READ_ONLY], complete=True)
     ref = catalog.ref("r", "wipe")
@@ -65,3 +67,21 @@ def test_the_catalog_knows_which_tools_promote_arguments_to_headers() -> None:
     assert [catalog.promotes_headers(n) for n in ("routed", "plain", "unlisted")] == [True, False, False]
     catalog.merge([{"name": "plain", "inputSchema": promoted}])  # a new definition is looked at again
     assert catalog.promotes_headers("plain")
+
+
+def test_refs_are_built_by_the_inventory_in_use() -> None:
+    catalog = ToolCatalog()
+    catalog.merge([READ_ONLY], complete=True)
+    before = catalog.ref("r", "wipe")
+    assert before is not None
+    assert before.attrs["risk"] == "destructive"  # no inventory yet: nothing trusted, nothing configured
+    catalog.use(ToolInventory("r", tools={"wipe": ToolFacts(risk="write", owner="ops", labels=frozenset({"pii"}))}))
+    after = catalog.ref("r", "wipe")
+    assert after is not None
+    assert (after.attrs["risk"], after.attrs["owner"], after.attrs["labels"]) == ("write", "ops", ("pii",))
+    same = ToolInventory("r", trust_annotations=True)
+    catalog.use(same)
+    assert catalog.ref("r", "wipe") is not after  # the cached ref of the old inventory is dropped
+    cached = catalog.ref("r", "wipe")
+    catalog.use(same)
+    assert catalog.ref("r", "wipe") is cached  # the same inventory again keeps the cache

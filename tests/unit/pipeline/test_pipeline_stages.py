@@ -78,7 +78,9 @@ def engine() -> PolicyEngine:
 
 def _route(name: str = "notes", tools: list[dict[str, Any]] | None = None) -> RouteRuntime:
     route = RouteRuntime(
-        settings=RouteSettings(name=name, http=HttpUpstream(url="http://upstream.test/mcp", allow_http=True)),
+        settings=RouteSettings(
+            name=name, http=HttpUpstream(url="http://upstream.test/mcp", allow_http=True), trust_annotations=True
+        ),
         resource_uri=f"http://gw.test/mcp/{name}",
         metadata_url=f"http://gw.test/.well-known/oauth-protected-resource/mcp/{name}",
     )

@@ -39,5 +39,5 @@ def user(*groups: str, sub: str = "alice", **fields: object) -> Principal:
 
 
 def tool(name: str, **annotations: object) -> ResourceRef:
-    """A tool on route ``demo`` with the given MCP annotations."""
-    return ResourceRef.from_tool("demo", {"name": name, "annotations": annotations})
+    """A tool on route ``demo`` with the given MCP annotations (a route that trusts them)."""
+    return ResourceRef.from_tool("demo", {"name": name, "annotations": annotations}, trust_annotations=True)

@@ -137,7 +137,7 @@ def test_list_filtering_equals_per_item_decide(engine: PolicyEngine) -> None:
         tool("drop", **DESTRUCTIVE),
         tool("write", destructiveHint=False),
         tool("unannotated"),
-        ResourceRef.from_tool("other", {"name": "search", "annotations": READ}),
+        ResourceRef.from_tool("other", {"name": "search", "annotations": READ}, trust_annotations=True),
     ]
     context = {"arguments": {"env": "dev"}, "time": 0}
     for principal in (user("dev"), user("ops", "contractors"), user("ops"), user()):

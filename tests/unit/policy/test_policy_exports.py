@@ -16,6 +16,8 @@ def test_exported_members() -> None:
         "PolicyEngine",
         "PolicyTestReport",
         "ResourceRef",
+        "ToolFacts",
+        "ToolInventory",
         "render",
         "run_policy_tests",
         "to_cedar_arguments",

@@ -98,8 +98,8 @@ def test_a_token_without_the_claim_gets_its_issuer_as_idp(tokens: Tokens) -> Non
 
 def test_the_demo_policy_keeps_the_partners_people_to_searching() -> None:
     engine = PolicyEngine.load([DEMO_POLICY])
-    notes_delete = ResourceRef.from_tool("notes", {"name": "delete_note", "annotations": {"destructiveHint": True}})
-    search = ResourceRef.from_tool("notes", {"name": "search_notes", "annotations": {"readOnlyHint": True}})
+    notes_delete = ResourceRef.from_tool("notes", {"name": "delete_note"})
+    search = ResourceRef.from_tool("notes", {"name": "search_notes"}, risk="read")
 
     def person(idp: str) -> Principal:
         return Principal("User", f"{idp}:dana", ISSUER, "bastion_jwt", 0, groups=("engineering",), idp=idp)

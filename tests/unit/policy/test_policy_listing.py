@@ -31,7 +31,7 @@ def allowed(engine: PolicyEngine, principal: Principal, resource: ResourceRef, *
 
 
 def notes(name: str, **annotations: object) -> ResourceRef:
-    return ResourceRef.from_tool("notes", {"name": name, "annotations": annotations})
+    return ResourceRef.from_tool("notes", {"name": name, "annotations": annotations}, trust_annotations=True)
 
 
 def test_demo_read_logs_is_listed_for_support_and_callable_only_with_env_dev() -> None:

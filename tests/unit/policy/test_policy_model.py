@@ -42,8 +42,10 @@ def test_from_tool_derives_risk_and_clean_annotations() -> None:
             "name": "drop_table",
             "annotations": {"title": "Drop", "readOnlyHint": False, "openWorldHint": "yes", "extra": 1},
         },
+        trust_annotations=True,
         owner="data-team",
         classification="restricted",
+        labels=["pii", "customer-data", "pii"],
     )
     assert ref.uid == {"type": "Tool", "id": "demo/drop_table"}
     assert ref.entity() == {
@@ -55,9 +57,38 @@ def test_from_tool_derives_risk_and_clean_annotations() -> None:
             "classification": "restricted",
             "risk": "destructive",
             "annotations": {"readOnlyHint": False, "title": "Drop"},
+            "labels": ["customer-data", "pii"],
         },
         "parents": [{"type": "Server", "id": "demo"}],
     }
+    assert ref.attrs["risk_source"] == "annotations"
+
+
+READ_ONLY = {"name": "t", "annotations": {"readOnlyHint": True}}
+
+
+@pytest.mark.parametrize(
+    ("options", "risk", "source"),
+    [
+        ({}, "destructive", "default"),  # annotations are hints from an untrusted server
+        ({"trust_annotations": True}, "read", "annotations"),
+        ({"risk": "write"}, "write", "config"),
+        ({"risk": "destructive", "trust_annotations": True}, "destructive", "config"),  # configured risk wins
+    ],
+)
+def test_from_tool_risk_is_configured_then_trusted_annotations_then_destructive(
+    options: dict[str, Any], risk: str, source: str
+) -> None:
+    ref = ResourceRef.from_tool("demo", READ_ONLY, **options)
+    assert (ref.attrs["risk"], ref.attrs["risk_source"]) == (risk, source)
+    assert ref.entity()["attrs"]["risk"] == risk
+    assert ref.entity()["attrs"]["annotations"] == {"readOnlyHint": True}  # shown to Cedar either way
+    assert ref.entity()["attrs"]["labels"] == []
+
+
+def test_from_tool_refuses_a_risk_outside_the_three() -> None:
+    with pytest.raises(ValueError, match="risk"):
+        ResourceRef.from_tool("demo", READ_ONLY, risk="harmless")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("tool", [{}, {"name": ""}, {"name": 3}])
@@ -79,6 +110,10 @@ def test_resource_ref_validation() -> None:
         ResourceRef("Tool", "demo", "x", {"risk": "harmless"})
     with pytest.raises(TypeError, match="owner"):
         ResourceRef("Prompt", "demo", "x", {"owner": 3}).entity()
+    with pytest.raises(TypeError, match="labels"):
+        ResourceRef("Tool", "demo", "x", {"labels": "pii"}).entity()  # a string is not a set of labels
+    with pytest.raises(TypeError, match="labels"):
+        ResourceRef("Tool", "demo", "x", {"labels": ["pii", 3]}).entity()
 
 
 def test_extra_attrs_stay_on_the_ref_but_not_in_the_entity() -> None:
@@ -106,7 +141,7 @@ def test_principal_entities() -> None:
 
 RESOURCES = {
     "tools/call": ResourceRef.from_tool(
-        "demo", {"name": "t", "annotations": {"title": "T", "readOnlyHint": True}}
+        "demo", {"name": "t", "annotations": {"title": "T", "readOnlyHint": True}}, labels=["pii", "billing"]
     ),
     "resources/read": ResourceRef("Resource", "demo", "file:///x"),
     "prompts/get": ResourceRef("Prompt", "demo", "p", {"owner": "o"}),

@@ -26,7 +26,7 @@ CASE = """
   - name: {name}
     principal: {{type: User, id: alice, groups: [dev]}}
     action: tools/call
-    resource: {{type: Tool, route: demo, name: t, annotations: {{readOnlyHint: true}}}}
+    resource: {{type: Tool, route: demo, name: t, annotations: {{readOnlyHint: true}}, trust_annotations: true}}
 """
 
 
@@ -115,6 +115,16 @@ def test_pass_and_fail(write: Write) -> None:
             "evaluation error",
         ),
         (CASE.format(name="x") + "    expect: allow\n    context: {weather: sunny}\n", "unknown context key"),
+        (
+            CASE.format(name="x").replace("name: t, ", "name: t, labels: pii, ") + "    expect: allow\n",
+            "'labels' must be a list of strings",
+        ),
+        (
+            CASE.format(name="x").replace("trust_annotations: true", "trust_annotations: 'yes'")
+            + "    expect: allow\n",
+            "'trust_annotations' must be true or false",
+        ),
+        (CASE.format(name="x").replace("name: t, ", "name: t, risk: harmless, ") + "    expect: allow\n", "risk"),
     ],
 )
 def test_malformed_cases_are_errors_not_crashes(write: Write, case: str, reason: str) -> None:
@@ -224,3 +234,33 @@ def test_invalid_policies_error_every_file_using_them(write: Write, tmp_path: Pa
 def test_render_does_not_interpret_markup(write: Write) -> None:
     report = run(write, CASE.format(name="'[bold red]x[/] [link=http://evil]'") + "    expect: allow\n")
     assert "[bold red]x[/] [link=http://evil]" in rendered(report)
+
+
+def test_a_tool_is_built_as_the_route_configuration_would_build_it(write: Write) -> None:
+    policies = """
+@id("read") permit (principal, action, resource is Tool) when { resource.risk == "read" };
+@id("no-destructive") forbid (principal, action, resource is Tool) when { resource.risk == "destructive" };
+@id("no-pii") forbid (principal, action, resource is Tool) when { resource.labels.contains("pii") };
+@id("owned") permit (principal, action, resource is Tool)
+when { resource.owner == "ops" && resource.classification == "internal" };
+"""
+    case = """
+  - name: {name}
+    principal: {{type: User, id: alice}}
+    action: tools/call
+    resource: {{type: Tool, route: demo, name: t, annotations: {{readOnlyHint: true}}, {fields}}}
+    expect: {expect}
+    policies: [{ids}]
+"""
+    cases = "".join(
+        case.format(name=name, fields=fields, expect=expect, ids=ids)
+        for name, fields, expect, ids in [
+            ("annotations not trusted", "owner: x", "deny", "no-destructive"),
+            ("annotations trusted", "trust_annotations: true", "allow", "read"),
+            ("configured risk wins", "trust_annotations: true, risk: destructive", "deny", "no-destructive"),
+            ("labels", "risk: read, labels: [pii, billing]", "deny", "no-pii"),
+            ("owner and classification", "risk: write, owner: ops, classification: internal", "allow", "owned"),
+        ]
+    )
+    report = run(write, cases, policies)
+    assert [status for _, status in statuses(report)] == ["PASS"] * 5, rendered(report)

@@ -127,7 +127,7 @@ class ClassifyStage:
                 # upstream does not list is refused here, so no error message echoes it back whole.
                 raise TransportError(f"Invalid params: unknown tool {clip(name, 64)!r}", jsonrpc_code=-32602)
             exchange.target = name
-            exchange.resource = ref or ResourceRef.from_tool(route, {"name": name, "_unlisted": True})
+            exchange.resource = ref or exchange.route.inventory.unlisted(name)
             http = exchange.http
             if exchange.era == "modern" and (catalog.promotes_headers(name) or has_param_header(http.raw_headers)):
                 check_param_headers(catalog.get(name), params.get("arguments"), http.headers, http.raw_headers)

@@ -36,7 +36,6 @@ from bastion.errors import HeaderMismatch, MissingCapability, UnknownContinuatio
 from bastion.pipeline.context import Exchange
 from bastion.pipeline.filters import answers_own
 from bastion.pipeline.stages.classify import string_param
-from bastion.policy import ResourceRef
 from bastion.stores.continuations import (
     DEFAULT_STATE_TTL_S,
     MAX_TASK_TTL_S,
@@ -118,7 +117,7 @@ class ContinuationStage:
         tool = continuation.target or ""
         exchange.action, exchange.target = "tools/call", tool
         ref = exchange.route.catalog_for(exchange.principal).ref(route, tool)
-        exchange.resource = ref or ResourceRef.from_tool(route, {"name": tool, "_unlisted": True})
+        exchange.resource = ref or exchange.route.inventory.unlisted(tool)
         exchange.notes["continues"] = continuation.origin
         exchange.notes["decide_arguments"] = continuation.arguments
 

@@ -83,7 +83,7 @@ class ListFilter:
     def _ref(exchange: Exchange, kind: str, item: dict[str, Any]) -> ResourceRef:
         route = exchange.route.name
         if kind == "Tool":
-            return ResourceRef.from_tool(route, item)
+            return exchange.route.inventory.ref(item)  # as the call is judged (bastion.policy.inventory)
         if kind == "Resource":
             uri = str(item.get("uri", item.get("uriTemplate")))
             return ResourceRef(kind="Resource", route=route, name=uri, attrs={"uri": uri})
