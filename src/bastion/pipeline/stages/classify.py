@@ -93,9 +93,10 @@ class ClassifyStage:
     """Set ``action``, ``target`` and ``resource`` on the exchange.
 
     ``load_catalog`` is called when a ``tools/call`` names a tool the route's
-    catalog does not hold yet, so the tool's annotations (risk) are known
-    before the policy decides; a tool the upstream does not list is classified
-    with the most restrictive risk, ``destructive``.
+    catalog does not hold yet, so the tool's definition is known before the
+    policy decides; its Cedar resource comes from the route's tool inventory
+    (``bastion.policy.inventory``), so a tool the upstream does not list is
+    ``destructive`` unless the route's ``tools:`` map gives it a risk.
     """
 
     name = "classify"
