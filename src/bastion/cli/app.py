@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli import audit_cmd, consent_cmd, credentials_cmd, demo_cmd, policy_cmd, token_cmd, users_cmd
+from bastion.cli import audit_cmd, consent_cmd, credentials_cmd, demo_cmd, policy_cmd, token_cmd, tools_cmd, users_cmd
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.errors import ConfigError
 
@@ -56,6 +56,7 @@ app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(users_cmd.app, name="users")
 app.add_typer(consent_cmd.app, name="consent")
 app.add_typer(credentials_cmd.app, name="credentials")
+app.add_typer(tools_cmd.app, name="tools")
 app.command(name="demo")(demo_cmd.demo)
 
 

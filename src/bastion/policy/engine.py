@@ -78,6 +78,7 @@ class PolicyEngine:
 
     Build it with ``PolicyEngine.load``. ``decide``, ``filter_allowed`` and
     ``filter_listable`` never raise: every failure is a deny (see the module docstring).
+    ``may_permit`` (inventories only) never raises either: a failure there answers true.
     """
 
     __slots__ = ("_by_cedar_id", "_loaded")
@@ -169,6 +170,40 @@ class PolicyEngine:
             except Exception:  # noqa: BLE001 - any failure hides the item (fail closed)
                 listed.append(False)
         return listed
+
+    def may_permit(self, resource: ResourceRef, action: str = "tools/call") -> bool:
+        """Whether SOME request could be permitted to ``action`` on ``resource``, whoever asks.
+
+        For inventories (``bastion tools list``), never for a decision. Cedar partially
+        evaluates the request with the principal and the whole context unknown (the
+        resource and action known, the resource entity as ``decide`` builds it): Allow ->
+        true; Deny (a forbid applies whatever the principal and context) -> false; no
+        decision -> true when some permit may be determining and no forbid must be. An
+        approximation from above: Cedar keeps ``unknown && false`` as a residual, so a
+        permit whose principal scope names someone (``principal == ...``, ``principal in
+        ...``) counts as "may" even when its resource part excludes this resource, and
+        residuals are not solved. It never answers false for a resource some request
+        could use (except when every such request would fail evaluation, which ``decide``
+        denies). Any error (Cedar's, or building the request) answers true: the safe
+        side for an inventory is to show a tool as reachable.
+        """
+        try:
+            uid = resource.uid
+            entity, _ = resource.entity_json()
+            action_entity = json.dumps({"uid": {"type": "Action", "id": action}, "attrs": {}, "parents": []})
+            handle = _entities(f"[{entity},{action_entity}]")
+            request = {"action": _uid_text("Action", action), "resource": _uid_text(uid["type"], uid["id"])}
+            result = cedarpy.is_authorized_partial(request, self._loaded.policy_set, handle)
+        except Exception:  # noqa: BLE001 - an inventory shows a tool it cannot judge as reachable
+            return True
+        diagnostics = result.diagnostics
+        if diagnostics.errors or result.decision == cedarpy.Decision.Allow:
+            return True
+        if result.decision != cedarpy.Decision.NoDecision:
+            return False
+        may = {self._by_cedar_id[c].effect for c in diagnostics.may_be_determining}
+        must = {self._by_cedar_id[c].effect for c in diagnostics.must_be_determining}
+        return "permit" in may and "forbid" not in must
 
     def _evaluate(
         self,
