@@ -87,6 +87,38 @@ def resolve_values(values: dict[str, str | SecretRef], where: str) -> dict[str, 
     return resolved
 
 
+def http_upstream(settings: RouteSettings, guard: EgressGuard) -> HttpUpstream:
+    """The HTTP upstream of route ``settings`` (which must have ``http``), every connection through
+    ``guard``. Raises ``ConfigError`` for a header secret that does not resolve."""
+    http = settings.http
+    if http is None:
+        raise ConfigError(f"route {settings.name} has no HTTP upstream")
+    return HttpUpstream(
+        http.url,
+        guard=guard,
+        allow=AllowList.parse(http.allow),
+        allow_http=http.allow_http,
+        extra_headers=resolve_values(http.headers, f"routes.{settings.name}.http.headers"),
+        timeout_s=http.timeout_s,
+    )
+
+
+def stdio_upstream(settings: RouteSettings) -> StdioServer:
+    """The (not yet started) stdio server of route ``settings`` (which must have ``stdio``).
+    Raises ``ConfigError`` for an environment secret that does not resolve."""
+    stdio = settings.stdio
+    if stdio is None:
+        raise ConfigError(f"route {settings.name} has no stdio upstream")
+    return StdioServer(
+        settings.name,
+        stdio.command,
+        stdio.args,
+        env=resolve_values(stdio.env, f"routes.{settings.name}.stdio.env"),
+        cwd=str(stdio.cwd) if stdio.cwd else None,
+        restart_backoff_s=stdio.restart_backoff_s,
+    )
+
+
 class Gateway:
     """Bastion, assembled. Raises ``ConfigError`` when a component cannot be built."""
 
@@ -228,24 +260,9 @@ class Gateway:
         if server.enabled:
             runtime.scopes, runtime.scopes_supported = server.default_scopes, server.scopes
         if settings.http is not None:
-            runtime.http = HttpUpstream(
-                settings.http.url,
-                guard=self.egress,
-                allow=AllowList.parse(settings.http.allow),
-                allow_http=settings.http.allow_http,
-                extra_headers=resolve_values(settings.http.headers, f"routes.{settings.name}.http.headers"),
-                timeout_s=settings.http.timeout_s,
-            )
+            runtime.http = http_upstream(settings, self.egress)
         elif settings.stdio is not None:
-            stdio = settings.stdio
-            runtime.stdio = StdioServer(
-                settings.name,
-                stdio.command,
-                stdio.args,
-                env=resolve_values(stdio.env, f"routes.{settings.name}.stdio.env"),
-                cwd=str(stdio.cwd) if stdio.cwd else None,
-                restart_backoff_s=stdio.restart_backoff_s,
-            )
+            runtime.stdio = stdio_upstream(settings)
             runtime.stdio.on_list_changed = lambda _: runtime.catalogs.mark_stale()
         return runtime
 

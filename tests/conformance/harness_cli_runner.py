@@ -81,11 +81,9 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=5)
 
 
-def run_one(invocation: Invocation, url: str, scenario: str, out_dir: Path, env: dict[str, str]) -> ScenarioResult:
-    """Run ``scenario`` alone in its own CLI process, writing its results under ``out_dir``."""
-    cmd = invocation.single(url, scenario, out_dir)
-    start = time.monotonic()
-    with subprocess.Popen(
+def _start(cmd: Sequence[str], out_dir: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """The CLI started in its own process group (so a watchdog can kill it whole), output merged."""
+    return subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -94,7 +92,14 @@ def run_one(invocation: Invocation, url: str, scenario: str, out_dir: Path, env:
         env=env,
         cwd=out_dir,
         start_new_session=True,
-    ) as proc:
+    )
+
+
+def run_one(invocation: Invocation, url: str, scenario: str, out_dir: Path, env: dict[str, str]) -> ScenarioResult:
+    """Run ``scenario`` alone in its own CLI process, writing its results under ``out_dir``."""
+    cmd = invocation.single(url, scenario, out_dir)
+    start = time.monotonic()
+    with _start(cmd, out_dir, env) as proc:
         try:
             output, _ = proc.communicate(timeout=invocation.watchdog_s)
         except subprocess.TimeoutExpired:
@@ -139,16 +144,7 @@ def run_batch(
     ``--requirements``, "Not scored for ...") is not needed: each scenario's checks.json is read.
     """
     cmd = invocation.batch(url, out_dir)
-    with subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=out_dir,
-        start_new_session=True,
-    ) as proc:
+    with _start(cmd, out_dir, env) as proc:
         progress = _follow_batch(proc, invocation.watchdog_s)
 
     results: dict[str, ScenarioResult] = {}

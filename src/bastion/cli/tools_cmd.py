@@ -32,11 +32,11 @@ from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.config import BastionConfig, RouteSettings
 from bastion.egress import AllowList, EgressGuard
 from bastion.errors import BastionError, ConfigError, UpstreamError
-from bastion.gateway import resolve_values
+from bastion.gateway import http_upstream, stdio_upstream
 from bastion.policy import PolicyEngine, ResourceRef
 from bastion.transport.routes import tool_inventory
 from bastion.upstream.http import HttpUpstream
-from bastion.upstream.stdio import HANDSHAKE_VERSION, StdioServer
+from bastion.upstream.stdio import HANDSHAKE_VERSION
 
 __all__ = ["app"]
 
@@ -80,17 +80,7 @@ def _row(ref: ResourceRef, engine: PolicyEngine, *, listed: bool) -> dict[str, A
 
 
 async def _list_stdio(config: BastionConfig, route: RouteSettings) -> list[Page]:
-    stdio = route.stdio
-    if stdio is None:  # pragma: no cover - the caller checked
-        raise ConfigError(f"route {route.name} has no stdio upstream")
-    server = StdioServer(
-        route.name,
-        stdio.command,
-        stdio.args,
-        env=resolve_values(stdio.env, f"routes.{route.name}.stdio.env"),
-        cwd=str(stdio.cwd) if stdio.cwd else None,
-        restart_backoff_s=stdio.restart_backoff_s,
-    )
+    server = stdio_upstream(route)
     try:
         await server.start()
 
@@ -134,18 +124,8 @@ async def _post(upstream: HttpUpstream, message: dict[str, Any], session_id: str
 
 
 async def _list_http(config: BastionConfig, route: RouteSettings) -> list[Page]:
-    http = route.http
-    if http is None:  # pragma: no cover - the caller checked
-        raise ConfigError(f"route {route.name} has no HTTP upstream")
     guard = EgressGuard(allow=AllowList.parse(config.egress.allow), ca_file=config.egress.ca_file)
-    upstream = HttpUpstream(
-        http.url,
-        guard=guard,
-        allow=AllowList.parse(http.allow),
-        allow_http=http.allow_http,
-        extra_headers=resolve_values(http.headers, f"routes.{route.name}.http.headers"),
-        timeout_s=http.timeout_s,
-    )
+    upstream = http_upstream(route, guard)
     session: str | None = None
     try:
         hello = {"protocolVersion": HANDSHAKE_VERSION, "capabilities": {},

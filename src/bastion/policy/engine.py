@@ -196,14 +196,7 @@ class PolicyEngine:
             result = cedarpy.is_authorized_partial(request, self._loaded.policy_set, handle)
         except Exception:  # noqa: BLE001 - an inventory shows a tool it cannot judge as reachable
             return True
-        diagnostics = result.diagnostics
-        if diagnostics.errors or result.decision == cedarpy.Decision.Allow:
-            return True
-        if result.decision != cedarpy.Decision.NoDecision:
-            return False
-        may = {self._by_cedar_id[c].effect for c in diagnostics.may_be_determining}
-        must = {self._by_cedar_id[c].effect for c in diagnostics.must_be_determining}
-        return "permit" in may and "forbid" not in must
+        return bool(result.diagnostics.errors) or self._may_allow(result)
 
     def _evaluate(
         self,
@@ -261,10 +254,16 @@ class PolicyEngine:
             return False
         if _merge_obligations([self._by_cedar_id[c] for c in diagnostics.reasons])[1]:
             return False
+        return self._may_allow(result)
+
+    def _may_allow(self, result: cedarpy.PartialAuthzResult) -> bool:
+        """Whether a partial answer may still be Allow: Allow; or no decision yet, some permit may
+        be determining and no forbid must be."""
         if result.decision == cedarpy.Decision.Allow:
             return True
         if result.decision != cedarpy.Decision.NoDecision:
             return False
+        diagnostics = result.diagnostics
         may = {self._by_cedar_id[c].effect for c in diagnostics.may_be_determining}
         must = {self._by_cedar_id[c].effect for c in diagnostics.must_be_determining}
         return "permit" in may and "forbid" not in must

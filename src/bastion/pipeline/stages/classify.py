@@ -36,7 +36,7 @@ from bastion.pipeline.context import Exchange
 from bastion.policy import ResourceRef
 from bastion.transport.checks import check_param_headers, has_param_header
 
-__all__ = ["MAX_UNLISTED_NAME", "SESSION_METHODS", "ClassifyStage", "known_methods", "string_param"]
+__all__ = ["MAX_UNLISTED_NAME", "SESSION_METHODS", "TASK_METHODS", "ClassifyStage", "known_methods", "string_param"]
 
 SESSION_METHODS = frozenset(
     {
@@ -57,7 +57,8 @@ SESSION_METHODS = frozenset(
 )
 """Methods allowed to any authenticated principal; lists are filtered by policy afterwards."""
 
-_TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+"""The requests of the tasks extension (SEP-2663); it removed ``tasks/result`` and ``tasks/list``."""
 _CLIENT_METHODS = tuple((*CLIENT_REQUESTS, *CLIENT_NOTIFICATIONS))
 
 
@@ -71,7 +72,7 @@ def known_methods(era: str, version: str) -> frozenset[str]:
     upstream answers what its version lacks).
     """
     if era == "modern":
-        return frozenset(method for method, in_version in _CLIENT_METHODS if in_version == version) | _TASK_METHODS
+        return frozenset(method for method, in_version in _CLIENT_METHODS if in_version == version) | TASK_METHODS
     return frozenset(method for method, in_version in _CLIENT_METHODS if in_version < "2026") | SESSION_METHODS
 
 

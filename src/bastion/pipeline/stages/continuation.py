@@ -35,7 +35,7 @@ from mcp_types.methods import INPUT_REQUIRED_METHODS
 from bastion.errors import HeaderMismatch, MissingCapability, UnknownContinuation
 from bastion.pipeline.context import Exchange
 from bastion.pipeline.filters import answers_own
-from bastion.pipeline.stages.classify import string_param
+from bastion.pipeline.stages.classify import TASK_METHODS, string_param
 from bastion.stores.continuations import (
     DEFAULT_STATE_TTL_S,
     MAX_TASK_TTL_S,
@@ -45,13 +45,10 @@ from bastion.stores.continuations import (
 )
 from bastion.stores.sessions import SentRequest
 
-__all__ = ["TASKS_EXTENSION", "TASK_METHODS", "ContinuationFilter", "ContinuationStage", "declares_extension"]
+__all__ = ["TASKS_EXTENSION", "ContinuationFilter", "ContinuationStage", "declares_extension"]
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 """The tasks extension's identifier (SEP-2663), under ``capabilities.extensions``."""
-
-TASK_METHODS = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
-"""The requests of the tasks extension; it removed ``tasks/result`` and ``tasks/list``."""
 
 _CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 
