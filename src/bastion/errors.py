@@ -29,8 +29,11 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     ├── SessionNotFound             404  -32001
     ├── MethodNotFound              200  -32601  (404 on 2026-07-28: unknown or removed method)
     ├── PolicyDenied                200  -32003  (a JSON-RPC error naming the policy ids)
-    │   └── InsufficientScope       403  -32003  (step-up: WWW-Authenticate insufficient_scope)
+    │   ├── InsufficientScope       403  -32003  (step-up: WWW-Authenticate insufficient_scope)
+    │   ├── ApprovalPending         200  -32003  (always a tool execution error: approval pending, its page)
+    │   └── ApprovalRefused         200  -32003  (the approval the call waited for was denied or expired)
     ├── EgressDenied                403  -32003  (an outbound fetch refused: SSRF guard)
+    ├── DecisionRefused     403/404/409  -32603  (an approval decision someone may not make; portal, API)
     ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
     ├── AnswerWithheld              500  -32603  (inspection withheld the answer to the client's request)
     ├── IdentityProviderError       502  -32603  (signing in through an OpenID Connect provider failed)
@@ -70,6 +73,8 @@ from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
 __all__ = [
     "ECHO_LIMIT",
     "AnswerWithheld",
+    "ApprovalPending",
+    "ApprovalRefused",
     "ArgumentsTooLarge",
     "AuditUnavailable",
     "AuthenticationError",
@@ -79,6 +84,7 @@ __all__ = [
     "BodyTooLarge",
     "ConfigError",
     "ConnectionExpired",
+    "DecisionRefused",
     "EgressDenied",
     "ForbiddenOrigin",
     "HeaderMismatch",
@@ -369,6 +375,41 @@ class InsufficientScope(PolicyDenied):
     def __init__(self, message: str, *, scope: str, data: Any = None) -> None:
         super().__init__(message, data=data)
         self.scope = scope
+
+
+class ApprovalPending(PolicyDenied):
+    """The call needs a person's approval that has not come yet (docs/architecture.md, "Approvals").
+
+    Always answered as a tool execution error (``isError: true``): the text says the approval is
+    pending, its id and the page where its status shows, so the model can tell the person and
+    retry the same call later; ``data`` is ``{"approval": id, "status": "pending", "url": page,
+    "expires_at": epoch seconds, "policies": [...]}``.
+    """
+
+    code = "approval_pending"
+    as_tool_result = True
+
+
+class ApprovalRefused(PolicyDenied):
+    """The approval this call waited for was denied or expired: a JSON-RPC error (-32003) whose
+    ``data`` names the approval id, its status and, for a denial, the approver's reason."""
+
+    code = "approval_refused"
+
+
+class DecisionRefused(BastionError):
+    """A person may not make this approval decision (``bastion.approvals.desk``): ``status`` 404
+    (no such request), 409 (not pending any more), 403 (their own review, someone else's
+    confirmation, or no policy allows it); ``reason`` is the audit code (``unknown_approval``,
+    ``not_pending``, ``own_request``, ``not_requester``, ``policy_denied``)."""
+
+    status = 403
+    code = "approval_decision_refused"
+
+    def __init__(self, message: str, *, status: int, reason: str) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]
+        self.reason = reason
 
 
 class AuditUnavailable(BastionError):

@@ -19,6 +19,9 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from bastion.approvals.desk import ApprovalDesk
+from bastion.approvals.store_sqlite import SQLiteApprovalStore
+from bastion.approvals.webhook import WebhookAttempt, WebhookNotifier
 from bastion.audit import SQLiteAuditLog
 from bastion.catalog import MemoryCatalogStore
 from bastion.config import BastionConfig, RouteSettings, SecretRef
@@ -33,6 +36,7 @@ from bastion.identity import RevocationList, SigningKeys, TokenIssuer, TokenVeri
 from bastion.identity.external import guarded_jwks_fetch
 from bastion.oauth import AuthorizationServer
 from bastion.pipeline.plan import assemble
+from bastion.pipeline.stages.approve import ApproveStage
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.authenticate import AuthenticateStage
 from bastion.pipeline.stages.authorize import AuthorizeStage
@@ -151,6 +155,8 @@ class Gateway:
         self.rates = MemoryRateCounter()  # the sign-in throttle's counts (and the limits stage's)
         self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
         self.continuations = MemoryContinuationStore()  # requestState and task ids issued to each principal
+        self.webhook: WebhookNotifier | None = None
+        self.approvals = self._approval_desk()
         self._background: set[asyncio.Task[None]] = set()
         self.origins = OriginPolicy.for_listener(
             config.server.base_url,
@@ -202,6 +208,37 @@ class Gateway:
             ],
             cors=config.server.cors,
         )
+
+    def _approval_desk(self) -> ApprovalDesk:
+        """The approval desk on the embedded store, announcing new requests to ``approvals.webhook``.
+        Raises ``ConfigError`` when the webhook secret cannot be resolved."""
+        settings = self.config.approvals
+        base = self.config.server.base_url
+
+        def status_url(approval_id: str) -> str:
+            return base + PORTAL_PATHS["approval"].format(approval_id=approval_id)
+
+        desk = ApprovalDesk(
+            store=SQLiteApprovalStore(self.database), log=self.audit, engine=self.engine, ttl=settings.ttl,
+            status_url=status_url,
+        )  # fmt: skip
+        hook = settings.webhook
+        if hook is not None:
+
+            async def record(attempt: WebhookAttempt) -> None:
+                request = await desk.store.get(attempt.approval_id)
+                if request is not None:
+                    detail = f"HTTP {attempt.status}" if attempt.delivered else attempt.error or "failed"
+                    await desk.record_notified(request, delivered=attempt.delivered, attempt=attempt.attempt,
+                                               detail=detail)  # fmt: skip
+
+            notifier = WebhookNotifier(
+                guard=self.egress, url=hook.url, secret=hook.secret.resolve().encode(),
+                allow=AllowList.parse(hook.allow), attempts=hook.attempts, on_attempt=record,
+            )  # fmt: skip
+            self.webhook = notifier
+            desk.notify = lambda request: notifier.notify(request, status_url(request.id), "Bastion approval")
+        return desk
 
     def _vault(self) -> TokenVault | None:
         """The token vault, when a route keeps per-user upstream tokens. Raises ``ConfigError``
@@ -293,6 +330,10 @@ class Gateway:
         }
         if route.settings.url_arguments is not None:
             checks["url_arguments"] = UrlArgumentStage(self.egress, route.settings.url_arguments)
+        checks["approve"] = ApproveStage(
+            self.approvals, hold_s=self.config.approvals.hold, policy_version=self.engine.version,
+            store_arguments=self.config.audit.store_arguments,
+        )  # fmt: skip
         audit = AuditStage(
             self.audit, policy_version=self.engine.version, store_arguments=self.config.audit.store_arguments
         )
@@ -395,6 +436,7 @@ class Gateway:
             await self.authorization.start()
         if self.vault is not None:
             await self.vault.start()
+        await self.approvals.start()
         sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
         self._background.add(sweeper)
         servers = [r.stdio for r in self.routes if r.stdio is not None]
@@ -421,6 +463,9 @@ class Gateway:
             await self.authorization.close()
         if self.vault is not None:
             await self.vault.close()
+        if self.webhook is not None:
+            await self.webhook.aclose()
+        await self.approvals.close()
         await self.audit.close()
         await self.revocations.close()
 

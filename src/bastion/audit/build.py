@@ -63,12 +63,14 @@ def decision_body(
     store_arguments: bool = True,
     argument_sizes: Mapping[str, Any] | None = None,
     continues: str | None = None,
+    approval: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body of a ``decision`` event (see ``bastion.audit.record``); ``arguments`` unredacted.
 
     ``argument_sizes`` (a call refused by ``server.argument_limits``) goes into
     ``decision.argument_sizes``; the key is absent otherwise, as in the model's dump, and so is
     ``decision.continues`` (the first call's decision id, for a continuation) when ``None``.
+    ``approval`` is the record's ``approval`` (``bastion.audit.record.Approval`` as a dict).
     Raises ``ValueError`` for a deny without a ``reason`` (as the model does).
     """
     if effect == "deny" and not reason:
@@ -99,7 +101,7 @@ def decision_body(
         "arguments_sha256": arguments_sha256(arguments),
         "arguments": redact(arguments)[0] if store_arguments else None,
         "decision": decision,
-        "approval": None,
+        "approval": dict(approval) if approval is not None else None,
         "upstream": None,
         "result": None,
     }
@@ -119,7 +121,7 @@ def outcome_body(
     flags: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The body of the ``outcome`` event that follows the decision body ``decision``
-    (``flags``: ``Result.flags``)."""
+    (``flags``: ``Result.flags``); it repeats the decision's ``approval``."""
     return {
         "version": RECORD_VERSION,
         "kind": "outcome",
@@ -135,7 +137,7 @@ def outcome_body(
         "arguments_sha256": None,
         "arguments": None,
         "decision": None,
-        "approval": None,
+        "approval": decision.get("approval"),
         "upstream": {
             "credential_kind": credential_kind,
             "credential_principal": credential_principal,

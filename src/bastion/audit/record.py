@@ -136,11 +136,21 @@ class Decision(_Model):
 
 
 class Approval(_Model):
-    """The human approval that let the call through: its ``id``, the ``approver``, when (RFC 3339)."""
+    """The human approval a record is about (``bastion.approvals``): its ``id``, ``kind``
+    (``review``/``confirm``), ``status`` at the time of the record (``pending``, ``approved``,
+    ``denied``, ``expired``, ``consumed``), the ``approver`` (their email or name) and ``reason``
+    once decided, ``time`` of the decision (RFC 3339), and ``arguments_sha256`` of the call it
+    is bound to. On a call's decision record: the grant it consumed (or the request it waits
+    for); on the approval's own records (``approval/requested``, ``approval/approved``, ...):
+    that step."""
 
     id: str
-    approver: str
-    time: str = Field(pattern=_TIME)
+    kind: str | None = None
+    status: str | None = None
+    approver: str | None = None
+    reason: str | None = None
+    time: str | None = Field(default=None, pattern=_TIME)
+    arguments_sha256: str | None = Field(default=None, pattern=_HEX64)
 
 
 class Upstream(_Model):
@@ -183,6 +193,7 @@ class _EventBase(_Model):
     principal: PrincipalInfo | None = None
     method: str
     target: str | None = None
+    approval: Approval | None = None
 
 
 class DecisionEvent(_EventBase):
@@ -193,7 +204,6 @@ class DecisionEvent(_EventBase):
     arguments_sha256: str = Field(pattern=_HEX64)
     arguments: JsonValue = None
     decision: Decision
-    approval: Approval | None = None
 
     @classmethod
     def create(
@@ -217,11 +227,11 @@ class DecisionEvent(_EventBase):
         )  # fmt: skip
 
     def outcome(self, *, result: Result, upstream: Upstream | None = None) -> OutcomeEvent:
-        """The matching outcome event: same decision id, route, session, principal, method, target."""
+        """The matching outcome event: same decision id, route, session, principal, method, target, approval."""
         return OutcomeEvent(
             decision_id=self.decision_id, trace_id=self.trace_id, route=self.route,
             session=self.session, principal=self.principal, method=self.method,
-            target=self.target, upstream=upstream, result=result,
+            target=self.target, approval=self.approval, upstream=upstream, result=result,
         )  # fmt: skip
 
 

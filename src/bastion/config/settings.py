@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from bastion.config.approvals import ApprovalSettings
 from bastion.config.base import _Model
 from bastion.config.cors import CorsSettings
 from bastion.config.credentials import VaultSettings
@@ -155,6 +156,7 @@ class BastionConfig(_Model):
     audit: AuditSettings = AuditSettings()
     egress: EgressSettings = EgressSettings()
     credentials: VaultSettings = VaultSettings()
+    approvals: ApprovalSettings = ApprovalSettings()
     routes: tuple[RouteSettings, ...]
 
     @field_validator("routes")

@@ -180,6 +180,14 @@ class Pipeline:
             if not await self._step(stage, exchange):
                 await self.audit.record_denied(exchange)
                 return
+        hold = exchange.notes.pop("hold", None)
+        if hold is not None:  # waiting for a person's approval, with progress on an SSE stream
+            exchange.reply = SseReply(200, self._held(exchange, hold))
+            return
+        await self._proceed(exchange)
+
+    async def _proceed(self, exchange: Exchange) -> None:
+        """After the checks: the decision gate, the decision record, forward, inspect."""
         if exchange.decision is None or exchange.decision.effect != "allow":
             # No stage allowed this request explicitly: never forward it (fail closed).
             denied = PolicyDenied("Denied: no decision allowed this request", data={"policies": []})
@@ -194,6 +202,34 @@ class Pipeline:
             exchange.result_error = True  # the forward stage failed: the reply is its error
             return
         await self._inspect(exchange)
+
+    async def _held(self, exchange: Exchange, hold: Any) -> AsyncIterator[SseEvent]:
+        """The SSE reply of a call held for approval (``bastion.pipeline.stages.approve.Hold``):
+        progress notifications while it waits, then the rest of the path (``_proceed``) and its
+        reply as events; a refusal (pending, denied, expired) is recorded and sent as the answer."""
+        error: BastionError | None = None
+        try:
+            async for note in hold.progress():
+                yield SseEvent(message=note)
+        except BastionError as exc:
+            error = exc
+        except Exception as exc:
+            logger.exception("holding a call for approval failed; denying")
+            error = BastionError("Internal error in approve")
+            error.__cause__ = exc
+        if error is not None:
+            error.__traceback__ = None
+            exchange.reply = None  # the stream being sent is this generator: not to be closed by _fail
+            await self._fail(exchange, "approve", error)
+            await self.audit.record_denied(exchange)
+        else:
+            await self._proceed(exchange)
+        reply = exchange.reply
+        if isinstance(reply, JsonReply) and reply.message is not None:
+            yield SseEvent(message=reply.message)
+        elif isinstance(reply, SseReply):
+            async for event in reply.events:
+                yield event
 
     async def _inspect(self, exchange: Exchange) -> None:
         """The message filters on the reply (a step like the stages: observed, failing closed),

@@ -56,6 +56,7 @@ from typing import Any
 
 import cedarpy
 
+from bastion.approvals.model import ApprovalRequest
 from bastion.policy.convert import ArgumentPaths, to_cedar_arguments
 from bastion.policy.loader import LoadedPolicies, PolicyInfo, load_policies
 from bastion.policy.model import ACTIONS, Decision, ResourceRef, principal_entity
@@ -197,6 +198,35 @@ class PolicyEngine:
         except Exception:  # noqa: BLE001 - an inventory shows a tool it cannot judge as reachable
             return True
         return bool(result.diagnostics.errors) or self._may_allow(result)
+
+    def decide_approver(self, approver: Principal, approval: ApprovalRequest, *, now: float) -> Decision:
+        """Whether ``approver`` may decide ``approval``: ``Action::"approvals/decide"`` on the
+        ``Approval`` entity (attributes in the built-in schema), context ``time`` (and empty
+        ``arguments`` and ``scopes``, ``approved`` false: the schema's ``Context``). Deny by
+        default; never raises (any failure is a deny). The rule that nobody reviews their own
+        call is the caller's (``bastion.approvals.service``), not policy's."""
+        try:
+            attrs: dict[str, Any] = {
+                "requester": approval.binding.requester.rpartition("\x1f")[2],
+                "route": approval.binding.route,
+                "tool": approval.binding.tool,
+                "risk": approval.risk,
+                "classification": approval.classification,
+                "kind": approval.kind,
+            }
+            uid = {"type": "Approval", "id": approval.id}
+            entity = json.dumps({"uid": uid, "attrs": attrs, "parents": []})
+            handle = cedarpy.Entities.from_json_str(f"[{_principal_json(approver)},{entity}]")
+            request = {
+                "principal": {"type": approver.kind, "id": approver.sub},
+                "action": {"type": "Action", "id": "approvals/decide"},
+                "resource": uid,
+                "context": {"arguments": {}, "scopes": [], "time": int(now), "approved": False},
+            }
+            result = cedarpy.is_authorized_batch([request], self._loaded.policy_set, handle)[0]
+            return self._decision(result)
+        except Exception as exc:  # noqa: BLE001 - any failure must be a deny (fail closed)
+            return Decision.failed(f"policy evaluation failed: {type(exc).__name__}: {exc}")
 
     def _evaluate(
         self,

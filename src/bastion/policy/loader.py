@@ -2,11 +2,12 @@
 
 Every policy must carry a unique, non-empty ``@id("...")``; templates (``?principal``)
 are refused because nothing links them; ``Action`` entities named in policies must be
-the MCP actions Bastion issues (the engine evaluates without the schema, see
+the MCP actions Bastion issues or its own ``approvals/decide`` (the engine evaluates without the schema, see
 ``bastion.policy.engine``, so an action group declared in a custom schema would silently
 never match). Validation runs Cedar's strict validator per group of policies that assume
 the same ``context.arguments`` type (``bastion.policy.argument_types``). Any failure is a
-``ConfigError`` naming the file and carrying Cedar's error text.
+``ConfigError`` naming the file and carrying Cedar's error text. An ``@approval`` annotation
+must say ``"review"`` or ``"confirm"`` and sit on a permit.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from typing import Any
 import cedarpy
 from cedarpy import pst
 
+from bastion.approvals.model import APPROVAL_KINDS
 from bastion.errors import ConfigError
 from bastion.policy.argument_types import infer_arguments_type, render_cedar_type
 from bastion.policy.convert import ArgumentPaths
-from bastion.policy.model import ACTIONS
+from bastion.policy.model import POLICY_ACTIONS
 
 __all__ = ["LoadedPolicies", "PolicyInfo", "builtin_schema_text", "load_policies"]
 
@@ -231,17 +233,24 @@ def _parse(text: str, path: Path) -> pst.PolicySet:
 
 
 def _check_policy(template: pst.Template, path: Path) -> str:
-    """Return the policy's ``@id``; raise ``ConfigError`` if it lacks one or names a foreign action."""
+    """Return the policy's ``@id``; raise ``ConfigError`` if it lacks one, names a foreign action or
+    carries an ``@approval`` that is not ``review``/``confirm`` on a permit."""
     policy_id = template.annotations.get("id", "")
     if not policy_id.strip():
         text = " ".join(str(_single({template.id: template})).split())
         raise ConfigError(f'{path}: every policy needs a non-empty @id("..."); this one has none: {text[:160]}')
     for uid in pst.entity_uids(template):
-        if str(uid.type) == "Action" and uid.id not in ACTIONS:
+        if str(uid.type) == "Action" and uid.id not in POLICY_ACTIONS:
             raise ConfigError(
                 f"{path}: policy @id({policy_id!r}) names Action::{uid.id!r}; policies may only name "
-                f"the actions {', '.join(sorted(ACTIONS))} (action groups are not supported)"
+                f"the actions {', '.join(sorted(POLICY_ACTIONS))} (action groups are not supported)"
             )
+    approval = template.annotations.get("approval")
+    if approval is not None and (approval not in APPROVAL_KINDS or template.effect != "permit"):
+        raise ConfigError(
+            f'{path}: policy @id({policy_id!r}): @approval({approval!r}) must be "review" or "confirm", '
+            "on a permit (an approval is asked for a call a permit allows)"
+        )
     return policy_id
 
 

@@ -32,7 +32,9 @@ from bastion.principal import Principal
 
 __all__ = [
     "ACTIONS",
+    "ADMIN_ACTIONS",
     "DEFAULT_DENY",
+    "POLICY_ACTIONS",
     "Decision",
     "ResourceRef",
     "Risk",
@@ -45,6 +47,12 @@ ACTIONS = frozenset(
     {"tools/call", "resources/read", "prompts/get", "sampling/createMessage", "elicitation/create", "roots/list"}
 )
 """The MCP methods that reach an upstream, one Cedar ``Action`` each."""
+
+ADMIN_ACTIONS = frozenset({"approvals/decide"})
+"""Bastion's own actions, decided on its own entities (``Approval``), never on an MCP request."""
+
+POLICY_ACTIONS = ACTIONS | ADMIN_ACTIONS
+"""Every action a policy may name."""
 
 DEFAULT_DENY = "default-deny"
 """``Decision.reason`` of a deny that no policy decided (``policy_ids`` is empty)."""
@@ -214,8 +222,8 @@ class Decision:
     ``effect`` is ``"allow"`` or ``"deny"``. ``policy_ids`` are the ``@id`` annotations of
     the determining policies: the permits that allowed, the forbids that denied, or the
     policies whose evaluation failed; empty for a default deny. ``obligations`` are the
-    other annotations of the determining policies (``@approval("required")`` ->
-    ``{"approval": "required"}``). ``errors`` holds evaluation or engine errors; any error
+    other annotations of the determining policies (``@approval("review")`` ->
+    ``{"approval": "review"}``). ``errors`` holds evaluation or engine errors; any error
     makes the decision a deny (Bastion fails closed).
     """
 

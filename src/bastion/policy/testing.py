@@ -11,9 +11,16 @@ file is YAML::
         action: tools/call
         resource: {type: Tool, route: demo, name: read_logs, risk: read, labels: [logs]}
         context: {arguments: {env: dev}}
-        expect: allow             # allow | deny | error (a deny caused by an evaluation error)
+        expect: allow             # allow | approval_required | deny | error (a deny caused by an evaluation error)
         policies: [engineering-read-tools]   # optional: the deciding @ids, exactly
-        obligations: {approval: required}    # optional: the obligations, exactly
+        obligations: {}                      # optional: the obligations, exactly
+
+``approval_required``: a permit annotated ``@approval(...)`` allows the call once a person
+approves it; the same case with ``context: {approved: true}`` (a grant for exactly this
+call exists) expects ``allow``. ``expect: allow`` fails for a call that needs approval and
+has none, so a test cannot miss that a tool waits for a person. Approvals are given to
+``tools/call`` only: for any other action a permit asking for one is a ``deny``, as in the
+gateway.
 
 ``principal`` keys: ``type`` (User | ServiceAccount), ``id``, ``groups``, ``email``,
 ``name``, ``idp`` (default: the issuer), ``issuer`` (default ``https://idp.example.test``),
@@ -165,8 +172,8 @@ def _run_case(engine: PolicyEngine, path: Path, index: int, case: Any) -> CaseRe
         name = str(case.get("name") or name)
         _no_unknown_keys(case, _CASE_KEYS, "case")
         expect = case.get("expect")
-        if expect not in ("allow", "deny", "error"):
-            raise _CaseError("'expect' must be allow, deny or error")
+        if expect not in ("allow", "deny", "error", "approval_required"):
+            raise _CaseError("'expect' must be allow, approval_required, deny or error")
         context = case.get("context") or {}
         if not isinstance(context, dict):
             raise _CaseError("'context' must be a mapping")
@@ -176,7 +183,12 @@ def _run_case(engine: PolicyEngine, path: Path, index: int, case: Any) -> CaseRe
         return CaseResult(path, name, "ERROR", str(exc))
     if decision.errors and expect != "error":
         return CaseResult(path, name, "ERROR", "evaluation error: " + "; ".join(decision.errors), decision)
-    got = "error" if decision.errors else decision.effect
+    got: str = "error" if decision.errors else decision.effect
+    if got == "allow" and "approval" in decision.obligations:
+        if case.get("action") != "tools/call":
+            got = "deny"  # as the gateway does: approvals are given to tool calls only
+        elif context.get("approved") is not True:
+            got = "approval_required"  # permitted once a person approves (context.approved: true)
     problems = [f"expected {expect}, got {got} ({decision.reason})"] if got != expect else []
     expected_ids = sorted(map(str, case.get("policies") or []))
     if "policies" in case and expected_ids != sorted(decision.policy_ids):

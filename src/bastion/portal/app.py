@@ -61,6 +61,10 @@ PORTAL_PATHS = {
     "callback": "/portal/callback",
     "api_routes": "/portal/api/routes",
     "client_metadata": "/portal/client-metadata.json",
+    "approvals": "/portal/approvals",
+    "approval": "/portal/approvals/{approval_id}",
+    "api_approvals": "/portal/api/approvals",
+    "api_approval": "/portal/api/approvals/{approval_id}",
 }
 
 _FORM_LIMIT = 4096

@@ -15,7 +15,7 @@ permit (principal in Group::"dev", action == Action::"tools/call", resource in S
 when { resource.risk == "read" && resource.name != "read_logs" };
 
 @id("ops-all-tools")
-@approval("required")
+@approval("review")
 permit (principal in Group::"ops", action == Action::"tools/call", resource in Server::"demo");
 
 @id("contractors-no-destructive")

@@ -59,21 +59,21 @@ def test_argument_level_rule(engine: PolicyEngine, arguments: dict[str, Any], al
 
 def test_obligations_come_from_the_determining_permits(engine: PolicyEngine) -> None:
     decision = decide(engine, user("ops"), tool("drop", **DESTRUCTIVE))
-    assert (decision.policy_ids, decision.obligations) == (("ops-all-tools",), {"approval": "required"})
+    assert (decision.policy_ids, decision.obligations) == (("ops-all-tools",), {"approval": "review"})
 
 
 def test_obligations_union_and_conflict(engine_for: Callable[[str], PolicyEngine]) -> None:
     engine = engine_for(
         """
-        @id("a") @approval("required") permit (principal in Group::"x", action, resource);
+        @id("a") @approval("review") permit (principal in Group::"x", action, resource);
         @id("b") @redact("pii") permit (principal in Group::"x", action, resource);
-        @id("c") @approval("none") permit (principal in Group::"y", action, resource);
+        @id("c") @approval("confirm") permit (principal in Group::"y", action, resource);
         """
     )
     both = decide(engine, user("x"), tool("t"))
     assert both.allowed
     assert both.policy_ids == ("a", "b")
-    assert both.obligations == {"approval": "required", "redact": "pii"}
+    assert both.obligations == {"approval": "review", "redact": "pii"}
     conflict = decide(engine, user("x", "y"), tool("t"))
     assert (conflict.effect, conflict.reason, conflict.policy_ids) == ("deny", "error", ("a", "b", "c"))
     assert "conflicting obligation @approval" in conflict.errors[0]

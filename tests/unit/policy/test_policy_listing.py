@@ -138,9 +138,9 @@ def test_evaluation_errors_hide(engine_for: Callable[[str], PolicyEngine]) -> No
 def test_conflicting_obligations_hide_only_when_certain(engine_for: Callable[[str], PolicyEngine]) -> None:
     engine = engine_for(
         """
-        @id("a") @approval("required") permit (principal in Group::"x", action, resource);
-        @id("b") @approval("none") permit (principal in Group::"y", action, resource);
-        @id("c") @approval("none") permit (principal in Group::"z", action, resource)
+        @id("a") @approval("review") permit (principal in Group::"x", action, resource);
+        @id("b") @approval("confirm") permit (principal in Group::"y", action, resource);
+        @id("c") @approval("confirm") permit (principal in Group::"z", action, resource)
         when { context.arguments has fast };
         """
     )

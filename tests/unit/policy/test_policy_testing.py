@@ -17,7 +17,7 @@ EXAMPLES = Path(__file__).parents[3] / "examples" / "policies"
 POLICIES = """
 @id("dev-read") permit (principal in Group::"dev", action == Action::"tools/call", resource)
 when { resource.risk == "read" };
-@id("ops-write") @approval("required") permit (principal in Group::"ops", action, resource);
+@id("ops-write") @approval("review") permit (principal in Group::"ops", action, resource);
 @id("cap") forbid (principal, action, resource)
 when { context.arguments has limit && context.arguments.limit > 10 };
 """
@@ -62,7 +62,7 @@ def test_pass_and_fail(write: Write) -> None:
         + CASE.format(name="wrong ids")
         + "    expect: allow\n    policies: [ops-write]\n"
         + CASE.format(name="wrong obligations")
-        + "    expect: allow\n    obligations: {approval: required}\n"
+        + "    expect: allow\n    obligations: {approval: review}\n"
     )
     report = run(write, cases)
     assert statuses(report) == [
@@ -73,7 +73,7 @@ def test_pass_and_fail(write: Write) -> None:
     ]
     assert report.results[1].reason == "expected deny, got allow (permit)"
     assert "expected policies ['ops-write'], got ['dev-read']" in report.results[2].reason
-    assert "expected obligations {'approval': 'required'}, got {}" in report.results[3].reason
+    assert "expected obligations {'approval': 'review'}, got {}" in report.results[3].reason
     assert not report.ok
     text = rendered(report)
     assert "PASS  " in text
@@ -86,7 +86,7 @@ def test_pass_and_fail(write: Write) -> None:
     [
         ("  - name: only a name\n", "'expect' must be"),
         ("  - just text\n", "a case is a mapping"),
-        (CASE.format(name="no expect"), "'expect' must be allow, deny or error"),
+        (CASE.format(name="no expect"), "'expect' must be allow, approval_required, deny or error"),
         (CASE.format(name="typo") + "    expected: allow\n", "unknown case key 'expected'"),
         (
             CASE.format(name="bad ctx") + "    expect: allow\n    context: [1]\n",
@@ -153,13 +153,13 @@ def test_other_resource_kinds_and_overrides(write: Write) -> None:
     principal: {type: ServiceAccount, id: bot, groups: [ops], idp: "https://ci", auth: external_jwt}
     action: prompts/get
     resource: {type: Prompt, route: demo, name: summary, owner: me}
-    expect: allow
-    obligations: {approval: required}
-  - name: sampling on a server
+    expect: deny
+    obligations: {approval: review}
+  - name: sampling on a server, which approvals do not cover
     principal: {type: User, id: alice, groups: [ops]}
     action: sampling/createMessage
     resource: {type: Server, route: demo}
-    expect: allow
+    expect: deny
 """
     assert [r.status for r in run(write, cases).results] == ["PASS", "PASS", "PASS"]
 
@@ -264,3 +264,32 @@ when { resource.owner == "ops" && resource.classification == "internal" };
     )
     report = run(write, cases, policies)
     assert [status for _, status in statuses(report)] == ["PASS"] * 5, rendered(report)
+
+
+def test_a_call_that_needs_approval_is_approval_required_until_approved(write: Write) -> None:
+    ops = """
+  - name: {name}
+    principal: {{type: User, id: olga, groups: [ops]}}
+    action: tools/call
+    resource: {{type: Tool, route: demo, name: restart, risk: destructive}}
+    context: {context}
+    expect: {expect}
+"""
+    cases = "".join(
+        ops.format(name=name, context=context, expect=expect)
+        for name, context, expect in [
+            ("needs approval", "{}", "approval_required"),
+            ("allow is not enough", "{}", "allow"),
+            ("approved", "{approved: true}", "allow"),
+            ("approved is not approval_required", "{approved: true}", "approval_required"),
+        ]
+    ) + CASE.format(name="no approval needed") + "    expect: approval_required\n"
+    report = run(write, cases)
+    assert statuses(report) == [
+        ("needs approval", "PASS"),
+        ("allow is not enough", "FAIL"),
+        ("approved", "PASS"),
+        ("approved is not approval_required", "FAIL"),
+        ("no approval needed", "FAIL"),
+    ]
+    assert report.results[1].reason == "expected allow, got approval_required (permit)"

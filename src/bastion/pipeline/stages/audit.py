@@ -61,6 +61,7 @@ class AuditStage:
             store_arguments=self._store_arguments and sizes is None,
             argument_sizes=sizes,
             continues=exchange.notes.get("continues"),
+            approval=exchange.notes.get("approval"),
         )
 
     async def run(self, exchange: Exchange) -> None:

@@ -65,7 +65,8 @@ def declares_extension(params: dict[str, Any], extension: str) -> bool:
 class ContinuationStage:
     """Check that a retry's ``requestState`` or a task request's ``taskId`` was issued to the caller.
 
-    Runs after classify. Sets ``notes["continues"]`` (the first call's decision id); for a task
+    Runs after classify. Sets ``notes["continues"]`` (the first call's decision id) and
+    ``notes["continues_arguments"]`` (that call's arguments, for the approve stage); for a task
     request also the Cedar action, target and resource of the task's call, and
     ``notes["decide_arguments"]``, the arguments the authorize stage decides on.
     Raises ``MissingCapability`` (-32021), ``HeaderMismatch`` (-32020, ``Mcp-Name`` is not the
@@ -96,6 +97,7 @@ class ContinuationStage:
                     "retry the original request unchanged or start it again"
                 )
             exchange.notes["continues"] = continuation.origin
+            exchange.notes["continues_arguments"] = continuation.arguments  # an approval covers the same arguments
 
     async def _task_request(self, exchange: Exchange, method: str, params: dict[str, Any]) -> None:
         if not declares_extension(params, TASKS_EXTENSION):

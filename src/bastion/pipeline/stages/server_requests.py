@@ -41,6 +41,9 @@ UpstreamAnswer = Callable[[Exchange, dict[str, Any]], Awaitable[None]]
 _NO_DECISION = Decision(effect="deny", policy_ids=(), obligations={}, errors=())
 
 
+_APPROVAL_ONLY_FOR_CALLS = "a permit asking for approval (@approval) does not permit a server-to-client request"
+
+
 class ServerRequestFilter:
     """Decide, record and relay or refuse server-to-client requests (see module docstring)."""
 
@@ -76,7 +79,11 @@ class ServerRequestFilter:
         if method not in SERVER_REQUESTS or principal is None or exchange.era != "handshake":
             return _NO_DECISION
         resource = ResourceRef.server(exchange.route.name)
-        return self._engine.decide(principal, method, resource, policy_context(exchange))
+        decision = self._engine.decide(principal, method, resource, policy_context(exchange))
+        if decision.allowed and "approval" in decision.obligations:
+            # approvals are given to tool calls only: a permit asking for one here permits nothing
+            return Decision("deny", decision.policy_ids, decision.obligations, (_APPROVAL_ONLY_FOR_CALLS,))
+        return decision
 
     async def _refuse(self, exchange: Exchange, message: dict[str, Any], text: str) -> None:
         error = {"code": PolicyDenied.jsonrpc_code, "message": text}

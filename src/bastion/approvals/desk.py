@@ -1,0 +1,305 @@
+"""The approval desk: asks for approvals, waits for them, lets people decide, records every step.
+
+One ``ApprovalDesk`` per gateway. The approve stage (``bastion.pipeline.stages.approve``)
+calls ``admit`` for a call that a policy annotated ``@approval(...)`` permitted:
+
+- an approved grant for exactly this call (``ApprovalBinding``) is consumed, once, and the
+  call goes on;
+- otherwise the pending request for it (or a new one) is returned and the stage holds the
+  call (``wait``) until it is decided, expires, or the hold ends.
+
+People decide with ``decide`` (the portal's inbox and API; ``bastion approvals approve``
+goes through the API of the running gateway, so this process stays the audit log's only
+writer). Who may decide: for a ``review``, a person other than the requester whom policy
+allows (``Action::"approvals/decide"`` on the ``Approval`` entity, deny by default); for a
+``confirm``, only the requester. The requester never reviews their own call, whatever the
+policies say.
+
+Every step is a record in the audit chain (method ``approval/<step>``): ``requested``,
+``notified`` (each webhook attempt), ``approved`` / ``denied`` (by whom, with the reason),
+``refused`` (a decision someone was not allowed to make), ``consumed`` (by which call:
+``decision_id``), ``expired``. Each carries the approval (``approval`` field: id, kind,
+status, approver, reason, time, the call's ``arguments_sha256``), the route, the tool as
+``target`` and the call's argument digest as ``arguments_sha256``, so a search goes from a
+call to the person who approved it and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from bastion.approvals.model import ApprovalBinding, ApprovalKind, ApprovalRequest
+from bastion.approvals.store import ApprovalStore
+from bastion.audit.build import decision_body
+from bastion.audit.store import AuditLog
+from bastion.errors import DecisionRefused
+from bastion.ids import new_id
+from bastion.policy import PolicyEngine
+from bastion.principal import Principal
+
+__all__ = ["MAX_REASON_CHARS", "ApprovalDesk", "approval_record", "rfc3339"]
+
+logger = logging.getLogger(__name__)
+
+MAX_REASON_CHARS = 500
+"""An approver's reason is kept to this many characters."""
+
+_SWEEP_S = 5.0
+"""How often expired requests are marked (and recorded)."""
+
+Step = Literal["requested", "approved", "denied", "refused", "consumed", "expired", "notified"]
+
+
+def rfc3339(epoch_s: float | None) -> str | None:
+    """``epoch_s`` as RFC 3339 UTC with microseconds (the audit record's time form), or ``None``."""
+    if epoch_s is None:
+        return None
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def approval_record(request: ApprovalRequest) -> dict[str, Any]:
+    """The audit record's ``approval`` field for ``request`` as it is now."""
+    return {
+        "id": request.id,
+        "kind": request.kind,
+        "status": request.status,
+        "approver": request.approver,
+        "reason": request.reason or None,
+        "time": rfc3339(request.decided_at),
+        "arguments_sha256": request.binding.arguments_sha256,
+    }
+
+
+class ApprovalDesk:
+    """Approval requests over ``store``, recorded in ``log``, decided under ``engine``'s policy.
+
+    ``ttl`` (seconds) is how long a request stays open and a grant usable; ``status_url(id)``
+    the page where a request's status shows; ``notify(request)`` (optional) announces a new
+    request (the webhook; it must not block); ``clock`` returns epoch seconds; ``poll_s`` is
+    how often a held call re-reads its request (decisions made in this process wake it at once).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: ApprovalStore,
+        log: AuditLog,
+        engine: PolicyEngine,
+        ttl: float,
+        status_url: Callable[[str], str],
+        notify: Callable[[ApprovalRequest], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        poll_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self._log = log
+        self._engine = engine
+        self.ttl = ttl
+        self.status_url = status_url
+        self.notify = notify
+        self._clock = clock
+        self._poll_s = poll_s
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Open the store and start marking expired requests every few seconds."""
+        await self.store.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def close(self) -> None:
+        """Stop the sweeper and close the store."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.store.close()
+
+    # the requesting call
+    async def admit(
+        self,
+        binding: ApprovalBinding,
+        *,
+        kind: ApprovalKind,
+        principal: Principal,
+        arguments: Any,
+        risk: str,
+        classification: str,
+        policy_ids: tuple[str, ...],
+        decision_id: str,
+    ) -> ApprovalRequest:
+        """The consumed grant for this call (``status == "consumed"``), or its pending request
+        (found, or created, recorded and announced). Raises ``AuditUnavailable`` when a step
+        cannot be recorded durably (the call is then refused)."""
+        now = self._clock()
+        found = await self.store.find(binding, now)
+        if found is not None and found.status == "approved":
+            consumed = await self.consume(found, decision_id=decision_id, principal=principal)
+            if consumed is not None:
+                return consumed
+            found = await self.store.find(binding, now)  # another call took it first
+        if found is not None and found.status == "pending" and found.kind == kind:
+            return found
+        request = ApprovalRequest(
+            id=new_id(),
+            kind=kind,
+            binding=binding,
+            requester_label=principal.email or principal.name or principal.sub,
+            client_id=principal.client_id or "",
+            arguments=arguments,
+            risk=risk,
+            classification=classification,
+            policy_ids=policy_ids,
+            decision_id=decision_id,
+            created_at=now,
+            expires_at=now + self.ttl,
+        )
+        await self.store.create(request)
+        await self._record("requested", request, principal)
+        if self.notify is not None:
+            try:
+                self.notify(request)
+            except Exception:
+                logger.exception("announcing approval %s failed", request.id)
+        return request
+
+    async def wait(self, request: ApprovalRequest, timeout_s: float) -> ApprovalRequest:
+        """Wait up to ``timeout_s`` seconds for ``request`` to leave ``pending``; returns it as it
+        is then (still ``pending`` when the wait ended first, ``expired`` once past its expiry)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        wakeup = self._wakeups.setdefault(request.id, asyncio.Event())
+        try:
+            while True:
+                current = await self.store.get(request.id) or request
+                if current.status != "pending":
+                    return current
+                if self._clock() >= current.expires_at:
+                    return await self._expire_one(current)
+                left = deadline - loop.time()
+                if left <= 0:
+                    return current
+                wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), min(self._poll_s, left))
+        finally:  # a second call held on the same request still polls
+            self._wakeups.pop(request.id, None)
+
+    async def consume(
+        self, request: ApprovalRequest, *, decision_id: str, principal: Principal
+    ) -> ApprovalRequest | None:
+        """Use the grant ``request`` once for the call recorded as ``decision_id``; ``None`` when it
+        is no longer usable (used, expired). Records ``approval/consumed``."""
+        consumed = await self.store.consume(request.id, decision_id=decision_id, now=self._clock())
+        if consumed is not None:
+            await self._record("consumed", consumed, principal, decision_id=decision_id)
+        return consumed
+
+    # people deciding
+    async def decide(self, approval_id: str, *, approver: Principal, approve: bool, reason: str) -> ApprovalRequest:
+        """Approve or deny request ``approval_id`` as ``approver``, with ``reason`` (kept to
+        ``MAX_REASON_CHARS``). Returns the decided request. Raises ``DecisionRefused`` (recorded
+        as ``approval/refused``) when the request does not exist, is not pending any more, is the
+        approver's own review, someone else's confirmation, or policy does not allow it."""
+        reason = " ".join(reason.split())[:MAX_REASON_CHARS]
+        now = self._clock()
+        request = await self.store.get(approval_id)
+        if request is None:
+            raise DecisionRefused(f"No approval request {approval_id}", status=404, reason="unknown_approval")
+        own = approver.key == request.binding.requester
+        refusal: tuple[int, str, str] | None = None
+        if request.status != "pending" or now >= request.expires_at:
+            shown = request.status if request.status != "pending" else "expired"
+            refusal = (409, "not_pending", f"Approval {approval_id} is {shown}; nothing to decide")
+        elif request.kind == "review" and own:
+            refusal = (403, "own_request", "You cannot approve or deny your own request; another person must")
+        elif request.kind == "confirm" and not own:
+            refusal = (403, "not_requester", "Only the person who made this call can confirm it")
+        elif request.kind == "review":
+            verdict = self._engine.decide_approver(approver, request, now=now)
+            if not verdict.allowed:
+                refusal = (403, "policy_denied", "No policy allows you to decide this approval")
+        if refusal is not None:
+            http_status, code, message = refusal
+            await self._record("refused", request, approver, refused=code)
+            raise DecisionRefused(message, status=http_status, reason=code)
+        label = approver.email or approver.name or approver.sub
+        decided = await self.store.decide(
+            approval_id, approved=approve, approver=label, approver_key=approver.key, reason=reason,
+            now=now, grant_ttl=self.ttl,
+        )  # fmt: skip
+        if decided is None:  # decided or expired in the meantime
+            await self._record("refused", request, approver, refused="not_pending")
+            raise DecisionRefused(f"Approval {approval_id} was decided or expired meanwhile", status=409,
+                                  reason="not_pending")  # fmt: skip
+        await self._record("approved" if approve else "denied", decided, approver)
+        wakeup = self._wakeups.get(approval_id)
+        if wakeup is not None:
+            wakeup.set()
+        return decided
+
+    async def record_notified(self, request: ApprovalRequest, *, delivered: bool, attempt: int, detail: str) -> None:
+        """Record one webhook attempt for ``request`` (never raises)."""
+        try:
+            await self._record("notified", request, None, delivered=delivered, attempt=attempt, detail=detail[:200])
+        except Exception:
+            logger.exception("recording a webhook attempt for approval %s failed", request.id)
+
+    # housekeeping
+    async def expire_due(self) -> list[ApprovalRequest]:
+        """Mark and record every request past its expiry; returns them."""
+        expired = await self.store.expire(self._clock())
+        for request in expired:
+            await self._record("expired", request, None)
+            wakeup = self._wakeups.get(request.id)
+            if wakeup is not None:
+                wakeup.set()
+        return expired
+
+    async def _expire_one(self, request: ApprovalRequest) -> ApprovalRequest:
+        await self.expire_due()
+        return await self.store.get(request.id) or request
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_S)
+            try:
+                await self.expire_due()
+            except Exception as exc:  # noqa: BLE001 - housekeeping; retried on the next sweep
+                logger.warning("expiring approval requests failed: %s", exc)
+
+    async def _record(
+        self,
+        step: Step,
+        request: ApprovalRequest,
+        principal: Principal | None,
+        *,
+        decision_id: str | None = None,
+        **detail: Any,
+    ) -> None:
+        """Commit the record of one step (durably: raises ``AuditUnavailable`` when it cannot)."""
+        refused = step == "refused"
+        binding = request.binding
+        body = decision_body(
+            route=binding.route,
+            method=f"approval/{step}",
+            effect="deny" if refused else "allow",
+            policy_ids=request.policy_ids,
+            obligations={"approval": request.kind},
+            reason=detail.get("refused") if refused else None,
+            policy_version=binding.policy_version,
+            arguments=detail,
+            principal=principal,
+            target=binding.tool,
+            session=None,
+            decision_id=decision_id or request.decision_id,
+            approval=approval_record(request),
+        )
+        body["arguments_sha256"] = binding.arguments_sha256
+        await self._log.append(body)
