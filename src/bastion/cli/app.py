@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from bastion.cli import audit_cmd, consent_cmd, credentials_cmd, demo_cmd, policy_cmd, token_cmd, tools_cmd, users_cmd
+from bastion.cli import (
+    approvals_cmd,
+    audit_cmd,
+    consent_cmd,
+    credentials_cmd,
+    demo_cmd,
+    policy_cmd,
+    token_cmd,
+    tools_cmd,
+    users_cmd,
+)
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.errors import ConfigError
 
@@ -21,6 +31,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
 @app.command()
 def serve(
     config: ConfigOption = Path("bastion.yaml"),
@@ -57,6 +69,7 @@ app.add_typer(users_cmd.app, name="users")
 app.add_typer(consent_cmd.app, name="consent")
 app.add_typer(credentials_cmd.app, name="credentials")
 app.add_typer(tools_cmd.app, name="tools")
+app.add_typer(approvals_cmd.app, name="approvals")
 app.command(name="demo")(demo_cmd.demo)
 
 
