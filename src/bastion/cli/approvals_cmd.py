@@ -307,7 +307,7 @@ def _decide(approve: bool, approval_id: str, reason: str, sub: str, email: str |
         view = None
     if not isinstance(view, dict):
         raise fail("the gateway answered 200 without the decided approval", code=1)
-    requester = view.get("requester_label") or view.get("requester")
+    requester = view.get("requester")  # the requester's label (bastion.portal.approvals, ApprovalPages.view)
     summary = (f"{'approved' if approve else 'denied'} {view.get('id', approval_id)} ({view.get('tool')} on "
                f"{view.get('route')} for {requester})")  # fmt: skip
     out.print(_plain(summary), soft_wrap=True)

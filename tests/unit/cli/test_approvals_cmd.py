@@ -260,7 +260,7 @@ def test_approve_posts_the_decision_with_a_token_for_the_approver(
     gateway, port = stand_in
     config = _write_config(tmp_path, port)  # the gateway's own base URL, no --url
     gateway.body = {"approval": {"id": "req-open", "status": "approved", "tool": "delete_page", "route": "docs",
-                                 "requester_label": "alice@example.com"}}  # fmt: skip
+                                 "requester": "alice@example.com"}}  # as ApprovalPages.view  # fmt: skip
     result = _invoke("approve", "req-open", "--reason", "checked the page", "--as", "bob", "--email", "bob@example.com",
                      "--group", "docs-admins", "--group", "oncall", "--config", str(config))  # fmt: skip
     assert result.exit_code == 0, result.output
