@@ -54,6 +54,7 @@ from bastion.pipeline.stages.url_arguments import UrlArgumentStage
 from bastion.pipeline.stages.validate import ValidateStage
 from bastion.policy import PolicyEngine
 from bastion.portal import PORTAL_PATHS, Portal
+from bastion.portal.approvals import ApprovalPages
 from bastion.principal import Principal
 from bastion.stores.memory_continuations import MemoryContinuationStore
 from bastion.stores.memory_counters import MemoryRateCounter
@@ -205,6 +206,7 @@ class Gateway:
             extra_routes=[
                 *(self.authorization.routes() if self.authorization else ()),
                 *(self.portal.routes() if self.portal else ()),
+                *(ApprovalPages(self.portal, self.approvals).routes() if self.portal else ()),
             ],
             cors=config.server.cors,
         )

@@ -26,6 +26,13 @@ POLICY = """
 @id("reads")
 permit (principal, action == Action::"tools/call", resource is Tool)
 when { resource.risk == "read" };
+
+@id("reset-with-review") @approval("review")
+permit (principal, action == Action::"tools/call", resource == Tool::"time/reset_clock");
+
+@id("notes-staff")
+permit (principal, action == Action::"tools/call", resource)
+when { resource in Server::"notes" && principal in Group::"staff" };
 """
 VAULT_KEY_VAR = "TOOLS_LIST_E2E_VAULT_KEY"
 TIME = [str(BIN / "mcp-server-time"), "--local-timezone", "UTC"]
@@ -96,7 +103,7 @@ def test_inventory_as_json_lines(tmp_path: Path, notes_url: str) -> None:
         "platform", "internal", ["clock"]
     )  # fmt: skip
     assert configured["permitted"] is True
-    assert configured["approval"] is False
+    assert configured["approval"] == "no"
     assert configured["flags"] == []
 
     defaulted = lines[("time", "convert_time")]  # listed, not configured, annotations not trusted
@@ -108,13 +115,16 @@ def test_inventory_as_json_lines(tmp_path: Path, notes_url: str) -> None:
     assert (annotated["risk"], annotated["risk_source"], annotated["permitted"]) == ("read", "annotations", True)
     assert annotated["flags"] == ["no-owner", "no-classification"]
 
-    unlisted = lines[("time", "reset_clock")]
-    assert (unlisted["listed"], unlisted["risk_source"], unlisted["permitted"]) == (False, "config", False)
+    unlisted = lines[("time", "reset_clock")]  # destructive, but only ever with a person's approval
+    assert (unlisted["listed"], unlisted["risk_source"], unlisted["permitted"]) == (False, "config", True)
+    assert unlisted["approval"] == "always"
     assert unlisted["flags"] == ["unlisted", "destructive"]
 
     notes_tools = [line for (route, tool), line in lines.items() if route == "notes" and tool]
     assert notes_tools, "the HTTP upstream's tools are listed"
     assert all(line["listed"] and line["risk_source"] == "default" for line in notes_tools)
+    # every notes tool counts as destructive (annotations not trusted) and staff may call it unapproved
+    assert all(line["approval"] == "no" and "unapproved" in line["flags"] for line in notes_tools)
 
     broken = lines[("broken", "")]
     assert broken["status"] == "error"
@@ -132,7 +142,7 @@ def test_one_route_and_the_table(tmp_path: Path, notes_url: str) -> None:
     result = _run(config, "--route", "time")
     assert result.returncode == 0, result.stderr  # the broken route is not asked
     assert "whether some principal could be permitted" in result.stdout
-    assert "approvals are to come" in result.stdout
+    assert "need a person's approval" in result.stdout
     assert "no-owner,no-classification,destructive" in result.stdout
     assert "notes" not in result.stdout
     assert "broken" not in result.stdout

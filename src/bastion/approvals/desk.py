@@ -212,19 +212,7 @@ class ApprovalDesk:
         request = await self.store.get(approval_id)
         if request is None:
             raise DecisionRefused(f"No approval request {approval_id}", status=404, reason="unknown_approval")
-        own = approver.key == request.binding.requester
-        refusal: tuple[int, str, str] | None = None
-        if request.status != "pending" or now >= request.expires_at:
-            shown = request.status if request.status != "pending" else "expired"
-            refusal = (409, "not_pending", f"Approval {approval_id} is {shown}; nothing to decide")
-        elif request.kind == "review" and own:
-            refusal = (403, "own_request", "You cannot approve or deny your own request; another person must")
-        elif request.kind == "confirm" and not own:
-            refusal = (403, "not_requester", "Only the person who made this call can confirm it")
-        elif request.kind == "review":
-            verdict = self._engine.decide_approver(approver, request, now=now)
-            if not verdict.allowed:
-                refusal = (403, "policy_denied", "No policy allows you to decide this approval")
+        refusal = self._refusal(approver, request, now)
         if refusal is not None:
             http_status, code, message = refusal
             await self._record("refused", request, approver, refused=code)
@@ -243,6 +231,49 @@ class ApprovalDesk:
         if wakeup is not None:
             wakeup.set()
         return decided
+
+    def is_requester(self, person: Principal, request: ApprovalRequest) -> bool:
+        """Whether ``person`` made the call ``request`` is for: the same ``Principal.key``, or the
+        same email (one person signed in through two issuers is still one person)."""
+        if person.key == request.binding.requester:
+            return True
+        return bool(person.email) and (person.email or "").casefold() == request.requester_label.casefold()
+
+    def may_decide(self, person: Principal, request: ApprovalRequest) -> bool:
+        """Whether ``person`` may decide ``request`` now (the rule of ``decide``; nothing recorded)."""
+        return self._refusal(person, request, self._clock()) is None
+
+    def may_see(self, person: Principal, request: ApprovalRequest) -> bool:
+        """Whether ``person`` may see ``request`` in the portal: its requester, whoever decided it,
+        and whoever policy lets decide requests like it (whatever its status now)."""
+        if self.is_requester(person, request) or person.key == request.approver_key:
+            return True
+        return request.kind == "review" and self._engine.decide_approver(person, request, now=self._clock()).allowed
+
+    def _refusal(self, approver: Principal, request: ApprovalRequest, now: float) -> tuple[int, str, str] | None:
+        """``(HTTP status, audit code, message)`` of why ``approver`` may not decide, or ``None``."""
+        own = self.is_requester(approver, request)
+        if request.status != "pending" or now >= request.expires_at:
+            shown = request.status if request.status != "pending" else "expired"
+            return 409, "not_pending", f"Approval {request.id} is {shown}; nothing to decide"
+        if request.kind == "review" and own:
+            return 403, "own_request", "You cannot approve or deny your own request; another person must"
+        if request.kind == "confirm" and not own:
+            return 403, "not_requester", "Only the person who made this call can confirm it"
+        if request.kind == "review" and not self._engine.decide_approver(approver, request, now=now).allowed:
+            return 403, "policy_denied", "No policy allows you to decide this approval"
+        return None
+
+    async def record_refused_form(self, approval_id: str, person: Principal | None) -> None:
+        """Record a decision form that did not come from Bastion's pages (a forged or cross-site
+        POST; ``person`` is ``None`` when it came without the sign-in cookie) as
+        ``approval/refused`` with ``refused: form`` (never raises)."""
+        try:
+            request = await self.store.get(approval_id)
+            if request is not None:
+                await self._record("refused", request, person, refused="form")
+        except Exception:
+            logger.exception("recording a refused approval form failed")
 
     async def record_notified(self, request: ApprovalRequest, *, delivered: bool, attempt: int, detail: str) -> None:
         """Record one webhook attempt for ``request`` (never raises)."""

@@ -6,8 +6,9 @@ route's server is started with ``StdioServer``, an HTTP route is reached with
 fetched by ``ToolCatalog.reload``, and each tool's Cedar resource is built by the route's
 ``ToolInventory``, so the risk shown is the one calls are judged by. Whether some principal
 could be permitted to call a tool is ``PolicyEngine.may_permit`` (Cedar, the principal and
-context unknown; an over-approximation). Approvals (issue 13) do not exist yet: every tool
-shows ``approval: no``.
+context unknown; an over-approximation); whether calls need approval is
+``PolicyEngine.approval_need`` (the permits that may allow one carry ``@approval``: always, some,
+no). A destructive tool that some permit may allow without approval is flagged ``unapproved``.
 
 A route with per-user ``credentials`` is not listed (that takes a person's credential):
 one line says so, and its configured tools follow. Tools the configuration names but the
@@ -44,14 +45,14 @@ app = typer.Typer(help="The tool inventory of each route.", no_args_is_help=True
 
 PERMITTED_NOTE = (
     "permitted: whether some principal could be permitted to call the tool (Cedar with the caller and "
-    "context unknown; 'yes' may over-approximate, 'no' means no policy can); approval: calls needing "
-    "approval (approvals are to come: 'no' for every tool)"
+    "context unknown; 'yes' may over-approximate, 'no' means no policy can); approval: whether calls "
+    "need a person's approval (always, some, no: by the permits that may allow them)"
 )
 _JSON_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
 Page = dict[str, Any]
 
 
-def _flags(ref: ResourceRef, listed: bool) -> list[str]:
+def _flags(ref: ResourceRef, listed: bool, engine: PolicyEngine) -> list[str]:
     flags = [] if listed else ["unlisted"]
     if not ref.attrs.get("owner"):
         flags.append("no-owner")
@@ -59,6 +60,8 @@ def _flags(ref: ResourceRef, listed: bool) -> list[str]:
         flags.append("no-classification")
     if ref.attrs.get("risk") == "destructive":
         flags.append("destructive")
+        if engine.may_permit(ref) and engine.approval_need(ref) != "always":
+            flags.append("unapproved")  # destructive and callable without a person's approval
     return flags
 
 
@@ -74,8 +77,8 @@ def _row(ref: ResourceRef, engine: PolicyEngine, *, listed: bool) -> dict[str, A
         "labels": list(ref.attrs["labels"]),
         "listed": listed,
         "permitted": engine.may_permit(ref),
-        "approval": False,
-        "flags": _flags(ref, listed),
+        "approval": engine.approval_need(ref),
+        "flags": _flags(ref, listed, engine),
     }
 
 
@@ -223,8 +226,9 @@ def list_command(
 ) -> None:
     """Connect to each upstream and print its tools: risk and where it came from (config, annotations,
     default), owner, classification, labels, whether any policy can permit a call, and whether calls
-    need approval (approvals are to come: always no). Flags mark tools with no owner, no
-    classification, destructive or unlisted (configured but not listed by the upstream); JSON lines
+    need approval (always, some, no: whether the permits that may allow a call carry @approval).
+    Flags mark tools with no owner, no classification, destructive, destructive and callable
+    without approval (unapproved), or unlisted (configured but not listed by the upstream); JSON lines
     carry "status" (per-user-credentials or error) for a route that was not listed. Exit 1 when an
     upstream failed."""
     settings = load_or_exit(config)

@@ -48,10 +48,10 @@ class WebhookSettings(_Model):
 
 class ApprovalSettings(_Model):
     """``hold`` (seconds a call waits for a decision, 0 to 600), ``ttl`` (seconds a request stays
-    open and a grant stays usable, 60 to 7 days), ``webhook`` (optional)."""
+    open and a grant stays usable, up to 7 days), ``webhook`` (optional)."""
 
     hold: int = Field(default=60, ge=0, le=600)
-    ttl: int = Field(default=900, ge=60, le=7 * 24 * 3600)
+    ttl: int = Field(default=900, ge=1, le=7 * 24 * 3600)
     webhook: WebhookSettings | None = None
 
     _parse = field_validator("hold", "ttl", mode="before")(_seconds)

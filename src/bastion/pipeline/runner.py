@@ -207,6 +207,7 @@ class Pipeline:
         """The SSE reply of a call held for approval (``bastion.pipeline.stages.approve.Hold``):
         progress notifications while it waits, then the rest of the path (``_proceed``) and its
         reply as events; a refusal (pending, denied, expired) is recorded and sent as the answer."""
+        exchange.reply = None  # the reply being sent is this stream; the rest of the path sets its own
         error: BastionError | None = None
         try:
             async for note in hold.progress():
@@ -219,7 +220,6 @@ class Pipeline:
             error.__cause__ = exc
         if error is not None:
             error.__traceback__ = None
-            exchange.reply = None  # the stream being sent is this generator: not to be closed by _fail
             await self._fail(exchange, "approve", error)
             await self.audit.record_denied(exchange)
         else:

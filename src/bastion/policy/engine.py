@@ -172,6 +172,36 @@ class PolicyEngine:
                 listed.append(False)
         return listed
 
+    def approval_need(self, resource: ResourceRef, action: str = "tools/call") -> str:
+        """For inventories: whether calls on ``resource`` need a person's approval. ``"always"`` when
+        every permit that may allow such a call carries ``@approval``, ``"some"`` when some do,
+        ``"no"`` when none does (or none may permit). Same partial evaluation and approximation as
+        ``may_permit``; a failure answers ``"no"`` (the safe side: shown as callable without one)."""
+        try:
+            result = self._partial(resource, action)
+        except Exception:  # noqa: BLE001 - an inventory shows what it cannot judge as unapproved
+            return "no"
+        diagnostics = result.diagnostics
+        permits = [
+            self._by_cedar_id[c]
+            for c in {*diagnostics.may_be_determining, *diagnostics.must_be_determining, *diagnostics.reasons}
+            if self._by_cedar_id[c].effect == "permit"
+        ]
+        asking = sum("approval" in info.obligations for info in permits)
+        if not permits or asking == 0:
+            return "no"
+        return "always" if asking == len(permits) else "some"
+
+    def _partial(self, resource: ResourceRef, action: str) -> cedarpy.PartialAuthzResult:
+        """Cedar's partial answer for ``action`` on ``resource`` with principal and context unknown.
+        Raises whatever building the request or Cedar raises."""
+        uid = resource.uid
+        entity, _ = resource.entity_json()
+        action_entity = json.dumps({"uid": {"type": "Action", "id": action}, "attrs": {}, "parents": []})
+        handle = _entities(f"[{entity},{action_entity}]")
+        request = {"action": _uid_text("Action", action), "resource": _uid_text(uid["type"], uid["id"])}
+        return cedarpy.is_authorized_partial(request, self._loaded.policy_set, handle)
+
     def may_permit(self, resource: ResourceRef, action: str = "tools/call") -> bool:
         """Whether SOME request could be permitted to ``action`` on ``resource``, whoever asks.
 
@@ -189,12 +219,7 @@ class PolicyEngine:
         side for an inventory is to show a tool as reachable.
         """
         try:
-            uid = resource.uid
-            entity, _ = resource.entity_json()
-            action_entity = json.dumps({"uid": {"type": "Action", "id": action}, "attrs": {}, "parents": []})
-            handle = _entities(f"[{entity},{action_entity}]")
-            request = {"action": _uid_text("Action", action), "resource": _uid_text(uid["type"], uid["id"])}
-            result = cedarpy.is_authorized_partial(request, self._loaded.policy_set, handle)
+            result = self._partial(resource, action)
         except Exception:  # noqa: BLE001 - an inventory shows a tool it cannot judge as reachable
             return True
         return bool(result.diagnostics.errors) or self._may_allow(result)

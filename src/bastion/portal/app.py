@@ -129,7 +129,7 @@ class Portal:
         ]
 
     # who is here
-    async def _signed_in(self, request: Request) -> tuple[UserIdentity, str] | None:
+    async def signed_in(self, request: Request) -> tuple[UserIdentity, str] | None:
         """The signed-in person and their sign-in cookie, or ``None``."""
         cookie = request.cookies.get(SIGN_IN_COOKIE)
         if not cookie:
@@ -137,18 +137,20 @@ class Portal:
         user = await self._store.get_sign_in(digest(cookie), self._clock())
         return None if user is None else (user, cookie)
 
-    def _principal(self, user: UserIdentity) -> Principal:
+    def person(self, user: UserIdentity) -> Principal:
+        """The signed-in person as a ``Principal`` (Bastion's issuer, ``auth_method`` ``portal``)."""
         return Principal(
             kind="User", sub=user.sub, issuer=self._issuer, auth_method="portal", expires_at=0,
             email=user.email, name=user.name, groups=user.groups, idp=user.idp,
         )  # fmt: skip
 
     @staticmethod
-    def _csrf(cookie: str) -> str:
+    def csrf(cookie: str) -> str:
         """The forms' token: HMAC-SHA-256 of a fixed label keyed with the sign-in cookie."""
         return hmac.new(cookie.encode(), b"bastion-portal-form", hashlib.sha256).hexdigest()
 
-    def _sign_in_first(self, return_to: str) -> Response:
+    def sign_in_first(self, return_to: str) -> Response:
+        """The 401 page asking to sign in first, then come back to ``return_to``."""
         return render_page(
             "error.html",
             status_code=401,
@@ -157,17 +159,25 @@ class Portal:
             message=f"Open {self.url('sign_in')} to sign in, then come back to {return_to}.",
         )
 
-    async def _form(self, request: Request, cookie: str) -> bool:
+    async def form_ok(self, request: Request, cookie: str) -> bool:
         """True when the POST comes from Bastion's own pages with this person's form token."""
+        return await self.posted_fields(request, cookie) is not None
+
+    async def posted_fields(self, request: Request, cookie: str) -> dict[str, str] | None:
+        """The fields of a form POSTed from Bastion's own pages (``Origin`` absent or Bastion's)
+        carrying this person's form token, each field once (at most 8); ``None`` otherwise."""
         origin = request.headers.get("origin")
         if origin is not None and origin != self._origin:
-            return False
+            return None
         try:
             fields = await read_form(request, _FORM_LIMIT, max_fields=8)
-            token = single_params(fields).get("csrf_token", "") if fields is not None else ""
+            params = single_params(fields) if fields is not None else {}
         except OAuthError:  # too many or repeated fields
-            return False
-        return hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._csrf(cookie).encode())
+            return None
+        token = params.get("csrf_token", "")
+        if not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self.csrf(cookie).encode()):
+            return None
+        return params
 
     async def _posted_form(
         self, request: Request, method: str, refused: str, *, form_refused: str | None = None
@@ -178,14 +188,14 @@ class Portal:
         (``form_refused`` for a forged form, when given) after a deny record of ``method``."""
         name = request.path_params["route"]
         source = self._source(name)
-        signed_in = await self._signed_in(request)
+        signed_in = await self.signed_in(request)
         if source is None or signed_in is None:
             problem = "route" if source is None else "sign-in"
             known = name if name in self._routes else None
             await self._record(method, "deny", "invalid_request", known, None, problem=problem)
             return error_page(title=refused, message="Open the portal and try again.", status_code=400)
         user, cookie = signed_in
-        if not await self._form(request, cookie):
+        if not await self.form_ok(request, cookie):
             await self._record(method, "deny", "invalid_request", name, user, problem="form")
             return error_page(title=form_refused or refused, message="The form did not come from Bastion.",
                               status_code=400)  # fmt: skip
@@ -199,11 +209,11 @@ class Portal:
     # pages
     async def home(self, request: Request) -> Response:
         """The list of routes with their status and connect / disconnect buttons."""
-        signed_in = await self._signed_in(request)
+        signed_in = await self.signed_in(request)
         if signed_in is None:
-            return self._sign_in_first(self.url("home"))
+            return self.sign_in_first(self.url("home"))
         user, cookie = signed_in
-        routes = await self._listing(self._principal(user))
+        routes = await self._listing(self.person(user))
         notice = None
         connected = request.query_params.get("connected")
         if connected in self._routes:
@@ -212,7 +222,7 @@ class Portal:
             notice = f"{self._title(request.query_params['disconnected'])} is disconnected."
         return render_page(
             "portal.html", status_code=200, form_action=(), title="Your MCP servers",
-            user_label=user.label, routes=routes, csrf_token=self._csrf(cookie), notice=notice,
+            user_label=user.label, routes=routes, csrf_token=self.csrf(cookie), notice=notice,
         )  # fmt: skip
 
     async def connect_page(self, request: Request) -> Response:
@@ -221,9 +231,9 @@ class Portal:
         source = self._source(name)
         if source is None:
             return error_page(title="Nothing to connect", message=f"{name} has no connection to make.", status_code=404)
-        signed_in = await self._signed_in(request)
+        signed_in = await self.signed_in(request)
         if signed_in is None:
-            return self._sign_in_first(self.url("connect", route=name))
+            return self.sign_in_first(self.url("connect", route=name))
         user, cookie = signed_in
         try:
             server = await source.client.server()
@@ -243,7 +253,7 @@ class Portal:
             user_label=user.label,
             action=self.url("connect", route=name),
             portal_url=self.url("home"),
-            csrf_token=self._csrf(cookie),
+            csrf_token=self.csrf(cookie),
         )
 
     async def connect(self, request: Request) -> Response:
@@ -253,7 +263,7 @@ class Portal:
             return posted
         name, source, user, cookie = posted
         try:
-            url = await source.client.begin(self._principal(user).key, digest(cookie))
+            url = await source.client.begin(self.person(user).key, digest(cookie))
         except UpstreamAuthorizationError as exc:
             await self._record("upstream/connect", "deny", "server_error", name, user, problem=exc.message)
             return error_page(
@@ -265,7 +275,7 @@ class Portal:
         """The upstream's redirect back (RFC 6749 section 4.1.2): check, redeem, seal, store."""
         params = request.query_params
         state = params.get("state") or ""
-        signed_in = await self._signed_in(request)
+        signed_in = await self.signed_in(request)
         pending = await self._vault.take_pending(digest(state), self._clock()) if self._vault and state else None
         source = self._source(pending.route) if pending is not None else None
         user = signed_in[0] if signed_in else None
@@ -275,7 +285,7 @@ class Portal:
             or signed_in is None
             or user is None
             or pending.browser != digest(signed_in[1])
-            or self._principal(user).key != pending.owner
+            or self.person(user).key != pending.owner
         ):
             route = pending.route if pending is not None else None
             await self._record("upstream/connect", "deny", "invalid_request", route, user, problem="state")
@@ -309,7 +319,7 @@ class Portal:
         if isinstance(posted, Response):
             return posted
         name, source, user, _ = posted
-        owner = self._principal(user).key
+        owner = self.person(user).key
         tokens = await source.vault.get(owner, name)
         revoked = await source.client.revoke(tokens) if tokens is not None else False
         deleted = await source.vault.delete(owner, name)
@@ -325,7 +335,7 @@ class Portal:
         there is nothing to connect), ``connected_at`` / ``expires_at`` (epoch seconds or
         ``null``), ``connect_url``. 401 with ``WWW-Authenticate: Bearer`` otherwise.
         """
-        principal = await self._api_principal(request)
+        principal = await self.api_principal(request)
         if principal is None:
             return JSONResponse(
                 {"error": "invalid_token", "error_description": "sign in or present a Bastion access token"},
@@ -338,7 +348,9 @@ class Portal:
             item["connected_at"], item["expires_at"] = item.pop("connected_epoch"), item.pop("expires_epoch")
         return JSONResponse({"user": principal.sub, "routes": routes}, headers={"cache-control": "no-store"})
 
-    async def _api_principal(self, request: Request) -> Principal | None:
+    async def api_principal(self, request: Request, *, cookie: bool = True) -> Principal | None:
+        """The caller of an API request: the bearer of a Bastion access token for any route, else
+        (when ``cookie``) the signed-in person; ``None`` when neither."""
         header = request.headers.get("authorization", "")
         if header[:7].lower() == "bearer ":
             token = header[7:].strip()
@@ -348,8 +360,10 @@ class Portal:
                 except AuthenticationError:
                     continue
             return None
-        signed_in = await self._signed_in(request)
-        return self._principal(signed_in[0]) if signed_in else None
+        if not cookie:
+            return None
+        signed_in = await self.signed_in(request)
+        return self.person(signed_in[0]) if signed_in else None
 
     async def client_metadata(self, _: Request) -> Response:
         """Bastion's Client ID Metadata Document (OAuth Client ID Metadata Document draft, section 4):
