@@ -84,6 +84,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 # helpers
+async def sign_in(page: Any, base: str, name: str) -> None:
+    """Sign ``name`` in at the portal with the password form, in Chromium."""
+    await page.goto(f"{base}/portal/sign-in")
+    await page.get_by_label("Username").fill(name)
+    await page.get_by_label("Password").fill(PASSWORDS[name])
+    async with page.expect_navigation(url=lambda url: url == f"{base}/portal"):
+        await page.get_by_role("button", name="Sign in", exact=True).click()
+
+
 def pending_ids(bastion: BastionProcess) -> list[str]:
     with sqlite3.connect(bastion.database) as db:
         return [r[0] for r in db.execute("SELECT id FROM approvals WHERE status = 'pending' ORDER BY created_at")]
@@ -149,11 +158,7 @@ def test_a_held_call_runs_once_after_an_approver_approves_it_in_chromium(world: 
         async with chromium() as browser:
             page = await (await new_context(browser)).new_page()
             base = bastion.base_url
-            await page.goto(f"{base}/portal/sign-in")
-            await page.get_by_label("Username").fill("alex")
-            await page.get_by_label("Password").fill(PASSWORDS["alex"])
-            async with page.expect_navigation(url=lambda url: url == f"{base}/portal"):
-                await page.get_by_role("button", name="Sign in", exact=True).click()
+            await sign_in(page, base, "alex")
             await page.goto(f"{base}/portal/approvals")
             await page.get_by_role("link", name="deploy").first.click()
             text = await page.content()
@@ -273,11 +278,7 @@ def test_a_cross_site_form_decides_nothing(world: World) -> None:
         async with LoopbackSite({"/forged": forged}) as attacker, chromium() as browser:
             page = await (await new_context(browser)).new_page()
             base = bastion.base_url
-            await page.goto(f"{base}/portal/sign-in")
-            await page.get_by_label("Username").fill("alex")
-            await page.get_by_label("Password").fill(PASSWORDS["alex"])
-            async with page.expect_navigation(url=lambda url: url == f"{base}/portal"):
-                await page.get_by_role("button", name="Sign in", exact=True).click()
+            await sign_in(page, base, "alex")
             async with page.expect_response(lambda r: r.url == target and r.request.method == "POST") as answered:
                 await page.goto(attacker.url("/forged", host="localhost"))
             return (await answered.value).status

@@ -49,7 +49,7 @@ from bastion.policy import PolicyEngine
 from bastion.principal import Principal
 from bastion.transport.routes import RouteRuntime
 
-__all__ = ["PORTAL_PATHS", "Portal"]
+__all__ = ["PORTAL_PATHS", "Portal", "guarded_api", "guarded_page"]
 
 _log = logging.getLogger("bastion.portal")
 
@@ -117,14 +117,14 @@ class Portal:
 
     def routes(self) -> list[BaseRoute]:
         """The portal's Starlette routes (mounted at the root of the app)."""
-        page = self._page
+        page = guarded_page
         return [
             Route(PORTAL_PATHS["home"], page(self.home), methods=["GET"]),
             Route(PORTAL_PATHS["connect"], page(self.connect_page), methods=["GET"]),
             Route(PORTAL_PATHS["connect"], page(self.connect), methods=["POST"]),
             Route(PORTAL_PATHS["callback"], page(self.callback), methods=["GET"]),
             Route(PORTAL_PATHS["disconnect"], page(self.disconnect), methods=["POST"]),
-            Route(PORTAL_PATHS["api_routes"], self._api(self.api_routes), methods=["GET"]),
+            Route(PORTAL_PATHS["api_routes"], guarded_api(self.api_routes), methods=["GET"]),
             Route(PORTAL_PATHS["client_metadata"], self.client_metadata, methods=["GET"]),
         ]
 
@@ -439,23 +439,30 @@ class Portal:
             user=user, parameters=parameters,
         )  # fmt: skip
 
-    def _page(self, handler: Handler) -> Handler:
-        async def run(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception:  # noqa: BLE001 - fail closed: an error page, nothing connected
-                _log.exception("portal page %s failed", request.url.path)
-                return error_page(title="The portal is unavailable", message="Nothing was changed. Try again later.",
-                                  status_code=503)  # fmt: skip
 
-        return run
+def guarded_page(handler: Handler, *, title: str = "The portal is unavailable") -> Handler:
+    """``handler`` failing closed: any exception is logged and answered with a 503 error page
+    titled ``title`` saying nothing was changed."""
 
-    def _api(self, handler: Handler) -> Handler:
-        async def run(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception:  # noqa: BLE001 - fail closed
-                _log.exception("portal API %s failed", request.url.path)
-                return JSONResponse({"error": "server_error"}, status_code=500, headers={"cache-control": "no-store"})
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception:  # noqa: BLE001 - fail closed: an error page, nothing changed
+            _log.exception("portal page %s failed", request.url.path)
+            return error_page(title=title, message="Nothing was changed. Try again later.", status_code=503)
 
-        return run
+    return run
+
+
+def guarded_api(handler: Handler) -> Handler:
+    """``handler`` failing closed: any exception is logged and answered with a JSON 500
+    ``{"error": "server_error"}``."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception:  # noqa: BLE001 - fail closed
+            _log.exception("portal API %s failed", request.url.path)
+            return JSONResponse({"error": "server_error"}, status_code=500, headers={"cache-control": "no-store"})
+
+    return run

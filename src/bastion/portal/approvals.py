@@ -20,10 +20,10 @@ an audit record (``approval/approved``, ``approval/denied``, ``approval/refused`
 
 from __future__ import annotations
 
+import functools
 import json
-import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -35,16 +35,13 @@ from bastion.approvals.model import ApprovalRequest
 from bastion.errors import DecisionRefused
 from bastion.oauth.context import read_body
 from bastion.oauth.pages import error_page, render_page
-from bastion.portal.app import PORTAL_PATHS, Portal
+from bastion.portal.app import PORTAL_PATHS, Portal, guarded_api, guarded_page
 from bastion.principal import Principal
 
 __all__ = ["ApprovalPages"]
 
-_log = logging.getLogger("bastion.portal")
-
 _JSON_LIMIT = 4096
 _NO_STORE = {"cache-control": "no-store"}
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _time_left(request: ApprovalRequest, now: float) -> str:
@@ -66,7 +63,7 @@ class ApprovalPages:
 
     def routes(self) -> list[BaseRoute]:
         """The Starlette routes (mounted beside the portal's)."""
-        page, api = self._page, self._api
+        page, api = functools.partial(guarded_page, title="Approvals are unavailable"), guarded_api
         return [
             Route(PORTAL_PATHS["approvals"], page(self.inbox), methods=["GET"]),
             Route(PORTAL_PATHS["approval"], page(self.show), methods=["GET"]),
@@ -237,27 +234,6 @@ class ApprovalPages:
     def _not_found() -> Response:
         return error_page(title="No such approval request",
                           message="It does not exist, or it is not yours to see.", status_code=404)  # fmt: skip
-
-    def _page(self, handler: Handler) -> Handler:
-        async def run(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception:  # noqa: BLE001 - fail closed: an error page, nothing decided
-                _log.exception("approval page %s failed", request.url.path)
-                return error_page(title="Approvals are unavailable", message="Nothing was decided. Try again later.",
-                                  status_code=503)  # fmt: skip
-
-        return run
-
-    def _api(self, handler: Handler) -> Handler:
-        async def run(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except Exception:  # noqa: BLE001 - fail closed
-                _log.exception("approval API %s failed", request.url.path)
-                return _error(500, "server_error", "nothing was decided")
-
-        return run
 
 
 def _utc(epoch_s: float) -> str:
