@@ -31,6 +31,7 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     ├── PolicyDenied                200  -32003  (a JSON-RPC error naming the policy ids)
     │   ├── InsufficientScope       403  -32003  (step-up: WWW-Authenticate insufficient_scope)
     │   ├── ApprovalPending         200  -32003  (always a tool execution error: approval pending, its page)
+    │   ├── ConfirmationRequired    200  -32042  (the requester confirms on Bastion's page: URL elicitation)
     │   └── ApprovalRefused         200  -32003  (the approval the call waited for was denied or expired)
     ├── EgressDenied                403  -32003  (an outbound fetch refused: SSRF guard)
     ├── DecisionRefused     403/404/409  -32603  (an approval decision someone may not make; portal, API)
@@ -83,6 +84,7 @@ __all__ = [
     "BodyTimeout",
     "BodyTooLarge",
     "ConfigError",
+    "ConfirmationRequired",
     "ConnectionExpired",
     "DecisionRefused",
     "EgressDenied",
@@ -146,6 +148,10 @@ class BastionError(Exception):
     as_tool_result: bool = False
     """Answer a ``tools/call`` with a tool execution error (``isError: true``, the message as text,
     ``data`` as ``structuredContent``) instead of a JSON-RPC error; set by the stage that raises."""
+
+    result: dict[str, Any] | None = None
+    """A JSON-RPC ``result`` to answer the request with instead of an error (e.g. an MCP 2026-07-28
+    ``InputRequiredResult``); the request is still refused and recorded as this error."""
 
     def __init__(self, message: str, *, data: Any = None, jsonrpc_code: int | None = None) -> None:
         super().__init__(message)
@@ -388,6 +394,22 @@ class ApprovalPending(PolicyDenied):
 
     code = "approval_pending"
     as_tool_result = True
+
+
+class ConfirmationRequired(PolicyDenied):
+    """The call waits for its requester to confirm it on Bastion's confirm page: MCP's URL
+    elicitation required error (MCP 2025-11-25 client/elicitation, "URL Elicitation Required
+    Error", -32042). ``data`` is ``{"elicitations": [{"mode": "url", "elicitationId": approval id,
+    "url": the confirm page, "message"}], "approval": id}``; the client opens the URL for the
+    person and retries the same call once they confirmed. Never form-mode elicitation, which the
+    client or the model could answer."""
+
+    jsonrpc_code = -32042
+    code = "confirmation_required"
+
+    def __init__(self, message: str, *, url: str, approval_id: str, policies: list[str]) -> None:
+        elicitation = {"mode": "url", "elicitationId": approval_id, "url": url, "message": message}
+        super().__init__(message, data={"elicitations": [elicitation], "approval": approval_id, "policies": policies})
 
 
 class ApprovalRefused(PolicyDenied):

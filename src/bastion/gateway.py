@@ -20,6 +20,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from bastion.approvals.desk import ApprovalDesk
+from bastion.approvals.state import RequestStateSealer
 from bastion.approvals.store_sqlite import SQLiteApprovalStore
 from bastion.approvals.webhook import WebhookAttempt, WebhookNotifier
 from bastion.audit import SQLiteAuditLog
@@ -158,6 +159,7 @@ class Gateway:
         self.continuations = MemoryContinuationStore()  # requestState and task ids issued to each principal
         self.webhook: WebhookNotifier | None = None
         self.approvals = self._approval_desk()
+        self.approval_states = RequestStateSealer.load_or_create(data_dir)  # confirmations on 2026-07-28
         self._background: set[asyncio.Task[None]] = set()
         self.origins = OriginPolicy.for_listener(
             config.server.base_url,
@@ -333,7 +335,8 @@ class Gateway:
         if route.settings.url_arguments is not None:
             checks["url_arguments"] = UrlArgumentStage(self.egress, route.settings.url_arguments)
         checks["approve"] = ApproveStage(
-            self.approvals, hold_s=self.config.approvals.hold, policy_version=self.engine.version,
+            self.approvals, states=self.approval_states, hold_s=self.config.approvals.hold,
+            policy_version=self.engine.version,
             store_arguments=self.config.audit.store_arguments,
         )  # fmt: skip
         audit = AuditStage(
@@ -460,13 +463,13 @@ class Gateway:
         await asyncio.gather(*(r.stdio.stop() for r in self.routes if r.stdio is not None))
         await asyncio.gather(*(r.http.aclose() for r in self.routes if r.http is not None))
         await self.verifier.aclose()
+        if self.webhook is not None:  # before the egress guard its deliveries go through
+            await self.webhook.aclose()
         await self.egress.aclose()
         if self.authorization is not None:
             await self.authorization.close()
         if self.vault is not None:
             await self.vault.close()
-        if self.webhook is not None:
-            await self.webhook.aclose()
         await self.approvals.close()
         await self.audit.close()
         await self.revocations.close()

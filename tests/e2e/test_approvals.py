@@ -6,6 +6,9 @@ Real processes on loopback: the ledger MCP server (``tests/support/ledger_server
 decision; ``quick``: no hold and a 4 s lifetime, for retries and expiry), the official SDK client,
 headless Chromium for the approver, ``bastion approvals`` for the CLI. People: rita (dev) asks,
 alex (ops) approves, mallory (dev) may not approve, olive (dev and ops) may not approve her own.
+``restart`` needs the requester's own confirmation (``@approval("confirm")``): by the URL
+elicitation error (-32042) for 2025-11-25 clients, by a multi round-trip with Bastion's sealed
+``requestState`` for 2026-07-28 ones.
 
 Every refusal is checked three ways: the answer, that the ledger did not move, and the audit record.
 """
@@ -22,10 +25,11 @@ from typing import Any
 
 import httpx2
 import pytest
+from mcp import MCPError
 from tests.support.bastion_process import BastionProcess, write_users_file
 from tests.support.browser import chromium
 from tests.support.browser_people import LoopbackSite, new_context
-from tests.support.e2e_helpers import connect
+from tests.support.e2e_helpers import connect, modern_post, reply_message
 from tests.support.ledger_server import ledger_server
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +38,9 @@ POLICY = """
 @id("dev-deploy") @approval("review")
 permit (principal in Group::"dev", action == Action::"tools/call", resource == Tool::"ledger/deploy");
 
+@id("dev-restart") @approval("confirm")
+permit (principal in Group::"dev", action == Action::"tools/call", resource == Tool::"ledger/restart");
+
 @id("anyone-status")
 permit (principal, action == Action::"tools/call", resource == Tool::"ledger/status");
 
@@ -41,7 +48,7 @@ permit (principal, action == Action::"tools/call", resource == Tool::"ledger/sta
 permit (principal in Group::"ops", action == Action::"approvals/decide", resource is Approval)
 when { resource.route == "ledger" && resource.risk == "destructive" };
 """
-PASSWORDS = {"alex": "alex's long passphrase", "mallory": "mallory's long passphrase"}
+PASSWORDS = {name: f"{name}'s long passphrase" for name in ("alex", "mallory", "rita")}
 MODE = "legacy"
 
 
@@ -67,7 +74,8 @@ def _bastion(workdir: Any, url: str, approvals: dict[str, Any]) -> BastionProces
         "approvals": approvals,
         "routes": [{
             "name": "ledger", "http": {"url": url, "allow_http": True, "allow": ["127.0.0.1"]},
-            "tools": {"deploy": {"risk": "destructive", "owner": "platform"}, "status": {"risk": "read"}},
+            "tools": {"deploy": {"risk": "destructive", "owner": "platform"}, "status": {"risk": "read"},
+                      "restart": {"risk": "destructive", "owner": "platform"}},
         }],
     }  # fmt: skip
     return BastionProcess(workdir, config)
@@ -320,3 +328,74 @@ def test_a_policy_change_voids_an_approved_grant(world: World) -> None:
     assert pending_of(again)["approval"] != granted  # approved under another policy set
     assert len(world.ledger()) == before
     assert call_records(bastion, granted) == []
+
+
+def test_confirm_through_the_url_elicitation_error_and_chromium(world: World) -> None:
+    bastion = world.quick
+    before = len(world.ledger())
+
+    async def scenario() -> Any:
+        async with connect(bastion.url("ledger"), world.token(bastion, "rita"), MODE) as client:
+            with pytest.raises(MCPError) as asked:
+                await client.call_tool("restart", {"service": "api"})
+            assert asked.value.code == -32042  # URL elicitation required (MCP 2025-11-25)
+            [elicitation] = asked.value.data["elicitations"]
+            assert elicitation["mode"] == "url"
+            assert elicitation["url"] == f"{bastion.base_url}/portal/approvals/{elicitation['elicitationId']}"
+            assert len(world.ledger()) == before
+            async with chromium() as browser:  # rita opens the URL and confirms, as a host would let her
+                page = await (await new_context(browser)).new_page()
+                await sign_in(page, bastion.base_url, "rita")
+                await page.goto(elicitation["url"])
+                await page.get_by_label("Reason").fill("yes, that was me")
+                async with page.expect_navigation():
+                    await page.get_by_role("button", name="Confirm", exact=True).click()
+            return await client.call_tool("restart", {"service": "api"}), elicitation["elicitationId"]
+
+    result, approval_id = asyncio.run(scenario())
+    assert not result.is_error
+    assert result.content[0].text == "restarted api"
+    assert world.ledger()[before:] == [{"restart": "api"}]
+    [confirmed] = [r for r in records(bastion, "approval/approved") if r["approval"]["id"] == approval_id]
+    assert confirmed["principal"]["sub"] == "rita"  # the requester herself
+    assert call_records(bastion, approval_id)
+
+
+def test_nobody_but_the_requester_confirms(world: World) -> None:
+    bastion = world.quick
+    with httpx2.Client(timeout=10) as http:
+        asked = reply_message(modern_post(http, bastion.url("ledger"), world.token(bastion, "rita"), "tools/call",
+                                          {"name": "restart", "arguments": {"service": "db"}}))  # fmt: skip
+    approval_id = asked["result"]["inputRequests"]["bastion_confirmation"]["params"]["elicitationId"]
+    answer = decide(bastion, world.token(bastion, "alex"), approval_id, "approve", "I can approve anything")
+    assert (answer.status_code, answer.json()["error"]) == (403, "not_requester")
+
+
+def test_confirm_through_a_multi_round_trip_with_a_sealed_request_state(world: World) -> None:
+    bastion = world.quick
+    before = len(world.ledger())
+    url, rita = bastion.url("ledger"), world.token(bastion, "rita")
+    call = {"name": "restart", "arguments": {"service": "cache"}}
+    with httpx2.Client(timeout=10) as http:
+        asked = reply_message(modern_post(http, url, rita, "tools/call", call))["result"]
+        assert asked["resultType"] == "input_required"
+        request = asked["inputRequests"]["bastion_confirmation"]
+        assert request["method"] == "elicitation/create"
+        assert request["params"]["mode"] == "url"  # never form mode: the client or the model could answer that
+        approval_id, state = request["params"]["elicitationId"], asked["requestState"]
+        retry = {**call, "requestState": state, "inputResponses": {"bastion_confirmation": {"action": "accept"}}}
+        assert decide(bastion, rita, approval_id, "approve", "confirmed").status_code == 200
+
+        tampered = {**retry, "requestState": state[:-2] + ("AA" if not state.endswith("AA") else "BB")}
+        other_arguments = {**retry, "arguments": {"service": "db"}}
+        mallory = world.token(bastion, "mallory")
+        for who, params in ((rita, tampered), (rita, other_arguments), (mallory, retry)):
+            refused = reply_message(modern_post(http, url, who, "tools/call", params))
+            assert refused["error"]["code"] == -32602, refused
+        assert len(world.ledger()) == before
+
+        done = reply_message(modern_post(http, url, rita, "tools/call", retry))["result"]
+        assert done["content"][0]["text"] == "restarted cache"
+        replayed = reply_message(modern_post(http, url, rita, "tools/call", retry))
+        assert replayed["error"]["code"] == -32602  # a state is good once
+    assert world.ledger()[before:] == [{"restart": "cache"}]

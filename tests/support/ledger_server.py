@@ -6,7 +6,8 @@ Run as a child process (plain HTTP on 127.0.0.1), written with the official ``mc
 
 - Its MCP endpoint (Streamable HTTP) is ``http://127.0.0.1:N/mcp``; no authentication.
 - Tool ``deploy(service, env)``: appends ``{"service", "env"}`` to the ledger and answers
-  ``deployed <service> to <env>``. Tool ``status()``: read-only, answers ``ok``.
+  ``deployed <service> to <env>``. Tool ``restart(service)``: appends ``{"restart"}``. Tool
+  ``status()``: read-only, answers ``ok``.
 - ``GET /debug/ledger``: the ledger as a JSON array, oldest first (every ``deploy`` that ran).
 
 ``ledger_server()`` starts it and yields ``(mcp_url, ledger)`` where ``ledger()`` fetches the list.
@@ -41,6 +42,12 @@ def _app() -> ASGIApp:
         """Deploy SERVICE to ENV (recorded in the ledger)."""
         ledger.append({"service": service, "env": env})
         return f"deployed {service} to {env}"
+
+    @server.tool()
+    def restart(service: str) -> str:
+        """Restart SERVICE (recorded in the ledger)."""
+        ledger.append({"restart": service})
+        return f"restarted {service}"
 
     @server.tool()
     def status() -> str:

@@ -43,12 +43,15 @@ logger = logging.getLogger(__name__)
 
 def error_reply(exchange: Exchange, error: BastionError) -> JsonReply:
     """The answer for ``error``: its HTTP status for the request's era (``errors.http_status``) and
-    a JSON-RPC error body.
+    a JSON-RPC error body; its ``result`` instead when it carries one, a tool execution error when
+    it asks for one (``as_tool_result``).
 
     A 401 carries ``WWW-Authenticate: Bearer`` with the route's protected
     resource metadata URL (RFC 9728 section 5.1; RFC 6750 section 3).
     """
     rpc_id = exchange.rpc_id if exchange.kind == "request" else None
+    if error.result is not None and exchange.kind == "request":
+        return JsonReply(200, {"jsonrpc": "2.0", "id": rpc_id, "result": error.result})
     if error.as_tool_result and exchange.kind == "request" and exchange.method == "tools/call":
         return JsonReply(200, {"jsonrpc": "2.0", "id": rpc_id, "result": tool_error_result(exchange, error)})
     body: dict[str, object] = {"code": error.jsonrpc_code, "message": error.message}

@@ -14,6 +14,15 @@ RFC 8785 canonical arguments and the policy set's version:
   the person and retry the same call; denied or expired -> a JSON-RPC error (``ApprovalRefused``)
   with the approval id and the approver's reason.
 
+A ``confirm`` is not held (the requester must first see the page): the call is answered at once
+with the carrier the client's protocol has for sending a person to a URL: on 2026-07-28 an
+``InputRequiredResult`` whose URL-mode elicitation names Bastion's confirm page and whose
+``requestState`` Bastion seals (``bastion.approvals.state``: HMAC, bound to the principal and
+the argument digest, expiring, good once) and takes out again before forwarding the retry; on
+2025-11-25 the URL elicitation required error (-32042); before that the pending tool error.
+Never form-mode elicitation, which the client or the model could answer. The retry consumes the
+grant the person's confirmation made.
+
 A continuation (an MCP 2026-07-28 ``requestState`` retry, a ``tasks/*`` request) of a call is
 covered by that call's grant when it carries the same arguments: it was forwarded only after
 the grant was consumed, and the continuation stage binds it to the same principal, route and
@@ -26,14 +35,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from bastion.approvals.desk import ApprovalDesk, approval_record, rfc3339
 from bastion.approvals.model import APPROVAL_KINDS, ApprovalBinding, ApprovalKind, ApprovalRequest
+from bastion.approvals.state import RequestStateSealer
 from bastion.audit.canonical import arguments_sha256
 from bastion.audit.redact import redact
-from bastion.errors import ApprovalPending, ApprovalRefused, PolicyDenied
+from bastion.errors import ApprovalPending, ApprovalRefused, ConfirmationRequired, PolicyDenied, UnknownContinuation
 from bastion.pipeline.context import Exchange
 
 __all__ = ["ApproveStage", "Hold"]
@@ -56,12 +68,14 @@ class ApproveStage:
         self,
         desk: ApprovalDesk,
         *,
+        states: RequestStateSealer,
         hold_s: float,
         policy_version: str,
         store_arguments: bool = True,
         progress_every_s: float = PROGRESS_EVERY_S,
     ) -> None:
         self._desk = desk
+        self._states = states
         self._hold_s = hold_s
         self._policy_version = policy_version
         self._store_arguments = store_arguments
@@ -88,7 +102,15 @@ class ApproveStage:
         if not isinstance(arguments, dict):
             arguments = {}
         digest = arguments_sha256(arguments)
-        if self._continues_approved_call(exchange, digest):
+        state = exchange.notes.get("approval_state")
+        if state is not None:  # a retry after a confirmation asked through a multi round-trip
+            if self._states.open(state, principal_key=principal.key, arguments_sha256=digest) is None:
+                raise UnknownContinuation(
+                    "Invalid params: this requestState is not Bastion's for this call (expired, used, or "
+                    "issued for other arguments or someone else); make the call again without it"
+                )
+            _drop_own_state(exchange)
+        elif self._continues_approved_call(exchange, digest):
             return
         binding = ApprovalBinding(principal.key, exchange.route.name, exchange.target or "", digest,
                                   self._policy_version)  # fmt: skip
@@ -105,11 +127,40 @@ class ApproveStage:
         exchange.notes["approval"] = approval_record(request)
         if request.status == "consumed":
             return
+        if request.kind == "confirm":  # the requester must see the page first: no hold
+            raise self._confirm(exchange, request)
         hold = Hold(self._desk, request, exchange, hold_s=self._hold_s, every_s=self._every)
         if hold.progress_token is not None and exchange.accepts_sse and self._hold_s > 0:
             exchange.notes["hold"] = hold
             return
         await hold.settle()
+
+    def _confirm(self, exchange: Exchange, request: ApprovalRequest) -> ApprovalPending | ConfirmationRequired:
+        """The answer that sends the requester to the confirm page, in the carrier their protocol has:
+        2026-07-28 an ``InputRequiredResult`` with a URL-mode elicitation and Bastion's sealed
+        ``requestState``; 2025-11-25 the URL elicitation required error (-32042); older, the
+        pending tool error naming the page."""
+        url = self._desk.status_url(request.id)
+        policies = list(request.policy_ids)
+        message = (
+            f"Confirm this call of {request.binding.tool} on Bastion's page ({url}); approval {request.id} "
+            f"waits until {rfc3339(request.expires_at)}"
+        )
+        if exchange.era == "modern" and exchange.principal is not None:
+            pending = _pending(request, url)
+            state = self._states.seal(request.id, principal_key=exchange.principal.key,
+                                      arguments_sha256=request.binding.arguments_sha256,
+                                      expires_at=request.expires_at)  # fmt: skip
+            elicitation = {"mode": "url", "message": message, "url": url, "elicitationId": request.id}
+            pending.result = {
+                "resultType": "input_required",
+                "inputRequests": {INPUT_KEY: {"method": "elicitation/create", "params": elicitation}},
+                "requestState": state,
+            }
+            return pending
+        if (exchange.protocol_version or "") >= URL_ELICITATION_VERSION:
+            return ConfirmationRequired(message, url=url, approval_id=request.id, policies=policies)
+        return _pending(request, url)
 
     @staticmethod
     def _continues_approved_call(exchange: Exchange, digest: str) -> bool:
@@ -117,6 +168,37 @@ class ApproveStage:
             return False
         original = exchange.notes.get("decide_arguments", exchange.notes.get("continues_arguments"))
         return isinstance(original, dict) and arguments_sha256(original) == digest
+
+
+INPUT_KEY = "bastion_confirmation"
+"""The ``inputRequests`` key of Bastion's own confirmation request (MCP 2026-07-28 mrtr)."""
+
+URL_ELICITATION_VERSION = "2025-11-25"
+"""The first protocol version with URL-mode elicitation and its -32042 error."""
+
+
+def _drop_own_state(exchange: Exchange) -> None:
+    """Take Bastion's ``requestState`` and its ``inputResponses`` entry out of the request (they are
+    Bastion's, never the upstream's) and re-serialise the body that is forwarded."""
+    params = exchange.params
+    params.pop("requestState", None)
+    responses = params.get("inputResponses")
+    if isinstance(responses, dict):
+        responses.pop(INPUT_KEY, None)
+        if not responses:
+            params.pop("inputResponses")
+    exchange.http = replace(exchange.http, body=json.dumps(exchange.message).encode())
+
+
+def _pending(request: ApprovalRequest, url: str) -> ApprovalPending:
+    """The tool error saying that ``request`` waits for a person, with its page ``url``."""
+    who = "another person's approval" if request.kind == "review" else "your confirmation"
+    return ApprovalPending(
+        f"This call needs {who}; approval {request.id} is pending until {rfc3339(request.expires_at)}. Its "
+        f"status shows at {url}. Once it is approved, make exactly the same call again.",
+        data={"approval": request.id, "status": "pending", "url": url,
+              "expires_at": int(request.expires_at), "policies": list(request.policy_ids)},
+    )  # fmt: skip
 
 
 def _kind(value: str) -> ApprovalKind:
@@ -154,14 +236,7 @@ class Hold:
         exchange.notes["approval"] = approval_record(current)
         policies = list(current.policy_ids)
         if current.status == "pending":
-            url = self._desk.status_url(current.id)
-            raise ApprovalPending(
-                f"This call needs approval ({'another person' if current.kind == 'review' else 'your confirmation'}"
-                f"); approval {current.id} is pending until {rfc3339(current.expires_at)}. Its status shows at "
-                f"{url}. Once it is approved, make exactly the same call again.",
-                data={"approval": current.id, "status": "pending", "url": url,
-                      "expires_at": int(current.expires_at), "policies": policies},
-            )  # fmt: skip
+            raise _pending(current, self._desk.status_url(current.id))
         data: dict[str, Any] = {"approval": current.id, "status": current.status, "policies": policies}
         if current.status == "denied":
             data["approver"] = current.approver

@@ -32,6 +32,7 @@ from typing import Any
 from mcp.shared.inbound import decode_header_value
 from mcp_types.methods import INPUT_REQUIRED_METHODS
 
+from bastion.approvals.state import is_bastion_state
 from bastion.errors import HeaderMismatch, MissingCapability, UnknownContinuation
 from bastion.pipeline.context import Exchange
 from bastion.pipeline.filters import answers_own
@@ -90,6 +91,9 @@ class ContinuationStage:
             await self._task_request(exchange, method, params)
         elif method in INPUT_REQUIRED_METHODS and "requestState" in params:
             state = string_param(params, "requestState", method)
+            if is_bastion_state(state):  # Bastion's own (a confirmation): the approve stage checks it
+                exchange.notes["approval_state"] = state
+                return
             continuation = await self._find(exchange, "state", state, "requestState")
             if continuation.method != method or continuation.target != exchange.target:
                 raise UnknownContinuation(
