@@ -249,6 +249,27 @@ def test_check_shows_each_routes_url_arguments_and_allow_list(tmp_path: Path) ->
     assert f"route {name}: URL arguments url, any format: uri; allowed: 10.1.0.0/16" in result.stdout
 
 
+def test_check_shows_approvals_and_warns_when_nobody_could_give_one(tmp_path: Path) -> None:
+    config = _base(tmp_path)
+    policy = tmp_path / "policy.cedar"
+    policy.write_text(
+        policy.read_text(encoding="utf-8")
+        + '\n@id("restart-reviewed") @approval("review")\n'
+        + 'permit (principal, action == Action::"tools/call", resource == Tool::"notes/restart");\n',
+        encoding="utf-8",
+    )
+    webhook = {"url": "https://hooks.example/b", "secret": {"env": "E2E_CHECK_SECRET"}}
+    config["approvals"] = {"hold": "30s", "ttl": "10m", "webhook": webhook}
+    config["identity"] = {"authorization_server": {"enabled": False}}
+    result = _run("check", "--config", str(_write(tmp_path, config)), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "approvals: 1 policy asks; hold 30s, grants live 600s; webhook hooks.example" in result.stdout
+    assert "policies restart-reviewed ask for approval, but nobody can give one" in result.stdout
+    config["identity"] = {}  # the portal is there: no warning
+    result = _run("check", "--config", str(_write(tmp_path, config)), cwd=tmp_path)
+    assert "nobody can give one" not in result.stdout
+
+
 @pytest.mark.parametrize("case", sorted(BAD))
 def test_check_refuses_a_bad_config_naming_the_place(tmp_path: Path, case: str) -> None:
     config = _base(tmp_path)

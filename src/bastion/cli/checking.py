@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -60,6 +62,7 @@ def check_config(config: BastionConfig, console: Console) -> None:
                 f"allowed: {', '.join(guarded.allow) or 'public addresses only'}"
             )
     warnings = [warning for route in config.routes for warning in inventory_warnings(route)]
+    warnings += _check_approvals(config, engine, console)
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     counted = f" ({len(warnings)} warning{'s' if len(warnings) > 1 else ''})" if warnings else ""
@@ -85,6 +88,25 @@ def inventory_warnings(route: RouteSettings) -> list[str]:
         if missing:
             warnings.append(f"route {route.name}: tool {name!r} has no {' and no '.join(missing)} ({where}.tools)")
     return warnings
+
+
+def _check_approvals(config: BastionConfig, engine: PolicyEngine, console: Console) -> list[str]:
+    """Print the approval settings (resolving the webhook secret: ``ConfigError`` when it cannot be);
+    return a warning when policies ask for approval but nobody could decide (no portal)."""
+    settings = config.approvals
+    hook = settings.webhook
+    if hook is not None:
+        hook.secret.resolve()
+    asking = engine.approval_policy_ids
+    where = f"webhook {urlsplit(hook.url).hostname}" if hook is not None else "no webhook"
+    console.print(f"approvals: {len(asking)} polic{'y asks' if len(asking) == 1 else 'ies ask'}; "
+                  f"hold {settings.hold}s, grants live {settings.ttl}s; {where}")  # fmt: skip
+    if asking and not config.identity.authorization_server.enabled:
+        return [
+            f"policies {', '.join(asking)} ask for approval, but nobody can give one: the approvals inbox and its "
+            "API (bastion approvals approve) are in the portal, which needs identity.authorization_server"
+        ]
+    return []
 
 
 def _check_authorization_server(config: BastionConfig, console: Console) -> None:

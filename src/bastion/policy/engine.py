@@ -108,6 +108,11 @@ class PolicyEngine:
         """The ``@id`` of every loaded policy, in load order."""
         return tuple(info.policy_id for info in self._by_cedar_id.values())
 
+    @property
+    def approval_policy_ids(self) -> tuple[str, ...]:
+        """The ``@id`` of every permit annotated ``@approval(...)``, in load order."""
+        return tuple(info.policy_id for info in self._by_cedar_id.values() if "approval" in info.obligations)
+
     def decide(self, principal: Principal, action: str, resource: ResourceRef, context: Mapping[str, Any]) -> Decision:
         """Decide one request; ``action`` is an MCP method such as ``"tools/call"``."""
         return self._evaluate(principal, action, [resource], context)[0]
