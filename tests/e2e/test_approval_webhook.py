@@ -185,3 +185,4 @@ def test_a_webhook_on_a_private_address_without_allow_is_refused_by_the_egress_g
     assert refusal["decision"]["effect"] == "deny"
     assert refusal["decision"]["reason"] == "egress_denied"
     assert "loopback" in refusal["arguments"]["reason"]
+    assert "/hooks/approvals" not in json.dumps(refusal)  # the guard's record does not show the path either

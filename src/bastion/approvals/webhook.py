@@ -44,6 +44,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from bastion.approvals.model import ApprovalRequest
 from bastion.egress.allowlist import NO_EXCEPTIONS, AllowList
@@ -193,6 +194,8 @@ class WebhookNotifier:
             )
         self._guard = guard
         self._url = url
+        host = urlsplit(url)
+        self._shown = f"{host.scheme}://{host.netloc.rpartition('@')[2]}/…"  # a refusal's record: never the path
         self._secret = secret
         self._allow = allow
         self._attempts = attempts
@@ -255,6 +258,7 @@ class WebhookNotifier:
             result = await self._guard.send(
                 "POST", self._url, headers=headers, body=body, max_bytes=_MAX_RESPONSE_BYTES,
                 timeout_s=self._timeout_s, allow=self._allow, purpose="approval_webhook",
+                shown_as=self._shown,
             )  # fmt: skip
         except EgressDenied as exc:
             return None, f"{exc.code}: {exc.message}", False

@@ -169,16 +169,18 @@ class EgressGuard:
         allow_http: bool = False,
         allow: AllowList = NO_EXCEPTIONS,
         purpose: str = "send",
+        shown_as: str | None = None,
     ) -> FetchResult:
         """One request (``POST`` to a token endpoint, ``GET`` with credentials) with no redirect followed.
 
         A request that carries credentials or a body is never replayed to another
         host, so a redirect comes back as it is (a 3xx result). ``headers`` are added
         to the guard's own (``Host``, ``Accept``, ``User-Agent`` cannot be replaced).
-        Limits, checks, ``allow``, ``purpose`` and errors as for ``fetch``.
+        ``shown_as`` replaces the URL in a refusal's report, for a URL that is itself a secret
+        (a webhook's path). Limits, checks, ``allow``, ``purpose`` and errors as for ``fetch``.
         """
         call = _Call(url, max_bytes, timeout_s, accept, allow_http, allow, method, headers, body)
-        return await self._reported(self._send(call), _Hop(shown_url(url)), purpose)
+        return await self._reported(self._send(call), _Hop(shown_as or shown_url(url)), purpose)
 
     async def check(
         self, url: str, *, allow_http: bool, allow: AllowList = NO_EXCEPTIONS, purpose: str = "url_argument"
