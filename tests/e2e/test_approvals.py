@@ -331,7 +331,7 @@ def test_a_policy_change_voids_an_approved_grant(world: World) -> None:
 
 
 def test_confirm_through_the_url_elicitation_error_and_chromium(world: World) -> None:
-    bastion = world.quick
+    bastion = world.held  # confirmations are not held; its grants live long
     before = len(world.ledger())
 
     async def scenario() -> Any:
@@ -372,9 +372,9 @@ def test_nobody_but_the_requester_confirms(world: World) -> None:
 
 
 def test_confirm_through_a_multi_round_trip_with_a_sealed_request_state(world: World) -> None:
-    bastion = world.quick
+    bastion = world.held  # confirmations are not held; its grants live long
     before = len(world.ledger())
-    url, rita = bastion.url("ledger"), world.token(bastion, "rita")
+    url, rita, mallory = bastion.url("ledger"), world.token(bastion, "rita"), world.token(bastion, "mallory")
     call = {"name": "restart", "arguments": {"service": "cache"}}
     with httpx2.Client(timeout=10) as http:
         asked = reply_message(modern_post(http, url, rita, "tools/call", call))["result"]
@@ -388,7 +388,6 @@ def test_confirm_through_a_multi_round_trip_with_a_sealed_request_state(world: W
 
         tampered = {**retry, "requestState": state[:-2] + ("AA" if not state.endswith("AA") else "BB")}
         other_arguments = {**retry, "arguments": {"service": "db"}}
-        mallory = world.token(bastion, "mallory")
         for who, params in ((rita, tampered), (rita, other_arguments), (mallory, retry)):
             refused = reply_message(modern_post(http, url, who, "tools/call", params))
             assert refused["error"]["code"] == -32602, refused

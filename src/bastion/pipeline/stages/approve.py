@@ -148,9 +148,10 @@ class ApproveStage:
         )
         if exchange.era == "modern" and exchange.principal is not None:
             pending = _pending(request, url)
+            # good while the request may still be confirmed and the grant then used
             state = self._states.seal(request.id, principal_key=exchange.principal.key,
                                       arguments_sha256=request.binding.arguments_sha256,
-                                      expires_at=request.expires_at)  # fmt: skip
+                                      expires_at=request.expires_at + self._desk.ttl)  # fmt: skip
             elicitation = {"mode": "url", "message": message, "url": url, "elicitationId": request.id}
             pending.result = {
                 "resultType": "input_required",
