@@ -224,7 +224,7 @@ class Gateway:
 
         desk = ApprovalDesk(
             store=SQLiteApprovalStore(self.database), log=self.audit, engine=self.engine, ttl=settings.ttl,
-            status_url=status_url,
+            status_url=status_url, closing=self.closing,
         )  # fmt: skip
         hook = settings.webhook
         if hook is not None:

@@ -82,7 +82,9 @@ class ApprovalDesk:
     ``ttl`` (seconds) is how long a request stays open and a grant usable; ``status_url(id)``
     the page where a request's status shows; ``notify(request)`` (optional) announces a new
     request (the webhook; it must not block); ``clock`` returns epoch seconds; ``poll_s`` is
-    how often a held call re-reads its request (decisions made in this process wake it at once).
+    how often a held call re-reads its request (decisions made in this process wake it at once);
+    ``closing`` (the gateway's shutdown event) ends every wait, so held calls are answered
+    "pending" before the server stops.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class ApprovalDesk:
         notify: Callable[[ApprovalRequest], None] | None = None,
         clock: Callable[[], float] = time.time,
         poll_s: float = 1.0,
+        closing: asyncio.Event | None = None,
     ) -> None:
         self.store = store
         self._log = log
@@ -105,6 +108,7 @@ class ApprovalDesk:
         self.notify = notify
         self._clock = clock
         self._poll_s = poll_s
+        self._closing = closing
         self._wakeups: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -183,7 +187,7 @@ class ApprovalDesk:
                 if self._clock() >= current.expires_at:
                     return await self._expire_one(current)
                 left = deadline - loop.time()
-                if left <= 0:
+                if left <= 0 or (self._closing is not None and self._closing.is_set()):
                     return current
                 wakeup.clear()
                 with contextlib.suppress(TimeoutError):
