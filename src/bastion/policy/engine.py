@@ -197,6 +197,63 @@ class PolicyEngine:
             return "no"
         return "always" if asking == len(permits) else "some"
 
+    def approval_need_for(
+        self, principal: Principal, resource: ResourceRef, context: Mapping[str, Any], action: str = "tools/call"
+    ) -> str:
+        """For one person's listing (the portal): whether ``principal``'s calls on ``resource`` need a
+        person's approval, whatever the arguments. ``"always"`` when every permit that may allow such
+        a call carries ``@approval``, ``"some"`` when some do, ``"no"`` when none does or none may
+        permit (a forbid that must apply). Unlike ``approval_need`` the principal and the context are
+        known (``context`` as for ``filter_listable``; its ``arguments`` are ignored and left unknown),
+        so permits naming other principals or times do not count. Never decides a call; a failure
+        answers ``"no"`` (as ``approval_need``: the call itself is still decided by ``decide``)."""
+        try:
+            record = _context_record(context, self._loaded.context_keys, {})
+            record["arguments"] = _UNKNOWN_ARGUMENTS
+            uid = resource.uid
+            request = {
+                "principal": _uid_text(principal.kind, principal.sub),
+                "action": _uid_text("Action", action),
+                "resource": _uid_text(uid["type"], uid["id"]),
+                "context": json.dumps(record),
+            }
+            handle = _entity_handle(principal, [resource], action)
+            result = cedarpy.is_authorized_partial(request, self._loaded.policy_set, handle)
+        except Exception:  # noqa: BLE001 - a listing shows what it cannot judge as unapproved
+            return "no"
+        diagnostics = result.diagnostics
+        if diagnostics.errors or not self._may_allow(result):
+            return "no"
+        permits = [
+            self._by_cedar_id[c]
+            for c in {*diagnostics.may_be_determining, *diagnostics.must_be_determining, *diagnostics.reasons}
+            if self._by_cedar_id[c].effect == "permit"
+        ]
+        asking = sum("approval" in info.obligations for info in permits)
+        if not permits or asking == 0:
+            return "no"
+        return "always" if asking == len(permits) else "some"
+
+    def may_search_audit(self, principal: Principal, *, now: float) -> bool:
+        """Whether ``principal`` may search everyone's audit records (the portal's activity page):
+        ``Action::"audit/search"`` on ``AuditLog::"bastion"``, context ``time`` (and empty
+        ``arguments`` and ``scopes``, ``approved`` false: the schema's ``Context``). Deny by default;
+        never raises (any failure, or any evaluation error, is false)."""
+        try:
+            uid = {"type": "AuditLog", "id": "bastion"}
+            entity = json.dumps({"uid": uid, "attrs": {}, "parents": []})
+            handle = cedarpy.Entities.from_json_str(f"[{_principal_json(principal)},{entity}]")
+            request = {
+                "principal": {"type": principal.kind, "id": principal.sub},
+                "action": {"type": "Action", "id": "audit/search"},
+                "resource": uid,
+                "context": {"arguments": {}, "scopes": [], "time": int(now), "approved": False},
+            }
+            result = cedarpy.is_authorized_batch([request], self._loaded.policy_set, handle)[0]
+            return self._decision(result).allowed
+        except Exception:  # noqa: BLE001 - any failure must be a deny (fail closed)
+            return False
+
     def _partial(self, resource: ResourceRef, action: str) -> cedarpy.PartialAuthzResult:
         """Cedar's partial answer for ``action`` on ``resource`` with principal and context unknown.
         Raises whatever building the request or Cedar raises."""
