@@ -1,5 +1,8 @@
 """The embedded ``AuditReader`` (``SQLiteAuditReader``) and the CLI's reads: iterate, tail, search, verify.
 
+``SQLiteAuditReader.calls`` answers the portal's activity page: decision records of some
+methods, each with its outcome.
+
 The reads open the database read-only (``mode=ro``) in the calling process, so
 they work while a gateway is writing. A file without the ``audit_events`` table reads
 as an empty log. Records are returned as dicts with the keys of ``record.RECORD_KEYS``,
@@ -8,9 +11,10 @@ in ``seq`` order. Time bounds compare RFC 3339 UTC text, which sorts like time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +24,14 @@ from bastion.audit.chain import VerifyResult, verify_chain
 from bastion.audit.schema import COLUMNS, index_columns
 from bastion.audit.store import EventFilter
 
-__all__ = ["EventFilter", "SQLiteAuditReader", "iter_events", "search", "tail", "verify"]
+__all__ = ["Call", "EventFilter", "SQLiteAuditReader", "iter_events", "search", "tail", "verify"]
 
 _SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM audit_events ORDER BY seq"  # noqa: S608 - constants only
+_CHUNK = 500
+"""Decision ids per outcome query (SQLite allows 32766 parameters; this stays far below)."""
+
+Call = tuple[dict[str, Any], dict[str, Any] | None]
+"""A decision record and the outcome record of the same ``decision_id`` (``None`` when there is none)."""
 
 
 class SQLiteAuditReader:
@@ -48,6 +57,46 @@ class SQLiteAuditReader:
             rows = reversed(cursor.fetchall()) if f.newest_first else cursor
             for row in rows:
                 yield json.loads(row[0])
+
+    def calls(
+        self, methods: Collection[str], filters: EventFilter | None = None, *, issuer: str | None = None
+    ) -> list[Call]:
+        """The decision records whose ``method`` is one of ``methods`` and that match ``filters``
+        (its ``kind`` and ``newest_first`` are ignored) and, when given, whose principal's
+        ``issuer`` is ``issuer``, NEWEST first, at most ``filters.limit``,
+        each paired with the outcome record of the same ``decision_id``: ``None`` for a deny (which
+        has no outcome), a call still running, or one cut short. Every value is a bound parameter.
+        A file without the table reads as no calls; a missing file raises ``FileNotFoundError``."""
+        if not methods:
+            return []
+        f = dataclasses.replace(filters or EventFilter(), kind="decision")
+        where, params = _where(f)
+        where += f" AND json_extract(record, '$.method') IN ({', '.join('?' * len(methods))})"
+        params.extend(methods)
+        if issuer is not None:
+            where += " AND json_extract(record, '$.principal.issuer') = ?"
+            params.append(issuer)
+        sql = f"SELECT record FROM audit_events{where} ORDER BY seq DESC"  # noqa: S608 - fixed fragments
+        if f.limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(f.limit))
+        with closing(_connect(self.path)) as conn:
+            if not _has_table(conn):
+                return []
+            decisions = [json.loads(row[0]) for row in conn.execute(sql, params)]
+            ids = list(dict.fromkeys(str(d.get("decision_id")) for d in decisions))
+            outcomes: dict[str, dict[str, Any]] = {}
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                rows = conn.execute(
+                    "SELECT record FROM audit_events WHERE kind = 'outcome' AND decision_id IN"  # noqa: S608 - marks only
+                    f" ({', '.join('?' * len(chunk))}) ORDER BY seq",
+                    chunk,
+                )
+                for row in rows:
+                    record = json.loads(row[0])
+                    outcomes.setdefault(str(record.get("decision_id")), record)
+        return [(d, outcomes.get(str(d.get("decision_id")))) for d in decisions]
 
     def verify(self) -> VerifyResult:
         """See ``AuditReader.verify``: the chain, and that the search columns agree with each record.
@@ -122,9 +171,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _has_table(conn: sqlite3.Connection) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'"
-    ).fetchone()
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'").fetchone()
     return row is not None
 
 
