@@ -23,7 +23,7 @@ from bastion.approvals.desk import ApprovalDesk
 from bastion.approvals.state import RequestStateSealer
 from bastion.approvals.store_sqlite import SQLiteApprovalStore
 from bastion.approvals.webhook import WebhookAttempt, WebhookNotifier
-from bastion.audit import SQLiteAuditLog
+from bastion.audit import SQLiteAuditLog, SQLiteAuditReader
 from bastion.catalog import MemoryCatalogStore
 from bastion.config import BastionConfig, RouteSettings, SecretRef
 from bastion.credentials.broker import CredentialSource, ExchangedTokens, UserTokens
@@ -198,6 +198,7 @@ class Gateway:
                 verifier=self.verifier,
                 audit=self.authorization.context.audit,
                 vault=self.vault,
+                audit_reader=SQLiteAuditReader(self.database),
             )
         self.app: GatewayApp = build_app(
             self.endpoints,

@@ -1,6 +1,8 @@
 """The portal: where a signed-in person sees their routes and connects upstreams.
 
-    GET  /portal                       the routes this person may use, with connection status
+    GET  /portal                       the routes this person may use, with connection status and
+                                       the tools they may call on each (risk, approval needed)
+    GET  /portal/activity              their recent calls from the audit log (``bastion.portal.activity``)
     GET  /portal/connect/{route}       "Connect <route>?" (names where the browser will go)
     POST /portal/connect/{route}       start the upstream's authorization code flow (303 to it)
     GET  /portal/callback              the upstream's redirect back: redeem, seal, store
@@ -16,7 +18,7 @@ other browser or for anyone else. The JSON API also takes a Bastion access token
 (``Authorization: Bearer``) issued for any of Bastion's routes.
 
 Every connect and disconnect, allowed or refused, is an audit record (``upstream/connect``,
-``upstream/disconnect``).
+``upstream/disconnect``), and so is every search of other people's calls (``audit/search``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bastion.audit.query import SQLiteAuditReader
 from bastion.credentials.broker import UserTokens
 from bastion.credentials.vault import TokenVault
 from bastion.errors import AuthenticationError, BastionError, OAuthError, UpstreamAuthorizationError
@@ -46,6 +49,7 @@ from bastion.oauth.records import UserIdentity, digest
 from bastion.oauth.requests import single_params
 from bastion.oauth.store import AuthorizationFlowStore
 from bastion.policy import PolicyEngine
+from bastion.portal.activity import ActivityLog, activity_filters
 from bastion.principal import Principal
 from bastion.transport.routes import RouteRuntime
 
@@ -55,6 +59,7 @@ _log = logging.getLogger("bastion.portal")
 
 PORTAL_PATHS = {
     "home": "/portal",
+    "activity": "/portal/activity",
     "sign_in": "/portal/sign-in",
     "connect": "/portal/connect/{route}",
     "disconnect": "/portal/disconnect/{route}",
@@ -83,8 +88,10 @@ class Portal:
     ``store`` holds the sign-ins; ``vault`` the connections (``None`` when no route has any);
     ``engine`` decides which routes a person may use (a route
     is listed when its tool catalog is not known yet or when at least one of its tools may be
-    listed for the person); ``verifier`` checks bearer tokens for the API; ``clock`` returns
-    epoch seconds.
+    listed for the person), which of its tools are listed and whether they need approval, and
+    who may search everyone's calls; ``verifier`` checks bearer tokens for the API;
+    ``audit_reader`` reads the audit log for the activity page (``None``: no activity page);
+    ``clock`` returns epoch seconds.
     """
 
     def __init__(
@@ -98,6 +105,7 @@ class Portal:
         verifier: TokenVerifier,
         audit: OAuthAudit,
         vault: TokenVault | None,
+        audit_reader: SQLiteAuditReader | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._base = base_url
@@ -109,6 +117,7 @@ class Portal:
         self._verifier = verifier
         self._audit = audit
         self._vault = vault
+        self._activity = ActivityLog(audit_reader, issuer=issuer) if audit_reader is not None else None
         self._clock = clock
 
     def url(self, name: str, **values: str) -> str:
@@ -118,8 +127,10 @@ class Portal:
     def routes(self) -> list[BaseRoute]:
         """The portal's Starlette routes (mounted at the root of the app)."""
         page = guarded_page
+        activity = [Route(PORTAL_PATHS["activity"], page(self.activity), methods=["GET"])] if self._activity else []
         return [
             Route(PORTAL_PATHS["home"], page(self.home), methods=["GET"]),
+            *activity,
             Route(PORTAL_PATHS["connect"], page(self.connect_page), methods=["GET"]),
             Route(PORTAL_PATHS["connect"], page(self.connect), methods=["POST"]),
             Route(PORTAL_PATHS["callback"], page(self.callback), methods=["GET"]),
@@ -223,6 +234,28 @@ class Portal:
         return render_page(
             "portal.html", status_code=200, form_action=(), title="Your MCP servers",
             user_label=user.label, routes=routes, csrf_token=self.csrf(cookie), notice=notice,
+            activity_url=self.url("activity") if self._activity else None, approvals_url=self.url("approvals"),
+        )  # fmt: skip
+
+    async def activity(self, request: Request) -> Response:
+        """This person's recent calls (everyone's, for an auditor), filtered by the query string
+        (``bastion.portal.activity``). An auditor's search beyond their own calls is an audit record."""
+        signed_in = await self.signed_in(request)
+        if signed_in is None or self._activity is None:
+            return self.sign_in_first(self.url("activity"))
+        user = signed_in[0]
+        person = self.person(user)
+        auditor = self._engine.may_search_audit(person, now=self._clock())
+        filters = activity_filters(request.query_params, routes=self._routes.keys(), auditor=auditor)
+        if auditor and filters.subject != person.sub:
+            await self._record("audit/search", "allow", None, filters.route, user)
+        calls = await self._activity.calls(person.sub, filters, auditor=auditor)
+        return render_page(
+            "activity.html", status_code=200, form_action=(),
+            title="Everyone's recent calls" if auditor and not filters.subject else "Recent calls",
+            user_label=user.label, auditor=auditor, filters=filters, calls=calls,
+            routes=[(name, self._title(name)) for name in self._routes], portal_url=self.url("home"),
+            action=self.url("activity"),
         )  # fmt: skip
 
     async def connect_page(self, request: Request) -> Response:
@@ -333,7 +366,10 @@ class Portal:
         Each route: ``name``, ``title``, ``url``, ``credential`` (``oauth_user``,
         ``token_exchange``, ``static`` or ``none``), ``connected`` (bool, or ``null`` when
         there is nothing to connect), ``connected_at`` / ``expires_at`` (epoch seconds or
-        ``null``), ``connect_url``. 401 with ``WWW-Authenticate: Bearer`` otherwise.
+        ``null``), ``connect_url``, ``tools``: the tools this caller may call, each ``{"name",
+        "risk", "approval"}`` (``approval``: ``always``, ``some`` or ``no``, whatever the
+        arguments), or ``null`` until the route's tools are known (after its first use).
+        401 with ``WWW-Authenticate: Bearer`` otherwise.
         """
         principal = await self.api_principal(request)
         if principal is None:
@@ -389,7 +425,8 @@ class Portal:
         connections = await self._vault.connections(principal.key) if self._vault is not None else {}
         listed = []
         for name, route in self._routes.items():
-            if not self._may_use(principal, route):
+            tools = self._tools(principal, route)
+            if tools is not None and not tools:
                 continue
             source = route.credentials
             static = route.settings.http is not None and bool(route.settings.http.headers)
@@ -406,15 +443,20 @@ class Portal:
                 "expires_epoch": connection.expires_at if connection else None,
                 "connect_url": self.url("connect", route=name) if kind == "oauth_user" else None,
                 "disconnect_url": self.url("disconnect", route=name) if kind == "oauth_user" else None,
+                "tools": tools,
             })  # fmt: skip
         return listed
 
-    def _may_use(self, principal: Principal, route: RouteRuntime) -> bool:
+    def _tools(self, principal: Principal, route: RouteRuntime) -> list[dict[str, str]] | None:
+        """The tools of ``route`` that ``principal`` may call, by name: ``{"name", "risk", "approval"}``
+        (``approval`` as ``PolicyEngine.approval_need_for``: ``always``, ``some`` or ``no``). ``None``
+        when the route's catalog is not known yet (nothing is asked of the upstream for a listing);
+        an empty list means the route is not for this person."""
         catalog = route.catalog_for(principal)
         if catalog.stale or not catalog.tools:
-            return True
+            return None
         refs = []
-        for name in catalog.tools:
+        for name in sorted(catalog.tools):
             try:
                 ref = catalog.ref(route.name, name)
             except ValueError:
@@ -423,7 +465,12 @@ class Portal:
                 refs.append(ref)
         context = {"arguments": {}, "scopes": list(principal.scopes), "client_id": principal.client_id or "",
                    "session": "", "time": int(self._clock()), "ip": "", "approved": False}  # fmt: skip
-        return any(self._engine.filter_listable(principal, "tools/call", refs, context))
+        listable = self._engine.filter_listable(principal, "tools/call", refs, context)
+        return [
+            {"name": ref.name, "risk": str(ref.attrs.get("risk", "destructive")),
+             "approval": self._engine.approval_need_for(principal, ref, context)}
+            for ref, listed in zip(refs, listable, strict=True) if listed
+        ]  # fmt: skip
 
     async def _record(
         self,
