@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import re
-import sqlite3
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +48,7 @@ from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.config import BastionConfig
 from bastion.gateway import DATABASE_FILE
 from bastion.identity import SigningKeys, TokenIssuer
+from bastion.stores.sqlite import STORE_ERRORS
 
 __all__ = ["app"]
 
@@ -94,7 +94,7 @@ def _run_read(settings: BastionConfig, read: Callable[[ApprovalStore], Awaitable
     store: ApprovalStore = SQLiteApprovalStore(database) if database.exists() else MemoryApprovalStore()
     try:
         return asyncio.run(_read(store, read))
-    except (sqlite3.Error, OSError) as exc:
+    except STORE_ERRORS as exc:
         raise fail(escape(f"cannot read the approval store in {database}: {exc}")) from None
 
 

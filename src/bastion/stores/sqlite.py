@@ -16,7 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
-__all__ = ["SQLiteTables", "delete_rows"]
+__all__ = ["STORE_ERRORS", "SQLiteTables", "delete_rows"]
+
+STORE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+"""What an embedded store raises when its file cannot be read or written (for callers that report it)."""
 
 T = TypeVar("T")
 
