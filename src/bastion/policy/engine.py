@@ -186,16 +186,7 @@ class PolicyEngine:
             result = self._partial(resource, action)
         except Exception:  # noqa: BLE001 - an inventory shows what it cannot judge as unapproved
             return "no"
-        diagnostics = result.diagnostics
-        permits = [
-            self._by_cedar_id[c]
-            for c in {*diagnostics.may_be_determining, *diagnostics.must_be_determining, *diagnostics.reasons}
-            if self._by_cedar_id[c].effect == "permit"
-        ]
-        asking = sum("approval" in info.obligations for info in permits)
-        if not permits or asking == 0:
-            return "no"
-        return "always" if asking == len(permits) else "some"
+        return self._approval_of(result)
 
     def approval_need_for(
         self, principal: Principal, resource: ResourceRef, context: Mapping[str, Any], action: str = "tools/call"
@@ -224,35 +215,14 @@ class PolicyEngine:
         diagnostics = result.diagnostics
         if diagnostics.errors or not self._may_allow(result):
             return "no"
-        permits = [
-            self._by_cedar_id[c]
-            for c in {*diagnostics.may_be_determining, *diagnostics.must_be_determining, *diagnostics.reasons}
-            if self._by_cedar_id[c].effect == "permit"
-        ]
-        asking = sum("approval" in info.obligations for info in permits)
-        if not permits or asking == 0:
-            return "no"
-        return "always" if asking == len(permits) else "some"
+        return self._approval_of(result)
 
     def may_search_audit(self, principal: Principal, *, now: float) -> bool:
         """Whether ``principal`` may search everyone's audit records (the portal's activity page):
-        ``Action::"audit/search"`` on ``AuditLog::"bastion"``, context ``time`` (and empty
-        ``arguments`` and ``scopes``, ``approved`` false: the schema's ``Context``). Deny by default;
-        never raises (any failure, or any evaluation error, is false)."""
-        try:
-            uid = {"type": "AuditLog", "id": "bastion"}
-            entity = json.dumps({"uid": uid, "attrs": {}, "parents": []})
-            handle = cedarpy.Entities.from_json_str(f"[{_principal_json(principal)},{entity}]")
-            request = {
-                "principal": {"type": principal.kind, "id": principal.sub},
-                "action": {"type": "Action", "id": "audit/search"},
-                "resource": uid,
-                "context": {"arguments": {}, "scopes": [], "time": int(now), "approved": False},
-            }
-            result = cedarpy.is_authorized_batch([request], self._loaded.policy_set, handle)[0]
-            return self._decision(result).allowed
-        except Exception:  # noqa: BLE001 - any failure must be a deny (fail closed)
-            return False
+        ``Action::"audit/search"`` on ``AuditLog::"bastion"`` (``_decide_admin``: only permits that
+        name the action count). Deny by default; never raises (any failure is false)."""
+        entity = {"uid": {"type": "AuditLog", "id": "bastion"}, "attrs": {}, "parents": []}
+        return self._decide_admin(principal, "audit/search", entity, now).allowed
 
     def _partial(self, resource: ResourceRef, action: str) -> cedarpy.PartialAuthzResult:
         """Cedar's partial answer for ``action`` on ``resource`` with principal and context unknown.
@@ -288,32 +258,52 @@ class PolicyEngine:
 
     def decide_approver(self, approver: Principal, approval: ApprovalRequest, *, now: float) -> Decision:
         """Whether ``approver`` may decide ``approval``: ``Action::"approvals/decide"`` on the
-        ``Approval`` entity (attributes in the built-in schema), context ``time`` (and empty
-        ``arguments`` and ``scopes``, ``approved`` false: the schema's ``Context``). Deny by
-        default; never raises (any failure is a deny). The rule that nobody reviews their own
-        call is the caller's (``bastion.approvals.service``), not policy's."""
+        ``Approval`` entity (attributes in the built-in schema; ``_decide_admin``: only permits that
+        name the action count). Deny by default; never raises (any failure is a deny). The rule that
+        nobody reviews their own call is the desk's (``bastion.approvals.desk``), not policy's."""
+        attrs: dict[str, Any] = {
+            "requester": approval.binding.requester.rpartition("\x1f")[2],
+            "route": approval.binding.route,
+            "tool": approval.binding.tool,
+            "risk": approval.risk,
+            "classification": approval.classification,
+            "kind": approval.kind,
+        }
+        entity = {"uid": {"type": "Approval", "id": approval.id}, "attrs": attrs, "parents": []}
+        return self._decide_admin(approver, "approvals/decide", entity, now)
+
+    def _decide_admin(self, principal: Principal, action: str, entity: dict[str, Any], now: float) -> Decision:
+        """Bastion's own ``action`` (``ADMIN_ACTIONS``) on ``entity`` (Cedar JSON form), against the
+        policies that may grant it: every forbid, and the permits that name the action
+        (``LoadedPolicies.admin_policy_set``: an unconstrained action makes nobody an approver or an
+        auditor). Context ``time``, and empty ``arguments`` and ``scopes``, ``approved`` false (the
+        schema's ``Context``). Never raises: any failure is a deny."""
         try:
-            attrs: dict[str, Any] = {
-                "requester": approval.binding.requester.rpartition("\x1f")[2],
-                "route": approval.binding.route,
-                "tool": approval.binding.tool,
-                "risk": approval.risk,
-                "classification": approval.classification,
-                "kind": approval.kind,
-            }
-            uid = {"type": "Approval", "id": approval.id}
-            entity = json.dumps({"uid": uid, "attrs": attrs, "parents": []})
-            handle = cedarpy.Entities.from_json_str(f"[{_principal_json(approver)},{entity}]")
+            handle = cedarpy.Entities.from_json_str(f"[{_principal_json(principal)},{json.dumps(entity)}]")
             request = {
-                "principal": {"type": approver.kind, "id": approver.sub},
-                "action": {"type": "Action", "id": "approvals/decide"},
-                "resource": uid,
+                "principal": {"type": principal.kind, "id": principal.sub},
+                "action": {"type": "Action", "id": action},
+                "resource": entity["uid"],
                 "context": {"arguments": {}, "scopes": [], "time": int(now), "approved": False},
             }
-            result = cedarpy.is_authorized_batch([request], self._loaded.policy_set, handle)[0]
+            result = cedarpy.is_authorized_batch([request], self._loaded.admin_policy_set, handle)[0]
             return self._decision(result)
         except Exception as exc:  # noqa: BLE001 - any failure must be a deny (fail closed)
             return Decision.failed(f"policy evaluation failed: {type(exc).__name__}: {exc}")
+
+    def _approval_of(self, result: cedarpy.PartialAuthzResult) -> str:
+        """``always`` / ``some`` / ``no``: how many of the permits that may determine a partial answer
+        carry ``@approval``."""
+        diagnostics = result.diagnostics
+        permits = [
+            self._by_cedar_id[c]
+            for c in {*diagnostics.may_be_determining, *diagnostics.must_be_determining, *diagnostics.reasons}
+            if self._by_cedar_id[c].effect == "permit"
+        ]
+        asking = sum("approval" in info.obligations for info in permits)
+        if not permits or asking == 0:
+            return "no"
+        return "always" if asking == len(permits) else "some"
 
     def _evaluate(
         self,

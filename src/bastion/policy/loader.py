@@ -2,9 +2,9 @@
 
 Every policy must carry a unique, non-empty ``@id("...")``; templates (``?principal``)
 are refused because nothing links them; ``Action`` entities named in policies must be
-the MCP actions Bastion issues or its own ``approvals/decide`` (the engine evaluates without the schema, see
-``bastion.policy.engine``, so an action group declared in a custom schema would silently
-never match). Validation runs Cedar's strict validator per group of policies that assume
+the MCP actions Bastion issues or its own (``approvals/decide``, ``audit/search``; the engine
+evaluates without the schema, see ``bastion.policy.engine``, so an action group declared in a
+custom schema would silently never match). Validation runs Cedar's strict validator per group of policies that assume
 the same ``context.arguments`` type (``bastion.policy.argument_types``). Any failure is a
 ``ConfigError`` naming the file and carrying Cedar's error text. An ``@approval`` annotation
 must say ``"review"`` or ``"confirm"`` and sit on a permit.
@@ -18,7 +18,7 @@ import hashlib
 import importlib.resources
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from bastion.approvals.model import APPROVAL_KINDS
 from bastion.errors import ConfigError
 from bastion.policy.argument_types import infer_arguments_type, render_cedar_type
 from bastion.policy.convert import ArgumentPaths
-from bastion.policy.model import POLICY_ACTIONS
+from bastion.policy.model import ADMIN_ACTIONS, POLICY_ACTIONS
 
 __all__ = ["LoadedPolicies", "PolicyInfo", "builtin_schema_text", "load_policies"]
 
@@ -56,7 +56,10 @@ class LoadedPolicies:
     ``context_keys`` the ``context`` attributes some policy reads (None: any, because a
     policy uses ``context`` as a whole); ``argument_paths`` the paths below
     ``context.arguments`` some policy reads, as a trie (``ArgumentPaths``; None: a policy
-    uses ``context.arguments`` or ``context`` as a whole).
+    uses ``context.arguments`` or ``context`` as a whole); ``admin_policy_set`` the policies that
+    may decide Bastion's own actions (``ADMIN_ACTIONS``): every forbid, and the permits whose action
+    scope names one (``==`` or ``in [...]``), so that a permit with an unconstrained action makes
+    nobody an approver or an auditor.
     """
 
     policy_set: cedarpy.PolicySet
@@ -66,6 +69,7 @@ class LoadedPolicies:
     files: tuple[Path, ...]
     context_keys: frozenset[str] | None
     argument_paths: ArgumentPaths | None = None
+    admin_policy_set: cedarpy.PolicySet = field(default_factory=lambda: cedarpy.PolicySet.from_str(""))
 
 
 def builtin_schema_text() -> str:
@@ -117,7 +121,15 @@ def load_policies(policy_paths: Sequence[Path], schema_path: Path | None = None)
         tuple(files),
         _context_keys(templates),
         _argument_paths(templates),
+        _single({k: t for k, t in templates.items() if t.effect == "forbid" or _names_admin_action(t)}),
     )
+
+
+def _names_admin_action(template: pst.Template) -> bool:
+    """Whether a policy's action scope names one of Bastion's own actions explicitly."""
+    scope = template.action
+    named = (scope.entity,) if isinstance(scope, pst.ActionEq) else getattr(scope, "entities", ())
+    return any(uid.id in ADMIN_ACTIONS for uid in named)
 
 
 def _context_keys(templates: Mapping[str, pst.Template]) -> frozenset[str] | None:
