@@ -258,3 +258,4 @@ def test_an_auditor_searches_anyones_calls(world: World) -> None:
     assert len(seen["rita"]) == 4  # unknown route and effect are ignored
     searches = audit_searches(world)[before:]
     assert [r["principal"]["sub"] for r in searches] == ["audra"] * 3
+    assert [r["arguments"]["subject"] for r in searches] == ["bob", "*", "rita"]  # whose calls she searched

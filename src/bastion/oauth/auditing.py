@@ -2,8 +2,9 @@
 registration request, allowed or refused, is one ``decision`` record in the same hash chain as calls.
 
 ``method`` is ``oauth/authorize``, ``oauth/sign-in``, ``oauth/consent``, ``oauth/token``,
-``oauth/revoke`` or ``oauth/register``, and the portal's ``upstream/connect`` and
-``upstream/disconnect``; ``target`` the client id; ``route`` the route the
+``oauth/revoke`` or ``oauth/register``, and the portal's ``upstream/connect``,
+``upstream/disconnect`` and ``audit/search`` (an auditor's search: ``subject``, ``tool``, and
+the effect searched for as ``decision``); ``target`` the client id; ``route`` the route the
 request is for (``-`` when it names none); ``decision.reason`` the OAuth error code of a
 refusal; ``arguments`` the request's non-secret parameters (codes, tokens, verifiers,
 passwords and secrets are never recorded).
@@ -27,7 +28,7 @@ RECORDED_PARAMETERS = frozenset(
     {
         "response_type", "redirect_uri", "scope", "resource", "code_challenge_method", "grant_type",
         "type_hint", "client_name", "decision", "username", "state_present", "provider", "provider_sub",
-        "dropped_groups", "problem", "issuer", "client", "revoked", "deleted",
+        "dropped_groups", "problem", "issuer", "client", "revoked", "deleted", "subject", "tool",
     }
 )  # fmt: skip
 

@@ -248,7 +248,8 @@ class Portal:
         auditor = self._engine.may_search_audit(person, now=self._clock())
         filters = activity_filters(request.query_params, routes=self._routes.keys(), auditor=auditor)
         if auditor and filters.subject != person.sub:
-            await self._record("audit/search", "allow", None, filters.route, user)
+            await self._record("audit/search", "allow", None, filters.route, user, subject=filters.subject or "*",
+                               tool=filters.tool or "", decision=filters.effect or "")  # fmt: skip
         calls = await self._activity.calls(person.sub, filters, auditor=auditor)
         return render_page(
             "activity.html", status_code=200, form_action=(),
