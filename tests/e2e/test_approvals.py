@@ -122,6 +122,16 @@ def call_records(bastion: BastionProcess, approval_id: str) -> list[dict[str, An
     ]  # fmt: skip
 
 
+def refused_call(bastion: BastionProcess, approval_id: str) -> dict[str, Any]:
+    """The one deny record of the call that asked for (and now waits for) approval ``approval_id``."""
+    [record] = [
+        r for r in records(bastion, "tools/call")
+        if (r.get("approval") or {}).get("id") == approval_id and r["decision"]["effect"] == "deny"
+    ]  # fmt: skip
+    assert (record["decision"]["reason"], record["approval"]["status"]) == ("approval_pending", "pending")
+    return record
+
+
 def decide(bastion: BastionProcess, token: str, approval_id: str, decision: str, reason: str) -> httpx2.Response:
     """The portal API's decision, as ``bastion approvals approve`` sends it."""
     return httpx2.post(
@@ -216,6 +226,7 @@ def test_pending_then_approved_by_the_cli_then_the_same_call_runs_once(world: Wo
     # The grant is single use: the same call again is a new request, and nothing runs.
     third = asyncio.run(deploy(world, bastion, arguments))
     assert pending_of(third)["approval"] != error["approval"]
+    refused_call(bastion, pending_of(third)["approval"])
     assert world.ledger()[before:] == [arguments]
 
 
@@ -232,6 +243,7 @@ def test_changed_arguments_need_a_new_approval(world: World) -> None:
     granted = _approved_grant(world, {"service": "api", "env": "staging"})
     changed = asyncio.run(deploy(world, world.quick, {"service": "api", "env": "prod"}))
     assert pending_of(changed)["approval"] != granted
+    assert refused_call(world.quick, pending_of(changed)["approval"])["arguments"] == {"service": "api", "env": "prod"}
     assert len(world.ledger()) == before
     assert call_records(world.quick, granted) == []  # the grant was not used by any call
 
@@ -243,6 +255,7 @@ def test_an_expired_grant_is_not_used(world: World) -> None:
     time.sleep(4.5)  # the quick gateway's grants live 4 s
     again = asyncio.run(deploy(world, world.quick, arguments))
     assert pending_of(again)["approval"] != granted
+    refused_call(world.quick, pending_of(again)["approval"])
     assert len(world.ledger()) == before
     deadline = time.monotonic() + 10  # the sweeper marks it within 5 s
     while not [r for r in records(world.quick, "approval/expired") if r["approval"]["id"] == granted]:
@@ -326,6 +339,9 @@ def test_a_policy_change_voids_an_approved_grant(world: World) -> None:
     bastion.start()
     again = asyncio.run(deploy(world, bastion, arguments))
     assert pending_of(again)["approval"] != granted  # approved under another policy set
+    approved = next(r for r in records(bastion, "approval/approved") if r["approval"]["id"] == granted)
+    refused = refused_call(bastion, pending_of(again)["approval"])
+    assert refused["decision"]["policy_version"] != approved["decision"]["policy_version"]
     assert len(world.ledger()) == before
     assert call_records(bastion, granted) == []
 
