@@ -22,7 +22,7 @@ import pytest
 from mcp import MCPError
 from tests.support.bastion_process import BastionProcess, write_users_file
 from tests.support.browser import chromium
-from tests.support.browser_people import new_context
+from tests.support.browser_people import new_context, portal_sign_in
 from tests.support.e2e_helpers import connect
 from tests.support.ledger_server import ledger_server
 
@@ -118,11 +118,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 async def sign_in(page: Any, base: str, name: str) -> None:
     """Sign ``name`` in at the portal with the password form, in Chromium."""
-    await page.goto(f"{base}/portal/sign-in")
-    await page.get_by_label("Username").fill(name)
-    await page.get_by_label("Password").fill(PASSWORDS[name])
-    async with page.expect_navigation(url=lambda url: url == f"{base}/portal"):
-        await page.get_by_role("button", name="Sign in", exact=True).click()
+    await portal_sign_in(page, base, name, PASSWORDS[name])
 
 
 async def rows(page: Any) -> list[list[str]]:

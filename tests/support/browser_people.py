@@ -207,3 +207,13 @@ class BrowserPerson:
         if "code" not in params:
             raise RuntimeError(f"authorization failed: {params.get('error')}: {params.get('error_description')}")
         return AuthorizationCodeResult(code=params["code"], state=params.get("state"), iss=params.get("iss"))
+
+
+async def portal_sign_in(page: Page, base: str, username: str, password: str) -> None:
+    """Sign ``username`` in at Bastion's portal (``base``) with the password form, as a person would
+    in Chromium; returns once the browser is on ``/portal``."""
+    await page.goto(f"{base}/portal/sign-in")
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(password)
+    async with page.expect_navigation(url=lambda url: url == f"{base}/portal"):
+        await page.get_by_role("button", name="Sign in", exact=True).click()
