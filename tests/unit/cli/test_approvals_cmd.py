@@ -24,7 +24,6 @@ from bastion.config import load_config
 from bastion.identity import RevocationList, SigningKeys, TokenVerifier
 
 runner = CliRunner()
-NOW = time.time()
 REQUESTER = "https://bastion.test\x1falice"
 
 
@@ -49,9 +48,9 @@ def _write_config(tmp_path: Path, port: int) -> Path:
     return path
 
 
-def _request(id_: str, status: ApprovalStatus, *, age_s: float, decided_after_s: float | None = None,
+def _request(id_: str, status: ApprovalStatus, *, now: float, age_s: float, decided_after_s: float | None = None,
              expires_in_s: float = 600.0, tool: str = "delete_page") -> ApprovalRequest:  # fmt: skip
-    created = NOW - age_s
+    created = now - age_s
     decided = None if decided_after_s is None else created + decided_after_s
     return ApprovalRequest(
         id=id_,
@@ -65,25 +64,30 @@ def _request(id_: str, status: ApprovalStatus, *, age_s: float, decided_after_s:
         policy_ids=("needs-review", "docs-writers"),
         decision_id=f"decision-{id_}",
         created_at=created,
-        expires_at=NOW + expires_in_s,
+        expires_at=now + expires_in_s,
         status=status,
         decided_at=decided,
         approver=None if decided is None else "bob@example.com",
         approver_key=None if decided is None else "https://bastion.test\x1fbob",
         reason="" if decided is None else "looked at it",
-        consumed_at=NOW - 5 if status == "consumed" else None,
+        consumed_at=now - 5 if status == "consumed" else None,
         consumed_by="decision-later" if status == "consumed" else None,
     )
 
 
-REQUESTS = (
-    _request("req-open", "pending", age_s=60, expires_in_s=600),
-    _request("req-stale", "pending", age_s=1200, expires_in_s=-10, tool="drop_space"),
-    _request("req-approved", "approved", age_s=300, decided_after_s=30),
-    _request("req-denied", "denied", age_s=400, decided_after_s=90),
-    _request("req-consumed", "consumed", age_s=500, decided_after_s=60),
-    _request("req-expired", "expired", age_s=5000, expires_in_s=-4000),
-)
+@pytest.fixture
+def requests() -> tuple[ApprovalRequest, ...]:
+    """Six requests, one of each kind of state, timed from now (when the test runs, not when the
+    module was imported: a whole-suite run takes minutes)."""
+    now = time.time()
+    return (
+        _request("req-open", "pending", now=now, age_s=60, expires_in_s=600),
+        _request("req-stale", "pending", now=now, age_s=1200, expires_in_s=-10, tool="drop_space"),
+        _request("req-approved", "approved", now=now, age_s=300, decided_after_s=30),
+        _request("req-denied", "denied", now=now, age_s=400, decided_after_s=90),
+        _request("req-consumed", "consumed", now=now, age_s=500, decided_after_s=60),
+        _request("req-expired", "expired", now=now, age_s=5000, expires_in_s=-4000),
+    )
 
 
 async def _populate(database: Path, requests: tuple[ApprovalRequest, ...]) -> None:
@@ -93,10 +97,10 @@ async def _populate(database: Path, requests: tuple[ApprovalRequest, ...]) -> No
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Path:
-    """A configuration whose gateway port nobody listens on, its store holding ``REQUESTS``."""
+def config(tmp_path: Path, requests: tuple[ApprovalRequest, ...]) -> Path:
+    """A configuration whose gateway port nobody listens on, its store holding ``requests``."""
     path = _write_config(tmp_path, _free_port())
-    asyncio.run(_populate(tmp_path / "data" / "bastion.db", REQUESTS))
+    asyncio.run(_populate(tmp_path / "data" / "bastion.db", requests))
     return path
 
 
@@ -121,7 +125,7 @@ def test_list_shows_pending_requests_only_by_default_and_a_stale_one_as_expired(
     assert stale_row[9] == "expired"
 
 
-def test_list_all_is_newest_first_and_json_has_every_field(config: Path) -> None:
+def test_list_all_is_newest_first_and_json_has_every_field(config: Path, requests: tuple[ApprovalRequest, ...]) -> None:
     table = _invoke("list", "--status", "all", "--config", str(config))
     assert table.exit_code == 0, table.output
     ids = [line.split("│")[1].strip() for line in table.stdout.splitlines() if "│ req-" in line]
@@ -130,7 +134,7 @@ def test_list_all_is_newest_first_and_json_has_every_field(config: Path) -> None
     result = _invoke("list", "--status", "consumed", "--json", "--config", str(config))
     assert result.exit_code == 0, result.output
     [item] = json.loads(result.stdout)
-    expected = REQUESTS[4]
+    expected = requests[4]
     assert item == {
         "id": "req-consumed", "kind": "review", "status": "consumed", "requester": REQUESTER, "route": "docs",
         "tool": "delete_page", "arguments_sha256": "ab" * 32, "policy_version": "policy-v1",
@@ -158,7 +162,7 @@ def test_list_limit_and_an_empty_status(config: Path, tmp_path: Path) -> None:
     assert json.loads(_invoke("list", "--json", "--config", str(fresh)).stdout) == []
 
 
-def test_show_prints_every_field_and_the_arguments(config: Path) -> None:
+def test_show_prints_every_field_and_the_arguments(config: Path, requests: tuple[ApprovalRequest, ...]) -> None:
     result = _invoke("show", "req-denied", "--config", str(config))
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -173,7 +177,7 @@ def test_show_prints_every_field_and_the_arguments(config: Path) -> None:
     assert fields["approver"] == "bob@example.com"
     assert fields["reason"] == "looked at it"
     assert fields["consumed (UTC)"] == "-"
-    decided = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(REQUESTS[3].decided_at or 0))
+    decided = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(requests[3].decided_at or 0))
     assert fields["decided (UTC)"] == decided
     arguments = "\n".join(lines[lines.index("arguments:") + 1 :])
     assert json.loads(arguments) == {"page": "Home", "note": "[red]not markup[/]"}  # printed, not rendered
