@@ -18,8 +18,9 @@ CALLS = 200_000
 
 
 class _Exchange:
-    decision = Decision("allow", ("p",), {}, ())
-    notes: dict[str, Any] = {}
+    def __init__(self) -> None:
+        self.decision = Decision("allow", ("p",), {}, ())
+        self.notes: dict[str, Any] = {}
 
 
 async def main() -> None:
