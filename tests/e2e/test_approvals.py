@@ -204,6 +204,30 @@ def test_a_held_call_runs_once_after_an_approver_approves_it_in_chromium(world: 
     assert outcome["decision_id"] == decision["decision_id"]
 
 
+def test_a_held_call_runs_once_after_an_approver_approves_it_with_the_cli(world: World) -> None:
+    bastion = world.held
+    before = len(world.ledger())
+    earlier = set(pending_ids(bastion))
+
+    async def scenario() -> Any:
+        call = asyncio.create_task(deploy(world, bastion, {"service": "worker", "env": "prod"}))
+        deadline = time.monotonic() + 20
+        while not (waiting := [i for i in pending_ids(bastion) if i not in earlier]):
+            assert time.monotonic() < deadline, "no approval request"
+            await asyncio.sleep(0.1)
+        approved = await asyncio.to_thread(
+            bastion.cli, "approvals", "approve", waiting[0], "--config", str(bastion.config_path),
+            "--reason", "on call", "--as", "alex", "--group", "ops", check=False,
+        )  # fmt: skip
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        return await asyncio.wait_for(call, 30)
+
+    result = asyncio.run(scenario())
+    assert not result.is_error
+    assert result.content[0].text == "deployed worker to prod"
+    assert world.ledger()[before:] == [{"service": "worker", "env": "prod"}]
+
+
 def test_pending_then_approved_by_the_cli_then_the_same_call_runs_once(world: World) -> None:
     bastion = world.quick
     before = len(world.ledger())
