@@ -5,7 +5,8 @@ shared backend would keep are wall-clock epoch seconds (``time.time()``); values
 returns are not changed by their callers (changes go back through the store). Each
 protocol has ONE contract suite, run against every backend of that kind, in
 ``tests/unit/stores/test_contract_<kind>.py``; a shared backend (PostgreSQL, Redis) joins a
-kind by adding itself to that suite's ``BACKENDS``. Only the embedded SQLite backends touch
+kind by adding itself to that suite's ``BACKENDS`` (rate counters have one:
+``stores.redis_counters.RedisRateCounter``). Only the embedded SQLite backends touch
 SQLite (``tests/unit/stores/test_stores_layout.py`` pins that).
 
 ========================  =========================================  ===========================================
@@ -16,7 +17,8 @@ revocations               ``stores.revocations.RevocationStore``     ``identity.
 authorization, flows      ``oauth.store.AuthorizationFlowStore``     ``oauth.store_sqlite_flows.SQLiteFlowStore``
 authorization, grants     ``oauth.store.AuthorizationGrantStore``    ``oauth.store_sqlite_grants.SQLiteGrantStore``
 token vault               ``credentials.vault_store.VaultStore``     ``credentials.vault_sqlite.SQLiteVaultStore``
-rate counters             ``stores.counters.RateCounter``            ``stores.memory_counters.MemoryRateCounter``
+rate counters             ``stores.counters.RateCounter``            ``stores.memory_counters.MemoryRateCounter``,
+                                                                     ``stores.sqlite_counters.SQLiteRateCounter``
 audit log (write / read)  ``audit.store.AuditLog`` / ``AuditReader``  ``audit.store_sqlite.SQLiteAuditLog`` /
                                                                      ``audit.query.SQLiteAuditReader``
 tool catalog              ``catalog.store.CatalogStore``             ``catalog.store.MemoryCatalogStore``

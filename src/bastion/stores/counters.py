@@ -9,10 +9,13 @@ old (a sliding-window log). Keys are opaque strings; callers prefix them with wh
 they count (``sign-in:``, ``limit:``) so that rules sharing a backend never collide.
 
 Times are wall-clock epoch seconds (``time.time()``), passed in by the caller so that
-replicas sharing a backend agree and tests need no clock patching. The embedded
-backend is ``bastion.stores.memory_counters.MemoryRateCounter`` (one process); a
-shared one (Redis: a sorted set per key, trimmed and counted in one Lua script) joins
-the contract suite in ``tests/unit/stores/test_contract_counters.py``.
+replicas sharing a backend agree and tests need no clock patching. The backends, all
+run by the contract suite in ``tests/unit/stores/test_contract_counters.py``:
+``bastion.stores.memory_counters.MemoryRateCounter`` (one process),
+``bastion.stores.sqlite_counters.SQLiteRateCounter`` (the data directory's SQLite file:
+survives a restart, shared by processes on one file) and
+``bastion.stores.redis_counters.RedisRateCounter`` (shared by replicas: a sorted set per
+key, trimmed, counted and added to in one Lua script).
 """
 
 from __future__ import annotations
