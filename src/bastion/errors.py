@@ -32,6 +32,7 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     │   ├── InsufficientScope       403  -32003  (step-up: WWW-Authenticate insufficient_scope)
     │   ├── ApprovalPending         200  -32003  (always a tool execution error: approval pending, its page)
     │   ├── ConfirmationRequired    200  -32042  (the requester confirms on Bastion's page: URL elicitation)
+    │   ├── RateLimited             429  -32003  (a rate limit or quota: Retry-After, data names the limit)
     │   └── ApprovalRefused         200  -32003  (the approval the call waited for was denied or expired)
     ├── EgressDenied                403  -32003  (an outbound fetch refused: SSRF guard)
     ├── DecisionRefused     403/404/409  -32603  (an approval decision someone may not make; portal, API)
@@ -67,6 +68,7 @@ test`` runner, which reports it as a test ERROR.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS
@@ -100,6 +102,7 @@ __all__ = [
     "OAuthError",
     "ParseError",
     "PolicyDenied",
+    "RateLimited",
     "SessionNotFound",
     "SessionRequired",
     "TokenExchangeFailed",
@@ -410,6 +413,19 @@ class ConfirmationRequired(PolicyDenied):
     def __init__(self, message: str, *, url: str, approval_id: str, policies: list[str]) -> None:
         elicitation = {"mode": "url", "elicitationId": approval_id, "url": url, "message": message}
         super().__init__(message, data={"elicitations": [elicitation], "approval": approval_id, "policies": policies})
+
+
+class RateLimited(PolicyDenied):
+    """A rate limit or quota refuses the call (``limits:``, ``@rate``, ``@quota``): HTTP 429 with
+    ``Retry-After`` (RFC 9110 section 10.2.3, whole seconds) and a JSON-RPC error (-32003) whose
+    ``data`` names the limit: ``{"limit": name, "rate": "20/minute", "retry_after_s": n}``."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, limit: str, rate: str, retry_after_s: float) -> None:
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        super().__init__(message, data={"limit": limit, "rate": rate, "retry_after_s": self.retry_after_s})
 
 
 class ApprovalRefused(PolicyDenied):

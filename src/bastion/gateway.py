@@ -35,6 +35,7 @@ from bastion.egress import AllowList, EgressGuard, audit_refusals
 from bastion.errors import ConfigError
 from bastion.identity import RevocationList, SigningKeys, TokenIssuer, TokenVerifier
 from bastion.identity.external import guarded_jwks_fetch
+from bastion.limits.rates import MAX_WINDOW_S
 from bastion.oauth import AuthorizationServer
 from bastion.pipeline.plan import assemble
 from bastion.pipeline.stages.approve import ApproveStage
@@ -47,6 +48,7 @@ from bastion.pipeline.stages.continuation import ContinuationFilter, Continuatio
 from bastion.pipeline.stages.forward_http import HttpEndStage, HttpForwardStage, HttpStreamStage
 from bastion.pipeline.stages.forward_stdio import StdioEndStage, StdioForwardStage, StdioStreamStage
 from bastion.pipeline.stages.inspect import ListFilter
+from bastion.pipeline.stages.limits import LimitsStage
 from bastion.pipeline.stages.list_changed import ListChangedFilter
 from bastion.pipeline.stages.server_requests import ServerRequestFilter
 from bastion.pipeline.stages.session import SessionStage
@@ -61,6 +63,7 @@ from bastion.stores.memory_continuations import MemoryContinuationStore
 from bastion.stores.memory_counters import MemoryRateCounter
 from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.stores.sessions import Session
+from bastion.stores.sqlite_counters import SQLiteRateCounter
 from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.endpoint import McpEndpoint
@@ -69,6 +72,9 @@ from bastion.upstream.http import HttpUpstream
 from bastion.upstream.stdio import StdioServer
 
 __all__ = ["DATABASE_FILE", "Gateway", "resolve_values"]
+
+_LONGEST_QUOTA_S = MAX_WINDOW_S
+"""Quota hits older than the longest window a rate may have are swept (``bastion.limits.rates``)."""
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +160,10 @@ class Gateway:
             jwks_fetch=guarded_jwks_fetch(self.egress),
         )
         self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
-        self.rates = MemoryRateCounter()  # the sign-in throttle's counts (and the limits stage's)
+        self.rates = MemoryRateCounter()  # the sign-in throttle's counts
+        # limits: (issue 14) rates in memory, quotas in the data directory's file (a restart keeps them)
+        self.limit_rates = MemoryRateCounter(max_keys=1_000_000)
+        self.limit_quotas = SQLiteRateCounter(self.database)
         self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
         self.continuations = MemoryContinuationStore()  # requestState and task ids issued to each principal
         self.webhook: WebhookNotifier | None = None
@@ -335,6 +344,10 @@ class Gateway:
         }
         if route.settings.url_arguments is not None:
             checks["url_arguments"] = UrlArgumentStage(self.egress, route.settings.url_arguments)
+        if self.config.limits or self.engine.limited_policy_ids:
+            checks["limits"] = LimitsStage(
+                self.config.limits, engine=self.engine, rates=self.limit_rates, quotas=self.limit_quotas
+            )
         checks["approve"] = ApproveStage(
             self.approvals, states=self.approval_states, hold_s=self.config.approvals.hold,
             policy_version=self.engine.version,
@@ -414,7 +427,8 @@ class Gateway:
     async def sweep(self, now: float) -> None:
         """Housekeeping at ``now`` (epoch s): drop idle sessions (ending their upstream sessions),
         revocations of tokens expired before ``now``, the verifier's cached verifications of
-        expired tokens, expired authorization state and unfinished vault connections.
+        expired tokens, expired authorization state, unfinished vault connections, and quota hits
+        older than any window (``_LONGEST_QUOTA_S``).
 
         Each step runs even when another failed; a failure is logged and retried next time.
         Never raises (except ``CancelledError``).
@@ -427,6 +441,8 @@ class Gateway:
             steps.append(("authorization state", functools.partial(self.authorization.purge, now)))
         if self.vault is not None:
             steps.append(("vault connections", functools.partial(self.vault.purge, now)))
+        # quota hits older than the longest window any rule could use: no answer changes
+        steps.append(("quota hits", functools.partial(self.limit_quotas.purge, now - _LONGEST_QUOTA_S)))
         for what, step in steps:
             try:
                 await step()
@@ -443,6 +459,7 @@ class Gateway:
         if self.vault is not None:
             await self.vault.start()
         await self.approvals.start()
+        await self.limit_quotas.start()
         sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
         self._background.add(sweeper)
         servers = [r.stdio for r in self.routes if r.stdio is not None]
@@ -472,6 +489,7 @@ class Gateway:
         if self.vault is not None:
             await self.vault.close()
         await self.approvals.close()
+        await self.limit_quotas.close()
         await self.audit.close()
         await self.revocations.close()
 

@@ -1,4 +1,20 @@
-"""``server.argument_limits``: how large a call's ``arguments`` may be before Bastion refuses it.
+"""``server.argument_limits`` (how large a call's ``arguments`` may be) and ``limits:`` (rates and quotas).
+
+``limits:`` is a list of rates and quotas (issue 14)::
+
+    limits:
+      - name: deploys-per-person
+        match: {route: ci, tool: deploy}
+        rate: 5/minute           # at most 5 in any minute, per principal (kept in memory)
+      - name: exports-per-day
+        match: {tool: export_customers, group: support}
+        quota: 500/day           # kept in the data directory: a restart does not reset it
+        per: principal           # principal | client | route | tool | global
+
+A policy can carry its own: ``@rate("10/minute")`` / ``@quota("500/day")`` on a permit, counted
+per principal and policy unless ``@rate_per("client")`` (or route, tool, global) says otherwise.
+
+``server.argument_limits``: how large a call's ``arguments`` may be before Bastion refuses it.
 
 A well-formed but hostile call (an object of 150,000 members, an array of 400,000
 elements) costs CPU in every step that touches the arguments: the policy decision, the
@@ -12,11 +28,14 @@ body itself is capped first by ``server.max_body_bytes``.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from bastion.config.base import _Model
+from bastion.limits.rates import parse_rate
 
-__all__ = ["ArgumentLimits"]
+__all__ = ["ArgumentLimits", "LimitKey", "LimitMatch", "LimitSettings"]
 
 
 class ArgumentLimits(_Model):
@@ -35,3 +54,49 @@ class ArgumentLimits(_Model):
     max_elements: int = Field(default=100_000, ge=1)
     max_string_chars: int = Field(default=1_048_576, ge=1)
     max_nodes: int = Field(default=250_000, ge=1)
+
+
+LimitKey = Literal["principal", "client", "route", "tool", "global"]
+"""What a limit counts separately (``bastion.limits.rates.LIMIT_KEYS``)."""
+
+
+class LimitMatch(_Model):
+    """Which calls a limit applies to: every given field must match (none given: every call).
+    ``route`` and ``tool`` name the call's route and tool (or resource / prompt name), ``group``
+    a group of the principal, ``principal`` its subject, ``client`` its OAuth client id."""
+
+    route: str | None = None
+    tool: str | None = None
+    group: str | None = None
+    principal: str | None = None
+    client: str | None = None
+
+
+class LimitSettings(_Model):
+    """One entry of ``limits:`` (issue 14): ``name`` (in the refusal and the audit record),
+    ``match``, exactly one of ``rate`` (``20/minute``: kept in memory) or ``quota``
+    (``500/day``: kept in the data directory, so a restart does not reset it), and ``per``
+    (``LimitKey``). See ``bastion.limits.rates`` for how a rate is written and counted."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    match: LimitMatch = LimitMatch()
+    rate: str | None = None
+    quota: str | None = None
+    per: LimitKey = "principal"
+
+    @model_validator(mode="after")
+    def _one_measure(self) -> LimitSettings:
+        if (self.rate is None) == (self.quota is None):
+            raise ValueError(f"limit {self.name}: give exactly one of rate (e.g. 20/minute) or quota (e.g. 500/day)")
+        parse_rate(self.measure)  # ValueError: pydantic's error, naming the place
+        return self
+
+    @property
+    def measure(self) -> str:
+        """The rate or quota as written."""
+        return self.rate if self.rate is not None else self.quota or ""
+
+    @property
+    def durable(self) -> bool:
+        """A quota: counted in the durable store."""
+        return self.quota is not None

@@ -11,7 +11,7 @@ from bastion.config.approvals import ApprovalSettings
 from bastion.config.base import _Model
 from bastion.config.cors import CorsSettings
 from bastion.config.credentials import VaultSettings
-from bastion.config.limits import ArgumentLimits
+from bastion.config.limits import ArgumentLimits, LimitSettings
 from bastion.config.oauth import AuthorizationServerSettings, EgressSettings
 from bastion.config.routes import RouteSettings
 from bastion.errors import ConfigError
@@ -157,6 +157,7 @@ class BastionConfig(_Model):
     egress: EgressSettings = EgressSettings()
     credentials: VaultSettings = VaultSettings()
     approvals: ApprovalSettings = ApprovalSettings()
+    limits: tuple[LimitSettings, ...] = ()
     routes: tuple[RouteSettings, ...]
 
     @field_validator("routes")
@@ -190,6 +191,18 @@ class BastionConfig(_Model):
                 f"routes {', '.join(connected)} are connected in the portal, where people sign in: "
                 "identity.authorization_server must be enabled"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _limits_name_routes(self) -> BastionConfig:
+        names = {r.name for r in self.routes}
+        seen: set[str] = set()
+        for index, limit in enumerate(self.limits):
+            if limit.name in seen:
+                raise ValueError(f"limits.{index}.name: {limit.name!r} is used twice")
+            seen.add(limit.name)
+            if limit.match.route is not None and limit.match.route not in names:
+                raise ValueError(f"limits.{index}.match.route names no route: {limit.match.route}")
         return self
 
     @model_validator(mode="after")

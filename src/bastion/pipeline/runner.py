@@ -26,6 +26,7 @@ from bastion.errors import (
     BastionError,
     InsufficientScope,
     PolicyDenied,
+    RateLimited,
     UpstreamUnavailable,
     http_status,
 )
@@ -58,6 +59,8 @@ def error_reply(exchange: Exchange, error: BastionError) -> JsonReply:
     if error.data is not None:
         body["data"] = error.data
     headers: dict[str, str] = {}
+    if isinstance(error, RateLimited):
+        headers["retry-after"] = str(error.retry_after_s)
     if isinstance(error, InsufficientScope):
         headers["www-authenticate"] = (
             f'Bearer error="insufficient_scope", scope="{error.scope}", '

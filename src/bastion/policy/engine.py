@@ -82,11 +82,16 @@ class PolicyEngine:
     ``may_permit`` (inventories only) never raises either: a failure there answers true.
     """
 
-    __slots__ = ("_by_cedar_id", "_loaded")
+    __slots__ = ("_by_cedar_id", "_loaded", "_obligations_by_id", "limited_policy_ids")
 
     def __init__(self, loaded: LoadedPolicies) -> None:
         self._loaded = loaded
         self._by_cedar_id: Mapping[str, PolicyInfo] = loaded.by_cedar_id
+        self._obligations_by_id = {info.policy_id: info.obligations for info in loaded.by_cedar_id.values()}
+        self.limited_policy_ids: frozenset[str] = frozenset(
+            info.policy_id for info in loaded.by_cedar_id.values() if {"rate", "quota"} & set(info.obligations)
+        )
+        """The policies carrying ``@rate`` or ``@quota`` (the limits stage looks at no others)."""
 
     @classmethod
     def load(cls, policy_paths: Sequence[Path], schema_path: Path | None = None) -> PolicyEngine:
@@ -107,6 +112,10 @@ class PolicyEngine:
     def policy_ids(self) -> tuple[str, ...]:
         """The ``@id`` of every loaded policy, in load order."""
         return tuple(info.policy_id for info in self._by_cedar_id.values())
+
+    def obligations_of(self, policy_id: str) -> Mapping[str, str]:
+        """The annotations (besides ``@id``) of the policy ``policy_id``; empty for an unknown id."""
+        return self._obligations_by_id.get(policy_id, {})
 
     @property
     def approval_policy_ids(self) -> tuple[str, ...]:
@@ -481,12 +490,20 @@ def _uid_text(entity_type: str, entity_id: str) -> str:
     return text[len(_EST_PREFIX) : -len(_EST_SUFFIX)]
 
 
+_PER_POLICY = frozenset({"rate", "quota", "rate_per"})
+"""Obligations that belong to their own policy (each policy's limit is counted on its own), never merged."""
+
+
 def _merge_obligations(infos: Sequence[PolicyInfo]) -> tuple[dict[str, str], tuple[str, ...]]:
-    """Union the obligations; a key with two values is a conflict (reported as an error)."""
+    """Union the obligations; a key with two values is a conflict (reported as an error). The
+    per-policy ones (``@rate``, ``@quota``, ``@rate_per``) are left out: read them per policy
+    (``PolicyEngine.obligations_of``)."""
     merged: dict[str, str] = {}
     conflicts: list[str] = []
     for info in sorted(infos, key=lambda i: i.policy_id):
         for key, value in info.obligations.items():
+            if key in _PER_POLICY:
+                continue
             if merged.setdefault(key, value) != value:
                 conflicts.append(f"conflicting obligation @{key}: {merged[key]!r} and {value!r}")
     return merged, tuple(conflicts)

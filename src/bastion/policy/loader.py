@@ -7,7 +7,8 @@ evaluates without the schema, see ``bastion.policy.engine``, so an action group 
 custom schema would silently never match). Validation runs Cedar's strict validator per group of policies that assume
 the same ``context.arguments`` type (``bastion.policy.argument_types``). Any failure is a
 ``ConfigError`` naming the file and carrying Cedar's error text. An ``@approval`` annotation
-must say ``"review"`` or ``"confirm"`` and sit on a permit.
+must say ``"review"`` or ``"confirm"`` and sit on a permit; ``@rate`` / ``@quota`` must be a rate
+(``bastion.limits.rates``) and ``@rate_per`` one of ``LIMIT_KEYS``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from cedarpy import pst
 
 from bastion.approvals.model import APPROVAL_KINDS
 from bastion.errors import ConfigError
+from bastion.limits.rates import LIMIT_KEYS, parse_rate
 from bastion.policy.argument_types import infer_arguments_type, render_cedar_type
 from bastion.policy.convert import ArgumentPaths
 from bastion.policy.model import ADMIN_ACTIONS, POLICY_ACTIONS
@@ -257,6 +259,16 @@ def _check_policy(template: pst.Template, path: Path) -> str:
                 f"{path}: policy @id({policy_id!r}) names Action::{uid.id!r}; policies may only name "
                 f"the actions {', '.join(sorted(POLICY_ACTIONS))} (action groups are not supported)"
             )
+    for key in ("rate", "quota"):
+        if key in template.annotations:
+            try:
+                parse_rate(template.annotations[key])
+            except ValueError as exc:
+                raise ConfigError(f"{path}: policy @id({policy_id!r}): @{key}: {exc}") from None
+    per = template.annotations.get("rate_per")
+    if per is not None and per not in LIMIT_KEYS:
+        choices = ", ".join(LIMIT_KEYS)
+        raise ConfigError(f"{path}: policy @id({policy_id!r}): @rate_per({per!r}) must be one of {choices}")
     approval = template.annotations.get("approval")
     if approval is not None and (approval not in APPROVAL_KINDS or template.effect != "permit"):
         raise ConfigError(
