@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := .tools/.installed-stamp
 
-.PHONY: demo test test-fast lint bench node chromium clean
+.PHONY: demo test test-fast lint bench node chromium redis-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,10 +22,13 @@ node: $(NODE_STAMP)
 chromium:
 	bash scripts/install-debian-package.sh chromium /usr/bin/chromium
 
+redis-server:
+	bash scripts/install-debian-package.sh redis-server /usr/bin/redis-server
+
 demo: $(STAMP)
 	$(VENV)/bin/bastion demo
 
-test: $(STAMP) $(NODE_STAMP) chromium
+test: $(STAMP) $(NODE_STAMP) chromium redis-server
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)

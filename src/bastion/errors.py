@@ -36,6 +36,7 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     │   └── ApprovalRefused         200  -32003  (the approval the call waited for was denied or expired)
     ├── EgressDenied                403  -32003  (an outbound fetch refused: SSRF guard)
     ├── DecisionRefused     403/404/409  -32603  (an approval decision someone may not make; portal, API)
+    ├── LimitsUnavailable           503  -32603  (the store counting rates and quotas did not answer: fail closed)
     ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
     ├── AnswerWithheld              500  -32603  (inspection withheld the answer to the client's request)
     ├── IdentityProviderError       502  -32603  (signing in through an OpenID Connect provider failed)
@@ -95,6 +96,7 @@ __all__ = [
     "IdentityProviderError",
     "InsufficientScope",
     "InvalidArguments",
+    "LimitsUnavailable",
     "ListenerOverflow",
     "MethodNotFound",
     "MissingCapability",
@@ -426,6 +428,14 @@ class RateLimited(PolicyDenied):
     def __init__(self, message: str, *, limit: str, rate: str, retry_after_s: float) -> None:
         self.retry_after_s = max(1, math.ceil(retry_after_s))
         super().__init__(message, data={"limit": limit, "rate": rate, "retry_after_s": self.retry_after_s})
+
+
+class LimitsUnavailable(BastionError):
+    """The store that counts rates and quotas could not answer (Redis down or unreachable): the
+    call is refused rather than let through uncounted (fail closed)."""
+
+    status = 503
+    code = "limits_unavailable"
 
 
 class ApprovalRefused(PolicyDenied):

@@ -59,9 +59,11 @@ from bastion.policy import PolicyEngine
 from bastion.portal import PORTAL_PATHS, Portal
 from bastion.portal.approvals import ApprovalPages
 from bastion.principal import Principal
+from bastion.stores.counters import RateCounter
 from bastion.stores.memory_continuations import MemoryContinuationStore
 from bastion.stores.memory_counters import MemoryRateCounter
 from bastion.stores.memory_sessions import MemorySessionStore
+from bastion.stores.redis_counters import RedisRateCounter
 from bastion.stores.sessions import Session
 from bastion.stores.sqlite_counters import SQLiteRateCounter
 from bastion.transport.app import GatewayApp, build_app
@@ -162,8 +164,7 @@ class Gateway:
         self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
         self.rates = MemoryRateCounter()  # the sign-in throttle's counts
         # limits: (issue 14) rates in memory, quotas in the data directory's file (a restart keeps them)
-        self.limit_rates = MemoryRateCounter(max_keys=1_000_000)
-        self.limit_quotas = SQLiteRateCounter(self.database)
+        self.limit_rates, self.limit_quotas = self._counters()
         self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
         self.continuations = MemoryContinuationStore()  # requestState and task ids issued to each principal
         self.webhook: WebhookNotifier | None = None
@@ -222,6 +223,17 @@ class Gateway:
             ],
             cors=config.server.cors,
         )
+
+    def _counters(self) -> tuple[RateCounter, RateCounter]:
+        """``(rates, quotas)``: both in the configured Redis (shared by every process using it),
+        else rates in memory and quotas in the data directory's file. Raises ``ConfigError`` when
+        the Redis password reference cannot be resolved."""
+        settings = self.config.counters
+        url = settings.resolved_url()
+        if url is not None:
+            shared = RedisRateCounter(url, prefix=settings.prefix)
+            return shared, shared
+        return MemoryRateCounter(max_keys=1_000_000), SQLiteRateCounter(self.database)
 
     def _approval_desk(self) -> ApprovalDesk:
         """The approval desk on the embedded store, announcing new requests to ``approvals.webhook``.
@@ -442,7 +454,8 @@ class Gateway:
         if self.vault is not None:
             steps.append(("vault connections", functools.partial(self.vault.purge, now)))
         # quota hits older than the longest window any rule could use: no answer changes
-        steps.append(("quota hits", functools.partial(self.limit_quotas.purge, now - _LONGEST_QUOTA_S)))
+        if isinstance(self.limit_quotas, SQLiteRateCounter):  # Redis expires its keys itself
+            steps.append(("quota hits", functools.partial(self.limit_quotas.purge, now - _LONGEST_QUOTA_S)))
         for what, step in steps:
             try:
                 await step()
@@ -459,7 +472,10 @@ class Gateway:
         if self.vault is not None:
             await self.vault.start()
         await self.approvals.start()
-        await self.limit_quotas.start()
+        for counter in {id(c): c for c in (self.limit_rates, self.limit_quotas)}.values():
+            start = getattr(counter, "start", None)
+            if start is not None:
+                await start()  # Redis: refuses to start when it does not answer (a clear error)
         sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
         self._background.add(sweeper)
         servers = [r.stdio for r in self.routes if r.stdio is not None]
@@ -489,7 +505,10 @@ class Gateway:
         if self.vault is not None:
             await self.vault.close()
         await self.approvals.close()
-        await self.limit_quotas.close()
+        for counter in {id(c): c for c in (self.limit_rates, self.limit_quotas)}.values():
+            close = getattr(counter, "close", None)
+            if close is not None:
+                await close()
         await self.audit.close()
         await self.revocations.close()
 

@@ -29,13 +29,14 @@ body itself is capped first by ``server.max_body_bytes``.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import quote, urlsplit
 
 from pydantic import Field, model_validator
 
-from bastion.config.base import _Model
+from bastion.config.base import SecretRef, _Model
 from bastion.limits.rates import parse_rate
 
-__all__ = ["ArgumentLimits", "LimitKey", "LimitMatch", "LimitSettings"]
+__all__ = ["ArgumentLimits", "CounterSettings", "LimitKey", "LimitMatch", "LimitSettings"]
 
 
 class ArgumentLimits(_Model):
@@ -100,3 +101,41 @@ class LimitSettings(_Model):
     def durable(self) -> bool:
         """A quota: counted in the durable store."""
         return self.quota is not None
+
+
+class CounterSettings(_Model):
+    """``counters:``: where rates and quotas are counted. Without ``redis_url``, rates in memory and
+    quotas in the data directory (one process). With it, both in that Redis
+    (``redis://host:port/db``, ``rediss://`` for TLS; a password only by reference,
+    ``redis_password: {env: NAME}``), so several Bastion processes enforce one limit together.
+    When Redis cannot be reached during a call, the call is refused (503, ``limits_unavailable``,
+    recorded): limits fail closed."""
+
+    redis_url: str | None = None
+    redis_password: SecretRef | None = None
+    prefix: str = Field(default="bastion:rate:", min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _url(self) -> CounterSettings:
+        if self.redis_url is None:
+            if self.redis_password is not None:
+                raise ValueError("counters.redis_password without counters.redis_url")
+            return self
+        parts = urlsplit(self.redis_url)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError("counters.redis_url must be redis://host:port/db or rediss://...")
+        if parts.password:
+            raise ValueError("counters.redis_url carries a password: give it as redis_password: {env: NAME}")
+        return self
+
+    def resolved_url(self) -> str | None:
+        """The Redis URL with the password resolved into it, or ``None`` (embedded counters).
+        Raises ``ConfigError`` when the password reference cannot be resolved."""
+        if self.redis_url is None:
+            return None
+        if self.redis_password is None:
+            return self.redis_url
+        parts = urlsplit(self.redis_url)
+        user = parts.username or ""
+        secret = quote(self.redis_password.resolve(), safe="")
+        return parts._replace(netloc=f"{user}:{secret}@{parts.netloc.rpartition('@')[2]}").geturl()

@@ -11,7 +11,7 @@ from bastion.config.approvals import ApprovalSettings
 from bastion.config.base import _Model
 from bastion.config.cors import CorsSettings
 from bastion.config.credentials import VaultSettings
-from bastion.config.limits import ArgumentLimits, LimitSettings
+from bastion.config.limits import ArgumentLimits, CounterSettings, LimitSettings
 from bastion.config.oauth import AuthorizationServerSettings, EgressSettings
 from bastion.config.routes import RouteSettings
 from bastion.errors import ConfigError
@@ -158,6 +158,7 @@ class BastionConfig(_Model):
     credentials: VaultSettings = VaultSettings()
     approvals: ApprovalSettings = ApprovalSettings()
     limits: tuple[LimitSettings, ...] = ()
+    counters: CounterSettings = CounterSettings()
     routes: tuple[RouteSettings, ...]
 
     @field_validator("routes")

@@ -12,8 +12,10 @@ quota by ``quotas`` (durable: the data directory's SQLite file by default, so a 
 reset it). Each is a sliding-window log, atomic per key in its store: a limit of N admits at most N
 calls in any window, whatever the number of simultaneous requests. The first limit that refuses
 ends the call with ``RateLimited`` (HTTP 429, ``Retry-After``, the limit's name in the JSON-RPC
-error's data, a deny record); limits counted before it for this call keep that hit (a refused
-call may use up a unit of another limit: never more calls admitted than a limit allows).
+error's data, a deny record); a store that cannot answer (Redis down) ends it with
+``LimitsUnavailable`` (503, recorded): never forwarded uncounted. Limits counted before the
+refusal keep that hit (a refused call may use up a unit of another limit: never more calls
+admitted than a limit allows).
 
 Counted: ``tools/call``, ``resources/read`` and ``prompts/get`` that a policy permitted. A call no
 limit applies to costs one loop over the configured limits' matches.
@@ -21,13 +23,14 @@ limit applies to costs one loop over the configured limits' matches.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bastion.config.limits import LimitMatch, LimitSettings
-from bastion.errors import RateLimited
+from bastion.errors import LimitsUnavailable, RateLimited
 from bastion.limits.rates import Rate, parse_rate
 from bastion.pipeline.context import Exchange
 from bastion.policy import PolicyEngine
@@ -35,6 +38,8 @@ from bastion.principal import Principal
 from bastion.stores.counters import RateCounter
 
 __all__ = ["LimitsStage"]
+
+logger = logging.getLogger(__name__)
 
 LIMITED_ACTIONS = frozenset({"tools/call", "resources/read", "prompts/get"})
 
@@ -89,7 +94,13 @@ class LimitsStage:
         for limit in applying:
             key = _key(limit, principal, route, target)
             counter = self._quotas if limit.durable else self._rates
-            answer = await counter.hit(key, limit.rate.count, limit.rate.window_s, now=now)
+            try:
+                answer = await counter.hit(key, limit.rate.count, limit.rate.window_s, now=now)
+            except Exception as exc:
+                logger.warning("counting limit %s failed: %r", limit.name, exc)
+                raise LimitsUnavailable(
+                    f"Refused: the limit {limit.name} cannot be counted now; try again later"
+                ) from exc
             if not answer.allowed:
                 kind = "quota" if limit.durable else "rate limit"
                 wait = max(1, math.ceil(answer.retry_after_s))
