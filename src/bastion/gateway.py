@@ -162,6 +162,11 @@ class Gateway:
             jwks_fetch=guarded_jwks_fetch(self.egress),
         )
         self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
+        self.shadow_engine = (  # evaluated beside, never enforced (policy.shadow_files)
+            PolicyEngine.load(config.policy.shadow_files, config.policy.schema_file)
+            if config.policy.shadow_files
+            else None
+        )
         self.rates = MemoryRateCounter()  # the sign-in throttle's counts
         # limits: (issue 14) rates in memory, quotas in the data directory's file (a restart keeps them)
         self.limit_rates, self.limit_quotas = self._counters()
@@ -344,7 +349,7 @@ class Gateway:
             self.verifier,
             {item.issuer: frozenset(item.routes) for item in self.config.identity.external_issuers},
         )
-        session, authorize = SessionStage(self.sessions), AuthorizeStage(self.engine)
+        session, authorize = SessionStage(self.sessions), AuthorizeStage(self.engine, self.shadow_engine)
         checks: dict[str, Stage] = {
             "transport": TransportStage(self.origins, self.config.server.argument_limits),
             "authenticate": authenticate,

@@ -64,13 +64,16 @@ def decision_body(
     argument_sizes: Mapping[str, Any] | None = None,
     continues: str | None = None,
     approval: Mapping[str, Any] | None = None,
+    shadow: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body of a ``decision`` event (see ``bastion.audit.record``); ``arguments`` unredacted.
 
     ``argument_sizes`` (a call refused by ``server.argument_limits``) goes into
     ``decision.argument_sizes``; the key is absent otherwise, as in the model's dump, and so is
     ``decision.continues`` (the first call's decision id, for a continuation) when ``None``.
-    ``approval`` is the record's ``approval`` (``bastion.audit.record.Approval`` as a dict).
+    ``approval`` is the record's ``approval`` (``bastion.audit.record.Approval`` as a dict);
+    ``shadow`` (what the shadow policy set would have decided, when it differs) goes into
+    ``decision.shadow``, absent otherwise.
     Raises ``ValueError`` for a deny without a ``reason`` (as the model does).
     """
     if effect == "deny" and not reason:
@@ -86,6 +89,8 @@ def decision_body(
         decision["argument_sizes"] = dict(argument_sizes)
     if continues is not None:
         decision["continues"] = continues
+    if shadow is not None:
+        decision["shadow"] = dict(shadow)
     return {
         "version": RECORD_VERSION,
         "kind": "decision",

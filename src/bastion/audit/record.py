@@ -117,7 +117,9 @@ class Decision(_Model):
     ``continues`` is set on a request that continues an earlier call (MCP 2026-07-28: a
     retry carrying the ``requestState`` of an ``input_required`` result, or a ``tasks/*``
     request of the tasks extension): the ``decision_id`` of the first call of the chain.
-    Left out when not set, like ``argument_sizes``.
+    Left out when not set, like ``argument_sizes``. ``shadow`` is what the shadow policy set
+    (``policy.shadow_files``) would have decided, when that differs: ``effect``, ``policy_ids``,
+    ``obligations``, ``errors``; never enforced, left out when alike or not configured.
     """
 
     effect: Literal["allow", "deny"]
@@ -127,6 +129,7 @@ class Decision(_Model):
     policy_version: str | None = None
     argument_sizes: dict[str, JsonValue] | None = Field(default=None, exclude_if=lambda value: value is None)
     continues: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    shadow: dict[str, JsonValue] | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @model_validator(mode="after")
     def _deny_has_reason(self) -> Decision:

@@ -126,10 +126,17 @@ class IdentitySettings(_Model):
 
 
 class PolicySettings(_Model):
-    """Cedar policy files (or directories of ``.cedar`` files) and an optional schema."""
+    """Cedar policy files (or directories of ``.cedar`` files) and an optional schema.
+
+    ``shadow_files``: a second policy set, evaluated beside the enforced one on every decision and
+    never enforced; where it would have decided otherwise the decision record says so
+    (``decision.shadow``), and ``bastion policy diff --since 1h`` sums that up. How a policy change
+    is rolled out without breaking agents.
+    """
 
     files: tuple[Path, ...] = Field(min_length=1)
     schema_file: Path | None = Field(default=None, alias="schema")
+    shadow_files: tuple[Path, ...] = ()
 
 
 class AuditSettings(_Model):

@@ -62,6 +62,7 @@ class AuditStage:
             argument_sizes=sizes,
             continues=exchange.notes.get("continues"),
             approval=exchange.notes.get("approval"),
+            shadow=exchange.notes.get("shadow"),
         )
 
     async def run(self, exchange: Exchange) -> None:

@@ -14,7 +14,7 @@ from bastion.errors import InsufficientScope, PolicyDenied, clip
 from bastion.pipeline.context import Exchange
 from bastion.policy import Decision, PolicyEngine
 
-__all__ = ["SESSION_DECISION", "AuthorizeStage", "policy_context"]
+__all__ = ["SESSION_DECISION", "AuthorizeStage", "policy_context", "shadow_difference"]
 
 SESSION_DECISION = Decision(effect="allow", policy_ids=("bastion:session-method",), obligations={}, errors=())
 """The built-in decision for session plumbing that touches no tool (see ``SESSION_METHODS``)."""
@@ -37,13 +37,27 @@ def policy_context(exchange: Exchange, arguments: Any = None) -> dict[str, Any]:
     }
 
 
+def shadow_difference(enforced: Decision, shadow: Decision) -> dict[str, Any] | None:
+    """What the shadow policy set (``policy.shadow_files``) would have decided, when that differs from
+    the enforced decision in effect, deciding policies or obligations: ``{"effect", "policy_ids",
+    "obligations", "errors"}`` for the decision record's ``decision.shadow``; ``None`` when alike."""
+    if (enforced.effect, enforced.policy_ids, dict(enforced.obligations)) == (
+        shadow.effect, shadow.policy_ids, dict(shadow.obligations)
+    ):  # fmt: skip
+        return None
+    return {"effect": shadow.effect, "policy_ids": list(shadow.policy_ids),
+            "obligations": dict(shadow.obligations), "errors": list(shadow.errors)}  # fmt: skip
+
+
 class AuthorizeStage:
-    """Ask the policy engine; raise ``PolicyDenied`` on deny."""
+    """Ask the policy engine; raise ``PolicyDenied`` on deny. With a ``shadow`` engine (the shadow
+    policy set), ask it too and note any difference for the decision record (never enforced)."""
 
     name = "authorize"
 
-    def __init__(self, engine: PolicyEngine) -> None:
+    def __init__(self, engine: PolicyEngine, shadow: PolicyEngine | None = None) -> None:
         self._engine = engine
+        self._shadow = shadow
 
     async def run(self, exchange: Exchange) -> None:
         """Set ``exchange.decision``; raise ``PolicyDenied`` with ``data={"policies": [...]}`` on deny."""
@@ -58,10 +72,14 @@ class AuthorizeStage:
         arguments = None
         if exchange.action == "tools/call":  # a task request is decided on the arguments of the call that made it
             arguments = exchange.notes.get("decide_arguments", exchange.params.get("arguments"))
-        decision = self._engine.decide(
-            exchange.principal, exchange.action, exchange.resource, policy_context(exchange, arguments)
-        )
+        context = policy_context(exchange, arguments)
+        decision = self._engine.decide(exchange.principal, exchange.action, exchange.resource, context)
         exchange.decision = decision
+        if self._shadow is not None:
+            differs = shadow_difference(decision, self._shadow.decide(exchange.principal, exchange.action,
+                                                                     exchange.resource, context))  # fmt: skip
+            if differs is not None:
+                exchange.notes["shadow"] = differs
         if decision.effect != "allow":
             ids = list(decision.policy_ids)
             message = (
