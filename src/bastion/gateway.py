@@ -168,8 +168,7 @@ class Gateway:
             else None
         )
         self.rates = MemoryRateCounter()  # the sign-in throttle's counts
-        # limits: (issue 14) rates in memory, quotas in the data directory's file (a restart keeps them)
-        self.limit_rates, self.limit_quotas = self._counters()
+        self.limit_rates, self.limit_quotas = self._counters()  # the limits stage's (issue 14)
         self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
         self.continuations = MemoryContinuationStore()  # requestState and task ids issued to each principal
         self.webhook: WebhookNotifier | None = None

@@ -249,6 +249,20 @@ def test_check_shows_each_routes_url_arguments_and_allow_list(tmp_path: Path) ->
     assert f"route {name}: URL arguments url, any format: uri; allowed: 10.1.0.0/16" in result.stdout
 
 
+def test_check_loads_the_shadow_policies_too(tmp_path: Path) -> None:
+    config = _base(tmp_path)
+    shadow = tmp_path / "shadow.cedar"
+    shadow.write_text('@id("next") permit (principal, action == Action::"tools/call", resource);\n', encoding="utf-8")
+    config["policy"]["shadow_files"] = [str(shadow)]
+    result = _run("check", "--config", str(_write(tmp_path, config)), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "shadow policies: 1 loaded and validated, never enforced" in result.stdout
+    shadow.write_text('@id("broken") permit (principal, action == Action::"tools/call", resource) when { nope };\n')
+    result = _run("check", "--config", str(_write(tmp_path, config)), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "shadow.cedar" in result.stdout + result.stderr
+
+
 def test_check_shows_approvals_and_warns_when_nobody_could_give_one(tmp_path: Path) -> None:
     config = _base(tmp_path)
     policy = tmp_path / "policy.cedar"

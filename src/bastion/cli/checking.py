@@ -22,8 +22,9 @@ __all__ = ["check_config", "inventory_warnings"]
 
 
 def check_config(config: BastionConfig, console: Console) -> None:
-    """Load the policies against the schema, resolve every secret reference and check each HTTP
-    upstream whose URL names an IP address against the egress rules (a name is resolved at run time).
+    """Load the policies (and the shadow policies) against the schema, resolve every secret reference
+    and check each HTTP upstream whose URL names an IP address against the egress rules (a name is
+    resolved at run time).
 
     Raises ``ConfigError`` naming the first problem. Prints a summary on success, with a
     warning for each weak spot of a route's tool inventory (``inventory_warnings``), which
@@ -46,6 +47,10 @@ def check_config(config: BastionConfig, console: Console) -> None:
         table.add_row(route.name, route.public_path, config.resource_uri(route), upstream)
     console.print(table)
     console.print(f"policies: {len(engine.policy_ids)} loaded and validated (version {engine.version[:12]})")
+    if config.policy.shadow_files:
+        shadow = PolicyEngine.load(config.policy.shadow_files, config.policy.schema_file)
+        console.print(f"shadow policies: {len(shadow.policy_ids)} loaded and validated, never enforced "
+                      f"(version {shadow.version[:12]})")  # fmt: skip
     console.print(f"issuer: {config.issuer}  max token TTL: {config.identity.max_token_ttl}s")
     _check_authorization_server(config, console)
     allowed = ", ".join(config.egress.allow) or "none (every private, loopback and metadata address refused)"
