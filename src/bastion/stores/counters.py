@@ -20,10 +20,11 @@ key, trimmed, counted and added to in one Lua script).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["RateCounter", "RateDecision"]
+__all__ = ["RateCounter", "RateDecision", "check_rate", "left_window_by"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +57,27 @@ class RateCounter(Protocol):
     async def reset(self, key: str) -> None:
         """Forget every hit on ``key`` (idempotent)."""
         ...
+
+
+def check_rate(limit: int, window_s: float) -> None:
+    """Raise ``ValueError`` unless ``limit`` >= 1 and ``window_s`` > 0 (every backend's precondition)."""
+    if limit < 1 or not window_s > 0:
+        raise ValueError("a rate needs limit >= 1 and window_s > 0")
+
+
+def left_window_by(now: float, window_s: float) -> float:
+    """The last time a hit can have and have left the window at ``now``: every hit at or before it
+    has (``now - at >= window_s``, in doubles, as ``MemoryRateCounter`` decides), every later one
+    has not. ``now - window_s`` moved by the ulp or two its rounding is off, so that the backends
+    that store times (SQLite, Redis) answer to the last bit as the memory one does."""
+    bound = now - window_s
+    for _ in range(8):  # down while a hit at bound would still be in
+        if now - bound >= window_s:
+            break
+        bound = math.nextafter(bound, -math.inf)
+    for _ in range(8):  # up while a hit just after bound has left too
+        later = math.nextafter(bound, math.inf)
+        if not now - later >= window_s:
+            break
+        bound = later
+    return bound

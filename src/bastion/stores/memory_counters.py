@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from bastion.stores.counters import RateDecision
+from bastion.stores.counters import RateDecision, check_rate
 
 __all__ = ["MemoryRateCounter"]
 
@@ -41,8 +41,7 @@ class MemoryRateCounter:
         self._hits.pop(key, None)
 
     def _decide(self, key: str, limit: int, window_s: float, now: float, *, count: bool) -> RateDecision:
-        if limit < 1 or not window_s > 0:
-            raise ValueError("a rate needs limit >= 1 and window_s > 0")
+        check_rate(limit, window_s)
         log = self._hits.pop(key, None) or deque()
         while log and now - log[0] >= window_s:  # the oldest hit has left the window
             log.popleft()

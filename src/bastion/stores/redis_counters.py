@@ -8,8 +8,8 @@ expire a window after it. Redis runs a script without interleaving any other com
 the script is the atomic step. ``peek`` runs the same script without a member: it only reads.
 
 A hit leaves the window when ``now - at >= window_s``, in doubles, as ``MemoryRateCounter``
-decides: ``_left_by`` gives the last time that has, so both backends answer alike to the last
-bit. Times go to Redis as Python's ``repr`` (exact), never as Lua numbers (which Redis may
+decides: ``counters.left_window_by`` gives the last time that has, so both backends answer
+alike to the last bit. Times go to Redis as Python's ``repr`` (exact), never as Lua numbers (which Redis may
 print with fewer digits), and come back as Redis prints scores (exact). Redis errors
 (``redis.exceptions.RedisError``: unreachable, timeout, a key of another type) propagate.
 """
@@ -27,7 +27,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from bastion.stores.counters import RateDecision
+from bastion.stores.counters import RateDecision, check_rate, left_window_by
 
 __all__ = ["RedisRateCounter"]
 
@@ -53,24 +53,6 @@ local limit_th = false
 if count >= limit then limit_th = redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')[2] end
 return {allowed and 1 or 0, count, limit_th}
 """
-
-
-def _left_by(now: float, window_s: float) -> float:
-    """The last time a hit can have and have left the window at ``now``: every hit at or before it
-    has (``now - at >= window_s``, in doubles, as ``MemoryRateCounter`` decides), every later one
-    has not. ``now - window_s`` moved by the ulp or two its rounding is off (same as
-    ``bastion.stores.sqlite_counters._left_by``)."""
-    bound = now - window_s
-    for _ in range(8):  # down while a hit at bound would still be in
-        if now - bound >= window_s:
-            break
-        bound = math.nextafter(bound, -math.inf)
-    for _ in range(8):  # up while a hit just after bound has left too
-        later = math.nextafter(bound, math.inf)
-        if not now - later >= window_s:
-            break
-        bound = later
-    return bound
 
 
 def _where(url: str) -> str:
@@ -131,10 +113,9 @@ class RedisRateCounter:
         await self._open()[0].delete(self._prefix + key)
 
     async def _call(self, key: str, limit: int, window_s: float, now: float, *, member: str) -> RateDecision:
-        if limit < 1 or not window_s > 0:
-            raise ValueError("a rate needs limit >= 1 and window_s > 0")
+        check_rate(limit, window_s)
         script = self._open()[1]
-        args = (repr(now), limit, repr(_left_by(now, window_s)), member, math.ceil(window_s * 1000))
+        args = (repr(now), limit, repr(left_window_by(now, window_s)), member, math.ceil(window_s * 1000))
         allowed, count, limit_th = await script(keys=[self._prefix + key], args=args)
         remaining = max(0, limit - count)
         retry_after = 0.0 if remaining else max(0.0, window_s - (now - float(limit_th)))

@@ -9,16 +9,15 @@ reads. A key holds at most ``limit`` rows (a refused hit adds none); trimming de
 range of the ``(key, at)`` index and counting reads only that key's entries.
 
 A row leaves the window when ``now - at >= window_s``, in doubles, as ``MemoryRateCounter``
-decides: ``_left_by`` gives the last time that has, so both answer alike to the last bit.
+decides: ``counters.left_window_by`` gives the last time that has, so both answer alike to the last bit.
 Rows of keys never hit again stay until ``purge`` deletes them.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from bastion.stores.counters import RateDecision
+from bastion.stores.counters import RateDecision, check_rate, left_window_by
 from bastion.stores.sqlite import SQLiteTables
 
 __all__ = ["SQLiteRateCounter"]
@@ -27,29 +26,6 @@ _DDL = """
 CREATE TABLE IF NOT EXISTS rate_hits (key TEXT NOT NULL, at REAL NOT NULL, id INTEGER PRIMARY KEY);
 CREATE INDEX IF NOT EXISTS rate_hits_key_at ON rate_hits (key, at);
 """
-
-
-def _check(limit: int, window_s: float) -> None:
-    if limit < 1 or not window_s > 0:
-        raise ValueError("a rate needs limit >= 1 and window_s > 0")
-
-
-def _left_by(now: float, window_s: float) -> float:
-    """The last time a hit can have and have left the window at ``now``: every hit at or before it
-    has (``now - at >= window_s``, in doubles, as ``MemoryRateCounter`` decides), every later one
-    has not. ``now - window_s`` moved by the ulp or two its rounding is off (same as
-    ``bastion.stores.redis_counters._left_by``)."""
-    bound = now - window_s
-    for _ in range(8):  # down while a hit at bound would still be in
-        if now - bound >= window_s:
-            break
-        bound = math.nextafter(bound, -math.inf)
-    for _ in range(8):  # up while a hit just after bound has left too
-        later = math.nextafter(bound, math.inf)
-        if not now - later >= window_s:
-            break
-        bound = later
-    return bound
 
 
 def _limit_th(conn: Any, key: str, limit: int, count: int, left_by: float) -> float | None:
@@ -103,15 +79,15 @@ class SQLiteRateCounter(SQLiteTables):
 
     async def hit(self, key: str, limit: int, window_s: float, *, now: float) -> RateDecision:
         """See ``RateCounter.hit``: one ``BEGIN IMMEDIATE`` transaction."""
-        _check(limit, window_s)
-        left_by = _left_by(now, window_s)
+        check_rate(limit, window_s)
+        left_by = left_window_by(now, window_s)
         allowed, count, limit_th = await self._run(lambda c: _hit(c, key, limit, left_by, now))
         return _decision(allowed, count, limit_th, limit=limit, window_s=window_s, now=now)
 
     async def peek(self, key: str, limit: int, window_s: float, *, now: float) -> RateDecision:
         """See ``RateCounter.peek``: one read transaction."""
-        _check(limit, window_s)
-        left_by = _left_by(now, window_s)
+        check_rate(limit, window_s)
+        left_by = left_window_by(now, window_s)
         count, limit_th = await self._run(lambda c: _peek(c, key, limit, left_by), write=False)
         return _decision(count < limit, count, limit_th, limit=limit, window_s=window_s, now=now)
 
