@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from echo_upstream import ECHO_TOOL
 from inprocess_auth import authentication_micro
+from limits_cost import limits_figures
 from scenario import ROUTE
 from timers import per_call_us
 
@@ -30,7 +31,8 @@ def microbench(targets: Targets) -> dict[str, float]:
     decision, the token verification and the authenticate stage (see :func:`authentication_micro`),
     the two audit record bodies, the writer's seal, in µs; one committed append with each
     ``audit.synchronous`` setting, in ms; the CPU of one upstream call through ``HttpUpstream`` and
-    through plain aiohttp (see :func:`_upstream_send_us`), in µs. Needs the default Bastion's
+    through plain aiohttp (see :func:`_upstream_send_us`), in µs; the behavioural limits' added CPU
+    (``limits_cost.limits_figures``), in µs. Needs the default Bastion's
     configuration file and token, not its process, and the echo upstream running."""
     import uvloop
 
@@ -118,6 +120,7 @@ def microbench(targets: Targets) -> dict[str, float]:
             path = targets.workdir / f"micro-audit-{synchronous}.db"
             figures[f"audit_append_{synchronous}_ms"] = asyncio.run(_append_latency(path, decision, synchronous))
         figures.update(uvloop.run(_upstream_send_us(targets.direct_url)))  # the loop `bastion serve` runs on
+        figures.update(asyncio.run(limits_figures()))  # two rates and one data-flow rule (issue 14)
     finally:
         asyncio.run(revocations.close())
     return figures

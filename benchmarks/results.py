@@ -65,6 +65,12 @@ class Results:
         m = self.micro
         if m:
             rows.append(("policy decision alone, `PolicyEngine.decide` (µs)", "", f"{m['decide_us']:.1f}", "same", ""))
+            if "limits_flow_us" in m:
+                redis = m.get("limits_flow_redis_us")
+                rows.append((
+                    "two rate limits + one data-flow rule, CPU added per call, embedded / Redis (µs)", "",
+                    f"{m['limits_flow_us']:.1f} / " + (f"{redis:.0f}" if redis is not None else "no Redis"), "same", "",
+                ))  # fmt: skip
 
             def cached_uncached(label: str, key: str) -> tuple[str, str, str, str, str]:
                 """A row of ``{key}_cached_us`` / ``{key}_uncached_us``."""

@@ -33,12 +33,14 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     │   ├── ApprovalPending         200  -32003  (always a tool execution error: approval pending, its page)
     │   ├── ConfirmationRequired    200  -32042  (the requester confirms on Bastion's page: URL elicitation)
     │   ├── RateLimited             429  -32003  (a rate limit or quota: Retry-After, data names the limit)
+    │   ├── SessionCapReached       200  -32003  (a session cap: data names the cap, its value, what was used)
     │   └── ApprovalRefused         200  -32003  (the approval the call waited for was denied or expired)
     ├── EgressDenied                403  -32003  (an outbound fetch refused: SSRF guard)
     ├── DecisionRefused     403/404/409  -32603  (an approval decision someone may not make; portal, API)
     ├── LimitsUnavailable           503  -32603  (the store counting rates and quotas did not answer: fail closed)
     ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
     ├── AnswerWithheld              500  -32603  (inspection withheld the answer to the client's request)
+    │   └── ResultWithheld          200  -32603  (a tool result far above its usual volume: a tool error instead)
     ├── IdentityProviderError       502  -32603  (signing in through an OpenID Connect provider failed)
     ├── VaultError                  500  -32603  (a sealed token vault record does not open)
     ├── UpstreamConnectionRequired  200  -32042  (MCP URL elicitation: connect the upstream first)
@@ -105,6 +107,8 @@ __all__ = [
     "ParseError",
     "PolicyDenied",
     "RateLimited",
+    "ResultWithheld",
+    "SessionCapReached",
     "SessionNotFound",
     "SessionRequired",
     "TokenExchangeFailed",
@@ -430,6 +434,17 @@ class RateLimited(PolicyDenied):
         super().__init__(message, data={"limit": limit, "rate": rate, "retry_after_s": self.retry_after_s})
 
 
+class SessionCapReached(PolicyDenied):
+    """A session cap refuses the call (``session_caps:``): a JSON-RPC error (-32003) whose ``data``
+    names the cap: ``{"cap": "calls", "limit": 200, "used": 200}``. A new session starts with
+    nothing used."""
+
+    code = "session_cap"
+
+    def __init__(self, message: str, *, cap: str, limit: int, used: int) -> None:
+        super().__init__(message, data={"cap": cap, "limit": limit, "used": used})
+
+
 class LimitsUnavailable(BastionError):
     """The store that counts rates and quotas could not answer (Redis down or unreachable): the
     call is refused rather than let through uncounted (fail closed)."""
@@ -522,6 +537,17 @@ class AnswerWithheld(BastionError):
 
     status = 500
     code = "answer_withheld"
+
+
+class ResultWithheld(AnswerWithheld):
+    """A tool result far above its tool's usual volume, withheld on a route whose
+    ``result_volume`` is ``withhold`` (``bastion.pipeline.stages.volume``): the client gets a tool
+    execution error (``isError: true``, MCP 2025-11-25 server/tools "Error Handling") saying why,
+    whose ``structuredContent.error`` carries ``data`` (the measure, its value, the usual value)."""
+
+    status = 200
+    code = "result_withheld"
+    as_tool_result = True
 
 
 class IdentityProviderError(BastionError):

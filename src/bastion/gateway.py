@@ -35,6 +35,7 @@ from bastion.egress import AllowList, EgressGuard, audit_refusals
 from bastion.errors import ConfigError
 from bastion.identity import RevocationList, SigningKeys, TokenIssuer, TokenVerifier
 from bastion.identity.external import guarded_jwks_fetch
+from bastion.limits.activity import SessionActivity
 from bastion.limits.rates import MAX_WINDOW_S
 from bastion.oauth import AuthorizationServer
 from bastion.pipeline.plan import assemble
@@ -55,23 +56,27 @@ from bastion.pipeline.stages.session import SessionStage
 from bastion.pipeline.stages.transport import StreamTransportStage, TransportStage
 from bastion.pipeline.stages.url_arguments import UrlArgumentStage
 from bastion.pipeline.stages.validate import ValidateStage
+from bastion.pipeline.stages.volume import VolumeFilter
 from bastion.policy import PolicyEngine
 from bastion.portal import PORTAL_PATHS, Portal
 from bastion.portal.approvals import ApprovalPages
 from bastion.principal import Principal
 from bastion.stores.counters import RateCounter
+from bastion.stores.memory_activity import MemoryActivityStore
 from bastion.stores.memory_continuations import MemoryContinuationStore
 from bastion.stores.memory_counters import MemoryRateCounter
 from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.stores.redis_counters import RedisRateCounter
 from bastion.stores.sessions import Session
 from bastion.stores.sqlite_counters import SQLiteRateCounter
+from bastion.stores.sqlite_volume import SQLiteVolumeStore
 from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.endpoint import McpEndpoint
 from bastion.transport.routes import RouteRuntime
 from bastion.upstream.http import HttpUpstream
 from bastion.upstream.stdio import StdioServer
+from bastion.volume import BaselineKeeper
 
 __all__ = ["DATABASE_FILE", "Gateway", "resolve_values"]
 
@@ -169,8 +174,16 @@ class Gateway:
         )
         self.rates = MemoryRateCounter()  # the sign-in throttle's counts
         self.limit_rates, self.limit_quotas = self._counters()  # the limits stage's (issue 14)
+        self.activity = SessionActivity(  # session caps and data-flow labels (issue 14)
+            MemoryActivityStore(),
+            caps={route.name: config.caps_of(route) for route in config.routes},
+            data_flow=config.data_flow,
+            track_labels=self._tracks_labels(),
+            session_idle_s=config.server.session_idle_s,
+        )
         self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
         self.continuations = MemoryContinuationStore()  # requestState and task ids issued to each principal
+        self.volume = BaselineKeeper(SQLiteVolumeStore(self.database), config.volume)  # result volume baselines
         self.webhook: WebhookNotifier | None = None
         self.approvals = self._approval_desk()
         self.approval_states = RequestStateSealer.load_or_create(data_dir)  # confirmations on 2026-07-28
@@ -238,6 +251,13 @@ class Gateway:
             shared = RedisRateCounter(url, prefix=settings.prefix)
             return shared, shared
         return MemoryRateCounter(max_keys=1_000_000), SQLiteRateCounter(self.database)
+
+    def _tracks_labels(self) -> bool:
+        """Whether data-flow labels are kept: some tool has labels and a policy (enforced or shadow)
+        reads ``context.session_labels``."""
+        labelled = any(tool.labels for route in self.config.routes for tool in route.tools.values())
+        engines = [self.engine] if self.shadow_engine is None else [self.engine, self.shadow_engine]
+        return labelled and any(engine.reads_context("session_labels") for engine in engines)
 
     def _approval_desk(self) -> ApprovalDesk:
         """The approval desk on the embedded store, announcing new requests to ``approvals.webhook``.
@@ -348,7 +368,8 @@ class Gateway:
             self.verifier,
             {item.issuer: frozenset(item.routes) for item in self.config.identity.external_issuers},
         )
-        session, authorize = SessionStage(self.sessions), AuthorizeStage(self.engine, self.shadow_engine)
+        session = SessionStage(self.sessions)
+        authorize = AuthorizeStage(self.engine, self.shadow_engine, self.activity)
         checks: dict[str, Stage] = {
             "transport": TransportStage(self.origins, self.config.server.argument_limits),
             "authenticate": authenticate,
@@ -360,10 +381,11 @@ class Gateway:
         }
         if route.settings.url_arguments is not None:
             checks["url_arguments"] = UrlArgumentStage(self.egress, route.settings.url_arguments)
-        if self.config.limits or self.engine.limited_policy_ids:
+        if self.config.limits or self.engine.limited_policy_ids or self.activity.active:
             checks["limits"] = LimitsStage(
-                self.config.limits, engine=self.engine, rates=self.limit_rates, quotas=self.limit_quotas
-            )
+                self.config.limits, engine=self.engine, rates=self.limit_rates, quotas=self.limit_quotas,
+                activity=self.activity,
+            )  # fmt: skip
         checks["approve"] = ApproveStage(
             self.approvals, states=self.approval_states, hold_s=self.config.approvals.hold,
             policy_version=self.engine.version,
@@ -384,10 +406,12 @@ class Gateway:
             filters={
                 "list": ListFilter(self.engine),
                 "list_changed": ListChangedFilter(),
-                "server_requests": ServerRequestFilter(self.engine, audit, forward.answer),
+                "server_requests": ServerRequestFilter(self.engine, audit, forward.answer, self.activity),
                 "continuation": ContinuationFilter(self.continuations),
+                "volume": VolumeFilter(self.volume.baselines, route.settings),
             },
             audit=audit,
+            after=[self.activity.returned] if self.activity.capped(route.name) else (),
         )
         return McpEndpoint(route, pipelines, max_body=self.config.server.max_body_bytes, closing=self.closing)
 
@@ -443,8 +467,10 @@ class Gateway:
     async def sweep(self, now: float) -> None:
         """Housekeeping at ``now`` (epoch s): drop idle sessions (ending their upstream sessions),
         revocations of tokens expired before ``now``, the verifier's cached verifications of
-        expired tokens, expired authorization state, unfinished vault connections, and quota hits
+        expired tokens, expired authorization state, unfinished vault connections, idle session
+        activity (caps and data-flow labels), and quota hits
         older than any window (``_LONGEST_QUOTA_S``).
+        It also saves the result volume baselines changed since the last sweep (written behind).
 
         Each step runs even when another failed; a failure is logged and retried next time.
         Never raises (except ``CancelledError``).
@@ -452,6 +478,7 @@ class Gateway:
         steps: list[tuple[str, Callable[[], Awaitable[int]]]] = [
             ("sessions", functools.partial(self.sessions.sweep, now)),
             ("revocations", functools.partial(self.revocations.prune, now)),
+            ("session activity", functools.partial(self.activity.sweep, now)),
         ]
         if self.authorization is not None:
             steps.append(("authorization state", functools.partial(self.authorization.purge, now)))
@@ -460,6 +487,7 @@ class Gateway:
         # quota hits older than the longest window any rule could use: no answer changes
         if isinstance(self.limit_quotas, SQLiteRateCounter):  # Redis expires its keys itself
             steps.append(("quota hits", functools.partial(self.limit_quotas.purge, now - _LONGEST_QUOTA_S)))
+        steps.append(("volume baselines", self.volume.flush))  # written behind: the changed ones
         for what, step in steps:
             try:
                 await step()
@@ -476,6 +504,7 @@ class Gateway:
         if self.vault is not None:
             await self.vault.start()
         await self.approvals.start()
+        await self.volume.start()  # loads the saved result volume baselines
         for counter in {id(c): c for c in (self.limit_rates, self.limit_quotas)}.values():
             start = getattr(counter, "start", None)
             if start is not None:
@@ -509,6 +538,10 @@ class Gateway:
         if self.vault is not None:
             await self.vault.close()
         await self.approvals.close()
+        try:
+            await self.volume.close()  # saves the baselines changed since the last sweep
+        except Exception as exc:  # noqa: BLE001 - the rest still closes; the next run relearns
+            logger.warning("saving the result volume baselines failed: %s", exc)
         for counter in {id(c): c for c in (self.limit_rates, self.limit_quotas)}.values():
             close = getattr(counter, "close", None)
             if close is not None:

@@ -11,20 +11,17 @@ Real processes: ``bastion serve`` with a ``fetch`` route (``url_arguments.format
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mcp import MCPError
 from mcp.types import TextContent
 from tests.support.bastion_process import BastionProcess
 from tests.support.e2e_helpers import MODERN, connect, wait_until
+from tests.support.loopback_page import Site, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -34,41 +31,6 @@ POLICY = """
 @id("everyone-may-fetch")
 permit (principal, action == Action::"tools/call", resource in Server::"fetch");
 """
-
-
-@dataclass
-class Site:
-    """A loopback HTTP server answering every GET with ``body``; ``hits`` are the paths asked for."""
-
-    body: str
-    port: int = 0
-    hits: list[str] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def serve(site: Site) -> Iterator[Site]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            site.hits.append(self.path)
-            payload = f"<html><body><p>{site.body}</p></body></html>".encode()
-            self.send_response(200)
-            self.send_header("content-type", "text/html")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    site.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield site
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass

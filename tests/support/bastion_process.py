@@ -150,8 +150,13 @@ class BastionProcess:
             [BASTION, *args], capture_output=True, text=True, check=check, cwd=self.workdir, timeout=60
         )
 
-    def mint(self, sub: str, route: str, *groups: str, ttl: str = "15m", email: str | None = None) -> str:
+    def mint(
+        self, sub: str, route: str, *groups: str, ttl: str = "15m", email: str | None = None,
+        client_id: str | None = None,
+    ) -> str:  # fmt: skip
         args = ["token", "mint", "--config", str(self.config_path), "--sub", sub, "--route", route, "--ttl", ttl]
+        if client_id:
+            args += ["--client-id", client_id]
         for group in groups:
             args += ["--group", group]
         if email:

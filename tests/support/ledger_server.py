@@ -7,7 +7,8 @@ Run as a child process (plain HTTP on 127.0.0.1), written with the official ``mc
 - Its MCP endpoint (Streamable HTTP) is ``http://127.0.0.1:N/mcp``; no authentication.
 - Tool ``deploy(service, env)``: appends ``{"service", "env"}`` to the ledger and answers
   ``deployed <service> to <env>``. Tool ``restart(service)``: appends ``{"restart"}``. Tool
-  ``status()``: read-only, answers ``ok``.
+  ``status()``: read-only, answers ``ok``. Tool ``post(channel, text)``: the stand-in for an
+  external sink (a chat message out of the company), appends ``{"post", "text"}``.
 - ``GET /debug/ledger``: the ledger as a JSON array, oldest first (every ``deploy`` that ran).
 
 ``ledger_server()`` starts it and yields ``(mcp_url, ledger)`` where ``ledger()`` fetches the list.
@@ -48,6 +49,12 @@ def _app() -> ASGIApp:
         """Restart SERVICE (recorded in the ledger)."""
         ledger.append({"restart": service})
         return f"restarted {service}"
+
+    @server.tool()
+    def post(channel: str, text: str) -> str:
+        """Post TEXT to CHANNEL (recorded in the ledger)."""
+        ledger.append({"post": channel, "text": text})
+        return f"posted to {channel}"
 
     @server.tool()
     def status() -> str:

@@ -124,9 +124,21 @@ def outcome_body(
     status: int | None,
     duration_ms: float,
     flags: Sequence[str] = (),
+    volume: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body of the ``outcome`` event that follows the decision body ``decision``
-    (``flags``: ``Result.flags``); it repeats the decision's ``approval``."""
+    (``flags``: ``Result.flags``; ``volume``: ``Result.volume`` as a dict, the key absent when
+    ``None``, as in the model's dump); it repeats the decision's ``approval``."""
+    result: dict[str, Any] = {
+        "error": error,
+        "error_code": error_code,
+        "request_bytes": request_bytes,
+        "response_bytes": response_bytes,
+        "redactions": 0,
+        "flags": list(flags),
+    }
+    if volume is not None:
+        result["volume"] = dict(volume)
     return {
         "version": RECORD_VERSION,
         "kind": "outcome",
@@ -149,14 +161,7 @@ def outcome_body(
             "status": status,
             "duration_ms": duration_ms,
         },
-        "result": {
-            "error": error,
-            "error_code": error_code,
-            "request_bytes": request_bytes,
-            "response_bytes": response_bytes,
-            "redactions": 0,
-            "flags": list(flags),
-        },
+        "result": result,
     }
 
 

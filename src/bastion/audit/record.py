@@ -48,7 +48,9 @@ __all__ = [
     "OutcomeEvent",
     "PrincipalInfo",
     "Result",
+    "ResultVolume",
     "Upstream",
+    "VolumeMeasures",
     "event_body",
     "utc_now",
 ]
@@ -170,12 +172,41 @@ class Upstream(_Model):
     duration_ms: float = Field(ge=0)
 
 
+class VolumeMeasures(_Model):
+    """A tool result's volume (``bastion.volume.Measures``): ``bytes`` of its compact JSON, text
+    content ``blocks``, ``items`` of the top-level arrays of its ``structuredContent``."""
+
+    bytes: int = Field(ge=0)
+    blocks: int = Field(ge=0)
+    items: int = Field(ge=0)
+
+
+class ResultVolume(_Model):
+    """The volume of a tool result far above its tool's usual (``bastion.pipeline.stages.volume``):
+    its measures, the ``baseline`` they were checked against (the configured percentile of the
+    last ``samples`` results of the route's tool), the measures ``exceeded``, whether it was
+    ``withheld`` from the client, and ``result_sha256``: the SHA-256 (hex) of the upstream's result
+    as compact JSON, the only trace of its content. ``anomalous`` is true on every such record (only
+    anomalous results are recorded)."""
+
+    bytes: int = Field(ge=0)
+    blocks: int = Field(ge=0)
+    items: int = Field(ge=0)
+    baseline: VolumeMeasures
+    samples: int = Field(ge=0)
+    exceeded: tuple[Literal["bytes", "blocks", "items"], ...] = ()
+    anomalous: bool
+    withheld: bool
+    result_sha256: str = Field(pattern=_HEX64)
+
+
 class Result(_Model):
     """What came back: ``error`` flag and code, sizes in bytes, redactions made, inspection flags.
 
     ``flags`` name what the answer was besides a plain result: ``input_required`` (an MCP
-    2026-07-28 multi round-trip result; the retry's decision ``continues`` this call) and
-    ``task`` (a task was created: the tasks extension).
+    2026-07-28 multi round-trip result; the retry's decision ``continues`` this call),
+    ``task`` (a task was created: the tasks extension) and ``volume_anomaly`` (a tool result
+    far above its tool's usual volume: ``volume`` gives the measures; left out otherwise).
     """
 
     error: bool
@@ -184,6 +215,7 @@ class Result(_Model):
     response_bytes: int = Field(ge=0)
     redactions: int = Field(default=0, ge=0)
     flags: tuple[str, ...] = ()
+    volume: ResultVolume | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class _EventBase(_Model):

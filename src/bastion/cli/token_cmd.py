@@ -29,6 +29,7 @@ def mint(
     email: Annotated[str | None, typer.Option(help="Email claim.")] = None,
     group: Annotated[list[str] | None, typer.Option(help="Group (repeatable).")] = None,
     ttl: Annotated[str, typer.Option(help="Lifetime, e.g. 15m, 1h.")] = "15m",
+    client_id: Annotated[str, typer.Option(help="The client_id claim (the OAuth client).")] = "bastion-cli",
     service_account: Annotated[bool, typer.Option(help="Mint for a ServiceAccount.")] = False,
     show_claims: Annotated[bool, typer.Option(help="Print the claims to stderr.")] = False,
 ) -> None:
@@ -48,6 +49,7 @@ def mint(
             ttl_s=ttl_s,
             email=email,
             groups=group or (),
+            client_id=client_id,
             kind="ServiceAccount" if service_account else "User",
         )
     except ValueError as exc:

@@ -31,12 +31,21 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from bastion.config.base import SecretRef, _Model
+from bastion.identity.durations import parse_duration
 from bastion.limits.rates import parse_rate
 
-__all__ = ["ArgumentLimits", "CounterSettings", "LimitKey", "LimitMatch", "LimitSettings"]
+__all__ = [
+    "ArgumentLimits",
+    "CounterSettings",
+    "DataFlowSettings",
+    "LimitKey",
+    "LimitMatch",
+    "LimitSettings",
+    "SessionCaps",
+]
 
 
 class ArgumentLimits(_Model):
@@ -139,3 +148,62 @@ class CounterSettings(_Model):
         user = parts.username or ""
         secret = quote(self.redis_password.resolve(), safe="")
         return parts._replace(netloc=f"{user}:{secret}@{parts.netloc.rpartition('@')[2]}").geturl()
+
+
+def _seconds(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value  # ValueError: pydantic's error
+
+
+class SessionCaps(_Model):
+    """``session_caps:`` (and a route's own ``session_caps:``, which replaces it for that route):
+    the most one session may do (issue 14). Each cap is optional (absent: no cap):
+
+    - ``calls``: calls (``tools/call``, ``resources/read``, ``prompts/get``) a policy permitted;
+    - ``destructive_calls``: of those, calls of tools whose risk is ``destructive``;
+    - ``distinct_tools``: different tools called (a tool already called stays callable);
+    - ``result_bytes``: bytes of answers sent to the client; a session over it is refused its
+      next call (the answer that crosses the cap is still delivered: its size is known only
+      once it was sent).
+
+    The session is the MCP session (one route). A call without one (the stateless 2026-07-28
+    protocol) counts in the caller's activity on the route: the calls of one principal and OAuth
+    client with no pause longer than ``window`` (seconds, default 1 h) between them.
+    A refused call is HTTP 403 / JSON-RPC -32003 ``session_cap`` naming the cap, and recorded.
+    """
+
+    calls: int | None = Field(default=None, ge=1)
+    destructive_calls: int | None = Field(default=None, ge=0)
+    distinct_tools: int | None = Field(default=None, ge=1)
+    result_bytes: int | None = Field(default=None, ge=1)
+    window: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+
+    _parse = field_validator("window", mode="before")(_seconds)
+
+    @property
+    def active(self) -> bool:
+        """Whether any cap is set."""
+        return any(v is not None for v in (self.calls, self.destructive_calls, self.distinct_tools, self.result_bytes))
+
+
+class DataFlowSettings(_Model):
+    """``data_flow:``: where the labels of the tools a caller touched are kept, which Cedar sees as
+    ``context.session_labels`` (a tool's labels are ``routes[].tools.<name>.labels``; issue 14).
+
+    ``scope``:
+
+    - ``client`` (default): per principal and OAuth client, across every route that client calls
+      through Bastion. An MCP session belongs to one route (one upstream server), so this is the
+      scope that sees an agent read private data through one server and post it through another;
+    - ``session``: per MCP session, so per route (a call without a session falls back to
+      ``client``);
+    - ``principal``: per person or service account, across all their clients and routes.
+
+    Labels are kept while the caller is active: they are forgotten once ``window`` (seconds,
+    default 1 h) passes without a call in that scope (a ``session`` scope's labels end with
+    the session). A fresh scope starts with no labels.
+    """
+
+    scope: Literal["session", "client", "principal"] = "client"
+    window: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+
+    _parse = field_validator("window", mode="before")(_seconds)

@@ -16,10 +16,19 @@ from pydantic import Field, field_validator, model_validator
 
 from bastion.config.base import AllowEntries, SecretRef, _Model
 from bastion.config.credentials import RouteCredentials
+from bastion.config.limits import SessionCaps
 from bastion.egress.target import parse_target, shown_url
 from bastion.errors import EgressDenied
 
-__all__ = ["EnvValue", "HttpUpstream", "RouteSettings", "SecretRef", "StdioUpstream", "ToolSettings"]
+__all__ = [
+    "EnvValue",
+    "HttpUpstream",
+    "ResultVolumeMode",
+    "RouteSettings",
+    "SecretRef",
+    "StdioUpstream",
+    "ToolSettings",
+]
 
 _ROUTE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SECRET_NAME = re.compile(
@@ -123,6 +132,9 @@ class UrlArgumentSettings(_Model):
 
 Label = Annotated[str, Field(min_length=1, max_length=256)]
 
+ResultVolumeMode = Literal["flag", "withhold", "off"]
+"""What becomes of a tool result far above its tool's usual volume (``bastion.pipeline.stages.volume``)."""
+
 
 class ToolSettings(_Model):
     """What the configuration says about one of the route's tools (its entry in ``tools:``).
@@ -132,12 +144,30 @@ class ToolSettings(_Model):
     (free strings, e.g. ``public`` / ``internal`` / ``confidential`` / ``restricted``) and
     ``labels`` (free strings) are what Cedar sees as ``resource.owner``,
     ``resource.classification`` and ``resource.labels`` (``bastion.policy.inventory``).
+    The labels also mark the caller's data flow: Cedar sees the labels of every tool a caller
+    touched as ``context.session_labels`` (``data_flow:``, ``bastion.limits.activity``).
+
+    ``record_arguments`` names the tool's top-level arguments that say how many records a call
+    asks for (``limit``, ``page_size``, ``count``...); Cedar sees the largest integer among them
+    as ``context.records`` (0 when none is given) and ``context.bulk`` is true when that is more
+    than ``max_records``, so a policy can deny a bulk read or ask for its approval.
     """
 
     risk: Literal["read", "write", "destructive"] | None = None
     owner: str | None = Field(default=None, min_length=1)
     classification: str | None = Field(default=None, min_length=1)
     labels: tuple[Label, ...] = ()
+    record_arguments: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    max_records: int | None = Field(default=None, ge=0)
+    result_volume: ResultVolumeMode | None = None  # overrides the route's (RouteSettings)
+
+    @model_validator(mode="after")
+    def _records(self) -> ToolSettings:
+        if self.max_records is not None and not self.record_arguments:
+            raise ValueError(
+                "max_records needs record_arguments: the arguments that say how many records are asked for"
+            )
+        return self
 
 
 class RouteSettings(_Model):
@@ -153,7 +183,14 @@ class RouteSettings(_Model):
     ``tools`` is the route's tool inventory, by tool name (``ToolSettings``). The MCP tool
     annotations are hints from the server: they decide a tool's risk only when
     ``trust_annotations`` is true; otherwise a tool with no configured risk is
-    ``destructive`` (fail closed).
+    ``destructive`` (fail closed). ``session_caps`` replaces the top-level ``session_caps`` on
+    this route (``bastion.config.limits.SessionCaps``).
+
+    ``result_volume`` is the route's policy for tool results far above their tool's usual volume
+    (``volume:``, ``bastion.config.volume``): ``flag`` (relayed; the outcome record is flagged
+    ``volume_anomaly`` with the measures), ``withhold`` (the client gets a tool error instead; the
+    result is recorded by its digest only) or ``off`` (not measured). A tool's own
+    ``tools.<name>.result_volume`` wins over it.
     """
 
     name: str
@@ -167,6 +204,8 @@ class RouteSettings(_Model):
     denials: Literal["jsonrpc", "tool_error"] = "jsonrpc"
     tools: dict[Annotated[str, Field(min_length=1)], ToolSettings] = Field(default_factory=dict)
     trust_annotations: bool = False
+    session_caps: SessionCaps | None = None
+    result_volume: ResultVolumeMode = "flag"
 
     @field_validator("name")
     @classmethod

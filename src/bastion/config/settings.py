@@ -11,9 +11,10 @@ from bastion.config.approvals import ApprovalSettings
 from bastion.config.base import _Model
 from bastion.config.cors import CorsSettings
 from bastion.config.credentials import VaultSettings
-from bastion.config.limits import ArgumentLimits, CounterSettings, LimitSettings
+from bastion.config.limits import ArgumentLimits, CounterSettings, DataFlowSettings, LimitSettings, SessionCaps
 from bastion.config.oauth import AuthorizationServerSettings, EgressSettings
 from bastion.config.routes import RouteSettings
+from bastion.config.volume import VolumeSettings
 from bastion.errors import ConfigError
 from bastion.identity.durations import parse_duration
 from bastion.identity.external import ExternalIssuer
@@ -166,6 +167,9 @@ class BastionConfig(_Model):
     approvals: ApprovalSettings = ApprovalSettings()
     limits: tuple[LimitSettings, ...] = ()
     counters: CounterSettings = CounterSettings()
+    session_caps: SessionCaps = SessionCaps()
+    data_flow: DataFlowSettings = DataFlowSettings()
+    volume: VolumeSettings = VolumeSettings()  # result volume baselines (issue 14)
     routes: tuple[RouteSettings, ...]
 
     @field_validator("routes")
@@ -234,6 +238,11 @@ class BastionConfig(_Model):
             if route.name == name:
                 return route
         raise ConfigError(f"no route named {name!r}; routes: {', '.join(r.name for r in self.routes)}")
+
+    def caps_of(self, route: RouteSettings) -> SessionCaps:
+        """The session caps that apply on ``route``: its own ``session_caps`` if set, else the
+        top-level ``session_caps``."""
+        return route.session_caps if route.session_caps is not None else self.session_caps
 
     def resource_uri(self, route: RouteSettings) -> str:
         """The route's resource URI (RFC 8707 section 2, RFC 9728 ``resource``): base URL + path."""

@@ -3,10 +3,11 @@
 The runner hands each message the upstream sends towards the client, on every
 stream (a JSON reply, a POST's SSE stream, a GET stream, resumed or not, a stdio
 server's notifications), to ``MessageInspector.inspect``, which runs the route's
-filters in order (docs/architecture.md, "Message filters"). A filter returns the
-message (changed or not) or ``None`` to drop it; list filtering is one filter,
-and definition scanning, pinning, result redaction and data-flow labels are
-meant to be others.
+filters in order (docs/architecture.md, "Message filters"; the order is
+``bastion.pipeline.plan.FILTER_SLOTS``). A filter returns the message (changed or
+not) or ``None`` to drop it: list filtering, list_changed, server-to-client requests,
+continuations and result volume are filters, and definition scanning, pinning and
+result redaction are meant to be others.
 
 Deny by construction, before any filter runs:
 

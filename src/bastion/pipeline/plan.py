@@ -15,7 +15,13 @@ session and audit stages, and their messages the same filters.
 
 ``audit`` (the decision record, committed before anything is forwarded),
 ``forward``, ``inspect`` (the message filters) and ``outcome`` (the record after)
-are the runner's own steps; the slots before them are the checks.
+are the runner's own steps; the slots before them are the checks. ``inspect`` runs
+the message filters in the order of ``FILTER_SLOTS``:
+
+    list → list_changed → server_requests → continuation → volume → scan → redact
+
+``volume`` measures a tool result as the upstream sent it, before scanning and redaction
+(to come) look at it or change it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 
 from bastion.pipeline.filters import MessageFilter, MessageInspector
 from bastion.pipeline.observer import NO_OBSERVER, StepObserver
-from bastion.pipeline.runner import Pipeline
+from bastion.pipeline.runner import AfterHook, Pipeline
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.base import Stage
 
@@ -40,8 +46,8 @@ POST_SLOTS = (
     "validate",  # arguments against the tool's own inputSchema (jsonschema-rs)
     "authorize",  # the Cedar decision
     "url_arguments",  # URL-valued arguments through the egress guard
-    "limits",  # rate limits, quotas, session caps (to come)
-    "approve",  # human approval bound to the exact call (to come)
+    "limits",  # rate limits, quotas, session caps; the call's data-flow labels marked
+    "approve",  # human approval bound to the exact call
     "audit",  # the decision record, durable before anything is forwarded
     "forward",  # credentials (step 10) and the upstream
     "inspect",  # the message filters, on every message of the reply
@@ -60,6 +66,7 @@ FILTER_SLOTS = (
     "list_changed",  # the catalog marked stale on notifications/tools/list_changed
     "server_requests",  # sampling, elicitation, roots decided like calls
     "continuation",  # the requestState and task ids issued to the caller, recorded
+    "volume",  # tool results far above their tool's usual volume flagged or withheld
     "scan",  # definition scanning and pinning (to come)
     "redact",  # result redaction and data-flow labels (to come)
 )
@@ -95,12 +102,14 @@ def assemble(
     filters: Mapping[str, MessageFilter],
     audit: AuditStage,
     observer: StepObserver = NO_OBSERVER,
+    after: Sequence[AfterHook] = (),
 ) -> RoutePipelines:
     """Build a route's runners from its components, placed by slot name.
 
     ``checks`` fills ``CHECK_SLOTS``, ``stream_checks`` ``STREAM_SLOTS``, ``filters``
     ``FILTER_SLOTS``; ``forward`` maps ``POST``, ``GET`` and ``DELETE`` to their
-    forward stage. Raises ``ValueError`` for a component in a slot that does not exist.
+    forward stage; ``after`` runs once a POST's reply was sent (``Pipeline``). Raises
+    ``ValueError`` for a component in a slot that does not exist.
     """
     ordered_filters: list[MessageFilter] = _ordered(FILTER_SLOTS, filters)  # type: ignore[assignment]
     inspector = MessageInspector(ordered_filters, on_drop=audit.record_dropped)
@@ -111,6 +120,7 @@ def assemble(
         return Pipeline(
             stages, audit=audit, forward=forward[method], inspector=inspector,
             stream="stream" if kind == "stream" else "reply", observer=observer,
+            after=after if method == "POST" else (),
         )  # fmt: skip
 
     return RoutePipelines(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from bastion.errors import (
@@ -37,7 +37,10 @@ from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.base import Stage
 from bastion.stores.sessions import rpc_key
 
-__all__ = ["Pipeline", "error_reply", "tool_error_result"]
+__all__ = ["AfterHook", "Pipeline", "error_reply", "tool_error_result"]
+
+AfterHook = Callable[[Exchange], Awaitable[None]]
+"""Called with a forwarded exchange once its reply was sent and its outcome recorded."""
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +103,8 @@ class Pipeline:
     ``bastion.pipeline.plan``); ``audit`` writes the records; ``forward``
     produces the reply, which ``inspector`` filters message by message as a
     ``stream`` of kind ``"reply"`` (the answer to a POST) or ``"stream"`` (a GET
-    stream). ``observer`` sees every stage start and end.
+    stream). ``observer`` sees every stage start and end; ``after`` hooks run once a forwarded
+    request's reply was sent and its outcome recorded (the session caps count its bytes).
     """
 
     def __init__(
@@ -112,8 +116,10 @@ class Pipeline:
         inspector: MessageInspector,
         stream: StreamKind = "reply",
         observer: StepObserver = NO_OBSERVER,
+        after: Sequence[AfterHook] = (),
     ) -> None:
         self.checks = tuple(checks)
+        self._after = tuple(after)
         self.audit = audit
         self.forward = forward
         self.inspector = inspector
@@ -255,9 +261,15 @@ class Pipeline:
         await self.audit.record_denied(exchange)
 
     async def finish(self, exchange: Exchange) -> None:
-        """Record the outcome once the reply has been sent (for SSE: once the stream ended)."""
+        """Record the outcome once the reply has been sent (for SSE: once the stream ended), then
+        run the ``after`` hooks (a hook that fails is logged: the answer is already sent)."""
         if exchange.notes.get("audit_event") is not None:
             await self.audit.record_outcome(exchange)
+            for hook in self._after:
+                try:
+                    await hook(exchange)
+                except Exception:
+                    logger.exception("an after-reply hook failed")
 
     @staticmethod
     async def _watch_stream(exchange: Exchange, events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:

@@ -39,8 +39,11 @@ different values makes the decision a deny with an error (no guessing which one 
 
 Context keys accepted (others are an error): ``arguments`` (JSON object, default ``{}``),
 ``client_id``, ``session`` (strings), ``ip`` (an IP address; made a Cedar ``ipaddr``),
-``time`` (epoch seconds; default now), ``approved`` (bool, default false). A missing,
-``None`` or empty ``client_id``/``session``/``ip`` is left out, so policies test ``has``.
+``time`` (epoch seconds; default now), ``approved`` (bool, default false),
+``session_labels`` (strings: the labels of the tools the caller touched, default none),
+``records`` (a whole number >= 0: the records a call asks for, default 0) and ``bulk`` (bool,
+default false: more records than the tool's ``max_records``). A missing, ``None`` or empty
+``client_id``/``session``/``ip`` is left out, so policies test ``has``.
 """
 
 from __future__ import annotations
@@ -62,9 +65,12 @@ from bastion.policy.loader import LoadedPolicies, PolicyInfo, load_policies
 from bastion.policy.model import ACTIONS, Decision, ResourceRef, principal_entity
 from bastion.principal import Principal
 
-__all__ = ["PolicyEngine", "build_context"]
+__all__ = ["PolicyEngine", "admin_context", "build_context"]
 
-_CONTEXT_KEYS = frozenset({"arguments", "scopes", "client_id", "session", "time", "ip", "approved"})
+_CONTEXT_KEYS = frozenset(
+    {"arguments", "scopes", "client_id", "session", "time", "ip", "approved", "session_labels", "records", "bulk"}
+)
+_LONG_MAX = 2**63 - 1
 _CEDAR_ID = re.compile(r"`(policy\d+)`")
 _ARGUMENT_ACTIONS = frozenset({"tools/call"})
 """The actions whose requests carry arguments (the authorize stage passes none to others)."""
@@ -112,6 +118,12 @@ class PolicyEngine:
     def policy_ids(self) -> tuple[str, ...]:
         """The ``@id`` of every loaded policy, in load order."""
         return tuple(info.policy_id for info in self._by_cedar_id.values())
+
+    def reads_context(self, key: str) -> bool:
+        """Whether some policy reads ``context.<key>`` (or the whole ``context``): an attribute no
+        policy reads need not be computed."""
+        keys = self._loaded.context_keys
+        return keys is None or key in keys
 
     def obligations_of(self, policy_id: str) -> Mapping[str, str]:
         """The annotations (besides ``@id``) of the policy ``policy_id``; empty for an unknown id."""
@@ -293,7 +305,7 @@ class PolicyEngine:
                 "principal": {"type": principal.kind, "id": principal.sub},
                 "action": {"type": "Action", "id": action},
                 "resource": entity["uid"],
-                "context": {"arguments": {}, "scopes": [], "time": int(now), "approved": False},
+                "context": admin_context(now),
             }
             result = cedarpy.is_authorized_batch([request], self._loaded.admin_policy_set, handle)[0]
             return self._decision(result)
@@ -389,6 +401,13 @@ class PolicyEngine:
         return f"`{info.policy_id}`" if info is not None else match[0]
 
 
+def admin_context(now: float) -> dict[str, Any]:
+    """The context of Bastion's own actions (``ADMIN_ACTIONS``) in Cedar's JSON form: ``time``
+    (epoch seconds, whole), every other attribute of the schema's ``Context`` empty or false."""
+    return {"arguments": {}, "scopes": [], "time": int(now), "approved": False,
+            "session_labels": [], "records": 0, "bulk": False}  # fmt: skip
+
+
 def build_context(
     context: Mapping[str, Any], keep: frozenset[str] | None = None, paths: ArgumentPaths | None = None
 ) -> str:
@@ -422,13 +441,23 @@ def _context_record(
     if isinstance(now, bool) or not isinstance(now, int | float) or not isinstance(approved, bool):
         raise TypeError("context time must be a number and approved a bool")
     scopes = context.get("scopes") or ()
-    if isinstance(scopes, str) or not all(isinstance(scope, str) for scope in scopes):
-        raise TypeError("context scopes must be a list of strings")
+    labels = context.get("session_labels") or ()
+    for name, strings in (("scopes", scopes), ("session_labels", labels)):
+        if isinstance(strings, str) or not all(isinstance(item, str) for item in strings):
+            raise TypeError(f"context {name} must be a list of strings")
+    records, bulk = context.get("records", 0), context.get("bulk", False)
+    if isinstance(records, bool) or not isinstance(records, int) or not 0 <= records <= _LONG_MAX:
+        raise TypeError("context records must be a whole number from 0 to 2**63-1")
+    if not isinstance(bulk, bool):
+        raise TypeError("context bulk must be a bool")
     record: dict[str, Any] = {
         "arguments": to_cedar_arguments(arguments, {} if keep is not None and "arguments" not in keep else paths),
         "scopes": sorted(set(scopes)),
         "time": int(now),
         "approved": approved,
+        "session_labels": sorted(set(labels)),
+        "records": records,
+        "bulk": bulk,
     }
     for key in ("client_id", "session", "ip"):
         value = context.get(key)

@@ -24,6 +24,9 @@ audit log (write / read)  ``audit.store.AuditLog`` / ``AuditReader``  ``audit.st
 tool catalog              ``catalog.store.CatalogStore``             ``catalog.store.MemoryCatalogStore``
 continuations             ``stores.continuations.ContinuationStore`` ``stores.memory_continuations.``
                                                                      ``MemoryContinuationStore``
+session activity          ``stores.activity.ActivityStore``          ``stores.memory_activity.MemoryActivityStore``
+result volume baselines   ``stores.volume.VolumeStore``              ``stores.sqlite_volume.SQLiteVolumeStore``,
+                                                                     ``stores.memory_volume.MemoryVolumeStore``
 ========================  =========================================  ===========================================
 
 The protocols of the authorization server, the vault and the audit log live beside the

@@ -373,7 +373,9 @@ def test_policy_context_shape() -> None:
     assert context["arguments"] == {}
     assert context["ip"] == "127.0.0.1"
     assert context["approved"] is False
-    assert set(context) == {"arguments", "scopes", "client_id", "session", "time", "ip", "approved"}
+    assert context["session_labels"] == []
+    # records and bulk only for a tool that declares record_arguments
+    assert set(context) == {"arguments", "scopes", "client_id", "session", "time", "ip", "approved", "session_labels"}
 
 
 STEP_UP_POLICY = """

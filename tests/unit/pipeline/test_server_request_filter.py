@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,11 +13,14 @@ from tests.support.audit_fakes import RecordingAuditLog
 
 import bastion
 from bastion.config import HttpUpstream, RouteSettings
+from bastion.config.limits import DataFlowSettings
+from bastion.limits.activity import SessionActivity
 from bastion.pipeline.context import Exchange, HttpRequest
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.server_requests import ServerRequestFilter
-from bastion.policy import PolicyEngine
+from bastion.policy import Decision, PolicyEngine, ResourceRef
 from bastion.principal import Principal
+from bastion.stores.memory_activity import MemoryActivityStore
 from bastion.transport.routes import RouteRuntime
 from bastion.upstream.stdio import StdioServer
 
@@ -154,3 +158,28 @@ async def test_the_stdio_relay_answers_with_the_one_caller_s_reply() -> None:
     await server._dispatch(_request("elicitation/create", rpc_id=3))
     await asyncio.gather(*server._relays)
     assert server.written == [{"jsonrpc": "2.0", "id": 3, "result": {"action": "accept", "content": {"ok": True}}}]
+
+
+
+async def test_a_server_request_is_decided_with_the_callers_session_labels(tmp_path: Path) -> None:
+    activity = SessionActivity(MemoryActivityStore(), caps={}, data_flow=DataFlowSettings(), track_labels=True,
+                               session_idle_s=60)  # fmt: skip
+    (tmp_path / "p.cedar").write_text(
+        '@id("sample") permit (principal, action == Action::"sampling/createMessage", resource);\n'
+        '@id("no-sampling-after-the-web") forbid (principal, action == Action::"sampling/createMessage", resource) '
+        'when { context.session_labels.contains("untrusted_content") };\n',
+        encoding="utf-8",
+    )
+    rig = Rig()
+    engine = PolicyEngine.load([tmp_path / "p.cedar"])
+    rig.filter = ServerRequestFilter(engine, AuditStage(rig.log, policy_version="v1"), rig._answer, activity)  # type: ignore[arg-type]
+    message = _request("sampling/createMessage")
+    assert await rig.apply(message) is message
+    web = SimpleNamespace(  # an earlier call of ALICE's, through the same client, of a tool labelled untrusted_content
+        decision=Decision("allow", ("p",), {}, ()), principal=ALICE, action="tools/call", target="fetch", session=None,
+        resource=ResourceRef.from_tool("web", {"name": "fetch"}, risk="read", labels=["untrusted_content"]),
+        route=SimpleNamespace(name="web", settings=SimpleNamespace(denials="jsonrpc")),
+    )  # fmt: skip
+    await activity.admit(web)  # type: ignore[arg-type]
+    assert await rig.apply(_request("sampling/createMessage", 8)) is None
+    assert rig.log.bodies[-1]["decision"]["policy_ids"] == ["no-sampling-after-the-web"]

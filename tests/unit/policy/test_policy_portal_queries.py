@@ -12,6 +12,7 @@ from policy_helpers import tool, user
 
 from bastion.errors import ConfigError
 from bastion.policy import PolicyEngine
+from bastion.policy.engine import admin_context
 from bastion.policy.loader import builtin_schema_text
 from bastion.policy.model import ADMIN_ACTIONS, POLICY_ACTIONS, principal_entity
 
@@ -148,7 +149,7 @@ def test_the_audit_search_request_conforms_to_the_builtin_schema() -> None:
         "principal": {"type": "User", "id": principal.sub},
         "action": {"type": "Action", "id": "audit/search"},
         "resource": {"type": "AuditLog", "id": "bastion"},
-        "context": {"arguments": {}, "scopes": [], "time": 5, "approved": False},
+        "context": admin_context(5),
     }
     result = cedarpy.is_authorized(request, '@id("a") permit (principal, action, resource);', entities, schema)
     assert result.diagnostics.errors == []

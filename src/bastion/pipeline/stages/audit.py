@@ -176,6 +176,7 @@ class AuditStage:
                     status=exchange.upstream_status,
                     duration_ms=round((time.perf_counter() - exchange.started) * 1000, 3),
                     flags=exchange.notes.get("flags", ()),
+                    volume=exchange.notes.get("volume"),  # an anomalous tool result's (stages/volume.py)
                 )
             )
         except Exception:

@@ -1,4 +1,5 @@
-"""Stage 7, limits: rates and quotas on permitted calls, enforced before anything is forwarded.
+"""Stage 7, limits: rates, quotas and session caps on permitted calls, enforced before anything
+is forwarded; and the call's data-flow labels marked (``bastion.limits.activity``).
 
 Two sources (issue 14; ``bastion.config.limits``):
 
@@ -17,6 +18,10 @@ error's data, a deny record); a store that cannot answer (Redis down) ends it wi
 refusal keep that hit (a refused call may use up a unit of another limit: never more calls
 admitted than a limit allows).
 
+Then the session caps and data-flow labels (``activity``, ``bastion.limits.activity``): a cap
+that refuses ends the call with ``SessionCapReached`` (-32003 ``session_cap``, recorded); a call
+within them is counted and its tool's labels marked.
+
 Counted: ``tools/call``, ``resources/read`` and ``prompts/get`` that a policy permitted. A call no
 limit applies to costs one loop over the configured limits' matches.
 """
@@ -30,10 +35,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bastion.config.limits import LimitMatch, LimitSettings
-from bastion.errors import LimitsUnavailable, RateLimited
+from bastion.errors import BastionError, LimitsUnavailable, RateLimited
+from bastion.limits.activity import SessionActivity
 from bastion.limits.rates import Rate, parse_rate
 from bastion.pipeline.context import Exchange
-from bastion.policy import PolicyEngine
+from bastion.policy import Decision, PolicyEngine
 from bastion.principal import Principal
 from bastion.stores.counters import RateCounter
 
@@ -55,10 +61,12 @@ class _Limit:
 
 
 class LimitsStage:
-    """Count the call against every limit that applies; raise ``RateLimited`` at the first refusal.
+    """Count the call against every limit that applies; raise ``RateLimited`` at the first refusal,
+    then against its session's caps (``activity``; ``SessionCapReached``).
 
     ``limits`` is ``config.limits``; ``engine`` gives the deciding policies' own ``@rate`` /
-    ``@quota``; ``rates`` and ``quotas`` are the counters (``RateCounter``); ``clock`` epoch seconds.
+    ``@quota``; ``rates`` and ``quotas`` are the counters (``RateCounter``); ``activity`` the session
+    caps and data-flow labels (``None``: none); ``clock`` epoch seconds.
     """
 
     name = "limits"
@@ -70,19 +78,34 @@ class LimitsStage:
         engine: PolicyEngine,
         rates: RateCounter,
         quotas: RateCounter,
+        activity: SessionActivity | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._configured = [(s.match, _Limit(s.name, parse_rate(s.measure), s.per, s.durable)) for s in limits]
         self._by_policy = {p: _policy_limits(p, engine.obligations_of(p)) for p in engine.limited_policy_ids}
         self._rates = rates
         self._quotas = quotas
+        self._activity = activity if activity is not None and activity.active else None
         self._clock = clock
 
     async def run(self, exchange: Exchange) -> None:
-        """Count the call (see the module docstring). Raises ``RateLimited``."""
+        """Count the call (see the module docstring). Raises ``RateLimited``, ``SessionCapReached``,
+        ``LimitsUnavailable``."""
         decision, principal = exchange.decision, exchange.principal
         if decision is None or not decision.allowed or principal is None or exchange.action not in LIMITED_ACTIONS:
             return
+        await self._rates_and_quotas(exchange, principal, decision)
+        if self._activity is not None:
+            try:
+                await self._activity.admit(exchange)
+            except BastionError:
+                raise
+            except Exception as exc:
+                logger.warning("counting session activity failed: %r", exc)
+                raise LimitsUnavailable("Refused: the session's caps cannot be counted now; try again later") from exc
+
+    async def _rates_and_quotas(self, exchange: Exchange, principal: Principal, decision: Decision) -> None:
+        """Every configured and policy limit that applies, counted in turn; raises at the first refusal."""
         route, target = exchange.route.name, exchange.target or ""
         applying = [limit for match, limit in self._configured if _matches(match, principal, route, target)]
         if self._by_policy:

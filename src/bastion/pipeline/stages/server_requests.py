@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bastion.errors import PolicyDenied
+from bastion.limits.activity import SessionActivity
 from bastion.pipeline.context import Exchange
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.authorize import policy_context
@@ -50,10 +51,13 @@ class ServerRequestFilter:
     name = "server_requests"
     audits_own_drops = True
 
-    def __init__(self, engine: PolicyEngine, audit: AuditStage, answer: UpstreamAnswer) -> None:
+    def __init__(
+        self, engine: PolicyEngine, audit: AuditStage, answer: UpstreamAnswer, activity: SessionActivity | None = None
+    ) -> None:
         self._engine = engine
         self._audit = audit
         self._answer = answer
+        self._activity = activity if activity is not None and activity.track_labels else None
 
     async def apply(
         self, exchange: Exchange, message: dict[str, Any], answered: SentRequest | None
@@ -63,7 +67,7 @@ class ServerRequestFilter:
         if not isinstance(method, str) or "id" not in message or method == "ping":
             return message  # notifications and responses are not server-to-client requests
         try:
-            decision = self._decide(exchange, method)
+            decision = await self._decide(exchange, method)
             await self._audit.record_server_request(exchange, method, decision)
         except Exception:
             await self._refuse(exchange, message, "Internal error: the request could not be decided")
@@ -74,12 +78,15 @@ class ServerRequestFilter:
         await self._refuse(exchange, message, f"Denied by policy {', '.join(ids)}" if ids else "Denied by Bastion")
         return None
 
-    def _decide(self, exchange: Exchange, method: str) -> Decision:
+    async def _decide(self, exchange: Exchange, method: str) -> Decision:
+        """The decision on a server-to-client request, in the context of the call it came with (the
+        caller's ``session_labels`` included). Raises what the activity store raises."""
         principal = exchange.principal
         if method not in SERVER_REQUESTS or principal is None or exchange.era != "handshake":
             return _NO_DECISION
         resource = ResourceRef.server(exchange.route.name)
-        decision = self._engine.decide(principal, method, resource, policy_context(exchange))
+        labels = await self._activity.session_labels(exchange) if self._activity is not None else frozenset()
+        decision = self._engine.decide(principal, method, resource, policy_context(exchange, None, labels))
         if decision.allowed and "approval" in decision.obligations:
             # approvals are given to tool calls only: a permit asking for one here permits nothing
             return Decision("deny", decision.policy_ids, decision.obligations, (_APPROVAL_ONLY_FOR_CALLS,))
