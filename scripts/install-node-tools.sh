@@ -25,6 +25,7 @@ PACKAGES=(
   "oidc-provider@9.13.3"
   "mcp-remote@0.15.1"
   "@modelcontextprotocol/server-everything@2026.8.31"
+  "@modelcontextprotocol/server-filesystem@2026.8.31"
 )
 # Bin names (from node_modules/.bin) to expose as .tools/bin/<name>, run with Node 22.
 WRAPPERS=(
@@ -32,6 +33,7 @@ WRAPPERS=(
   conformance
   mcp-remote
   mcp-server-everything
+  mcp-server-filesystem
 )
 # The conformance suite's pre-release line: only it has `conformance authorization` (the
 # authorization server scenarios) and the MCP 2026-07-28 server scenarios; both lines run in make test.

@@ -36,6 +36,8 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     │   ├── SessionCapReached       200  -32003  (a session cap: data names the cap, its value, what was used)
     │   └── ApprovalRefused         200  -32003  (the approval the call waited for was denied or expired)
     ├── EgressDenied                403  -32003  (an outbound fetch refused: SSRF guard)
+    ├── DefinitionQuarantined       200  -32003  (a tool, prompt or resource whose definition waits for an admin)
+    │   └── RouteBlocked            200  -32003  (a definition's finding blocks the whole route until an admin acts)
     ├── DecisionRefused     403/404/409  -32603  (an approval decision someone may not make; portal, API)
     ├── LimitsUnavailable           503  -32603  (the store counting rates and quotas did not answer: fail closed)
     ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
@@ -92,6 +94,7 @@ __all__ = [
     "ConfirmationRequired",
     "ConnectionExpired",
     "DecisionRefused",
+    "DefinitionQuarantined",
     "EgressDenied",
     "ForbiddenOrigin",
     "HeaderMismatch",
@@ -108,6 +111,7 @@ __all__ = [
     "PolicyDenied",
     "RateLimited",
     "ResultWithheld",
+    "RouteBlocked",
     "SessionCapReached",
     "SessionNotFound",
     "SessionRequired",
@@ -508,6 +512,26 @@ class EgressDenied(BastionError):
     status = 403
     jsonrpc_code = -32003
     code = "egress_denied"
+
+
+class DefinitionQuarantined(BastionError):
+    """A call names a tool, prompt or resource whose definition is held for an administrator: new
+    or changed since it was pinned (issue 15, "Pinning and quarantine"), or hidden by a scanner
+    finding. Nothing is forwarded. ``data`` names the route, the kind and name, the reason
+    (``new``, ``drift``, ``finding``, ``unlisted``), the definition's SHA-256 and the commands an
+    administrator runs (``bastion tools diff --route R``, ``bastion tools approve ...``)."""
+
+    status = 200
+    jsonrpc_code = -32003
+    code = "definition_quarantined"
+
+
+class RouteBlocked(DefinitionQuarantined):
+    """A definition on the route has a scanner finding whose action is ``block``: the route refuses
+    every request until an administrator approves. ``data`` names the route, the definitions that
+    block it and the commands to run."""
+
+    code = "route_blocked"
 
 
 class UpstreamConnectionRequired(BastionError):

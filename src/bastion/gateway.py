@@ -25,6 +25,8 @@ from bastion.approvals.store_sqlite import SQLiteApprovalStore
 from bastion.approvals.webhook import WebhookAttempt, WebhookNotifier
 from bastion.audit import SQLiteAuditLog, SQLiteAuditReader
 from bastion.catalog import MemoryCatalogStore
+from bastion.catalog.guard import DefinitionGuard
+from bastion.catalog.pins_sqlite import SQLitePinStore
 from bastion.config import BastionConfig, RouteSettings, SecretRef
 from bastion.credentials.broker import CredentialSource, ExchangedTokens, UserTokens
 from bastion.credentials.exchange import TokenExchange
@@ -46,11 +48,14 @@ from bastion.pipeline.stages.authorize import AuthorizeStage
 from bastion.pipeline.stages.base import Stage
 from bastion.pipeline.stages.classify import ClassifyStage
 from bastion.pipeline.stages.continuation import ContinuationFilter, ContinuationStage
+from bastion.pipeline.stages.definitions import DefinitionStage
 from bastion.pipeline.stages.forward_http import HttpEndStage, HttpForwardStage, HttpStreamStage
 from bastion.pipeline.stages.forward_stdio import StdioEndStage, StdioForwardStage, StdioStreamStage
 from bastion.pipeline.stages.inspect import ListFilter
 from bastion.pipeline.stages.limits import LimitsStage
 from bastion.pipeline.stages.list_changed import ListChangedFilter
+from bastion.pipeline.stages.redact import RedactFilter
+from bastion.pipeline.stages.scan import DefinitionFilter
 from bastion.pipeline.stages.server_requests import ServerRequestFilter
 from bastion.pipeline.stages.session import SessionStage
 from bastion.pipeline.stages.transport import StreamTransportStage, TransportStage
@@ -60,7 +65,9 @@ from bastion.pipeline.stages.volume import VolumeFilter
 from bastion.policy import PolicyEngine
 from bastion.portal import PORTAL_PATHS, Portal
 from bastion.portal.approvals import ApprovalPages
+from bastion.portal.definitions import DefinitionPages
 from bastion.principal import Principal
+from bastion.scan.definitions import scan_definition
 from bastion.stores.counters import RateCounter
 from bastion.stores.memory_activity import MemoryActivityStore
 from bastion.stores.memory_continuations import MemoryContinuationStore
@@ -196,6 +203,8 @@ class Gateway:
         )
         self.routes = [self._route(r) for r in config.routes]
         self._by_name = {route.name: route for route in self.routes}
+        self.pins = SQLitePinStore(self.database)  # pinned definitions (issue 15)
+        self.guards = {route.name: self._guard(route) for route in self.routes}
         self.vault = self._vault()
         for route in self.routes:
             route.credentials = self._credentials(route.settings)
@@ -226,6 +235,7 @@ class Gateway:
                 audit=self.authorization.context.audit,
                 vault=self.vault,
                 audit_reader=SQLiteAuditReader(self.database),
+                guards=self.guards,
             )
         self.app: GatewayApp = build_app(
             self.endpoints,
@@ -237,6 +247,7 @@ class Gateway:
                 *(self.authorization.routes() if self.authorization else ()),
                 *(self.portal.routes() if self.portal else ()),
                 *(ApprovalPages(self.portal, self.approvals).routes() if self.portal else ()),
+                *(DefinitionPages(self.portal, self.guards, self.pins, self.engine).routes() if self.portal else ()),
             ],
             cors=config.server.cors,
         )
@@ -353,6 +364,16 @@ class Gateway:
             runtime.stdio.on_list_changed = lambda _: runtime.catalogs.mark_stale()
         return runtime
 
+    def _guard(self, route: RouteRuntime) -> DefinitionGuard:
+        """The route's definition guard (pins, quarantine, the scanner's verdicts), on the pin store;
+        the scanner's shadowing rule sees the other routes' tools."""
+
+        def others() -> frozenset[str]:
+            return frozenset(n for name, guard in self.guards.items() if name != route.name for n in guard.tool_names())
+
+        return DefinitionGuard(route.name, route.settings.definitions, store=self.pins, log=self.audit,
+                               scanner=scan_definition, others=others)  # fmt: skip
+
     def _endpoint(self, route: RouteRuntime) -> McpEndpoint:
         """The route's MCP endpoint: its components placed in the slots ``bastion.pipeline.plan`` orders."""
         forward: HttpForwardStage | StdioForwardStage
@@ -376,6 +397,7 @@ class Gateway:
             "session": session,
             "classify": ClassifyStage(forward.load_catalog),
             "continuation": ContinuationStage(self.continuations),
+            "definitions": DefinitionStage(self.guards[route.name]),
             "validate": ValidateStage(strict_arguments=route.settings.strict_arguments),
             "authorize": authorize,
         }
@@ -409,6 +431,8 @@ class Gateway:
                 "server_requests": ServerRequestFilter(self.engine, audit, forward.answer, self.activity),
                 "continuation": ContinuationFilter(self.continuations),
                 "volume": VolumeFilter(self.volume.baselines, route.settings),
+                "scan": DefinitionFilter(self.guards[route.name]),
+                "redact": RedactFilter(route.settings.results),
             },
             audit=audit,
             after=[self.activity.returned] if self.activity.capped(route.name) else (),
@@ -505,6 +529,9 @@ class Gateway:
             await self.vault.start()
         await self.approvals.start()
         await self.volume.start()  # loads the saved result volume baselines
+        await self.pins.start()
+        for guard in self.guards.values():
+            await guard.load()  # the route's pins, baselines and blocking definitions
         for counter in {id(c): c for c in (self.limit_rates, self.limit_quotas)}.values():
             start = getattr(counter, "start", None)
             if start is not None:
@@ -538,6 +565,7 @@ class Gateway:
         if self.vault is not None:
             await self.vault.close()
         await self.approvals.close()
+        await self.pins.close()
         try:
             await self.volume.close()  # saves the baselines changed since the last sweep
         except Exception as exc:  # noqa: BLE001 - the rest still closes; the next run relearns

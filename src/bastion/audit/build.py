@@ -125,20 +125,28 @@ def outcome_body(
     duration_ms: float,
     flags: Sequence[str] = (),
     volume: Mapping[str, Any] | None = None,
+    redacted: Mapping[str, int] | None = None,
+    injection: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body of the ``outcome`` event that follows the decision body ``decision``
-    (``flags``: ``Result.flags``; ``volume``: ``Result.volume`` as a dict, the key absent when
-    ``None``, as in the model's dump); it repeats the decision's ``approval``."""
+    (``flags``: ``Result.flags``; ``volume``: ``Result.volume`` as a dict; ``redacted``: the values
+    redacted by rule, ``Result.redacted``, whose sum is ``redactions``; ``injection``:
+    ``Result.injection``; each key absent when ``None`` or empty, as in the model's dump); it
+    repeats the decision's ``approval``."""
     result: dict[str, Any] = {
         "error": error,
         "error_code": error_code,
         "request_bytes": request_bytes,
         "response_bytes": response_bytes,
-        "redactions": 0,
+        "redactions": sum(redacted.values()) if redacted else 0,
         "flags": list(flags),
     }
     if volume is not None:
         result["volume"] = dict(volume)
+    if redacted:
+        result["redacted"] = dict(redacted)
+    if injection:
+        result["injection"] = {"rules": dict(injection["rules"]), "replaced": injection["replaced"]}
     return {
         "version": RECORD_VERSION,
         "kind": "outcome",

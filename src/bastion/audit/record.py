@@ -11,7 +11,7 @@ One request that reaches the decision stage produces TWO events in ONE hash chai
 - an ``outcome`` event (``OutcomeEvent``), appended with ``log.append_nowait(...)``
   after the upstream answered (or failed): ``upstream`` (credential kind and
   principal, HTTP status, ``duration_ms``) and ``result`` (error flag and code,
-  request/response sizes in bytes, redactions, flags). It carries the SAME
+  request/response sizes in bytes, redactions by rule, flags). It carries the SAME
   ``decision_id`` and repeats route, session, principal, method and target so that a
   search by subject or tool finds both halves. Its ``arguments*``/``decision`` are null.
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
@@ -48,6 +48,7 @@ __all__ = [
     "OutcomeEvent",
     "PrincipalInfo",
     "Result",
+    "ResultInjection",
     "ResultVolume",
     "Upstream",
     "VolumeMeasures",
@@ -200,13 +201,32 @@ class ResultVolume(_Model):
     result_sha256: str = Field(pattern=_HEX64)
 
 
+RuleId = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+"""A content detector's rule id (``bastion.scan.content.RULES``: ``aws_access_key``, ``email`` ...)."""
+
+
+class ResultInjection(_Model):
+    """Instructions aimed at the model found in what came back (``bastion.scan.content``, kind
+    ``injection``): how many of each rule (``rules``: rule id -> count) and how many texts were
+    ``replaced`` by a notice (the route's ``results.injection: replace``; 0 when only flagged)."""
+
+    rules: dict[RuleId, Annotated[int, Field(ge=1)]]
+    replaced: int = Field(default=0, ge=0)
+
+
 class Result(_Model):
     """What came back: ``error`` flag and code, sizes in bytes, redactions made, inspection flags.
 
     ``flags`` name what the answer was besides a plain result: ``input_required`` (an MCP
     2026-07-28 multi round-trip result; the retry's decision ``continues`` this call),
-    ``task`` (a task was created: the tasks extension) and ``volume_anomaly`` (a tool result
-    far above its tool's usual volume: ``volume`` gives the measures; left out otherwise).
+    ``task`` (a task was created: the tasks extension), ``volume_anomaly`` (a tool result
+    far above its tool's usual volume: ``volume`` gives the measures; left out otherwise),
+    ``redacted`` (secrets or personal data were replaced before the client saw them) and
+    ``injection`` (instructions aimed at the model were found: ``injection``).
+
+    ``redactions`` counts the values replaced (``bastion.pipeline.stages.redact``; a value in both a
+    text block and ``structuredContent`` counts twice) and ``redacted`` gives them by rule id
+    (``{"aws_access_key": 1, "email": 2}``), never the values; left out when nothing was redacted.
     """
 
     error: bool
@@ -216,6 +236,16 @@ class Result(_Model):
     redactions: int = Field(default=0, ge=0)
     flags: tuple[str, ...] = ()
     volume: ResultVolume | None = Field(default=None, exclude_if=lambda value: value is None)
+    redacted: dict[RuleId, Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, exclude_if=lambda value: value is None
+    )
+    injection: ResultInjection | None = Field(default=None, exclude_if=lambda value: value is None)
+
+    @model_validator(mode="after")
+    def _redactions_add_up(self) -> Result:
+        if self.redacted is not None and sum(self.redacted.values()) != self.redactions:
+            raise ValueError("redactions must be the sum of redacted")
+        return self
 
 
 class _EventBase(_Model):

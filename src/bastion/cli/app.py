@@ -15,6 +15,7 @@ from bastion.cli import (
     credentials_cmd,
     demo_cmd,
     policy_cmd,
+    scan_cmd,
     token_cmd,
     tools_cmd,
     users_cmd,
@@ -71,6 +72,7 @@ app.add_typer(credentials_cmd.app, name="credentials")
 app.add_typer(tools_cmd.app, name="tools")
 app.add_typer(approvals_cmd.app, name="approvals")
 app.command(name="demo")(demo_cmd.demo)
+app.command(name="scan")(scan_cmd.scan)
 
 
 def main() -> None:

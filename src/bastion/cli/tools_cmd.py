@@ -29,6 +29,7 @@ from rich.table import Table
 
 from bastion.audit import to_json_lines
 from bastion.catalog import ToolCatalog
+from bastion.cli import pins_cmd
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.config import BastionConfig, RouteSettings
 from bastion.egress import AllowList, EgressGuard
@@ -41,7 +42,8 @@ from bastion.upstream.stdio import HANDSHAKE_VERSION
 
 __all__ = ["app"]
 
-app = typer.Typer(help="The tool inventory of each route.", no_args_is_help=True)
+app = typer.Typer(help="The tool inventory of each route; review and approve its definitions.", no_args_is_help=True)
+pins_cmd.register(app)  # diff, pins, approve (issue 15)
 
 PERMITTED_NOTE = (
     "permitted: whether some principal could be permitted to call the tool (Cedar with the caller and "

@@ -16,7 +16,9 @@ from pydantic import Field, field_validator, model_validator
 
 from bastion.config.base import AllowEntries, SecretRef, _Model
 from bastion.config.credentials import RouteCredentials
+from bastion.config.definitions import DefinitionSettings
 from bastion.config.limits import SessionCaps
+from bastion.config.results import ResultSettings
 from bastion.egress.target import parse_target, shown_url
 from bastion.errors import EgressDenied
 
@@ -191,6 +193,13 @@ class RouteSettings(_Model):
     ``volume_anomaly`` with the measures), ``withhold`` (the client gets a tool error instead; the
     result is recorded by its digest only) or ``off`` (not measured). A tool's own
     ``tools.<name>.result_volume`` wins over it.
+
+    ``definitions`` pins the route's definitions and says what a scanner finding does
+    (``bastion.config.definitions.DefinitionSettings``: ``pin``, ``pinned``, ``on_finding``).
+
+    ``results`` says what is redacted from the route's results and what becomes of instructions
+    aimed at the model found in them (``bastion.config.results.ResultSettings``: ``redact``,
+    ``injection``).
     """
 
     name: str
@@ -206,6 +215,8 @@ class RouteSettings(_Model):
     trust_annotations: bool = False
     session_caps: SessionCaps | None = None
     result_volume: ResultVolumeMode = "flag"
+    definitions: DefinitionSettings = Field(default_factory=DefinitionSettings)
+    results: ResultSettings = Field(default_factory=ResultSettings)
 
     @field_validator("name")
     @classmethod

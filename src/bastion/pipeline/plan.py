@@ -8,7 +8,7 @@ session's event stream) and DELETE (end the session) have their own short lists
 and go through the same runner, so they pass the same origin, authentication,
 session and audit stages, and their messages the same filters.
 
-    POST:   transport → authenticate → session → classify → continuation → validate
+    POST:   transport → authenticate → session → classify → continuation → definitions → validate
             → authorize → url_arguments → limits → approve → audit → forward → inspect → outcome
     GET:    transport → authenticate → session → authorize → audit → forward → inspect → outcome
     DELETE: transport → authenticate → session → authorize → audit → forward → outcome
@@ -20,8 +20,8 @@ the message filters in the order of ``FILTER_SLOTS``:
 
     list → list_changed → server_requests → continuation → volume → scan → redact
 
-``volume`` measures a tool result as the upstream sent it, before scanning and redaction
-(to come) look at it or change it.
+``volume`` measures a tool result as the upstream sent it, before ``scan`` (definitions held
+by pins or scanner findings) and ``redact`` (secrets and personal data in results) change it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ POST_SLOTS = (
     "session",  # MCP session bound to its principal
     "classify",  # Cedar action and resource; the tool's catalog entry
     "continuation",  # a requestState or task id only from the principal it was issued to
+    "definitions",  # no call on a quarantined or hidden definition; nothing on a blocked route
     "validate",  # arguments against the tool's own inputSchema (jsonschema-rs)
     "authorize",  # the Cedar decision
     "url_arguments",  # URL-valued arguments through the egress guard
@@ -67,8 +68,8 @@ FILTER_SLOTS = (
     "server_requests",  # sampling, elicitation, roots decided like calls
     "continuation",  # the requestState and task ids issued to the caller, recorded
     "volume",  # tool results far above their tool's usual volume flagged or withheld
-    "scan",  # definition scanning and pinning (to come)
-    "redact",  # result redaction and data-flow labels (to come)
+    "scan",  # definitions quarantined (pins) or hidden by scanner findings taken out of lists
+    "redact",  # secrets and personal data redacted in results; injected instructions flagged
 )
 """The message filters, in the order they see each upstream-to-client message."""
 

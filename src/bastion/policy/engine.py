@@ -35,7 +35,8 @@ Fail closed: no determining policy is a deny (``DEFAULT_DENY``); a forbid beats 
 (Cedar); any evaluation error, even in a policy that did not decide, and any exception
 (bad context, cedarpy failure) is a deny carrying the error. Obligations are the union of
 the non-``@id`` annotations of the determining policies; two of them giving one key
-different values makes the decision a deny with an error (no guessing which one holds).
+different values makes the decision a deny with an error (no guessing which one holds), except
+``@redact``, whose classes are united (a permit can only add redaction).
 
 Context keys accepted (others are an error): ``arguments`` (JSON object, default ``{}``),
 ``client_id``, ``session`` (strings), ``ip`` (an IP address; made a Cedar ``ipaddr``),
@@ -64,6 +65,7 @@ from bastion.policy.convert import ArgumentPaths, to_cedar_arguments
 from bastion.policy.loader import LoadedPolicies, PolicyInfo, load_policies
 from bastion.policy.model import ACTIONS, Decision, ResourceRef, principal_entity
 from bastion.principal import Principal
+from bastion.scan.redact_classes import merge_redact
 
 __all__ = ["PolicyEngine", "admin_context", "build_context"]
 
@@ -244,6 +246,13 @@ class PolicyEngine:
         name the action count). Deny by default; never raises (any failure is false)."""
         entity = {"uid": {"type": "AuditLog", "id": "bastion"}, "attrs": {}, "parents": []}
         return self._decide_admin(principal, "audit/search", entity, now).allowed
+
+    def may_approve_definitions(self, principal: Principal, route: str, *, now: float) -> Decision:
+        """Whether ``principal`` may approve the definitions of ``route`` (pin them, releasing what is
+        quarantined or hidden): ``Action::"definitions/approve"`` on ``Server::"<route>"``
+        (``_decide_admin``: only permits that name the action count). Deny by default; never raises."""
+        entity = {"uid": {"type": "Server", "id": route}, "attrs": {"route": route}, "parents": []}
+        return self._decide_admin(principal, "definitions/approve", entity, now)
 
     def _partial(self, resource: ResourceRef, action: str) -> cedarpy.PartialAuthzResult:
         """Cedar's partial answer for ``action`` on ``resource`` with principal and context unknown.
@@ -526,14 +535,18 @@ _PER_POLICY = frozenset({"rate", "quota", "rate_per"})
 def _merge_obligations(infos: Sequence[PolicyInfo]) -> tuple[dict[str, str], tuple[str, ...]]:
     """Union the obligations; a key with two values is a conflict (reported as an error). The
     per-policy ones (``@rate``, ``@quota``, ``@rate_per``) are left out: read them per policy
-    (``PolicyEngine.obligations_of``)."""
+    (``PolicyEngine.obligations_of``). ``@redact`` values are merged as the union of the classes
+    they name, never a conflict (``bastion.scan.redact_classes.merge_redact``: ``"secrets"`` and
+    ``"pii"`` give ``"secrets,pii"``)."""
     merged: dict[str, str] = {}
     conflicts: list[str] = []
     for info in sorted(infos, key=lambda i: i.policy_id):
         for key, value in info.obligations.items():
             if key in _PER_POLICY:
                 continue
-            if merged.setdefault(key, value) != value:
+            if key == "redact":  # validated at load: a union of classes
+                merged[key] = merge_redact(merged.get(key, value), value)
+            elif merged.setdefault(key, value) != value:
                 conflicts.append(f"conflicting obligation @{key}: {merged[key]!r} and {value!r}")
     return merged, tuple(conflicts)
 

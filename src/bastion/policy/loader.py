@@ -8,7 +8,8 @@ custom schema would silently never match). Validation runs Cedar's strict valida
 the same ``context.arguments`` type (``bastion.policy.argument_types``). Any failure is a
 ``ConfigError`` naming the file and carrying Cedar's error text. An ``@approval`` annotation
 must say ``"review"`` or ``"confirm"`` and sit on a permit; ``@rate`` / ``@quota`` must be a rate
-(``bastion.limits.rates``) and ``@rate_per`` one of ``LIMIT_KEYS``.
+(``bastion.limits.rates``) and ``@rate_per`` one of ``LIMIT_KEYS``; ``@redact`` must name ``secrets``,
+``pii`` or both (``"secrets,pii"``) and sit on a permit.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from bastion.limits.rates import LIMIT_KEYS, parse_rate
 from bastion.policy.argument_types import infer_arguments_type, render_cedar_type
 from bastion.policy.convert import ArgumentPaths
 from bastion.policy.model import ADMIN_ACTIONS, POLICY_ACTIONS
+from bastion.scan.redact_classes import parse_redact
 
 __all__ = ["LoadedPolicies", "PolicyInfo", "builtin_schema_text", "load_policies"]
 
@@ -275,6 +277,16 @@ def _check_policy(template: pst.Template, path: Path) -> str:
             f'{path}: policy @id({policy_id!r}): @approval({approval!r}) must be "review" or "confirm", '
             "on a permit (an approval is asked for a call a permit allows)"
         )
+    redact = template.annotations.get("redact")
+    if redact is not None:
+        try:
+            parse_redact(redact)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: policy @id({policy_id!r}): {exc}") from None
+        if template.effect != "permit":
+            raise ConfigError(
+                f"{path}: policy @id({policy_id!r}): @redact belongs on a permit (it redacts what a call returns)"
+            )
     return policy_id
 
 

@@ -48,8 +48,9 @@ ACTIONS = frozenset(
 )
 """The MCP methods that reach an upstream, one Cedar ``Action`` each."""
 
-ADMIN_ACTIONS = frozenset({"approvals/decide", "audit/search"})
-"""Bastion's own actions, decided on its own entities (``Approval``, ``AuditLog``), never on an MCP request."""
+ADMIN_ACTIONS = frozenset({"approvals/decide", "audit/search", "definitions/approve"})
+"""Bastion's own actions, decided on its own entities (``Approval``, ``AuditLog``) or on a route
+(``Server``: approving its definitions), never on an MCP request."""
 
 POLICY_ACTIONS = ACTIONS | ADMIN_ACTIONS
 """Every action a policy may name."""

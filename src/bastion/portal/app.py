@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bastion.audit.query import SQLiteAuditReader
+from bastion.catalog.guard import DefinitionGuard
 from bastion.credentials.broker import UserTokens
 from bastion.credentials.vault import TokenVault
 from bastion.errors import AuthenticationError, BastionError, OAuthError, UpstreamAuthorizationError
@@ -106,9 +107,11 @@ class Portal:
         audit: OAuthAudit,
         vault: TokenVault | None,
         audit_reader: SQLiteAuditReader | None = None,
+        guards: Mapping[str, DefinitionGuard] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._base = base_url
+        self._guards = guards or {}
         self._origin = "{0.scheme}://{0.netloc}".format(urlsplit(base_url))
         self._issuer = issuer
         self._store = store
@@ -452,12 +455,19 @@ class Portal:
         """The tools of ``route`` that ``principal`` may call, by name: ``{"name", "risk", "approval"}``
         (``approval`` as ``PolicyEngine.approval_need_for``: ``always``, ``some`` or ``no``). ``None``
         when the route's catalog is not known yet (nothing is asked of the upstream for a listing);
-        an empty list means the route is not for this person."""
+        an empty list means the route is not for this person (or is blocked). A tool held by the
+        route's definition guard (quarantined, hidden by a finding) is left out."""
         catalog = route.catalog_for(principal)
         if catalog.stale or not catalog.tools:
             return None
+        guard = self._guards.get(route.name)
+        if guard is not None and guard.blocked:
+            return []
         refs = []
         for name in sorted(catalog.tools):
+            verdict = guard.cached("tool", name, catalog.hashes.get(name, "")) if guard is not None else None
+            if verdict is not None and not verdict.served:
+                continue  # quarantined or hidden by a finding: not offered (pins, issue 15)
             try:
                 ref = catalog.ref(route.name, name)
             except ValueError:

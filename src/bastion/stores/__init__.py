@@ -27,6 +27,8 @@ continuations             ``stores.continuations.ContinuationStore`` ``stores.me
 session activity          ``stores.activity.ActivityStore``          ``stores.memory_activity.MemoryActivityStore``
 result volume baselines   ``stores.volume.VolumeStore``              ``stores.sqlite_volume.SQLiteVolumeStore``,
                                                                      ``stores.memory_volume.MemoryVolumeStore``
+pinned definitions        ``catalog.pins.PinStore``                  ``catalog.pins_sqlite.SQLitePinStore``,
+                                                                     ``catalog.pins_memory.MemoryPinStore``
 ========================  =========================================  ===========================================
 
 The protocols of the authorization server, the vault and the audit log live beside the

@@ -177,6 +177,8 @@ class AuditStage:
                     duration_ms=round((time.perf_counter() - exchange.started) * 1000, 3),
                     flags=exchange.notes.get("flags", ()),
                     volume=exchange.notes.get("volume"),  # an anomalous tool result's (stages/volume.py)
+                    redacted=exchange.notes.get("redacted"),  # values redacted, by rule (stages/redact.py)
+                    injection=exchange.notes.get("injection"),  # instructions aimed at the model (stages/redact.py)
                 )
             )
         except Exception:
