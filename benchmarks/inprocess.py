@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from echo_upstream import ECHO_TOOL
 from inprocess_auth import authentication_micro
 from limits_cost import limits_figures
+from pins_cost import pins_figures
+from redact_cost import clean_rows, per_call
 from scenario import ROUTE
 from timers import per_call_us
 
@@ -32,7 +34,9 @@ def microbench(targets: Targets) -> dict[str, float]:
     the two audit record bodies, the writer's seal, in µs; one committed append with each
     ``audit.synchronous`` setting, in ms; the CPU of one upstream call through ``HttpUpstream`` and
     through plain aiohttp (see :func:`_upstream_send_us`), in µs; the behavioural limits' added CPU
-    (``limits_cost.limits_figures``), in µs. Needs the default Bastion's
+    (``limits_cost.limits_figures``), in µs; the definition scan of a 100-tool list, first and cached
+    (``pins_cost.pins_figures``), and the result inspection of a clean 4 KB text result
+    (``redact_cost.per_call``). Needs the default Bastion's
     configuration file and token, not its process, and the echo upstream running."""
     import uvloop
 
@@ -121,6 +125,9 @@ def microbench(targets: Targets) -> dict[str, float]:
             figures[f"audit_append_{synchronous}_ms"] = asyncio.run(_append_latency(path, decision, synchronous))
         figures.update(uvloop.run(_upstream_send_us(targets.direct_url)))  # the loop `bastion serve` runs on
         figures.update(asyncio.run(limits_figures()))  # two rates and one data-flow rule (issue 14)
+        figures.update(asyncio.run(pins_figures()))  # definition scanning and pins (issue 15)
+        text_result = {"content": [{"type": "text", "text": clean_rows()}]}
+        figures["redact_4kb_us"] = asyncio.run(per_call(("secrets",), text_result, 20_000))  # result inspection
     finally:
         asyncio.run(revocations.close())
     return figures

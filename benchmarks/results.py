@@ -71,6 +71,15 @@ class Results:
                     "two rate limits + one data-flow rule, CPU added per call, embedded / Redis (µs)", "",
                     f"{m['limits_flow_us']:.1f} / " + (f"{redis:.0f}" if redis is not None else "no Redis"), "same", "",
                 ))  # fmt: skip
+            if "scan_first_100_ms" in m:
+                rows.append((
+                    "definition scan of a 100-tool `tools/list`, first sight / judged before (ms)", "",
+                    f"{m['scan_first_100_ms']:.1f} / {m['scan_cached_100_us'] / 1000:.2f}", "same", "",
+                ))  # fmt: skip
+                rows.append((
+                    "result inspection (redaction) of a clean 4 KB text result, CPU per call (µs)", "",
+                    f"{m['redact_4kb_us']:.1f}", "same", "",
+                ))  # fmt: skip
 
             def cached_uncached(label: str, key: str) -> tuple[str, str, str, str, str]:
                 """A row of ``{key}_cached_us`` / ``{key}_uncached_us``."""

@@ -7,12 +7,18 @@ Issue 15, "Result inspection and redaction"::
         results:
           redact: [secrets, pii]   # default: [secrets]
           injection: replace       # default: flag
+          injection_detector: thorough   # default: fast
 
 ``redact`` names the classes of values replaced by ``[REDACTED:<rule>]`` in every result, resource
 and prompt the route relays (``bastion.scan.redact_classes``: ``secrets``, ``pii``); a deciding
 permit's ``@redact(...)`` adds classes for its calls, never removes one. ``injection``: ``flag``
 records instructions aimed at the model in the outcome record; ``replace`` also replaces the text
-that holds them by a notice.
+that holds them by a notice. ``injection_detector``: ``fast`` (the default) finds them with the
+content rules of ``bastion.scan.content`` (overrides of earlier instructions, text hidden from the
+user, pseudo-tags, tag characters: one RE2 pass, microseconds); ``thorough`` also runs the
+definition scanner's wording and Unicode analysis on each text (``scan_content``: reaching for
+secrets, moving data out, steering other tools), which costs about 5-8 ms of CPU per 4 KB of text
+on the event loop: for routes whose results are known to carry untrusted text (a fetch tool).
 
 Why ``pii`` is not redacted by default: personal data is often what a tool is for (a CRM lookup
 returns the customer's email and phone; redacting it would break such tools without a word), and
@@ -36,10 +42,12 @@ __all__ = ["ResultSettings"]
 
 class ResultSettings(_Model):
     """``routes[].results`` (see the module docstring): ``redact``, the classes redacted on every
-    call (no duplicates); ``injection``, ``flag`` or ``replace``."""
+    call (no duplicates); ``injection``, ``flag`` or ``replace``; ``injection_detector``, ``fast`` or
+    ``thorough``."""
 
     redact: tuple[RedactClass, ...] = ("secrets",)
     injection: Literal["flag", "replace"] = "flag"
+    injection_detector: Literal["fast", "thorough"] = "fast"
 
     @field_validator("redact")
     @classmethod

@@ -35,7 +35,7 @@ from bastion.scan.language import Signals, same_clause, signals
 from bastion.scan.secrets import find_secrets, mask
 from bastion.scan.unicode import excerpt, fold, inspect_unicode, skeleton
 
-__all__ = ["MAX_STRING_SCANNED", "scan_definition"]
+__all__ = ["CONTENT_RULES", "MAX_STRING_SCANNED", "scan_content", "scan_definition"]
 
 MAX_STRING_SCANNED = 64 * 1024
 """Characters of one string that are scanned; a longer string is reported (``abnormal-length``)."""
@@ -94,6 +94,26 @@ def scan_definition(
         return _Scan(kind, definition, others).run()
     except Exception as exc:  # noqa: BLE001 - fail closed: a definition the scanner cannot read is reported, never raised
         return (Finding("malformed-definition", "high", f"the definition could not be scanned ({type(exc).__name__})"),)
+
+
+CONTENT_RULES = frozenset({"hidden-instruction", "exfiltration", "tool-shadowing", "sensitive-reference",
+                           "invisible-unicode", "bidi-control"})  # fmt: skip
+"""The rules ``scan_content`` reports: what an instruction aimed at the model does, whatever carries it."""
+
+
+def scan_content(text: str, *, others: Collection[str] = ()) -> tuple[Finding, ...]:
+    """The definition detectors' findings on one text of a RESULT (a tool's output, a page it
+    fetched), most severe first: the same wording and Unicode analysis as a description gets
+    (``CONTENT_RULES`` only: a long text, a secret or an encoded run is ordinary in a result and is
+    redaction's business), on the first ``MAX_STRING_SCANNED`` characters. ``others``: the tools
+    Bastion knows (an instruction steering one of them). Never raises (a failure is no finding:
+    the fast rules of ``bastion.scan.content`` still ran)."""
+    try:
+        scan = _Scan("tool", {}, others)
+        scan._scan_text(_Text("", "text", text[:MAX_STRING_SCANNED]))
+        return tuple(f for f in _ranked(scan.findings) if f.rule in CONTENT_RULES)
+    except Exception:  # noqa: BLE001 - an extra check on top of the content rules; never breaks a reply
+        return ()
 
 
 def _pointer(parent: str, key: object) -> str:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from bastion.scan.checks import keyed_secret
 from bastion.scan.content import Detection, Kind, detect, marker
+from bastion.scan.definitions import scan_content
 from bastion.scan.redact_classes import RedactClass
 from bastion.scan.texts import Path, rewritten, texts_of
 
@@ -54,14 +55,23 @@ class Inspection:
 
 
 def inspect_message(
-    message: dict[str, Any], method: str | None, classes: frozenset[RedactClass], injection: InjectionMode, notice: str
+    message: dict[str, Any],
+    method: str | None,
+    classes: frozenset[RedactClass],
+    injection: InjectionMode,
+    notice: str,
+    *,
+    thorough: bool = False,
 ) -> Inspection:
     """Scan ``message`` and redact it (see the module docstring).
 
     ``method`` is the method of the request a response answers (``tools/call``, ``tasks/get``,
     ``resources/read``, ``prompts/get``; others are left alone), ``None`` for a notification (its own method decides);
     ``classes`` what to redact; ``injection`` what to do with instructions found; ``notice`` the text
-    that replaces one. Never raises on odd shapes: what is not the expected shape is not scanned.
+    that replaces one; ``thorough``: each text also goes through the definition scanner's wording
+    and Unicode analysis (``bastion.scan.definitions.scan_content``; its high findings count as
+    instructions, rule ``definition:<rule>``), about 5-8 ms per 4 KB of text where the fast rules
+    cost microseconds. Never raises on odd shapes: what is not the expected shape is not scanned.
     """
     located = texts_of(message, method, track=False)
     inspection = Inspection(message)
@@ -80,6 +90,11 @@ def inspect_message(
         if found.end <= starts[n] + len(texts.texts[n]):  # never across two texts (no rule crosses a NUL)
             local = Detection(found.rule, found.kind, found.start - starts[n], found.end - starts[n])
             per_text.setdefault(n, []).append(local)
+    if thorough:
+        for n, text in enumerate(texts.texts):
+            for finding in scan_content(text):
+                if finding.severity == "high":
+                    per_text.setdefault(n, []).append(Detection(f"definition:{finding.rule}", "injection", 0, 0))
     if "secrets" in classes:
         for n, key in texts.keyed():
             rule = keyed_secret(key, texts.texts[n])

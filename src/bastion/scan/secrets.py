@@ -1,9 +1,9 @@
 """Hard-coded secrets: credentials written as values where a reference belongs.
 
-``find_secrets`` knows the token formats the major providers publish (AWS access key ids, GitHub
-and GitLab tokens, Slack tokens and webhooks, OpenAI, Anthropic, Google, Stripe, SendGrid,
-Hugging Face, npm and PyPI tokens, JWTs, PEM private keys, connection strings with a password),
-and, for a value under a key that names a secret (``API_KEY``, ``token``, ``Authorization``...),
+``find_secrets`` finds the token formats the major providers publish with the same rules that
+redact results (``bastion.scan.content``, kind ``secret``: AWS, Google, Azure, GitHub, GitLab, Slack,
+Stripe, Anthropic, OpenAI, Hugging Face, npm, PyPI, SendGrid, JWTs, PEM private keys, passwords in
+URLs...), and, for a value under a key that names a secret (``API_KEY``, ``token``, ``Authorization``...),
 any long random-looking string (Shannon entropy over 3.5 bits per character). A value given by
 reference is not a secret: ``${env:X}``, ``${X}``, ``$X``, ``${input:x}``, ``{{x}}``,
 ``env:X``, ``op://...`` (1Password), ``vault:...``, and placeholders such as ``<your-key>``.
@@ -18,30 +18,11 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from bastion.scan.content import Kind, detect, rule
+
 __all__ = ["SecretHit", "find_secrets", "is_reference", "mask"]
 
-_FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (name, re.compile(pattern))
-    for name, pattern in (
-        ("AWS access key id", r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b"),
-        ("GitHub token", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b|\bgithub_pat_[A-Za-z0-9_]{50,}\b"),
-        ("GitLab token", r"\bglpat-[A-Za-z0-9_-]{20,}\b"),
-        ("Slack token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b"),
-        ("Slack webhook", r"https://hooks\.slack\.com/services/T[A-Za-z0-9]+/B[A-Za-z0-9]+/[A-Za-z0-9]{16,}"),
-        ("Anthropic API key", r"\bsk-ant-[a-z]+\d{2}-[A-Za-z0-9_-]{20,}"),
-        ("OpenAI API key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}"),
-        ("Google API key", r"\bAIza[0-9A-Za-z_-]{35}\b"),
-        ("Stripe key", r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,}\b"),
-        ("SendGrid key", r"\bSG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"),
-        ("Hugging Face token", r"\bhf_[A-Za-z0-9]{30,}\b"),
-        ("npm token", r"\bnpm_[A-Za-z0-9]{36}\b"),
-        ("PyPI token", r"\bpypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"),
-        ("JSON Web Token", r"\beyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"),
-        ("private key", r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----"),
-        ("connection string with a password", r"\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]+:[^\s@/]{3,}@[^\s/]+"),
-        ("Azure storage key", r"AccountKey=[A-Za-z0-9+/=]{40,}"),
-    )
-)
+_SECRETS: frozenset[Kind] = frozenset({"secret"})
 _SECRET_KEY = re.compile(r"key|token|secret|passw|pwd|pass\b|auth|credential|bearer|cookie|session|private|signature",
                          re.IGNORECASE)  # fmt: skip
 _REFERENCE = re.compile(
@@ -82,8 +63,8 @@ def find_secrets(value: str, *, key: str = "") -> list[SecretHit]:
     if len(value) < 16 or not _ANY_FORMAT.search(value) or is_reference(value):
         return []
     scrubbed = _EMBEDDED_REFERENCE.sub(lambda m: " " * len(m.group()), value[:65_536])
-    hits = [SecretHit(kind, m.start(), m.end()) for kind, pattern in _FORMATS for m in pattern.finditer(scrubbed)
-            if not _PLACEHOLDER.search(m.group())]  # fmt: skip
+    hits = [SecretHit(rule(d.rule).title, d.start, d.end) for d in detect(scrubbed, _SECRETS)
+            if not _PLACEHOLDER.search(scrubbed[d.start : d.end])]  # fmt: skip
     if hits or not _SECRET_KEY.search(key):
         return hits[:8]
     for match in _CANDIDATE.finditer(scrubbed):

@@ -112,14 +112,14 @@ def test_sarif_from_definitions_validates(tmp_path: Path) -> None:
 
 
 EXPECTED_SECRETS = {
-    ("claude-desktop/claude_desktop_config.json", "github"): "GitHub token",
-    ("claude-code/.claude.json", "db"): "connection string with a password",
+    ("claude-desktop/claude_desktop_config.json", "github"): "a GitHub token",
+    ("claude-code/.claude.json", "db"): "a password in a URL",
     ("claude-code/.claude.json", "sentry"): "high-entropy value",
-    ("vscode/mcp.json", "slack"): "Slack token",
-    ("vscode/settings.json", "assistant"): "OpenAI API key",
-    ("cursor/mcp.json", "stripe"): "Stripe key",
+    ("vscode/mcp.json", "slack"): "a Slack token",
+    ("vscode/settings.json", "assistant"): "an OpenAI API key",
+    ("cursor/mcp.json", "stripe"): "a Stripe API key",
     ("cursor/mcp.json", "remote-docs"): "high-entropy value",
-    ("windsurf/mcp_config.json", "aws"): "AWS access key id",
+    ("windsurf/mcp_config.json", "aws"): "an AWS access key id",
     ("zed/settings.json", "brave"): "high-entropy value",
 }
 

@@ -57,6 +57,7 @@ class RedactFilter:
     def __init__(self, settings: ResultSettings) -> None:
         self._default: frozenset[RedactClass] = frozenset(settings.redact)
         self._injection: InjectionMode = settings.injection
+        self._thorough = settings.injection_detector == "thorough"
 
     async def apply(
         self, exchange: Exchange, message: dict[str, Any], answered: SentRequest | None
@@ -73,8 +74,9 @@ class RedactFilter:
             method = answered.method
             own = answers_own(exchange, answered)
         inspection = inspect_message(
-            message, method, self._classes(exchange, own), self._injection, injection_notice(exchange.decision_id)
-        )
+            message, method, self._classes(exchange, own), self._injection, injection_notice(exchange.decision_id),
+            thorough=self._thorough,
+        )  # fmt: skip
         _record(exchange, inspection)
         return inspection.message
 
