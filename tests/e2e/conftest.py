@@ -90,7 +90,9 @@ def gateway_config(workdir: Path, notes_url: str, repo: Path) -> dict[str, objec
 
 
 def env_route(name: str = "envdump") -> dict[str, object]:
-    """A stdio route running the environment-reporting test server."""
+    """A stdio route running the environment-reporting test server. Its results are not redacted
+    (``results.redact: []``): the tests read the secret the child was given back from its answer,
+    which the default redaction of secrets would replace."""
     return {
         "name": name,
         "stdio": {
@@ -100,6 +102,7 @@ def env_route(name: str = "envdump") -> dict[str, object]:
             "restart_backoff_s": 0.2,
         },
         "trust_annotations": True,
+        "results": {"redact": []},
     }
 
 
