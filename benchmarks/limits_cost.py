@@ -9,7 +9,8 @@ in microseconds of process CPU per call:
 - ``limits_flow_us``: what two rates and one data-flow rule ADD to a call, embedded stores: the
   caller's ``session_labels`` read (``SessionActivity.session_labels``), the Cedar decision with the
   data-flow forbid in the policy set minus the decision without it, and the limits stage counting
-  the two rates and marking the tool's label;
+  the two rates and marking the tool's label (the median of ``ROUNDS`` interleaved rounds: the
+  difference of two loops of about 40 µs each is otherwise at the mercy of the machine's drift);
 - ``limits_flow_redis_us`` (only when Redis answers on 127.0.0.1:6379): the same with the two
   rates counted in that Redis (``RedisRateCounter``: one Lua script round trip per rate), and
   ``limits_flow_redis_wall_us`` its wall-clock time per call (the round trips' latency).
@@ -20,6 +21,7 @@ The stages read only a few fields of the exchange, so it is a stand-in with thos
 from __future__ import annotations
 
 import asyncio
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +39,8 @@ from bastion.stores.memory_counters import MemoryRateCounter
 from bastion.stores.redis_counters import RedisRateCounter
 
 CALLS = 50_000
+ROUNDS = 10
+"""``limits_flow*``: the median over this many interleaved rounds of (with limits) - (without)."""
 REDIS_CALLS = 5_000
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -92,9 +96,13 @@ async def _flow_us(rates: RateCounter, calls: int) -> tuple[float, float]:
         await stage.run(exchange)
 
     await with_limits()  # warm: the first call creates the keys
-    base_cpu, base_wall = await _per_call_us(without, calls)
-    cpu, wall = await _per_call_us(with_limits, calls)
-    return cpu - base_cpu, wall - base_wall
+    cpu_added, wall_added = [], []
+    for _ in range(ROUNDS):  # interleaved, so that a slower stretch of the machine hits both alike
+        base_cpu, base_wall = await _per_call_us(without, calls // ROUNDS)
+        cpu, wall = await _per_call_us(with_limits, calls // ROUNDS)
+        cpu_added.append(cpu - base_cpu)
+        wall_added.append(wall - base_wall)
+    return statistics.median(cpu_added), statistics.median(wall_added)
 
 
 async def limits_figures(*, redis_url: str | None = REDIS_URL) -> dict[str, float]:
