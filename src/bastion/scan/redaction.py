@@ -9,7 +9,10 @@ message and finds the texts in it that reach the client and, through it, the mod
 - a ``resources/read`` result: each ``contents[].text``;
 - a ``prompts/get`` result: each ``messages[].content`` text and embedded resource text;
 - ``notifications/message`` (logging: every string in ``params.data``) and
-  ``notifications/progress`` (``params.message``), which ride the same SSE stream as the result.
+  ``notifications/progress`` (``params.message``), which ride the same SSE stream as the result;
+- the server-to-client ``sampling/createMessage`` (its messages and ``systemPrompt``: what the
+  server puts before the client's model) and ``elicitation/create`` (``params.message``);
+- a JSON-RPC error answering one of those requests: its ``message`` and every string of ``data``.
 
 All of them are scanned in ONE pass (``bastion.scan.content.detect`` on the texts joined by NUL,
 which no rule crosses). Each secret or personal datum of a class being redacted is replaced by

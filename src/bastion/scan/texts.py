@@ -5,7 +5,8 @@ texts of one upstream-to-client message that reach the client and, through it, t
 ``bastion.scan.redaction`` for which); ``rewritten`` makes a copy of a message part with some of
 them replaced, sharing everything else. Shapes follow MCP 2025-11-25 (``CallToolResult``,
 ``ReadResourceResult``, ``GetPromptResult``, ``LoggingMessageNotification``,
-``ProgressNotification``); anything else is not a text.
+``ProgressNotification``, the server-to-client ``CreateMessageRequest`` and ``ElicitRequest``, and a
+JSON-RPC error's ``message`` and ``data``); anything else is not a text.
 """
 
 from __future__ import annotations
@@ -80,6 +81,19 @@ class Texts:
         elif kind == "resource" and type(block.get("resource")) is dict and type(block["resource"].get("text")) is str:
             holder = self.container(self.container(parent, key), "resource")
             self.add(block["resource"]["text"], holder, "text")
+
+    def messages(self, messages: Any, parent: int, key: str | int) -> None:
+        """The texts of a list of ``PromptMessage`` / ``SamplingMessage`` at ``key`` of container
+        ``parent``: each message's content, one block or a list of blocks."""
+        if type(messages) is not list:
+            return
+        holder = self.container(parent, key)
+        for i, item in enumerate(messages):
+            content = item.get("content") if type(item) is dict else None
+            if type(content) is dict:
+                self.block(content, self.container(holder, i), "content")
+            else:
+                self.blocks(content, self.container(holder, i), "content")
 
     def strings(self, value: Any, parent: int, key: str | int, *, keyed: bool) -> None:
         """Every string in the JSON value at ``key`` of container ``parent``; with ``keyed``, the
@@ -174,12 +188,24 @@ def texts_of(message: dict[str, Any], method: str | None, *, track: bool) -> tup
             texts.strings(params.get("data"), 0, "data", keyed=False)
         elif name == "notifications/progress" and type(params.get("message")) is str:
             texts.add(params["message"], 0, "message")
+        elif name == "sampling/createMessage":  # what the server puts before the client's model
+            texts.messages(params.get("messages"), 0, "messages")
+            if type(params.get("systemPrompt")) is str:
+                texts.add(params["systemPrompt"], 0, "systemPrompt")
+        elif name == "elicitation/create" and type(params.get("message")) is str:  # what the person reads
+            texts.add(params["message"], 0, "message")
         else:
             return None
         return "params", texts
     result = message.get("result")
     if type(result) is not dict:
-        return None
+        error = message.get("error")
+        if type(error) is not dict:
+            return None
+        if type(error.get("message")) is str:  # an upstream's error text reaches the model as well
+            texts.add(error["message"], 0, "message")
+        texts.strings(error.get("data"), 0, "data", keyed=True)
+        return "error", texts
     if method == "tools/call":
         texts.tool_result(result, 0)
     elif method == "tasks/get":  # 2026-07-28 tasks extension: a completed task inlines its tools/call result
@@ -193,15 +219,7 @@ def texts_of(message: dict[str, Any], method: str | None, *, track: bool) -> tup
                 if type(item) is dict and type(item.get("text")) is str:
                     texts.add(item["text"], texts.container(holder, i), "text")
     elif method == "prompts/get":
-        messages = result.get("messages")
-        if type(messages) is list:
-            holder = texts.container(0, "messages")
-            for i, item in enumerate(messages):
-                content = item.get("content") if type(item) is dict else None
-                if type(content) is dict:
-                    texts.block(content, texts.container(holder, i), "content")
-                else:
-                    texts.blocks(content, texts.container(holder, i), "content")
+        texts.messages(result.get("messages"), 0, "messages")
     else:
         return None
     return "result", texts

@@ -117,8 +117,8 @@ def test_instructions_are_flagged_or_replaced_by_the_notice() -> None:
 def test_other_answers_and_odd_shapes_are_left_alone() -> None:
     listing = {"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "x", "description": GITHUB}]}}
     assert inspect_message(listing, "tools/list", BOTH, "flag", "N").message is listing
-    error = {"jsonrpc": "2.0", "id": 1, "error": {"code": -1, "message": GITHUB}}
-    assert inspect_message(error, "tools/call", BOTH, "flag", "N").message is error
+    answer = {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": GITHUB}]}}
+    assert inspect_message(answer, "initialize", BOTH, "flag", "N").message is answer
     odd = {"jsonrpc": "2.0", "id": 1, "result": {"content": "not a list", "structuredContent": None}}
     assert inspect_message(odd, "tools/call", BOTH, "flag", "N").message is odd
 
@@ -175,3 +175,24 @@ def test_the_thorough_detector_finds_what_the_fast_rules_let_pass() -> None:
     assert [block["text"] for block in thorough.message["result"]["content"]] == ["NOTICE", "3 degrees"]
     ordinary = {"jsonrpc": "2.0", "id": 2, "result": {"content": [{"type": "text", "text": "Send the form to HR."}]}}
     assert not inspect_message(ordinary, "tools/call", frozenset(), "replace", "NOTICE", thorough=True).injection
+
+
+def test_server_to_client_requests_and_upstream_errors_are_scanned() -> None:
+    sampling = {"jsonrpc": "2.0", "id": "s1", "method": "sampling/createMessage", "params": {
+        "messages": [{"role": "user", "content": {"type": "text", "text": f"summarise {GITHUB}"}}],
+        "systemPrompt": f"the deploy token is {GITHUB}", "maxTokens": 10}}  # fmt: skip
+    found = inspect_message(sampling, None, SECRETS, "flag", "NOTICE")
+    assert found.redacted == {"github_token": 2}
+    assert GITHUB not in json.dumps(found.message)
+    assert found.message["params"]["maxTokens"] == 10
+    elicit = {"jsonrpc": "2.0", "id": "e1", "method": "elicitation/create",
+              "params": {"message": f"confirm {GITHUB}", "requestedSchema": {"type": "object"}}}  # fmt: skip
+    assert inspect_message(elicit, None, SECRETS, "flag", "NOTICE").redacted == {"github_token": 1}
+    error = {"jsonrpc": "2.0", "id": 4, "error": {"code": -32000, "message": f"bad token {GITHUB}",
+                                                  "data": {"token": GITHUB, "retry": 3}}}  # fmt: skip
+    redacted = inspect_message(error, "tools/call", SECRETS, "flag", "NOTICE")
+    assert GITHUB not in json.dumps(redacted.message)
+    assert redacted.message["error"]["code"] == -32000
+    assert redacted.message["error"]["data"]["retry"] == 3
+    other = {"jsonrpc": "2.0", "id": "r1", "method": "roots/list", "params": {}}
+    assert inspect_message(other, None, SECRETS, "flag", "NOTICE").message is other

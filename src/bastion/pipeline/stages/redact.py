@@ -45,7 +45,11 @@ INJECTION_FLAG = "injection"
 """The outcome record's flag when instructions aimed at the model were found."""
 
 _RESULTS = frozenset({"tools/call", "tasks/get", "resources/read", "prompts/get"})
-_NOTIFICATIONS = frozenset({"notifications/message", "notifications/progress"})
+_NOTIFICATIONS = frozenset(
+    {"notifications/message", "notifications/progress", "sampling/createMessage", "elicitation/create"}
+)
+"""Messages from the server inspected by their own method: notifications, and the server-to-client
+requests whose text reaches the client's model or the person."""
 _EVERY_CLASS: frozenset[RedactClass] = frozenset(REDACT_CLASSES)
 
 
