@@ -422,6 +422,7 @@ class Gateway:
                 "transport": StreamTransportStage(self.origins),
                 "authenticate": authenticate,
                 "session": session,
+                "definitions": checks["definitions"],  # a blocked route opens no event stream
                 "authorize": authorize,
             },
             forward=forwards,

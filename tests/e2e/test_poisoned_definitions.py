@@ -16,10 +16,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from mcp import MCPError
 from tests.support.bastion_process import BastionProcess
-from tests.support.e2e_helpers import audit_records, connect, wait_until
+from tests.support.e2e_helpers import (
+    LEGACY_VERSION,
+    audit_records,
+    connect,
+    legacy_post,
+    open_session,
+    raw_headers,
+    reply_message,
+    rpc,
+    wait_until,
+)
 from tests.support.poisoned_server import BENIGN_TOOLS, POISONED_TOOLS
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +58,8 @@ def bastion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BastionProcess
     (workdir / "p.cedar").write_text(POLICY, encoding="utf-8")
     config = {
         "policy": {"files": [str(workdir / "p.cedar")]},
-        "routes": [route("hidden"), route("warned", high="warn"), route("blocked", high="block")],
+        "routes": [route("hidden"), route("warned", high="warn"), route("blocked", high="block"),
+                   route("blocked-stream", high="block")],
     }
     with BastionProcess(workdir, config) as process:
         yield process
@@ -116,3 +128,17 @@ def test_under_block_the_route_refuses_everything(bastion: BastionProcess) -> No
         return found or None
 
     assert wait_until(refusals, timeout_s=10) == ["route_blocked"]  # the honest echo: never forwarded
+
+
+def test_a_blocked_route_opens_no_event_stream_and_lets_the_session_end(bastion: BastionProcess) -> None:
+    url, bearer = bastion.url("blocked-stream"), token(bastion, "blocked-stream")
+    with httpx2.Client(timeout=10) as http:
+        session = open_session(http, url, bearer)
+        listing = legacy_post(http, url, bearer, session, rpc("tools/list", {}, rpc_id=2))
+        assert reply_message(listing)["error"]["code"] == -32003  # the listing found the poisoned tools
+        headers = raw_headers(bearer, mcp_session_id=session, mcp_protocol_version=LEGACY_VERSION)
+        stream = http.get(url, headers={**headers, "accept": "text/event-stream"})
+        assert not stream.headers["content-type"].startswith("text/event-stream")
+        assert stream.json()["error"]["code"] == -32003
+        assert "blocked" in stream.json()["error"]["message"]
+        assert http.delete(url, headers=headers).status_code in (200, 202, 204)

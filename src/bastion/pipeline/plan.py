@@ -10,8 +10,9 @@ session and audit stages, and their messages the same filters.
 
     POST:   transport → authenticate → session → classify → continuation → definitions → validate
             → authorize → url_arguments → limits → approve → audit → forward → inspect → outcome
-    GET:    transport → authenticate → session → authorize → audit → forward → inspect → outcome
-    DELETE: transport → authenticate → session → authorize → audit → forward → outcome
+    GET:    transport → authenticate → session → definitions → authorize → audit → forward → inspect
+            → outcome
+    DELETE: transport → authenticate → session → definitions → authorize → audit → forward → outcome
 
 ``audit`` (the decision record, committed before anything is forwarded),
 ``forward``, ``inspect`` (the message filters) and ``outcome`` (the record after)
@@ -59,7 +60,7 @@ POST_SLOTS = (
 CHECK_SLOTS = POST_SLOTS[: POST_SLOTS.index("audit")]
 """The slots that decide, before the runner's own steps."""
 
-STREAM_SLOTS = ("transport", "authenticate", "session", "authorize")
+STREAM_SLOTS = ("transport", "authenticate", "session", "definitions", "authorize")
 """The checks of a GET (event stream) and a DELETE (end of session)."""
 
 FILTER_SLOTS = (

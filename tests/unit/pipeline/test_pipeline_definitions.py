@@ -165,3 +165,20 @@ async def test_a_blocked_route_answers_lists_and_every_request_with_its_error(en
     await ClassifyStage(_never).run(made)
     with pytest.raises(RouteBlocked):
         await DefinitionStage(g).run(made)
+
+
+async def test_a_blocked_route_opens_no_event_stream_but_lets_a_session_end(engine: PolicyEngine) -> None:
+    runtime = route()
+    g = await guard("off", scanner=ssh_scanner, definitions={"on_finding": {"high": "block"}})
+    stage = DefinitionStage(g)
+
+    def bodiless(method: str) -> Exchange:  # a GET or DELETE on the session: no JSON-RPC message
+        made = Exchange(route=runtime, http=HttpRequest(method, "/mcp/weather", {}, (), "127.0.0.1", b""))
+        made.principal = BOB
+        return made
+
+    await stage.run(bodiless("GET"))  # not blocked yet
+    await listed(engine, g, runtime, ALICE, "tools/list", {"tools": [POISONED]})  # the finding blocks it
+    with pytest.raises(RouteBlocked):
+        await stage.run(bodiless("GET"))
+    await stage.run(bodiless("DELETE"))

@@ -7,9 +7,10 @@ definition from the caller's catalog, loaded by classify when unknown; a task re
 the route's ``DefinitionGuard`` (``bastion.catalog.guard``): a definition that is new or changed
 since its pin, or hidden by a scanner finding, answers ``DefinitionQuarantined`` (-32003, naming
 the tool, the reason and the commands an administrator runs); a route a finding blocks answers
-every request ``RouteBlocked``. Either way nothing is forwarded and the refusal is the request's
-one deny record. Notifications and responses pass (a client's answer to a server request, the
-end of a session).
+every request ``RouteBlocked``, and so does a GET that would open the session's event stream (the
+stage is in ``STREAM_SLOTS`` too). Either way nothing is forwarded and the refusal is the request's
+one deny record. Notifications and responses pass (a client's answer to a server request), and so
+does a DELETE (the end of a session).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class DefinitionStage:
     async def run(self, exchange: Exchange) -> None:
         """Raise ``RouteBlocked`` or ``DefinitionQuarantined``; else leave the exchange as it is."""
         guard = self._guard
-        if exchange.kind != "request":
+        opens_stream = exchange.http.method == "GET"  # the session's event stream (STREAM_SLOTS)
+        if exchange.kind != "request" and not opens_stream:
             return
         if guard.blocked:
             await guard.refresh()
