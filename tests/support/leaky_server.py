@@ -21,19 +21,15 @@ starts the server and yields its MCP URL.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import anyio
-import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 
-from tests.support.bastion_process import free_port, stop, wait_http
+from tests.support.mcp_http_server import serve_main, server_process
 
 __all__ = ["PLANTED", "SECRET_VALUES", "leaky_server"]
 
@@ -111,26 +107,13 @@ def _server() -> MCPServer:
 @contextlib.contextmanager
 def leaky_server(json_response: bool = False) -> Iterator[str]:
     """Start the leaky server (JSON or SSE replies); yield its MCP URL."""
-    port = free_port()
-    args = [sys.executable, "-m", "tests.support.leaky_server", "--port", str(port)]
-    proc = subprocess.Popen(
-        [*args, "--json"] if json_response else args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/mcp", proc=proc)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        stop(proc)
+    with server_process("tests.support.leaky_server", *(["--json"] if json_response else [])) as base:
+        yield f"{base}/mcp"
 
 
 def main() -> None:
     """Serve on 127.0.0.1:--port."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--json", action="store_true", help="answer POSTs with JSON bodies, not SSE")
-    args = parser.parse_args()
-    app = _server().streamable_http_app(json_response=args.json)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
+    serve_main(__doc__, lambda args: _server().streamable_http_app(json_response=args.json), json_option=True)
 
 
 if __name__ == "__main__":

@@ -16,20 +16,14 @@ Run as a child process (plain HTTP on 127.0.0.1), written with the official ``mc
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx2
-import uvicorn
 from mcp.server.mcpserver import MCPServer
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from tests.support.bastion_process import free_port, stop, wait_http
+from tests.support.mcp_http_server import debug_list, serve_main, server_process, with_debug_list
 
 __all__ = ["ledger_server"]
 
@@ -61,46 +55,19 @@ def _app() -> ASGIApp:
         """Whether the ledger is up."""
         return "ok"
 
-    inner = server.streamable_http_app()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/debug/ledger":
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json")]})  # fmt: skip
-            await send({"type": "http.response.body", "body": json.dumps(ledger).encode()})
-            return
-        await inner(scope, receive, send)
-
-    return app
+    return with_debug_list(server.streamable_http_app(), "/debug/ledger", ledger)
 
 
 @contextlib.contextmanager
 def ledger_server() -> Iterator[tuple[str, Callable[[], list[dict[str, Any]]]]]:
     """Start the ledger server; yield its MCP URL and a function returning the ledger."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.ledger_server", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def ledger() -> list[dict[str, Any]]:
-        return list(httpx2.get(f"{base}/debug/ledger", timeout=10).json())
-
-    try:
-        wait_http(f"{base}/debug/ledger", proc=proc)
-        yield f"{base}/mcp", ledger
-    finally:
-        stop(proc)
+    with server_process("tests.support.ledger_server", ready="/debug/ledger") as base:
+        yield f"{base}/mcp", debug_list(base, "/debug/ledger")
 
 
 def main() -> None:
     """Serve the ledger on 127.0.0.1:--port."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(_app(), host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
+    serve_main(__doc__, lambda _: _app())
 
 
 if __name__ == "__main__":

@@ -18,21 +18,15 @@ Run as a child process (plain HTTP on 127.0.0.1), written with the official ``mc
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx2
 import mcp.types as types
-import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from tests.support.bastion_process import free_port, stop, wait_http
+from tests.support.mcp_http_server import debug_list, serve_main, server_process, with_debug_list
 
 __all__ = ["HONEST", "POISONED", "rugpull_server"]
 
@@ -73,46 +67,19 @@ def _app() -> ASGIApp:
         await ctx.session.send_notification(types.ToolListChangedNotification(), related_request_id=ctx.request_id)
         return "upgraded"
 
-    inner = server.streamable_http_app()
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/debug/calls":
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json")]})  # fmt: skip
-            await send({"type": "http.response.body", "body": json.dumps(calls).encode()})
-            return
-        await inner(scope, receive, send)
-
-    return app
+    return with_debug_list(server.streamable_http_app(), "/debug/calls", calls)
 
 
 @contextlib.contextmanager
 def rugpull_server() -> Iterator[tuple[str, Callable[[], list[dict[str, Any]]]]]:
     """Start the server; yield its MCP URL and a function returning the ``forecast`` calls it ran."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.rugpull_server", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def calls() -> list[dict[str, Any]]:
-        return list(httpx2.get(f"{base}/debug/calls", timeout=10).json())
-
-    try:
-        wait_http(f"{base}/debug/calls", proc=proc)
-        yield f"{base}/mcp", calls
-    finally:
-        stop(proc)
+    with server_process("tests.support.rugpull_server", ready="/debug/calls") as base:
+        yield f"{base}/mcp", debug_list(base, "/debug/calls")
 
 
 def main() -> None:
     """Serve the rug-pull server on 127.0.0.1:--port."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    uvicorn.run(_app(), host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
+    serve_main(__doc__, lambda _: _app())
 
 
 if __name__ == "__main__":
