@@ -27,7 +27,6 @@ import dataclasses
 import json
 import math
 import re
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -35,7 +34,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
 
-import httpx2
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -45,9 +43,9 @@ from bastion.approvals import ApprovalRequest, ApprovalStatus, ApprovalStore
 from bastion.approvals.store_memory import MemoryApprovalStore
 from bastion.approvals.store_sqlite import SQLiteApprovalStore
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
+from bastion.cli.gateway_api import post_as
 from bastion.config import BastionConfig
 from bastion.gateway import DATABASE_FILE
-from bastion.identity import SigningKeys, TokenIssuer
 from bastion.stores.sqlite import STORE_ERRORS
 
 __all__ = ["app"]
@@ -56,10 +54,8 @@ app = typer.Typer(help="List, inspect, approve and deny approval requests.", no_
 
 T = TypeVar("T")
 
-TOKEN_TTL_S = 300
 """Lifetime of the access token ``approve``/``deny`` mint for the approver (seconds)."""
 
-_TIMEOUT_S = 10.0
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 _DEFAULT_CONFIG = Path("bastion.yaml")
 
@@ -243,38 +239,6 @@ UrlOption = Annotated[str | None, typer.Option("--url", help="The gateway's base
 CaFileOption = Annotated[Path | None, typer.Option("--ca-file", help="PEM CA bundle to trust for the gateway's TLS.")]
 
 
-def _bearer(settings: BastionConfig, sub: str, email: str | None, groups: list[str]) -> str:
-    """A ``TOKEN_TTL_S`` access token for ``sub`` (kind ``User``), as ``bastion token mint`` mints one
-    for the first route. Exits 2 when the issuer refuses the claims."""
-    max_ttl = settings.identity.max_token_ttl
-    keys = SigningKeys.load_or_create(settings.data_dir, verify_window_s=max_ttl)
-    issuer = TokenIssuer(keys, settings.issuer, max_ttl)
-    try:
-        minted = issuer.mint(sub=sub, audience=settings.resource_uri(settings.routes[0]),
-                             ttl_s=min(TOKEN_TTL_S, max_ttl), email=email, groups=groups, kind="User")  # fmt: skip
-    except ValueError as exc:
-        raise fail(escape(str(exc))) from None
-    return minted.token
-
-
-def _post(url: str, token: str, body: dict[str, str], verify: ssl.SSLContext | bool) -> httpx2.Response:
-    """POST ``body`` as JSON to ``url`` with the bearer ``token``: no redirects followed, no proxy
-    from the environment (the token goes to the gateway only), ``_TIMEOUT_S`` seconds."""
-    with httpx2.Client(verify=verify, timeout=_TIMEOUT_S, trust_env=False) as client:
-        return client.post(url, json=body, headers={"authorization": f"Bearer {token}"})
-
-
-def _error_text(response: httpx2.Response) -> str:
-    """The gateway's ``error_description`` (with its code and the status), or the status alone."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("error_description"), str):
-        return f"{body['error_description']} ({response.status_code} {body.get('error')})"
-    return f"the gateway answered {response.status_code}"
-
-
 def _decide(approve: bool, approval_id: str, reason: str, sub: str, email: str | None, groups: list[str] | None,
             url: str | None, ca_file: Path | None, config: Path) -> None:  # fmt: skip
     """Send the decision to the running gateway and print what it says (exit 1 when it refuses or
@@ -282,25 +246,9 @@ def _decide(approve: bool, approval_id: str, reason: str, sub: str, email: str |
     if not reason.strip():
         raise fail("--reason is empty: an approver must say why")
     settings = load_or_exit(config)
-    base = (url or settings.server.base_url).rstrip("/")
-    try:
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
-    except OSError as exc:  # missing or not PEM
-        raise fail(escape(f"--ca-file {ca_file}: {exc}")) from None
-    token = _bearer(settings, sub, email, groups or [])
-    target = f"{base}/portal/api/approvals/{approval_id}"
     body = {"decision": "approve" if approve else "deny", "reason": reason}
-    try:
-        response = _post(target, token, body, verify)
-    except (httpx2.UnsupportedProtocol, httpx2.InvalidURL) as exc:
-        raise fail(escape(f"bad gateway URL {target}: {exc}")) from None
-    except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
-        raise fail(escape(f"the gateway at {base} is not reachable ({exc}); decisions are made by the running "
-                          "gateway (start it with bastion serve)"), code=1) from None  # fmt: skip
-    except httpx2.HTTPError as exc:
-        raise fail(escape(f"the gateway at {base} did not answer: {type(exc).__name__}: {exc}"), code=1) from None
-    if response.status_code != 200:
-        raise fail(escape(_CONTROL.sub(_escape, _error_text(response))), code=1)
+    response = post_as(settings, f"/portal/api/approvals/{approval_id}", body, sub=sub, email=email,
+                       groups=groups or [], url=url, ca_file=ca_file, what="decisions")  # fmt: skip
     try:
         view = response.json().get("approval")
     except (ValueError, AttributeError):

@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import httpx2
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -40,8 +38,8 @@ from bastion.catalog.pins_memory import MemoryPinStore
 from bastion.catalog.pins_sqlite import SQLitePinStore
 from bastion.catalog.review import ReviewItem, review
 from bastion.catalog.review import as_json as item_json
-from bastion.cli.approvals_cmd import _bearer, _error_text  # the approvals CLI's token and error text
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
+from bastion.cli.gateway_api import post_as
 from bastion.config import BastionConfig
 from bastion.gateway import DATABASE_FILE
 from bastion.stores.sqlite import STORE_ERRORS
@@ -50,7 +48,6 @@ __all__ = ["register"]
 
 T = TypeVar("T")
 _DEFAULT_CONFIG = Path("bastion.yaml")
-_TIMEOUT_S = 10.0
 _WHY = {"new": "new", "drift": "changed since approved", "finding": "scanner finding", "unpinned": "not approved yet"}
 
 RouteOption = Annotated[str, typer.Option("--route", help="The route.")]
@@ -88,13 +85,6 @@ def _reviewed(settings: BastionConfig, route: str) -> list[ReviewItem]:
         return review(await store.pins(route), await store.held(route))
 
     return _run_read(settings, read)
-
-
-def _post(url: str, token: str, body: dict[str, Any], verify: ssl.SSLContext | bool) -> httpx2.Response:
-    """POST ``body`` as JSON to ``url`` with the bearer ``token``: no redirects followed, no proxy from
-    the environment (the token goes to the gateway only), ``_TIMEOUT_S`` seconds."""
-    with httpx2.Client(verify=verify, timeout=_TIMEOUT_S, trust_env=False) as client:
-        return client.post(url, json=body, headers={"authorization": f"Bearer {token}"})
 
 
 def _utc(epoch_s: float) -> str:
@@ -203,24 +193,10 @@ def approve(
     ]  # fmt: skip
     if not items:
         raise fail(escape(f"route {route}: nothing held matches; see bastion tools diff --route {route}"), code=1)
-    base = (url or settings.server.base_url).rstrip("/")
-    try:
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
-    except OSError as exc:
-        raise fail(escape(f"--ca-file {ca_file}: {exc}")) from None
-    token = _bearer(settings, as_, email, group or [])
     wanted = [{"kind": i.held.kind, "name": i.held.name, "sha256": i.held.sha256} for i in items]
-    target = f"{base}/portal/api/definitions/{route}"
-    try:
-        response = _post(target, token, {"approve": wanted, "reason": reason, "whole_route": not tool and not name},
-                         verify)  # fmt: skip
-    except (httpx2.UnsupportedProtocol, httpx2.InvalidURL) as exc:
-        raise fail(escape(f"bad gateway URL {target}: {exc}")) from None
-    except httpx2.HTTPError as exc:
-        raise fail(escape(f"the gateway at {base} did not answer ({type(exc).__name__}: {exc}); approvals are "
-                          "made by the running gateway (bastion serve)"), code=1) from None  # fmt: skip
-    if response.status_code != 200:
-        raise fail(escape(visible(_error_text(response))), code=1)
+    body = {"approve": wanted, "reason": reason, "whole_route": not tool and not name}
+    response = post_as(settings, f"/portal/api/definitions/{route}", body, sub=as_, email=email, groups=group or [],
+                       url=url, ca_file=ca_file, what="approvals")  # fmt: skip
     try:
         answer = response.json()
         approved, left = list(answer["approved"]), list(answer["left"])

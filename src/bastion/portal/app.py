@@ -521,6 +521,24 @@ def guarded_api(handler: Handler) -> Handler:
             return await handler(request)
         except Exception:  # noqa: BLE001 - fail closed
             _log.exception("portal API %s failed", request.url.path)
-            return JSONResponse({"error": "server_error"}, status_code=500, headers={"cache-control": "no-store"})
+            return JSONResponse({"error": "server_error"}, status_code=500, headers=NO_STORE)
 
     return run
+
+
+NO_STORE = {"cache-control": "no-store"}
+"""The header of every portal API answer: nothing in it is for a cache."""
+
+
+def api_error(status: int, code: str, description: str) -> JSONResponse:
+    """A portal API refusal: ``{"error": code, "error_description": description}`` with ``status``."""
+    return JSONResponse({"error": code, "error_description": description}, status_code=status, headers=NO_STORE)
+
+
+def api_unauthorized() -> JSONResponse:
+    """The portal API's 401 for a missing or bad bearer token (RFC 6750 section 3)."""
+    return JSONResponse(
+        {"error": "invalid_token", "error_description": "present a Bastion access token"},
+        status_code=401,
+        headers={"www-authenticate": 'Bearer error="invalid_token"', **NO_STORE},
+    )

@@ -35,13 +35,12 @@ from bastion.approvals.model import ApprovalRequest
 from bastion.errors import DecisionRefused
 from bastion.oauth.context import read_body
 from bastion.oauth.pages import error_page, render_page
-from bastion.portal.app import PORTAL_PATHS, Portal, guarded_api, guarded_page
+from bastion.portal.app import NO_STORE, PORTAL_PATHS, Portal, api_error, api_unauthorized, guarded_api, guarded_page
 from bastion.principal import Principal
 
 __all__ = ["ApprovalPages"]
 
 _JSON_LIMIT = 4096
-_NO_STORE = {"cache-control": "no-store"}
 
 
 def _time_left(request: ApprovalRequest, now: float) -> str:
@@ -179,28 +178,28 @@ class ApprovalPages:
             if exc.status == 404:
                 return self._not_found()
             return error_page(title="Nothing was decided", message=exc.message, status_code=exc.status)
-        return RedirectResponse(self._desk.status_url(approval_id), status_code=303, headers=_NO_STORE)
+        return RedirectResponse(self._desk.status_url(approval_id), status_code=303, headers=NO_STORE)
 
     # the API
     async def api_list(self, request: Request) -> Response:
         """``{"to_decide": [...], "own": [...]}`` for the bearer of a Bastion token or the signed-in person."""
         person = await self._portal.api_principal(request)
         if person is None:
-            return _unauthorized()
+            return api_unauthorized()
         to_decide, own = await self._lists(person)
         return JSONResponse(
-            {"to_decide": [self.view(r) for r in to_decide], "own": [self.view(r) for r in own]}, headers=_NO_STORE
+            {"to_decide": [self.view(r) for r in to_decide], "own": [self.view(r) for r in own]}, headers=NO_STORE
         )
 
     async def api_show(self, request: Request) -> Response:
         """``{"approval": {...}, "may_decide": bool}``; 404 for a request this caller may not see."""
         person = await self._portal.api_principal(request)
         if person is None:
-            return _unauthorized()
+            return api_unauthorized()
         visible = await self._visible(person, request.path_params["approval_id"])
         if visible is None:
-            return _error(404, "unknown_approval", "No such approval request")
-        return JSONResponse({"approval": self.view(visible[0]), "may_decide": visible[1]}, headers=_NO_STORE)
+            return api_error(404, "unknown_approval", "No such approval request")
+        return JSONResponse({"approval": self.view(visible[0]), "may_decide": visible[1]}, headers=NO_STORE)
 
     async def api_decide(self, request: Request) -> Response:
         """Decide as the bearer of a Bastion access token: ``{"decision": "approve"|"deny",
@@ -208,7 +207,7 @@ class ApprovalPages:
         409 as ``DecisionRefused`` says (``{"error": code, "error_description": text}``)."""
         person = await self._portal.api_principal(request, cookie=False)
         if person is None:
-            return _unauthorized()
+            return api_unauthorized()
         body = await read_body(request, _JSON_LIMIT)
         try:
             payload = json.loads(body) if body is not None else None
@@ -219,15 +218,15 @@ class ApprovalPages:
             or payload.get("decision") not in ("approve", "deny")
             or not isinstance(payload.get("reason", ""), str)
         ):
-            return _error(400, "invalid_request", 'send {"decision": "approve" or "deny", "reason": "..."}')
+            return api_error(400, "invalid_request", 'send {"decision": "approve" or "deny", "reason": "..."}')
         try:
             decided = await self._desk.decide(
                 request.path_params["approval_id"], approver=person, approve=payload["decision"] == "approve",
                 reason=payload.get("reason", ""),
             )  # fmt: skip
         except DecisionRefused as exc:
-            return _error(exc.status, exc.reason, exc.message)
-        return JSONResponse({"approval": self.view(decided)}, headers=_NO_STORE)
+            return api_error(exc.status, exc.reason, exc.message)
+        return JSONResponse({"approval": self.view(decided)}, headers=NO_STORE)
 
     # helpers
     @staticmethod
@@ -238,15 +237,3 @@ class ApprovalPages:
 
 def _utc(epoch_s: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch_s))
-
-
-def _error(status: int, code: str, description: str) -> JSONResponse:
-    return JSONResponse({"error": code, "error_description": description}, status_code=status, headers=_NO_STORE)
-
-
-def _unauthorized() -> JSONResponse:
-    return JSONResponse(
-        {"error": "invalid_token", "error_description": "present a Bastion access token"},
-        status_code=401,
-        headers={"www-authenticate": 'Bearer error="invalid_token"', **_NO_STORE},
-    )

@@ -42,7 +42,7 @@ from bastion.catalog.verdicts import KIND_LABELS
 from bastion.oauth.context import read_body
 from bastion.oauth.pages import error_page, render_page
 from bastion.policy import PolicyEngine
-from bastion.portal.app import Portal, guarded_api, guarded_page
+from bastion.portal.app import NO_STORE, Portal, api_error, api_unauthorized, guarded_api, guarded_page
 from bastion.principal import Principal
 
 __all__ = ["DEFINITION_PATHS", "DefinitionPages"]
@@ -54,7 +54,6 @@ DEFINITION_PATHS = {
 }
 
 _JSON_LIMIT = 256 * 1024
-_NO_STORE = {"cache-control": "no-store"}
 _WHY = {
     "new": "New: it was not there when the route's definitions were approved.",
     "drift": "Changed since it was approved.",
@@ -162,7 +161,7 @@ class DefinitionPages:
         decision = self._engine.may_approve_definitions(person, route, now=self._clock())
         await guard.approve(items, approver=person, policy_ids=decision.policy_ids, reason=fields.get("reason", ""),
                             whole_route=True)  # fmt: skip
-        return RedirectResponse(DEFINITION_PATHS["route"].format(route=route), status_code=303, headers=_NO_STORE)
+        return RedirectResponse(DEFINITION_PATHS["route"].format(route=route), status_code=303, headers=NO_STORE)
 
     # the API
     async def api_show(self, request: Request) -> Response:
@@ -170,13 +169,13 @@ class DefinitionPages:
         this caller may not approve."""
         person = await self._portal.api_principal(request)
         if person is None:
-            return _unauthorized()
+            return api_unauthorized()
         route = request.path_params["route"]
         if not self._may(person, route):
-            return _error(404, "unknown_route", "No such route, or its definitions are not yours to approve")
+            return api_error(404, "unknown_route", "No such route, or its definitions are not yours to approve")
         items = await self._review(route)
         body = {"route": route, "blocked": self._guards[route].blocked, "held": [as_json(item) for item in items]}
-        return JSONResponse(body, headers=_NO_STORE)
+        return JSONResponse(body, headers=NO_STORE)
 
     async def api_approve(self, request: Request) -> Response:
         """Approve as the bearer of a Bastion access token: ``{"approve": [{"kind", "name", "sha256"}],
@@ -186,25 +185,25 @@ class DefinitionPages:
         token; 403 policy (recorded)."""
         person = await self._portal.api_principal(request, cookie=False)
         if person is None:
-            return _unauthorized()
+            return api_unauthorized()
         route = request.path_params["route"]
         guard = self._guards.get(route)
         if guard is None:
-            return _error(404, "unknown_route", f"No route {route!r}")
+            return api_error(404, "unknown_route", f"No route {route!r}")
         items = _items(await read_body(request, _JSON_LIMIT))
         if items is None:
-            return _error(400, "invalid_request", 'send {"approve": [{"kind", "name", "sha256"}], "reason": "..."}')
+            return api_error(400, "invalid_request", 'send {"approve": [{"kind", "name", "sha256"}], "reason": "..."}')
         wanted, reason, whole_route = items
         decision = self._engine.may_approve_definitions(person, route, now=self._clock())
         if not decision.allowed:
             await guard.record_refused(person, "policy_denied")
-            return _error(403, "policy_denied", f"No policy allows you to approve the definitions of {route!r}")
+            return api_error(403, "policy_denied", f"No policy allows you to approve the definitions of {route!r}")
         pins = await guard.approve(wanted, approver=person, policy_ids=decision.policy_ids, reason=reason,
                                    whole_route=whole_route)  # fmt: skip
         approved = {(pin.kind, pin.name, pin.sha256) for pin in pins}
         shown = [{"kind": k, "name": n, "sha256": s} for k, n, s in wanted if (k, n, s) in approved]
         left = [{"kind": k, "name": n, "sha256": s} for k, n, s in wanted if (k, n, s) not in approved]
-        return JSONResponse({"route": route, "approved": shown, "left": left}, headers=_NO_STORE)
+        return JSONResponse({"route": route, "approved": shown, "left": left}, headers=NO_STORE)
 
     # helpers
     @staticmethod
@@ -250,15 +249,3 @@ def _items(body: bytes | None) -> tuple[list[PinnedItem], str, bool] | None:
     if not isinstance(reason, str) or not isinstance(whole_route, bool) or not items:
         return None
     return items, reason, whole_route
-
-
-def _error(status: int, code: str, description: str) -> JSONResponse:
-    return JSONResponse({"error": code, "error_description": description}, status_code=status, headers=_NO_STORE)
-
-
-def _unauthorized() -> JSONResponse:
-    return JSONResponse(
-        {"error": "invalid_token", "error_description": "present a Bastion access token"},
-        status_code=401,
-        headers={"www-authenticate": 'Bearer error="invalid_token"', **_NO_STORE},
-    )
