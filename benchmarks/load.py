@@ -42,15 +42,17 @@ class Run:
     other_cpu_ms: float = 0.0  # per request, Bastion's other threads (audit writer)
     other_sys_ms: float = 0.0  # per request, of which in the kernel
     first_error: str = ""
+    arg_bytes: int = 0  # the size of each call's ``message`` argument; 0: ``hello from wrk <id>``
 
     @property
     def throughput(self) -> float:
         return self.calls / self.duration_s if self.duration_s else 0.0
 
 
-def run_wrk(url: str, conns: int, duration_s: float, token: str | None) -> dict[str, Any]:
-    """Run wrk with the MCP session script; return its ``MCPBENCH`` summary (+ ``wrk_cpu_s``)."""
-    env = {**os.environ, "BENCH_TOKEN": token or ""}
+def run_wrk(url: str, conns: int, duration_s: float, token: str | None, arg_bytes: int = 0) -> dict[str, Any]:
+    """Run wrk with the MCP session script; return its ``MCPBENCH`` summary (+ ``wrk_cpu_s``).
+    ``arg_bytes`` > 0 makes each call's ``message`` argument that many bytes (``BENCH_ARG_BYTES``)."""
+    env = {**os.environ, "BENCH_TOKEN": token or "", "BENCH_ARG_BYTES": str(arg_bytes)}
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration_s:g}s", "--timeout", "10s", "-s", str(LUA), url, "--", str(conns)]
     before = children_cpu_seconds()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration_s + 60, check=False)
@@ -72,8 +74,9 @@ def run_wrk(url: str, conns: int, duration_s: float, token: str | None) -> dict[
     }
 
 
-def measure(targets: Targets, target: str, conns: int, duration_s: float, round_no: int) -> Run:
-    """One wrk run against ``target`` (one of ``targets.names``); CPU deltas over the requests it completed."""
+def measure(targets: Targets, target: str, conns: int, duration_s: float, round_no: int, arg_bytes: int = 0) -> Run:
+    """One wrk run against ``target`` (``"direct"`` or a name in ``targets.bastions``); CPU deltas over
+    the requests it completed. ``arg_bytes``: see :func:`run_wrk`."""
     bastion = targets.bastions.get(target)
     server_pid = bastion.pid if bastion is not None else targets.echo_pid
     server0, echo0 = cpu_seconds(server_pid), cpu_seconds(targets.echo_pid)
@@ -84,6 +87,7 @@ def measure(targets: Targets, target: str, conns: int, duration_s: float, round_
         conns,
         duration_s,
         bastion.token if bastion is not None else None,
+        arg_bytes,
     )
     time.sleep(0.3)  # let the audit writer commit the last outcome records
     server1, echo1 = cpu_seconds(server_pid), cpu_seconds(targets.echo_pid)
@@ -111,6 +115,7 @@ def measure(targets: Targets, target: str, conns: int, duration_s: float, round_
         other_cpu_ms=(threads1[1] - threads0[1]) / requests * 1000,
         other_sys_ms=(threads1[2] - threads0[2]) / requests * 1000,
         first_error=str(summary.get("first_error", "")),
+        arg_bytes=arg_bytes,
     )
 
 
@@ -119,11 +124,14 @@ def run_rounds(targets: Targets, rounds: int, duration_s: float) -> Iterator[Run
         for conns in CONCURRENCIES:
             for target in targets.names:
                 run = measure(targets, target, conns, duration_s, round_no)
-                flag = f"  ERRORS {run.errors}: {run.first_error}" if run.errors or not run.calls else ""
-                print(
-                    f"round {round_no} c={conns:<2} {target:14}  {run.throughput:9,.0f} calls/s  "
-                    f"p50 {run.p50_ms:7.3f} ms  p99 {run.p99_ms:7.3f} ms  server CPU {run.server_cpu_ms:.3f} ms/req"
-                    f"{flag}",
-                    flush=True,
-                )
+                print(f"round {round_no} c={conns:<2} {target:14}  {progress(run)}", flush=True)
                 yield run
+
+
+def progress(run: Run) -> str:
+    """One run's figures for the terminal: calls/s, p50 and p99, server CPU per request, errors."""
+    flag = f"  ERRORS {run.errors}: {run.first_error}" if run.errors or not run.calls else ""
+    return (
+        f"{run.throughput:9,.0f} calls/s  p50 {run.p50_ms:7.3f} ms  p99 {run.p99_ms:7.3f} ms  "
+        f"server CPU {run.server_cpu_ms:.3f} ms/req{flag}"
+    )

@@ -6,11 +6,14 @@
 -- opens that many MCP sessions (`initialize`, then `notifications/initialized` with the
 -- `Mcp-Session-Id` it got back), then sends `tools/call` of `echo` round-robin over its
 -- sessions with `Authorization: Bearer $BENCH_TOKEN` (omitted when unset) and the session
--- header. Every request carries a unique JSON-RPC id; the script times each `tools/call`
--- itself (CLOCK_MONOTONIC through the LuaJIT FFI, from the moment wrk asks for the
--- request to the moment the whole response is parsed) and matches the response to its
--- request by that id, so the latency is exact at any concurrency. wrk's own latency
--- statistics are not used: wrk corrects them for coordinated omission, which distorts them.
+-- header. With `BENCH_ARG_BYTES=N` (N > 0) the `message` argument of every call is N bytes
+-- of prose (a sentence repeated, cut at N) instead of `hello from wrk <id>`; the echo
+-- upstream sends it back, so the answer is as large. Every request carries a unique
+-- JSON-RPC id; the script times each `tools/call` itself (CLOCK_MONOTONIC through the
+-- LuaJIT FFI, from the moment wrk asks for the request to the moment the whole response
+-- is parsed) and matches the response to its request by that id, so the latency is exact
+-- at any concurrency. wrk's own latency statistics are not used: wrk corrects them for
+-- coordinated omission, which distorts them.
 --
 -- A call counts as OK when the status is 200 and the body is a JSON-RPC result (not an
 -- error, not `isError: true`). done() prints one line `MCPBENCH {json}` with the counts,
@@ -48,6 +51,12 @@ first_error = ""
 lat = {}           -- tools/call latencies in microseconds
 
 local token = os.getenv("BENCH_TOKEN")
+local arg_bytes = tonumber(os.getenv("BENCH_ARG_BYTES") or "") or 0
+local padding = nil -- the N-byte message when BENCH_ARG_BYTES is set (built once)
+if arg_bytes > 0 then
+  local sentence = "The quick brown fox jumps over the lazy dog; report 42 is due 2024-05-01. "
+  padding = string.sub(string.rep(sentence, math.ceil(arg_bytes / #sentence)), 1, arg_bytes)
+end
 local wanted = 1
 local opened = 0
 local fresh = {}    -- sessions that still need notifications/initialized
@@ -105,8 +114,9 @@ function request()
     return request()
   end
   rr = rr % #ready + 1
+  local message = padding or ("hello from wrk " .. id)
   local body = '{"jsonrpc":"2.0","id":' .. id .. ',"method":"tools/call","params":{"name":"echo",'
-    .. '"arguments":{"message":"hello from wrk ' .. id .. '"}}}'
+    .. '"arguments":{"message":"' .. message .. '"}}}'
   inflight[id] = { now_us(), "call" }
   return wrk.format("POST", nil, headers(ready[rr]), body)
 end

@@ -1,5 +1,6 @@
 """The report of one run: the summary printed on the terminal and the markdown document
-(``docs/benchmarks.md``) with the setup, the results, every run and the profile."""
+(``docs/benchmarks.md``) with the setup, the results and their chart, every run, the scaling rows
+and the profile."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+from charts import CHART
 from profile_report import profile_markdown
 from results import Results
+from scaling import CONNS, Scaling
 from scenario import CONCURRENCIES, NORMAL, POLICIES, TARGETS
 
 
@@ -53,6 +56,25 @@ def aligned(rows: list[tuple[str, ...]]) -> list[str]:
     ]
 
 
+def markdown_table(rows: list[tuple[str, ...]]) -> list[str]:
+    """A markdown table of ``rows`` (the first is the header): the first column left-aligned, the others right."""
+    return [
+        "| " + " | ".join(rows[0]) + " |",
+        "|---" + "|---:" * (len(rows[0]) - 1) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows[1:]),
+    ]
+
+
+def scaling_tables(scaling: Scaling) -> list[tuple[str, list[tuple[str, ...]]]]:
+    """The scaling rows' tables, each with its title."""
+    return [
+        (f"CPU per call against argument size, c={CONNS}", scaling.argument_rows()),
+        (f"Open sessions: Bastion's resident memory, and a run at c={CONNS} with them open", scaling.session_rows()),
+        (f"Routes: CPU per call at c={CONNS} calling one of them", scaling.route_rows()),
+        ("Policy-set size, in-process (benchmarks/policy_scale.py)", scaling.policy_rows()),
+    ]
+
+
 def text(results: Results) -> str:
     """The summary printed on the terminal: both tables, aligned, and the targets met or missed."""
     lines = aligned([results.HEADER, *results.rows()])
@@ -67,6 +89,10 @@ def text(results: Results) -> str:
         lines.extend(f"{'MET ' if ok else 'MISS'}  {name}: {value}" for name, value, ok in results.targets())
         lines.append("(judged on the default configuration; with audit synchronous=normal, for comparison:)")
         lines.extend(f"{'met ' if ok else 'miss'}  {name}: {value}" for name, value, ok in results.targets(NORMAL))
+    if results.scaling is not None:
+        for title, rows in scaling_tables(results.scaling):
+            lines.extend(["", f"{title}:", *aligned(rows)])
+        lines.extend(f"{'MET ' if ok else 'MISS'}  {name}: {value}" for name, value, ok in results.scaling.targets())
     return "\n".join(lines)
 
 
@@ -152,6 +178,14 @@ def markdown(results: Results, info: dict[str, str]) -> str:
     add("")
     add("## Results")
     add("")
+    add(f"![calls/s and CPU per call per target and concurrency; policy-count and argument-size curves]({CHART})")
+    add("")
+    add(
+        f"The chart (`{CHART}`, drawn by `benchmarks/charts.py` from this run's figures): calls/s and server "
+        "CPU per call per target and concurrency (medians, from the table below), the policy-count curve and "
+        "the argument-size curve (from [Scaling](#scaling))."
+    )
+    add("")
     add("| " + " | ".join(results.HEADER) + " |")
     add("|---|---:|---:|---:|---:|")
     add("\n".join("| " + " | ".join(row) + " |" for row in results.rows()))
@@ -220,7 +254,39 @@ def markdown(results: Results, info: dict[str, str]) -> str:
             f"{r.server_cpu_ms:.3f} | {split} | {r.upstream_cpu_ms:.3f} | {r.wrk_cpu_ms:.3f} |"
         )
     add("")
+    out.extend(scaling_markdown(results.scaling))
     add("## What limits Bastion")
     add("")
     add(profile_markdown(results))
     return "\n".join(out) + "\n"
+
+
+def scaling_markdown(scaling: Scaling | None) -> list[str]:
+    """The document's "Scaling" section: how each table was measured, the tables, the policy targets."""
+    out = ["## Scaling", ""]
+    if scaling is None:
+        return [*out, "Not measured in this run (`--no-scaling`).", ""]
+    out.append(
+        "Measured after the main rounds (`benchmarks/scaling.py`), on this checkout's Bastion in the default "
+        "configuration only; CPU per call is the server's `utime + stime` from `/proc` over the requests wrk "
+        f"completed at c={CONNS}, as in the main rows, and RSS is `VmRSS` of `/proc/<pid>/status`. "
+        "**Argument size:** each call's `message` is 1 KB, 100 KB or 1 MB of prose and the echo upstream sends "
+        "it back, directly and through the default Bastion, interleaved (the defaults admit 1 MB: "
+        "`server.max_body_bytes` 4 MiB, `server.argument_limits.max_string_chars` 1,048,576; "
+        "`audit.store_arguments` keeps the arguments in the audit log). **Open sessions:** a fresh Bastion, "
+        "measured after one run, then after opening sessions up to 1,000 and 10,000 (`initialize`, "
+        "`notifications/initialized` and one `tools/call` each, left open); the added memory per session is "
+        "against the first row. "
+        "**Routes:** fresh Bastions with 1 and with 100 routes (99 others to paths of the same echo upstream, "
+        "listed before the measured one), interleaved. **Policy-set size:** `benchmarks/policy_scale.py`'s "
+        "`measure`, in-process: `PolicyEngine.decide` for one `tools/call` that most policies have nothing to do "
+        "with, and `filter_listable` on a 100-tool `tools/list` (Cedar runs on the event loop: this is how long "
+        "one list holds it), over sets of four ordinary policy shapes."
+    )
+    out.append("")
+    for title, rows in scaling_tables(scaling):
+        out.extend([f"### {title}", "", *markdown_table(rows), ""])
+    for name, value, ok in scaling.targets():
+        out.append(f"- {'**met**' if ok else '**not met**'}: {name} — measured {value}")
+    out.append("")
+    return out

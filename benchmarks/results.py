@@ -1,15 +1,20 @@
-"""The figures of one run (every wrk run, the in-process timings, the profiles) and the tables made
-of them: the results side by side, the baseline comparison, and the targets met or missed."""
+"""The figures of one run (every wrk run, the in-process timings, the profiles, the scaling rows) and
+the tables made of them: the results side by side, the baseline comparison, and the targets met or
+missed (the scaling rows' tables are ``scaling.Scaling``'s)."""
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from baseline import BaselineCommit
 from load import Run
 from profiling import Profile
 from scenario import BASELINE, COMPARED, CONCURRENCIES, DEFAULT, NORMAL, PROFILED
+
+if TYPE_CHECKING:
+    from scaling import Scaling  # which imports median from here
 
 TARGET_ADDED_P50_MS = 1.0
 TARGET_CPU_MS = 0.5
@@ -36,6 +41,8 @@ class Results:
     baseline: BaselineCommit | None = None
     baseline_route_egress_keys: bool = True
     """Whether the baseline's config had ``routes[].http.allow_http``/``allow`` (see ``BaselineCommit.config_note``)."""
+    scaling: Scaling | None = None
+    """The scaling rows (``scaling.measure_scaling``); None with ``--no-scaling`` or an invalid main run."""
 
     def pick(self, target: str, conns: int) -> list[Run]:
         return [r for r in self.runs if r.target == target and r.conns == conns]
@@ -198,7 +205,9 @@ class Results:
         return out
 
     def invalid(self) -> list[Run]:
-        return [r for r in self.runs if r.errors or r.calls == 0]
+        """The runs, the scaling rows' too, that had errors or completed no call."""
+        scaling = self.scaling.runs() if self.scaling is not None else []
+        return [r for r in (*self.runs, *scaling) if r.errors or r.calls == 0]
 
     HEADER = (
         "",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """``make bench``: ``tools/call`` directly against a fast echo upstream and through Bastion.
 
-What it does, in one run (about three minutes):
+What it does, in one run (about five minutes):
 
 1. starts ``benchmarks/echo_upstream.py`` (a raw asyncio MCP server, >10,000 calls/s here)
    and two real ``bastion serve`` processes, each with one HTTP route to it, a realistic
@@ -26,8 +26,15 @@ What it does, in one run (about three minutes):
    alone), the whole authenticate stage (``AuthenticateStage.run``), the audit record bodies
    (``bastion.audit.build.decision_body`` / ``outcome_body``), the writer's seal, and one
    committed append with each ``synchronous`` setting;
-6. prints the figures side by side and writes ``docs/benchmarks.md``. The targets are
-   judged on the default configuration; ``synchronous=normal`` is shown for comparison.
+6. measures the scaling rows (``benchmarks/scaling.py``, about two minutes): CPU per call
+   at c=16 against the size of a call's argument (1 KB, 100 KB, 1 MB; direct and through the
+   default Bastion), Bastion's resident memory with 0, 1,000 and 10,000 open sessions (and a run
+   with them open), CPU per call with 1 and 100 routes (fresh Bastions), and
+   ``PolicyEngine.decide`` p50/p99 and a 100-tool list against policy sets of 10 to 3,000 policies
+   (``benchmarks/policy_scale.py``'s ``measure``);
+7. prints the figures side by side, writes ``docs/benchmarks.md`` and draws its chart,
+   ``docs/img/bench.png`` (``benchmarks/charts.py``; beside ``--output``, in ``img/``). The
+   targets are judged on the default configuration; ``synchronous=normal`` is shown for comparison.
 
 ``--baseline REF`` (``make bench BASELINE=REF``) also measures an earlier Bastion in the same
 run: the commit REF names (any git ref) has its ``src/`` extracted with ``git archive`` into the
@@ -43,15 +50,18 @@ baseline"); the profile and the in-process timings are of the current code only.
 Exits 1 when any run had errors (the run is invalid; the document is not written), 2
 when a prerequisite is missing (wrk, the bastion script, or with ``--baseline`` a commit
 whose Bastion can be extracted, imported and configured). Options: ``--rounds``,
-``--duration``, ``--quick``, ``--no-profile``, ``--output``, ``--baseline``.
+``--duration``, ``--quick``, ``--no-profile``, ``--no-scaling`` (skip step 6: the chart's scaling
+panels say "not measured"; for a quick look at the hot path or a baseline comparison),
+``--output``, ``--baseline``.
 
 This file is the command line; the work is in its sibling modules, imported by name (this
 directory is first on ``sys.path`` when the script runs): ``scenario`` (what is measured and the
 policy set), ``processes`` (ports, readiness, stopping, CPU time from ``/proc``), ``baseline``
 (``--baseline``: the commit and its extracted ``src``), ``targets`` (the echo upstream and the
 ``bastion serve`` processes), ``load`` (wrk runs and rounds), ``profiling`` (py-spy),
-``timers``, ``inprocess`` and ``inprocess_auth`` (the in-process rows), ``results`` (the figures
-and their tables), ``report`` and ``profile_report`` (the terminal summary and the document).
+``timers``, ``inprocess`` and ``inprocess_auth`` (the in-process rows), ``scaling`` (the scaling
+rows), ``results`` (the figures and their tables), ``report`` and ``profile_report`` (the terminal
+summary and the document), ``charts`` (its chart).
 """
 
 from __future__ import annotations
@@ -65,12 +75,14 @@ import time
 from pathlib import Path
 
 from baseline import resolve_baseline
+from charts import CHART, draw
 from inprocess import microbench
 from load import Run, measure, run_rounds
 from processes import Prerequisite
 from profiling import Profile, profile_bastion
 from report import machine, markdown, text
 from results import Results
+from scaling import Scaling, measure_scaling
 from scenario import PROFILED, REPO
 from targets import BASTION, Targets
 
@@ -81,6 +93,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     parser.add_argument("--profile-duration", type=float, default=6.0)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--no-scaling", action="store_true", help="skip the scaling rows (issue 16)")
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s runs, short profile (smoke test)")
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument(
@@ -146,6 +159,10 @@ def main() -> int:
             if valid:
                 print("timing the policy decision, authentication and audit work in-process", flush=True)
                 micro = microbench(targets)
+            scaling: Scaling | None = None
+            if valid and not args.no_scaling:
+                print("measuring the scaling rows: argument size, open sessions, routes, policy-set size", flush=True)
+                scaling = measure_scaling(targets, args.duration, quick=args.quick)
         except Prerequisite as exc:  # from targets.start(): the baseline cannot be run
             print(exc, file=sys.stderr)
             return 2
@@ -163,6 +180,7 @@ def main() -> int:
         elapsed_s=time.monotonic() - t0,
         baseline=baseline,
         baseline_route_egress_keys=targets.baseline_route_egress_keys,
+        scaling=scaling,
     )
     print()
     print(text(results))
@@ -176,7 +194,11 @@ def main() -> int:
         return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(markdown(results, machine()), encoding="utf-8")
-    print(f"\nwritten {args.output.relative_to(REPO) if args.output.is_relative_to(REPO) else args.output}")
+    chart = args.output.parent / CHART
+    draw(results, chart)
+    print()
+    for path in (args.output, chart):
+        print(f"written {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     return 0
 
 

@@ -31,6 +31,9 @@ class BastionServer:
     port: int
     synchronous: str
     source: Path | None = None
+    routes: int = 1
+    """Routes in the config, all to the echo upstream: ``routes - 1`` others (``echo-001``, ...,
+    each to its own path of it) before ``ROUTE``, the one measured and the token's audience."""
     route_egress_keys: bool = True
     """Whether the config sets ``routes[].http.allow_http`` and ``allow``; cleared by
     :meth:`write_checked_config` for a commit older than those keys (its config rejects unknown keys)."""
@@ -85,6 +88,13 @@ class BastionServer:
             if self.route_inventory_keys
             else ""
         )
+
+        def route(name: str, title: str, url: str) -> str:
+            return f"  - name: {name}\n    title: {title}\n{inventory}    http:\n      url: {url}\n{egress}"
+
+        others = "".join(
+            route(f"{ROUTE}-{i:03d}", f"Echo server {i}", f"{upstream_url}/{i:03d}") for i in range(1, self.routes)
+        )
         config = f"""\
 # Written by benchmarks/run.py
 data_dir: {self.workdir / f"data-{self.name}"}
@@ -97,11 +107,7 @@ policy:
   files: [{self.workdir / "policies.cedar"}]
 audit:
 {audit}routes:
-  - name: {ROUTE}
-    title: Benchmark echo server
-{inventory}    http:
-      url: {upstream_url}
-{egress}"""
+{others}{route(ROUTE, "Benchmark echo server", upstream_url)}"""
         self.config_path.write_text(config, encoding="utf-8")
 
     def run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -242,6 +248,23 @@ class Targets:
             else:
                 bastion.write_checked_config(self.direct_url)
             bastion.start()
+
+    def add_bastion(self, name: str, routes: int = 1) -> BastionServer:
+        """Start one more Bastion of this checkout, ``name``, in the default configuration with
+        ``routes`` routes to the echo upstream (see :attr:`BastionServer.routes`), after :meth:`start`.
+        ``load.measure`` measures it by name; it is not in :attr:`names` (the rounds), and
+        :meth:`stop_bastion` or :meth:`stop` stops it."""
+        bastion = BastionServer(name, self.workdir, free_port(), "full", routes=routes)
+        self.bastions[name] = bastion
+        bastion.write_config(self.direct_url)
+        bastion.start()
+        return bastion
+
+    def stop_bastion(self, name: str) -> None:
+        """Stop the Bastion ``name`` and forget it (its log stays in the working directory)."""
+        proc = self.bastions.pop(name).proc
+        if proc is not None:
+            stop(proc)
 
     def logs(self) -> str:
         return "\n".join(f"--- {b.name} log ---\n{b.log()}" for b in self.bastions.values())
