@@ -92,12 +92,14 @@ def to_cedar_arguments(arguments: Mapping[str, Any], paths: ArgumentPaths | None
 
 
 def _kept(record: Mapping[str, Any], paths: ArgumentPaths, depth: int) -> dict[str, Any]:
-    """The members of ``record`` (found at ``depth``) on ``paths``, each converted."""
+    """The members of ``record`` (found at ``depth``) on ``paths``, each converted. Walks the smaller
+    of the two (a call has a few arguments; a large policy set may read hundreds of paths)."""
     kept: dict[str, Any] = {}
-    for key, below in paths.items():
-        if key not in record:
-            continue
-        value = record[key]
+    if len(record) < len(paths):
+        pairs = [(key, paths[key], record[key]) for key in record if key in paths]
+    else:
+        pairs = [(key, below, record[key]) for key, below in paths.items() if key in record]
+    for key, below, value in pairs:
         if below is None or not isinstance(value, Mapping):
             kept[key] = to_cedar_value(value, depth=depth)
         elif depth > MAX_DEPTH or RESERVED_KEYS.intersection(value):

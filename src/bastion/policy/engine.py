@@ -13,9 +13,12 @@ At run time the engine evaluates WITHOUT the schema: given one, Cedar checks the
 context against the action's context type, and the closed ``Arguments`` record rejects
 the attributes of real calls. The entities and context are instead built here from fixed
 shapes (tests check them against the schema), and only the MCP actions exist (the loader
-refuses action groups). Arguments are converted by ``bastion.policy.convert``. Cached:
-the parsed policy set, each principal's entity JSON, and parsed entity sets (LRU, by
-their JSON text); context attributes that no policy reads are not sent to Cedar.
+refuses action groups). Arguments are converted by ``bastion.policy.convert``. Each request
+is evaluated against its slice: the policies whose scope can match it
+(``bastion.policy.slicing``; the same answer as the whole set, property-tested). Cached: the
+parsed slices, each principal's entity JSON, parsed entity sets (LRU, by their JSON text) and
+``decide``'s decisions (by Cedar's exact inputs); context attributes that no policy reads are
+not sent to Cedar.
 
 Listings (``filter_listable``): an item is listed when SOME arguments exist for which the
 call would be permitted, found by Cedar partial evaluation with ``context.arguments``
@@ -54,7 +57,8 @@ import ipaddress
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +68,7 @@ from bastion.approvals.model import ApprovalRequest
 from bastion.policy.convert import ArgumentPaths, to_cedar_arguments
 from bastion.policy.loader import LoadedPolicies, PolicyInfo, load_policies
 from bastion.policy.model import ACTIONS, Decision, ResourceRef, principal_entity
+from bastion.policy.slicing import PolicySlicer, Scope
 from bastion.principal import Principal
 from bastion.scan.redact_classes import merge_redact
 
@@ -79,6 +84,14 @@ _ARGUMENT_ACTIONS = frozenset({"tools/call"})
 _UNKNOWN_ARGUMENTS = {"__extn": {"fn": "unknown", "arg": "arguments"}}
 _EST_PREFIX = "permit(principal == "
 _EST_SUFFIX = ", action, resource);"
+DECISION_CACHE_SIZE = 4096
+"""Decisions ``PolicyEngine.decide`` keeps per engine."""
+DECISION_CACHE_KEY_CHARS = 2048
+"""The longest context JSON (characters) whose decision is kept."""
+_READS_KEPT = 4096
+"""Slices whose resource reads ``PolicyEngine._resource_key`` keeps (then starts afresh)."""
+_NO_POLICY = Decision("deny")
+"""The decision when no policy's scope matches a request: Cedar's default deny, no errors."""
 
 
 class PolicyEngine:
@@ -90,10 +103,16 @@ class PolicyEngine:
     ``may_permit`` (inventories only) never raises either: a failure there answers true.
     """
 
-    __slots__ = ("_by_cedar_id", "_loaded", "_obligations_by_id", "limited_policy_ids")
+    __slots__ = ("_admin", "_argument_readers", "_by_cedar_id", "_decisions", "_loaded", "_obligations_by_id",
+                 "_resource_reads", "_slicer", "limited_policy_ids")  # fmt: skip
 
     def __init__(self, loaded: LoadedPolicies) -> None:
         self._loaded = loaded
+        self._slicer = PolicySlicer(loaded.templates)
+        self._admin = PolicySlicer({k: t for k, t in loaded.templates.items() if k in loaded.admin_ids})
+        self._argument_readers = self._slicer.mask_of(loaded.argument_readers)
+        self._decisions: OrderedDict[tuple[str, str, str, str], Decision] = OrderedDict()
+        self._resource_reads: dict[int, frozenset[str] | None] = {}
         self._by_cedar_id: Mapping[str, PolicyInfo] = loaded.by_cedar_id
         self._obligations_by_id = {info.policy_id: info.obligations for info in loaded.by_cedar_id.values()}
         self.limited_policy_ids: frozenset[str] = frozenset(
@@ -137,8 +156,31 @@ class PolicyEngine:
         return tuple(info.policy_id for info in self._by_cedar_id.values() if "approval" in info.obligations)
 
     def decide(self, principal: Principal, action: str, resource: ResourceRef, context: Mapping[str, Any]) -> Decision:
-        """Decide one request; ``action`` is an MCP method such as ``"tools/call"``."""
-        return self._evaluate(principal, action, [resource], context)[0]
+        """Decide one request; ``action`` is an MCP method such as ``"tools/call"``.
+
+        Decisions are memoised by Cedar's exact inputs (the action, the principal's and the
+        resource's entity JSON, the context JSON as sent to Cedar: only the attributes and argument
+        paths policies read), which fix Cedar's answer: evaluation is deterministic and the policy
+        set is this engine's. Up to ``DECISION_CACHE_SIZE`` decisions are kept, least recently
+        used out; a context longer than ``DECISION_CACHE_KEY_CHARS`` is never kept (memory).
+        Failures to build the request are not kept.
+        """
+        try:
+            context_json = build_context(context, self._loaded.context_keys, self._loaded.argument_paths)
+            key = (action, _principal_json(principal), resource.entity_json()[0], context_json)
+        except Exception as exc:  # noqa: BLE001 - any failure must be a deny (fail closed)
+            return Decision.failed(f"policy evaluation failed: {type(exc).__name__}: {exc}")
+        decisions = self._decisions
+        kept = decisions.get(key)
+        if kept is not None:
+            decisions.move_to_end(key)
+            return kept
+        (decision,), evaluated = self._evaluate_json(principal, action, [resource], context_json)
+        if evaluated and len(context_json) <= DECISION_CACHE_KEY_CHARS:
+            decisions[key] = decision
+            if len(decisions) > DECISION_CACHE_SIZE:
+                decisions.popitem(last=False)
+        return decision
 
     def filter_allowed(
         self,
@@ -147,7 +189,7 @@ class PolicyEngine:
         resources: Sequence[ResourceRef],
         context: Mapping[str, Any],
     ) -> list[bool]:
-        """For listings: whether each resource may be acted on, in one Cedar batch call.
+        """For listings: whether each resource may be acted on, one Cedar batch call per slice.
 
         Equal, item by item, to ``decide(...).allowed`` with the same context.
         """
@@ -168,37 +210,99 @@ class PolicyEngine:
         unknown to Cedar, one partial evaluation per resource (rule in the module
         docstring); for the other actions, whose requests carry no arguments, and when no
         policy reads ``context.arguments``, this is ``filter_allowed``. Never use it to
-        allow a call: ``decide`` that with the real arguments.
+        allow a call: ``decide`` that with the real arguments. ``iter_listable`` gives the
+        same answers one at a time.
+        """
+        return list(self.iter_listable(principal, action, resources, context))
+
+    def iter_listable(
+        self,
+        principal: Principal,
+        action: str,
+        resources: Sequence[ResourceRef],
+        context: Mapping[str, Any],
+    ) -> Iterator[bool]:
+        """``filter_listable``'s answers, one per resource in order, computed as they are taken, so a
+        caller on the event loop can yield between them (``bastion.pipeline.stages.inspect``).
+
+        Shared work: the context, entities and request texts are built once per listing; a
+        resource whose slice holds no permit is hidden without asking Cedar; resources whose slices
+        read no arguments are decided by full evaluation, one batch per slice (the arguments cannot
+        change their answer); the rest are partially evaluated against their slice, once per
+        slice and values of the resource attributes its conditions read: two resources alike in
+        those (tools of one route with the same risk, say) get the same answer, since their scopes
+        matched alike and nothing else of the resource reaches the conditions. When a condition
+        uses ``resource`` otherwise (``resource == ...``, ``resource in ...``), or the slices are
+        not exact on the resource (``PolicySlicer.resource_exact``), each resource is evaluated on
+        its own.
         """
         if not resources:
-            return []
+            return
         keys = self._loaded.context_keys
         if action not in _ARGUMENT_ACTIONS or (keys is not None and "arguments" not in keys):
-            return self.filter_allowed(principal, action, resources, context)
+            yield from self.filter_allowed(principal, action, resources, context)
+            return
         try:
             record = _context_record(context, keys, {})
             record["arguments"] = _UNKNOWN_ARGUMENTS
+            known = {**context, "arguments": {}}
             context_json = json.dumps(record)
             handle = _entity_handle(principal, resources, action)
             principal_text = _uid_text(principal.kind, principal.sub)
             action_text = _uid_text("Action", action)
+            scope = _principal_scope(principal)
+            masks = [self._slicer.mask(scope, action, _resource_scope(r)) for r in resources]
         except Exception:  # noqa: BLE001 - any failure hides the items (fail closed)
-            return [False] * len(resources)
-        listed: list[bool] = []
-        for resource in resources:
-            try:
-                uid = resource.uid
-                request = {
-                    "principal": principal_text,
-                    "action": action_text,
-                    "resource": _uid_text(uid["type"], uid["id"]),
-                    "context": context_json,
-                }
-                result = cedarpy.is_authorized_partial(request, self._loaded.policy_set, handle)
-                listed.append(self._listable(result))
-            except Exception:  # noqa: BLE001 - any failure hides the item (fail closed)
-                listed.append(False)
-        return listed
+            yield from [False] * len(resources)
+            return
+        full = {m for m in masks if m & self._slicer.permits and not m & self._argument_readers}
+        decided: dict[int, bool] = {}
+        alike: dict[tuple[int, str], bool] = {}
+        for index, (resource, mask) in enumerate(zip(resources, masks, strict=True)):
+            if not mask & self._slicer.permits:
+                yield False
+            elif mask in full:
+                if index not in decided:
+                    indexes = [i for i, m in enumerate(masks) if m == mask]
+                    batch = self._evaluate(principal, action, [resources[i] for i in indexes], known)
+                    decided.update((i, d.allowed) for i, d in zip(indexes, batch, strict=True))
+                yield decided.pop(index)
+            else:
+                try:
+                    key = (mask, self._resource_key(mask, resource))
+                    if key in alike:
+                        yield alike[key]
+                        continue
+                    uid = resource.uid
+                    request = {
+                        "principal": principal_text,
+                        "action": action_text,
+                        "resource": _uid_text(uid["type"], uid["id"]),
+                        "context": context_json,
+                    }
+                    result = cedarpy.is_authorized_partial(request, self._slicer.policy_set(mask), handle)
+                    alike[key] = listed = self._listable(result)
+                    yield listed
+                except Exception:  # noqa: BLE001 - any failure hides the item (fail closed)
+                    yield False
+
+    def _resource_key(self, mask: int, resource: ResourceRef) -> str:
+        """What of ``resource`` the conditions of the policies in ``mask`` can see, as JSON text: the
+        attributes they read, or the whole entity when one uses ``resource`` otherwise. Raises like
+        ``ResourceRef.entity``."""
+        if mask not in self._resource_reads:
+            if len(self._resource_reads) >= _READS_KEPT:
+                self._resource_reads.clear()
+            union: frozenset[str] | None = frozenset()
+            for cedar_id in self._slicer.cedar_ids(mask):
+                read = self._loaded.resource_reads.get(cedar_id)
+                union = None if read is None or union is None else union | read
+            self._resource_reads[mask] = union
+        reads = self._resource_reads[mask]
+        if reads is None or not self._slicer.resource_exact:
+            return resource.entity_json()[0]
+        attrs = resource.entity()["attrs"]
+        return json.dumps([resource.kind, {name: attrs[name] for name in reads if name in attrs}], sort_keys=True)
 
     def approval_need(self, resource: ResourceRef, action: str = "tools/call") -> str:
         """For inventories: whether calls on ``resource`` need a person's approval. ``"always"`` when
@@ -232,7 +336,8 @@ class PolicyEngine:
                 "context": json.dumps(record),
             }
             handle = _entity_handle(principal, [resource], action)
-            result = cedarpy.is_authorized_partial(request, self._loaded.policy_set, handle)
+            mask = self._slicer.mask(_principal_scope(principal), action, _resource_scope(resource))
+            result = cedarpy.is_authorized_partial(request, self._slicer.policy_set(mask), handle)
         except Exception:  # noqa: BLE001 - a listing shows what it cannot judge as unapproved
             return "no"
         diagnostics = result.diagnostics
@@ -262,7 +367,8 @@ class PolicyEngine:
         action_entity = json.dumps({"uid": {"type": "Action", "id": action}, "attrs": {}, "parents": []})
         handle = _entities(f"[{entity},{action_entity}]")
         request = {"action": _uid_text("Action", action), "resource": _uid_text(uid["type"], uid["id"])}
-        return cedarpy.is_authorized_partial(request, self._loaded.policy_set, handle)
+        mask = self._slicer.mask(None, action, _resource_scope(resource))
+        return cedarpy.is_authorized_partial(request, self._slicer.policy_set(mask), handle)
 
     def may_permit(self, resource: ResourceRef, action: str = "tools/call") -> bool:
         """Whether SOME request could be permitted to ``action`` on ``resource``, whoever asks.
@@ -271,10 +377,9 @@ class PolicyEngine:
         evaluates the request with the principal and the whole context unknown (the
         resource and action known, the resource entity as ``decide`` builds it): Allow ->
         true; Deny (a forbid applies whatever the principal and context) -> false; no
-        decision -> true when some permit may be determining and no forbid must be. An
-        approximation from above: Cedar keeps ``unknown && false`` as a residual, so a
-        permit whose principal scope names someone (``principal == ...``, ``principal in
-        ...``) counts as "may" even when its resource part excludes this resource, and
+        decision -> true when some permit may be determining and no forbid must be. Only the
+        policies whose action and resource scope match are evaluated (``bastion.policy.slicing``),
+        so a permit scoped to another resource never counts. An approximation from above:
         residuals are not solved. It never answers false for a resource some request
         could use (except when every such request would fail evaluation, which ``decide``
         denies). Any error (Cedar's, or building the request) answers true: the safe
@@ -305,9 +410,9 @@ class PolicyEngine:
     def _decide_admin(self, principal: Principal, action: str, entity: dict[str, Any], now: float) -> Decision:
         """Bastion's own ``action`` (``ADMIN_ACTIONS``) on ``entity`` (Cedar JSON form), against the
         policies that may grant it: every forbid, and the permits that name the action
-        (``LoadedPolicies.admin_policy_set``: an unconstrained action makes nobody an approver or an
-        auditor). Context ``time``, and empty ``arguments`` and ``scopes``, ``approved`` false (the
-        schema's ``Context``). Never raises: any failure is a deny."""
+        (``LoadedPolicies.admin_ids``: an unconstrained action makes nobody an approver or an
+        auditor), sliced like the rest. Context ``time``, and empty ``arguments`` and ``scopes``,
+        ``approved`` false (the schema's ``Context``). Never raises: any failure is a deny."""
         try:
             handle = cedarpy.Entities.from_json_str(f"[{_principal_json(principal)},{json.dumps(entity)}]")
             request = {
@@ -316,7 +421,9 @@ class PolicyEngine:
                 "resource": entity["uid"],
                 "context": admin_context(now),
             }
-            result = cedarpy.is_authorized_batch([request], self._loaded.admin_policy_set, handle)[0]
+            resource = Scope((entity["uid"]["type"], entity["uid"]["id"]))
+            mask = self._admin.mask(_principal_scope(principal), action, resource)
+            result = cedarpy.is_authorized_batch([request], self._admin.policy_set(mask), handle)[0]
             return self._decision(result)
         except Exception as exc:  # noqa: BLE001 - any failure must be a deny (fail closed)
             return Decision.failed(f"policy evaluation failed: {type(exc).__name__}: {exc}")
@@ -342,22 +449,44 @@ class PolicyEngine:
         resources: Sequence[ResourceRef],
         context: Mapping[str, Any],
     ) -> list[Decision]:
+        """One decision per resource (``decide`` without the memo)."""
+        try:
+            context_json = build_context(context, self._loaded.context_keys, self._loaded.argument_paths)
+        except Exception as exc:  # noqa: BLE001 - any failure must be a deny (fail closed)
+            return [Decision.failed(f"policy evaluation failed: {type(exc).__name__}: {exc}")] * len(resources)
+        return self._evaluate_json(principal, action, resources, context_json)[0]
+
+    def _evaluate_json(
+        self, principal: Principal, action: str, resources: Sequence[ResourceRef], context_json: str
+    ) -> tuple[list[Decision], bool]:
+        """One decision per resource for a context already in Cedar's JSON form, and whether Cedar
+        answered (false: the request could not be built or Cedar failed; every decision a failed deny)."""
         try:
             if action not in ACTIONS:
                 raise ValueError(f"unknown action {action!r}")
-            context_json = build_context(context, self._loaded.context_keys, self._loaded.argument_paths)
             handle = _entity_handle(principal, resources)
             principal_uid = {"type": principal.kind, "id": principal.sub}
             action_uid = {"type": "Action", "id": action}
-            requests = [
-                {"principal": principal_uid, "action": action_uid, "resource": r.uid, "context": context_json}
-                for r in resources
-            ]
-            results = cedarpy.is_authorized_batch(requests, self._loaded.policy_set, handle)
-            return [self._decision(result) for result in results]
+            scope = _principal_scope(principal)
+            by_mask: dict[int, list[int]] = {}
+            for index, resource in enumerate(resources):
+                by_mask.setdefault(self._slicer.mask(scope, action, _resource_scope(resource)), []).append(index)
+            decisions: list[Decision] = [_NO_POLICY] * len(resources)
+            for mask, indexes in by_mask.items():
+                if not mask:
+                    continue  # no policy's scope matches: a default deny, Cedar need not be asked
+                requests = [
+                    {"principal": principal_uid, "action": action_uid, "resource": resources[i].uid,
+                     "context": context_json}
+                    for i in indexes
+                ]  # fmt: skip
+                results = cedarpy.is_authorized_batch(requests, self._slicer.policy_set(mask), handle)
+                for index, result in zip(indexes, results, strict=True):
+                    decisions[index] = self._decision(result)
+            return decisions, True
         except Exception as exc:  # noqa: BLE001 - any failure must be a deny (fail closed)
             failed = Decision.failed(f"policy evaluation failed: {type(exc).__name__}: {exc}")
-            return [failed] * len(resources)
+            return [failed] * len(resources), False
 
     def _decision(self, result: cedarpy.AuthzResult) -> Decision:
         """Translate one Cedar answer, naming policies by ``@id``."""
@@ -549,6 +678,19 @@ def _merge_obligations(infos: Sequence[PolicyInfo]) -> tuple[dict[str, str], tup
             elif merged.setdefault(key, value) != value:
                 conflicts.append(f"conflicting obligation @{key}: {merged[key]!r} and {value!r}")
     return merged, tuple(conflicts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _principal_scope(principal: Principal) -> Scope:
+    """The principal's uid and ancestors (its groups) for slicing, cached per principal."""
+    return Scope((principal.kind, principal.sub), tuple(("Group", group) for group in principal.groups))
+
+
+def _resource_scope(resource: ResourceRef) -> Scope:
+    """The resource's uid and ancestors (its server; none for a server) for slicing."""
+    uid = resource.uid
+    parents = () if resource.kind == "Server" else (("Server", resource.route),)
+    return Scope((uid["type"], uid["id"]), parents)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -26,6 +26,7 @@ from typing import Any
 
 import cedarpy
 from cedarpy import pst
+from cedarpy.pst import VarName
 
 from bastion.approvals.model import APPROVAL_KINDS
 from bastion.errors import ConfigError
@@ -60,10 +61,14 @@ class LoadedPolicies:
     ``context_keys`` the ``context`` attributes some policy reads (None: any, because a
     policy uses ``context`` as a whole); ``argument_paths`` the paths below
     ``context.arguments`` some policy reads, as a trie (``ArgumentPaths``; None: a policy
-    uses ``context.arguments`` or ``context`` as a whole); ``admin_policy_set`` the policies that
-    may decide Bastion's own actions (``ADMIN_ACTIONS``): every forbid, and the permits whose action
-    scope names one (``==`` or ``in [...]``), so that a permit with an unconstrained action makes
-    nobody an approver or an auditor.
+    uses ``context.arguments`` or ``context`` as a whole); ``templates`` the parsed policies by
+    Cedar id, in load order (``bastion.policy.slicing`` indexes them); ``argument_readers`` the Cedar
+    ids of the policies that read ``context.arguments`` (or ``context`` as a whole); ``resource_reads``
+    by Cedar id, the attributes of ``resource`` a policy's conditions read (None: they use
+    ``resource`` otherwise, e.g. ``resource == ...``, so they may depend on its uid); ``admin_ids``
+    those of the policies that may decide Bastion's own actions (``ADMIN_ACTIONS``): every forbid,
+    and the permits whose action scope names one (``==`` or ``in [...]``), so that a permit with an
+    unconstrained action makes nobody an approver or an auditor.
     """
 
     policy_set: cedarpy.PolicySet
@@ -73,7 +78,10 @@ class LoadedPolicies:
     files: tuple[Path, ...]
     context_keys: frozenset[str] | None
     argument_paths: ArgumentPaths | None = None
-    admin_policy_set: cedarpy.PolicySet = field(default_factory=lambda: cedarpy.PolicySet.from_str(""))
+    templates: Mapping[str, pst.Template] = field(default_factory=dict)
+    argument_readers: frozenset[str] = frozenset()
+    resource_reads: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
+    admin_ids: frozenset[str] = frozenset()
 
 
 def builtin_schema_text() -> str:
@@ -125,7 +133,10 @@ def load_policies(policy_paths: Sequence[Path], schema_path: Path | None = None)
         tuple(files),
         _context_keys(templates),
         _argument_paths(templates),
-        _single({k: t for k, t in templates.items() if t.effect == "forbid" or _names_admin_action(t)}),
+        templates,
+        frozenset(k for k, t in templates.items() if _reads_arguments(t)),
+        {k: _resource_reads(t) for k, t in templates.items()},
+        frozenset(k for k, t in templates.items() if t.effect == "forbid" or _names_admin_action(t)),
     )
 
 
@@ -138,17 +149,35 @@ def _names_admin_action(template: pst.Template) -> bool:
 
 def _context_keys(templates: Mapping[str, pst.Template]) -> frozenset[str] | None:
     """The ``context`` attributes the policies read, or None when one reads ``context`` whole."""
-    keys: set[str] = set()
-    stack: list[Any] = list(templates.values())
+    return _attributes_read(list(templates.values()), "context")
+
+
+def _reads_arguments(template: pst.Template) -> bool:
+    """Whether a policy reads ``context.arguments`` (or ``context`` as a whole)."""
+    keys = _context_keys({template.id: template})
+    return keys is None or "arguments" in keys
+
+
+def _resource_reads(template: pst.Template) -> frozenset[str] | None:
+    """The attributes of ``resource`` a policy's conditions read (``resource.a``, ``resource has a``),
+    or None when they use ``resource`` in any other way."""
+    return _attributes_read(list(template.clauses), "resource")
+
+
+def _attributes_read(nodes: list[Any], variable: VarName) -> frozenset[str] | None:
+    """The attributes of ``variable`` read under ``nodes`` (``v.a``, ``v has a``), or None when
+    ``variable`` is used in any other way (as a whole)."""
+    found: set[str] = set()
+    stack = nodes
     while stack:
         node = stack.pop()
-        if isinstance(node, pst.GetAttr | pst.HasAttr) and node.base == pst.Var("context"):
-            keys.add(node.attr if isinstance(node, pst.GetAttr) else node.attrs[0])
-        elif node == pst.Var("context"):
+        if isinstance(node, pst.GetAttr | pst.HasAttr) and node.base == pst.Var(variable):
+            found.add(node.attr if isinstance(node, pst.GetAttr) else node.attrs[0])
+        elif node == pst.Var(variable):
             return None
         else:
             stack.extend(_children(node))
-    return frozenset(keys)
+    return frozenset(found)
 
 
 def _argument_paths(templates: Mapping[str, pst.Template]) -> ArgumentPaths | None:

@@ -10,6 +10,7 @@ counterparts are in ``tests/e2e/test_stream_inspection.py``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from bastion.config import HttpUpstream, RouteSettings
 from bastion.pipeline.context import Exchange, HttpRequest, JsonReply, SseEvent, SseReply
 from bastion.pipeline.filters import MessageInspector, StreamKind
+from bastion.pipeline.stages import inspect as inspect_stage
 from bastion.pipeline.stages.inspect import ListFilter
 from bastion.pipeline.stages.list_changed import ListChangedFilter
 from bastion.policy import PolicyEngine
@@ -212,3 +214,33 @@ async def test_other_notifications_leave_the_catalog_fresh(engine: PolicyEngine)
     other = {"jsonrpc": "2.0", "method": "notifications/resources/list_changed"}
     await _relay(_inspector(engine, Drops()), exchange, [SseEvent(message=other)])
     assert not catalog.stale
+
+
+async def test_a_long_list_gives_the_event_loop_back_between_items(
+    engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy work of a list is cut into slices of ``LIST_SLICE_SECONDS`` with the loop free
+    between them (here 0: after every item), and the answer is the same as in one go."""
+    monkeypatch.setattr(inspect_stage, "LIST_SLICE_SECONDS", 0.0)
+    many = [{"name": f"tool{n}", "annotations": {"readOnlyHint": True}} for n in range(40)] + TOOLS
+    ticks = 0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    exchange = _post("tools/list")
+    exchange.reply = JsonReply(200, _answer(1, items=many))
+    running = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    await _inspector(engine, Drops()).inspect_reply(exchange)
+    during = ticks - before
+    stop.set()
+    await running
+    assert isinstance(exchange.reply, JsonReply)
+    assert [tool["name"] for tool in exchange.reply.message["result"]["tools"]] == ["search"]
+    assert during >= len(many) - 1

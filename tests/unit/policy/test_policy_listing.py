@@ -163,6 +163,7 @@ def test_failures_hide(engine: PolicyEngine, monkeypatch: pytest.MonkeyPatch) ->
         raise RuntimeError("engine exploded")
 
     monkeypatch.setattr(cedarpy, "is_authorized_partial", boom)
+    monkeypatch.setattr(cedarpy, "is_authorized_batch", boom)  # slices that read no arguments: full evaluation
     assert listable(engine, user("dev"), *tools) == [False, False]
 
 

@@ -48,14 +48,14 @@ def test_conditions_on_the_resource_decide(engine_for: Callable[[str], PolicyEng
     assert engine.may_permit(_ref("secret_lookup")) is False
 
 
-def test_principal_scopes_are_over_approximated(engine_for: Callable[[str], PolicyEngine]) -> None:
+def test_principal_scopes_do_not_reach_other_resources(engine_for: Callable[[str], PolicyEngine]) -> None:
     engine = engine_for(ENGINE_POLICIES)
     # ops may call anything on route demo (whatever its risk): some principal can.
     assert engine.may_permit(_ref("drop")) is True
-    # Another route: "in Server::demo" excludes it, but the unknown principal keeps the residual
-    # (documented over-approximation); the answer is never false for a reachable tool.
+    # Another route: "in Server::demo" excludes it. Cedar alone keeps "unknown principal in Group &&
+    # false" as a residual (a "may"); the slice by resource scope leaves that permit out.
     other = ToolInventory("elsewhere").unlisted("drop")
-    assert engine.may_permit(other) is True
+    assert engine.may_permit(other) is False
 
 
 def test_no_permit_for_the_action_means_no(engine_for: Callable[[str], PolicyEngine]) -> None:

@@ -8,7 +8,9 @@ forbid answers the call with 403 ``insufficient_scope``, so the client can ask
 for more), page by page, so a paginated list is filtered too (``nextCursor`` is
 kept). Tool definitions seen here refresh the route's catalog. A filtered
 2026-07-28 result is marked ``cacheScope: "private"``: it is specific to this
-principal. The decision for all items is one batched Cedar call.
+principal. Each item is decided against its slice of the policies (``PolicyEngine.iter_listable``),
+and the filter gives the event loop back every ``LIST_SLICE_SECONDS`` of that work, so a long list
+with a large policy set never holds up other requests for long.
 
 ``ListFilter`` is a ``MessageFilter`` (``bastion.pipeline.filters``): the runner
 applies it to every response on every stream, so a list answered on a POST's
@@ -18,6 +20,8 @@ reply. Deny by construction: without a principal every item is dropped.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from bastion.pipeline.context import Exchange
@@ -25,7 +29,10 @@ from bastion.pipeline.stages.authorize import policy_context
 from bastion.policy import PolicyEngine, ResourceRef
 from bastion.stores.sessions import SentRequest
 
-__all__ = ["LISTS", "ListFilter"]
+__all__ = ["LISTS", "LIST_SLICE_SECONDS", "ListFilter"]
+
+LIST_SLICE_SECONDS = 0.002
+"""The longest a list's policy work runs before the filter yields to the event loop (seconds)."""
 
 LISTS = {
     "tools/list": ("tools", "tools/call", "Tool"),
@@ -70,7 +77,13 @@ class ListFilter:
             # Listed when callable, possibly after a step-up: as if the token had every scope
             # the route can be granted (a @scope forbid then answers the call with a 403).
             context["scopes"] = sorted({*context["scopes"], *exchange.route.scopes_supported})
-            allowed = self._engine.filter_listable(principal, action, refs, context)
+            allowed = []
+            resume = time.perf_counter() + LIST_SLICE_SECONDS
+            for listable in self._engine.iter_listable(principal, action, refs, context):
+                allowed.append(listable)
+                if time.perf_counter() > resume:
+                    await asyncio.sleep(0)  # let other requests run between items
+                    resume = time.perf_counter() + LIST_SLICE_SECONDS
         kept = [item for item, ok in zip(items, allowed, strict=True) if ok]
         exchange.notes["listed"] = len(items)
         exchange.notes["filtered_out"] = len(items) - len(kept)
