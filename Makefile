@@ -5,8 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NODE_STAMP := .tools/.installed-stamp
+PEER_VENVS := .bench/peers
+PEERS := fastmcp contextforge
 
-.PHONY: demo test test-fast lint bench node chromium redis-server clean
+.PHONY: demo test test-fast lint bench bench-peers node chromium redis-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,5 +45,16 @@ bench: $(STAMP)
 	bash scripts/install-debian-package.sh wrk /usr/bin/wrk
 	$(PY) benchmarks/run.py$(if $(BASELINE), --baseline $(BASELINE))
 
+# Each peer of `make bench-peers` in its own virtual environment, from the requirement file that pins it.
+$(PEER_VENVS)/%/.installed-stamp: benchmarks/peers/%.txt
+	test -x $(PEER_VENVS)/$*/bin/python || $(PYTHON) -m venv $(PEER_VENVS)/$*
+	$(PEER_VENVS)/$*/bin/python -m pip install -q --disable-pip-version-check -r $<
+	touch $@
+
+# Bastion against the MCP gateways a user would pick instead; `make bench-peers QUICK=1` is a smoke test.
+bench-peers: $(STAMP) $(PEERS:%=$(PEER_VENVS)/%/.installed-stamp)
+	bash scripts/install-debian-package.sh wrk /usr/bin/wrk
+	$(PY) benchmarks/peers.py$(if $(QUICK), --quick)
+
 clean:
-	rm -rf $(VENV) .tools .bastion .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .bench .bastion .pytest_cache .mypy_cache .ruff_cache

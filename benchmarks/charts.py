@@ -3,20 +3,23 @@ from the run's own figures, in four panels:
 
 - calls/s per target and concurrency (grouped bars, medians over the rounds), log scale;
 - server CPU per call per target and concurrency (the echo upstream's for ``direct``), ms, log scale;
-- the policy-count curve: ``PolicyEngine.decide`` p50 and p99 (µs) and a 100-tool list (ms) against
-  the number of policies, log-log, with issue 16's targets at 1,000 policies;
+- the policy-count curve: ``PolicyEngine.decide`` p50 and p99 uncached and p50 cached (µs), a
+  100-tool list and its longest stall of the event loop (ms) against the number of policies,
+  log-log, with issue 16's targets at 1,000 policies;
 - the argument-size curve: CPU per call at c=16 against the size of the argument, through Bastion
   and of the echo upstream alone, log-log.
 
 The two scaling panels say "not measured" when the run had no scaling rows (``--no-scaling``).
+:func:`bars` draws ``make bench-peers``'s chart too (``peer_chart``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from results import Results
+from results import Medians, Results
 from scaling import ARG_SIZES, TARGET_DECIDE_P99_US, TARGET_LIST100_MS, Scaling, size_label
 from scenario import CONCURRENCIES, DEFAULT, TARGETS
 
@@ -37,8 +40,9 @@ def draw(results: Results, path: Path) -> None:
     fig, ((calls, cpu), (policies, arguments)) = plt.subplots(2, 2, figsize=(13, 9), layout="constrained")
     fig.suptitle(f"make bench, {results.started}: Bastion and the echo upstream alone (direct)")
     targets = [t for t in TARGETS if any(r.target == t for r in results.runs)]
-    bars(calls, results, targets, "throughput", "calls/s", "Throughput (calls/s, higher is better)")
-    bars(cpu, results, targets, "server_cpu_ms", "CPU per call (ms)", "Server CPU per call (ms, lower is better)")
+    bars(calls, results, targets, CONCURRENCIES, "throughput", "calls/s", "Throughput (calls/s, higher is better)")
+    cpu_title = "Server CPU per call (ms, lower is better)"
+    bars(cpu, results, targets, CONCURRENCIES, "server_cpu_ms", "CPU per call (ms)", cpu_title)
     scaling = results.scaling
     if scaling is not None and scaling.policies:
         policy_curve(policies, scaling)
@@ -73,30 +77,39 @@ def log_axis(ax: Axes, which: Literal["x", "y"]) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def bars(ax: Axes, results: Results, targets: list[str], attr: str, ylabel: str, title: str) -> None:
-    """Grouped bars on ``ax`` (log scale): one group per concurrency, one bar per target, each labelled
-    with its value."""
+LEGEND_COLUMNS = 4
+"""Targets per row of a bar panel's legend."""
+
+
+def bars(
+    ax: Axes, results: Medians, targets: Sequence[str], concurrencies: Sequence[int], attr: str, ylabel: str, title: str
+) -> None:
+    """Grouped bars on ``ax`` (log scale): one group per concurrency, one bar per target, each the median
+    of ``attr`` over the rounds (:meth:`Medians.med`) labelled with its value."""
     width = 0.8 / len(targets)
     for i, target in enumerate(targets):
-        values = [results.med(target, conns, attr) for conns in CONCURRENCIES]
-        xs = [c + (i - (len(targets) - 1) / 2) * width for c in range(len(CONCURRENCIES))]
+        values = [results.med(target, conns, attr) for conns in concurrencies]
+        xs = [c + (i - (len(targets) - 1) / 2) * width for c in range(len(concurrencies))]
         drawn = ax.bar(xs, values, width, label=target)
         ax.bar_label(drawn, labels=[value_label(v) for v in values], fontsize=7)
     log_axis(ax, "y")
+    rows = -(-len(targets) // LEGEND_COLUMNS)
     bottom, top = ax.get_ylim()
-    ax.set_ylim(bottom, top * 3)  # room for the legend above the bars
-    ax.set_xticks(range(len(CONCURRENCIES)), [f"c={c}" for c in CONCURRENCIES])
+    ax.set_ylim(bottom, top * 3**rows)  # room for the legend above the bars
+    ax.set_xticks(range(len(concurrencies)), [f"c={c}" for c in concurrencies])
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper center", ncols=len(targets))
+    ax.legend(fontsize=8, loc="upper center", ncols=min(len(targets), LEGEND_COLUMNS))
 
 
 def policy_curve(ax: Axes, scaling: Scaling) -> None:
-    """``decide`` p50/p99 (µs, left axis) and the 100-tool list (ms, right axis) against policy count."""
+    """``decide`` p50/p99 uncached and p50 cached (µs, left axis), the 100-tool list and its longest
+    stall of the event loop (ms, right axis) against policy count."""
     sizes = list(scaling.policies)
     figures = list(scaling.policies.values())
-    ax.plot(sizes, [f["decide_p50_us"] for f in figures], "o-", label="decide p50 (µs)")
-    ax.plot(sizes, [f["decide_p99_us"] for f in figures], "s-", label="decide p99 (µs)")
+    ax.plot(sizes, [f["decide_p50_us"] for f in figures], "o-", label="decide p50, uncached (µs)")
+    ax.plot(sizes, [f["decide_p99_us"] for f in figures], "s-", label="decide p99, uncached (µs)")
+    ax.plot(sizes, [f["cached_p50_us"] for f in figures], "D-", color="C4", label="decide p50, cached (µs)")
     ax.axhline(TARGET_DECIDE_P99_US, color="C1", linestyle=":", label=f"target p99 {TARGET_DECIDE_P99_US:g} µs")
     log_axis(ax, "x")
     log_axis(ax, "y")
@@ -105,9 +118,10 @@ def policy_curve(ax: Axes, scaling: Scaling) -> None:
     ax.set_ylabel("decide (µs)")
     listing = ax.twinx()
     listing.plot(sizes, [f["list100_ms"] for f in figures], "^--", color="C2", label="100-tool list (ms)")
+    listing.plot(sizes, [f["list_stall_ms"] for f in figures], "v--", color="C3", label="its longest stall (ms)")
     listing.axhline(TARGET_LIST100_MS, color="C2", linestyle=":", label=f"target list {TARGET_LIST100_MS:g} ms")
     log_axis(listing, "y")
-    listing.set_ylabel("100-tool list (ms)")
+    listing.set_ylabel("100-tool list, longest stall (ms)")
     handles, labels = ax.get_legend_handles_labels()
     more_handles, more_labels = listing.get_legend_handles_labels()
     ax.legend(handles + more_handles, labels + more_labels, fontsize=8, loc="upper left")

@@ -1,5 +1,6 @@
-"""Load: wrk with ``benchmarks/mcp_session.lua`` against one target, the CPU it cost each process,
-and the interleaved rounds over every target and concurrency."""
+"""Load: wrk with ``benchmarks/mcp_session.lua`` against one target (an :class:`Endpoint`), the CPU it
+cost the server, the upstream behind it and wrk, and the interleaved rounds over every target and
+concurrency."""
 
 from __future__ import annotations
 
@@ -7,24 +8,36 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-from processes import children_cpu_seconds, cpu_seconds, thread_cpu_seconds
-from scenario import BENCH, CONCURRENCIES
-
-if TYPE_CHECKING:
-    from targets import Targets
+from processes import children_cpu_seconds, cpu_seconds, thread_cpu_seconds, tree_cpu_seconds
+from scenario import BENCH
 
 LUA = BENCH / "mcp_session.lua"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One target as wrk sees it: its MCP URL, bearer token (None: no ``Authorization``) and echo tool's
+    name, the pid of the server process whose CPU is measured and that of the echo upstream behind
+    it (the same process for ``direct``, the upstream alone)."""
+
+    name: str
+    url: str
+    pid: int
+    upstream_pid: int
+    token: str | None = None
+    tool: str = "echo"
 
 
 @dataclass
 class Run:
     """One wrk run against one target."""
 
-    target: str  # one of TARGETS
+    target: str  # the endpoint's name
     conns: int
     round: int
     calls: int = 0
@@ -34,12 +47,12 @@ class Run:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     mean_ms: float = 0.0
-    server_cpu_ms: float = 0.0  # per request, the process wrk talks to
+    server_cpu_ms: float = 0.0  # per request, the process wrk talks to (its process tree: ``measure(tree=True)``)
     server_sys_ms: float = 0.0  # per request, of which in the kernel (stime)
     upstream_cpu_ms: float = 0.0  # per request, the echo upstream
     wrk_cpu_ms: float = 0.0  # per request, the load generator
-    main_cpu_ms: float = 0.0  # per request, Bastion's main (event loop) thread
-    other_cpu_ms: float = 0.0  # per request, Bastion's other threads (audit writer)
+    main_cpu_ms: float = 0.0  # per request, the server's main thread (Bastion's event loop)
+    other_cpu_ms: float = 0.0  # per request, the server's other threads (Bastion's audit writer)
     other_sys_ms: float = 0.0  # per request, of which in the kernel
     first_error: str = ""
     arg_bytes: int = 0  # the size of each call's ``message`` argument; 0: ``hello from wrk <id>``
@@ -49,13 +62,25 @@ class Run:
         return self.calls / self.duration_s if self.duration_s else 0.0
 
 
-def run_wrk(url: str, conns: int, duration_s: float, token: str | None, arg_bytes: int = 0) -> dict[str, Any]:
-    """Run wrk with the MCP session script; return its ``MCPBENCH`` summary (+ ``wrk_cpu_s``).
-    ``arg_bytes`` > 0 makes each call's ``message`` argument that many bytes (``BENCH_ARG_BYTES``)."""
-    env = {**os.environ, "BENCH_TOKEN": token or "", "BENCH_ARG_BYTES": str(arg_bytes)}
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration_s:g}s", "--timeout", "10s", "-s", str(LUA), url, "--", str(conns)]
+def run_wrk(
+    url: str,
+    conns: int,
+    duration_s: float,
+    token: str | None,
+    arg_bytes: int = 0,
+    *,
+    script: Path = LUA,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run ``wrk -t1 -c<conns>`` with the MCP session ``script``; return its ``MCPBENCH`` summary (+
+    ``wrk_cpu_s``), or one with an error when wrk printed none. ``arg_bytes`` > 0 makes each call's
+    ``message`` argument that many bytes (``BENCH_ARG_BYTES``); ``env`` is added to wrk's environment
+    (``BENCH_TOOL``: the tool called, see ``mcp_session.lua``)."""
+    environment = {**os.environ, "BENCH_TOKEN": token or "", "BENCH_ARG_BYTES": str(arg_bytes), **(env or {})}
+    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{duration_s:g}s", "--timeout", "10s", "-s", str(script), url, "--",
+           str(conns)]  # fmt: skip
     before = children_cpu_seconds()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration_s + 60, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=environment, timeout=duration_s + 60, check=False)
     wrk_cpu = children_cpu_seconds() - before
     for line in proc.stdout.splitlines():
         if line.startswith("MCPBENCH "):
@@ -74,30 +99,31 @@ def run_wrk(url: str, conns: int, duration_s: float, token: str | None, arg_byte
     }
 
 
-def measure(targets: Targets, target: str, conns: int, duration_s: float, round_no: int, arg_bytes: int = 0) -> Run:
-    """One wrk run against ``target`` (``"direct"`` or a name in ``targets.bastions``); CPU deltas over
-    the requests it completed. ``arg_bytes``: see :func:`run_wrk`."""
-    bastion = targets.bastions.get(target)
-    server_pid = bastion.pid if bastion is not None else targets.echo_pid
-    server0, echo0 = cpu_seconds(server_pid), cpu_seconds(targets.echo_pid)
-    sys0 = cpu_seconds(server_pid, system_only=True)
-    threads0 = thread_cpu_seconds(server_pid) if bastion is not None else (0.0, 0.0, 0.0)
-    summary = run_wrk(
-        bastion.url if bastion is not None else targets.direct_url,
-        conns,
-        duration_s,
-        bastion.token if bastion is not None else None,
-        arg_bytes,
-    )
-    time.sleep(0.3)  # let the audit writer commit the last outcome records
-    server1, echo1 = cpu_seconds(server_pid), cpu_seconds(targets.echo_pid)
-    sys1 = cpu_seconds(server_pid, system_only=True)
-    threads1 = thread_cpu_seconds(server_pid) if bastion is not None else (0.0, 0.0, 0.0)
+def measure(
+    endpoint: Endpoint, conns: int, duration_s: float, round_no: int, arg_bytes: int = 0, *, tree: bool = False
+) -> Run:
+    """One wrk run against ``endpoint``; CPU deltas over the requests it completed. The server's CPU is
+    that of its process (``processes.cpu_seconds``) or, with ``tree``, of its whole process tree
+    (``processes.tree_cpu_seconds``: a gateway may run workers as child processes); the thread split
+    is of its process. ``arg_bytes``: see :func:`run_wrk`."""
+    server_cpu = tree_cpu_seconds if tree else cpu_seconds
+    pid, upstream_pid = endpoint.pid, endpoint.upstream_pid
+    server0, sys0, echo0 = server_cpu(pid), server_cpu(pid, system_only=True), cpu_seconds(upstream_pid)
+    threads0 = thread_cpu_seconds(pid)
+    env = {"BENCH_TOOL": endpoint.tool}
+    summary = run_wrk(endpoint.url, conns, duration_s, endpoint.token, arg_bytes, env=env)
+    time.sleep(0.3)  # let Bastion's audit writer commit the last outcome records
+    server1, sys1, echo1 = server_cpu(pid), server_cpu(pid, system_only=True), cpu_seconds(upstream_pid)
+    threads1 = thread_cpu_seconds(pid)
     requests = max(int(summary.get("requests", 0)), 1)
+
+    def per_request_ms(before: float, after: float) -> float:
+        return (after - before) / requests * 1000
+
     errors = int(summary.get("errors", 0)) + int(summary.get("socket_errors", 0))
     errors += int(summary.get("status_errors", 0))
     return Run(
-        target=target,
+        target=endpoint.name,
         conns=conns,
         round=round_no,
         calls=int(summary.get("calls", 0)),
@@ -107,24 +133,29 @@ def measure(targets: Targets, target: str, conns: int, duration_s: float, round_
         p50_ms=float(summary.get("p50_us", 0.0)) / 1000,
         p99_ms=float(summary.get("p99_us", 0.0)) / 1000,
         mean_ms=float(summary.get("mean_us", 0.0)) / 1000,
-        server_cpu_ms=(server1 - server0) / requests * 1000,
-        server_sys_ms=(sys1 - sys0) / requests * 1000,
-        upstream_cpu_ms=(echo1 - echo0) / requests * 1000,
+        server_cpu_ms=per_request_ms(server0, server1),
+        server_sys_ms=per_request_ms(sys0, sys1),
+        upstream_cpu_ms=per_request_ms(echo0, echo1),
         wrk_cpu_ms=float(summary.get("wrk_cpu_s", 0.0)) / requests * 1000,
-        main_cpu_ms=(threads1[0] - threads0[0]) / requests * 1000,
-        other_cpu_ms=(threads1[1] - threads0[1]) / requests * 1000,
-        other_sys_ms=(threads1[2] - threads0[2]) / requests * 1000,
+        main_cpu_ms=per_request_ms(threads0[0], threads1[0]),
+        other_cpu_ms=per_request_ms(threads0[1], threads1[1]),
+        other_sys_ms=per_request_ms(threads0[2], threads1[2]),
         first_error=str(summary.get("first_error", "")),
         arg_bytes=arg_bytes,
     )
 
 
-def run_rounds(targets: Targets, rounds: int, duration_s: float) -> Iterator[Run]:
+def run_rounds(
+    endpoints: Sequence[Endpoint], concurrencies: Sequence[int], rounds: int, duration_s: float, *, tree: bool = False
+) -> Iterator[Run]:
+    """``rounds`` rounds; in each, every concurrency; at each, one run per endpoint in turn (interleaved),
+    printed as it ends. ``tree``: see :func:`measure`."""
+    width = max(len(endpoint.name) for endpoint in endpoints)
     for round_no in range(1, rounds + 1):
-        for conns in CONCURRENCIES:
-            for target in targets.names:
-                run = measure(targets, target, conns, duration_s, round_no)
-                print(f"round {round_no} c={conns:<2} {target:14}  {progress(run)}", flush=True)
+        for conns in concurrencies:
+            for endpoint in endpoints:
+                run = measure(endpoint, conns, duration_s, round_no, tree=tree)
+                print(f"round {round_no} c={conns:<2} {endpoint.name:{width}}  {progress(run)}", flush=True)
                 yield run
 
 

@@ -1,12 +1,17 @@
--- wrk script for `make bench`: MCP Streamable HTTP sessions, then timed `tools/call`s.
+-- wrk script for `make bench` and `make bench-peers`: MCP Streamable HTTP sessions, then timed
+-- `tools/call`s, against any MCP server or gateway.
 --
 --   BENCH_TOKEN=<jwt> wrk -t1 -c16 -d5s -s benchmarks/mcp_session.lua http://127.0.0.1:PORT/mcp -- 16
 --
 -- The argument after `--` is the number of connections per thread: each thread first
 -- opens that many MCP sessions (`initialize`, then `notifications/initialized` with the
--- `Mcp-Session-Id` it got back), then sends `tools/call` of `echo` round-robin over its
+-- `Mcp-Session-Id` it got back), then sends `tools/call` of `echo` (of `$BENCH_TOOL` when set:
+-- ContextForge prefixes a federated tool's name with its gateway's slug) round-robin over its
 -- sessions with `Authorization: Bearer $BENCH_TOKEN` (omitted when unset) and the session
--- header. With `BENCH_ARG_BYTES=N` (N > 0) the `message` argument of every call is N bytes
+-- header. A server that answers `initialize` without `Mcp-Session-Id` (stateless Streamable
+-- HTTP) gets no session header. An answer sent as Server-Sent Events (`Content-Type:
+-- text/event-stream`, FastMCP's default) is read from the `data` of its JSON-RPC response event.
+-- With `BENCH_ARG_BYTES=N` (N > 0) the `message` argument of every call is N bytes
 -- of prose (a sentence repeated, cut at N) instead of `hello from wrk <id>`; the echo
 -- upstream sends it back, so the answer is as large. Every request carries a unique
 -- JSON-RPC id; the script times each `tools/call` itself (CLOCK_MONOTONIC through the
@@ -51,6 +56,11 @@ first_error = ""
 lat = {}           -- tools/call latencies in microseconds
 
 local token = os.getenv("BENCH_TOKEN")
+local tool = os.getenv("BENCH_TOOL") or ""
+if tool == "" then
+  tool = "echo"
+end
+local STATELESS = "" -- the session of a server that gave no Mcp-Session-Id: no session header is sent
 local arg_bytes = tonumber(os.getenv("BENCH_ARG_BYTES") or "") or 0
 local padding = nil -- the N-byte message when BENCH_ARG_BYTES is set (built once)
 if arg_bytes > 0 then
@@ -78,10 +88,32 @@ local function headers(session)
     h["Authorization"] = "Bearer " .. token
   end
   if session then
-    h["Mcp-Session-Id"] = session
+    if session ~= STATELESS then
+      h["Mcp-Session-Id"] = session
+    end
     h["MCP-Protocol-Version"] = PROTOCOL
   end
   return h
+end
+
+local function header(hdrs, wanted)
+  for name, value in pairs(hdrs) do
+    if string.lower(name) == wanted then
+      return value
+    end
+  end
+  return nil
+end
+
+-- The JSON-RPC message of an SSE body: the `data` of its first event that has an `id`.
+local function sse_message(body)
+  for line in string.gmatch(body, "[^\r\n]+") do
+    local data = string.match(line, "^data: ?(.*)$")
+    if data and string.find(data, '"id"', 1, true) then
+      return data
+    end
+  end
+  return body
 end
 
 local function note_error(what)
@@ -115,7 +147,7 @@ function request()
   end
   rr = rr % #ready + 1
   local message = padding or ("hello from wrk " .. id)
-  local body = '{"jsonrpc":"2.0","id":' .. id .. ',"method":"tools/call","params":{"name":"echo",'
+  local body = '{"jsonrpc":"2.0","id":' .. id .. ',"method":"tools/call","params":{"name":"' .. tool .. '",'
     .. '"arguments":{"message":"' .. message .. '"}}}'
   inflight[id] = { now_us(), "call" }
   return wrk.format("POST", nil, headers(ready[rr]), body)
@@ -123,6 +155,9 @@ end
 
 function response(status, hdrs, body)
   local stop = now_us()
+  if body and string.find(header(hdrs, "content-type") or "", "text/event-stream", 1, true) then
+    body = sse_message(body)
+  end
   local id = body and tonumber(string.match(body, '^%s*{[^{]-"id"%s*:%s*(%d+)'))
   if not id then
     if status == 202 then
@@ -139,19 +174,13 @@ function response(status, hdrs, body)
   end
   local kind = entry[2]
   if kind == "initialize" then
-    local sid = nil
-    for name, value in pairs(hdrs) do
-      if string.lower(name) == "mcp-session-id" then
-        sid = value
-      end
-    end
-    if status ~= 200 or not sid then
+    if status ~= 200 or not string.find(body, '"result"', 1, true) then
       note_error("initialize answered " .. status .. ": " .. string.sub(body or "", 1, 200))
       opened = opened - 1
       return
     end
     handshakes = handshakes + 1
-    table.insert(fresh, sid)
+    table.insert(fresh, header(hdrs, "mcp-session-id") or STATELESS)
     return
   end
   if status == 200 and string.find(body, '"result"', 1, true) and not string.find(body, '"error"', 1, true)

@@ -305,7 +305,7 @@ def profile_bastion(targets: Targets, conns: int, duration_s: float, out: Path) 
             [*cmd, "--native"] if native else cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         time.sleep(0.5)
-        run = measure(targets, DEFAULT, conns, duration_s + 1.0, 0)
+        run = measure(targets.endpoint(DEFAULT), conns, duration_s + 1.0, 0)
         output = record.communicate(timeout=60)[0].decode(errors="replace")
         if record.returncode == 0 and out.exists() and out.stat().st_size:
             return parse_profile(out, native=native), run

@@ -4,65 +4,15 @@ and the profile."""
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
-import os
-import platform
-import sqlite3
-import subprocess
-from pathlib import Path
-
 from charts import CHART
 from profile_report import profile_markdown
+from render import aligned, markdown_table, verdict_items, verdict_lines
 from results import Results
 from scaling import CONNS, Scaling
 from scenario import CONCURRENCIES, NORMAL, POLICIES, TARGETS
 
-
-def machine() -> dict[str, str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
-    wrk_version = (wrk.stdout or wrk.stderr).splitlines()[0].split(" [")[0] if (wrk.stdout or wrk.stderr) else "?"
-
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "?"
-
-    return {
-        "cpu": model,
-        "nproc": str(os.cpu_count()),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "kernel": platform.release(),
-        "wrk": wrk_version,
-        "libs": ", ".join(
-            f"{n} {version(n)}" for n in ("uvicorn", "uvloop", "httptools", "starlette", "aiohttp", "cedarpy")
-        )
-        + f", SQLite {sqlite3.sqlite_version}",
-    }
-
-
-def aligned(rows: list[tuple[str, ...]]) -> list[str]:
-    """A table for the terminal: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(r)) for r in rows
-    ]
-
-
-def markdown_table(rows: list[tuple[str, ...]]) -> list[str]:
-    """A markdown table of ``rows`` (the first is the header): the first column left-aligned, the others right."""
-    return [
-        "| " + " | ".join(rows[0]) + " |",
-        "|---" + "|---:" * (len(rows[0]) - 1) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows[1:]),
-    ]
+PEERS_DOCUMENT = "benchmarks-peers.md"
+"""``make bench-peers``'s document, beside this one."""
 
 
 def scaling_tables(scaling: Scaling) -> list[tuple[str, list[tuple[str, ...]]]]:
@@ -86,13 +36,13 @@ def text(results: Results) -> str:
     if results.invalid():
         lines.append("INVALID RUN (errors): targets not evaluated")
     else:
-        lines.extend(f"{'MET ' if ok else 'MISS'}  {name}: {value}" for name, value, ok in results.targets())
+        lines.extend(verdict_lines(results.targets()))
         lines.append("(judged on the default configuration; with audit synchronous=normal, for comparison:)")
-        lines.extend(f"{'met ' if ok else 'miss'}  {name}: {value}" for name, value, ok in results.targets(NORMAL))
+        lines.extend(verdict_lines(results.targets(NORMAL)))
     if results.scaling is not None:
         for title, rows in scaling_tables(results.scaling):
             lines.extend(["", f"{title}:", *aligned(rows)])
-        lines.extend(f"{'MET ' if ok else 'MISS'}  {name}: {value}" for name, value, ok in results.scaling.targets())
+        lines.extend(verdict_lines(results.scaling.targets()))
     return "\n".join(lines)
 
 
@@ -186,9 +136,7 @@ def markdown(results: Results, info: dict[str, str]) -> str:
         "the argument-size curve (from [Scaling](#scaling))."
     )
     add("")
-    add("| " + " | ".join(results.HEADER) + " |")
-    add("|---|---:|---:|---:|---:|")
-    add("\n".join("| " + " | ".join(row) + " |" for row in results.rows()))
+    out.extend(markdown_table([results.HEADER, *results.rows()]))
     add("")
     add(
         "The in-process rows time, outside the server, what the request path computes besides I/O, called as "
@@ -208,15 +156,19 @@ def markdown(results: Results, info: dict[str, str]) -> str:
     add("")
     add("Targets, judged on the default configuration (`audit.synchronous: full`):")
     add("")
-    for name, value, ok in results.targets():
-        add(f"- {'**met**' if ok else '**not met**'}: {name} — measured {value}")
+    out.extend(verdict_items(results.targets()))
     add("")
     normal = "; ".join(f"{name}: {value} ({'met' if ok else 'not met'})" for name, value, ok in results.targets(NORMAL))
     add(f"For comparison only, with `audit.synchronous: normal`: {normal}.")
     add("")
+    add("### Against the peers")
+    add("")
     add(
-        "For scale, measured on this machine kind: the best FastMCP proxy configuration (session reuse, JWT) "
-        "spends 2.4 ms of CPU per call and adds 2.1 ms p50; IBM ContextForge spends 18-48 ms per call."
+        "`make bench-peers` measures Bastion in this default configuration, the echo upstream alone and the MCP "
+        "gateways a user would pick instead (the FastMCP proxy and IBM ContextForge, each at a pinned version and "
+        "in two configurations) in the same interleaved rounds, with the same wrk script: calls/s, latency and "
+        "CPU per call of each gateway's process tree, and Bastion's CPU per call against the best peer's: "
+        f"[{PEERS_DOCUMENT}]({PEERS_DOCUMENT})."
     )
     add("")
     if baseline is not None:
@@ -229,9 +181,7 @@ def markdown(results: Results, info: dict[str, str]) -> str:
             "baseline: below 1x is less CPU, above 1x more throughput."
         )
         add("")
-        add("| " + " | ".join(cell.replace("|", "\\|") for cell in results.baseline_header()) + " |")
-        add("|---|---:|---:|---:|")
-        add("\n".join("| " + " | ".join(row) + " |" for row in results.baseline_rows()))
+        out.extend(markdown_table([results.baseline_header(), *results.baseline_rows()]))
         add("")
     add("### Every run")
     add("")
@@ -279,14 +229,17 @@ def scaling_markdown(scaling: Scaling | None) -> list[str]:
         "against the first row. "
         "**Routes:** fresh Bastions with 1 and with 100 routes (99 others to paths of the same echo upstream, "
         "listed before the measured one), interleaved. **Policy-set size:** `benchmarks/policy_scale.py`'s "
-        "`measure`, in-process: `PolicyEngine.decide` for one `tools/call` that most policies have nothing to do "
-        "with, and `filter_listable` on a 100-tool `tools/list` (Cedar runs on the event loop: this is how long "
-        "one list holds it), over sets of four ordinary policy shapes."
+        "`measure`, in-process, over sets of four ordinary policy shapes spread over 20 routes: "
+        "`PolicyEngine.decide` for one `tools/call` uncached (every call carries a new value of an argument a "
+        "policy reads, so Cedar evaluates the request's slice each time) and cached (the same call again: the "
+        "engine's decision memo); `unrelated`, what the policies that cannot apply add to an uncached `decide` "
+        "(on a route of its own with eight policies: with the others loaded, minus without them); and a 100-tool "
+        "`tools/list` as the list filter runs it (Cedar runs on the event loop): its time, and the longest stall, "
+        "the longest stretch of policy work between two yields to the event loop."
     )
     out.append("")
     for title, rows in scaling_tables(scaling):
         out.extend([f"### {title}", "", *markdown_table(rows), ""])
-    for name, value, ok in scaling.targets():
-        out.append(f"- {'**met**' if ok else '**not met**'}: {name} — measured {value}")
+    out.extend(verdict_items(scaling.targets()))
     out.append("")
     return out

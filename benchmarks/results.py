@@ -1,6 +1,7 @@
 """The figures of one run (every wrk run, the in-process timings, the profiles, the scaling rows) and
-the tables made of them: the results side by side, the baseline comparison, and the targets met or
-missed (the scaling rows' tables are ``scaling.Scaling``'s)."""
+the tables made of them: the results side by side, the baseline comparison, and issue 16's targets
+met or missed (the scaling rows' tables are ``scaling.Scaling``'s). :class:`Medians` and
+:data:`Verdict` serve ``make bench-peers``'s results too."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ if TYPE_CHECKING:
     from scaling import Scaling  # which imports median from here
 
 TARGET_ADDED_P50_MS = 1.0
-TARGET_CPU_MS = 0.5
+"""Issue 16: the default Bastion adds at most this much latency p50 at concurrency 1 (ms)."""
+TARGET_CPU_MS = {1: 0.8, 16: 0.3}
+"""Issue 16: the default Bastion's CPU per call at most this (ms), per concurrency."""
+
+Verdict = tuple[str, str, bool | None]
+"""A target as the reports give it: its name, the figure measured, and whether it was met (None: a
+figure the issue asks for without a threshold to judge it by)."""
 
 
 def median(runs: list[Run], attr: str) -> float:
@@ -26,10 +33,23 @@ def median(runs: list[Run], attr: str) -> float:
 
 
 @dataclass
-class Results:
-    """The figures of one ``make bench`` run and the tables they make; ``report`` renders them."""
+class Medians:
+    """Wrk runs, and the median of a figure over the rounds per target and concurrency."""
 
     runs: list[Run]
+
+    def pick(self, target: str, conns: int) -> list[Run]:
+        return [r for r in self.runs if r.target == target and r.conns == conns]
+
+    def med(self, target: str, conns: int, attr: str) -> float:
+        """The median of ``attr`` (a :class:`~load.Run` field or property) over ``target``'s runs at ``conns``."""
+        return median(self.pick(target, conns), attr)
+
+
+@dataclass
+class Results(Medians):
+    """The figures of one ``make bench`` run and the tables they make; ``report`` renders them."""
+
     micro: dict[str, float]
     profiles: dict[int, Profile]
     profile_runs: dict[int, Run]
@@ -43,12 +63,6 @@ class Results:
     """Whether the baseline's config had ``routes[].http.allow_http``/``allow`` (see ``BaselineCommit.config_note``)."""
     scaling: Scaling | None = None
     """The scaling rows (``scaling.measure_scaling``); None with ``--no-scaling`` or an invalid main run."""
-
-    def pick(self, target: str, conns: int) -> list[Run]:
-        return [r for r in self.runs if r.target == target and r.conns == conns]
-
-    def med(self, target: str, conns: int, attr: str) -> float:
-        return median(self.pick(target, conns), attr)
 
     def rows(self) -> list[tuple[str, str, str, str, str]]:
         """(label, direct, Bastion default, Bastion synchronous=normal, ratio or added: default / normal)."""
@@ -192,16 +206,17 @@ class Results:
     def baseline_config(self) -> str:
         return self.baseline.config_note(route_egress_keys=self.baseline_route_egress_keys) if self.baseline else ""
 
-    def targets(self, target: str = DEFAULT) -> list[tuple[str, str, bool]]:
-        d, b = self.med("direct", 1, "p50_ms"), self.med(target, 1, "p50_ms")
-        out = [
-            (f"added latency p50 at c=1 < {TARGET_ADDED_P50_MS:g} ms", f"{b - d:.3f} ms", b - d < TARGET_ADDED_P50_MS)
+    def targets(self, target: str = DEFAULT) -> list[Verdict]:
+        """Issue 16's hot-path targets judged on ``target``: the latency p50 it adds to the direct
+        upstream's at c=1 (:data:`TARGET_ADDED_P50_MS`), its CPU per call at each concurrency of
+        :data:`TARGET_CPU_MS`."""
+        added = self.med(target, 1, "p50_ms") - self.med("direct", 1, "p50_ms")
+        out: list[Verdict] = [
+            (f"added latency p50 at c=1 <= {TARGET_ADDED_P50_MS:g} ms", f"{added:.3f} ms", added <= TARGET_ADDED_P50_MS)
         ]
-        for conns in CONCURRENCIES:
+        for conns, limit in TARGET_CPU_MS.items():
             cpu = self.med(target, conns, "server_cpu_ms")
-            out.append(
-                (f"Bastion CPU per tools/call < {TARGET_CPU_MS:g} ms (c={conns})", f"{cpu:.3f} ms", cpu < TARGET_CPU_MS)
-            )
+            out.append((f"Bastion CPU per tools/call <= {limit:g} ms at c={conns}", f"{cpu:.3f} ms", cpu <= limit))
         return out
 
     def invalid(self) -> list[Run]:

@@ -61,7 +61,9 @@ policy set), ``processes`` (ports, readiness, stopping, CPU time from ``/proc``)
 ``bastion serve`` processes), ``load`` (wrk runs and rounds), ``profiling`` (py-spy),
 ``timers``, ``inprocess`` and ``inprocess_auth`` (the in-process rows), ``scaling`` (the scaling
 rows), ``results`` (the figures and their tables), ``report`` and ``profile_report`` (the terminal
-summary and the document), ``charts`` (its chart).
+summary and the document), ``charts`` (its chart), ``render`` (what this report and ``make
+bench-peers``'s render alike, and writing them). ``make bench-peers`` (``benchmarks/peers.py``) reuses
+the echo upstream, the default Bastion, the wrk script and rounds, and measures the peers beside them.
 """
 
 from __future__ import annotations
@@ -80,10 +82,11 @@ from inprocess import microbench
 from load import Run, measure, run_rounds
 from processes import Prerequisite
 from profiling import Profile, profile_bastion
-from report import machine, markdown, text
+from render import finish
+from report import markdown, text
 from results import Results
 from scaling import Scaling, measure_scaling
-from scenario import PROFILED, REPO
+from scenario import CONCURRENCIES, PROFILED, REPO
 from targets import BASTION, Targets
 
 
@@ -132,11 +135,12 @@ def main() -> int:
             if baseline is not None:
                 print(f"baseline: {baseline.config_note(route_egress_keys=targets.baseline_route_egress_keys)}")
             for target in targets.names:
-                warm = measure(targets, target, 16, 2.0, 0)
+                warm = measure(targets.endpoint(target), 16, 2.0, 0)
                 if warm.errors or not warm.calls:
                     print(f"warm-up against {target} failed: {warm.first_error}\n{targets.logs()}", file=sys.stderr)
                     return 1
-            runs = list(run_rounds(targets, args.rounds, args.duration))
+            endpoints = [targets.endpoint(target) for target in targets.names]
+            runs = list(run_rounds(endpoints, CONCURRENCIES, args.rounds, args.duration))
             valid = not any(r.errors or not r.calls for r in runs)
             profiles: dict[int, Profile] = {}
             profile_runs: dict[int, Run] = {}
@@ -182,24 +186,7 @@ def main() -> int:
         baseline_route_egress_keys=targets.baseline_route_egress_keys,
         scaling=scaling,
     )
-    print()
-    print(text(results))
-    bad = results.invalid()
-    if bad:
-        print(
-            f"\nINVALID RUN: {len(bad)} wrk run(s) had errors, e.g. {bad[0].target} c={bad[0].conns} round "
-            f"{bad[0].round}: {bad[0].first_error}; {args.output} not written",
-            file=sys.stderr,
-        )
-        return 1
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(markdown(results, machine()), encoding="utf-8")
-    chart = args.output.parent / CHART
-    draw(results, chart)
-    print()
-    for path in (args.output, chart):
-        print(f"written {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
-    return 0
+    return finish(results, args.output, text, markdown, CHART, draw)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baseline import BaselineCommit, extract_source
-from processes import Prerequisite, free_port, stop, wait_http
+from load import Endpoint
+from processes import Prerequisite, Server, free_port, stop, wait_http
 from scenario import BASELINE, BENCH, BIN, DEFAULT, GROUP, POLICIES, ROUTE, SYNCHRONOUS, TARGETS
 
 BASTION = str(BIN / "bastion")
@@ -19,7 +20,7 @@ CLI_MAIN = "import sys; from bastion.cli import main; sys.exit(main())"
 
 
 @dataclass
-class BastionServer:
+class BastionServer(Server):
     """One ``bastion serve`` process: its own config, data directory, port and token.
 
     It runs this checkout's Bastion (the ``bastion`` script of this venv) unless ``source`` is
@@ -48,18 +49,8 @@ class BastionServer:
         return self.workdir / f"{self.name}.yaml"
 
     @property
-    def log_path(self) -> Path:
-        return self.workdir / f"{self.name}.log"
-
-    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/mcp/{ROUTE}"
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise RuntimeError(f"{self.name} is not running")
-        return self.proc.pid
 
     @property
     def command(self) -> list[str]:
@@ -150,19 +141,8 @@ audit:
             )
 
     def start(self) -> None:
-        log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [*self.command, "serve", "--config", str(self.config_path), "--log-level", "warning"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-            env=self.env,
-        )
-        log.close()
-        try:
-            wait_http(self.port, "/healthz", self.proc)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"{exc}\n--- {self.name} log ---\n{self.log()}") from exc
+        self.spawn([*self.command, "serve", "--config", str(self.config_path), "--log-level", "warning"], self.env)
+        self.wait_ready("/healthz")
         self.token = self.mint()
 
     def mint(self) -> str:
@@ -187,20 +167,20 @@ audit:
         done.check_returncode()
         return done.stdout.strip()
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
-
 
 class Targets:
-    """The echo upstream and the Bastions (two of this checkout, and with ``baseline`` one of an
-    earlier commit), running; ``load.measure`` measures one run against one of them."""
+    """The echo upstream and the Bastions (two of this checkout, the second only with ``normal``, and
+    with ``baseline`` one of an earlier commit), running; ``load.measure`` measures one run against
+    the :meth:`endpoint` of one of them."""
 
-    def __init__(self, workdir: Path, baseline: BaselineCommit | None = None) -> None:
+    def __init__(self, workdir: Path, baseline: BaselineCommit | None = None, *, normal: bool = True) -> None:
         self.workdir = workdir
         self.echo_port = free_port()
         self.echo: subprocess.Popen[bytes] | None = None
         self.bastions = {
-            name: BastionServer(name, workdir, free_port(), synchronous) for name, synchronous in SYNCHRONOUS.items()
+            name: BastionServer(name, workdir, free_port(), synchronous)
+            for name, synchronous in SYNCHRONOUS.items()
+            if normal or name == DEFAULT
         }
         self.baseline = baseline
         if baseline is not None:
@@ -226,6 +206,14 @@ class Targets:
     @property
     def direct_url(self) -> str:
         return f"http://127.0.0.1:{self.echo_port}/mcp"
+
+    def endpoint(self, name: str) -> Endpoint:
+        """What wrk measures for target ``name``: ``"direct"`` (the echo upstream alone) or a name in
+        :attr:`bastions`, running."""
+        if name == "direct":
+            return Endpoint(name, self.direct_url, self.echo_pid, self.echo_pid)
+        bastion = self.bastions[name]
+        return Endpoint(name, bastion.url, bastion.pid, self.echo_pid, bastion.token)
 
     def start(self) -> None:
         """Start the echo upstream and every Bastion. For the baseline, first extract its commit's
@@ -262,18 +250,17 @@ class Targets:
 
     def stop_bastion(self, name: str) -> None:
         """Stop the Bastion ``name`` and forget it (its log stays in the working directory)."""
-        proc = self.bastions.pop(name).proc
-        if proc is not None:
-            stop(proc)
+        self.bastions.pop(name).stop()
 
     def logs(self) -> str:
         return "\n".join(f"--- {b.name} log ---\n{b.log()}" for b in self.bastions.values())
 
     def stop(self) -> None:
         """Stop every Bastion (the baseline's too) and the echo upstream."""
-        for proc in (*(b.proc for b in self.bastions.values()), self.echo):
-            if proc is not None:
-                stop(proc)
+        for bastion in self.bastions.values():
+            bastion.stop()
+        if self.echo is not None:
+            stop(self.echo)
 
     @property
     def echo_pid(self) -> int:
