@@ -588,27 +588,46 @@ def _context_record(
         raise TypeError("context records must be a whole number from 0 to 2**63-1")
     if not isinstance(bulk, bool):
         raise TypeError("context bulk must be a bool")
-    record: dict[str, Any] = {
-        "arguments": to_cedar_arguments(arguments, {} if keep is not None and "arguments" not in keep else paths),
-        "scopes": sorted(set(scopes)),
-        "time": int(now),
-        "approved": approved,
-        "session_labels": sorted(set(labels)),
-        "records": records,
-        "bulk": bulk,
-    }
     for key in ("client_id", "session", "ip"):
         value = context.get(key)
-        if value is None or value == "":
-            continue
-        if not isinstance(value, str):
+        if value is not None and not isinstance(value, str):
             raise TypeError(f"context {key} must be a string")
-        record[key] = value
-    if "ip" in record:
-        record["ip"] = {"__extn": {"fn": "ip", "arg": str(ipaddress.ip_address(record["ip"]))}}
-    if keep is not None:
-        record = {key: value for key, value in record.items() if key in keep}
+    ip = context.get("ip")
+    if ip:
+        ip = _ip_text(ip)  # checked even when no policy reads it, like every key
+    if keep is None:
+        keep = _CONTEXT_KEYS
+    record: dict[str, Any] = {}
+    if "arguments" in keep:
+        record["arguments"] = to_cedar_arguments(arguments, paths)
+    else:
+        to_cedar_arguments(arguments, {})  # the reserved top-level keys are refused all the same
+    if "scopes" in keep:
+        record["scopes"] = sorted(set(scopes))
+    if "time" in keep:
+        record["time"] = int(now)
+    if "approved" in keep:
+        record["approved"] = approved
+    if "session_labels" in keep:
+        record["session_labels"] = sorted(set(labels))
+    if "records" in keep:
+        record["records"] = records
+    if "bulk" in keep:
+        record["bulk"] = bulk
+    for key in ("client_id", "session"):
+        value = context.get(key)
+        if value and key in keep:
+            record[key] = value
+    if ip and "ip" in keep:
+        record["ip"] = {"__extn": {"fn": "ip", "arg": ip}}
     return record
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_text(text: str) -> str:
+    """The normalised text of the IP address ``text`` (cached: a client's address repeats).
+    Raises ``ValueError`` when it is not one."""
+    return str(ipaddress.ip_address(text))
 
 
 def _entity_handle(
