@@ -20,7 +20,7 @@ import hashlib
 import importlib.resources
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ class PolicyInfo:
 
 @dataclass(frozen=True, slots=True)
 class LoadedPolicies:
-    """The parsed policy set and what the engine needs to explain its answers.
+    """The parsed policies and what the engine needs to slice, evaluate and explain its answers.
 
     ``by_cedar_id`` maps Cedar's positional ids (``policy0``...) to ``PolicyInfo``;
     ``version`` is the SHA-256 (hex) of the policy texts, in load order, and the schema;
@@ -71,17 +71,16 @@ class LoadedPolicies:
     unconstrained action makes nobody an approver or an auditor.
     """
 
-    policy_set: cedarpy.PolicySet
     by_cedar_id: Mapping[str, PolicyInfo]
+    templates: Mapping[str, pst.Template]
     schema_text: str
     version: str
     files: tuple[Path, ...]
     context_keys: frozenset[str] | None
-    argument_paths: ArgumentPaths | None = None
-    templates: Mapping[str, pst.Template] = field(default_factory=dict)
-    argument_readers: frozenset[str] = frozenset()
-    resource_reads: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
-    admin_ids: frozenset[str] = frozenset()
+    argument_paths: ArgumentPaths | None
+    argument_readers: frozenset[str]
+    resource_reads: Mapping[str, frozenset[str] | None]
+    admin_ids: frozenset[str]
 
 
 def builtin_schema_text() -> str:
@@ -108,8 +107,7 @@ def load_policies(policy_paths: Sequence[Path], schema_path: Path | None = None)
                 raise ConfigError(f"duplicate policy @id({policy_id!r}) in {files_by_id[policy_id]} and {path}")
             files_by_id[policy_id] = path
     try:
-        policy_set = cedarpy.PolicySet.from_str("\n".join(texts))
-        templates = policy_set.to_pst().static_policies
+        templates = cedarpy.PolicySet.from_str("\n".join(texts)).to_pst().static_policies
     except ValueError as exc:  # pragma: no cover - each file parsed on its own above
         raise ConfigError(f"{', '.join(map(str, files))}: Cedar parse error: {exc}") from exc
     by_cedar_id = {
@@ -126,17 +124,16 @@ def load_policies(policy_paths: Sequence[Path], schema_path: Path | None = None)
     for text in (*texts, schema_text):
         digest.update(len(text.encode()).to_bytes(8, "big") + text.encode())
     return LoadedPolicies(
-        policy_set,
-        by_cedar_id,
-        schema_text,
-        digest.hexdigest(),
-        tuple(files),
-        _context_keys(templates),
-        _argument_paths(templates),
-        templates,
-        frozenset(k for k, t in templates.items() if _reads_arguments(t)),
-        {k: _resource_reads(t) for k, t in templates.items()},
-        frozenset(k for k, t in templates.items() if t.effect == "forbid" or _names_admin_action(t)),
+        by_cedar_id=by_cedar_id,
+        templates=templates,
+        schema_text=schema_text,
+        version=digest.hexdigest(),
+        files=tuple(files),
+        context_keys=_context_keys(templates),
+        argument_paths=_argument_paths(templates),
+        argument_readers=frozenset(k for k, t in templates.items() if _reads_arguments(t)),
+        resource_reads={k: _resource_reads(t) for k, t in templates.items()},
+        admin_ids=frozenset(k for k, t in templates.items() if t.effect == "forbid" or _names_admin_action(t)),
     )
 
 
