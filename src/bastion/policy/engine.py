@@ -1,6 +1,6 @@
 """The policy engine: a Cedar decision for (principal, action, resource, context).
 
-Policies are read, parsed into one ``cedarpy.PolicySet`` and validated once, at start
+Policies are read, parsed and validated once, at start
 (``bastion.policy.loader``). How tool arguments validate: the schema types
 ``context.arguments`` as the common type ``Arguments``, which the loader declares per
 policy from that policy's own use of its arguments, every attribute optional (so each
