@@ -15,7 +15,8 @@ the attributes of real calls. The entities and context are instead built here fr
 shapes (tests check them against the schema), and only the MCP actions exist (the loader
 refuses action groups). Arguments are converted by ``bastion.policy.convert``. Each request
 is evaluated against its slice: the policies whose scope can match it
-(``bastion.policy.slicing``; the same answer as the whole set, property-tested). Cached: the
+(``bastion.policy.slicing``; the same answer as the whole set, property-tested), which
+``decide`` narrows further by partial evaluation with the context unknown. Cached: the
 parsed slices, each principal's entity JSON, parsed entity sets (LRU, by their JSON text) and
 ``decide``'s decisions (by Cedar's exact inputs); context attributes that no policy reads are
 not sent to Cedar.
@@ -88,6 +89,8 @@ DECISION_CACHE_SIZE = 4096
 """Decisions ``PolicyEngine.decide`` keeps per engine."""
 DECISION_CACHE_KEY_CHARS = 2048
 """The longest context JSON (characters) whose decision is kept."""
+_FALSE = [{"kind": "when", "body": {"Value": False}}]
+"""The conditions of a residual policy that cannot be satisfied (Cedar's JSON policy format)."""
 _READS_KEPT = 4096
 """Slices whose resource reads ``PolicyEngine._resource_key`` keeps (then starts afresh)."""
 _NO_POLICY = Decision("deny")
@@ -103,8 +106,8 @@ class PolicyEngine:
     ``may_permit`` (inventories only) never raises either: a failure there answers true.
     """
 
-    __slots__ = ("_admin", "_argument_readers", "_by_cedar_id", "_decisions", "_loaded", "_obligations_by_id",
-                 "_resource_reads", "_slicer", "limited_policy_ids")  # fmt: skip
+    __slots__ = ("_admin", "_argument_readers", "_by_cedar_id", "_decisions", "_loaded", "_narrowed_masks",
+                 "_obligations_by_id", "_resource_reads", "_slicer", "limited_policy_ids")  # fmt: skip
 
     def __init__(self, loaded: LoadedPolicies) -> None:
         self._loaded = loaded
@@ -112,6 +115,7 @@ class PolicyEngine:
         self._admin = PolicySlicer({k: t for k, t in loaded.templates.items() if k in loaded.admin_ids})
         self._argument_readers = self._slicer.mask_of(loaded.argument_readers)
         self._decisions: OrderedDict[tuple[str, str, str, str], Decision] = OrderedDict()
+        self._narrowed_masks: OrderedDict[tuple[str, str, str], int] = OrderedDict()
         self._resource_reads: dict[int, frozenset[str] | None] = {}
         self._by_cedar_id: Mapping[str, PolicyInfo] = loaded.by_cedar_id
         self._obligations_by_id = {info.policy_id: info.obligations for info in loaded.by_cedar_id.values()}
@@ -175,12 +179,47 @@ class PolicyEngine:
         if kept is not None:
             decisions.move_to_end(key)
             return kept
-        (decision,), evaluated = self._evaluate_json(principal, action, [resource], context_json)
+        mask = self._narrowed(key[:3], principal, action, resource)
+        (decision,), evaluated = self._evaluate_json(principal, action, [resource], context_json, [mask])
         if evaluated and len(context_json) <= DECISION_CACHE_KEY_CHARS:
             decisions[key] = decision
             if len(decisions) > DECISION_CACHE_SIZE:
                 decisions.popitem(last=False)
         return decision
+
+    def _narrowed(
+        self, key: tuple[str, str, str], principal: Principal, action: str, resource: ResourceRef
+    ) -> int:
+        """The slice of a request narrowed by what is known before its context: Cedar partially
+        evaluates the scope slice with the context unknown, and a policy whose residual is
+        ``false`` (its conditions fail whatever the context, without error: short-circuiting is
+        the same in full evaluation) is left out; every other one stays, errors included. Cached
+        per ``key`` (action, principal and resource entity JSON), ``DECISION_CACHE_SIZE`` kept.
+        Any failure keeps the scope slice (more policies, the same answer)."""
+        narrowed = self._narrowed_masks.get(key)
+        if narrowed is not None:
+            self._narrowed_masks.move_to_end(key)
+            return narrowed
+        mask = self._slicer.mask(_principal_scope(principal), action, _resource_scope(resource))
+        narrowed = mask
+        if mask:
+            try:
+                uid = resource.uid
+                request = {
+                    "principal": _uid_text(principal.kind, principal.sub),
+                    "action": _uid_text("Action", action),
+                    "resource": _uid_text(uid["type"], uid["id"]),
+                }  # no context: unknown
+                handle = _entity_handle(principal, [resource], action)
+                result = cedarpy.is_authorized_partial(request, self._slicer.policy_set(mask), handle)
+                never = {cedar_id for cedar_id, policy in result.residuals.items() if policy["conditions"] == _FALSE}
+                narrowed = mask & ~self._slicer.mask_of(never)
+            except Exception:  # noqa: BLE001 - the scope slice answers the same, only slower
+                narrowed = mask
+        self._narrowed_masks[key] = narrowed
+        if len(self._narrowed_masks) > DECISION_CACHE_SIZE:
+            self._narrowed_masks.popitem(last=False)
+        return narrowed
 
     def filter_allowed(
         self,
@@ -457,20 +496,29 @@ class PolicyEngine:
         return self._evaluate_json(principal, action, resources, context_json)[0]
 
     def _evaluate_json(
-        self, principal: Principal, action: str, resources: Sequence[ResourceRef], context_json: str
+        self,
+        principal: Principal,
+        action: str,
+        resources: Sequence[ResourceRef],
+        context_json: str,
+        masks: Sequence[int] | None = None,
     ) -> tuple[list[Decision], bool]:
         """One decision per resource for a context already in Cedar's JSON form, and whether Cedar
-        answered (false: the request could not be built or Cedar failed; every decision a failed deny)."""
+        answered (false: the request could not be built or Cedar failed; every decision a failed deny).
+        Each resource is evaluated against its slice: ``masks`` when given (one per resource), else
+        its scope slice."""
         try:
             if action not in ACTIONS:
                 raise ValueError(f"unknown action {action!r}")
             handle = _entity_handle(principal, resources)
             principal_uid = {"type": principal.kind, "id": principal.sub}
             action_uid = {"type": "Action", "id": action}
-            scope = _principal_scope(principal)
+            if masks is None:
+                scope = _principal_scope(principal)
+                masks = [self._slicer.mask(scope, action, _resource_scope(resource)) for resource in resources]
             by_mask: dict[int, list[int]] = {}
-            for index, resource in enumerate(resources):
-                by_mask.setdefault(self._slicer.mask(scope, action, _resource_scope(resource)), []).append(index)
+            for index, mask in enumerate(masks):
+                by_mask.setdefault(mask, []).append(index)
             decisions: list[Decision] = [_NO_POLICY] * len(resources)
             for mask, indexes in by_mask.items():
                 if not mask:

@@ -27,7 +27,7 @@ from policy_helpers import user
 
 from bastion.policy import PolicyEngine, ResourceRef
 from bastion.policy.engine import _UNKNOWN_ARGUMENTS, _context_record, _entity_handle, _uid_text, build_context
-from bastion.policy.model import ACTIONS
+from bastion.policy.model import ACTIONS, principal_entity
 from bastion.policy.slicing import PolicySlicer, Scope
 from bastion.principal import Principal
 
@@ -182,6 +182,19 @@ class Unsliced(PolicySlicer):
         return self.all
 
 
+class Whole(PolicyEngine):
+    """An engine that evaluates every request against the whole policy set: no scope slice, no
+    narrowing by partial evaluation (what ``PolicyEngine`` did before slicing)."""
+
+    def __init__(self, loaded: Any) -> None:
+        super().__init__(loaded)
+        self._slicer = Unsliced(loaded.templates)
+        self._admin = Unsliced({k: t for k, t in loaded.templates.items() if k in loaded.admin_ids})
+
+    def _narrowed(self, key: tuple[str, str, str], principal: Principal, action: str, resource: ResourceRef) -> int:
+        return self._slicer.all
+
+
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -252,9 +265,7 @@ def test_the_engine_answers_as_the_whole_set(
 ) -> None:
     text = policy_text(policies)
     engine = load(text, validate=False)
-    whole = load(text, validate=False)  # the reference: every policy in every "slice", as before slicing
-    whole._slicer = Unsliced(whole._loaded.templates)
-    whole._admin = Unsliced({k: t for k, t in whole._loaded.templates.items() if k in whole._loaded.admin_ids})
+    whole = Whole(load(text, validate=False)._loaded)  # the reference: every policy for every request
     assert [engine.decide(principal, action, r, context) for r in resources] == [
         whole.decide(principal, action, r, context) for r in resources
     ]
@@ -351,3 +362,27 @@ def test_a_list_shares_answers_only_between_alike_resources(monkeypatch: pytest.
     others = [ResourceRef.from_tool("other", {"name": f"t{n}"}, risk="read") for n in (1, 9, 2)]
     assert engine.filter_listable(user("dev"), "tools/call", others, {}) == [True, False, True]
     assert calls == 3  # "not-t9" sees the uid: each tool on its own
+
+
+def test_a_slice_is_narrowed_by_what_is_known_before_the_context() -> None:
+    """Policies whose conditions fail for this principal and resource whatever the context are left
+    out of the call's slice; those that depend on the context, or fail with an error, stay."""
+    text = "\n".join(
+        f'@id("team{i}") permit (principal, action == Action::"tools/call", resource in Server::"demo") '
+        f'when {{ principal has email && principal.email like "*@team{i}.example" }};'
+        for i in range(50)
+    )
+    text += """
+    @id("no-etc") forbid (principal, action, resource in Server::"demo")
+    when { context.arguments has path && context.arguments.path like "/etc/*" };
+    @id("no-destructive") forbid (principal, action, resource is Tool) when { resource.risk == "destructive" };
+    """
+    engine = load(text)
+    dana = user("dev", email="dana@team7.example")
+    ref = ResourceRef.from_tool("demo", {"name": "search"}, risk="read")
+    key = ("tools/call", json.dumps(principal_entity(dana)), ref.entity_json()[0])
+    narrowed = engine._narrowed(key, dana, "tools/call", ref)
+    ids = [engine._loaded.by_cedar_id[c].policy_id for c in engine._slicer.cedar_ids(narrowed)]
+    assert ids == ["team7", "no-etc"]
+    assert engine.decide(dana, "tools/call", ref, {"arguments": {"path": "/srv/a"}}).policy_ids == ("team7",)
+    assert engine.decide(dana, "tools/call", ref, {"arguments": {"path": "/etc/passwd"}}).policy_ids == ("no-etc",)
