@@ -263,6 +263,20 @@ def test_headers_over_max_header_bytes_are_answered_431_and_closed(
     assert _served(bastion, token).status_code == 200  # a ~1 KB bearer token is far from the limit
 
 
+def test_a_whole_request_with_headers_over_max_header_bytes_is_answered_431_unserved(
+    bastion: BastionProcess, token: str, sockets: ExitStack
+) -> None:
+    """Headers, body and all in one write: the limit holds when the headers are complete too."""
+    body = json.dumps(rpc("tools/list")).encode()
+    head = _post_head(bastion, token, f"X-Pad: {'a' * 20_000}\r\nContent-Length: {len(body)}")
+    sock = _connect(bastion, sockets, head + body)
+    answer = _read_until_closed(sock, time.monotonic() + 5)
+    assert answer is not None, "the connection was still open"
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert "more than 16384 bytes" in str(_jsonrpc_error(rest.partition(b"\r\n\r\n")[2])["message"])
+
+
 def test_an_unknown_method_of_10000_characters_is_quoted_only_in_part(bastion: BastionProcess, token: str) -> None:
     name = "m" * 10_000
     with httpx2.Client(timeout=10.0) as http:

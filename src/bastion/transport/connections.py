@@ -12,7 +12,10 @@ adds three limits (``server.*`` settings):
   else it is answered 408 (closed without an answer when it sent nothing) and
   closed;
 - ``max_header_bytes``: more header bytes than this are answered 431 (RFC 6585
-  section 5) and the connection closed;
+  section 5) and the connection closed: while they arrive (the raw bytes counted), and once a
+  request's headers are complete (its request target and header lines counted: a whole block
+  that came in one read, or a pipelined request's, is judged there and never reaches the
+  application);
 - ``body_timeout_s``: the body is complete within this many seconds of the
   headers. The deadline reaches the application in the ASGI scope (the
   ``bastion.transport.wire.BODY_DEADLINE`` extension), where ``read_request``
@@ -34,6 +37,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from uvicorn._types import ASGIApplication
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bastion.transport.wire import BODY_DEADLINE
@@ -108,7 +112,18 @@ class BastionHttpProtocol(HttpToolsProtocol):
             self._await_headers()
 
     def on_headers_complete(self) -> None:
-        """The headers are in (httptools callback): hand the body deadline to the application."""
+        """The headers are in (httptools callback): refuse them when too large, else hand the body
+        deadline to the application."""
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_header_bytes:
+            message = f"Request Header Fields Too Large: more than {self.limits.max_header_bytes} bytes"
+            logger.info("431 to %s: %s", self._peer, message)
+            app, self.app = self.app, _refusal(431, message)  # uvicorn starts the request with self.app
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+            return
         timeout_s = self.limits.body_timeout_s
         deadline = self.loop.time() + timeout_s
         extensions = self.scope.setdefault("extensions", {})
@@ -167,8 +182,7 @@ class BastionHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         logger.info("%d to %s: %s", status, self._peer, message)
-        error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
-        body = json.dumps(error, separators=(",", ":")).encode()
+        body = _error_body(message)
         head = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n".encode()]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
         head += [
@@ -182,6 +196,26 @@ class BastionHttpProtocol(HttpToolsProtocol):
     @property
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "an unknown client"
+
+
+def _error_body(message: str) -> bytes:
+    """A JSON-RPC error with ``id: null`` (the request was never read) as the answer's body."""
+    error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
+    return json.dumps(error, separators=(",", ":")).encode()
+
+
+def _refusal(status: int, message: str) -> ASGIApplication:
+    """An ASGI application that answers ``status`` with ``_error_body(message)`` and closes the
+    connection, whatever the request."""
+    body = _error_body(message)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]  # fmt: skip
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return refuse
 
 
 def http_protocol(limits: ConnectionLimits) -> type[BastionHttpProtocol]:

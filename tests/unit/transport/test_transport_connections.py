@@ -142,6 +142,26 @@ async def test_headers_over_max_header_bytes_are_answered_431_and_closed() -> No
     assert message["error"]["message"] == "Request Header Fields Too Large: more than 4096 bytes"
 
 
+@pytest.mark.parametrize("pipelined", [False, True])
+async def test_a_complete_header_block_over_max_header_bytes_never_reaches_the_app(pipelined: bool) -> None:
+    """A whole oversized header block in one read (alone, or pipelined after a request that is
+    served) is refused when the headers are complete: 431, closed, the application never sees it."""
+    app = App()
+    protocol, transport = _connection(app)
+    pad = b"X-Pad: " + b"a" * 20_000
+    huge = b"POST /mcp/r HTTP/1.1\r\nHost: example\r\n" + pad + b"\r\nContent-Length: 10\r\n\r\n0123456789"
+    protocol.data_received((HEAD + b"0123456789" if pipelined else b"") + huge)
+    await asyncio.sleep(T / 4)
+    assert transport.closed
+    answers = transport.written.split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == (2 if pipelined else 1)
+    head, _, body = answers[-1].partition(b"\r\n\r\n")
+    assert head.startswith(b"431 Request Header Fields Too Large\r\n")
+    assert b"connection: close" in head
+    assert json.loads(body)["error"]["message"] == "Request Header Fields Too Large: more than 4096 bytes"
+    assert len(app.scopes) == (1 if pipelined else 0)
+
+
 async def test_a_body_that_never_completes_closes_the_connection_after_the_grace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
