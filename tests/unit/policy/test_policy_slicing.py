@@ -26,7 +26,15 @@ from hypothesis import strategies as st
 from policy_helpers import user
 
 from bastion.policy import PolicyEngine, ResourceRef
-from bastion.policy.engine import _UNKNOWN_ARGUMENTS, _context_record, _entity_handle, _uid_text, build_context
+from bastion.policy.engine import (
+    _UNKNOWN_ARGUMENTS,
+    _context_record,
+    _entity_handle,
+    _principal_scope,
+    _resource_scope,
+    _uid_text,
+    build_context,
+)
 from bastion.policy.model import ACTIONS, principal_entity
 from bastion.policy.slicing import PolicySlicer, Scope
 from bastion.principal import Principal
@@ -164,11 +172,8 @@ def raw(result: Any, within: set[str] | None = None) -> tuple[Any, ...]:
 
 
 def scopes(principal: Principal, resource: ResourceRef) -> tuple[Scope, Scope]:
-    uid = resource.uid
-    parents = () if resource.kind == "Server" else (("Server", resource.route),)
-    return Scope((principal.kind, principal.sub), tuple(("Group", g) for g in principal.groups)), Scope(
-        (uid["type"], uid["id"]), parents
-    )
+    """The request's two sides as the engine gives them to the slicer."""
+    return _principal_scope(principal), _resource_scope(resource)
 
 
 class Unsliced(PolicySlicer):
