@@ -99,7 +99,6 @@ def test_a_message_built_from_10000_characters_of_client_input_quotes_at_most_th
 #: Exception classes that live outside ``bastion.errors`` on purpose (the errors docstring says why).
 FOREIGN_ADAPTERS = {
     "bastion.audit.canonical.NotCanonicalizable",  # a TypeError the audit stage maps to AuditUnavailable
-    "bastion.egress.resolver.EgressRefused",  # an OSError aiohttp carries out of its resolver
     "bastion.policy.testing._CaseError",  # private to the policy test runner
 }
 

@@ -6,7 +6,6 @@ Public API (the implementation modules are private to the package)::
         .fetch(url, max_bytes=..., timeout_s=..., purpose=...) -> FetchResult   every hop checked, body capped
         .send(method, url, ...) / .check(url, ...) / .checked_addresses(host, port, ...)
     FetchResult(url, status, headers, body)                           the last hop's response
-    GuardedResolver(guard, allow=..., url=...)                        the guard as aiohttp's resolver
     Refusal(url, reason, hop, purpose)                                what ``on_refusal`` is told
     audit_refusals(audit_log) -> on_refusal hook                      one audit record per refusal
     AllowList.parse(["10.0.0.0/8", "idp.internal:8443"])              private on purpose
@@ -22,13 +21,11 @@ from bastion.egress.allowlist import AllowList
 from bastion.egress.auditing import audit_refusals
 from bastion.egress.client import EgressGuard, FetchResult
 from bastion.egress.refusals import Refusal
-from bastion.egress.resolver import GuardedResolver
 
 __all__ = [
     "AllowList",
     "EgressGuard",
     "FetchResult",
-    "GuardedResolver",
     "Refusal",
     "audit_refusals",
     "classify",

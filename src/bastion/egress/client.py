@@ -208,7 +208,7 @@ class EgressGuard:
         url: str | None = None,
     ) -> list[IPAddress]:
         """The addresses another client may connect to for ``host``:``port`` (the resolver of
-        ``GuardedResolver``): the IP literal ``host`` names in any spelling, or every address
+        ``bastion.upstream.connections``): the IP literal ``host`` names in any spelling, or every address
         the name resolves to (one lookup), each checked as ``fetch`` checks them, with ``allow``
         permitted besides the guard's own list.
 

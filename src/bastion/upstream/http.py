@@ -1,35 +1,31 @@
 """Streamable HTTP upstreams (MCP 2025-11-25 and 2026-07-28 basic/transports).
 
-``HttpUpstream.send`` makes one HTTP request to the upstream over a pooled
-``aiohttp.ClientSession`` and returns an ``UpstreamResponse`` whose body is
+``HttpUpstream.send`` makes one HTTP request to the upstream over a kept-alive
+connection (``bastion.upstream.connections``) and returns an ``UpstreamResponse`` whose body is
 either read whole (JSON, errors) or left open as a stream of server-sent
 events that the caller relays event by event and must ``aclose()``.
 
 aiohttp rather than httpx2 here: this is the hot path of every forwarded
-call, and on this machine aiohttp spends about 120 µs of CPU per request
-where httpx2 spends about 490 µs (measured with a loop of calls to the echo upstream).
+call, and on this machine aiohttp spent about 120 µs of CPU per request
+where httpx2 spent about 490 µs; and aiohttp at its lower level
+(``bastion.upstream.connections``: its protocol and request writer over
+connections Bastion pools) about half of what its ``ClientSession`` spends.
 
 Only the headers MCP defines are forwarded (``FORWARDED_HEADERS``); the
 client's ``Authorization``, cookies and anything else never reach the
 upstream. The upstream's own credentials come from the route's configured
 headers (secret references resolved once at start).
 
-Every connection passes the egress guard without giving up aiohttp: the
-connector's resolver is a ``bastion.egress.GuardedResolver``, so a host name
-is resolved once per new connection, every address is checked (the route's
-``allow``, then ``egress.allow``) and aiohttp connects to exactly those
-addresses (no second lookup, so DNS rebinding cannot swap them). aiohttp's DNS
-cache is off (``use_dns_cache=False``): each new connection asks the guard, so
-a name that moves is judged (and a refusal audited) at once, not after a cache
-lifetime; a cache would hold only checked addresses, so this is about freshness,
-not safety. The lookup is cheap on the hot path: pooled connections (kept alive
-30 s) are reused without one. aiohttp never resolves an IP literal, so a
-literal host is checked by ``send`` itself until it passes once (the allow
-lists do not change while Bastion runs). A refusal is ``EgressDenied`` (403,
-JSON-RPC -32003) with an audit record written by the guard's refusal hook.
-TLS uses the guard's context (``EgressGuard.tls``: the system's CAs plus
-``egress.ca_file``), so an upstream behind a company CA is verified like every
-other outbound connection, never without verification.
+Every connection passes the egress guard: each new connection is opened to the
+addresses ``EgressGuard.checked_addresses`` resolved and checked (the route's
+``allow``, then ``egress.allow``), once per connection and with no DNS cache, so a
+name that moves is judged (and a refusal audited) at once and nothing resolves
+it a second time (DNS rebinding cannot swap the address); an IP literal is checked
+the same way. Kept-alive connections (30 s) are reused without a lookup. A refusal
+is ``EgressDenied`` (403, JSON-RPC -32003) with an audit record written by the
+guard's refusal hook. TLS uses the guard's context (``EgressGuard.tls``: the
+system's CAs plus ``egress.ca_file``), so an upstream behind a company CA is
+verified like every other outbound connection, never without verification.
 """
 
 from __future__ import annotations
@@ -39,12 +35,13 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bastion.egress.allowlist import NO_EXCEPTIONS, AllowList
 from bastion.egress.client import EgressGuard
-from bastion.egress.resolver import EgressRefused, GuardedResolver
 from bastion.egress.target import parse_target
 from bastion.errors import EgressDenied, UpstreamError, UpstreamUnavailable
+from bastion.upstream.connections import PooledResponse, UpstreamConnections
 from bastion.upstream.sse import ServerSentEvent, SseDecoder
 
 __all__ = ["FORWARDED_HEADERS", "HttpUpstream", "UpstreamResponse"]
@@ -74,7 +71,7 @@ class UpstreamResponse:
     session_id: str | None
     body: bytes = b""
     events: AsyncIterator[ServerSentEvent] | None = None
-    _response: aiohttp.ClientResponse | None = field(default=None, repr=False)
+    _response: PooledResponse | None = field(default=None, repr=False)
 
     async def aclose(self) -> None:
         """Release the upstream connection (idempotent)."""
@@ -104,37 +101,20 @@ class HttpUpstream:
         timeout_s: float = 60.0,
     ):
         self.url = url
-        self._target = parse_target(url, allow_http=allow_http)
-        self._guard = guard
-        self._allow = allow
-        self._checked = self._target.address is None  # a host name is checked by the resolver, per connection
+        target = parse_target(url, allow_http=allow_http)
         self._extra = dict(extra_headers or {})
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=min(timeout_s, 10.0), sock_read=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:  # created lazily: aiohttp binds to the running event loop
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=256,
-                    limit_per_host=256,
-                    keepalive_timeout=30,
-                    resolver=GuardedResolver(self._guard, allow=self._allow, purpose="upstream", url=self.url),
-                    use_dns_cache=False,
-                    ssl=self._guard.tls,  # trusts egress.ca_file as every other guarded connection does
-                ),
-                timeout=self._timeout,
-                trust_env=False,
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+        self._connections = UpstreamConnections(
+            target,
+            guard=guard,
+            url=url,
+            allow=allow,
+            connect_timeout_s=min(timeout_s, 10.0),
+            read_timeout_s=timeout_s,
+        )
 
     async def aclose(self) -> None:
         """Close every pooled connection."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._connections.aclose()
 
     def _headers(
         self, downstream: Mapping[str, str], session_id: str | None, credential: Mapping[str, str] | None
@@ -168,25 +148,17 @@ class HttpUpstream:
         credential for this caller (e.g. ``{"authorization": "Bearer ..."}``, from
         ``bastion.credentials``), added last. Redirects are not followed.
         """
-        if not self._checked:
-            await self._check_literal()
         try:
-            response = await self._client().request(
-                method,
-                self._target.url,
-                headers=self._headers(headers, session_id, credential),
-                data=body,
-                allow_redirects=False,
-            )
+            response = await self._connections.request(method, self._headers(headers, session_id, credential), body)
+        except EgressDenied as exc:
+            raise _refused(exc) from None
+        except UpstreamUnavailable:
+            raise
         except TimeoutError as exc:
             raise UpstreamUnavailable("upstream timed out") from exc
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, EgressRefused):
-                raise _refused(exc.os_error.denial) from exc
+        except (aiohttp.ClientError, HttpProcessingError, OSError, ValueError) as exc:
             raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamUnavailable(f"upstream unreachable: {type(exc).__name__}") from exc
-        content_type = response.content_type.lower()
+        content_type = _media_type(response.headers.get("content-type"))
         session = response.headers.get("mcp-session-id")
         if content_type == "text/event-stream" and response.status == 200:
             return UpstreamResponse(
@@ -204,19 +176,10 @@ class HttpUpstream:
         kind = "json" if body_bytes else "empty"
         return UpstreamResponse(response.status, kind, content_type, session, body=body_bytes)
 
-    async def _check_literal(self) -> None:
-        """Check the IP literal of the URL (aiohttp does not resolve it, so the resolver never sees it)."""
-        try:
-            await self._guard.checked_addresses(
-                self._target.host, self._target.port, allow=self._allow, purpose="upstream", url=self.url
-            )
-        except EgressDenied as exc:
-            raise _refused(exc) from None
-        self._checked = True
-
     @staticmethod
-    async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-        if (response.content_length or 0) > _MAX_JSON_BYTES:
+    async def _read_capped(response: PooledResponse) -> bytes:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > _MAX_JSON_BYTES:
             raise UpstreamError("upstream response exceeds the size limit")
         chunks: list[bytes] = []
         size = 0
@@ -226,12 +189,12 @@ class HttpUpstream:
                 if size > _MAX_JSON_BYTES:
                     raise UpstreamError("upstream response exceeds the size limit")
                 chunks.append(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, HttpProcessingError, TimeoutError) as exc:
             raise UpstreamUnavailable(f"upstream failed mid-response: {type(exc).__name__}") from exc
         return b"".join(chunks)
 
     @staticmethod
-    async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[ServerSentEvent]:
+    async def _events(response: PooledResponse) -> AsyncIterator[ServerSentEvent]:
         decoder = SseDecoder()
         try:
             async for chunk in response.content.iter_any():
@@ -239,10 +202,17 @@ class HttpUpstream:
                     yield event
             for event in decoder.close():
                 yield event
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, HttpProcessingError, TimeoutError) as exc:
             raise UpstreamUnavailable(f"upstream failed mid-stream: {type(exc).__name__}") from exc
         finally:
             response.release()
+
+
+def _media_type(header: str | None) -> str:
+    """The media type of a ``Content-Type`` value, lowercased, without parameters (RFC 9110
+    section 8.3.1); ``application/octet-stream`` when there is none (section 8.3)."""
+    media = (header or "").partition(";")[0].strip().lower()
+    return media or "application/octet-stream"
 
 
 def _refused(denial: EgressDenied) -> EgressDenied:

@@ -9,7 +9,7 @@ from bastion.errors import BastionError, EgressDenied
 
 def test_exported_members() -> None:
     assert sorted(bastion.egress.__all__) == [
-        "AllowList", "EgressGuard", "FetchResult", "GuardedResolver", "Refusal", "audit_refusals", "classify",
+        "AllowList", "EgressGuard", "FetchResult", "Refusal", "audit_refusals", "classify",
         "parse_host",
     ]  # fmt: skip
     for name in bastion.egress.__all__:

@@ -1,13 +1,14 @@
 """Every forbidden destination, in every encoding, refused on both guarded paths and audited.
 
 One table, two clients: the egress guard's own ``fetch`` (httpx2) and the upstream client
-``HttpUpstream`` (aiohttp with ``GuardedResolver``). Each case must be refused with an error
+``HttpUpstream`` (its connections opened by ``bastion.upstream.connections``). Each case must be refused with an error
 naming the address and the reason, without a connection, and leave exactly one ``egress/connect``
 deny record in a real SQLite audit log, with the shown URL, purpose, reason and hop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import pytest
 from egress_cases import StaticResolver
 from egress_origin import Origin
@@ -86,12 +86,13 @@ async def audited_guard(audit_log: SQLiteAuditLog) -> AsyncIterator[EgressGuard]
 
 @pytest.fixture
 def no_upstream_connections(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail the test if aiohttp gets as far as opening a socket."""
+    """Fail the test if the upstream client gets as far as opening a socket (these tests run on
+    asyncio's own event loop, whose ``create_connection`` every connection goes through)."""
 
     async def tripwire(*_args: Any, **_kwargs: Any) -> Any:
         pytest.fail("the upstream client tried to connect")
 
-    monkeypatch.setattr(aiohttp.TCPConnector, "_wrap_create_connection", tripwire)
+    monkeypatch.setattr(asyncio.base_events.BaseEventLoop, "create_connection", tripwire)
 
 
 def _refusal_records(path: Path) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """What ``HttpUpstream.send`` tells the upstream: the headers MCP defines, never the client's credentials.
 
 The upstream is a real aiohttp server on 127.0.0.1 that keeps every header line it receives (duplicates
-too); the client is the real ``HttpUpstream`` with its guarded connector (``egress.allow`` names the
+too); the client is the real ``HttpUpstream`` with its guarded connections (``egress.allow`` names the
 server's port). The client's ``Authorization``, cookies, proxy credentials, session id and any header
 MCP does not define must never arrive; the route's own headers and the caller's upstream credential do.
 """
@@ -41,7 +41,7 @@ CLIENT_ONLY = {
     "x-anything": "else",
 }
 #: What the HTTP client adds itself (the connection's own fields).
-TRANSPORT = {"host", "content-length", "accept-encoding"}
+TRANSPORT = {"host", "content-length"}
 BODY = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{}}}'
 
 

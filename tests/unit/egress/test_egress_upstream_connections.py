@@ -1,17 +1,15 @@
-"""The guard inside aiohttp: ``GuardedResolver`` and the upstream client's connections over real sockets."""
+"""The guard on the upstream client's connections (``bastion.upstream.connections``), over real sockets."""
 
 from __future__ import annotations
 
 import gc
-import socket
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from egress_cases import StaticResolver
 from egress_origin import Origin
 
-from bastion.egress import AllowList, EgressGuard, GuardedResolver, Refusal
-from bastion.egress.resolver import EgressRefused
+from bastion.egress import AllowList, EgressGuard, Refusal
 from bastion.errors import EgressDenied, UpstreamUnavailable
 from bastion.upstream.http import HttpUpstream
 
@@ -55,50 +53,6 @@ async def _get(upstream: HttpUpstream) -> bytes:
     return response.body
 
 
-# --- the resolver on its own --------------------------------------------------------------------
-
-
-async def test_the_resolver_answers_checked_numeric_addresses_of_the_asked_family(guard: EgressGuard) -> None:
-    resolver = GuardedResolver(guard)
-    both = await resolver.resolve("dual.example", 443, family=socket.AF_UNSPEC)
-    assert [(r["host"], r["family"], r["port"]) for r in both] == [
-        ("93.184.215.14", socket.AF_INET, 443),
-        ("2606:2800::1", socket.AF_INET6, 443),
-    ]
-    assert all(r["flags"] & socket.AI_NUMERICHOST and r["hostname"] == "dual.example" for r in both)
-    [v6] = await resolver.resolve("dual.example", 443, family=socket.AF_INET6)
-    assert v6["host"] == "2606:2800::1"
-    with pytest.raises(OSError, match="no address of family AF_INET"):
-        await GuardedResolver(guard, allow=AllowList.parse(["::1"])).resolve("::1", 443, family=socket.AF_INET)
-    await resolver.close()
-
-
-async def test_the_resolver_refuses_with_an_oserror_carrying_the_denial(guard: EgressGuard, refusals: Refusals) -> None:
-    resolver = GuardedResolver(guard, url="https://mcp.internal/mcp?key=s3cret")
-    with pytest.raises(EgressRefused) as caught:
-        await resolver.resolve("mcp.internal", 443)
-    assert isinstance(caught.value, OSError)
-    assert isinstance(caught.value.denial, EgressDenied)
-    assert caught.value.denial.message == "mcp.internal resolves to 127.0.0.1, a loopback address"
-    assert refusals.seen == [
-        Refusal(url="https://mcp.internal/mcp", reason=caught.value.denial.message, hop=0, purpose="upstream")
-    ]
-
-
-async def test_the_resolver_reads_a_host_in_any_spelling(guard: EgressGuard) -> None:
-    with pytest.raises(EgressRefused, match=r"^127\.0\.0\.1 is a loopback address$"):
-        await GuardedResolver(guard).resolve("0x7f.1", 80)
-    with pytest.raises(EgressRefused, match="percent-encoded"):
-        await GuardedResolver(guard).resolve("%6c%6f%63%61%6c%68%6f%73%74", 80)
-
-
-async def test_a_name_that_does_not_resolve_is_a_plain_oserror(guard: EgressGuard, refusals: Refusals) -> None:
-    with pytest.raises(OSError, match="could not be resolved") as caught:
-        await GuardedResolver(guard).resolve("nowhere.example", 443)
-    assert not isinstance(caught.value, EgressRefused)
-    assert refusals.seen == []
-
-
 # --- the upstream client over real sockets ------------------------------------------------------
 
 
@@ -111,7 +65,7 @@ async def test_an_allowed_upstream_name_is_reached_at_the_checked_address(
         assert b"client_id" in await _get(upstream)
     finally:
         await upstream.aclose()
-    assert answers.questions == [("mcp.internal", plain_origin.port)]  # aiohttp asked the guard, not the system
+    assert answers.questions == [("mcp.internal", plain_origin.port)]  # the client asked the guard, not the system
     assert plain_origin.requests[0].headers["host"] == f"mcp.internal:{plain_origin.port}"
 
 
