@@ -32,11 +32,16 @@ class Transport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = b""
+        self.writes: list[bytes] = []
         self.closed = False
         self.protocol: asyncio.Protocol | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += bytes(data)
+        self.writes.append(bytes(data))
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
 
     def close(self) -> None:
         if not self.closed and self.protocol is not None:
@@ -197,3 +202,56 @@ async def test_partial_headers_sent_during_an_answer_wait_for_it_to_end_then_get
     await asyncio.sleep(T * 1.5)
     assert transport.closed
     assert b"HTTP/1.1 408 Request Timeout\r\n" in transport.written
+
+
+# --- one write per reply ------------------------------------------------------------------------
+
+
+class StreamingApp:
+    """An ASGI app whose answer's body comes in two parts, the second only once ``go`` is set."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await self.go.wait()
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: 2\n\n"})
+
+
+async def test_a_whole_reply_leaves_in_one_write() -> None:
+    protocol, transport = _connection(App())
+    protocol.data_received(HEAD + b"0123456789")
+    await asyncio.sleep(0.05)
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert transport.writes[0].endswith(b"\r\n\r\n")  # the head and its empty body, together
+    protocol.data_received(HEAD + b"0123456789")  # the next request on the kept-alive connection
+    await asyncio.sleep(0.05)
+    assert len(transport.writes) == 2
+    assert not transport.closed
+
+
+async def test_a_streamed_reply_sends_its_head_at_once_and_its_parts_as_they_come() -> None:
+    app = StreamingApp()
+    protocol, transport = _connection(app)  # type: ignore[arg-type]
+    protocol.data_received(HEAD + b"0123456789")
+    await asyncio.sleep(0.05)  # the body is not ready: the head must not wait for it
+    [head] = transport.writes
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert head.endswith(b"transfer-encoding: chunked\r\n\r\n")
+    app.go.set()
+    await asyncio.sleep(0.05)
+    assert transport.writes[1:] == [b"9\r\ndata: 1\n\n\r\n", b"9\r\ndata: 2\n\n\r\n0\r\n\r\n"]
+
+
+async def test_a_reply_on_a_closing_connection_is_written_before_the_close() -> None:
+    protocol, transport = _connection(App())
+    protocol.data_received(HEAD.replace(b"Host: example", b"Host: example\r\nConnection: close") + b"0123456789")
+    await asyncio.sleep(0.05)
+    assert transport.closed
+    [reply] = transport.writes
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"connection: close" in reply
