@@ -136,10 +136,11 @@ def microbench(targets: Targets) -> dict[str, float]:
 async def _upstream_send_us(url: str) -> dict[str, float]:
     """CPU µs of this process per ``tools/call`` sent to the echo upstream at ``url`` and read back,
     one at a time on one kept-alive connection: through ``HttpUpstream.send`` (what the forward stage
-    calls: the egress guard as the connector's resolver, header filtering, capped read) and through
-    a plain ``aiohttp`` session with a default connector (no guard, nothing of Bastion). Interleaved
-    batches; the median of each. ``upstream_guarded_us`` - ``upstream_plain_us`` bounds what the
-    guarded connector and Bastion's wrapper cost per call."""
+    calls: connections opened to the addresses the egress guard checked, header filtering, capped
+    read) and through a plain ``aiohttp`` session with a default connector (no guard, nothing of
+    Bastion). Interleaved
+    batches; the median of each. Their difference is what Bastion's client (aiohttp's protocol and
+    request writer over its own pooled, guarded connections) saves or costs against aiohttp's."""
     import aiohttp
 
     from bastion.egress import EgressGuard

@@ -150,8 +150,9 @@ def markdown(results: Results, info: dict[str, str]) -> str:
         "revocation list opened as the gateway opens it, re-read at most every 50 ms) and the route check. "
         "The upstream call row is this process's CPU per `tools/call` sent to the echo upstream and read back "
         "on a kept-alive connection, one at a time on uvloop: through `HttpUpstream.send` (the forward stage's "
-        "client: the egress guard as aiohttp's resolver, header filtering, capped read) and through a plain "
-        "aiohttp session (no guard, nothing of Bastion), in interleaved batches."
+        "client: aiohttp's response protocol and request writer over connections Bastion pools and opens to "
+        "the addresses the egress guard checked, header filtering, capped read) and through a plain "
+        "`aiohttp.ClientSession` (no guard, nothing of Bastion), in interleaved batches."
     )
     add("")
     add("Targets, judged on the default configuration (`audit.synchronous: full`):")

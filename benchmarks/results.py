@@ -147,7 +147,7 @@ class Results(Medians):
             )
             rows.append(
                 (
-                    "upstream call, CPU: `HttpUpstream.send` (guarded connector) / plain aiohttp (µs)",
+                    "upstream call, CPU: `HttpUpstream.send` (pooled, guarded) / `aiohttp.ClientSession` (µs)",
                     "",
                     f"{m['upstream_guarded_us']:.0f} / {m['upstream_plain_us']:.0f}",
                     "same",
