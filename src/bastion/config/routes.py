@@ -42,6 +42,14 @@ _SECRET_NAME = re.compile(
 EnvValue = str | SecretRef
 
 
+_CONNECTION_FIELDS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
+     "proxy-connection"}
+)  # fmt: skip
+"""Header fields of the connection and the message framing (RFC 9110 sections 7.2, 7.6.1, 8.6;
+RFC 9112 section 6.1): the upstream client writes them itself, so a route cannot set them."""
+
+
 def _check_inline_secrets(values: dict[str, EnvValue], what: str) -> dict[str, EnvValue]:
     for name, value in values.items():
         if isinstance(value, str) and _SECRET_NAME.search(name) and value:
@@ -76,7 +84,9 @@ class HttpUpstream(_Model):
     """An MCP server reached over Streamable HTTP at ``url``.
 
     ``headers`` are added to every upstream request (values literal or
-    references); the client's ``Authorization`` header is never forwarded.
+    references; not the connection's or the framing's own fields, such as ``Host``,
+    ``Content-Length`` or ``Transfer-Encoding``); the client's ``Authorization`` header is
+    never forwarded.
     Every connection to the upstream passes the egress guard: https only, unless
     ``allow_http`` admits plain http for this route; an upstream whose address is
     loopback, private, link-local, CGNAT, a metadata endpoint or otherwise not public
@@ -102,6 +112,11 @@ class HttpUpstream(_Model):
     @field_validator("headers")
     @classmethod
     def _no_inline_secrets(cls, value: dict[str, EnvValue]) -> dict[str, EnvValue]:
+        framing = sorted(name for name in value if name.lower() in _CONNECTION_FIELDS)
+        if framing:
+            raise ValueError(
+                f"header {framing[0]!r} is the connection's own (the upstream client writes it); a route cannot set it"
+            )
         return _check_inline_secrets(value, "header")
 
     @model_validator(mode="after")

@@ -178,6 +178,14 @@ def test_one_bad_route_gives_one_error_line(base: dict[str, Any]) -> None:
     assert len(message.splitlines()) == 1
 
 
+@pytest.mark.parametrize("name", ["Host", "content-length", "Transfer-Encoding", "connection", "Upgrade"])
+def test_a_route_cannot_set_a_header_of_the_connection_or_the_framing(base: dict[str, Any], name: str) -> None:
+    route = _route(http={"url": "https://mcp.example/mcp", "headers": {name: "x"}})
+    message = _error({**base, "routes": [route]})
+    assert "routes.0.http.headers:" in message
+    assert f"header {name!r} is the connection's own" in message
+
+
 # --- secrets ---------------------------------------------------------------------------------
 
 
