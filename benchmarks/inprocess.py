@@ -5,6 +5,7 @@ arguments, one upstream call); the authentication rows are in ``inprocess_auth``
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import statistics
 import time
@@ -84,6 +85,13 @@ def microbench(targets: Targets) -> dict[str, float]:
         if allowed.effect != "allow" or denied.effect != "deny":
             raise RuntimeError(f"the benchmark policies decide wrongly: {allowed} / {denied}")
         figures["decide_us"] = per_call_us(lambda: engine.decide(principal, "tools/call", tool, context), 2000)
+        messages = iter(itertools.count())  # a message never seen before: what a call with new arguments costs
+
+        def uncached() -> object:
+            fresh = {**context, "arguments": {"message": f"hello from wrk {next(messages)}"}}
+            return engine.decide(principal, "tools/call", tool, fresh)
+
+        figures["decide_uncached_us"] = per_call_us(uncached, 2000)
         figures.update(large_argument_ms(config, engine, principal))
 
         def decision() -> dict[str, Any]:  # as AuditStage._body builds it for an allowed tools/call
