@@ -19,7 +19,7 @@ import functools
 import hashlib
 import importlib.resources
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,7 @@ def load_policies(policy_paths: Sequence[Path], schema_path: Path | None = None)
         templates = cedarpy.PolicySet.from_str("\n".join(texts)).to_pst().static_policies
     except ValueError as exc:  # pragma: no cover - each file parsed on its own above
         raise ConfigError(f"{', '.join(map(str, files))}: Cedar parse error: {exc}") from exc
+    context_reads = {cedar_id: _attributes_read([template], "context") for cedar_id, template in templates.items()}
     by_cedar_id = {
         cedar_id: PolicyInfo(
             policy_id=t.annotations["id"],
@@ -129,9 +130,9 @@ def load_policies(policy_paths: Sequence[Path], schema_path: Path | None = None)
         schema_text=schema_text,
         version=digest.hexdigest(),
         files=tuple(files),
-        context_keys=_context_keys(templates),
+        context_keys=_union(context_reads.values()),
         argument_paths=_argument_paths(templates),
-        argument_readers=frozenset(k for k, t in templates.items() if _reads_arguments(t)),
+        argument_readers=frozenset(k for k, keys in context_reads.items() if keys is None or "arguments" in keys),
         resource_reads={k: _resource_reads(t) for k, t in templates.items()},
         admin_ids=frozenset(k for k, t in templates.items() if t.effect == "forbid" or _names_admin_action(t)),
     )
@@ -144,15 +145,15 @@ def _names_admin_action(template: pst.Template) -> bool:
     return any(uid.id in ADMIN_ACTIONS for uid in named)
 
 
-def _context_keys(templates: Mapping[str, pst.Template]) -> frozenset[str] | None:
-    """The ``context`` attributes the policies read, or None when one reads ``context`` whole."""
-    return _attributes_read(list(templates.values()), "context")
-
-
-def _reads_arguments(template: pst.Template) -> bool:
-    """Whether a policy reads ``context.arguments`` (or ``context`` as a whole)."""
-    keys = _context_keys({template.id: template})
-    return keys is None or "arguments" in keys
+def _union(reads: Iterable[frozenset[str] | None]) -> frozenset[str] | None:
+    """The attributes all the policies read together (each policy's from ``_attributes_read``), or
+    None when one of them uses the variable whole."""
+    found: set[str] = set()
+    for read in reads:
+        if read is None:
+            return None
+        found |= read
+    return frozenset(found)
 
 
 def _resource_reads(template: pst.Template) -> frozenset[str] | None:

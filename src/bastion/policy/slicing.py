@@ -20,7 +20,7 @@ principal's parents are its groups, which have none; a tool, resource or prompt 
 server as parent). Any constraint not understood here (a template slot, an action not of
 type ``Action``) is put in every slice: a slice may hold more policies than needed, never
 fewer, so equality with full evaluation holds (property-tested in
-``tests/unit/test_policy_slicing.py``).
+``tests/unit/policy/test_policy_slicing.py``).
 """
 
 from __future__ import annotations

@@ -152,8 +152,6 @@ class HttpUpstream:
             response = await self._connections.request(method, self._headers(headers, session_id, credential), body)
         except EgressDenied as exc:
             raise _refused(exc) from None
-        except UpstreamUnavailable:
-            raise
         except TimeoutError as exc:
             raise UpstreamUnavailable("upstream timed out") from exc
         except (aiohttp.ClientError, HttpProcessingError, OSError, ValueError) as exc:
