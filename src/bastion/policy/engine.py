@@ -180,6 +180,8 @@ class PolicyEngine:
             decisions.move_to_end(key)
             return kept
         mask = self._narrowed(key[:3], principal, action, resource)
+        if mask:  # build_context checked that the arguments are an object (or none)
+            mask &= ~self._slicer.unsatisfiable(context.get("arguments") or {})
         (decision,), evaluated = self._evaluate_json(principal, action, [resource], context_json, [mask])
         if evaluated and len(context_json) <= DECISION_CACHE_KEY_CHARS:
             decisions[key] = decision

@@ -10,6 +10,15 @@ the policies that could apply to a request). ``PolicySlicer`` indexes the scopes
 load, and answers a request's slice as a bit mask over the policies (``mask``) and as a parsed
 ``cedarpy.PolicySet`` of just those policies (``policy_set``, cached by mask).
 
+One more cut, by the call's arguments rather than its scope: Cedar evaluates a policy's conditions
+in order (``when``/``unless`` clauses left to right, ``&&`` left first) and stops at the first
+false conjunct. A policy whose first clause is ``when { context.arguments has x && ... }`` (or
+``has x.y``) is therefore not satisfied, and raises no error, for any call whose ``arguments`` lack
+``x``: the idiom Cedar documents for optional attributes, and how an argument rule is written.
+``unsatisfiable`` gives those policies for a call's arguments as a mask, for the engine to leave out
+of its slice. Only the leading conjunct of the first clause counts: a ``has`` after another
+conjunct (which may fail with an error first), in a later clause or under ``||`` is not a guard.
+
 What a scope matches, given the request's principal uid P with its ancestors (P itself and
 its groups), action A, and resource R with its ancestors (R and its server): ``principal``
 (unconstrained) all; ``== E`` when E is P; ``in E`` when E is P or one of its ancestors;
@@ -94,8 +103,8 @@ class PolicySlicer:
     slice is parsed in about 15 µs per policy).
     """
 
-    __slots__ = ("_action_any", "_by_action", "_cache", "_cache_size", "_ids", "_principals", "_resources",
-                 "_templates", "all", "permits", "resource_exact")  # fmt: skip
+    __slots__ = ("_action_any", "_by_action", "_by_guard", "_cache", "_cache_size", "_guarded", "_ids",
+                 "_principals", "_resources", "_templates", "all", "permits", "resource_exact")  # fmt: skip
 
     def __init__(self, templates: Mapping[str, pst.Template], *, cache_size: int = 2048) -> None:
         self._templates = dict(templates)
@@ -103,6 +112,8 @@ class PolicySlicer:
         self._principals, self._resources = _Index(), _Index()
         self._action_any = 0
         self._by_action: dict[str, int] = {}
+        self._by_guard: dict[str, int] = {}
+        self._guarded = 0
         self.permits = 0
         """The mask of the permits."""
         for i, template in enumerate(self._templates.values()):
@@ -116,6 +127,10 @@ class PolicySlicer:
                     self._by_action[name] = self._by_action.get(name, 0) | bit
             if template.effect == "permit":
                 self.permits |= bit
+            guard = _argument_guard(template)
+            if guard is not None:
+                self._by_guard[guard] = self._by_guard.get(guard, 0) | bit
+                self._guarded |= bit
         self.all = (1 << len(self._ids)) - 1
         """The mask of every policy."""
         self.resource_exact = self._resources.exact
@@ -137,6 +152,20 @@ class PolicySlicer:
         if resource is not None:
             found &= self._resources.match(resource)
         return found
+
+    def unsatisfiable(self, arguments: Mapping[str, object]) -> int:
+        """The policies no call with these ``arguments`` (the call's JSON object, as the context's
+        ``arguments`` holds it) can satisfy: those whose leading ``context.arguments has x`` names an
+        ``x`` the call lacks (module docstring). A mask; 0 when no policy has such a guard. About
+        0.2 µs plus 0.05 µs per argument."""
+        guarded = self._guarded
+        if not guarded:
+            return 0
+        by_guard = self._by_guard
+        present = 0
+        for name in arguments:
+            present |= by_guard.get(name, 0)
+        return guarded & ~present
 
     def mask_of(self, cedar_ids: Iterable[str]) -> int:
         """The mask of the given policies (ids not in the set are ignored)."""
@@ -160,6 +189,23 @@ class PolicySlicer:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return parsed
+
+
+def _argument_guard(template: pst.Template) -> str | None:
+    """The argument ``x`` of a leading ``context.arguments has x`` (or ``has x.y``): the leftmost
+    conjunct of the policy's first clause, when that clause is a ``when``; else None."""
+    clauses = template.clauses
+    if not clauses or not isinstance(clauses[0], pst.When):
+        return None
+    expr = clauses[0].expr
+    while isinstance(expr, pst.BinaryOp) and expr.op == "and":
+        expr = expr.left
+    if isinstance(expr, pst.HasAttr) and expr.base == _ARGUMENTS:
+        return expr.attrs[0]
+    return None
+
+
+_ARGUMENTS = pst.GetAttr(base=pst.Var(name="context"), attr="arguments")
 
 
 def _uid(uid: pst.EntityUid) -> Uid:

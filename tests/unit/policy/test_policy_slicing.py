@@ -81,6 +81,14 @@ CONDITIONS = (
     'when { principal has email && principal.email like "*@a.test" }',
     "when { context.arguments has x && context.arguments.x == 2 }",
     "unless { context.arguments has y }",
+    # Argument guards (PolicySlicer.unsatisfiable): a leading `has` is one; a `has` after a conjunct that
+    # can fail, under `||`, or in a later clause is not; `has x.z` on a number fails when x is there.
+    "when { context.arguments has y && context.records * 4611686018427387904 > 0 }",
+    "when { context.records * 4611686018427387904 > 0 && context.arguments has y }",
+    "when { context.arguments has x.z }",
+    "when { context.arguments has y || context.approved }",
+    "when { context.approved } when { context.arguments has x }",
+    'when { context.arguments has y && context.arguments has x && context.arguments.y == "v" }',
     'when { context has client_id && context.client_id == "agent" }',
     "when { context.approved }",
     'when { principal in Group::"g1" }',
@@ -186,6 +194,9 @@ class Unsliced(PolicySlicer):
     def mask(self, principal: Scope | None, action: str | None, resource: Scope | None) -> int:
         return self.all
 
+    def unsatisfiable(self, arguments: Any) -> int:
+        return 0
+
 
 class Whole(PolicyEngine):
     """An engine that evaluates every request against the whole policy set: no scope slice, no
@@ -200,7 +211,7 @@ class Whole(PolicyEngine):
         return self._slicer.all
 
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
@@ -227,6 +238,9 @@ def test_a_slice_answers_as_the_whole_set(policies: list[Any], requests: list[An
         full = cedarpy.is_authorized_batch([request], policy_set, handle)[0]
         sliced = cedarpy.is_authorized_batch([request], slicer.policy_set(mask), handle)[0]
         assert raw(sliced) == raw(full)
+        # Less the policies the call's arguments cannot satisfy (a leading `has` names one it lacks).
+        cut = mask & ~slicer.unsatisfiable(context["arguments"])
+        assert raw(cedarpy.is_authorized_batch([request], slicer.policy_set(cut), handle)[0]) == raw(full)
         # Partial evaluation with the arguments unknown (listings).
         record = _context_record(context, None)
         record["arguments"] = _UNKNOWN_ARGUMENTS
@@ -391,3 +405,45 @@ def test_a_slice_is_narrowed_by_what_is_known_before_the_context() -> None:
     assert ids == ["team7", "no-etc"]
     assert engine.decide(dana, "tools/call", ref, {"arguments": {"path": "/srv/a"}}).policy_ids == ("team7",)
     assert engine.decide(dana, "tools/call", ref, {"arguments": {"path": "/etc/passwd"}}).policy_ids == ("no-etc",)
+
+
+def test_a_call_without_a_guarded_argument_leaves_its_policies_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leading ``context.arguments has x`` in a policy's first ``when`` is a guard: a call without
+    ``x`` never asks Cedar about that policy. A ``has`` anywhere else is not a guard."""
+    engine = load(
+        """
+        @id("no-etc") forbid (principal, action, resource)
+        when { context.arguments has path && context.arguments.path like "/etc/*" };
+        @id("nested") forbid (principal, action, resource)
+        when { context.arguments has opts.force && context.arguments.opts.force };
+        @id("late") forbid (principal, action, resource) when { context.approved && context.arguments has path };
+        @id("either") forbid (principal, action, resource) when { context.arguments has path || context.approved };
+        @id("second") forbid (principal, action, resource)
+        when { context.approved } when { context.arguments has path };
+        @id("unless") permit (principal, action, resource) unless { context.arguments has path };
+        @id("dev") permit (principal in Group::"dev", action, resource);
+        """,
+        validate=False,
+    )
+    slicer = engine._slicer
+
+    def ids(mask: int) -> list[str]:
+        return [engine._loaded.by_cedar_id[c].policy_id for c in slicer.cedar_ids(mask)]
+
+    assert ids(slicer.unsatisfiable({})) == ["no-etc", "nested"]
+    assert ids(slicer.unsatisfiable({"path": "/srv", "other": 1})) == ["nested"]
+    assert ids(slicer.unsatisfiable({"opts": {}, "path": "/srv"})) == []
+    asked: list[list[str]] = []  # the policies of each slice given to Cedar
+    policy_set = PolicySlicer.policy_set
+
+    def seen(self: PolicySlicer, mask: int) -> cedarpy.PolicySet:
+        asked.append(sorted(ids(mask)))
+        return policy_set(self, mask)
+
+    monkeypatch.setattr(PolicySlicer, "policy_set", seen)
+    ref = ResourceRef.from_tool("demo", {"name": "search"}, risk="read")
+    assert engine.decide(user("dev"), "tools/call", ref, {"arguments": {"q": "a"}}).policy_ids == ("dev", "unless")
+    assert asked[-1] == ["dev", "either", "late", "second", "unless"]  # (asked[0]: the narrowing, context unknown)
+    decision = engine.decide(user("dev"), "tools/call", ref, {"arguments": {"path": "/etc/passwd"}})
+    assert decision.policy_ids == ("either", "no-etc")
+    assert asked[-1] == ["dev", "either", "late", "no-etc", "second", "unless"]
