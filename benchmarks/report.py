@@ -22,6 +22,7 @@ def scaling_tables(scaling: Scaling) -> list[tuple[str, list[tuple[str, ...]]]]:
         (f"Open sessions: Bastion's resident memory, and a run at c={CONNS} with them open", scaling.session_rows()),
         (f"Routes: CPU per call at c={CONNS} calling one of them", scaling.route_rows()),
         ("Policy-set size, in-process (benchmarks/policy_scale.py)", scaling.policy_rows()),
+        ("The floor: Bastion's HTTP server, upstream client and audit log, none of its checks", scaling.floor_rows()),
     ]
 
 
@@ -239,7 +240,14 @@ def scaling_markdown(scaling: Scaling | None) -> list[str]:
         "engine's decision memo); `unrelated`, what the policies that cannot apply add to an uncached `decide` "
         "(on a route of its own with eight policies: with the others loaded, minus without them); and a 100-tool "
         "`tools/list` as the list filter runs it (Cedar runs on the event loop): its time, and the longest stall, "
-        "the longest stretch of policy work between two yields to the event loop."
+        "the longest stretch of policy work between two yields to the event loop. **The floor:** "
+        "`benchmarks/floor_app.py`, served as `bastion serve` serves Bastion (uvicorn, Bastion's HTTP/1.1 "
+        "protocol, the same collector settings), does per call only what a gateway with Bastion's guarantees "
+        "must: parse the request, build the decision record and wait for its durable commit, forward with "
+        "`HttpUpstream.send`, parse and serialise the reply, queue the outcome record; no authentication, "
+        "session, policy, checks, limits or inspection. Measured against the default Bastion, interleaved, "
+        "at c=1 and c=16 (loop / audit: the event-loop thread's and the audit writer's CPU per call); the "
+        "difference is what Bastion's checks cost."
     )
     out.append("")
     for title, rows in scaling_tables(scaling):

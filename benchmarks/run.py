@@ -29,7 +29,9 @@ What it does, in one run (about five minutes):
 6. measures the scaling rows (``benchmarks/scaling.py``, about two minutes): CPU per call
    at c=16 against the size of a call's argument (1 KB, 100 KB, 1 MB; direct and through the
    default Bastion), Bastion's resident memory with 0, 1,000 and 10,000 open sessions (and a run
-   with them open), CPU per call with 1 and 100 routes (fresh Bastions), and
+   with them open), CPU per call with 1 and 100 routes (fresh Bastions), the floor
+   (``benchmarks/floor_app.py``: Bastion's HTTP server, upstream client and durable audit log around
+   each call with none of its checks, against the default Bastion at c=1 and c=16), and
    ``PolicyEngine.decide`` p50/p99 and a 100-tool list against policy sets of 10 to 3,000 policies
    (``benchmarks/policy_scale.py``'s ``measure``);
 7. prints the figures side by side, writes ``docs/benchmarks.md`` and draws its chart,

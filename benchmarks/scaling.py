@@ -15,12 +15,16 @@ Measured after the main rounds, on this checkout's Bastion in the default config
   client does, left open: a session lives until it is idle for ``server.session_idle_s``, an hour);
 - **routes:** two fresh Bastions, one with 1 route and one with 100 (99 others to paths of the
   same echo upstream first, the measured one last), interleaved at c=16, and the RSS of each;
+- **the floor:** ``benchmarks/floor_app.py`` (Bastion's HTTP server, upstream client and durable
+  audit log around each call, none of its checks) and the default Bastion, interleaved at c=1 and
+  c=16, CPU per call split into the event loop and the audit writer: what the libraries alone cost,
+  and what Bastion's checks add to them;
 - **policy-set size:** ``policy_scale.measure`` (in this process, no server) at 10, 100, 1,000
   and 3,000 policies: ``PolicyEngine.decide`` p50/p99 uncached and cached (the decision memo), what
   the policies that cannot apply add to it, a 100-tool list's time and its longest stall of the event
   loop, and the load time.
 
-Two interleaved rounds of the argument-size and route rows, one run per session count; ``--quick``
+Two interleaved rounds of the argument-size, route and floor rows, one run per session count; ``--quick``
 measures one round of each, with 300 calls and one list per policy-set size (1,000 calls and three
 lists otherwise). ``--no-scaling`` leaves all of them out.
 """
@@ -33,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from echo_upstream import PROTOCOL_VERSION
-from load import Run, measure, progress
+from load import Endpoint, Run, measure, progress
 from results import Verdict, median
 from scenario import DEFAULT
 
@@ -44,6 +48,8 @@ CONNS = 16
 ARG_SIZES = (1_000, 100_000, 1_000_000)
 SESSION_COUNTS = (0, 1_000, 10_000)
 ROUTE_COUNTS = (1, 100)
+FLOOR = "floor"
+FLOOR_CONNS = (1, 16)
 POLICY_SIZES = (10, 100, 1_000, 3_000)
 TARGET_DECIDE_P99_US = 50.0
 TARGET_LIST100_MS = 20.0
@@ -101,10 +107,32 @@ class Scaling:
     """Per route count: the Bastion's RSS after its last run."""
     policies: dict[int, dict[str, float]] = field(default_factory=dict)
     """Per policy-set size: ``policy_scale.measure``'s figures."""
+    floor: list[Run] = field(default_factory=list)
+    """Runs at :data:`FLOOR_CONNS` of target :data:`FLOOR` and ``DEFAULT``, interleaved."""
 
     def runs(self) -> list[Run]:
         """Every wrk run of the scaling rows (a run with errors makes the whole run invalid)."""
-        return [*self.arguments, *(p.run for p in self.sessions), *(r for runs in self.routes.values() for r in runs)]
+        routes = (r for runs in self.routes.values() for r in runs)
+        return [*self.arguments, *(p.run for p in self.sessions), *routes, *self.floor]
+
+    def floor_rows(self) -> list[tuple[str, ...]]:
+        """Per concurrency: CPU per call (total, event loop / audit writer) of the floor and of Bastion,
+        their difference, and each one's p50 latency; medians over the rounds."""
+        rows: list[tuple[str, ...]] = [("c", "floor CPU/call ms", "loop / audit", "Bastion CPU/call ms", "loop / audit",
+                                        "Bastion - floor ms", "floor p50 ms", "Bastion p50 ms")]  # fmt: skip
+        for conns in FLOOR_CONNS:
+            floor, bastion = (
+                {attr: median([r for r in self.floor if r.target == target and r.conns == conns], attr)
+                 for attr in ("server_cpu_ms", "main_cpu_ms", "other_cpu_ms", "p50_ms")}
+                for target in (FLOOR, DEFAULT)
+            )  # fmt: skip
+            rows.append((str(conns), f"{floor['server_cpu_ms']:.3f}",
+                         f"{floor['main_cpu_ms']:.3f} / {floor['other_cpu_ms']:.3f}",
+                         f"{bastion['server_cpu_ms']:.3f}",
+                         f"{bastion['main_cpu_ms']:.3f} / {bastion['other_cpu_ms']:.3f}",
+                         f"{bastion['server_cpu_ms'] - floor['server_cpu_ms']:+.3f}",
+                         f"{floor['p50_ms']:.3f}", f"{bastion['p50_ms']:.3f}"))  # fmt: skip
+        return rows
 
     def argument_med(self, target: str, size: int, attr: str) -> float:
         """Median of ``attr`` over the argument-size runs of ``target`` with ``size``-byte arguments."""
@@ -181,6 +209,7 @@ def measure_scaling(targets: Targets, duration_s: float, *, quick: bool = False)
                 scaling.arguments.append(run)
     measure_sessions(targets, duration_s, scaling)
     measure_routes(targets, rounds, duration_s, scaling)
+    measure_floor(targets, rounds, duration_s, scaling)
     calls, lists = (300, 1) if quick else (1000, 3)
     for size in POLICY_SIZES:
         scaling.policies[size] = policy_figures(size, calls, lists)
@@ -222,6 +251,22 @@ def measure_routes(targets: Targets, rounds: int, duration_s: float, scaling: Sc
     finally:
         for name in names.values():
             targets.stop_bastion(name)
+
+
+def measure_floor(targets: Targets, rounds: int, duration_s: float, scaling: Scaling) -> None:
+    """The floor rows: ``benchmarks/floor_app.py`` (started here, stopped afterwards) and the default
+    Bastion, interleaved at each of :data:`FLOOR_CONNS` (see the module docstring)."""
+    floor = targets.start_floor(FLOOR)
+    try:
+        endpoints = (Endpoint(FLOOR, floor.url, floor.pid, targets.echo_pid), targets.endpoint(DEFAULT))
+        for round_no in range(1, rounds + 1):
+            for conns in FLOOR_CONNS:
+                for endpoint in endpoints:
+                    run = measure(endpoint, conns, duration_s, round_no)
+                    print(f"floor rows round {round_no} c={conns:<2} {endpoint.name:8}  {progress(run)}", flush=True)
+                    scaling.floor.append(run)
+    finally:
+        floor.stop()
 
 
 def policy_figures(size: int, calls: int, lists: int) -> dict[str, float]:

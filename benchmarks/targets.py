@@ -168,6 +168,27 @@ audit:
         return done.stdout.strip()
 
 
+@dataclass
+class FloorServer(Server):
+    """``benchmarks/floor_app.py``: Bastion's HTTP server, upstream client and audit log with none of its
+    checks, in front of the echo upstream (see that module)."""
+
+    name: str
+    workdir: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def start(self, upstream_url: str) -> None:
+        data = self.workdir / f"{self.name}-data"
+        self.spawn([sys.executable, str(BENCH / "floor_app.py"), "--port", str(self.port), "--upstream", upstream_url,
+                    "--data", str(data)])  # fmt: skip
+        self.wait_ready("/healthz")
+
+
 class Targets:
     """The echo upstream and the Bastions (two of this checkout, the second only with ``normal``, and
     with ``baseline`` one of an earlier commit), running; ``load.measure`` measures one run against
@@ -247,6 +268,13 @@ class Targets:
         bastion.write_config(self.direct_url)
         bastion.start()
         return bastion
+
+    def start_floor(self, name: str) -> FloorServer:
+        """Start :class:`FloorServer` ``name`` in front of the echo upstream, after :meth:`start`; the
+        caller stops it."""
+        floor = FloorServer(name, self.workdir, free_port())
+        floor.start(self.direct_url)
+        return floor
 
     def stop_bastion(self, name: str) -> None:
         """Stop the Bastion ``name`` and forget it (its log stays in the working directory)."""

@@ -116,6 +116,25 @@ def test_scaling_runs_with_errors_make_the_run_invalid() -> None:
     assert results.invalid() == [bad.routes[100][0]]
 
 
+def test_floor_rows_set_bastion_against_the_floor_per_concurrency() -> None:
+    figures = scaling()
+    for round_no, (floor_c1, bastion_c1, floor_c16, bastion_c16) in enumerate(
+        ((0.45, 0.70, 0.20, 0.38), (0.47, 0.66, 0.22, 0.40), (0.60, 0.90, 0.30, 0.50))
+    ):
+        for conns, floor_cpu, bastion_cpu in ((1, floor_c1, bastion_c1), (16, floor_c16, bastion_c16)):
+            floor = run("floor", floor_cpu, conns=conns, round_no=round_no)
+            floor.p50_ms, floor.main_cpu_ms, floor.other_cpu_ms = 0.6, floor_cpu / 2, floor_cpu / 2
+            bastion = run("bastion", bastion_cpu, conns=conns, round_no=round_no)
+            bastion.p50_ms, bastion.main_cpu_ms, bastion.other_cpu_ms = 0.8, bastion_cpu - 0.1, 0.1
+            figures.floor += [floor, bastion]
+    rows = figures.floor_rows()
+    assert rows[1] == ("1", "0.470", "0.235 / 0.235", "0.700", "0.600 / 0.100", "+0.230", "0.600", "0.800")
+    assert rows[2][0] == "16"
+    assert rows[2][5] == "+0.180"  # medians 0.22 and 0.40
+    figures.floor[-1].errors = 1
+    assert figures.floor[-1] in figures.runs()  # a floor run with errors makes the whole run invalid
+
+
 def test_markdown_tables_and_the_section_without_scaling() -> None:
     assert markdown_table([("a", "b"), ("1", "2|3")]) == ["| a | b |", "|---|---:|", "| 1 | 2\\|3 |"]
     assert "Not measured in this run (`--no-scaling`)." in scaling_markdown(None)
