@@ -40,6 +40,7 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     │   └── RouteBlocked            200  -32003  (a definition's finding blocks the whole route until an admin acts)
     ├── DecisionRefused     403/404/409  -32603  (an approval decision someone may not make; portal, API)
     ├── LimitsUnavailable           503  -32603  (the store counting rates and quotas did not answer: fail closed)
+    ├── RevocationsUnavailable      503  -32603  (the shared revocation list cannot be kept current: fail closed)
     ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
     ├── AnswerWithheld              500  -32603  (inspection withheld the answer to the client's request)
     │   └── ResultWithheld          200  -32603  (a tool result far above its usual volume: a tool error instead)
@@ -109,6 +110,7 @@ __all__ = [
     "PolicyDenied",
     "RateLimited",
     "ResultWithheld",
+    "RevocationsUnavailable",
     "RouteBlocked",
     "SessionCapReached",
     "SessionNotFound",
@@ -475,6 +477,15 @@ class DecisionRefused(BastionError):
         super().__init__(message)
         self.status = status  # type: ignore[misc]
         self.reason = reason
+
+
+class RevocationsUnavailable(BastionError):
+    """The shared revocation list (``stores.postgres_revocations``) has not been kept current for
+    longer than it may be stale (its change feed is down): every token is refused rather than a
+    revoked one let through (fail closed)."""
+
+    status = 503
+    code = "revocations_unavailable"
 
 
 class AuditUnavailable(BastionError):

@@ -5,8 +5,10 @@ shared backend would keep are wall-clock epoch seconds (``time.time()``); values
 returns are not changed by their callers (changes go back through the store). Each
 protocol has ONE contract suite, run against every backend of that kind, in
 ``tests/unit/stores/test_contract_<kind>.py``; a shared backend (PostgreSQL, Redis) joins a
-kind by adding itself to that suite's ``BACKENDS`` (rate counters have one:
-``stores.redis_counters.RedisRateCounter``). Only the embedded SQLite backends touch
+kind by adding itself to that suite's ``BACKENDS``. Shared backends so far: rate counters in Redis
+(``stores.redis_counters.RedisRateCounter``) and revocations in PostgreSQL
+(``stores.postgres_revocations.PostgresRevocationStore``, on ``stores.postgres.PostgresDatabase``:
+one pool per process, the schema migrated at start from ``stores/migrations/``). Only the embedded SQLite backends touch
 SQLite (``tests/unit/stores/test_stores_layout.py`` pins that).
 
 ========================  =========================================  ===========================================
