@@ -35,7 +35,7 @@ from bastion.credentials.vault import TokenVault, VaultKeys
 from bastion.credentials.vault_sqlite import SQLiteVaultStore
 from bastion.egress import AllowList, EgressGuard, audit_refusals
 from bastion.errors import ConfigError
-from bastion.identity import RevocationList, SigningKeys, TokenIssuer, TokenVerifier
+from bastion.identity import SigningKeys, TokenIssuer, TokenVerifier
 from bastion.identity.external import guarded_jwks_fetch
 from bastion.limits.activity import SessionActivity
 from bastion.limits.rates import MAX_WINDOW_S
@@ -68,6 +68,7 @@ from bastion.portal.approvals import ApprovalPages
 from bastion.portal.definitions import DefinitionPages
 from bastion.principal import Principal
 from bastion.scan.definitions import scan_definition
+from bastion.stores.backends import DATABASE_FILE, postgres_database, revocation_store
 from bastion.stores.counters import RateCounter
 from bastion.stores.memory_activity import MemoryActivityStore
 from bastion.stores.memory_continuations import MemoryContinuationStore
@@ -101,9 +102,6 @@ _GC_THRESHOLDS = (20_000, 10, 10)
 # generations fill and are collected over and over: 10% of the CPU per call under load in the py-spy
 # profile of `make bench` (c=16), 0.5% with these. Reference counting still frees almost everything
 # at once; only cyclic garbage waits longer (at most about 20,000 allocations for the youngest).
-
-DATABASE_FILE = "bastion.db"
-"""The embedded store: one SQLite file in the data directory (audit log, revocations)."""
 
 
 def resolve_values(values: dict[str, str | SecretRef], where: str) -> dict[str, str]:
@@ -163,7 +161,9 @@ class Gateway:
         self.database = data_dir / DATABASE_FILE
         identity = config.identity
         self.keys = SigningKeys.load_or_create(data_dir, verify_window_s=identity.max_token_ttl)
-        self.revocations = RevocationList(self.database, recheck_s=0.05)
+        # The shared PostgreSQL database of stores.postgres (None: every store embedded).
+        self.postgres = postgres_database(config)
+        self.revocations = revocation_store(config, self.postgres, recheck_s=0.05)
         self.issuer = TokenIssuer(self.keys, config.issuer, identity.max_token_ttl)
         self.audit = SQLiteAuditLog(self.database, synchronous=config.audit.synchronous)
         # Built before whatever connects out (JWKS, upstreams): every refusal gets an audit record.

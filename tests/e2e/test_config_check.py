@@ -212,6 +212,27 @@ def test_check_accepts_a_good_config(tmp_path: Path) -> None:
     assert "egress allow list: none" in result.stdout
 
 
+def test_check_shows_where_each_store_keeps_its_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = _base(tmp_path)
+    path = _write(tmp_path, config)
+    lines = _run("check", "--config", str(path), cwd=tmp_path).stdout.splitlines()
+    revocations = next(line for line in lines if "revocations" in line)
+    assert "SQLite" in revocations
+    assert "this process only" in revocations
+    config["stores"] = {"postgres": {"url": "postgresql://bastion@db.internal:5432/gw", "password": {"env": "E2E_PG"}}}
+    path = _write(tmp_path, config)
+    unset = _run("check", "--config", str(path), cwd=tmp_path)
+    assert unset.returncode != 0
+    assert "stores.postgres.password: environment variable E2E_PG is not set" in unset.stderr
+    monkeypatch.setenv("E2E_PG", "s3cret-pg")
+    shared = _run("check", "--config", str(path), cwd=tmp_path)
+    assert shared.returncode == 0, shared.stdout + shared.stderr
+    revocations = next(line for line in shared.stdout.splitlines() if "revocations" in line)
+    assert "PostgreSQL" in revocations
+    assert "shared" in revocations
+    assert "s3cret-pg" not in shared.stdout
+
+
 def test_check_lists_identity_providers_with_their_secrets_resolved(tmp_path: Path) -> None:
     config = _base(tmp_path)
     (tmp_path / "corp-secret").write_text("s3cret\n", encoding="utf-8")

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bastion.config import BastionConfig, RouteSettings
+from bastion.config.stores import store_backends
 from bastion.credentials.vault import VaultKeys
 from bastion.egress import AllowList
 from bastion.egress.destinations import refusal
@@ -52,6 +53,7 @@ def check_config(config: BastionConfig, console: Console) -> None:
         console.print(f"shadow policies: {len(shadow.policy_ids)} loaded and validated, never enforced "
                       f"(version {shadow.version[:12]})")  # fmt: skip
     console.print(f"issuer: {config.issuer}  max token TTL: {config.identity.max_token_ttl}s")
+    _check_stores(config, console)
     _check_authorization_server(config, console)
     allowed = ", ".join(config.egress.allow) or "none (every private, loopback and metadata address refused)"
     console.print(f"egress allow list: {allowed}")
@@ -112,6 +114,24 @@ def _check_approvals(config: BastionConfig, engine: PolicyEngine, console: Conso
             "API (bastion approvals approve) are in the portal, which needs identity.authorization_server"
         ]
     return []
+
+
+def _check_stores(config: BastionConfig, console: Console) -> None:
+    """Print where each store keeps its state and whether replicas share it; resolve the PostgreSQL
+    password reference (``ConfigError`` when it cannot be). A shared deployment (``stores.shared``)
+    with an embedded store left was refused when the configuration loaded."""
+    if config.stores.postgres is not None:
+        try:
+            config.stores.postgres.resolved_url()
+        except ConfigError as exc:
+            raise ConfigError(f"stores.postgres.password: {exc.message}") from exc
+    table = Table(title="stores" + (" (several replicas: stores.shared)" if config.stores.shared else ""))
+    for column in ("store", "backend", "replicas"):
+        table.add_column(column)
+    for backend in store_backends(config):
+        replicas = "shared" if backend.shared else "this process only" if backend.must_share else "each its own"
+        table.add_row(backend.store, backend.backend, replicas)
+    console.print(table)
 
 
 def _check_authorization_server(config: BastionConfig, console: Console) -> None:

@@ -16,10 +16,11 @@ import typer
 from rich.table import Table
 
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
-from bastion.gateway import DATABASE_FILE
-from bastion.identity import RevocationList
+from bastion.config import BastionConfig
+from bastion.errors import ConfigError
 from bastion.oauth import SQLiteAuthorizationStore
 from bastion.oauth.records import Consent
+from bastion.stores.backends import DATABASE_FILE, postgres_database, revocation_store
 
 __all__ = ["app"]
 
@@ -35,14 +36,14 @@ async def _list(database: Path, sub: str | None) -> list[Consent]:
         await store.close()
 
 
-async def _revoke(database: Path, sub: str, client_id: str | None) -> tuple[int, int]:
-    store = SQLiteAuthorizationStore(database)
+async def _revoke(settings: BastionConfig, sub: str, client_id: str | None) -> tuple[int, int]:
+    store = SQLiteAuthorizationStore(settings.data_dir / DATABASE_FILE)
     await store.start()
     try:
         consents = await store.delete_consents(sub, client_id)
         families = await store.families_of(sub, client_id)
         now = datetime.datetime.now(datetime.UTC).timestamp()
-        async with RevocationList(database) as revocations:
+        async with revocation_store(settings, postgres_database(settings)) as revocations:
             for family_id in families:
                 for jti, expires_at in await store.revoke_family(family_id, now):
                     await revocations.revoke(jti, expires_at)
@@ -76,7 +77,10 @@ def revoke(
 ) -> None:
     """Forget USER's consents (for one client or all) and revoke the tokens granted with them."""
     settings = load_or_exit(config)
-    consents, families = asyncio.run(_revoke(settings.data_dir / DATABASE_FILE, sub, client))
+    try:
+        consents, families = asyncio.run(_revoke(settings, sub, client))
+    except ConfigError as exc:
+        raise fail(exc.message) from None
     if consents == 0 and families == 0:
         raise fail(f"no consent or token of {sub}" + (f" for {client}" if client else ""), code=1)
     out.print(f"revoked {consents} consents and {families} token families of {sub}")

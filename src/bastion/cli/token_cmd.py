@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
+from bastion.config import BastionConfig
 from bastion.errors import ConfigError
-from bastion.gateway import DATABASE_FILE
-from bastion.identity import RevocationList, SigningKeys, TokenIssuer, parse_duration
+from bastion.identity import SigningKeys, TokenIssuer, parse_duration
+from bastion.stores.backends import postgres_database, revocation_store
 
 __all__ = ["app"]
 
@@ -59,8 +60,8 @@ def mint(
     out.print(minted.token, soft_wrap=True)
 
 
-async def _revoke(database: Path, jti: str, expires_at: int) -> None:
-    async with RevocationList(database) as revocations:
+async def _revoke(settings: BastionConfig, jti: str, expires_at: int) -> None:
+    async with revocation_store(settings, postgres_database(settings)) as revocations:
         await revocations.revoke(jti, expires_at)
 
 
@@ -72,7 +73,10 @@ def revoke(
     """Revoke one token by its ``jti``; the running gateway refuses it on the next request."""
     settings = load_or_exit(config)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    asyncio.run(_revoke(settings.data_dir / DATABASE_FILE, jti, int(time.time()) + settings.identity.max_token_ttl))
+    try:
+        asyncio.run(_revoke(settings, jti, int(time.time()) + settings.identity.max_token_ttl))
+    except ConfigError as exc:
+        raise fail(exc.message) from None
     out.print(f"revoked {jti}")
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
 from bastion.egress.allowlist import AllowList
 from bastion.errors import ConfigError
 
-__all__ = ["AllowEntries", "SecretRef"]
+__all__ = ["AllowEntries", "SecretRef", "url_with_password"]
 
 
 def _allow_entries(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -24,6 +25,16 @@ def _allow_entries(value: tuple[str, ...]) -> tuple[str, ...]:
 
 AllowEntries = Annotated[tuple[str, ...], AfterValidator(_allow_entries)]
 """Egress allow list entries (CIDRs, ``host[:port]``), checked by ``AllowList.parse``."""
+
+
+def url_with_password(url: str, password: SecretRef | None) -> str:
+    """``url`` (``scheme://user@host...``) with ``password`` resolved into its user info (percent-encoded),
+    or ``url`` itself without one. Raises ``ConfigError`` when the reference cannot be resolved."""
+    if password is None:
+        return url
+    parts = urlsplit(url)
+    secret = quote(password.resolve(), safe="")
+    return parts._replace(netloc=f"{parts.username or ''}:{secret}@{parts.netloc.rpartition('@')[2]}").geturl()
 
 
 class _Model(BaseModel):

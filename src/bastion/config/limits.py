@@ -29,11 +29,11 @@ body itself is capped first by ``server.max_body_bytes``.
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from bastion.config.base import SecretRef, _Model
+from bastion.config.base import SecretRef, _Model, url_with_password
 from bastion.identity.durations import parse_duration
 from bastion.limits.rates import parse_rate
 
@@ -142,12 +142,7 @@ class CounterSettings(_Model):
         Raises ``ConfigError`` when the password reference cannot be resolved."""
         if self.redis_url is None:
             return None
-        if self.redis_password is None:
-            return self.redis_url
-        parts = urlsplit(self.redis_url)
-        user = parts.username or ""
-        secret = quote(self.redis_password.resolve(), safe="")
-        return parts._replace(netloc=f"{user}:{secret}@{parts.netloc.rpartition('@')[2]}").geturl()
+        return url_with_password(self.redis_url, self.redis_password)
 
 
 def _seconds(value: object) -> object:

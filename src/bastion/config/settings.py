@@ -14,6 +14,7 @@ from bastion.config.credentials import VaultSettings
 from bastion.config.limits import ArgumentLimits, CounterSettings, DataFlowSettings, LimitSettings, SessionCaps
 from bastion.config.oauth import AuthorizationServerSettings, EgressSettings
 from bastion.config.routes import RouteSettings
+from bastion.config.stores import StoreSettings, store_backends
 from bastion.config.volume import VolumeSettings
 from bastion.errors import ConfigError
 from bastion.identity.durations import parse_duration
@@ -170,6 +171,7 @@ class BastionConfig(_Model):
     session_caps: SessionCaps = SessionCaps()
     data_flow: DataFlowSettings = DataFlowSettings()
     volume: VolumeSettings = VolumeSettings()  # result volume baselines (issue 14)
+    stores: StoreSettings = StoreSettings()  # shared backends, replicas (issue 17)
     routes: tuple[RouteSettings, ...]
 
     @field_validator("routes")
@@ -180,6 +182,17 @@ class BastionConfig(_Model):
         if not value:
             raise ValueError("at least one route is needed")
         return value
+
+    @model_validator(mode="after")
+    def _shared_stores(self) -> BastionConfig:
+        if self.stores.shared:
+            embedded = [b.store for b in store_backends(self) if b.must_share and not b.shared]
+            if embedded:
+                raise ValueError(
+                    "stores.shared: several replicas need every store shared, but these are still embedded "
+                    f"(one process only): {', '.join(embedded)}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _external_issuer_routes(self) -> BastionConfig:

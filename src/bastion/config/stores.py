@@ -1,0 +1,97 @@
+"""``stores:``: where Bastion keeps its state, and whether the deployment has several replicas.
+
+By default every store is embedded (SQLite in the data directory, or memory): one process. With
+``stores.postgres`` the stores that have a PostgreSQL backend keep their records there, shared by
+every replica; ``counters.redis_url`` does the same for rates and quotas. ``stores.shared: true``
+says the deployment runs several replicas: the configuration is then refused while any store that
+replicas must share is still embedded (``store_backends`` lists them), since a second replica would
+see its own sessions, revocations, consents and audit chain instead of the others'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from pydantic import ConfigDict, Field, model_validator
+
+from bastion.config.base import SecretRef, _Model, url_with_password
+
+if TYPE_CHECKING:
+    from bastion.config.settings import BastionConfig
+
+__all__ = ["PostgresSettings", "StoreBackend", "StoreSettings", "store_backends"]
+
+
+class PostgresSettings(_Model):
+    """``stores.postgres``: the PostgreSQL database the shared stores use.
+
+    ``url`` is ``postgresql://user@host:5432/database`` (``?sslmode=require`` and the other libpq
+    parameters asyncpg understands may follow); the password only by reference, ``password: {env:
+    NAME}``. Every table lives in ``schema`` (created if missing); ``pool_size`` bounds each
+    process's connections.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    url: str
+    password: SecretRef | None = None
+    db_schema: str = Field(default="bastion", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    pool_size: int = Field(default=10, ge=1, le=200)
+
+    @model_validator(mode="after")
+    def _url(self) -> PostgresSettings:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
+            raise ValueError("stores.postgres.url must be postgresql://user@host:port/database")
+        if parts.password:
+            raise ValueError("stores.postgres.url carries a password: give it as password: {env: NAME}")
+        return self
+
+    def resolved_url(self) -> str:
+        """The URL with the password resolved into it. Raises ``ConfigError`` when the reference
+        cannot be resolved."""
+        return url_with_password(self.url, self.password)
+
+
+class StoreSettings(_Model):
+    """``stores:``: ``postgres`` (optional, see ``PostgresSettings``) and ``shared`` (several replicas:
+    refuse a configuration that leaves a store they must share embedded)."""
+
+    postgres: PostgresSettings | None = None
+    shared: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoreBackend:
+    """Where one store keeps its state: ``backend`` in words, whether replicas share it
+    (``shared``), and whether they must (``must_share``: false for caches each process rebuilds)."""
+
+    store: str
+    backend: str
+    shared: bool
+    must_share: bool = True
+
+
+def store_backends(config: BastionConfig) -> list[StoreBackend]:
+    """Every store of ``config``'s gateway and its backend, in the order ``bastion check`` prints them."""
+    sqlite = f"SQLite ({config.data_dir}/bastion.db)"
+    postgres = config.stores.postgres
+    redis = config.counters.redis_url
+    return [
+        StoreBackend("audit log", sqlite, shared=False),
+        StoreBackend("signing keys", f"file ({config.data_dir}/signing-keys.json)", shared=False),
+        StoreBackend("revocations", "PostgreSQL" if postgres else sqlite, shared=postgres is not None),
+        StoreBackend("sessions", "memory (this process)", shared=False),
+        StoreBackend("authorization server (clients, codes, consents, refresh tokens)", sqlite, shared=False),
+        StoreBackend("token vault", sqlite, shared=False),
+        StoreBackend("approvals", sqlite, shared=False),
+        StoreBackend("definition pins", sqlite, shared=False),
+        StoreBackend("result volume baselines", sqlite, shared=False),
+        StoreBackend("rates", f"Redis ({redis})" if redis else "memory (this process)", shared=redis is not None),
+        StoreBackend("quotas", f"Redis ({redis})" if redis else sqlite, shared=redis is not None),
+        StoreBackend("session activity (caps, data-flow labels)", "memory (this process)", shared=False),
+        StoreBackend("continuations", "memory (this process)", shared=False),
+        StoreBackend("tool catalogs", "memory (this process, rebuilt from the upstreams' lists)", False, False),
+    ]

@@ -1,0 +1,38 @@
+"""The stores a configuration asks for: the shared backends where ``stores:`` names one, the embedded
+ones otherwise (``bastion.config.stores.store_backends`` says which is which, for ``bastion check``).
+
+The gateway and the CLI build their stores here, so a ``bastion token revoke`` reaches the same
+revocation list as the replicas that serve.
+"""
+
+from __future__ import annotations
+
+from bastion.config import BastionConfig
+from bastion.identity.revocation import RevocationList
+from bastion.stores.postgres import PostgresDatabase
+from bastion.stores.postgres_revocations import PostgresRevocationStore
+from bastion.stores.revocations import RevocationStore
+
+__all__ = ["DATABASE_FILE", "postgres_database", "revocation_store"]
+
+DATABASE_FILE = "bastion.db"
+"""The embedded store: one SQLite file in the data directory."""
+
+
+def postgres_database(config: BastionConfig) -> PostgresDatabase | None:
+    """The PostgreSQL database of ``stores.postgres`` (not started), or None when it is not configured.
+    Raises ``ConfigError`` when its password reference cannot be resolved."""
+    settings = config.stores.postgres
+    if settings is None:
+        return None
+    return PostgresDatabase(settings.resolved_url(), schema=settings.db_schema, max_size=settings.pool_size)
+
+
+def revocation_store(
+    config: BastionConfig, postgres: PostgresDatabase | None, *, recheck_s: float = 0.0
+) -> RevocationStore:
+    """The revocation list (not started): in ``postgres`` when given, else in the data directory's
+    SQLite file, re-read at most every ``recheck_s`` seconds (0: on every check)."""
+    if postgres is not None:
+        return PostgresRevocationStore(postgres)
+    return RevocationList(config.data_dir / DATABASE_FILE, recheck_s=recheck_s)

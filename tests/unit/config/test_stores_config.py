@@ -1,0 +1,82 @@
+"""``stores:`` (``bastion.config.stores``): the shared PostgreSQL's settings, where each store keeps its
+state, and the refusal of a several-replica deployment that leaves a store embedded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bastion.config import parse_config
+from bastion.config.stores import store_backends
+from bastion.errors import ConfigError
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> dict[str, Any]:
+    policy = tmp_path / "policy.cedar"
+    policy.write_text('@id("p")\npermit (principal, action, resource);\n', encoding="utf-8")
+    return {
+        "policy": {"files": [str(policy)]},
+        "routes": [{"name": "notes", "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True,
+                                              "allow": ["127.0.0.1"]}}],
+    }  # fmt: skip
+
+
+def _error(data: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, source="bastion.yaml")
+    return caught.value.message
+
+
+def test_postgres_settings_and_the_password_by_reference(base: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    config = parse_config({**base, "stores": {"postgres": {"url": "postgresql://bastion@db:5432/gw", "schema": "gw_1",
+                                                           "password": {"env": "PG_PASSWORD"}}}})  # fmt: skip
+    postgres = config.stores.postgres
+    assert postgres is not None
+    assert (postgres.db_schema, postgres.pool_size) == ("gw_1", 10)
+    monkeypatch.setenv("PG_PASSWORD", "p@ss/word")
+    assert postgres.resolved_url() == "postgresql://bastion:p%40ss%2Fword@db:5432/gw"
+    monkeypatch.delenv("PG_PASSWORD")
+    with pytest.raises(ConfigError, match="PG_PASSWORD"):
+        postgres.resolved_url()
+
+
+@pytest.mark.parametrize(
+    ("postgres", "expected"),
+    [
+        ({"url": "mysql://db/gw"}, "stores.postgres: Value error, stores.postgres.url must be postgresql://"),
+        ({"url": "postgresql:///gw"}, "stores.postgres.url must be postgresql://user@host:port/database"),
+        ({"url": "postgresql://u:secret@db/gw"}, "carries a password: give it as password: {env: NAME}"),
+        ({"url": "postgresql://db/gw", "schema": "Public; DROP"}, "stores.postgres.schema"),
+        ({"url": "postgresql://db/gw", "password": "inline"}, "stores.postgres.password"),
+        ({"url": "postgresql://db/gw", "pool_size": 0}, "stores.postgres.pool_size"),
+    ],
+)
+def test_bad_postgres_settings_name_their_key(base: dict[str, Any], postgres: dict[str, Any], expected: str) -> None:
+    assert expected in _error({**base, "stores": {"postgres": postgres}})
+
+
+def test_each_store_says_where_it_keeps_its_state(base: dict[str, Any]) -> None:
+    embedded = {b.store: b for b in store_backends(parse_config(base))}
+    assert not any(b.shared for b in embedded.values())
+    assert embedded["revocations"].backend.startswith("SQLite")
+    shared = parse_config({**base, "stores": {"postgres": {"url": "postgresql://db/gw"}},
+                           "counters": {"redis_url": "redis://cache:6379/0"}})  # fmt: skip
+    backends = {b.store: b for b in store_backends(shared)}
+    assert {name for name, b in backends.items() if b.shared} == {"revocations", "rates", "quotas"}
+    assert backends["revocations"].backend == "PostgreSQL"
+    assert backends["rates"].backend == "Redis (redis://cache:6379/0)"
+    assert not backends["tool catalogs"].must_share  # a cache each process rebuilds
+
+
+def test_several_replicas_are_refused_while_a_store_is_embedded(base: dict[str, Any]) -> None:
+    message = _error({**base, "stores": {"shared": True, "postgres": {"url": "postgresql://db/gw"}},
+                      "counters": {"redis_url": "redis://cache:6379/0"}})  # fmt: skip
+    assert "stores.shared: several replicas need every store shared" in message
+    embedded = message.split("(one process only): ")[1].split(", ")
+    assert embedded[:3] == ["audit log", "signing keys", "sessions"]
+    assert "revocations" not in message
+    assert "rates" not in embedded
+    assert "tool catalogs" not in message
