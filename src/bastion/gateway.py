@@ -68,12 +68,11 @@ from bastion.portal.approvals import ApprovalPages
 from bastion.portal.definitions import DefinitionPages
 from bastion.principal import Principal
 from bastion.scan.definitions import scan_definition
-from bastion.stores.backends import DATABASE_FILE, postgres_database, revocation_store
+from bastion.stores.backends import DATABASE_FILE, postgres_database, revocation_store, session_store
 from bastion.stores.counters import RateCounter
 from bastion.stores.memory_activity import MemoryActivityStore
 from bastion.stores.memory_continuations import MemoryContinuationStore
 from bastion.stores.memory_counters import MemoryRateCounter
-from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.stores.redis_counters import RedisRateCounter
 from bastion.stores.sessions import Session
 from bastion.stores.sqlite_counters import SQLiteRateCounter
@@ -195,7 +194,7 @@ class Gateway:
             track_labels=self._tracks_labels(),
             session_idle_s=config.server.session_idle_s,
         )
-        self.sessions = MemorySessionStore(idle_s=config.server.session_idle_s, on_forget=self._end_upstream_later)
+        self.sessions = session_store(config, self._end_upstream_later)
         self.continuations = MemoryContinuationStore()  # requestState and task ids issued to each principal
         self.volume = BaselineKeeper(SQLiteVolumeStore(self.database), config.volume)  # result volume baselines
         self.webhook: WebhookNotifier | None = None
@@ -531,6 +530,9 @@ class Gateway:
         """Open the stores and start the stdio upstreams (waiting for their handshakes)."""
         await self.audit.start()
         await self.revocations.start()
+        start_sessions = getattr(self.sessions, "start", None)  # Redis: its pool; memory: nothing to open
+        if start_sessions is not None:
+            await start_sessions()
         if self.authorization is not None:
             await self.authorization.start()
         if self.vault is not None:
@@ -585,6 +587,9 @@ class Gateway:
                 await close()
         await self.audit.close()
         await self.revocations.close()
+        close_sessions = getattr(self.sessions, "close", None)
+        if close_sessions is not None:
+            await close_sessions()
 
     @asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:

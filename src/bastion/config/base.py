@@ -12,7 +12,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 from bastion.egress.allowlist import AllowList
 from bastion.errors import ConfigError
 
-__all__ = ["AllowEntries", "SecretRef", "url_with_password"]
+__all__ = ["AllowEntries", "SecretRef", "check_service_url", "url_with_password"]
 
 
 def _allow_entries(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -25,6 +25,17 @@ def _allow_entries(value: tuple[str, ...]) -> tuple[str, ...]:
 
 AllowEntries = Annotated[tuple[str, ...], AfterValidator(_allow_entries)]
 """Egress allow list entries (CIDRs, ``host[:port]``), checked by ``AllowList.parse``."""
+
+
+def check_service_url(url: str, schemes: tuple[str, ...], where: str, form: str, password_key: str) -> None:
+    """Raise ``ValueError`` (for pydantic to report at ``where``) unless ``url`` has one of ``schemes``
+    and a host (``form`` says what is expected) and no password in it (``password_key`` says where
+    its reference goes instead)."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"{where} must be {form}")
+    if parts.password:
+        raise ValueError(f"{where} carries a password: give it as {password_key}: {{env: NAME}}")
 
 
 def url_with_password(url: str, password: SecretRef | None) -> str:

@@ -29,11 +29,10 @@ body itself is capped first by ``server.max_body_bytes``.
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from bastion.config.base import SecretRef, _Model, url_with_password
+from bastion.config.base import SecretRef, _Model, check_service_url, url_with_password
 from bastion.identity.durations import parse_duration
 from bastion.limits.rates import parse_rate
 
@@ -112,6 +111,10 @@ class LimitSettings(_Model):
         return self.quota is not None
 
 
+_REDIS = ("redis", "rediss")
+_REDIS_FORM = "redis://host:port/db or rediss://..."
+
+
 class CounterSettings(_Model):
     """``counters:``: where rates and quotas are counted. Without ``redis_url``, rates in memory and
     quotas in the data directory (one process). With it, both in that Redis
@@ -130,11 +133,7 @@ class CounterSettings(_Model):
             if self.redis_password is not None:
                 raise ValueError("counters.redis_password without counters.redis_url")
             return self
-        parts = urlsplit(self.redis_url)
-        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-            raise ValueError("counters.redis_url must be redis://host:port/db or rediss://...")
-        if parts.password:
-            raise ValueError("counters.redis_url carries a password: give it as redis_password: {env: NAME}")
+        check_service_url(self.redis_url, _REDIS, "counters.redis_url", _REDIS_FORM, "redis_password")
         return self
 
     def resolved_url(self) -> str | None:

@@ -2,7 +2,8 @@
 
 By default every store is embedded (SQLite in the data directory, or memory): one process. With
 ``stores.postgres`` the stores that have a PostgreSQL backend keep their records there, shared by
-every replica; ``counters.redis_url`` does the same for rates and quotas. ``stores.shared: true``
+every replica; with ``stores.redis`` the short-lived ones that have a Redis backend (sessions);
+``counters.redis_url`` does the same for rates and quotas. ``stores.shared: true``
 says the deployment runs several replicas: the configuration is then refused while any store that
 replicas must share is still embedded (``store_backends`` lists them), since a second replica would
 see its own sessions, revocations, consents and audit chain instead of the others'.
@@ -12,16 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, model_validator
 
-from bastion.config.base import SecretRef, _Model, url_with_password
+from bastion.config.base import SecretRef, _Model, check_service_url, url_with_password
 
 if TYPE_CHECKING:
     from bastion.config.settings import BastionConfig
 
-__all__ = ["PostgresSettings", "StoreBackend", "StoreSettings", "store_backends"]
+__all__ = ["PostgresSettings", "RedisSettings", "StoreBackend", "StoreSettings", "store_backends"]
 
 
 class PostgresSettings(_Model):
@@ -42,11 +42,29 @@ class PostgresSettings(_Model):
 
     @model_validator(mode="after")
     def _url(self) -> PostgresSettings:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("postgresql", "postgres") or not parts.hostname:
-            raise ValueError("stores.postgres.url must be postgresql://user@host:port/database")
-        if parts.password:
-            raise ValueError("stores.postgres.url carries a password: give it as password: {env: NAME}")
+        form = "postgresql://user@host:port/database"
+        check_service_url(self.url, ("postgresql", "postgres"), "stores.postgres.url", form, "password")
+        return self
+
+    def resolved_url(self) -> str:
+        """The URL with the password resolved into it. Raises ``ConfigError`` when the reference
+        cannot be resolved."""
+        return url_with_password(self.url, self.password)
+
+
+class RedisSettings(_Model):
+    """``stores.redis``: the Redis the shared short-lived stores use (sessions). ``url`` is
+    ``redis://host:port/db`` (``rediss://`` for TLS), the password only by reference, ``password: {env:
+    NAME}``; every key starts with ``prefix``."""
+
+    url: str
+    password: SecretRef | None = None
+    prefix: str = Field(default="bastion:", min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _url(self) -> RedisSettings:
+        check_service_url(self.url, ("redis", "rediss"), "stores.redis.url", "redis://host:port/db or rediss://...",
+                          "password")  # fmt: skip
         return self
 
     def resolved_url(self) -> str:
@@ -56,10 +74,12 @@ class PostgresSettings(_Model):
 
 
 class StoreSettings(_Model):
-    """``stores:``: ``postgres`` (optional, see ``PostgresSettings``) and ``shared`` (several replicas:
-    refuse a configuration that leaves a store they must share embedded)."""
+    """``stores:``: ``postgres`` and ``redis`` (optional, see ``PostgresSettings`` and
+    ``RedisSettings``) and ``shared`` (several replicas: refuse a configuration that leaves a store
+    they must share embedded)."""
 
     postgres: PostgresSettings | None = None
+    redis: RedisSettings | None = None
     shared: bool = False
 
 
@@ -77,13 +97,14 @@ class StoreBackend:
 def store_backends(config: BastionConfig) -> list[StoreBackend]:
     """Every store of ``config``'s gateway and its backend, in the order ``bastion check`` prints them."""
     sqlite = f"SQLite ({config.data_dir}/bastion.db)"
-    postgres = config.stores.postgres
+    stores = config.stores
+    postgres = stores.postgres
     redis = config.counters.redis_url
     return [
         StoreBackend("audit log", sqlite, shared=False),
         StoreBackend("signing keys", f"file ({config.data_dir}/signing-keys.json)", shared=False),
         StoreBackend("revocations", "PostgreSQL" if postgres else sqlite, shared=postgres is not None),
-        StoreBackend("sessions", "memory (this process)", shared=False),
+        StoreBackend("sessions", "Redis" if stores.redis else "memory (this process)", shared=stores.redis is not None),
         StoreBackend("authorization server (clients, codes, consents, refresh tokens)", sqlite, shared=False),
         StoreBackend("token vault", sqlite, shared=False),
         StoreBackend("approvals", sqlite, shared=False),

@@ -6,10 +6,12 @@ returns are not changed by their callers (changes go back through the store). Ea
 protocol has ONE contract suite, run against every backend of that kind, in
 ``tests/unit/stores/test_contract_<kind>.py``; a shared backend (PostgreSQL, Redis) joins a
 kind by adding itself to that suite's ``BACKENDS``. Shared backends so far: rate counters in Redis
-(``stores.redis_counters.RedisRateCounter``) and revocations in PostgreSQL
-(``stores.postgres_revocations.PostgresRevocationStore``, on ``stores.postgres.PostgresDatabase``:
-one pool per process, the schema migrated at start from ``stores/migrations/``). Only the embedded SQLite backends touch
-SQLite (``tests/unit/stores/test_stores_layout.py`` pins that).
+(``stores.redis_counters.RedisRateCounter``), sessions in Redis (``stores.redis_sessions.
+RedisSessionStore``) and revocations in PostgreSQL (``stores.postgres_revocations.
+PostgresRevocationStore``, on ``stores.postgres.PostgresDatabase``: one pool per process, the schema
+migrated at start from ``stores/migrations/``). ``stores.backends`` builds what a configuration
+asks for. Only the embedded SQLite backends touch SQLite (``tests/unit/stores/test_stores_layout.py``
+pins that).
 
 ========================  =========================================  ===========================================
 kind                      protocol                                   embedded backend

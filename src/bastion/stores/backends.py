@@ -7,13 +7,18 @@ revocation list as the replicas that serve.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bastion.config import BastionConfig
 from bastion.identity.revocation import RevocationList
+from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.stores.postgres import PostgresDatabase
 from bastion.stores.postgres_revocations import PostgresRevocationStore
+from bastion.stores.redis_sessions import RedisSessionStore
 from bastion.stores.revocations import RevocationStore
+from bastion.stores.sessions import Session, SessionStore
 
-__all__ = ["DATABASE_FILE", "postgres_database", "revocation_store"]
+__all__ = ["DATABASE_FILE", "postgres_database", "revocation_store", "session_store"]
 
 DATABASE_FILE = "bastion.db"
 """The embedded store: one SQLite file in the data directory."""
@@ -36,3 +41,16 @@ def revocation_store(
     if postgres is not None:
         return PostgresRevocationStore(postgres)
     return RevocationList(config.data_dir / DATABASE_FILE, recheck_s=recheck_s)
+
+
+def session_store(config: BastionConfig, on_forget: Callable[[Session], None]) -> SessionStore:
+    """The MCP session store (not started): in ``stores.redis`` when set, else in this process's memory;
+    idle after ``server.session_idle_s``, ``on_forget`` told of each session dropped for idleness.
+    Raises ``ConfigError`` when the Redis password reference cannot be resolved."""
+    idle_s = config.server.session_idle_s
+    redis = config.stores.redis
+    if redis is not None:
+        return RedisSessionStore(
+            redis.resolved_url(), prefix=f"{redis.prefix}session:", idle_s=idle_s, on_forget=on_forget
+        )
+    return MemorySessionStore(idle_s=idle_s, on_forget=on_forget)

@@ -58,6 +58,18 @@ def test_bad_postgres_settings_name_their_key(base: dict[str, Any], postgres: di
     assert expected in _error({**base, "stores": {"postgres": postgres}})
 
 
+@pytest.mark.parametrize(
+    ("redis", "expected"),
+    [
+        ({"url": "http://cache:6379"}, "stores.redis.url must be redis://host:port/db"),
+        ({"url": "redis://:pw@cache:6379/0"}, "stores.redis.url carries a password"),
+        ({"url": "redis://cache:6379/0", "prefix": ""}, "stores.redis.prefix"),
+    ],
+)
+def test_bad_redis_settings_name_their_key(base: dict[str, Any], redis: dict[str, Any], expected: str) -> None:
+    assert expected in _error({**base, "stores": {"redis": redis}})
+
+
 def test_each_store_says_where_it_keeps_its_state(base: dict[str, Any]) -> None:
     embedded = {b.store: b for b in store_backends(parse_config(base))}
     assert not any(b.shared for b in embedded.values())
@@ -66,6 +78,9 @@ def test_each_store_says_where_it_keeps_its_state(base: dict[str, Any]) -> None:
                            "counters": {"redis_url": "redis://cache:6379/0"}})  # fmt: skip
     backends = {b.store: b for b in store_backends(shared)}
     assert {name for name, b in backends.items() if b.shared} == {"revocations", "rates", "quotas"}
+    with_redis = parse_config({**base, "stores": {"redis": {"url": "redis://cache:6379/1", "prefix": "gw:"}}})
+    sessions = next(b for b in store_backends(with_redis) if b.store == "sessions")
+    assert (sessions.backend, sessions.shared) == ("Redis", True)
     assert backends["revocations"].backend == "PostgreSQL"
     assert backends["rates"].backend == "Redis (redis://cache:6379/0)"
     assert not backends["tool catalogs"].must_share  # a cache each process rebuilds

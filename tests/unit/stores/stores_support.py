@@ -14,8 +14,21 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pytest
+from redis.asyncio import Redis
 
 S = TypeVar("S", bound=AbstractAsyncContextManager[Any])
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+"""The Redis every machine of ours and CI runs on loopback; each test uses a key prefix of its own."""
+
+
+async def delete_redis_keys(prefix: str) -> None:
+    """Delete every key named ``<prefix>...`` from the Redis at ``REDIS_URL``."""
+    async with Redis.from_url(REDIS_URL) as client:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+
 
 POSTGRES_URL = os.environ.get("BASTION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 """The PostgreSQL every machine of ours and CI runs on loopback (trust auth, database ``test``)."""

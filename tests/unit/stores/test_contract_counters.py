@@ -23,6 +23,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from stores_support import REDIS_URL, delete_redis_keys
 
 from bastion.stores.counters import RateCounter, RateDecision
 from bastion.stores.memory_counters import MemoryRateCounter
@@ -31,7 +32,6 @@ from bastion.stores.sqlite_counters import SQLiteRateCounter
 
 NOW = 1_700_000_000.0
 #: The Redis every machine and CI runs (it keeps nothing on disk).
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 Opener = Callable[[], Awaitable[RateCounter]]
 
@@ -44,14 +44,6 @@ BACKENDS: dict[str, Callable[[Path, str], AbstractAsyncContextManager[RateCounte
 }
 #: The backends whose handles (replicas, a restarted process) share one count.
 SHARED = ("redis", "sqlite")
-
-
-async def delete_redis_keys(prefix: str) -> None:
-    """Delete every key named ``<prefix>...`` from the Redis at ``REDIS_URL``."""
-    async with Redis.from_url(REDIS_URL) as client:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
 
 
 def openers_fixture(names: tuple[str, ...]) -> Any:

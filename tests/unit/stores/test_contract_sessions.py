@@ -1,20 +1,26 @@
-"""The ``SessionStore`` contract, run against every backend (today ``MemorySessionStore``).
+"""The ``SessionStore`` contract, run against every backend: ``MemorySessionStore`` and
+``RedisSessionStore`` (on the Redis on loopback, under a key prefix of the test's own, deleted after).
 
 Each backend is built with idle expiry after 60 s, an injected wall clock and an
 ``on_forget`` that records what the store dropped by itself. A shared backend joins by
-adding an entry to ``BACKENDS``; every test here must pass unchanged against it.
+adding an entry to ``BACKENDS``; every test here must pass unchanged against it. The tests at
+the end open two handles on one shared backend, as two replicas.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
 import pytest
+from stores_support import REDIS_URL, delete_redis_keys
 
 from bastion.stores.memory_sessions import MemorySessionStore
+from bastion.stores.redis_sessions import RedisSessionStore
 from bastion.stores.sessions import SentRequest, Session, SessionStore
 
 ALICE = "https://issuer.test\x1falice"
@@ -40,22 +46,44 @@ class Backend:
     store: SessionStore
     clock: Clock
     forgotten: list[str] = field(default_factory=list)
+    shared: bool = False  # replicas share it: drain leaves its sessions to the others
 
 
-Factory = Callable[[Clock, Callable[[Session], None]], SessionStore]
+Factory = Callable[[Clock, Callable[[Session], None], str], SessionStore]
 
-#: Every backend of ``SessionStore``: a factory of an empty store with ``idle_s`` = 60.
+#: Every backend of ``SessionStore``: a factory of an empty store with ``idle_s`` = 60 (the last
+#: argument is the test's own Redis key prefix).
 BACKENDS: dict[str, Factory] = {
-    "memory": lambda clock, on_forget: MemorySessionStore(idle_s=IDLE_S, on_forget=on_forget, clock=clock),
+    "memory": lambda clock, on_forget, _prefix: MemorySessionStore(idle_s=IDLE_S, on_forget=on_forget, clock=clock),
+    "redis": lambda clock, on_forget, prefix: RedisSessionStore(
+        REDIS_URL, prefix=prefix, idle_s=IDLE_S, on_forget=on_forget, clock=clock
+    ),
 }
 
 
+SHARED = ("redis",)
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A Redis key prefix of the test's own; its keys are deleted afterwards."""
+    name = f"bastion-test:{uuid.uuid4().hex}:"
+    yield name
+    await delete_redis_keys(name)
+
+
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest) -> Backend:
-    """Each backend, empty, with its clock and the ids of the sessions it dropped by itself."""
+async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Backend]:
+    """Each backend, empty and started, with its clock and the ids of the sessions it dropped by itself."""
     clock, forgotten = Clock(), []
-    store = BACKENDS[request.param](clock, lambda s: forgotten.append(s.id))
-    return Backend(store, clock, forgotten)
+    store = BACKENDS[request.param](clock, lambda s: forgotten.append(s.id), prefix)
+    start = getattr(store, "start", None)
+    if start is not None:
+        await start()
+    yield Backend(store, clock, forgotten, shared=request.param in SHARED)
+    close = getattr(store, "close", None)
+    if close is not None:
+        await close()
 
 
 @pytest.fixture
@@ -169,13 +197,15 @@ async def test_sweep_drops_idle_sessions_and_reports_them(backend: Backend) -> N
 
 
 async def test_drain_hands_every_session_back_without_reporting_it(backend: Backend) -> None:
+    """The embedded store hands every session back (this process ends them); a shared one none: the
+    other replicas still serve them."""
     store = backend.store
     sessions = [await store.create("notes", ALICE), await store.create("time", BOB)]
     drained = await store.drain()
-    assert sorted(s.id for s in drained) == sorted(s.id for s in sessions)
+    assert sorted(s.id for s in drained) == ([] if backend.shared else sorted(s.id for s in sessions))
     assert backend.forgotten == []
     assert await store.drain() == []
-    assert await store.get(sessions[0].id, "notes", ALICE) is None
+    assert (await store.get(sessions[0].id, "notes", ALICE) is None) is not backend.shared
 
 
 # --- update, and no mutation through returned values -------------------------------------------
@@ -239,3 +269,60 @@ async def test_concurrent_calls_keep_every_session_and_every_update(store: Sessi
     )
     found = await asyncio.gather(*(store.get(s.id, "notes", ALICE) for s in sessions))
     assert [f.upstream_id if f else None for f in found] == [f"up-{i}" for i in range(100)]
+
+
+# --- replicas (shared backends) -----------------------------------------------------------------
+
+
+@pytest.fixture
+async def replicas(prefix: str) -> AsyncIterator[tuple[Backend, Backend]]:
+    """Two handles on one Redis prefix with one clock, as two replicas; each records what it dropped."""
+    clock = Clock()
+    async with AsyncExitStack() as stack:
+        backends = []
+        for _ in range(2):
+            forgotten: list[str] = []
+            store = RedisSessionStore(
+                REDIS_URL, prefix=prefix, idle_s=IDLE_S, on_forget=lambda s, f=forgotten: f.append(s.id), clock=clock
+            )
+            await stack.enter_async_context(store)
+            backends.append(Backend(store, clock, forgotten))
+        yield backends[0], backends[1]
+
+
+async def test_a_session_opened_on_one_replica_continues_on_another(replicas: tuple[Backend, Backend]) -> None:
+    one, other = replicas
+    session = await one.store.create("notes", ALICE)
+    await one.store.update(session.id, upstream_id="up-1", protocol_version="2025-11-25")
+    found = await other.store.get(session.id, "notes", ALICE)
+    assert found is not None
+    assert (found.upstream_id, found.protocol_version, found.created) == ("up-1", "2025-11-25", session.created)
+    assert await other.store.get(session.id, "notes", BOB) is None
+    one.clock.advance(50)
+    assert await other.store.get(session.id, "notes", ALICE) is not None  # use on one replica...
+    one.clock.advance(50)
+    assert await one.store.get(session.id, "notes", ALICE) is not None  # ...keeps it alive on the other
+    await other.store.delete(session.id)
+    assert await one.store.get(session.id, "notes", ALICE) is None
+
+
+async def test_an_idle_session_is_reported_by_one_replica_only(replicas: tuple[Backend, Backend]) -> None:
+    one, other = replicas
+    sessions = [await one.store.create("notes", ALICE) for _ in range(20)]
+    one.clock.advance(IDLE_S + 1)
+    counts = await asyncio.gather(one.store.sweep(), other.store.sweep())
+    assert sum(counts) == 20
+    assert sorted(one.forgotten + other.forgotten) == sorted(s.id for s in sessions)
+    assert await one.store.drain() == []  # shutting one replica down leaves the sessions to the others
+
+
+async def test_a_request_ledger_stays_with_the_replica_it_was_sent_through(replicas: tuple[Backend, Backend]) -> None:
+    one, other = replicas
+    session = await one.store.create("notes", ALICE)
+    session.requests.remember(SentRequest(rpc_id=7, method="tools/list"))
+    there = await other.store.get(session.id, "notes", ALICE)
+    assert there is not None
+    assert there.requests.find(7) is None  # an answer replayed there for it is dropped, never relayed unfiltered
+    here = await one.store.get(session.id, "notes", ALICE)
+    assert here is not None
+    assert here.requests.find(7) == SentRequest(rpc_id=7, method="tools/list")

@@ -1,0 +1,171 @@
+"""Shared stores across replicas (issue 17): two ``bastion serve`` processes, each with its own data
+directory, ``stores.postgres`` pointing at one schema of the PostgreSQL on loopback and
+``stores.redis`` at the Redis on loopback (under a key prefix of the test's own). A token revoked
+with ``bastion token revoke`` (the CLI of one replica's configuration) is refused by both within a
+second; an MCP session (2025-11-25) opened through one replica continues on the other, and ends
+for both when deleted through it; a configuration that declares several replicas
+(``stores.shared``) while stores are still embedded is refused by ``bastion check`` and by
+``bastion serve``, naming them.
+
+Real processes on loopback: the ledger MCP server, two gateways behind one public URL (as behind a
+load balancer: the same issuer and audience), the signing key shared by copying it (signing keys
+are not a shared store yet), raw requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncpg
+import httpx2
+import pytest
+import yaml
+from redis import Redis
+from tests.support.bastion_process import BASTION, BastionProcess
+from tests.support.e2e_helpers import (
+    jwt_payload,
+    legacy_post,
+    modern_post,
+    open_session,
+    reply_message,
+    rpc,
+    wait_until,
+)
+from tests.support.ledger_server import ledger_server
+
+pytestmark = pytest.mark.e2e
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POLICY = """
+@id("dev-deploy")
+permit (principal in Group::"dev", action == Action::"tools/call", resource == Tool::"ledger/deploy");
+"""
+PUBLIC_URL = "http://gateway.test"
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis key prefix of the test's own; its keys are deleted afterwards."""
+    name = f"bastion-e2e:{uuid.uuid4().hex}:"
+    yield name
+    with Redis.from_url(REDIS_URL) as client:
+        keys = list(client.scan_iter(match=f"{name}*"))
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def schema() -> Iterator[str]:
+    """A schema of its own in the test database, dropped afterwards."""
+    name = f"e2e_{uuid.uuid4().hex[:16]}"
+    yield name
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(POSTGRES_URL)
+        try:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
+
+
+def replica(workdir: Path, ledger_url: str, schema: str, prefix: str) -> BastionProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "policy.cedar").write_text(POLICY, encoding="utf-8")
+    return BastionProcess(workdir, {
+        "server": {"public_url": PUBLIC_URL},
+        "policy": {"files": [str(workdir / "policy.cedar")]},
+        "stores": {"postgres": {"url": POSTGRES_URL, "schema": schema}, "redis": {"url": REDIS_URL, "prefix": prefix}},
+        "routes": [{"name": "ledger", "http": {"url": ledger_url, "allow_http": True, "allow": ["127.0.0.1"]}}],
+    })  # fmt: skip
+
+
+def deploy(bastion: BastionProcess, token: str, service: str) -> httpx2.Response:
+    with httpx2.Client(timeout=10) as http:
+        params = {"name": "deploy", "arguments": {"service": service, "env": "prod"}}
+        return modern_post(http, bastion.url("ledger"), token, "tools/call", params)
+
+
+@contextmanager
+def two_replicas(tmp_path: Path, ledger_url: str, schema: str, prefix: str) -> Iterator[tuple[BastionProcess, ...]]:
+    """Replicas ``a`` and ``b`` running, ``b`` with ``a``'s signing key."""
+    a, b = (replica(tmp_path / name, ledger_url, schema, prefix) for name in ("a", "b"))
+    with a:
+        a.mint("warm-up", "ledger")  # creates a's signing key if a had not yet
+        (tmp_path / "b" / "data").mkdir(parents=True, mode=0o700)
+        shutil.copy2(tmp_path / "a" / "data" / "signing-keys.json", tmp_path / "b" / "data")
+        with b:
+            yield a, b
+
+
+def test_a_token_revoked_once_is_refused_by_every_replica_within_a_second(
+    tmp_path: Path, schema: str, prefix: str
+) -> None:
+    with ledger_server() as (ledger_url, ledger), two_replicas(tmp_path, ledger_url, schema, prefix) as (a, b):
+        token = a.mint("rita", "ledger", "dev")
+        assert [deploy(g, token, f"before-{g.port}").status_code for g in (a, b)] == [200, 200]
+        jti = jwt_payload(token)["jti"]
+        revoked = a.cli("token", "revoke", jti, "--config", str(a.config_path))
+        assert jti in revoked.stdout
+        started = time.monotonic()
+        for gateway in (a, b):
+            assert wait_until(lambda g=gateway: deploy(g, token, "after").status_code == 401, timeout_s=1.0)
+        assert time.monotonic() - started < 2.0
+        assert len(ledger()) == 2  # nothing after the revocation was forwarded
+        for gateway in (a, b):
+            assert wait_until(lambda g=gateway: ("deny", "unauthenticated", None) in _denials(g), timeout_s=5)
+
+
+def test_a_session_opened_on_one_replica_continues_on_the_other(tmp_path: Path, schema: str, prefix: str) -> None:
+    with ledger_server() as (ledger_url, ledger), two_replicas(tmp_path, ledger_url, schema, prefix) as (a, b):
+        token = a.mint("sam", "ledger", "dev")
+        with httpx2.Client(timeout=10) as http:
+            session_id = open_session(http, a.url("ledger"), token)
+            call = rpc("tools/call", {"name": "deploy", "arguments": {"service": "api", "env": "prod"}}, rpc_id=2)
+            answer = legacy_post(http, b.url("ledger"), token, session_id, call)  # the other replica
+            assert answer.status_code == 200, answer.text
+            assert "result" in reply_message(answer)
+            assert ledger() == [{"service": "api", "env": "prod"}]
+            other = b.mint("tom", "ledger", "dev")  # another principal presenting the same session id
+            assert legacy_post(http, b.url("ledger"), other, session_id, call).status_code == 404
+            ended = http.delete(b.url("ledger"), headers={"authorization": f"Bearer {token}",
+                                                          "mcp-session-id": session_id,
+                                                          "mcp-protocol-version": "2025-11-25"})  # fmt: skip
+            assert ended.status_code in (200, 204), ended.text
+            assert legacy_post(http, a.url("ledger"), token, session_id, call).status_code == 404
+            assert len(ledger()) == 1
+
+
+def _denials(gateway: BastionProcess) -> list[tuple[str, str | None, str | None]]:
+    return [row for row in gateway.audit_rows("tools/call") if row[0] == "deny"]
+
+
+def test_several_replicas_with_embedded_stores_are_refused(tmp_path: Path, schema: str) -> None:
+    config = {
+        "data_dir": str(tmp_path / "data"),
+        "policy": {"files": [str(tmp_path / "policy.cedar")]},
+        "stores": {"shared": True, "postgres": {"url": POSTGRES_URL, "schema": schema}},
+        "routes": [{"name": "ledger", "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True,
+                                               "allow": ["127.0.0.1"]}}],
+    }  # fmt: skip
+    (tmp_path / "policy.cedar").write_text(POLICY, encoding="utf-8")
+    path = tmp_path / "bastion.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    for command in (["check"], ["serve"]):
+        done = subprocess.run([BASTION, *command, "--config", str(path)], capture_output=True, text=True, timeout=60,
+                              check=False)  # fmt: skip
+        assert done.returncode != 0
+        assert "stores.shared" in done.stderr
+        assert "audit log" in done.stderr
+        assert "sessions" in done.stderr
+        assert "revocations" not in done.stderr  # the one that is shared is not named
+        assert "Traceback" not in done.stderr
