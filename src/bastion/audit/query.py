@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +24,17 @@ from bastion.audit.chain import VerifyResult, verify_chain
 from bastion.audit.schema import COLUMNS, index_columns
 from bastion.audit.store import EventFilter
 
-__all__ = ["Call", "EventFilter", "SQLiteAuditReader", "iter_events", "search", "tail", "verify"]
+__all__ = [
+    "Call",
+    "EventFilter",
+    "SQLiteAuditReader",
+    "iter_events",
+    "search",
+    "tail",
+    "verify",
+    "verify_rows",
+    "where_clause",
+]
 
 _SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM audit_events ORDER BY seq"  # noqa: S608 - constants only
 _CHUNK = 500
@@ -105,34 +115,41 @@ class SQLiteAuditReader:
         ``chain.VerifyResult``). Removing the newest records is NOT detected by the chain
         alone: compare ``last_seq``/``last_hash`` with a value kept from an earlier run.
         """
-        mismatch: list[tuple[int, str]] = []  # (seq, prev_hash) of the first row whose columns disagree
-
-        def records(conn: sqlite3.Connection) -> Iterator[dict[str, Any]]:
-            for row in conn.execute(_SELECT_ALL):
-                try:
-                    record = json.loads(row[-2])
-                except ValueError:
-                    record = None
-                if not isinstance(record, dict):
-                    yield {"seq": row[0], "hash": None}  # fails the hash check: "modified"
-                    continue
-                columns_agree = tuple(row[1:-2]) == index_columns(record)[1:] and row[-1] == record.get("hash")
-                if not mismatch and not columns_agree:
-                    mismatch.append((row[0], str(record.get("prev_hash"))))
-                yield record
-
         with closing(_connect(self.path)) as conn:
             if not _has_table(conn):
                 return verify_chain(())
-            result = verify_chain(records(conn))
-        if mismatch and (result.first_bad_seq is None or mismatch[0][0] < result.first_bad_seq):
-            bad, prev = mismatch[0]
-            return VerifyResult(
-                ok=False, checked=result.checked, first_bad_seq=bad, problem="modified",
-                message=f"FAILED at seq {bad}: modified: the search columns do not match the record",
-                last_seq=bad - 1, last_hash=prev,
-            )  # fmt: skip
-        return result
+            return verify_rows(conn.execute(_SELECT_ALL))
+
+
+def verify_rows(rows: Iterable[Sequence[Any]]) -> VerifyResult:
+    """Verify stored rows (the ``COLUMNS`` of ``audit_events``, in ascending ``seq``): the chain of
+    the ``record`` texts (``chain.verify_chain``), and that each row's search columns and ``hash``
+    agree with its record (a row whose columns were edited is "modified"). Any backend's reader."""
+    mismatch: list[tuple[int, str]] = []  # (seq, prev_hash) of the first row whose columns disagree
+
+    def records() -> Iterator[dict[str, Any]]:
+        for row in rows:
+            try:
+                record = json.loads(row[-2])
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                yield {"seq": row[0], "hash": None}  # fails the hash check: "modified"
+                continue
+            columns_agree = tuple(row[1:-2]) == index_columns(record)[1:] and row[-1] == record.get("hash")
+            if not mismatch and not columns_agree:
+                mismatch.append((row[0], str(record.get("prev_hash"))))
+            yield record
+
+    result = verify_chain(records())
+    if mismatch and (result.first_bad_seq is None or mismatch[0][0] < result.first_bad_seq):
+        bad, prev = mismatch[0]
+        return VerifyResult(
+            ok=False, checked=result.checked, first_bad_seq=bad, problem="modified",
+            message=f"FAILED at seq {bad}: modified: the search columns do not match the record",
+            last_seq=bad - 1, last_hash=prev,
+        )  # fmt: skip
+    return result
 
 
 def iter_events(path: Path, filters: EventFilter | None = None) -> Iterator[dict[str, Any]]:
@@ -176,6 +193,13 @@ def _has_table(conn: sqlite3.Connection) -> bool:
 
 
 def _where(f: EventFilter) -> tuple[str, list[Any]]:
+    return where_clause(f, lambda _n: "?")
+
+
+def where_clause(f: EventFilter, mark: Callable[[int], str]) -> tuple[str, list[Any]]:
+    """The SQL ``WHERE`` of ``f`` over the ``audit_events`` columns (empty when it has no condition) and
+    its parameters; ``mark(n)`` writes the n-th parameter's placeholder (``?``, ``$1``). Time bounds
+    are compared as stored RFC 3339 text; a naive bound raises ``ValueError``."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (
@@ -183,12 +207,12 @@ def _where(f: EventFilter) -> tuple[str, list[Any]]:
         ("effect", f.decision), ("kind", f.kind),
     ):  # fmt: skip
         if value is not None:
-            clauses.append(f"{column} = ?")
             params.append(value)
+            clauses.append(f"{column} = {mark(len(params))}")
     for op, bound in ((">=", f.since), ("<", f.until)):
         if bound is not None:
-            clauses.append(f"time {op} ?")
             params.append(_rfc3339(bound))
+            clauses.append(f"time {op} {mark(len(params))}")
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 

@@ -13,16 +13,18 @@ suite is ``tests/unit/stores/test_contract_audit.py``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from bastion.audit.chain import VerifyResult
 from bastion.audit.record import AuditEvent
+from bastion.errors import AuditUnavailable
 from bastion.stores.lifecycle import Lifecycle
 
-__all__ = ["AuditLog", "AuditReader", "EventFilter"]
+__all__ = ["AuditLog", "AuditReader", "EventFilter", "settle_appends"]
 
 
 class AuditLog(Lifecycle, Protocol):
@@ -71,3 +73,15 @@ class AuditReader(Protocol):
     def verify(self) -> VerifyResult:
         """Verify the whole chain (and whatever the backend keeps beside each record)."""
         ...
+
+
+def settle_appends(futures: Iterable[asyncio.Future[None]], error: str | None) -> None:
+    """Resume the ``append`` calls waiting on ``futures``: committed (``error`` is None), or failed with
+    ``AuditUnavailable(error)``. Futures already done are left alone. Call on their event loop."""
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(AuditUnavailable(error))

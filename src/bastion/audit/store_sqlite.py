@@ -37,6 +37,7 @@ from typing import Any, Literal, Self
 from bastion.audit.chain import GENESIS_HASH, seal
 from bastion.audit.record import AuditEvent, event_body
 from bastion.audit.schema import DDL, INSERT, index_columns
+from bastion.audit.store import settle_appends
 from bastion.errors import AuditUnavailable
 
 __all__ = ["SQLiteAuditLog"]
@@ -146,11 +147,11 @@ class SQLiteAuditLog:
         try:
             conn = self._connect()
         except (sqlite3.Error, OSError) as exc:
-            loop.call_soon_threadsafe(_settle, [ready], f"cannot open audit log {self.path}: {exc}")
+            loop.call_soon_threadsafe(settle_appends, [ready], f"cannot open audit log {self.path}: {exc}")
             return
         with self._lock:
             self._accepting = True
-        loop.call_soon_threadsafe(_settle, [ready], None)
+        loop.call_soon_threadsafe(settle_appends, [ready], None)
         try:
             self._serve(conn)
         finally:
@@ -284,23 +285,13 @@ class SQLiteAuditLog:
             by_loop.setdefault(item.loop, []).append(item.future)
         for loop, futures in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_settle, futures, error)
+                loop.call_soon_threadsafe(settle_appends, futures, error)
             except RuntimeError:  # the loop is closed; nobody is waiting any more
                 continue
 
 
 def _body(event: AuditEvent | dict[str, Any]) -> dict[str, Any]:
     return event if isinstance(event, dict) else event_body(event)
-
-
-def _settle(futures: list[asyncio.Future[None]], error: str | None) -> None:
-    for future in futures:
-        if future.done():
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(AuditUnavailable(error))
 
 
 def _drain(q: queue.SimpleQueue[_Pending | None]) -> list[_Pending]:

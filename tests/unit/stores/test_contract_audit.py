@@ -1,8 +1,10 @@
 """The audit store contract: ``AuditLog`` (write) and ``AuditReader`` (read), run against every
-backend (today SQLite: ``SQLiteAuditLog`` and ``SQLiteAuditReader`` on one file).
+backend: SQLite (``SQLiteAuditLog`` and ``SQLiteAuditReader`` on one file) and PostgreSQL
+(``PostgresAuditLog`` and ``PostgresAuditReader`` on one schema of the PostgreSQL on loopback).
 
-``backend`` opens writers on ONE log (a restart is a second writer after the first closed)
-and reads it; a shared backend joins by adding an entry to ``BACKENDS``.
+``backend`` opens writers on ONE log (a restart is a second writer after the first closed; for
+PostgreSQL, writers open together are replicas) and reads it; a shared backend joins by adding
+an entry to ``BACKENDS``. The tests at the end are for shared backends: replicas writing at once.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+from stores_support import CLEANUPS, POSTGRES_URL, postgres_schema
 from tests.support.audit_events import decision, fill_six, outcome
 
 from bastion.audit import AuditLog, AuditReader, EventFilter, SQLiteAuditLog, SQLiteAuditReader
+from bastion.audit.store_postgres import PostgresAuditLog, PostgresAuditReader
 from bastion.errors import AuditUnavailable
+from bastion.stores.postgres import PostgresDatabase
 
 
 @dataclass
@@ -35,13 +41,21 @@ BACKENDS: dict[str, Callable[[Path], tuple[Callable[[], AuditLog], AuditReader]]
         lambda: SQLiteAuditLog(tmp / "data" / "bastion.db", linger_ms=0),
         SQLiteAuditReader(tmp / "data" / "bastion.db"),
     ),
+    "postgres": lambda tmp: (
+        lambda: PostgresAuditLog(PostgresDatabase(POSTGRES_URL, schema=postgres_schema(tmp)), linger_ms=0),
+        PostgresAuditReader(PostgresDatabase(POSTGRES_URL, schema=postgres_schema(tmp))),
+    ),
 }
+SHARED = ("postgres",)
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     make_log, reader = BACKENDS[request.param](tmp_path)
     async with AsyncExitStack() as stack:
+        cleanup = CLEANUPS.get(request.param)
+        if cleanup is not None:
+            stack.push_async_callback(cleanup, tmp_path)  # last: after the logs closed
 
         def open_log() -> AuditLog:
             log = make_log()
@@ -160,3 +174,71 @@ async def test_a_log_is_readable_while_it_is_written(backend: Backend) -> None:
         assert backend.reader.verify().ok
         await log.append(decision(2))
     assert seqs(backend.reader) == [1, 2]
+
+
+# --- replicas (shared backends) -----------------------------------------------------------------
+
+
+@pytest.fixture(params=SHARED)
+async def shared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """A shared backend only (replicas appending at once)."""
+    make_log, reader = BACKENDS[request.param](tmp_path)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(CLEANUPS[request.param], tmp_path)
+
+        def open_log() -> AuditLog:
+            log = make_log()
+            stack.push_async_callback(log.close)
+            return log
+
+        yield Backend(open_log, reader)
+
+
+async def test_replicas_appending_at_once_keep_one_chain(shared: Backend) -> None:
+    logs = [shared.open_log() for _ in range(3)]
+    for log in logs:
+        await log.start()
+    firsts = [decision(i) for i in range(90)]
+    await asyncio.gather(*(logs[i % 3].append(event) for i, event in enumerate(firsts)))
+    for i, event in enumerate(firsts[:30]):
+        logs[i % 3].append_nowait(outcome(event))
+    for log in logs:
+        await log.close()
+    events = list(shared.reader.events())
+    assert [e["seq"] for e in events] == list(range(1, 121))  # no gap, no duplicate
+    assert {e["id"] for e in events} == {e.id for e in firsts} | {e["id"] for e in events if e["kind"] == "outcome"}
+    assert shared.reader.verify().ok
+
+
+async def test_an_event_the_database_cannot_store_is_refused_alone(shared: Backend) -> None:
+    async with shared.open_log() as log:
+        await log.append(decision(1))
+        with pytest.raises(AuditUnavailable, match="not serializable"):
+            await log.append({**decision(2).model_dump(mode="json"), "route": "bad\x00route"})
+        await log.append(decision(3))
+    assert [e["seq"] for e in shared.reader.events()] == [1, 2]
+    assert shared.reader.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem", "seq"),
+    [
+        ("UPDATE audit_events SET record = replace(record, 'alice', 'mallory') WHERE seq = 2", "modified", 2),
+        ("UPDATE audit_events SET subject = 'mallory' WHERE seq = 3", "modified", 3),
+        ("DELETE FROM audit_events WHERE seq = 2", "deleted", 2),
+    ],
+)
+async def test_verify_finds_a_change_made_in_the_database(
+    shared: Backend, tmp_path: Path, tamper: str, problem: str, seq: int
+) -> None:
+    async with shared.open_log() as log:
+        for i in range(4):
+            await log.append(decision(i))
+    assert shared.reader.verify().ok
+    connection = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": postgres_schema(tmp_path)})
+    try:
+        await connection.execute(tamper)
+    finally:
+        await connection.close()
+    result = shared.reader.verify()
+    assert (result.ok, result.problem, result.first_bad_seq) == (False, problem, seq)

@@ -1,0 +1,271 @@
+"""The shared audit log: ``AuditLog`` and ``AuditReader`` on PostgreSQL, one hash chain for every replica.
+
+Every replica appends to the same table, ``audit_events`` (migration ``0002_audit.sql``, the columns
+of the embedded log: ``bastion.audit.schema``). The chain stays one sequence without gaps because
+each writing transaction first locks the chain's head, the single row of ``audit_head``
+(``SELECT ... FOR UPDATE``), seals its batch after it (``chain.seal``: ``seq`` and ``prev_hash`` from
+the head, then the record's hash), inserts the rows and moves the head, and commits: a replica that
+wants to append meanwhile waits for the lock, then continues from the new head. A failed transaction
+rolls back whole, head included, so nothing is half written. PostgreSQL commits durably by default
+(``synchronous_commit``, the WAL flushed), which is what ``append`` waits for.
+
+The writer is a task on the caller's event loop (asyncpg is asynchronous): events queue in
+process, and each transaction takes every event waiting, up to ``max_batch``; a batch nobody
+waits on (only ``append_nowait`` events) lingers up to ``linger_ms`` for company, as the embedded
+writer does. An event that cannot be written as PostgreSQL text (lone surrogates, or NUL in a
+search column) is refused alone.
+
+``PostgresAuditReader`` reads for the CLI, synchronously: each query runs on a private event loop
+in a worker thread (so it can be called from inside a running loop too), ``events`` page by page.
+
+Not yet selected by the configuration: the gateway, ``bastion audit`` and the portal's activity
+page still read and write the embedded log (see docs/architecture.md, "Stores").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, Self, TypeVar
+
+import asyncpg
+
+from bastion.audit.chain import VerifyResult, seal
+from bastion.audit.query import verify_rows, where_clause
+from bastion.audit.record import AuditEvent, event_body
+from bastion.audit.schema import COLUMNS, index_columns
+from bastion.audit.store import EventFilter, settle_appends
+from bastion.errors import AuditUnavailable
+from bastion.stores.postgres import PostgresDatabase
+
+__all__ = ["PostgresAuditLog", "PostgresAuditReader"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_INSERT = (
+    f"INSERT INTO audit_events ({', '.join(COLUMNS)}) "  # noqa: S608 - constants only
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
+)
+_PAGE = 1000
+"""Rows per query when the reader walks the log."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    body: dict[str, Any]
+    future: asyncio.Future[None] | None  # None: append_nowait
+
+
+class PostgresAuditLog:
+    """``AuditLog`` in ``database`` (see the module docstring). ``max_batch`` caps the events of one
+    transaction; ``linger_ms`` is how long a batch of queued events may wait for company.
+    ``commits`` and ``failures`` count transactions committed and failed."""
+
+    def __init__(self, database: PostgresDatabase, *, max_batch: int = 1024, linger_ms: float = 20.0) -> None:
+        self._database = database
+        self._max_batch = max_batch
+        self._linger_s = linger_ms / 1000
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._accepting = False
+        self.commits = 0
+        self.failures = 0
+
+    async def start(self) -> None:
+        """Open the database (migrating it) and start the writer; ``AuditUnavailable`` when it cannot."""
+        if self._writer is not None:
+            raise RuntimeError("the audit log is already started")
+        try:
+            await self._database.start()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise AuditUnavailable(f"cannot open the audit log in PostgreSQL: {exc}") from exc
+        self._queue = asyncio.Queue()
+        self._accepting = True
+        self._writer = asyncio.create_task(self._run(), name="bastion-audit-postgres")
+
+    async def close(self) -> None:
+        """Commit everything queued, stop the writer and release the database (idempotent)."""
+        writer, self._writer = self._writer, None
+        if writer is None:
+            return
+        self._accepting = False
+        self._queue.put_nowait(None)
+        await writer
+        await self._database.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def append(self, event: AuditEvent | dict[str, Any]) -> None:
+        """See ``AuditLog.append``: returns once the transaction holding ``event`` committed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._put(_Pending(_body(event), future))
+        await future
+
+    def append_nowait(self, event: AuditEvent | dict[str, Any]) -> None:
+        """See ``AuditLog.append_nowait``."""
+        self._put(_Pending(_body(event), None))
+
+    def _put(self, pending: _Pending) -> None:
+        if not self._accepting:
+            raise AuditUnavailable("the audit log is not running")
+        self._queue.put_nowait(pending)
+
+    async def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch, stop = await self._next_batch()
+            if batch:
+                await self._commit(batch)
+
+    async def _next_batch(self) -> tuple[list[_Pending], bool]:
+        """The next batch, and whether the stop sentinel was read (the queue is empty then)."""
+        batch: list[_Pending] = []
+        item = await self._queue.get()
+        deadline = time.monotonic() + self._linger_s
+        while item is not None:
+            batch.append(item)
+            if len(batch) >= self._max_batch:
+                return batch, False
+            if self._queue.empty():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or any(p.future is not None for p in batch):
+                    return batch, False
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    return batch, False
+            else:
+                item = self._queue.get_nowait()
+        return batch, True
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        written: list[_Pending] = []
+        try:
+            async with self._database.pool.acquire() as connection, connection.transaction():
+                head = await connection.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+                if head is None:
+                    raise AuditUnavailable("the audit log's head row is missing")
+                seq, prev = int(head["seq"]), str(head["hash"])
+                rows: list[tuple[Any, ...]] = []
+                for pending in batch:
+                    try:
+                        record, text = seal(pending.body, seq=seq + 1, prev_hash=prev)
+                        row = (*index_columns(record), text, record["hash"])
+                        _check_text(row)
+                    except (TypeError, ValueError) as exc:  # not a JSON value, or not text PostgreSQL keeps
+                        _settle([pending], f"audit record not serializable: {exc}")
+                        continue
+                    seq, prev = seq + 1, record["hash"]
+                    rows.append(row)
+                    written.append(pending)
+                if rows:
+                    await connection.executemany(_INSERT, rows)
+                    await connection.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", seq, prev)
+        except Exception as exc:  # noqa: BLE001 - any failure refuses the batch (fail closed)
+            self.failures += 1
+            logger.error("audit batch of %d events not written: %s", len(written), exc)
+            _settle(written, f"audit record not written: {exc}")
+            return
+        if written:
+            self.commits += 1
+        _settle(written, None)
+
+
+class PostgresAuditReader:
+    """``AuditReader`` on the audit log in ``database`` (not started: the reader opens its own
+    connections, one per query). Read-only."""
+
+    def __init__(self, database: PostgresDatabase) -> None:
+        self._database = database
+
+    def events(self, filters: EventFilter | None = None) -> Iterator[dict[str, Any]]:
+        """See ``AuditReader.events``."""
+        f = filters or EventFilter()
+        where, params = where_clause(f, lambda n: f"${n}")
+        if f.newest_first or f.limit is not None:
+            order = "DESC" if f.newest_first else "ASC"
+            sql = f"SELECT record FROM audit_events{where} ORDER BY seq {order}"  # noqa: S608 - fixed fragments
+            if f.limit is not None:
+                sql += f" LIMIT ${len(params) + 1}"
+                params.append(int(f.limit))
+            rows = self._run(self._fetch(sql, params))
+            for row in reversed(rows) if f.newest_first else rows:
+                yield json.loads(row[0])
+            return
+        after = 0
+        joiner = " AND" if where else " WHERE"
+        while True:
+            page_sql = (
+                f"SELECT seq, record FROM audit_events{where}{joiner} seq > ${len(params) + 1} "  # noqa: S608
+                f"ORDER BY seq LIMIT {_PAGE}"
+            )
+            rows = self._run(self._fetch(page_sql, [*params, after]))
+            for row in rows:
+                yield json.loads(row[1])
+            if len(rows) < _PAGE:
+                return
+            after = int(rows[-1][0])
+
+    def verify(self) -> VerifyResult:
+        """See ``AuditReader.verify``: the chain, and that the search columns agree with each record
+        (as ``SQLiteAuditReader.verify``)."""
+        return verify_rows(self._rows())
+
+    def _rows(self) -> Iterator[tuple[Any, ...]]:
+        after = 0
+        while True:
+            sql = f"SELECT {', '.join(COLUMNS)} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT {_PAGE}"  # noqa: S608
+            rows = self._run(self._fetch(sql, [after]))
+            yield from rows
+            if len(rows) < _PAGE:
+                return
+            after = int(rows[-1][0])
+
+    async def _fetch(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        connection = await self._database.connect()
+        try:
+            return [tuple(record) for record in await connection.fetch(sql, *params)]
+        except asyncpg.UndefinedTableError:
+            return []  # a database no gateway has migrated yet: an empty log
+        finally:
+            await connection.close()
+
+    @staticmethod
+    def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on a private event loop in a worker thread and wait for it."""
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bastion-audit-read") as pool:
+            return pool.submit(asyncio.run, coroutine).result()
+
+
+def _check_text(row: tuple[Any, ...]) -> None:
+    """Raise ``ValueError`` for a value PostgreSQL text cannot hold (a lone surrogate, NUL)."""
+    for value in row:
+        if isinstance(value, str):
+            value.encode("utf-8")  # UnicodeEncodeError is a ValueError
+            if "\x00" in value:
+                raise ValueError("NUL in a search column")
+
+
+def _body(event: AuditEvent | dict[str, Any]) -> dict[str, Any]:
+    return event if isinstance(event, dict) else event_body(event)
+
+
+def _settle(items: list[_Pending], error: str | None) -> None:
+    """Resume the appends waiting on ``items``; log a queued event that was lost."""
+    if error:
+        for item in items:
+            if item.future is None:
+                logger.error("queued audit event %s lost: %s", item.body.get("id"), error)
+    settle_appends((item.future for item in items if item.future is not None), error)
