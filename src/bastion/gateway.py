@@ -23,7 +23,6 @@ from bastion.approvals.desk import ApprovalDesk
 from bastion.approvals.state import RequestStateSealer
 from bastion.approvals.store_sqlite import SQLiteApprovalStore
 from bastion.approvals.webhook import WebhookAttempt, WebhookNotifier
-from bastion.audit import SQLiteAuditLog, SQLiteAuditReader
 from bastion.catalog import MemoryCatalogStore
 from bastion.catalog.guard import DefinitionGuard
 from bastion.catalog.pins_sqlite import SQLitePinStore
@@ -68,7 +67,14 @@ from bastion.portal.approvals import ApprovalPages
 from bastion.portal.definitions import DefinitionPages
 from bastion.principal import Principal
 from bastion.scan.definitions import scan_definition
-from bastion.stores.backends import DATABASE_FILE, postgres_database, revocation_store, session_store
+from bastion.stores.backends import (
+    DATABASE_FILE,
+    audit_log,
+    audit_reader,
+    postgres_database,
+    revocation_store,
+    session_store,
+)
 from bastion.stores.counters import RateCounter
 from bastion.stores.memory_activity import MemoryActivityStore
 from bastion.stores.memory_continuations import MemoryContinuationStore
@@ -164,7 +170,7 @@ class Gateway:
         self.postgres = postgres_database(config)
         self.revocations = revocation_store(config, self.postgres, recheck_s=0.05)
         self.issuer = TokenIssuer(self.keys, config.issuer, identity.max_token_ttl)
-        self.audit = SQLiteAuditLog(self.database, synchronous=config.audit.synchronous)
+        self.audit = audit_log(config, self.postgres)
         # Built before whatever connects out (JWKS, upstreams): every refusal gets an audit record.
         self.egress = EgressGuard(
             allow=AllowList.parse(config.egress.allow),
@@ -240,7 +246,7 @@ class Gateway:
                 verifier=self.verifier,
                 audit=self.authorization.context.audit,
                 vault=self.vault,
-                audit_reader=SQLiteAuditReader(self.database),
+                audit_reader=audit_reader(config, self.postgres),
                 guards=self.guards,
             )
         self.app: GatewayApp = build_app(

@@ -14,7 +14,7 @@ suite is ``tests/unit/stores/test_contract_audit.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -24,7 +24,7 @@ from bastion.audit.record import AuditEvent
 from bastion.errors import AuditUnavailable
 from bastion.stores.lifecycle import Lifecycle
 
-__all__ = ["AuditLog", "AuditReader", "EventFilter", "settle_appends"]
+__all__ = ["ActivityReader", "AuditLog", "AuditReader", "EventFilter", "settle_appends"]
 
 
 class AuditLog(Lifecycle, Protocol):
@@ -72,6 +72,19 @@ class AuditReader(Protocol):
 
     def verify(self) -> VerifyResult:
         """Verify the whole chain (and whatever the backend keeps beside each record)."""
+        ...
+
+
+class ActivityReader(AuditReader, Protocol):
+    """An ``AuditReader`` that also pairs decision records with their outcomes (the portal's activity
+    page): ``SQLiteAuditReader`` and ``PostgresAuditReader``."""
+
+    def calls(
+        self, methods: Collection[str], filters: EventFilter | None = None, *, issuer: str | None = None
+    ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        """The decision records whose ``method`` is one of ``methods`` matching ``filters`` (its ``kind``
+        and ``newest_first`` ignored) and, when given, of principals of ``issuer``, NEWEST first, at
+        most ``filters.limit``, each with the outcome record of the same ``decision_id`` or ``None``."""
         ...
 
 

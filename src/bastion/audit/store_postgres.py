@@ -18,25 +18,27 @@ search column) is refused alone.
 ``PostgresAuditReader`` reads for the CLI, synchronously: each query runs on a private event loop
 in a worker thread (so it can be called from inside a running loop too), ``events`` page by page.
 
-Not yet selected by the configuration: the gateway, ``bastion audit`` and the portal's activity
-page still read and write the embedded log (see docs/architecture.md, "Stores").
+Selected by ``stores.postgres`` (``bastion.stores.backends.audit_log`` and ``audit_reader``): the
+gateway writes here, and ``bastion audit``, ``bastion policy shadow-report`` and the portal's
+activity page (``calls``) read here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Collection, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 import asyncpg
 
 from bastion.audit.chain import VerifyResult, seal
-from bastion.audit.query import verify_rows, where_clause
+from bastion.audit.query import Call, verify_rows, where_clause
 from bastion.audit.record import AuditEvent, event_body
 from bastion.audit.schema import COLUMNS, index_columns
 from bastion.audit.store import EventFilter, settle_appends
@@ -217,6 +219,37 @@ class PostgresAuditReader:
             if len(rows) < _PAGE:
                 return
             after = int(rows[-1][0])
+
+    def calls(
+        self, methods: Collection[str], filters: EventFilter | None = None, *, issuer: str | None = None
+    ) -> list[Call]:
+        """The decision records of ``methods`` matching ``filters`` and ``issuer``, newest first, each
+        with its outcome: as ``SQLiteAuditReader.calls`` (the portal's activity page)."""
+        if not methods:
+            return []
+        f = dataclasses.replace(filters or EventFilter(), kind="decision")
+        where, params = where_clause(f, lambda n: f"${n}")
+        params.append(list(methods))
+        where += f" AND (record::jsonb ->> 'method') = ANY(${len(params)}::text[])"
+        if issuer is not None:
+            params.append(issuer)
+            where += f" AND (record::jsonb -> 'principal' ->> 'issuer') = ${len(params)}"
+        sql = f"SELECT record FROM audit_events{where} ORDER BY seq DESC"  # noqa: S608 - fixed fragments
+        if f.limit is not None:
+            params.append(int(f.limit))
+            sql += f" LIMIT ${len(params)}"
+        decisions = [json.loads(row[0]) for row in self._run(self._fetch(sql, params))]
+        ids = list(dict.fromkeys(str(d.get("decision_id")) for d in decisions))
+        outcomes: dict[str, dict[str, Any]] = {}
+        if ids:
+            rows = self._run(self._fetch(
+                "SELECT record FROM audit_events WHERE kind = 'outcome' AND decision_id = ANY($1::text[]) ORDER BY seq",
+                [ids],
+            ))  # fmt: skip
+            for row in rows:
+                record = json.loads(row[0])
+                outcomes.setdefault(str(record.get("decision_id")), record)
+        return [(d, outcomes.get(str(d.get("decision_id")))) for d in decisions]
 
     def verify(self) -> VerifyResult:
         """See ``AuditReader.verify``: the chain, and that the search columns agree with each record

@@ -8,23 +8,36 @@ from typing import Annotated, Literal
 
 import typer
 
-from bastion.audit import EventFilter, iter_events, render_table, tail, to_json_lines, verify
+from bastion.audit import EventFilter, render_table, to_json_lines
+from bastion.audit.query import SQLiteAuditReader
+from bastion.audit.store import AuditReader
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
-from bastion.gateway import DATABASE_FILE
+from bastion.errors import ConfigError
+from bastion.stores.backends import DATABASE_FILE, audit_reader, postgres_database
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Verify and search the audit log.", no_args_is_help=True)
 
-DbOption = Annotated[Path | None, typer.Option("--db", help="The audit database (instead of --config).")]
+DbOption = Annotated[Path | None, typer.Option("--db", help="An embedded audit database (instead of --config).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")]
 
 
-def _database(config: Path, db: Path | None) -> Path:
-    path = db if db is not None else load_or_exit(config).data_dir / DATABASE_FILE
-    if not path.is_file():
-        raise fail(f"{path}: no audit database there")
-    return path
+def _reader(config: Path, db: Path | None) -> AuditReader:
+    """The reader of ``db`` (an embedded log), else of the log CONFIG writes: in ``stores.postgres``
+    when set, else in the data directory."""
+    if db is None:
+        settings = load_or_exit(config)
+        try:
+            postgres = postgres_database(settings)
+        except ConfigError as exc:
+            raise fail(exc.message) from None
+        if postgres is not None:
+            return audit_reader(settings, postgres)
+        db = settings.data_dir / DATABASE_FILE
+    if not db.is_file():
+        raise fail(f"{db}: no audit database there")
+    return SQLiteAuditReader(db)
 
 
 def _show(events: list[dict[str, object]], as_json: bool) -> None:
@@ -38,7 +51,7 @@ def _show(events: list[dict[str, object]], as_json: bool) -> None:
 @app.command("verify")
 def verify_command(config: ConfigOption = Path("bastion.yaml"), db: DbOption = None) -> None:
     """Check the hash chain; exit 1 naming the first modified, deleted, inserted or reordered record."""
-    result = verify(_database(config, db))
+    result = _reader(config, db).verify()
     if result.ok:
         out.print(f"OK: {result.message}", markup=False)
         return
@@ -54,7 +67,7 @@ def tail_command(
     as_json: JsonOption = False,
 ) -> None:
     """Show the newest records."""
-    _show(tail(_database(config, db), n), as_json)
+    _show(list(_reader(config, db).events(EventFilter(limit=n, newest_first=True))), as_json)
 
 
 @app.command("search")
@@ -78,7 +91,7 @@ def search_command(
         subject=subject, route=route, tool=tool, decision=effect,
         since=_utc(since), until=_utc(until), limit=limit,
     )  # fmt: skip
-    _show(list(iter_events(_database(config, db), filters)), as_json)
+    _show(list(_reader(config, db).events(filters)), as_json)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -11,12 +11,13 @@ from typing import Annotated
 
 import typer
 
-from bastion.audit import EventFilter, iter_events
+from bastion.audit import EventFilter
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
-from bastion.gateway import DATABASE_FILE
+from bastion.errors import ConfigError
 from bastion.identity import parse_duration
 from bastion.policy.shadow import summarise
 from bastion.policy.testing import render, run_policy_tests
+from bastion.stores.backends import DATABASE_FILE, audit_reader, postgres_database
 
 __all__ = ["app"]
 
@@ -50,9 +51,12 @@ def diff(
     start = datetime.now(UTC) - timedelta(seconds=window)
     database = settings.data_dir / DATABASE_FILE
     try:
-        summary = summarise(iter_events(database, EventFilter(kind="decision", since=start)))
+        reader = audit_reader(settings, postgres_database(settings))
+        summary = summarise(reader.events(EventFilter(kind="decision", since=start)))
     except FileNotFoundError:
         raise fail(f"no audit log at {database}") from None
+    except ConfigError as exc:
+        raise fail(exc.message) from None
     if as_json:
         typer.echo(json.dumps(summary.as_json(), ensure_ascii=True, sort_keys=True))
         return

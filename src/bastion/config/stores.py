@@ -101,7 +101,7 @@ def store_backends(config: BastionConfig) -> list[StoreBackend]:
     postgres = stores.postgres
     redis = config.counters.redis_url
     return [
-        StoreBackend("audit log", sqlite, shared=False),
+        StoreBackend("audit log", "PostgreSQL (one chain)" if postgres else sqlite, shared=postgres is not None),
         StoreBackend("signing keys", f"file ({config.data_dir}/signing-keys.json)", shared=False),
         StoreBackend("revocations", "PostgreSQL" if postgres else sqlite, shared=postgres is not None),
         StoreBackend("sessions", "Redis" if stores.redis else "memory (this process)", shared=stores.redis is not None),

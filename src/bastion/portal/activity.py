@@ -13,7 +13,7 @@ person's with ``subject``; anyone else's ``subject`` is ignored.
 Filters come from the query string and are validated here (``activity_filters``): ``route``
 must name a route, ``effect`` be ``allow`` or ``deny``, ``tool`` and ``subject`` be short
 printable text; anything else is ignored, and every value reaches SQLite as a bound
-parameter (``SQLiteAuditReader.calls``). The page itself is ``Portal.activity``.
+parameter (``ActivityReader.calls``: SQLite or PostgreSQL). The page itself is ``Portal.activity``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bastion.audit.query import SQLiteAuditReader
-from bastion.audit.store import EventFilter
+from bastion.audit.store import ActivityReader, EventFilter
 
 __all__ = ["ACTIVITY_LIMIT", "CALL_METHODS", "ActivityFilters", "ActivityLog", "activity_filters", "call_view"]
 
@@ -114,7 +113,7 @@ def call_view(decision: Mapping[str, Any], outcome: Mapping[str, Any] | None) ->
 class ActivityLog:
     """The calls in the audit log at ``reader``; ``issuer`` is Bastion's (whose people the portal shows)."""
 
-    def __init__(self, reader: SQLiteAuditReader, *, issuer: str) -> None:
+    def __init__(self, reader: ActivityReader, *, issuer: str) -> None:
         self._reader = reader
         self._issuer = issuer
 
@@ -122,7 +121,8 @@ class ActivityLog:
         """The newest ``ACTIVITY_LIMIT`` calls matching ``filters`` (``call_view`` each), newest first:
         those of person ``sub`` (of Bastion's issuer), or, for an ``auditor``, of ``filters.subject``
         (any issuer) or of everyone when it is ``None``. Reads in a worker thread. Raises
-        ``FileNotFoundError`` when there is no audit database, ``sqlite3.Error`` when it cannot be read."""
+        ``FileNotFoundError`` when there is no embedded audit database, the backend's error when the log
+        cannot be read."""
         if auditor:
             subject, issuer = filters.subject, None
         else:

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bastion.audit.query import SQLiteAuditReader
+from bastion.audit.store import ActivityReader
 from bastion.catalog.guard import DefinitionGuard
 from bastion.credentials.broker import UserTokens
 from bastion.credentials.vault import TokenVault
@@ -106,7 +106,7 @@ class Portal:
         verifier: TokenVerifier,
         audit: OAuthAudit,
         vault: TokenVault | None,
-        audit_reader: SQLiteAuditReader | None = None,
+        audit_reader: ActivityReader | None = None,
         guards: Mapping[str, DefinitionGuard] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -9,10 +9,10 @@ kind by adding itself to that suite's ``BACKENDS``. Shared backends so far: rate
 (``stores.redis_counters.RedisRateCounter``), sessions in Redis (``stores.redis_sessions.
 RedisSessionStore``) and revocations in PostgreSQL (``stores.postgres_revocations.
 PostgresRevocationStore``, on ``stores.postgres.PostgresDatabase``: one pool per process, the schema
-migrated at start from ``stores/migrations/``); the audit log in PostgreSQL
-(``audit.store_postgres``) passes its contract suite but is not selected by the configuration
-yet. ``stores.backends`` builds what a configuration asks for. Only the embedded SQLite backends
-touch SQLite (``tests/unit/stores/test_stores_layout.py`` pins that).
+migrated at start from ``stores/migrations/``), and the audit log in PostgreSQL
+(``audit.store_postgres``: one chain for every replica). ``stores.backends`` builds what a
+configuration asks for. Only the embedded SQLite backends touch SQLite
+(``tests/unit/stores/test_stores_layout.py`` pins that).
 
 ========================  =========================================  ===========================================
 kind                      protocol                                   embedded backend

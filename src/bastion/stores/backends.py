@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bastion.audit.query import SQLiteAuditReader
+from bastion.audit.store import ActivityReader, AuditLog
+from bastion.audit.store_postgres import PostgresAuditLog, PostgresAuditReader
+from bastion.audit.store_sqlite import SQLiteAuditLog
 from bastion.config import BastionConfig
 from bastion.identity.revocation import RevocationList
 from bastion.stores.memory_sessions import MemorySessionStore
@@ -18,7 +22,7 @@ from bastion.stores.redis_sessions import RedisSessionStore
 from bastion.stores.revocations import RevocationStore
 from bastion.stores.sessions import Session, SessionStore
 
-__all__ = ["DATABASE_FILE", "postgres_database", "revocation_store", "session_store"]
+__all__ = ["DATABASE_FILE", "audit_log", "audit_reader", "postgres_database", "revocation_store", "session_store"]
 
 DATABASE_FILE = "bastion.db"
 """The embedded store: one SQLite file in the data directory."""
@@ -54,3 +58,18 @@ def session_store(config: BastionConfig, on_forget: Callable[[Session], None]) -
             redis.resolved_url(), prefix=f"{redis.prefix}session:", idle_s=idle_s, on_forget=on_forget
         )
     return MemorySessionStore(idle_s=idle_s, on_forget=on_forget)
+
+
+def audit_log(config: BastionConfig, postgres: PostgresDatabase | None) -> AuditLog:
+    """The audit log's writer (not started): in ``postgres`` when given (one chain for every replica),
+    else in the data directory's SQLite file with ``audit.synchronous``."""
+    if postgres is not None:
+        return PostgresAuditLog(postgres)
+    return SQLiteAuditLog(config.data_dir / DATABASE_FILE, synchronous=config.audit.synchronous)
+
+
+def audit_reader(config: BastionConfig, postgres: PostgresDatabase | None) -> ActivityReader:
+    """A reader of the audit log ``audit_log`` writes (read-only; nothing to start)."""
+    if postgres is not None:
+        return PostgresAuditReader(postgres)
+    return SQLiteAuditReader(config.data_dir / DATABASE_FILE)

@@ -1,19 +1,46 @@
-"""``SQLiteAuditReader.calls``: the decision records of some methods, newest first, each with its outcome
-(the portal's activity page)."""
+"""``ActivityReader.calls``: the decision records of some methods, newest first, each with its outcome
+(the portal's activity page), on both backends: ``SQLiteAuditReader`` and ``PostgresAuditReader`` (on
+a schema of its own in the PostgreSQL on loopback, dropped after)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from audit_helpers import raw
 from tests.support.audit_events import decision, fill_six, outcome, principal
+from tests.support.databases import POSTGRES_URL, drop_postgres_schema, postgres_schema
 
 from bastion.audit.query import SQLiteAuditReader
 from bastion.audit.record import Decision, DecisionEvent
-from bastion.audit.store import EventFilter
+from bastion.audit.store import ActivityReader, AuditLog, EventFilter
+from bastion.audit.store_postgres import PostgresAuditLog, PostgresAuditReader
 from bastion.audit.store_sqlite import SQLiteAuditLog
 from bastion.principal import Principal
+from bastion.stores.postgres import PostgresDatabase
+
+
+@dataclass
+class Log:
+    """Writers on one audit log (``open_log()``) and its activity reader."""
+
+    open_log: Callable[[], AuditLog]
+    reader: ActivityReader
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def log(request: pytest.FixtureRequest, db: Path, tmp_path: Path) -> AsyncIterator[Log]:
+    """An empty log on each backend."""
+    if request.param == "sqlite":
+        yield Log(lambda: SQLiteAuditLog(db), SQLiteAuditReader(db))
+        return
+    schema = postgres_schema(tmp_path)
+    yield Log(lambda: PostgresAuditLog(PostgresDatabase(POSTGRES_URL, schema=schema)),
+              PostgresAuditReader(PostgresDatabase(POSTGRES_URL, schema=schema)))  # fmt: skip
+    await drop_postgres_schema(tmp_path)
+
 
 CALLS = ("tools/call", "resources/read", "prompts/get")
 
@@ -26,15 +53,15 @@ def _other(method: str, sub: str = "alice") -> DecisionEvent:
 
 
 @pytest.fixture
-async def filled(db: Path) -> Path:
+async def filled(log: Log) -> ActivityReader:
     """``fill_six`` (seq 1-6), then alice's resources/read with its outcome (7, 8) and a tools/list (9)."""
-    async with SQLiteAuditLog(db) as log:
-        await fill_six(log)
+    async with log.open_log() as writer:
+        await fill_six(writer)
         read = _other("resources/read")
-        await log.append(read)
-        log.append_nowait(outcome(read))
-        await log.append(_other("tools/list"))
-    return db
+        await writer.append(read)
+        writer.append_nowait(outcome(read))
+        await writer.append(_other("tools/list"))
+    return log.reader
 
 
 def _seqs(calls: list[tuple[dict[str, object], dict[str, object] | None]]) -> list[tuple[object, object]]:
@@ -54,27 +81,27 @@ def _seqs(calls: list[tuple[dict[str, object], dict[str, object] | None]]) -> li
     ],
 )
 async def test_calls_filters_newest_first_with_outcomes(
-    filled: Path, filters: EventFilter, expected: list[tuple[object, object]]
+    filled: ActivityReader, filters: EventFilter, expected: list[tuple[object, object]]
 ) -> None:
-    assert _seqs(SQLiteAuditReader(filled).calls(CALLS, filters)) == expected
+    assert _seqs(filled.calls(CALLS, filters)) == expected
 
 
-async def test_only_the_methods_asked_for(filled: Path) -> None:
-    reader = SQLiteAuditReader(filled)
+async def test_only_the_methods_asked_for(filled: ActivityReader) -> None:
+    reader = filled
     assert _seqs(reader.calls(["resources/read"])) == [(7, 8)]
     assert _seqs(reader.calls(["tools/list"])) == [(9, None)]
     assert reader.calls([]) == []
 
 
-async def test_the_outcome_is_the_one_of_the_same_decision(filled: Path) -> None:
-    [(first, result)] = SQLiteAuditReader(filled).calls(CALLS, EventFilter(tool="create_issue", decision="allow"))
+async def test_the_outcome_is_the_one_of_the_same_decision(filled: ActivityReader) -> None:
+    [(first, result)] = filled.calls(CALLS, EventFilter(tool="create_issue", decision="allow"))
     assert result is not None
     assert (result["kind"], result["decision_id"]) == ("outcome", first["decision_id"])
     assert result["result"]["error"] is False
 
 
-async def test_values_are_parameters_not_sql(filled: Path) -> None:
-    reader = SQLiteAuditReader(filled)
+async def test_values_are_parameters_not_sql(filled: ActivityReader) -> None:
+    reader = filled
     hostile = "alice' OR '1'='1"
     assert reader.calls(CALLS, EventFilter(subject=hostile)) == []
     assert reader.calls([hostile]) == []
@@ -89,27 +116,27 @@ async def test_a_file_without_the_log_has_no_calls(tmp_path: Path) -> None:
         SQLiteAuditReader(tmp_path / "nope.db").calls(CALLS)
 
 
-async def test_many_calls_each_find_their_outcome(db: Path) -> None:
-    async with SQLiteAuditLog(db) as log:
+async def test_many_calls_each_find_their_outcome(log: Log) -> None:
+    async with log.open_log() as writer:
         for n in range(600):  # more than one chunk of decision ids
             event = decision(n)
-            log.append_nowait(event)
-            log.append_nowait(outcome(event))
-    calls = SQLiteAuditReader(db).calls(CALLS)
+            writer.append_nowait(event)
+            writer.append_nowait(outcome(event))
+    calls = log.reader.calls(CALLS)
     assert len(calls) == 600
     assert all(o is not None and o["decision_id"] == d["decision_id"] for d, o in calls)
 
 
-async def test_issuer_narrows_to_one_identity(db: Path) -> None:
+async def test_issuer_narrows_to_one_identity(log: Log) -> None:
     elsewhere = DecisionEvent.create(
         route="github", method="tools/call", target="x", decision=Decision(effect="allow", policy_ids=("p1",)),
         principal=Principal(kind="User", sub="alice", issuer="https://other.test", auth_method="external_jwt",
                             expires_at=0),
     )  # fmt: skip
-    async with SQLiteAuditLog(db) as log:
-        await log.append(decision(1))
-        await log.append(elsewhere)
-    reader = SQLiteAuditReader(db)
+    async with log.open_log() as writer:
+        await writer.append(decision(1))
+        await writer.append(elsewhere)
+    reader = log.reader
     alice = EventFilter(subject="alice")
     assert _seqs(reader.calls(CALLS, alice)) == [(2, None), (1, None)]
     assert _seqs(reader.calls(CALLS, alice, issuer="https://bastion.test")) == [(1, None)]

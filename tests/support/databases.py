@@ -1,0 +1,42 @@
+"""The PostgreSQL and Redis every machine of ours and CI runs on loopback, as the tests use them: each
+test in a PostgreSQL schema or under a Redis key prefix of its own, removed afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import asyncpg
+from redis.asyncio import Redis
+
+__all__ = ["POSTGRES_URL", "REDIS_URL", "delete_redis_keys", "drop_postgres_schema", "postgres_schema"]
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+"""The Redis every machine of ours and CI runs on loopback; each test uses a key prefix of its own."""
+
+
+async def delete_redis_keys(prefix: str) -> None:
+    """Delete every key named ``<prefix>...`` from the Redis at ``REDIS_URL``."""
+    async with Redis.from_url(REDIS_URL) as client:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+
+
+POSTGRES_URL = os.environ.get("BASTION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+"""The PostgreSQL every machine of ours and CI runs on loopback (trust auth, database ``test``)."""
+
+
+def postgres_schema(tmp_path: Path) -> str:
+    """The schema of the test whose directory is ``tmp_path``: every handle of one test shares it."""
+    return "t_" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:24]
+
+
+async def drop_postgres_schema(tmp_path: Path) -> None:
+    """Drop the test's schema (``postgres_schema``) and everything in it."""
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{postgres_schema(tmp_path)}" CASCADE')
+    finally:
+        await connection.close()
