@@ -184,3 +184,35 @@ def test_several_replicas_with_embedded_stores_are_refused(tmp_path: Path, schem
         assert "revocations" not in done.stderr  # those shared are not named
         assert "audit log" not in done.stderr
         assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("stores", "named"),
+    [
+        ({"postgres": {"url": "postgresql://postgres@127.0.0.1:1/test"}}, "stores.postgres: cannot reach 127.0.0.1:1"),
+        ({"postgres": {"url": POSTGRES_URL}, "redis": {"url": "redis://127.0.0.1:1/0"}},
+         "stores.redis: cannot reach 127.0.0.1:1"),
+    ],
+)  # fmt: skip
+def test_a_shared_store_that_does_not_answer_is_named_without_a_traceback(
+    tmp_path: Path, schema: str, stores: dict[str, Any], named: str
+) -> None:
+    if "schema" not in stores["postgres"]:
+        stores["postgres"]["schema"] = schema
+    config = {
+        "data_dir": str(tmp_path / "data"),
+        "server": {"port": 9},
+        "policy": {"files": [str(tmp_path / "policy.cedar")]},
+        "stores": stores,
+        "routes": [{"name": "ledger", "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True,
+                                               "allow": ["127.0.0.1"]}}],
+    }  # fmt: skip
+    (tmp_path / "policy.cedar").write_text(POLICY, encoding="utf-8")
+    path = tmp_path / "bastion.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    for command in (["serve"], ["token", "revoke", "some-jti"], ["audit", "verify"]):
+        done = subprocess.run([BASTION, *command, "--config", str(path)], capture_output=True, text=True, timeout=60,
+                              check=False)  # fmt: skip
+        assert done.returncode == 2, (command, done.stderr)
+        assert named in done.stderr
+        assert "Traceback" not in done.stderr + done.stdout

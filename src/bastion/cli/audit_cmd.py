@@ -13,7 +13,7 @@ from bastion.audit.query import SQLiteAuditReader
 from bastion.audit.store import AuditReader
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.errors import ConfigError
-from bastion.stores.backends import DATABASE_FILE, audit_reader, postgres_database
+from bastion.stores.backends import DATABASE_FILE, audit_reader, postgres_database, preflight
 
 __all__ = ["app"]
 
@@ -30,6 +30,8 @@ def _reader(config: Path, db: Path | None) -> AuditReader:
         settings = load_or_exit(config)
         try:
             postgres = postgres_database(settings)
+            if postgres is not None:
+                preflight(settings)
         except ConfigError as exc:
             raise fail(exc.message) from None
         if postgres is not None:

@@ -20,7 +20,7 @@ from bastion.config import BastionConfig
 from bastion.errors import ConfigError
 from bastion.oauth import SQLiteAuthorizationStore
 from bastion.oauth.records import Consent
-from bastion.stores.backends import DATABASE_FILE, postgres_database, revocation_store
+from bastion.stores.backends import DATABASE_FILE, postgres_database, preflight, revocation_store
 
 __all__ = ["app"]
 
@@ -78,6 +78,7 @@ def revoke(
     """Forget USER's consents (for one client or all) and revoke the tokens granted with them."""
     settings = load_or_exit(config)
     try:
+        preflight(settings)
         consents, families = asyncio.run(_revoke(settings, sub, client))
     except ConfigError as exc:
         raise fail(exc.message) from None

@@ -17,7 +17,7 @@ from bastion.errors import ConfigError
 from bastion.identity import parse_duration
 from bastion.policy.shadow import summarise
 from bastion.policy.testing import render, run_policy_tests
-from bastion.stores.backends import DATABASE_FILE, audit_reader, postgres_database
+from bastion.stores.backends import DATABASE_FILE, audit_reader, postgres_database, preflight
 
 __all__ = ["app"]
 
@@ -51,7 +51,10 @@ def diff(
     start = datetime.now(UTC) - timedelta(seconds=window)
     database = settings.data_dir / DATABASE_FILE
     try:
-        reader = audit_reader(settings, postgres_database(settings))
+        postgres = postgres_database(settings)
+        if postgres is not None:
+            preflight(settings)
+        reader = audit_reader(settings, postgres)
         summary = summarise(reader.events(EventFilter(kind="decision", since=start)))
     except FileNotFoundError:
         raise fail(f"no audit log at {database}") from None

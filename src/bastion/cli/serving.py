@@ -8,6 +8,7 @@ import uvicorn
 
 from bastion.config import BastionConfig
 from bastion.gateway import Gateway
+from bastion.stores.backends import preflight
 from bastion.transport.connections import ConnectionLimits, http_protocol
 
 __all__ = ["GatewayServer", "override_listener", "run_server", "uvicorn_config"]
@@ -74,7 +75,9 @@ def uvicorn_config(gateway: Gateway, log_level: str = "info") -> uvicorn.Config:
 
 
 def run_server(config: BastionConfig, *, host: str | None, port: int | None, log_level: str = "info") -> None:
-    """Build the gateway (raises ``ConfigError``) and serve until interrupted."""
+    """Check that the shared stores answer, build the gateway (either raises ``ConfigError``) and serve
+    until interrupted."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    preflight(config)
     gateway = Gateway(override_listener(config, host, port))
     GatewayServer(gateway, log_level).run()

@@ -13,7 +13,7 @@ from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.config import BastionConfig
 from bastion.errors import ConfigError
 from bastion.identity import SigningKeys, TokenIssuer, parse_duration
-from bastion.stores.backends import postgres_database, revocation_store
+from bastion.stores.backends import postgres_database, preflight, revocation_store
 
 __all__ = ["app"]
 
@@ -74,6 +74,7 @@ def revoke(
     settings = load_or_exit(config)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
+        preflight(settings)
         asyncio.run(_revoke(settings, jti, int(time.time()) + settings.identity.max_token_ttl))
     except ConfigError as exc:
         raise fail(exc.message) from None

@@ -7,13 +7,22 @@ revocation list as the replicas that serve.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import cast
+from urllib.parse import urlsplit
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bastion.audit.query import SQLiteAuditReader
 from bastion.audit.store import ActivityReader, AuditLog
 from bastion.audit.store_postgres import PostgresAuditLog, PostgresAuditReader
 from bastion.audit.store_sqlite import SQLiteAuditLog
 from bastion.config import BastionConfig
+from bastion.errors import ConfigError
 from bastion.identity.revocation import RevocationList
 from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.stores.postgres import PostgresDatabase
@@ -22,7 +31,16 @@ from bastion.stores.redis_sessions import RedisSessionStore
 from bastion.stores.revocations import RevocationStore
 from bastion.stores.sessions import Session, SessionStore
 
-__all__ = ["DATABASE_FILE", "audit_log", "audit_reader", "postgres_database", "revocation_store", "session_store"]
+__all__ = [
+    "DATABASE_FILE",
+    "audit_log",
+    "audit_reader",
+    "postgres_database",
+    "preflight",
+    "reaching",
+    "revocation_store",
+    "session_store",
+]
 
 DATABASE_FILE = "bastion.db"
 """The embedded store: one SQLite file in the data directory."""
@@ -73,3 +91,42 @@ def audit_reader(config: BastionConfig, postgres: PostgresDatabase | None) -> Ac
     if postgres is not None:
         return PostgresAuditReader(postgres)
     return SQLiteAuditReader(config.data_dir / DATABASE_FILE)
+
+
+@contextmanager
+def reaching(what: str, url: str) -> Iterator[None]:
+    """Turn a failure to reach the shared store ``what`` (``stores.postgres``, ...) at ``url`` into a
+    ``ConfigError`` naming it and its host (never the password), for a clear one-line error."""
+    try:
+        yield
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError) as exc:
+        parts = urlsplit(url)
+        where = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        raise ConfigError(f"{what}: cannot reach {where}: {exc}") from None
+
+
+def preflight(config: BastionConfig) -> None:
+    """Check that the shared stores ``config`` names answer (``stores.postgres``, ``stores.redis``,
+    ``counters.redis_url``), before anything starts. Raises ``ConfigError`` naming the first that
+    does not (or whose password reference cannot be resolved). Does nothing for embedded stores."""
+    asyncio.run(_preflight(config))
+
+
+async def _preflight(config: BastionConfig) -> None:
+    postgres = config.stores.postgres
+    if postgres is not None:
+        with reaching("stores.postgres", postgres.url):
+            connection = await asyncpg.connect(postgres.resolved_url(), timeout=10)
+            try:
+                await connection.fetchval("SELECT 1")
+            finally:
+                await connection.close()
+    redis_urls: list[tuple[str, str, str]] = []
+    if config.stores.redis is not None:
+        redis_urls.append(("stores.redis", config.stores.redis.url, config.stores.redis.resolved_url()))
+    if config.counters.redis_url is not None:
+        redis_urls.append(("counters.redis_url", config.counters.redis_url, str(config.counters.resolved_url())))
+    for what, shown, url in redis_urls:
+        with reaching(what, shown):
+            async with Redis.from_url(url, socket_connect_timeout=10) as client:
+                await cast("Awaitable[bool]", client.ping())  # typed sync-or-async by redis-py
