@@ -163,20 +163,26 @@ def _records(gateway: BastionProcess) -> list[dict[str, Any]]:
     return [json.loads(line) for line in found.stdout.splitlines() if line.strip()]
 
 
-def test_several_replicas_with_embedded_stores_are_refused(tmp_path: Path, schema: str) -> None:
+def _run(tmp_path: Path, stores: dict[str, Any], *command: str) -> subprocess.CompletedProcess[str]:
+    """``bastion COMMAND --config`` a configuration of one route (nothing listening there) and ``stores``."""
     config = {
         "data_dir": str(tmp_path / "data"),
+        "server": {"port": 9},
         "policy": {"files": [str(tmp_path / "policy.cedar")]},
-        "stores": {"shared": True, "postgres": {"url": POSTGRES_URL, "schema": schema}},
+        "stores": stores,
         "routes": [{"name": "ledger", "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True,
                                                "allow": ["127.0.0.1"]}}],
     }  # fmt: skip
     (tmp_path / "policy.cedar").write_text(POLICY, encoding="utf-8")
     path = tmp_path / "bastion.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return subprocess.run([BASTION, *command, "--config", str(path)], capture_output=True, text=True, timeout=60,
+                          check=False)  # fmt: skip
+
+
+def test_several_replicas_with_embedded_stores_are_refused(tmp_path: Path, schema: str) -> None:
     for command in (["check"], ["serve"]):
-        done = subprocess.run([BASTION, *command, "--config", str(path)], capture_output=True, text=True, timeout=60,
-                              check=False)  # fmt: skip
+        done = _run(tmp_path, {"shared": True, "postgres": {"url": POSTGRES_URL, "schema": schema}}, *command)
         assert done.returncode != 0
         assert "stores.shared" in done.stderr
         assert "signing keys" in done.stderr
@@ -199,20 +205,8 @@ def test_a_shared_store_that_does_not_answer_is_named_without_a_traceback(
 ) -> None:
     if "schema" not in stores["postgres"]:
         stores["postgres"]["schema"] = schema
-    config = {
-        "data_dir": str(tmp_path / "data"),
-        "server": {"port": 9},
-        "policy": {"files": [str(tmp_path / "policy.cedar")]},
-        "stores": stores,
-        "routes": [{"name": "ledger", "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True,
-                                               "allow": ["127.0.0.1"]}}],
-    }  # fmt: skip
-    (tmp_path / "policy.cedar").write_text(POLICY, encoding="utf-8")
-    path = tmp_path / "bastion.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
     for command in (["serve"], ["token", "revoke", "some-jti"], ["audit", "verify"]):
-        done = subprocess.run([BASTION, *command, "--config", str(path)], capture_output=True, text=True, timeout=60,
-                              check=False)  # fmt: skip
+        done = _run(tmp_path, stores, *command)
         assert done.returncode == 2, (command, done.stderr)
         assert named in done.stderr
         assert "Traceback" not in done.stderr + done.stdout
