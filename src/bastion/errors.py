@@ -41,6 +41,7 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     ├── DecisionRefused     403/404/409  -32603  (an approval decision someone may not make; portal, API)
     ├── LimitsUnavailable           503  -32603  (the store counting rates and quotas did not answer: fail closed)
     ├── RevocationsUnavailable      503  -32603  (the shared revocation list cannot be kept current: fail closed)
+    ├── SessionsUnavailable         503  -32603  (the session store did not answer: fail closed)
     ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
     ├── AnswerWithheld              500  -32603  (inspection withheld the answer to the client's request)
     │   └── ResultWithheld          200  -32603  (a tool result far above its usual volume: a tool error instead)
@@ -115,6 +116,7 @@ __all__ = [
     "SessionCapReached",
     "SessionNotFound",
     "SessionRequired",
+    "SessionsUnavailable",
     "TokenExchangeFailed",
     "TransportError",
     "UnknownContinuation",
@@ -486,6 +488,14 @@ class RevocationsUnavailable(BastionError):
 
     status = 503
     code = "revocations_unavailable"
+
+
+class SessionsUnavailable(BastionError):
+    """The session store (``stores.redis``) could not open or find a session: the message is refused
+    rather than handled without its session (fail closed)."""
+
+    status = 503
+    code = "sessions_unavailable"
 
 
 class AuditUnavailable(BastionError):

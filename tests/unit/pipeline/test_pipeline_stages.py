@@ -28,6 +28,7 @@ from bastion.errors import (
     PolicyDenied,
     SessionNotFound,
     SessionRequired,
+    SessionsUnavailable,
     TransportError,
     UnsupportedMediaType,
 )
@@ -43,6 +44,7 @@ from bastion.pipeline.stages.transport import TransportStage
 from bastion.policy import PolicyEngine, ResourceRef
 from bastion.principal import Principal
 from bastion.stores.memory_sessions import MemorySessionStore
+from bastion.stores.redis_sessions import RedisSessionStore
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.routes import RouteRuntime
 
@@ -698,6 +700,22 @@ async def test_a_session_of_another_principal_is_not_found() -> None:
     with pytest.raises(SessionNotFound) as caught:
         await SessionStage(store).run(exchange)
     assert caught.value.status == 404
+
+
+async def test_a_session_store_that_does_not_answer_refuses_the_message() -> None:
+    """A shared store (Redis) that cannot be reached: 503 ``sessions_unavailable``, never a message
+    handled without its session. A real RedisSessionStore on a port nothing listens on."""
+    store = RedisSessionStore("redis://127.0.0.1:1/0")
+    try:
+        for method, headers in (("initialize", {}), ("tools/list", {"mcp-session-id": "s" * 43})):
+            exchange = _exchange(method, {})
+            exchange.http = HttpRequest("POST", "/mcp/notes", headers, (), None, b"")
+            with pytest.raises(SessionsUnavailable) as caught:
+                await SessionStage(store).run(exchange)
+            assert (caught.value.status, caught.value.code) == (503, "sessions_unavailable")
+            assert exchange.session is None
+    finally:
+        await store.close()
 
 
 async def test_modern_requests_have_no_session() -> None:

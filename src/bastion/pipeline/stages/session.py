@@ -11,12 +11,16 @@ sessions. The session never authenticates: stage 2 has already run. A GET
 
 from __future__ import annotations
 
-from bastion.errors import BastionError, SessionNotFound, SessionRequired
+import logging
+
+from bastion.errors import BastionError, SessionNotFound, SessionRequired, SessionsUnavailable
 from bastion.pipeline.context import EmptyReply, Exchange
 from bastion.pipeline.stages.authorize import SESSION_DECISION
 from bastion.stores.sessions import SessionStore
 
 __all__ = ["SessionStage"]
+
+logger = logging.getLogger(__name__)
 
 
 class SessionStage:
@@ -28,7 +32,17 @@ class SessionStage:
         self._sessions = sessions
 
     async def run(self, exchange: Exchange) -> None:
-        """Set ``exchange.session``; raise ``SessionRequired`` (400) or ``SessionNotFound`` (404)."""
+        """Set ``exchange.session``; raise ``SessionRequired`` (400), ``SessionNotFound`` (404) or
+        ``SessionsUnavailable`` (503: the store failed, e.g. Redis unreachable)."""
+        try:
+            await self._run(exchange)
+        except BastionError:
+            raise
+        except Exception as exc:
+            logger.warning("the session store failed: %r", exc)
+            raise SessionsUnavailable("Refused: sessions cannot be looked up now; try again later") from exc
+
+    async def _run(self, exchange: Exchange) -> None:
         bodiless = exchange.http.method != "POST"
         if exchange.era != "handshake" and not bodiless:
             return
