@@ -100,6 +100,8 @@ logger = logging.getLogger(__name__)
 
 _SWEEP_INTERVAL_S = 60.0
 _END_SESSIONS_TIMEOUT_S = 5.0
+_READY_TIMEOUT_S = 2.0
+"""How long ``/readyz`` waits for each shared store to answer."""
 _GC_THRESHOLDS = (20_000, 10, 10)
 # The cyclic collector's generation thresholds once started (CPython's default: 700, 10, 10). Every
 # request allocates a few hundred container objects, and at concurrency 16 a young collection every
@@ -207,6 +209,7 @@ class Gateway:
         self.approvals = self._approval_desk()
         self.approval_states = RequestStateSealer.load_or_create(data_dir)  # confirmations on 2026-07-28
         self._background: set[asyncio.Task[None]] = set()
+        self._ready = False  # set once start() finished, cleared when stop() begins
         self.origins = OriginPolicy.for_listener(
             config.server.base_url,
             config.server.port,
@@ -254,6 +257,7 @@ class Gateway:
             authorization_server=config.issuer,
             jwks=self._jwks,
             health=self.health,
+            readiness=self.readiness,
             lifespan=self._lifespan,
             extra_routes=[
                 *(self.authorization.routes() if self.authorization else ()),
@@ -474,6 +478,35 @@ class Gateway:
                 routes[route.name] = {"upstream": "http", "ready": True}
         return {"status": "ok", "routes": routes}
 
+    async def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Whether this replica can serve calls now (``/readyz``), and each check's answer (``"ok"`` or
+        why not): the gateway started and not stopping, every stdio upstream running, the audit log
+        accepting records, the revocation list current, and each shared store answering within
+        ``_READY_TIMEOUT_S`` (PostgreSQL, the sessions' Redis)."""
+        checks: dict[str, str] = {"started": "ok" if self._ready else "not started, or stopping"}
+        for route in self.routes:
+            if route.stdio is not None:
+                checks[f"upstream {route.name}"] = "ok" if route.stdio.pid is not None else "stdio upstream not running"
+        checks["audit log"] = "ok" if self.audit.running else "not accepting records"
+        try:
+            self.revocations.is_revoked("")
+            checks["revocations"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any failure is an answer here
+            checks["revocations"] = f"{type(exc).__name__}: {exc}"
+        probes: dict[str, Callable[[], Awaitable[object]]] = {}
+        if self.postgres is not None:
+            probes["postgres"] = functools.partial(self.postgres.pool.fetchval, "SELECT 1")
+        ping = getattr(self.sessions, "ping", None)
+        if ping is not None:
+            probes["sessions (redis)"] = ping
+        for name, probe in probes.items():
+            try:
+                await asyncio.wait_for(probe(), _READY_TIMEOUT_S)
+                checks[name] = "ok"
+            except Exception as exc:  # noqa: BLE001 - any failure is an answer here
+                checks[name] = f"{type(exc).__name__}: {exc}"
+        return all(answer == "ok" for answer in checks.values()), checks
+
     def _end_upstream_later(self, session: Session) -> None:
         """``on_forget`` of the session store: end a dropped session's upstream session in the background."""
         task = asyncio.get_running_loop().create_task(self._end_upstream(session))
@@ -561,9 +594,11 @@ class Gateway:
                 logger.error("stdio upstream %s is not ready: %s (it keeps restarting)", server.name, result)
         gc.set_threshold(*_GC_THRESHOLDS)
         gc.freeze()  # what start-up built lives for the whole run: keep it out of every collection
+        self._ready = True
 
     async def stop(self) -> None:
         """End upstream sessions, stop upstreams, close pools, flush and close the audit log."""
+        self._ready = False
         for task in list(self._background):
             task.cancel()
         ending = [self._end_upstream(session) for session in await self.sessions.drain()]

@@ -2,7 +2,8 @@
 
 uvicorn silently drops what is sent after a client disconnects, so a stream
 that never noticed would hold its subscription (and for HTTP routes its
-upstream stream) forever; ``/healthz`` counts the open streams per stdio route.
+upstream stream) forever; ``/healthz`` counts the open streams per stdio route, and ``/readyz``
+says the gateway is ready once its stdio upstreams run.
 """
 
 from __future__ import annotations
@@ -32,3 +33,11 @@ def test_a_get_stream_is_released_when_the_client_disconnects(gateway: Gateway) 
             assert stream.headers["content-type"].startswith("text/event-stream")
             wait_until(lambda: _streams(gateway, "time") == before + 1 or None)
     wait_until(lambda: _streams(gateway, "time") == before or None)
+
+
+def test_the_embedded_gateway_is_ready_with_its_stdio_upstreams_running(gateway: Gateway) -> None:
+    ready = httpx2.get(f"{gateway.bastion.base_url}/readyz", timeout=5)
+    assert ready.status_code == 200, ready.text
+    checks = ready.json()["checks"]
+    assert checks["upstream time"] == checks["upstream git"] == checks["audit log"] == "ok"
+    assert "postgres" not in checks  # embedded stores: nothing shared to ask

@@ -9,15 +9,12 @@ can be stopped without touching the machine's own Redis), the ledger MCP server 
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
 import pytest
 from tests.support.bastion_process import BastionProcess, free_port, stop
+from tests.support.databases import private_redis
 from tests.support.e2e_helpers import modern_post, wait_until
 from tests.support.ledger_server import ledger_server
 
@@ -27,22 +24,6 @@ POLICY = """
 @id("dev-deploy")
 permit (principal in Group::"dev", action == Action::"tools/call", resource == Tool::"ledger/deploy");
 """
-REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-@contextmanager
-def private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """A throwaway Redis on 127.0.0.1:``port``, no persistence."""
-    proc = subprocess.Popen(
-        [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                                          text=True).stdout.strip() == "PONG", timeout_s=10)  # fmt: skip
-        yield proc
-    finally:
-        stop(proc)
 
 
 def gateway(workdir: Path, ledger_url: str, redis_port: int) -> BastionProcess:

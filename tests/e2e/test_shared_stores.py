@@ -30,8 +30,8 @@ import httpx2
 import pytest
 import yaml
 from redis import Redis
-from tests.support.bastion_process import BASTION, BastionProcess
-from tests.support.databases import POSTGRES_URL, REDIS_URL
+from tests.support.bastion_process import BASTION, BastionProcess, free_port, stop
+from tests.support.databases import POSTGRES_URL, REDIS_URL, private_redis
 from tests.support.e2e_helpers import (
     jwt_payload,
     legacy_post,
@@ -210,3 +210,28 @@ def test_a_shared_store_that_does_not_answer_is_named_without_a_traceback(
         assert done.returncode == 2, (command, done.stderr)
         assert named in done.stderr
         assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_readiness_follows_the_shared_stores(tmp_path: Path, schema: str) -> None:
+    """``/readyz`` is 200 with every check "ok" while PostgreSQL and the sessions' Redis answer, 503
+    naming the sessions' Redis while it is down (``/healthz`` stays 200: the process is alive), and
+    200 again once it is back, with nothing done by hand."""
+    port = free_port()
+    with ledger_server() as (ledger_url, _), private_redis(port) as redis:
+        bastion = replica(tmp_path / "a", ledger_url, schema, "e2e-ready:")
+        bastion.config["stores"]["redis"]["url"] = f"redis://127.0.0.1:{port}/0"
+        bastion.write_config()
+        with bastion, httpx2.Client(timeout=10) as http:
+            ready = http.get(f"{bastion.base_url}/readyz")
+            assert ready.status_code == 200, ready.text
+            checks = ready.json()["checks"]
+            assert set(checks.values()) == {"ok"}
+            assert {"started", "audit log", "revocations", "postgres", "sessions (redis)"} <= set(checks)
+            stop(redis)
+            down = http.get(f"{bastion.base_url}/readyz")
+            assert down.status_code == 503
+            assert down.json()["checks"]["sessions (redis)"] != "ok"
+            assert down.json()["checks"]["postgres"] == "ok"
+            assert http.get(f"{bastion.base_url}/healthz").status_code == 200
+            with private_redis(port):
+                assert wait_until(lambda: http.get(f"{bastion.base_url}/readyz").status_code == 200, timeout_s=10)

@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
 from redis.asyncio import Redis
 
-__all__ = ["POSTGRES_URL", "REDIS_URL", "delete_redis_keys", "drop_postgres_schema", "postgres_schema"]
+from tests.support.bastion_process import stop
+from tests.support.e2e_helpers import wait_until
+
+__all__ = [
+    "POSTGRES_URL",
+    "REDIS_URL",
+    "delete_redis_keys",
+    "drop_postgres_schema",
+    "postgres_schema",
+    "private_redis",
+]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 """The Redis every machine of ours and CI runs on loopback; each test uses a key prefix of its own."""
@@ -40,3 +54,21 @@ async def drop_postgres_schema(tmp_path: Path) -> None:
         await connection.execute(f'DROP SCHEMA IF EXISTS "{postgres_schema(tmp_path)}" CASCADE')
     finally:
         await connection.close()
+
+
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+@contextmanager
+def private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A throwaway Redis on 127.0.0.1:``port``, no persistence."""
+    proc = subprocess.Popen(
+        [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                                          text=True).stdout.strip() == "PONG", timeout_s=10)  # fmt: skip
+        yield proc
+    finally:
+        stop(proc)

@@ -31,6 +31,11 @@ class AuditLog(Lifecycle, Protocol):
     """Where audit events go. ``start`` before use (``AuditUnavailable`` when the store cannot be
     opened), ``close`` to write every queued event and release the store; or ``async with``."""
 
+    @property
+    def running(self) -> bool:
+        """Whether appends are accepted now (started, not closing, the writer alive)."""
+        ...
+
     async def append(self, event: AuditEvent | dict[str, Any]) -> None:
         """Return once ``event`` is durably committed; raise ``AuditUnavailable`` otherwise."""
         ...

@@ -109,6 +109,11 @@ class PostgresAuditLog:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    @property
+    def running(self) -> bool:
+        """See ``AuditLog.running``."""
+        return self._accepting and self._writer is not None and not self._writer.done()
+
     async def append(self, event: AuditEvent | dict[str, Any]) -> None:
         """See ``AuditLog.append``: returns once the transaction holding ``event`` committed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

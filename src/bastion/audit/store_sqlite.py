@@ -120,6 +120,11 @@ class SQLiteAuditLog:
             self._queue.put(None)
         await asyncio.to_thread(thread.join)
 
+    @property
+    def running(self) -> bool:
+        """See ``AuditLog.running``."""
+        return self._accepting
+
     async def append(self, event: AuditEvent | dict[str, Any]) -> None:
         """Append ``event`` and return after its transaction committed (fsync'ed WAL).
 

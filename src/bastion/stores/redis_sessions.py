@@ -117,7 +117,11 @@ class RedisSessionStore:
 
     async def start(self) -> None:
         """Check that Redis answers (``RedisError``/``OSError`` when it does not)."""
-        await cast("Awaitable[bool]", self._redis.ping())  # typed sync-or-async by redis-py
+        await self.ping()
+
+    async def ping(self) -> None:
+        """Check that Redis answers (``RedisError``/``OSError`` when it does not): ``/readyz``."""
+        await cast("Awaitable[bool]", self._redis.ping())
 
     async def close(self) -> None:
         """Close the connection pool (idempotent)."""

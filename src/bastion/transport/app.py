@@ -5,7 +5,8 @@
   resource metadata for the route (section 3.1: the well-known segment goes
   between the host and the resource's path);
 - ``/.well-known/jwks.json``: Bastion's public signing keys (RFC 7517 section 5);
-- ``/healthz``: liveness, with each upstream's state.
+- ``/healthz``: liveness, with each upstream's state;
+- ``/readyz``: readiness (200 or 503), with each check's answer (``Gateway.readiness``).
 
 Cross-origin access (``bastion.transport.cors``): the MCP endpoints answer the
 browsers of ``server.cors.allowed_origins``; the metadata and the JWKS are
@@ -14,7 +15,7 @@ readable from every origin, without credentials.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -81,11 +82,13 @@ def build_app(
     authorization_server: str,
     jwks: Callable[[], Mapping[str, Any]],
     health: Callable[[], Mapping[str, Any]],
+    readiness: Callable[[], Awaitable[tuple[bool, Mapping[str, str]]]] | None = None,
     lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
     extra_routes: Sequence[BaseRoute] = (),
     cors: CorsSettings | None = None,
 ) -> GatewayApp:
-    """Assemble the app. ``jwks`` and ``health`` are called per request; ``extra_routes`` (the
+    """Assemble the app. ``jwks``, ``health`` and ``readiness`` (``/readyz``: ready, and each check's
+    answer; absent: always ready) are called per request; ``extra_routes`` (the
     authorization server's) are mounted at the root; ``cors`` is ``server.cors`` (none: no
     cross-origin access to the MCP endpoints)."""
     routes: list[BaseRoute] = list(extra_routes)
@@ -105,7 +108,13 @@ def build_app(
         return JSONResponse(dict(health()), headers={"cache-control": "no-store"})
 
     routes.append(cross_origin.public(Route("/.well-known/jwks.json", serve_jwks)))
+    async def serve_readiness(_: Request) -> Response:
+        ready, checks = await readiness() if readiness is not None else (True, {})
+        body = {"status": "ready" if ready else "not ready", "checks": dict(checks)}
+        return JSONResponse(body, status_code=200 if ready else 503, headers={"cache-control": "no-store"})
+
     routes.append(Route("/healthz", serve_health))
+    routes.append(Route("/readyz", serve_readiness))
 
     async def not_found(_: Request, __: Exception) -> Response:
         return JSONResponse({"error": "not_found"}, status_code=404)
