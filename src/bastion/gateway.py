@@ -23,6 +23,7 @@ from bastion.approvals.desk import ApprovalDesk
 from bastion.approvals.state import RequestStateSealer
 from bastion.approvals.store_sqlite import SQLiteApprovalStore
 from bastion.approvals.webhook import WebhookAttempt, WebhookNotifier
+from bastion.audit.checkpoints import CheckpointKeys, CheckpointWriter
 from bastion.catalog import MemoryCatalogStore
 from bastion.catalog.guard import DefinitionGuard
 from bastion.catalog.pins_sqlite import SQLitePinStore
@@ -100,6 +101,8 @@ logger = logging.getLogger(__name__)
 
 _SWEEP_INTERVAL_S = 60.0
 _END_SESSIONS_TIMEOUT_S = 5.0
+_CHECKPOINT_POLL_S = 1.0
+"""How often the gateway asks whether an audit checkpoint is due."""
 _READY_TIMEOUT_S = 2.0
 """How long ``/readyz`` waits for each shared store to answer."""
 _GC_THRESHOLDS = (20_000, 10, 10)
@@ -173,6 +176,12 @@ class Gateway:
         self.revocations = revocation_store(config, self.postgres, recheck_s=0.05)
         self.issuer = TokenIssuer(self.keys, config.issuer, identity.max_token_ttl)
         self.audit = audit_log(config, self.postgres)
+        checkpoints = config.audit.checkpoints
+        self.checkpoints = (  # signed checkpoints of the audit chain (None: off)
+            CheckpointWriter(CheckpointKeys.load_or_create(data_dir), checkpoints.path(data_dir),
+                             every_records=checkpoints.every_records, every_s=checkpoints.every_s)
+            if checkpoints.enabled else None
+        )  # fmt: skip
         # Built before whatever connects out (JWKS, upstreams): every refusal gets an audit record.
         self.egress = EgressGuard(
             allow=AllowList.parse(config.egress.allow),
@@ -507,6 +516,17 @@ class Gateway:
                 checks[name] = f"{type(exc).__name__}: {exc}"
         return all(answer == "ok" for answer in checks.values()), checks
 
+    async def _write_checkpoints(self) -> None:
+        """Every second, a signed checkpoint of the audit chain if one is due (``CheckpointWriter``).
+        A failure is logged and tried again; never raises (except ``CancelledError``)."""
+        writer = self.checkpoints
+        while writer is not None:
+            await asyncio.sleep(_CHECKPOINT_POLL_S)
+            try:
+                await writer.maybe_write(*await self.audit.head())
+            except Exception as exc:  # noqa: BLE001 - retried on the next turn
+                logger.warning("writing an audit checkpoint failed: %s", exc)
+
     def _end_upstream_later(self, session: Session) -> None:
         """``on_forget`` of the session store: end a dropped session's upstream session in the background."""
         task = asyncio.get_running_loop().create_task(self._end_upstream(session))
@@ -587,6 +607,8 @@ class Gateway:
                 await start()  # Redis: refuses to start when it does not answer (a clear error)
         sweeper = asyncio.get_running_loop().create_task(self._sweep_sessions())
         self._background.add(sweeper)
+        if self.checkpoints is not None:
+            self._background.add(asyncio.get_running_loop().create_task(self._write_checkpoints()))
         servers = [r.stdio for r in self.routes if r.stdio is not None]
         results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
         for server, result in zip(servers, results, strict=True):
@@ -627,6 +649,11 @@ class Gateway:
             if close is not None:
                 await close()
         await self.audit.close()
+        if self.checkpoints is not None:  # the last records too (an embedded log still knows its head)
+            try:
+                await self.checkpoints.maybe_write(*await self.audit.head(), force=True)
+            except Exception as exc:  # noqa: BLE001 - the periodic ones stand; the next start adds more
+                logger.info("no final audit checkpoint: %s", exc)
         await self.revocations.close()
         close_sessions = getattr(self.sessions, "close", None)
         if close_sessions is not None:

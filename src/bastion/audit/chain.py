@@ -25,7 +25,7 @@ from bastion.audit.canonical import canonical
 __all__ = ["GENESIS_HASH", "Problem", "VerifyResult", "record_hash", "seal", "verify_chain"]
 
 GENESIS_HASH = "0" * 64
-Problem = Literal["modified", "deleted", "inserted", "reordered"]
+Problem = Literal["modified", "deleted", "inserted", "reordered", "truncated"]
 _HASH_KEY = "hash".encode("utf-16-be")
 
 
@@ -68,9 +68,10 @@ class VerifyResult:
     no longer matches its hash, or a record was rewritten and re-hashed),
     ``"deleted"`` (sequence numbers missing), ``"inserted"`` (a record that does not
     belong: a repeated sequence number or an extra record that does not link),
-    ``"reordered"`` (a record appears after records that follow it). ``last_seq`` and
-    ``last_hash`` are those of the last good record: keep them to detect a truncated
-    tail next time, which the chain alone cannot detect.
+    ``"reordered"`` (a record appears after records that follow it), ``"truncated"`` (the
+    log ends before a signed checkpoint: ``audit.checkpoints.check_log``). ``last_seq`` and
+    ``last_hash`` are those of the last good record; the chain alone cannot detect a cut-off
+    tail, the checkpoints can.
     """
 
     ok: bool

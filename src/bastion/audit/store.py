@@ -36,6 +36,11 @@ class AuditLog(Lifecycle, Protocol):
         """Whether appends are accepted now (started, not closing, the writer alive)."""
         ...
 
+    async def head(self) -> tuple[int, str]:
+        """The chain's head: the ``seq`` and ``hash`` of the newest committed record (``0`` and the
+        genesis hash for an empty log). Raises the backend's error when it cannot be read."""
+        ...
+
     async def append(self, event: AuditEvent | dict[str, Any]) -> None:
         """Return once ``event`` is durably committed; raise ``AuditUnavailable`` otherwise."""
         ...
@@ -77,6 +82,10 @@ class AuditReader(Protocol):
 
     def verify(self) -> VerifyResult:
         """Verify the whole chain (and whatever the backend keeps beside each record)."""
+        ...
+
+    def hash_at(self, seq: int) -> str | None:
+        """The stored hash of record ``seq``, or None when there is none (to hold against a checkpoint)."""
         ...
 
 

@@ -114,6 +114,13 @@ class PostgresAuditLog:
         """See ``AuditLog.running``."""
         return self._accepting and self._writer is not None and not self._writer.done()
 
+    async def head(self) -> tuple[int, str]:
+        """See ``AuditLog.head``: the global head (every replica's records)."""
+        row = await self._database.pool.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1")
+        if row is None:
+            raise AuditUnavailable("the audit log's head row is missing")
+        return int(row["seq"]), str(row["hash"])
+
     async def append(self, event: AuditEvent | dict[str, Any]) -> None:
         """See ``AuditLog.append``: returns once the transaction holding ``event`` committed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -260,6 +267,11 @@ class PostgresAuditReader:
         """See ``AuditReader.verify``: the chain, and that the search columns agree with each record
         (as ``SQLiteAuditReader.verify``)."""
         return verify_rows(self._rows())
+
+    def hash_at(self, seq: int) -> str | None:
+        """See ``AuditReader.hash_at``."""
+        rows = self._run(self._fetch("SELECT hash FROM audit_events WHERE seq = $1", [seq]))
+        return str(rows[0][0]) if rows else None
 
     def _rows(self) -> Iterator[tuple[Any, ...]]:
         after = 0

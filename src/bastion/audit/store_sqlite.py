@@ -85,6 +85,7 @@ class SQLiteAuditLog:
         self._accepting = False
         self._thread: threading.Thread | None = None
         self._seq, self._prev = 0, GENESIS_HASH
+        self._head: tuple[int, str] = (0, GENESIS_HASH)  # replaced whole, read from the event loop
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -124,6 +125,11 @@ class SQLiteAuditLog:
     def running(self) -> bool:
         """See ``AuditLog.running``."""
         return self._accepting
+
+    async def head(self) -> tuple[int, str]:
+        """See ``AuditLog.head``: the newest record this writer committed (it is the only writer of
+        its file while it runs; after ``close``, still the last one)."""
+        return self._head
 
     async def append(self, event: AuditEvent | dict[str, Any]) -> None:
         """Append ``event`` and return after its transaction committed (fsync'ed WAL).
@@ -184,6 +190,7 @@ class SQLiteAuditLog:
     def _load_head(self, conn: sqlite3.Connection) -> None:
         row = conn.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
         self._seq, self._prev = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+        self._head = (self._seq, self._prev)
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         while True:
@@ -262,6 +269,7 @@ class SQLiteAuditLog:
             self._settle(sealed, f"audit record not written: {exc}")
             return
         self._seq, self._prev = seq, prev
+        self._head = (seq, prev)
         self.commits += 1
         self._settle(sealed, None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -9,6 +10,14 @@ from typing import Annotated, Literal
 import typer
 
 from bastion.audit import EventFilter, render_table, to_json_lines
+from bastion.audit.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointKeys,
+    check_log,
+    public_keys_from_jwks,
+    read_checkpoints,
+)
 from bastion.audit.query import SQLiteAuditReader
 from bastion.audit.store import AuditReader
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
@@ -50,14 +59,57 @@ def _show(events: list[dict[str, object]], as_json: bool) -> None:
         out.print(render_table(events))
 
 
+CheckpointsOption = Annotated[
+    Path | None,
+    typer.Option("--checkpoints", help="Signed checkpoints to hold the log against (default: audit.checkpoints)."),
+]
+KeysOption = Annotated[
+    Path | None,
+    typer.Option("--checkpoint-keys", help="Their public keys, a JWK Set (default: the data directory's keys)."),
+]
+
+
+def _checkpoints(config: Path, db: Path | None, path: Path | None, keys_file: Path | None) -> list[Checkpoint]:
+    """The verified checkpoints of ``path`` (default: the configuration's file, if written yet; none with
+    ``--db`` alone), with the keys of ``keys_file`` or the data directory's. Exit 2 when one does not
+    verify, or ``path`` was named and is missing."""
+    if path is None:
+        if db is not None:
+            return []
+        settings = load_or_exit(config)
+        if not settings.audit.checkpoints.enabled:
+            return []
+        path = settings.audit.checkpoints.path(settings.data_dir)
+        if not path.exists():
+            return []  # none written yet
+    elif not path.exists():
+        raise fail(f"{path}: no checkpoints there")
+    try:
+        if keys_file is not None:
+            keys = public_keys_from_jwks(json.loads(keys_file.read_text(encoding="utf-8")))
+        else:
+            keys = CheckpointKeys.load_or_create(load_or_exit(config).data_dir, create=False).public_keys()
+        return read_checkpoints(path, keys)
+    except (CheckpointError, OSError, ValueError, ConfigError) as exc:
+        message = exc.message if isinstance(exc, ConfigError) else str(exc)
+        raise fail(f"checkpoints not usable: {message}") from None
+
+
 @app.command("verify")
-def verify_command(config: ConfigOption = Path("bastion.yaml"), db: DbOption = None) -> None:
-    """Check the hash chain; exit 1 naming the first modified, deleted, inserted or reordered record."""
-    result = _reader(config, db).verify()
+def verify_command(
+    config: ConfigOption = Path("bastion.yaml"),
+    db: DbOption = None,
+    checkpoints: CheckpointsOption = None,
+    checkpoint_keys: KeysOption = None,
+) -> None:
+    """Check the hash chain, and hold it against the signed checkpoints; exit 1 naming the first
+    modified, deleted, inserted, reordered or truncated record."""
+    reader = _reader(config, db)
+    result = check_log(reader.verify(), _checkpoints(config, db, checkpoints, checkpoint_keys), reader.hash_at)
     if result.ok:
-        out.print(f"OK: {result.message}", markup=False)
+        out.print(result.message, markup=False, soft_wrap=True)  # "OK: ..."
         return
-    out.print(f"TAMPERED: {result.message}", markup=False)
+    out.print(f"TAMPERED: {result.message}", markup=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -102,3 +154,25 @@ def _utc(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+@app.command("checkpoint-keys")
+def checkpoint_keys_command(config: ConfigOption = Path("bastion.yaml")) -> None:
+    """Print the public keys of the audit checkpoints (a JWK Set), to keep beside the checkpoints."""
+    settings = load_or_exit(config)
+    try:
+        keys = CheckpointKeys.load_or_create(settings.data_dir)
+    except ConfigError as exc:
+        raise fail(exc.message) from None
+    out.print(json.dumps(keys.jwks(), indent=2), markup=False, soft_wrap=True)
+
+
+@app.command("rotate-checkpoint-key")
+def rotate_checkpoint_key_command(config: ConfigOption = Path("bastion.yaml")) -> None:
+    """Start a new checkpoint signing key; earlier checkpoints keep verifying with the old ones."""
+    settings = load_or_exit(config)
+    try:
+        kid = CheckpointKeys.load_or_create(settings.data_dir).rotate()
+    except ConfigError as exc:
+        raise fail(exc.message) from None
+    out.print(f"checkpoint key {kid} is current; publish the new key set (bastion audit checkpoint-keys)")

@@ -69,8 +69,12 @@ def _resolve_paths(config: BastionConfig, base: Path) -> BastionConfig:
         }
     )
     egress = config.egress.model_copy(update={"ca_file": fix(config.egress.ca_file) if config.egress.ca_file else None})
+    checkpoints = config.audit.checkpoints
+    if checkpoints.file is not None:
+        checkpoints = checkpoints.model_copy(update={"file": fix(checkpoints.file)})
     return config.model_copy(
         update={
+            "audit": config.audit.model_copy(update={"checkpoints": checkpoints}),
             "data_dir": fix(config.data_dir),
             "policy": policy,
             "routes": tuple(fix_route(r) for r in config.routes),

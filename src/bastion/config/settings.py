@@ -141,6 +141,24 @@ class PolicySettings(_Model):
     shadow_files: tuple[Path, ...] = ()
 
 
+class CheckpointSettings(_Model):
+    """``audit.checkpoints``: signed checkpoints of the chain (``bastion.audit.checkpoints``), on by
+    default. One is appended to ``file`` (default ``<data_dir>/audit-checkpoints.jsonl``; ship it
+    elsewhere as it grows) when ``every_records`` records were committed since the last, or
+    ``every_s`` seconds passed with at least one new record."""
+
+    enabled: bool = True
+    every_records: int = Field(default=1000, ge=1)
+    every_s: Annotated[int, Field(ge=1)] = 60
+    file: Path | None = None
+
+    _parse_every_s = field_validator("every_s", mode="before")(_duration)
+
+    def path(self, data_dir: Path) -> Path:
+        """Where the checkpoints go: ``file``, else ``<data_dir>/audit-checkpoints.jsonl``."""
+        return self.file if self.file is not None else data_dir / "audit-checkpoints.jsonl"
+
+
 class AuditSettings(_Model):
     """Audit log settings; the log lives in ``<data_dir>/bastion.db``.
 
@@ -153,6 +171,7 @@ class AuditSettings(_Model):
 
     store_arguments: bool = True
     synchronous: Literal["full", "normal"] = "full"
+    checkpoints: CheckpointSettings = CheckpointSettings()
 
 
 class BastionConfig(_Model):
