@@ -47,6 +47,7 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     │   └── ResultWithheld          200  -32603  (a tool result far above its usual volume: a tool error instead)
     ├── IdentityProviderError       502  -32603  (signing in through an OpenID Connect provider failed)
     ├── VaultError                  500  -32603  (a sealed token vault record does not open)
+    ├── CheckpointInvalid           500  -32603  (a signed audit checkpoint does not verify: bastion audit verify)
     ├── UpstreamConnectionRequired  200  -32042  (MCP URL elicitation: connect the upstream first)
     ├── UpstreamAuthorizationError  502  -32603  (Bastion as OAuth client of an upstream's server failed)
     │   └── ConnectionExpired       502  -32603  (the refresh token was refused: connect again)
@@ -90,6 +91,7 @@ __all__ = [
     "BatchRejected",
     "BodyTimeout",
     "BodyTooLarge",
+    "CheckpointInvalid",
     "ConfigError",
     "ConfirmationRequired",
     "ConnectionExpired",
@@ -600,6 +602,15 @@ class IdentityProviderError(BastionError):
 
     status = 502
     code = "identity_provider_error"
+
+
+class CheckpointInvalid(BastionError):
+    """A line of the audit checkpoints file that does not parse, names an unknown key, or whose
+    signature fails (``bastion.audit.checkpoints``): ``bastion audit verify`` stops on it. Never an
+    answer to a client."""
+
+    status = 500
+    code = "checkpoint_invalid"
 
 
 class VaultError(BastionError):

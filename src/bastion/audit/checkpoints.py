@@ -19,7 +19,7 @@ checkpoint, or whose record at a checkpoint's ``seq`` has another hash.
 - **When**: the gateway writes one when ``every_records`` records were committed since the last,
   or ``every_s`` seconds passed with at least one new record (``CheckpointWriter``).
 
-Errors: ``CheckpointError`` (a ``ValueError``) for a line that does not parse or verify; key file
+Errors: ``bastion.errors.CheckpointInvalid`` for a line that does not parse or verify; key file
 problems raise ``ConfigError``.
 """
 
@@ -41,14 +41,13 @@ from joserfc.jwk import OKPKey
 
 from bastion.audit.canonical import canonical
 from bastion.audit.chain import VerifyResult
-from bastion.errors import ConfigError
+from bastion.errors import CheckpointInvalid, ConfigError
 
 __all__ = [
     "CHECKPOINTS_FILE",
     "CHECKPOINT_ALGORITHM",
     "KEYS_FILE",
     "Checkpoint",
-    "CheckpointError",
     "CheckpointKeys",
     "CheckpointWriter",
     "check_log",
@@ -61,10 +60,6 @@ CHECKPOINT_ALGORITHM = "Ed25519"
 KEYS_FILE = "audit-checkpoint-keys.json"
 CHECKPOINTS_FILE = "audit-checkpoints.jsonl"
 _FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint line that does not parse, names an unknown key, or whose signature fails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,44 +142,44 @@ class CheckpointKeys:
 
 def public_keys_from_jwks(document: Mapping[str, Any]) -> dict[str, OKPKey]:
     """The Ed25519 public keys of a JWK Set by ``kid`` (their RFC 7638 thumbprint, checked). Raises
-    ``CheckpointError`` for a key that is not an Ed25519 public key or whose ``kid`` does not match."""
+    ``CheckpointInvalid`` for a key that is not an Ed25519 public key or whose ``kid`` does not match."""
     keys: dict[str, OKPKey] = {}
     for entry in document.get("keys", ()):
         try:
             key = OKPKey.import_key({k: v for k, v in entry.items() if k not in ("kid", "use", "alg", "d")})
         except (JoseError, ValueError, TypeError) as exc:
-            raise CheckpointError(f"not an Ed25519 public key: {exc}") from None
+            raise CheckpointInvalid(f"not an Ed25519 public key: {exc}") from None
         if key.curve_name != "Ed25519" or key.thumbprint() != entry.get("kid"):
-            raise CheckpointError(f"key {entry.get('kid')!r} is not the Ed25519 key its kid names")
+            raise CheckpointInvalid(f"key {entry.get('kid')!r} is not the Ed25519 key its kid names")
         keys[key.thumbprint()] = key
     return keys
 
 
 def verify_checkpoint(line: str, keys: Mapping[str, OKPKey]) -> Checkpoint:
     """Parse one line of the checkpoints file and verify its signature with ``keys`` (by ``kid``).
-    Returns the checkpoint as SIGNED (the clear copy is ignored); raises ``CheckpointError``."""
+    Returns the checkpoint as SIGNED (the clear copy is ignored); raises ``CheckpointInvalid``."""
     try:
         token = json.loads(line)["jws"]
         headers = jws.extract_compact(token.encode("ascii")).headers()
     except (ValueError, KeyError, TypeError, AttributeError, JoseError) as exc:
-        raise CheckpointError(f"not a checkpoint: {exc}") from None
+        raise CheckpointInvalid(f"not a checkpoint: {exc}") from None
     kid = headers.get("kid")
     if not isinstance(kid, str) or kid not in keys or headers.get("alg") != CHECKPOINT_ALGORITHM:
-        raise CheckpointError(f"checkpoint signed with an unknown key {kid!r}")
+        raise CheckpointInvalid(f"checkpoint signed with an unknown key {kid!r}")
     key = keys[kid]
     try:
         payload = json.loads(jws.deserialize_compact(token, key, algorithms=[CHECKPOINT_ALGORITHM]).payload)
         seq, head, stamp = payload["seq"], payload["hash"], payload["time"]
     except (JoseError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint signature does not verify: {exc}") from None
+        raise CheckpointInvalid(f"checkpoint signature does not verify: {exc}") from None
     if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(head, str) or not isinstance(stamp, str):
-        raise CheckpointError("checkpoint payload is not {seq: int, hash: str, time: str}")
+        raise CheckpointInvalid("checkpoint payload is not {seq: int, hash: str, time: str}")
     return Checkpoint(seq, head, stamp, kid, token)
 
 
 def read_checkpoints(path: Path, keys: Mapping[str, OKPKey]) -> list[Checkpoint]:
     """Every checkpoint of the file at ``path``, verified, in file order (a missing file: none).
-    Raises ``CheckpointError`` naming the first line that does not verify."""
+    Raises ``CheckpointInvalid`` naming the first line that does not verify."""
     if not path.exists():
         return []
     found = []
@@ -192,8 +187,8 @@ def read_checkpoints(path: Path, keys: Mapping[str, OKPKey]) -> list[Checkpoint]
         if line.strip():
             try:
                 found.append(verify_checkpoint(line, keys))
-            except CheckpointError as exc:
-                raise CheckpointError(f"{path}:{number}: {exc}") from None
+            except CheckpointInvalid as exc:
+                raise CheckpointInvalid(f"{path}:{number}: {exc.message}") from None
     return found
 
 

@@ -12,7 +12,6 @@ import typer
 from bastion.audit import EventFilter, render_table, to_json_lines
 from bastion.audit.checkpoints import (
     Checkpoint,
-    CheckpointError,
     CheckpointKeys,
     check_log,
     public_keys_from_jwks,
@@ -21,7 +20,7 @@ from bastion.audit.checkpoints import (
 from bastion.audit.query import SQLiteAuditReader
 from bastion.audit.store import AuditReader
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
-from bastion.errors import ConfigError
+from bastion.errors import CheckpointInvalid, ConfigError
 from bastion.stores.backends import DATABASE_FILE, audit_reader, postgres_database, preflight
 
 __all__ = ["app"]
@@ -90,9 +89,10 @@ def _checkpoints(config: Path, db: Path | None, path: Path | None, keys_file: Pa
         else:
             keys = CheckpointKeys.load_or_create(load_or_exit(config).data_dir, create=False).public_keys()
         return read_checkpoints(path, keys)
-    except (CheckpointError, OSError, ValueError, ConfigError) as exc:
-        message = exc.message if isinstance(exc, ConfigError) else str(exc)
-        raise fail(f"checkpoints not usable: {message}") from None
+    except (CheckpointInvalid, ConfigError) as exc:
+        raise fail(f"checkpoints not usable: {exc.message}") from None
+    except (OSError, ValueError) as exc:  # the key file given cannot be read, or is not JSON
+        raise fail(f"checkpoints not usable: {exc}") from None
 
 
 @app.command("verify")

@@ -17,7 +17,6 @@ from tests.support.audit_events import decision
 from bastion.audit.checkpoints import (
     CHECKPOINT_ALGORITHM,
     KEYS_FILE,
-    CheckpointError,
     CheckpointKeys,
     CheckpointWriter,
     check_log,
@@ -27,7 +26,7 @@ from bastion.audit.checkpoints import (
 )
 from bastion.audit.query import SQLiteAuditReader
 from bastion.audit.store_sqlite import SQLiteAuditLog
-from bastion.errors import ConfigError
+from bastion.errors import CheckpointInvalid, ConfigError
 
 HEAD = "ab" * 32
 
@@ -38,7 +37,7 @@ def test_a_checkpoint_verifies_with_its_key_only(tmp_path: Path) -> None:
     assert (checkpoint.seq, checkpoint.hash, checkpoint.time) == (7, HEAD, "2023-11-14T22:13:20.500000Z")
     assert verify_checkpoint(checkpoint.line(), keys.public_keys()) == checkpoint
     other = CheckpointKeys.load_or_create(tmp_path / "elsewhere")
-    with pytest.raises(CheckpointError, match="unknown key"):
+    with pytest.raises(CheckpointInvalid, match="unknown key"):
         verify_checkpoint(checkpoint.line(), other.public_keys())
     assert (tmp_path / KEYS_FILE).stat().st_mode & 0o777 == 0o600
 
@@ -53,9 +52,9 @@ def test_the_clear_copy_does_not_count_and_altered_signatures_fail(tmp_path: Pat
                                            OKPKey.generate_key("Ed25519", private=True),
                                            algorithms=[CHECKPOINT_ALGORITHM]).split(".")[1]  # fmt: skip
     for token in (f"{header}.{forged_payload}.{signature}", f"{header}.{payload}.{signature[:-4]}AAAA", "x.y", ""):
-        with pytest.raises(CheckpointError):
+        with pytest.raises(CheckpointInvalid):
             verify_checkpoint(json.dumps({**line, "jws": token}), keys.public_keys())
-    with pytest.raises(CheckpointError, match="not a checkpoint"):
+    with pytest.raises(CheckpointInvalid, match="not a checkpoint"):
         verify_checkpoint("not json", keys.public_keys())
 
 
@@ -64,7 +63,7 @@ def test_a_checkpoint_signed_with_another_algorithm_is_refused(tmp_path: Path) -
     kid = keys.current.thumbprint()
     token = jws.serialize_compact({"alg": "HS256", "kid": kid}, b'{"seq":1,"hash":"x","time":"t"}',
                                   OctKey.import_key("k" * 32), algorithms=["HS256"])  # fmt: skip
-    with pytest.raises(CheckpointError, match="unknown key"):
+    with pytest.raises(CheckpointInvalid, match="unknown key"):
         verify_checkpoint(json.dumps({"jws": token}), keys.public_keys())
 
 
@@ -84,7 +83,7 @@ def test_rotation_keeps_old_checkpoints_verifying_and_the_jwks_carries_every_key
 def test_a_jwks_entry_whose_kid_does_not_name_its_key_is_refused(tmp_path: Path) -> None:
     document = CheckpointKeys.load_or_create(tmp_path).jwks()
     document["keys"][0]["kid"] = "someone-else"
-    with pytest.raises(CheckpointError, match="kid"):
+    with pytest.raises(CheckpointInvalid, match="kid"):
         public_keys_from_jwks(document)
 
 
@@ -144,7 +143,7 @@ def test_read_checkpoints_names_the_line_that_fails(tmp_path: Path) -> None:
     keys = CheckpointKeys.load_or_create(tmp_path)
     file = tmp_path / "checkpoints.jsonl"
     file.write_text(keys.sign(1, HEAD, 0).line() + "\n\n" + '{"jws": "x.y.z"}\n', encoding="utf-8")
-    with pytest.raises(CheckpointError, match=r"checkpoints\.jsonl:3"):
+    with pytest.raises(CheckpointInvalid, match=r"checkpoints\.jsonl:3"):
         read_checkpoints(file, keys.public_keys())
     assert read_checkpoints(tmp_path / "none.jsonl", keys.public_keys()) == []
 
