@@ -3,10 +3,12 @@ test in a PostgreSQL schema or under a Redis key prefix of its own, removed afte
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,9 +22,11 @@ from tests.support.e2e_helpers import wait_until
 __all__ = [
     "POSTGRES_URL",
     "REDIS_URL",
+    "PrivatePostgres",
     "delete_redis_keys",
     "drop_postgres_schema",
     "postgres_schema",
+    "private_postgres",
     "private_redis",
 ]
 
@@ -72,3 +76,45 @@ def private_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
         yield proc
     finally:
         stop(proc)
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster of the test's own (``initdb`` in a new directory under /tmp,
+    owned by the ``postgres`` user: the server refuses to run as root, and pytest's own directories
+    are closed to other users), on 127.0.0.1:``port``, trust auth, no fsync; ``stop`` and ``start``
+    it as a fault would, its data kept between them."""
+
+    def __init__(self, port: int) -> None:
+        self.root, self.port = Path(tempfile.mkdtemp(prefix="bastion-test-pg-")), port
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        shutil.chown(self.root, "postgres")
+        self._as_postgres(PG_BIN / "initdb", "-D", self.root / "data", "-A", "trust", "-U", "postgres")
+
+    def _as_postgres(self, *args: object) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *map(str, args)], check=True, capture_output=True,
+                       timeout=60)  # fmt: skip
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(PG_BIN / "pg_ctl", "-D", self.root / "data", "-o", options, "-l", self.root / "log",
+                          "-w", "start")  # fmt: skip
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server (``immediate``: as a crash, no shutdown checkpoint)."""
+        self._as_postgres(PG_BIN / "pg_ctl", "-D", self.root / "data", "-m", mode, "-w", "stop")
+
+
+@contextmanager
+def private_postgres(port: int) -> Iterator[PrivatePostgres]:
+    """A started ``PrivatePostgres``, stopped and removed afterwards."""
+    server = PrivatePostgres(port)
+    try:
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop("fast")
+        shutil.rmtree(server.root, ignore_errors=True)

@@ -13,7 +13,10 @@ The writer is a task on the caller's event loop (asyncpg is asynchronous): event
 process, and each transaction takes every event waiting, up to ``max_batch``; a batch nobody
 waits on (only ``append_nowait`` events) lingers up to ``linger_ms`` for company, as the embedded
 writer does. An event that cannot be written as PostgreSQL text (lone surrogates, or NUL in a
-search column) is refused alone.
+search column) is refused alone. When a transaction fails (the database unreachable), the appends
+waiting on it fail at once (their calls are refused), while the queued events in it are kept
+(up to ``_RETRY_LIMIT``) and tried again first, every ``_RETRY_S`` seconds or with the next event:
+an outcome recorded just as the database went away is written once it is back.
 
 ``PostgresAuditReader`` reads for the CLI, synchronously: each query runs on a private event loop
 in a worker thread (so it can be called from inside a running loop too), ``events`` page by page.
@@ -57,6 +60,11 @@ _INSERT = (
 )
 _PAGE = 1000
 """Rows per query when the reader walks the log."""
+_RETRY_S = 1.0
+"""How long queued events that failed wait for company before they are tried again alone."""
+_RETRY_LIMIT = 100_000
+"""Queued events kept for another try while the database is unreachable; past this, the oldest stay
+and newer ones are logged as lost."""
 
 
 @dataclass(slots=True)
@@ -76,6 +84,7 @@ class PostgresAuditLog:
         self._linger_s = linger_ms / 1000
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._retry: list[_Pending] = []  # queued events whose transaction failed: tried again first
         self._accepting = False
         self.commits = 0
         self.failures = 0
@@ -142,11 +151,20 @@ class PostgresAuditLog:
             batch, stop = await self._next_batch()
             if batch:
                 await self._commit(batch)
+        if self._retry:
+            logger.error("%d queued audit events lost at shutdown: the database did not take them", len(self._retry))
 
     async def _next_batch(self) -> tuple[list[_Pending], bool]:
-        """The next batch, and whether the stop sentinel was read (the queue is empty then)."""
-        batch: list[_Pending] = []
-        item = await self._queue.get()
+        """The next batch (queued events that failed before, first), and whether the stop sentinel was
+        read (the queue is empty then)."""
+        batch, self._retry = self._retry, []
+        if batch:
+            try:
+                item = await asyncio.wait_for(self._queue.get(), _RETRY_S)
+            except TimeoutError:
+                return batch, False
+        else:
+            item = await self._queue.get()
         deadline = time.monotonic() + self._linger_s
         while item is not None:
             batch.append(item)
@@ -166,6 +184,7 @@ class PostgresAuditLog:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         written: list[_Pending] = []
+        refused: list[_Pending] = []  # settled one by one (not serializable)
         try:
             async with self._database.pool.acquire() as connection, connection.transaction():
                 head = await connection.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
@@ -180,6 +199,7 @@ class PostgresAuditLog:
                         _check_text(row)
                     except (TypeError, ValueError) as exc:  # not a JSON value, or not text PostgreSQL keeps
                         _settle([pending], f"audit record not serializable: {exc}")
+                        refused.append(pending)
                         continue
                     seq, prev = seq + 1, record["hash"]
                     rows.append(row)
@@ -189,8 +209,17 @@ class PostgresAuditLog:
                     await connection.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", seq, prev)
         except Exception as exc:  # noqa: BLE001 - any failure refuses the batch (fail closed)
             self.failures += 1
-            logger.error("audit batch of %d events not written: %s", len(written), exc)
-            _settle(written, f"audit record not written: {exc}")
+            unsettled = [pending for pending in batch if pending not in refused]  # sealed or not yet
+            logger.error("audit batch of %d events not written: %s", len(unsettled), exc)
+            # A waiting append fails now (its call is refused); a queued event is kept and tried again,
+            # so an outcome recorded while the database was away is not lost when it comes back.
+            _settle(
+                [pending for pending in unsettled if pending.future is not None], f"audit record not written: {exc}"
+            )
+            queued = [pending for pending in unsettled if pending.future is None]
+            room = max(0, _RETRY_LIMIT - len(self._retry))
+            self._retry.extend(queued[:room])
+            _settle(queued[room:], f"audit record not written, {_RETRY_LIMIT} queued already: {exc}")
             return
         if written:
             self.commits += 1
