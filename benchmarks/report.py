@@ -16,14 +16,16 @@ PEERS_DOCUMENT = "benchmarks-peers.md"
 
 
 def scaling_tables(scaling: Scaling) -> list[tuple[str, list[tuple[str, ...]]]]:
-    """The scaling rows' tables, each with its title."""
-    return [
+    """The scaling rows' tables, each with its title (a table not measured in this run left out)."""
+    tables = [
         (f"CPU per call against argument size, c={CONNS}", scaling.argument_rows()),
         (f"Open sessions: Bastion's resident memory, and a run at c={CONNS} with them open", scaling.session_rows()),
         (f"Routes: CPU per call at c={CONNS} calling one of them", scaling.route_rows()),
         ("Policy-set size, in-process (benchmarks/policy_scale.py)", scaling.policy_rows()),
         ("The floor: Bastion's HTTP server, upstream client and audit log, none of its checks", scaling.floor_rows()),
+        ("Shared stores: Bastion on PostgreSQL + Redis against the embedded default", scaling.shared_rows()),
     ]
+    return [(title, rows) for title, rows in tables if rows]
 
 
 def text(results: Results) -> str:
@@ -247,7 +249,11 @@ def scaling_markdown(scaling: Scaling | None) -> list[str]:
         "`HttpUpstream.send`, parse and serialise the reply, queue the outcome record; no authentication, "
         "session, policy, checks, limits or inspection. Measured against the default Bastion, interleaved, "
         "at c=1 and c=16 (loop / audit: the event-loop thread's and the audit writer's CPU per call); the "
-        "difference is what Bastion's checks cost."
+        "difference is what Bastion's checks cost. **Shared stores:** one more Bastion in the default configuration "
+        "plus `stores.postgres` (the audit log and revocations in the PostgreSQL on loopback, a schema of its own) "
+        "and `stores.redis` (the sessions in the Redis on loopback), against the default Bastion, interleaved, at "
+        "c=1 and c=16; the PostgreSQL and Redis servers' own CPU is not counted (the audit writer is then a task on "
+        "the event loop: loop / audit shows 0 for the thread)."
     )
     out.append("")
     for title, rows in scaling_tables(scaling):

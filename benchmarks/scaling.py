@@ -19,12 +19,16 @@ Measured after the main rounds, on this checkout's Bastion in the default config
   audit log around each call, none of its checks) and the default Bastion, interleaved at c=1 and
   c=16, CPU per call split into the event loop and the audit writer: what the libraries alone cost,
   and what Bastion's checks add to them;
+- **shared stores:** one more Bastion in the default configuration plus ``stores.postgres`` (the audit
+  log and revocations in the PostgreSQL on loopback, a schema of its own) and ``stores.redis`` (the
+  sessions in the Redis on loopback), against the default Bastion at c=1 and c=16: what replicas'
+  shared state costs one of them (the PostgreSQL and Redis servers' own CPU is not counted);
 - **policy-set size:** ``policy_scale.measure`` (in this process, no server) at 10, 100, 1,000
   and 3,000 policies: ``PolicyEngine.decide`` p50/p99 uncached and cached (the decision memo), what
   the policies that cannot apply add to it, a 100-tool list's time and its longest stall of the event
   loop, and the load time.
 
-Two interleaved rounds of the argument-size, route and floor rows, one run per session count; ``--quick``
+Two interleaved rounds of the argument-size, route, floor and shared-stores rows, one run per session count; ``--quick``
 measures one round of each, with 300 calls and one list per policy-set size (1,000 calls and three
 lists otherwise). ``--no-scaling`` leaves all of them out.
 """
@@ -33,6 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -50,6 +56,10 @@ SESSION_COUNTS = (0, 1_000, 10_000)
 ROUTE_COUNTS = (1, 100)
 FLOOR = "floor"
 FLOOR_CONNS = (1, 16)
+SHARED = "bastion-shared"
+SHARED_POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SHARED_REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+"""Where the shared-stores row keeps its state (the services every machine of ours runs on loopback)."""
 POLICY_SIZES = (10, 100, 1_000, 3_000)
 TARGET_DECIDE_P99_US = 50.0
 TARGET_LIST100_MS = 20.0
@@ -109,30 +119,23 @@ class Scaling:
     """Per policy-set size: ``policy_scale.measure``'s figures."""
     floor: list[Run] = field(default_factory=list)
     """Runs at :data:`FLOOR_CONNS` of target :data:`FLOOR` and ``DEFAULT``, interleaved."""
+    shared: list[Run] = field(default_factory=list)
+    """Runs at :data:`FLOOR_CONNS` of target :data:`SHARED` and ``DEFAULT``, interleaved."""
 
     def runs(self) -> list[Run]:
         """Every wrk run of the scaling rows (a run with errors makes the whole run invalid)."""
         routes = (r for runs in self.routes.values() for r in runs)
-        return [*self.arguments, *(p.run for p in self.sessions), *routes, *self.floor]
+        return [*self.arguments, *(p.run for p in self.sessions), *routes, *self.floor, *self.shared]
 
     def floor_rows(self) -> list[tuple[str, ...]]:
         """Per concurrency: CPU per call (total, event loop / audit writer) of the floor and of Bastion,
         their difference, and each one's p50 latency; medians over the rounds."""
-        rows: list[tuple[str, ...]] = [("c", "floor CPU/call ms", "loop / audit", "Bastion CPU/call ms", "loop / audit",
-                                        "Bastion - floor ms", "floor p50 ms", "Bastion p50 ms")]  # fmt: skip
-        for conns in FLOOR_CONNS:
-            floor, bastion = (
-                {attr: median([r for r in self.floor if r.target == target and r.conns == conns], attr)
-                 for attr in ("server_cpu_ms", "main_cpu_ms", "other_cpu_ms", "p50_ms")}
-                for target in (FLOOR, DEFAULT)
-            )  # fmt: skip
-            rows.append((str(conns), f"{floor['server_cpu_ms']:.3f}",
-                         f"{floor['main_cpu_ms']:.3f} / {floor['other_cpu_ms']:.3f}",
-                         f"{bastion['server_cpu_ms']:.3f}",
-                         f"{bastion['main_cpu_ms']:.3f} / {bastion['other_cpu_ms']:.3f}",
-                         f"{bastion['server_cpu_ms'] - floor['server_cpu_ms']:+.3f}",
-                         f"{floor['p50_ms']:.3f}", f"{bastion['p50_ms']:.3f}"))  # fmt: skip
-        return rows
+        return _versus(self.floor, FLOOR, "floor")
+
+    def shared_rows(self) -> list[tuple[str, ...]]:
+        """The same columns for Bastion on PostgreSQL + Redis (``shared``) against the embedded default;
+        empty when they were not measured (no PostgreSQL or Redis to use)."""
+        return _versus(self.shared, SHARED, "shared") if self.shared else []
 
     def argument_med(self, target: str, size: int, attr: str) -> float:
         """Median of ``attr`` over the argument-size runs of ``target`` with ``size``-byte arguments."""
@@ -210,6 +213,7 @@ def measure_scaling(targets: Targets, duration_s: float, *, quick: bool = False)
     measure_sessions(targets, duration_s, scaling)
     measure_routes(targets, rounds, duration_s, scaling)
     measure_floor(targets, rounds, duration_s, scaling)
+    measure_shared(targets, rounds, duration_s, scaling)
     calls, lists = (300, 1) if quick else (1000, 3)
     for size in POLICY_SIZES:
         scaling.policies[size] = policy_figures(size, calls, lists)
@@ -267,6 +271,69 @@ def measure_floor(targets: Targets, rounds: int, duration_s: float, scaling: Sca
                     scaling.floor.append(run)
     finally:
         floor.stop()
+
+
+def _versus(runs: list[Run], other: str, label: str) -> list[tuple[str, ...]]:
+    """Per concurrency of :data:`FLOOR_CONNS`: the CPU per call (total, event loop / audit writer thread)
+    and p50 of target ``other`` (shown as ``label``) and of the default Bastion, and their difference;
+    medians over the rounds."""
+    rows: list[tuple[str, ...]] = [("c", f"{label} CPU/call ms", "loop / audit", "Bastion CPU/call ms", "loop / audit",
+                                    f"Bastion - {label} ms", f"{label} p50 ms", "Bastion p50 ms")]  # fmt: skip
+    for conns in FLOOR_CONNS:
+        them, bastion = (
+            {attr: median([r for r in runs if r.target == target and r.conns == conns], attr)
+             for attr in ("server_cpu_ms", "main_cpu_ms", "other_cpu_ms", "p50_ms")}
+            for target in (other, DEFAULT)
+        )  # fmt: skip
+        rows.append((str(conns), f"{them['server_cpu_ms']:.3f}",
+                     f"{them['main_cpu_ms']:.3f} / {them['other_cpu_ms']:.3f}",
+                     f"{bastion['server_cpu_ms']:.3f}",
+                     f"{bastion['main_cpu_ms']:.3f} / {bastion['other_cpu_ms']:.3f}",
+                     f"{bastion['server_cpu_ms'] - them['server_cpu_ms']:+.3f}",
+                     f"{them['p50_ms']:.3f}", f"{bastion['p50_ms']:.3f}"))  # fmt: skip
+    return rows
+
+
+def measure_shared(targets: Targets, rounds: int, duration_s: float, scaling: Scaling) -> None:
+    """The shared-stores rows: one more Bastion, :data:`SHARED`, in the default configuration plus
+    ``stores.postgres`` (a schema of its own, dropped afterwards) and ``stores.redis`` (a key prefix of
+    its own, deleted afterwards), against the default Bastion, interleaved at each of
+    :data:`FLOOR_CONNS`. Skipped, with a message, when it cannot start (no PostgreSQL or Redis)."""
+    tag = f"bench_{uuid.uuid4().hex[:12]}"
+    stores = (f"stores:\n  postgres: {{url: '{SHARED_POSTGRES}', schema: {tag}}}\n"
+              f"  redis: {{url: '{SHARED_REDIS}', prefix: '{tag}:'}}\n")  # fmt: skip
+    try:
+        bastion = targets.add_bastion(SHARED, extra=stores)
+    except RuntimeError as exc:
+        print(f"shared-stores rows skipped: {exc}".splitlines()[0], flush=True)
+        return
+    try:
+        endpoints = (targets.endpoint(SHARED), targets.endpoint(DEFAULT))
+        for round_no in range(1, rounds + 1):
+            for conns in FLOOR_CONNS:
+                for endpoint in endpoints:
+                    run = measure(endpoint, conns, duration_s, round_no)
+                    print(f"shared rows round {round_no} c={conns:<2} {endpoint.name:14}  {progress(run)}", flush=True)
+                    scaling.shared.append(run)
+    finally:
+        targets.stop_bastion(bastion.name)
+        asyncio.run(_forget_shared(tag))
+
+
+async def _forget_shared(tag: str) -> None:
+    """Drop the shared-stores row's PostgreSQL schema and delete its Redis keys."""
+    import asyncpg
+    from redis.asyncio import Redis
+
+    connection = await asyncpg.connect(SHARED_POSTGRES)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{tag}" CASCADE')
+    finally:
+        await connection.close()
+    async with Redis.from_url(SHARED_REDIS) as client:
+        keys = [key async for key in client.scan_iter(match=f"{tag}:*")]
+        if keys:
+            await client.delete(*keys)
 
 
 def policy_figures(size: int, calls: int, lists: int) -> dict[str, float]:

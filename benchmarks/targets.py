@@ -33,6 +33,8 @@ class BastionServer(Server):
     synchronous: str
     source: Path | None = None
     routes: int = 1
+    extra: str = ""
+    """YAML added to the config before ``routes:`` (top-level keys, e.g. ``stores:``)."""
     """Routes in the config, all to the echo upstream: ``routes - 1`` others (``echo-001``, ...,
     each to its own path of it) before ``ROUTE``, the one measured and the token's audience."""
     route_egress_keys: bool = True
@@ -97,7 +99,7 @@ identity:
 policy:
   files: [{self.workdir / "policies.cedar"}]
 audit:
-{audit}routes:
+{audit}{self.extra}routes:
 {others}{route(ROUTE, "Benchmark echo server", upstream_url)}"""
         self.config_path.write_text(config, encoding="utf-8")
 
@@ -258,12 +260,13 @@ class Targets:
                 bastion.write_checked_config(self.direct_url)
             bastion.start()
 
-    def add_bastion(self, name: str, routes: int = 1) -> BastionServer:
+    def add_bastion(self, name: str, routes: int = 1, extra: str = "") -> BastionServer:
         """Start one more Bastion of this checkout, ``name``, in the default configuration with
-        ``routes`` routes to the echo upstream (see :attr:`BastionServer.routes`), after :meth:`start`.
+        ``routes`` routes to the echo upstream (see :attr:`BastionServer.routes`) and ``extra`` YAML
+        (:attr:`BastionServer.extra`), after :meth:`start`.
         ``load.measure`` measures it by name; it is not in :attr:`names` (the rounds), and
         :meth:`stop_bastion` or :meth:`stop` stops it."""
-        bastion = BastionServer(name, self.workdir, free_port(), "full", routes=routes)
+        bastion = BastionServer(name, self.workdir, free_port(), "full", routes=routes, extra=extra)
         self.bastions[name] = bastion
         bastion.write_config(self.direct_url)
         bastion.start()

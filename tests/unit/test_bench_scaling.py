@@ -135,6 +135,21 @@ def test_floor_rows_set_bastion_against_the_floor_per_concurrency() -> None:
     assert figures.floor[-1] in figures.runs()  # a floor run with errors makes the whole run invalid
 
 
+def test_the_shared_stores_table_appears_only_when_measured() -> None:
+    figures = scaling()
+    assert figures.shared_rows() == []
+    assert "### Shared stores" not in "\n".join(scaling_markdown(figures))
+    for conns, cpu in ((1, 1.3), (16, 0.5)):
+        shared = run("bastion-shared", cpu, conns=conns)
+        bastion = run("bastion", cpu - 0.2, conns=conns)
+        figures.shared += [shared, bastion]
+    rows = figures.shared_rows()
+    assert rows[0][1] == "shared CPU/call ms"
+    assert [row[5] for row in rows[1:]] == ["-0.200", "-0.200"]  # Bastion - shared: the default is cheaper
+    assert "### Shared stores: Bastion on PostgreSQL + Redis against the embedded default" in "\n".join(
+        scaling_markdown(figures))  # fmt: skip
+
+
 def test_markdown_tables_and_the_section_without_scaling() -> None:
     assert markdown_table([("a", "b"), ("1", "2|3")]) == ["| a | b |", "|---|---:|", "| 1 | 2\\|3 |"]
     assert "Not measured in this run (`--no-scaling`)." in scaling_markdown(None)
