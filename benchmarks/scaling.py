@@ -39,6 +39,7 @@ import asyncio
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -263,14 +264,19 @@ def measure_floor(targets: Targets, rounds: int, duration_s: float, scaling: Sca
     floor = targets.start_floor(FLOOR)
     try:
         endpoints = (Endpoint(FLOOR, floor.url, floor.pid, targets.echo_pid), targets.endpoint(DEFAULT))
-        for round_no in range(1, rounds + 1):
-            for conns in FLOOR_CONNS:
-                for endpoint in endpoints:
-                    run = measure(endpoint, conns, duration_s, round_no)
-                    print(f"floor rows round {round_no} c={conns:<2} {endpoint.name:8}  {progress(run)}", flush=True)
-                    scaling.floor.append(run)
+        scaling.floor.extend(_interleaved(endpoints, rounds, duration_s, "floor"))
     finally:
         floor.stop()
+
+
+def _interleaved(endpoints: tuple[Endpoint, ...], rounds: int, duration_s: float, label: str) -> Iterator[Run]:
+    """``rounds`` rounds of one run per endpoint at each of :data:`FLOOR_CONNS`, interleaved, printed."""
+    for round_no in range(1, rounds + 1):
+        for conns in FLOOR_CONNS:
+            for endpoint in endpoints:
+                run = measure(endpoint, conns, duration_s, round_no)
+                print(f"{label} rows round {round_no} c={conns:<2} {endpoint.name:14}  {progress(run)}", flush=True)
+                yield run
 
 
 def _versus(runs: list[Run], other: str, label: str) -> list[tuple[str, ...]]:
@@ -308,13 +314,8 @@ def measure_shared(targets: Targets, rounds: int, duration_s: float, scaling: Sc
         print(f"shared-stores rows skipped: {exc}".splitlines()[0], flush=True)
         return
     try:
-        endpoints = (targets.endpoint(SHARED), targets.endpoint(DEFAULT))
-        for round_no in range(1, rounds + 1):
-            for conns in FLOOR_CONNS:
-                for endpoint in endpoints:
-                    run = measure(endpoint, conns, duration_s, round_no)
-                    print(f"shared rows round {round_no} c={conns:<2} {endpoint.name:14}  {progress(run)}", flush=True)
-                    scaling.shared.append(run)
+        scaling.shared.extend(_interleaved((targets.endpoint(SHARED), targets.endpoint(DEFAULT)), rounds, duration_s,
+                                           "shared"))  # fmt: skip
     finally:
         targets.stop_bastion(bastion.name)
         asyncio.run(_forget_shared(tag))
