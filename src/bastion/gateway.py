@@ -12,6 +12,7 @@ import asyncio
 import functools
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -471,7 +472,8 @@ class Gateway:
         return self.keys.jwks()
 
     def health(self) -> dict[str, Any]:
-        """``{"status": "ok", "routes": {name: {"upstream": kind, "ready": bool[, "streams": n]}}}``.
+        """``{"status": "ok", "pid": n, "routes": {name: {"upstream": kind, "ready": bool[, "streams": n]}}}``;
+        ``pid`` tells the workers of ``bastion serve --workers N`` apart.
 
         ``streams`` (stdio routes) counts the open event streams of that route's sessions.
         """
@@ -485,7 +487,7 @@ class Gateway:
                 }
             else:
                 routes[route.name] = {"upstream": "http", "ready": True}
-        return {"status": "ok", "routes": routes}
+        return {"status": "ok", "pid": os.getpid(), "routes": routes}
 
     async def readiness(self) -> tuple[bool, dict[str, str]]:
         """Whether this replica can serve calls now (``/readyz``), and each check's answer (``"ok"`` or

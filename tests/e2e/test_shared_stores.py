@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -269,3 +270,61 @@ def test_postgresql_gone_refuses_every_call_and_back_serves_them_with_nothing_lo
 
             assert wait_until(lambda: outcomes() == len(carried), timeout_s=5)  # the last one may still be queued
             assert bastion.cli("audit", "verify", "--config", str(bastion.config_path)).stdout.startswith("OK")
+
+
+def test_several_workers_share_the_port_the_sessions_and_the_log(tmp_path: Path, schema: str, prefix: str) -> None:
+    """``bastion serve --workers 2``: two processes answer on one port (``/healthz`` names its pid), an
+    MCP session works on every new connection whichever worker takes it, both write one audit chain,
+    and SIGTERM to the supervisor stops every worker."""
+    with ledger_server() as (ledger_url, ledger):
+        bastion = replica(tmp_path / "w", ledger_url, schema, prefix)
+        proc = subprocess.Popen([BASTION, "serve", "--config", str(bastion.config_path), "--workers", "2",
+                                 "--log-level", "warning"], cwd=bastion.workdir)  # fmt: skip
+        try:
+            assert wait_until(lambda: _health_pid(bastion) is not None, timeout_s=30)
+            pids = {_health_pid(bastion) for _ in range(40)}  # a new connection each time
+            assert len(pids) == 2, pids
+            token = bastion.mint("sam", "ledger", "dev")
+            with httpx2.Client(timeout=10) as http:
+                session_id = open_session(http, bastion.url("ledger"), token)
+            for n in range(8):  # each on a new connection: either worker
+                call = rpc("tools/call", {"name": "deploy", "arguments": {"service": f"w-{n}", "env": "prod"}},
+                           rpc_id=n + 2)  # fmt: skip
+                with httpx2.Client(timeout=10) as http:
+                    answer = legacy_post(http, bastion.url("ledger"), token, session_id, call)
+                assert answer.status_code == 200, answer.text
+            assert len(ledger()) == 8
+            assert wait_until(lambda: sum(1 for r in _records(bastion) if r["kind"] == "outcome") >= 8, timeout_s=5)
+            assert bastion.cli("audit", "verify", "--config", str(bastion.config_path)).stdout.startswith("OK")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        assert proc.returncode == 0
+        assert all(not _alive(pid) for pid in pids)
+
+
+def _health_pid(bastion: BastionProcess) -> int | None:
+    try:
+        with httpx2.Client(timeout=2) as http:
+            return int(http.get(f"{bastion.base_url}/healthz").json()["pid"])
+    except httpx2.HTTPError:
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_several_workers_on_embedded_stores_are_refused(tmp_path: Path) -> None:
+    done = _run(tmp_path, {}, "serve", "--workers", "2")
+    assert done.returncode == 2
+    assert "--workers 2 needs every state the workers must share to be shared" in done.stderr
+    assert "stores.postgres is not set" in done.stderr
+    assert "stores.redis is not set" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -40,12 +40,21 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    workers: Annotated[
+        int, typer.Option(help="Gateway processes on this machine, sharing the port (needs shared stores).")
+    ] = 1,
 ) -> None:
     """Run the gateway with CONFIG."""
     from bastion.cli.serving import run_server
+    from bastion.cli.workers import check_workers, run_workers
+    from bastion.stores.backends import preflight
 
     settings = load_or_exit(config)
     try:
+        check_workers(settings, workers)
+        if workers > 1:
+            preflight(settings)
+            raise typer.Exit(run_workers(config, workers, host=host, port=port, log_level=log_level))
         run_server(settings, host=host, port=port, log_level=log_level)
     except ConfigError as exc:
         raise fail(exc.message) from None

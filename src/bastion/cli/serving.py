@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 import uvicorn
 
+from bastion.cli.workers import REUSE_PORT_ENV
 from bastion.config import BastionConfig
 from bastion.gateway import Gateway
 from bastion.stores.backends import preflight
 from bastion.transport.connections import ConnectionLimits, http_protocol
 
-__all__ = ["GatewayServer", "override_listener", "run_server", "uvicorn_config"]
+__all__ = ["GatewayServer", "override_listener", "reuse_port_socket", "run_server", "uvicorn_config"]
 
 
 class GatewayServer(uvicorn.Server):
@@ -80,4 +83,26 @@ def run_server(config: BastionConfig, *, host: str | None, port: int | None, log
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     preflight(config)
     gateway = Gateway(override_listener(config, host, port))
-    GatewayServer(gateway, log_level).run()
+    server = GatewayServer(gateway, log_level)
+    if os.environ.get(REUSE_PORT_ENV):  # one of several workers (bastion.cli.workers): share the port
+        server.run(sockets=[reuse_port_socket(gateway.config.server.host, gateway.config.server.port)])
+    else:
+        server.run()
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` with ``SO_REUSEPORT`` (Linux spreads new connections
+    over every socket bound so), for one worker of ``bastion serve --workers N``. Raises ``OSError``."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]  # fmt: skip
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
