@@ -67,7 +67,7 @@ _RETRY_LIMIT = 100_000
 and newer ones are logged as lost."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity (a batch's refused events)
 class _Pending:
     body: dict[str, Any]
     future: asyncio.Future[None] | None  # None: append_nowait
