@@ -42,9 +42,9 @@ from joserfc.jwk import OKPKey
 from bastion.audit.canonical import canonical
 from bastion.audit.chain import VerifyResult
 from bastion.errors import CheckpointInvalid, ConfigError
+from bastion.files import exclusive, replace_private
 
 __all__ = [
-    "CHECKPOINTS_FILE",
     "CHECKPOINT_ALGORITHM",
     "KEYS_FILE",
     "Checkpoint",
@@ -58,7 +58,7 @@ __all__ = [
 
 CHECKPOINT_ALGORITHM = "Ed25519"
 KEYS_FILE = "audit-checkpoint-keys.json"
-CHECKPOINTS_FILE = "audit-checkpoints.jsonl"
+_LOCK_FILE = "audit-checkpoint-keys.lock"
 _FORMAT_VERSION = 1
 
 
@@ -98,7 +98,9 @@ class CheckpointKeys:
             if not create:
                 raise ConfigError(f"{path}: no checkpoint keys there")
             data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write(path, [(OKPKey.generate_key("Ed25519", private=True), int(time.time()))])
+            with exclusive(data_dir / _LOCK_FILE):  # workers starting together create one key, not two
+                if not path.exists():
+                    _write(path, [(OKPKey.generate_key("Ed25519", private=True), int(time.time()))])
         return cls(path, _read(path))
 
     @property
@@ -115,8 +117,9 @@ class CheckpointKeys:
     def rotate(self) -> str:
         """Start a new current key (the old ones keep verifying); returns its ``kid``."""
         key = OKPKey.generate_key("Ed25519", private=True)
-        self._keys = [*_read(self._path), (key, int(time.time()))]
-        _write(self._path, self._keys)
+        with exclusive(self._path.parent / _LOCK_FILE):  # another rotation's key is kept, not overwritten
+            self._keys = [*_read(self._path), (key, int(time.time()))]
+            _write(self._path, self._keys)
         self._stat = _stat(self._path)
         return key.thumbprint()
 
@@ -287,10 +290,4 @@ def _write(path: Path, keys: Iterable[tuple[OKPKey, int]]) -> None:
     document = {"version": _FORMAT_VERSION,
                 "keys": [{"kid": key.thumbprint(), "created_at": created, "jwk": key.as_dict(private=True)}
                          for key, created in keys]}  # fmt: skip
-    scratch = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(document, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(scratch, path)
+    replace_private(path, json.dumps(document).encode())

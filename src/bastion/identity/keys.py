@@ -13,12 +13,9 @@ A retired key still verifies tokens until ``retired_at + verify_window_s``
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +24,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
 from bastion.errors import ConfigError
+from bastion.files import exclusive, replace_private
 
 __all__ = ["SIGNING_ALGORITHM", "SigningKey", "SigningKeys"]
 
@@ -190,14 +188,8 @@ class SigningKeys:
     def _live(self, keys: list[SigningKey], now: float) -> list[SigningKey]:
         return [key for key in keys if self._is_live(key, now)]
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        fd = os.open(self._path.parent / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive(self._path.parent / _LOCK_FILE)
 
     def _load(self) -> None:
         path = self._path
@@ -233,23 +225,6 @@ class SigningKeys:
             }
             for k in self._keys
         ]
-        data = json.dumps({"version": _FORMAT_VERSION, "keys": records}, indent=2).encode()
-        directory = self._path.parent
-        tmp = directory / f".{KEYS_FILE}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self._path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_private(self._path, json.dumps({"version": _FORMAT_VERSION, "keys": records}, indent=2).encode())
         st = self._path.stat()
         self._stat = (st.st_ino, st.st_mtime_ns)

@@ -23,8 +23,6 @@ second recommended option (``RFC_9106_LOW_MEMORY``: t=3, m=64 MiB, p=4).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from bastion.errors import ConfigError
+from bastion.files import replace_private
 from bastion.stores.counters import RateCounter
 
 __all__ = ["LocalUser", "LocalUsers", "SignInThrottle", "add_user", "hash_password"]
@@ -292,13 +291,7 @@ def add_user(
 def _write(path: Path, users: _UsersFile) -> None:
     """Replace ``path`` atomically with ``users``; the new file is readable by its owner only."""
     text = yaml.safe_dump(users.model_dump(mode="json", exclude_none=True), sort_keys=False, allow_unicode=True)
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
+        replace_private(path, text.encode("utf-8"))
     except OSError as exc:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         raise ConfigError(f"{path}: cannot write the users file: {exc.strerror or exc}") from exc

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +156,26 @@ def test_the_signed_payload_is_seq_hash_and_time(tmp_path: Path) -> None:
     checkpoint = keys.sign(5, HEAD, 1_700_000_000)
     payload = json.loads(jws.extract_compact(checkpoint.jws.encode()).payload)
     assert payload == {"seq": 5, "hash": HEAD, "time": "2023-11-14T22:13:20.000000Z"}
+
+
+def test_processes_starting_together_create_one_key(tmp_path: Path) -> None:
+    """Workers of ``bastion serve --workers N`` start at once: they must agree on one key, or the
+    checkpoints of all but one would name a key the file no longer has. Each process imports first,
+    then waits for one signal file, so that they all reach the key file within a millisecond."""
+    go = tmp_path / "go"
+    script = (
+        "import sys, time; from pathlib import Path; from bastion.audit.checkpoints import CheckpointKeys\n"
+        "Path(sys.argv[2]).touch()\n"
+        f"while not Path({str(go)!r}).exists(): time.sleep(0.0005)\n"
+        "print(CheckpointKeys.load_or_create(Path(sys.argv[1])).current.thumbprint())"
+    )
+    data_dir = tmp_path / "data"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(data_dir), str(tmp_path / f"ready-{n}")],
+                              stdout=subprocess.PIPE, text=True) for n in range(8)]  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready-{n}").exists() for n in range(8)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()
+    kids = {proc.communicate(timeout=60)[0].strip() for proc in procs}
+    assert len(kids) == 1, kids
+    assert kids == set(CheckpointKeys.load_or_create(data_dir).public_keys())
