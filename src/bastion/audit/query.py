@@ -122,15 +122,11 @@ class SQLiteAuditReader:
 
     def hash_at(self, seq: int) -> str | None:
         """See ``AuditReader.hash_at``."""
-        return _hash_at(self.path, seq)
-
-
-def _hash_at(path: Path, seq: int) -> str | None:
-    with closing(_connect(path)) as conn:
-        if not _has_table(conn):
-            return None
-        row = conn.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq,)).fetchone()
-    return None if row is None else str(row[0])
+        with closing(_connect(self.path)) as conn:
+            if not _has_table(conn):
+                return None
+            row = conn.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else str(row[0])
 
 
 def verify_rows(rows: Iterable[Sequence[Any]]) -> VerifyResult:

@@ -84,8 +84,7 @@ class SQLiteAuditLog:
         self._lock = threading.Lock()
         self._accepting = False
         self._thread: threading.Thread | None = None
-        self._seq, self._prev = 0, GENESIS_HASH
-        self._head: tuple[int, str] = (0, GENESIS_HASH)  # replaced whole, read from the event loop
+        self._head: tuple[int, str] = (0, GENESIS_HASH)  # (seq, hash) committed; replaced whole, read by head()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -189,8 +188,7 @@ class SQLiteAuditLog:
 
     def _load_head(self, conn: sqlite3.Connection) -> None:
         row = conn.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
-        self._seq, self._prev = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
-        self._head = (self._seq, self._prev)
+        self._head = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         while True:
@@ -235,7 +233,7 @@ class SQLiteAuditLog:
         return batch, True
 
     def _commit(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
-        seq, prev = self._seq, self._prev
+        seq, prev = self._head
         rows: list[tuple[Any, ...]] = []
         sealed: list[_Pending] = []
         for pending in batch:
@@ -268,7 +266,6 @@ class SQLiteAuditLog:
             self._reload_head(conn)
             self._settle(sealed, f"audit record not written: {exc}")
             return
-        self._seq, self._prev = seq, prev
         self._head = (seq, prev)
         self.commits += 1
         self._settle(sealed, None)
