@@ -142,7 +142,7 @@ class RedisSessionStore:
         now = self._clock()
         session = Session(
             id=secrets.token_urlsafe(32), route=route, principal_key=principal_key, created=now, last_seen=now,
-            requests=self._ledger(None),
+            requests=RequestLedger(),
         )  # fmt: skip
         key = self._key(session.id)
         fields = {"route": route, "principal": principal_key, "created": repr(now), "last_seen": repr(now)}
@@ -224,10 +224,8 @@ class RedisSessionStore:
             requests=self._ledger(session_id),
         )
 
-    def _ledger(self, session_id: str | None) -> RequestLedger:
+    def _ledger(self, session_id: str) -> RequestLedger:
         """This process's ledger of ``session_id`` (a new one if it has none)."""
-        if session_id is None:
-            return RequestLedger()
         ledger = self._ledgers.get(session_id)
         if ledger is None:
             ledger = RequestLedger()
