@@ -43,6 +43,7 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     ├── RevocationsUnavailable      503  -32603  (the shared revocation list cannot be kept current: fail closed)
     ├── SessionsUnavailable         503  -32603  (the session store did not answer: fail closed)
     ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
+    ├── ShuttingDown                503  -32603  (the gateway stopped before the answer was complete: server.drain_s)
     ├── AnswerWithheld              500  -32603  (inspection withheld the answer to the client's request)
     │   └── ResultWithheld          200  -32603  (a tool result far above its usual volume: a tool error instead)
     ├── IdentityProviderError       502  -32603  (signing in through an OpenID Connect provider failed)
@@ -119,6 +120,7 @@ __all__ = [
     "SessionNotFound",
     "SessionRequired",
     "SessionsUnavailable",
+    "ShuttingDown",
     "TokenExchangeFailed",
     "TransportError",
     "UnknownContinuation",
@@ -505,6 +507,14 @@ class AuditUnavailable(BastionError):
 
     status = 503
     code = "audit_unavailable"
+
+
+class ShuttingDown(BastionError):
+    """A call still in flight when the graceful stop's ``server.drain_s`` ran out
+    (``bastion.transport.drain``): cut, and answered and recorded with this error."""
+
+    status = 503
+    code = "shutting_down"
 
 
 class UpstreamError(BastionError):

@@ -87,6 +87,7 @@ from bastion.stores.sqlite_counters import SQLiteRateCounter
 from bastion.stores.sqlite_volume import SQLiteVolumeStore
 from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
+from bastion.transport.drain import Drain
 from bastion.transport.endpoint import McpEndpoint
 from bastion.transport.routes import RouteRuntime
 from bastion.upstream.http import HttpUpstream
@@ -166,7 +167,8 @@ class Gateway:
 
     def __init__(self, config: BastionConfig) -> None:
         self.config = config
-        self.closing = asyncio.Event()
+        self.drain = Drain(config.server.drain_s)  # the graceful stop (bastion.transport.drain)
+        self.closing = self.drain.closing
         data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.database = data_dir / DATABASE_FILE
@@ -464,7 +466,7 @@ class Gateway:
             audit=audit,
             after=[self.activity.returned] if self.activity.capped(route.name) else (),
         )
-        return McpEndpoint(route, pipelines, max_body=self.config.server.max_body_bytes, closing=self.closing)
+        return McpEndpoint(route, pipelines, max_body=self.config.server.max_body_bytes, drain=self.drain)
 
     def _jwks(self) -> dict[str, Any]:
         """The published key set, re-read first in case ``bastion token rotate-keys`` changed it."""
@@ -494,7 +496,8 @@ class Gateway:
         why not): the gateway started and not stopping, every stdio upstream running, the audit log
         accepting records, the revocation list current, and each shared store answering within
         ``_READY_TIMEOUT_S`` (PostgreSQL, the sessions' Redis)."""
-        checks: dict[str, str] = {"started": "ok" if self._ready else "not started, or stopping"}
+        ready = self._ready and not self.closing.is_set()
+        checks: dict[str, str] = {"started": "ok" if ready else "not started, or stopping"}
         for route in self.routes:
             if route.stdio is not None:
                 checks[f"upstream {route.name}"] = "ok" if route.stdio.pid is not None else "stdio upstream not running"

@@ -13,27 +13,28 @@ from bastion.config import BastionConfig
 from bastion.gateway import Gateway
 from bastion.stores.backends import preflight
 from bastion.transport.connections import ConnectionLimits, http_protocol
+from bastion.transport.drain import SERVER_MARGIN_S
 
 __all__ = ["GatewayServer", "override_listener", "reuse_port_socket", "run_server", "uvicorn_config"]
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn's server, telling the gateway when shutdown begins.
+    """uvicorn's server, telling the gateway when shutdown begins (``Drain.begin``).
 
-    Long-lived event streams (a session's GET stream) end as soon as
-    ``gateway.closing`` is set, so shutdown does not wait for the graceful
-    timeout and then cancel them.
+    Long-lived event streams (a session's GET stream) end at once; calls in flight get
+    ``server.drain_s`` seconds to finish (``bastion.transport.drain``), within uvicorn's own
+    graceful timeout.
     """
 
     def __init__(self, gateway: Gateway, log_level: str = "info") -> None:
         super().__init__(uvicorn_config(gateway, log_level))
-        self._closing = gateway.closing
+        self._drain = gateway.drain
 
     async def on_tick(self, counter: int) -> bool:
-        """uvicorn's periodic check (every 0.1 s); sets ``closing`` once an exit was requested."""
+        """uvicorn's periodic check (every 0.1 s); begins the drain once an exit was requested."""
         should_exit = await super().on_tick(counter)
         if should_exit:
-            self._closing.set()
+            self._drain.begin()
         return should_exit
 
 
@@ -72,7 +73,7 @@ def uvicorn_config(gateway: Gateway, log_level: str = "info") -> uvicorn.Config:
         access_log=False,
         server_header=False,
         proxy_headers=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=server.drain_s + SERVER_MARGIN_S,  # a backstop: Drain cuts calls first
         log_config=None,
     )
 

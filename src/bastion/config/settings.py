@@ -54,6 +54,10 @@ class ServerSettings(_Model):
     under the process's descriptor limit (``ulimit -n``): each forwarded call
     may hold one more, to the upstream.
 
+    ``drain_s``: on SIGTERM, calls in flight get this many seconds to finish before they are cut
+    with a ``shutting_down`` error (``bastion.transport.drain``); give the process at least
+    ``drain_s + 5`` seconds before a SIGKILL (Kubernetes ``terminationGracePeriodSeconds``).
+
     ``argument_limits`` bounds a call's ``arguments`` (depth, members, elements, string
     length, values in all; ``bastion.config.limits``): over any, the call is refused with
     JSON-RPC -32602 before the policy, the digest or redaction look at them.
@@ -70,6 +74,7 @@ class ServerSettings(_Model):
     body_timeout_s: Annotated[int, Field(ge=1, le=3600)] = 30
     max_header_bytes: int = Field(default=32 * 1024, ge=4096, le=1024 * 1024)
     max_connections: int = Field(default=512, ge=1, le=1_000_000)
+    drain_s: Annotated[int, Field(ge=0, le=3600)] = 25
     cors: CorsSettings = CorsSettings()
     argument_limits: ArgumentLimits = ArgumentLimits()
 

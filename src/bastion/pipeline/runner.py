@@ -37,7 +37,7 @@ from bastion.pipeline.stages.audit import AuditStage
 from bastion.pipeline.stages.base import Stage
 from bastion.stores.sessions import rpc_key
 
-__all__ = ["AfterHook", "Pipeline", "error_reply", "tool_error_result"]
+__all__ = ["AfterHook", "Pipeline", "answers", "error_reply", "tool_error_result"]
 
 AfterHook = Callable[[Exchange], Awaitable[None]]
 """Called with a forwarded exchange once its reply was sent and its outcome recorded."""
@@ -262,7 +262,14 @@ class Pipeline:
 
     async def finish(self, exchange: Exchange) -> None:
         """Record the outcome once the reply has been sent (for SSE: once the stream ended), then
-        run the ``after`` hooks (a hook that fails is logged: the answer is already sent)."""
+        run the ``after`` hooks (a hook that fails is logged: the answer is already sent).
+
+        Observed as the step ``outcome`` for every request, refused ones too (nothing is recorded
+        for those here): its end is where an observer learns that the request is over."""
+        observed = self._observed
+        if observed:
+            self._notify_start(exchange, "outcome")
+            started = time.perf_counter()
         if exchange.notes.get("audit_event") is not None:
             await self.audit.record_outcome(exchange)
             for hook in self._after:
@@ -270,19 +277,20 @@ class Pipeline:
                     await hook(exchange)
                 except Exception:
                     logger.exception("an after-reply hook failed")
+        if observed:
+            self._notify_end(exchange, "outcome", time.perf_counter() - started, None)
 
     @staticmethod
     async def _watch_stream(exchange: Exchange, events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
         """Relay ``events``, noting the result; an upstream failure mid-stream ends the stream with
         a JSON-RPC error for the exchange's request (if it was not answered yet) and is recorded
         as the outcome's error."""
-        own = rpc_key(exchange.rpc_id) if exchange.kind == "request" else None
         answered = False
         try:
             async for event in events:
                 message = event.message
-                if own is not None and isinstance(message, dict) and rpc_key(message.get("id")) == own:
-                    answered = "method" not in message
+                if answers(exchange, message):
+                    answered = True
                     exchange.result_error = "error" in message or _is_tool_error(message)
                 yield event
         except Exception as exc:  # noqa: BLE001 - any failure mid-stream is an error outcome, never a pass
@@ -295,7 +303,7 @@ class Pipeline:
                 logger.info("an upstream stream failed: %r", exc)
             exchange.error = error
             exchange.result_error = True
-            if own is not None and not answered:
+            if exchange.kind == "request" and not answered:
                 body = {"code": error.jsonrpc_code, "message": error.message}
                 yield SseEvent(message={"jsonrpc": "2.0", "id": exchange.rpc_id, "error": body})
         finally:
@@ -326,6 +334,18 @@ class _Inspection:
             await self._inspector.inspect_reply(exchange)
         else:
             self._inspector.wrap(exchange, self._stream)
+
+
+def answers(exchange: Exchange, message: object) -> bool:
+    """Whether ``message`` (a JSON-RPC message relayed to the client) is the response to
+    ``exchange``'s request: same id, no ``method`` (JSON-RPC 2.0 section 5). Always ``False``
+    for a notification's exchange."""
+    return (
+        exchange.kind == "request"
+        and isinstance(message, dict)
+        and "method" not in message
+        and rpc_key(message.get("id")) == rpc_key(exchange.rpc_id)
+    )
 
 
 def _is_tool_error(message: dict[str, object]) -> bool:

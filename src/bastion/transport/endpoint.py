@@ -23,7 +23,8 @@ from starlette.types import Receive, Scope, Send
 from bastion.errors import BastionError
 from bastion.pipeline.context import EmptyReply, Exchange, HttpRequest, Reply, SseEvent, SseReply
 from bastion.pipeline.plan import RoutePipelines
-from bastion.pipeline.runner import error_reply
+from bastion.pipeline.runner import answers, error_reply
+from bastion.transport.drain import Drain
 from bastion.transport.routes import RouteRuntime
 from bastion.transport.wire import read_request, send_reply
 
@@ -35,7 +36,12 @@ _KEEPALIVE_S = 15.0
 
 
 class McpEndpoint:
-    """ASGI app serving ``route``'s MCP endpoint with its runners ``pipelines``."""
+    """ASGI app serving ``route``'s MCP endpoint with its runners ``pipelines``.
+
+    ``drain`` is the gateway's graceful stop (``bastion.transport.drain``): once it begins, a GET
+    event stream ends at once, while a call in flight runs until its deadline and is then cut
+    with ``ShuttingDown``. ``closing`` alone (no ``drain``) ends every stream at once.
+    """
 
     def __init__(
         self,
@@ -44,11 +50,13 @@ class McpEndpoint:
         *,
         max_body: int,
         closing: asyncio.Event | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.route = route
         self._pipelines = pipelines
         self._max_body = max_body
-        self._closing = closing or asyncio.Event()
+        self._drain = drain or Drain(0.0, closing)
+        self._closing = self._drain.closing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one HTTP request."""
@@ -60,13 +68,17 @@ class McpEndpoint:
             await send_reply(send, EmptyReply(405, {"allow": "GET, POST, DELETE"}))
             return
         exchange: Exchange | None = None
+        flight: asyncio.Timeout | None = None
         try:
-            request = await read_request(scope, receive, self._max_body)
-            exchange = Exchange(route=self.route, http=request)
-            await pipeline.handle(exchange)
+            async with self._drain.in_flight() as flight:
+                request = await read_request(scope, receive, self._max_body)
+                exchange = Exchange(route=self.route, http=request)
+                await pipeline.handle(exchange)
         except Exception as exc:  # refused before the runner (body over the limit), or a bug: a record either way
             error = exc if isinstance(exc, BastionError) else BastionError("Internal error")
-            if not isinstance(exc, BastionError):
+            if self._drain.cut(flight):  # still in flight when the graceful stop's time ran out
+                error = self._drain.error()
+            elif not isinstance(exc, BastionError):
                 logger.exception("%s %s failed", method, scope["path"])
             if exchange is None:
                 exchange = Exchange(route=self.route, http=_bare_request(scope))
@@ -80,7 +92,7 @@ class McpEndpoint:
         if isinstance(reply, SseReply):
             gone = asyncio.Event()
             watcher = asyncio.create_task(_watch_disconnect(receive, gone))
-            reply.events = self._relay_while_wanted(reply.events, gone)
+            reply.events = self._relay_while_wanted(reply.events, gone, exchange if method == "POST" else None)
         try:
             exchange.response_bytes = await send_reply(send, reply)
         except OSError:
@@ -95,33 +107,56 @@ class McpEndpoint:
             await pipeline.finish(exchange)
 
     async def _relay_while_wanted(
-        self, events: AsyncIterator[SseEvent], gone: asyncio.Event
+        self, events: AsyncIterator[SseEvent], gone: asyncio.Event, call: Exchange | None
     ) -> AsyncIterator[SseEvent]:
-        """Relay ``events`` until they end, the client disconnects (``gone``) or the gateway shuts down.
+        """Relay ``events`` until they end, the client disconnects (``gone``) or the gateway stops.
 
-        Stopping closes ``events``, which releases the upstream stream (or the
-        stdio subscription) behind it. Idle for ``_KEEPALIVE_S`` seconds, it
-        sends a comment line so that proxies keep the stream open.
+        ``call`` is the exchange of a POST's SSE answer, ``None`` for a GET event stream. Once the
+        graceful stop begins, an event stream ends at once; a call's answer goes on until the
+        drain deadline, and is then cut, ending with the JSON-RPC error of ``ShuttingDown`` for
+        the call's request if it was not answered yet (recorded as the outcome's error).
+        Stopping closes ``events``, which releases the upstream stream (or the stdio
+        subscription) behind it. Idle for ``_KEEPALIVE_S`` seconds, it sends a comment line so
+        that proxies keep the stream open.
         """
         closing: asyncio.Future[Any] = asyncio.ensure_future(self._closing.wait())
         left: asyncio.Future[Any] = asyncio.ensure_future(gone.wait())
         upcoming: asyncio.Future[Any] | None = None
+        answered = False
         try:
             while True:
                 if upcoming is None:
                     upcoming = asyncio.ensure_future(anext(events))
-                waiting: set[asyncio.Future[Any]] = {upcoming, closing, left}
-                done, _ = await asyncio.wait(waiting, timeout=_KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED)
-                if closing in done or left in done:
+                waiting: set[asyncio.Future[Any]] = {upcoming, left}
+                drain_left = self._drain.left_s()
+                if drain_left is None:
+                    waiting.add(closing)
+                elif call is None:
+                    return  # an event stream: ends as soon as the stop begins
+                elif drain_left <= 0:
+                    if call.kind == "request" and not answered:
+                        error = self._drain.error()
+                        call.error, call.result_error = error, True
+                        body = {"code": error.jsonrpc_code, "message": error.message}
+                        yield SseEvent(message={"jsonrpc": "2.0", "id": call.rpc_id, "error": body})
                     return
+                timeout = _KEEPALIVE_S if drain_left is None else min(_KEEPALIVE_S, drain_left)
+                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if left in done:
+                    return
+                if closing in done and upcoming not in done:
+                    continue  # the stop began: judged at the top of the loop
                 if not done:
-                    yield SseEvent()  # a comment line
+                    if self._drain.left_s() is None:
+                        yield SseEvent()  # a comment line
                     continue
                 try:
                     event = upcoming.result()
                 except StopAsyncIteration:
                     return
                 upcoming = None
+                if call is not None and answers(call, event.message):
+                    answered = True
                 yield event
         finally:
             closing.cancel()
