@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -64,6 +65,8 @@ from bastion.pipeline.stages.url_arguments import UrlArgumentStage
 from bastion.pipeline.stages.validate import ValidateStage
 from bastion.pipeline.stages.volume import VolumeFilter
 from bastion.policy import PolicyEngine
+from bastion.policy.reload_triggers import ReplicaReloads, reload_and_tell, watch_files
+from bastion.policy.reloading import PolicyReloader, ReloadResult
 from bastion.portal import PORTAL_PATHS, Portal
 from bastion.portal.approvals import ApprovalPages
 from bastion.portal.definitions import DefinitionPages
@@ -215,6 +218,10 @@ class Gateway:
             session_idle_s=config.server.session_idle_s,
         )
         self.sessions = session_store(config, self._end_upstream_later)
+        # the limits stage is placed (a reload cannot add it: bastion.policy.reloading)
+        self._limits_placed = bool(config.limits or self.engine.limited_policy_ids or self.activity.active)
+        self.reloader: PolicyReloader | None = None  # hot reload of the policies (enable_reload)
+        self.replica_reloads: ReplicaReloads | None = None
         self.continuations = MemoryContinuationStore()  # requestState and task ids issued to each principal
         self.volume = BaselineKeeper(SQLiteVolumeStore(self.database), config.volume)  # result volume baselines
         self.webhook: WebhookNotifier | None = None
@@ -294,9 +301,33 @@ class Gateway:
     def _tracks_labels(self) -> bool:
         """Whether data-flow labels are kept: some tool has labels and a policy (enforced or shadow)
         reads ``context.session_labels``."""
+        return self._tracks_labels_of(self.engine, self.shadow_engine)
+
+    def _tracks_labels_of(self, engine: PolicyEngine, shadow: PolicyEngine | None) -> bool:
+        """``_tracks_labels`` for the policy sets ``engine`` and ``shadow`` (a reload's candidates too)."""
         labelled = any(tool.labels for route in self.config.routes for tool in route.tools.values())
-        engines = [self.engine] if self.shadow_engine is None else [self.engine, self.shadow_engine]
-        return labelled and any(engine.reads_context("session_labels") for engine in engines)
+        engines = [engine] if shadow is None else [engine, shadow]
+        return labelled and any(each.reads_context("session_labels") for each in engines)
+
+    def enable_reload(self, path: Path, file_config: BastionConfig) -> PolicyReloader:
+        """Let the policy sets be reloaded from the configuration file at ``path`` without a restart
+        (``bastion.policy.reloading``): ``reload_policies`` (SIGHUP), the files' changes with
+        ``policy.watch``, and the other replicas' reloads with ``stores.redis``. ``file_config`` is
+        that file's configuration before any command-line override (``--port``). Call before ``start``."""
+        self.reloader = PolicyReloader(
+            path, file_config, self.engine, self.shadow_engine, log=self.audit,
+            limits_placed=self._limits_placed, tracks_labels=self._tracks_labels_of,
+        )  # fmt: skip
+        redis = self.config.stores.redis
+        if redis is not None:
+            self.replica_reloads = ReplicaReloads(redis.resolved_url(), redis.prefix, self.reloader)
+        return self.reloader
+
+    async def reload_policies(self, trigger: str) -> ReloadResult | None:
+        """Reload the policy sets now (``None`` when ``enable_reload`` was not called); never raises."""
+        if self.reloader is None:
+            return None
+        return await reload_and_tell(self.reloader, trigger, self.replica_reloads)
 
     def _approval_desk(self) -> ApprovalDesk:
         """The approval desk on the embedded store, announcing new requests to ``approvals.webhook``.
@@ -431,7 +462,7 @@ class Gateway:
         }
         if route.settings.url_arguments is not None:
             checks["url_arguments"] = UrlArgumentStage(self.egress, route.settings.url_arguments)
-        if self.config.limits or self.engine.limited_policy_ids or self.activity.active:
+        if self._limits_placed:
             checks["limits"] = LimitsStage(
                 self.config.limits, engine=self.engine, rates=self.limit_rates, quotas=self.limit_quotas,
                 activity=self.activity,
@@ -614,6 +645,11 @@ class Gateway:
         self._background.add(sweeper)
         if self.checkpoints is not None:
             self._background.add(asyncio.get_running_loop().create_task(self._write_checkpoints()))
+        if self.reloader is not None and self.config.policy.watch:
+            self._background.add(asyncio.get_running_loop().create_task(
+                watch_files(self.reloader, self.replica_reloads)))  # fmt: skip
+        if self.replica_reloads is not None:
+            self._background.add(asyncio.get_running_loop().create_task(self.replica_reloads.listen()))
         servers = [r.stdio for r in self.routes if r.stdio is not None]
         results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
         for server, result in zip(servers, results, strict=True):

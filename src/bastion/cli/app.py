@@ -55,7 +55,7 @@ def serve(
         if workers > 1:
             preflight(settings)
             raise typer.Exit(run_workers(config, workers, host=host, port=port, log_level=log_level))
-        run_server(settings, host=host, port=port, log_level=log_level)
+        run_server(settings, host=host, port=port, log_level=log_level, config_path=config)
     except ConfigError as exc:
         raise fail(exc.message) from None
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import socket
+from pathlib import Path
 
 import uvicorn
 
@@ -26,9 +29,23 @@ class GatewayServer(uvicorn.Server):
     graceful timeout.
     """
 
-    def __init__(self, gateway: Gateway, log_level: str = "info") -> None:
+    def __init__(self, gateway: Gateway, log_level: str = "info", *, reload_on_sighup: bool = False) -> None:
         super().__init__(uvicorn_config(gateway, log_level))
+        self._gateway = gateway
         self._drain = gateway.drain
+        self._reload_on_sighup = reload_on_sighup
+        self._reloads: set[asyncio.Task[object]] = set()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's start; then SIGHUP reloads the policy sets (``reload_on_sighup``)."""
+        await super().startup(sockets)
+        if self._reload_on_sighup:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._sighup)
+
+    def _sighup(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._gateway.reload_policies("sighup"))
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def on_tick(self, counter: int) -> bool:
         """uvicorn's periodic check (every 0.1 s); begins the drain once an exit was requested."""
@@ -78,13 +95,21 @@ def uvicorn_config(gateway: Gateway, log_level: str = "info") -> uvicorn.Config:
     )
 
 
-def run_server(config: BastionConfig, *, host: str | None, port: int | None, log_level: str = "info") -> None:
+def run_server(
+    config: BastionConfig, *, host: str | None, port: int | None, log_level: str = "info",
+    config_path: Path | None = None,
+) -> None:  # fmt: skip
     """Check that the shared stores answer, build the gateway (either raises ``ConfigError``) and serve
-    until interrupted."""
+    until interrupted. With ``config_path`` (the file ``config`` was read from), SIGHUP reloads the
+    policy sets from it (``Gateway.enable_reload``)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config_path is not None:  # a SIGHUP before the reload handler is in place is ignored, not fatal
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     preflight(config)
     gateway = Gateway(override_listener(config, host, port))
-    server = GatewayServer(gateway, log_level)
+    if config_path is not None:
+        gateway.enable_reload(config_path, config)
+    server = GatewayServer(gateway, log_level, reload_on_sighup=config_path is not None)
     if os.environ.get(REUSE_PORT_ENV):  # one of several workers (bastion.cli.workers): share the port
         server.run(sockets=[reuse_port_socket(gateway.config.server.host, gateway.config.server.port)])
     else:

@@ -22,8 +22,9 @@ baselines) and the signing keys are files every worker of the machine shares. Co
 worker is refused as unknown (fail closed).
 
 The supervisor forwards SIGTERM and SIGINT to the workers and waits for them (each drains as
-``bastion serve`` does). If a worker exits on its own, the supervisor stops the others and exits
-1, for the service manager to restart the whole (no half-capacity gateway that looks healthy).
+``bastion serve`` does), and SIGHUP, on which each worker reloads its policy sets. If a worker
+exits on its own, the supervisor stops the others and exits 1, for the service manager to restart
+the whole (no half-capacity gateway that looks healthy).
 """
 
 from __future__ import annotations
@@ -94,7 +95,13 @@ def run_workers(config_path: Path, workers: int, *, host: str | None, port: int 
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
 
+    def reload(_signum: int, _frame: FrameType | None) -> None:  # SIGHUP: each worker reloads its policies
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGHUP)
+
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, reload)
     try:
         while True:
             exited = [child for child in children if child.poll() is not None]

@@ -139,11 +139,17 @@ class PolicySettings(_Model):
     never enforced; where it would have decided otherwise the decision record says so
     (``decision.shadow``), and ``bastion policy diff --since 1h`` sums that up. How a policy change
     is rolled out without breaking agents.
+
+    ``bastion serve`` reloads the policy sets without a restart on SIGHUP and, with ``watch``, when
+    the configuration file or a policy file changes (``bastion.policy.reloading``): validated
+    completely first, refused (the running sets stay) on any error or on a change outside this
+    section, and recorded either way as ``policy/reload``.
     """
 
     files: tuple[Path, ...] = Field(min_length=1)
     schema_file: Path | None = Field(default=None, alias="schema")
     shadow_files: tuple[Path, ...] = ()
+    watch: bool = False
 
 
 class CheckpointSettings(_Model):

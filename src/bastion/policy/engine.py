@@ -134,6 +134,20 @@ class PolicyEngine:
         """
         return cls(load_policies(policy_paths, schema_path))
 
+    def adopt(self, other: PolicyEngine) -> None:
+        """Take ``other``'s policy set, in place (a hot reload, ``bastion.policy.reloading``): every
+        holder of this engine decides with the new set from its next call on, with empty caches.
+        Synchronous, so no call on the event loop sees part of each set."""
+        for name in PolicyEngine.__slots__:
+            setattr(self, name, getattr(other, name))
+
+    def snapshot(self) -> PolicyEngine:
+        """Another engine holding this one's policy set as it is now (to ``adopt`` back after a reload
+        that could not be recorded)."""
+        copy = PolicyEngine.__new__(PolicyEngine)
+        copy.adopt(self)
+        return copy
+
     @property
     def version(self) -> str:
         """SHA-256 (hex) of the policy texts and the schema, recorded in the audit log."""

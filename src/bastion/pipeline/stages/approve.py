@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -58,8 +59,10 @@ class ApproveStage:
     """Hold a call whose decision asks for approval until it has a grant (module docstring).
 
     ``desk`` keeps the requests; ``hold_s`` is ``approvals.hold``; ``policy_version`` the
-    loaded policy set's (``PolicyEngine.version``); ``store_arguments`` whether approvers are
-    shown the (redacted) arguments, as ``audit.store_arguments`` says for the log.
+    loaded policy set's (``PolicyEngine.version``, or a function answering it: a hot reload changes it;
+    the version the authorize stage decided with, ``notes["policy_version"]``, comes first);
+    ``store_arguments`` whether approvers are shown the (redacted) arguments, as
+    ``audit.store_arguments`` says for the log.
     """
 
     name = "approve"
@@ -70,14 +73,14 @@ class ApproveStage:
         *,
         states: RequestStateSealer,
         hold_s: float,
-        policy_version: str,
+        policy_version: str | Callable[[], str],
         store_arguments: bool = True,
         progress_every_s: float = PROGRESS_EVERY_S,
     ) -> None:
         self._desk = desk
         self._states = states
         self._hold_s = hold_s
-        self._policy_version = policy_version
+        self._policy_version = policy_version if callable(policy_version) else functools.partial(str, policy_version)
         self._store_arguments = store_arguments
         self._every = progress_every_s
 
@@ -112,8 +115,8 @@ class ApproveStage:
             _drop_own_state(exchange)
         elif self._continues_approved_call(exchange, digest):
             return
-        binding = ApprovalBinding(principal.key, exchange.route.name, exchange.target or "", digest,
-                                  self._policy_version)  # fmt: skip
+        version = exchange.notes.get("policy_version") or self._policy_version()  # the deciding set's
+        binding = ApprovalBinding(principal.key, exchange.route.name, exchange.target or "", digest, version)
         request = await self._desk.admit(
             binding,
             kind=_kind(kind),

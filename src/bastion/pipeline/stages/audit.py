@@ -11,8 +11,10 @@ waits for them, and the store flushes them on shutdown.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bastion import audit
@@ -30,13 +32,20 @@ MAX_DROP_RECORDS = 16
 
 
 class AuditStage:
-    """Writes the audit records of one route's exchanges to ``log``."""
+    """Writes the audit records of one route's exchanges to ``log``.
+
+    ``policy_version`` is the running policy set's version, or a function answering it (a hot
+    reload changes it); a decision's record carries the version the authorize stage decided
+    with (``notes["policy_version"]``) when it set one.
+    """
 
     name = "audit"
 
-    def __init__(self, log: audit.AuditLog, *, policy_version: str, store_arguments: bool = True) -> None:
+    def __init__(
+        self, log: audit.AuditLog, *, policy_version: str | Callable[[], str], store_arguments: bool = True
+    ) -> None:
         self._log = log
-        self._policy_version = policy_version
+        self._policy_version = policy_version if callable(policy_version) else functools.partial(str, policy_version)
         self._store_arguments = store_arguments
 
     def _body(self, exchange: Exchange) -> dict[str, Any]:
@@ -51,7 +60,7 @@ class AuditStage:
             policy_ids=decision.policy_ids if decision else (),
             obligations=decision.obligations if decision else {},
             reason=(error.code if error is not None else "policy_denied") if denied else None,
-            policy_version=self._policy_version,
+            policy_version=exchange.notes.get("policy_version") or self._policy_version(),
             # tools/call arguments are recorded; over a limit, the digest of whatever arguments were refused.
             arguments=exchange.params.get("arguments", {}) if exchange.method == "tools/call" or sizes else {},
             principal=exchange.principal,
@@ -103,7 +112,7 @@ class AuditStage:
             policy_ids=decision.policy_ids if decision else (),
             obligations=decision.obligations if decision else {},
             reason=None if allowed else reason,
-            policy_version=self._policy_version,
+            policy_version=self._policy_version(),
             arguments={},
             principal=exchange.principal,
             target=target,

@@ -119,6 +119,7 @@ class AuthorizeStage:
         context = policy_context(exchange, arguments, labels)
         decision = self._engine.decide(exchange.principal, exchange.action, exchange.resource, context)
         exchange.decision = decision
+        exchange.notes["policy_version"] = self._engine.version  # the set that decided (a reload may follow)
         if self._shadow is not None:
             differs = shadow_difference(decision, self._shadow.decide(exchange.principal, exchange.action,
                                                                      exchange.resource, context))  # fmt: skip

@@ -82,7 +82,9 @@ class LimitsStage:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._configured = [(s.match, _Limit(s.name, parse_rate(s.measure), s.per, s.durable)) for s in limits]
-        self._by_policy = {p: _policy_limits(p, engine.obligations_of(p)) for p in engine.limited_policy_ids}
+        self._engine = engine
+        self._by_policy_of = ""  # the policy set version _by_policy was read from (a hot reload changes it)
+        self._by_policy: dict[str, list[_Limit]] = {}
         self._rates = rates
         self._quotas = quotas
         self._activity = activity if activity is not None and activity.active else None
@@ -108,6 +110,10 @@ class LimitsStage:
         """Every configured and policy limit that applies, counted in turn; raises at the first refusal."""
         route, target = exchange.route.name, exchange.target or ""
         applying = [limit for match, limit in self._configured if _matches(match, principal, route, target)]
+        if self._by_policy_of != self._engine.version:
+            engine = self._engine
+            self._by_policy = {p: _policy_limits(p, engine.obligations_of(p)) for p in engine.limited_policy_ids}
+            self._by_policy_of = engine.version
         if self._by_policy:
             for policy_id in decision.policy_ids:
                 applying.extend(self._by_policy.get(policy_id, ()))
