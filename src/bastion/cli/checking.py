@@ -118,13 +118,16 @@ def _check_approvals(config: BastionConfig, engine: PolicyEngine, console: Conso
 
 def _check_stores(config: BastionConfig, console: Console) -> None:
     """Print where each store keeps its state and whether replicas share it; resolve the PostgreSQL
-    password reference (``ConfigError`` when it cannot be). A shared deployment (``stores.shared``)
-    with an embedded store left was refused when the configuration loaded."""
-    if config.stores.postgres is not None:
+    and Redis password references (``ConfigError`` when one cannot be). A shared deployment
+    (``stores.shared``) with an embedded store left was refused when the configuration loaded."""
+    services = [("stores.postgres.password", config.stores.postgres), ("stores.redis.password", config.stores.redis),
+                ("counters.redis_password", config.counters)]  # fmt: skip
+    for where, service in services:
         try:
-            config.stores.postgres.resolved_url()
+            if service is not None:
+                service.resolved_url()
         except ConfigError as exc:
-            raise ConfigError(f"stores.postgres.password: {exc.message}") from exc
+            raise ConfigError(f"{where}: {exc.message}") from exc
     table = Table(title="stores" + (" (several replicas: stores.shared)" if config.stores.shared else ""))
     for column in ("store", "backend", "replicas"):
         table.add_column(column)
