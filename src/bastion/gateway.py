@@ -41,7 +41,9 @@ from bastion.identity import SigningKeys, TokenIssuer, TokenVerifier
 from bastion.identity.external import guarded_jwks_fetch
 from bastion.limits.activity import SessionActivity
 from bastion.limits.rates import MAX_WINDOW_S
+from bastion.metrics import GatewayMetrics
 from bastion.oauth import AuthorizationServer
+from bastion.pipeline.observer import NO_OBSERVER
 from bastion.pipeline.plan import assemble
 from bastion.pipeline.stages.approve import ApproveStage
 from bastion.pipeline.stages.audit import AuditStage
@@ -203,6 +205,7 @@ class Gateway:
             jwks_fetch=guarded_jwks_fetch(self.egress),
         )
         self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
+        self.metrics = GatewayMetrics.build(config, self.engine)  # None: metrics.enabled is false
         self.shadow_engine = (  # evaluated beside, never enforced (policy.shadow_files)
             PolicyEngine.load(config.policy.shadow_files, config.policy.schema_file)
             if config.policy.shadow_files
@@ -279,6 +282,7 @@ class Gateway:
             readiness=self.readiness,
             lifespan=self._lifespan,
             extra_routes=[
+                *((self.metrics.route,) if self.metrics else ()),  # before the portal's: never behind its sign-in
                 *(self.authorization.routes() if self.authorization else ()),
                 *(self.portal.routes() if self.portal else ()),
                 *(ApprovalPages(self.portal, self.approvals).routes() if self.portal else ()),
@@ -495,6 +499,7 @@ class Gateway:
                 "redact": RedactFilter(route.settings.results),
             },
             audit=audit,
+            observer=self.metrics.observer if self.metrics else NO_OBSERVER,
             after=[self.activity.returned] if self.activity.capped(route.name) else (),
         )
         return McpEndpoint(route, pipelines, max_body=self.config.server.max_body_bytes, drain=self.drain)

@@ -47,6 +47,7 @@ def serve(
     """Run the gateway with CONFIG."""
     from bastion.cli.serving import run_server
     from bastion.cli.workers import check_workers, run_workers
+    from bastion.metrics.multiprocess import prepare_directory
     from bastion.stores.backends import preflight
 
     settings = load_or_exit(config)
@@ -54,7 +55,9 @@ def serve(
         check_workers(settings, workers)
         if workers > 1:
             preflight(settings)
-            raise typer.Exit(run_workers(config, workers, host=host, port=port, log_level=log_level))
+            metrics_dir = prepare_directory(settings.data_dir) if settings.metrics.enabled else None
+            raise typer.Exit(run_workers(config, workers, host=host, port=port, log_level=log_level,
+                                         metrics_dir=metrics_dir))  # fmt: skip
         run_server(settings, host=host, port=port, log_level=log_level, config_path=config)
     except ConfigError as exc:
         raise fail(exc.message) from None

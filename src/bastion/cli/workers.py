@@ -21,6 +21,10 @@ baselines) and the signing keys are files every worker of the machine shares. Co
 (a 2026-07-28 ``requestState`` retry, a task id) are still per process: one that lands on another
 worker is refused as unknown (fail closed).
 
+With ``metrics.enabled`` the supervisor empties ``<data_dir>/metrics`` and gives it to the workers
+as ``PROMETHEUS_MULTIPROC_DIR``: a scrape of ``/metrics`` on the shared port, whichever worker
+answers, sums every worker's counts (``bastion.metrics.multiprocess``).
+
 The supervisor forwards SIGTERM and SIGINT to the workers and waits for them (each drains as
 ``bastion serve`` does), and SIGHUP, on which each worker reloads its policy sets. If a worker
 exits on its own, the supervisor stops the others and exits 1, for the service manager to restart
@@ -41,6 +45,7 @@ from types import FrameType
 
 from bastion.config import BastionConfig
 from bastion.errors import ConfigError
+from bastion.metrics.multiprocess import MULTIPROC_ENV, worker_exited
 from bastion.policy import PolicyEngine
 
 __all__ = ["REUSE_PORT_ENV", "run_workers", "worker_problems"]
@@ -73,9 +78,14 @@ def worker_problems(config: BastionConfig) -> list[str]:
     return problems
 
 
-def run_workers(config_path: Path, workers: int, *, host: str | None, port: int | None, log_level: str) -> int:
+def run_workers(
+    config_path: Path, workers: int, *, host: str | None, port: int | None, log_level: str,
+    metrics_dir: Path | None = None,
+) -> int:  # fmt: skip
     """Start ``workers`` worker processes of the configuration at ``config_path`` and supervise them
-    until a signal or until one exits; returns the exit status for the supervisor."""
+    until a signal or until one exits; returns the exit status for the supervisor. ``metrics_dir``
+    (``bastion.metrics.prepare_directory``) is given to the workers as ``PROMETHEUS_MULTIPROC_DIR``,
+    so that a scrape of any one sums them all; a worker that exits is marked dead there."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     command = [sys.executable, "-c", "import sys; from bastion.cli import main; sys.exit(main())", "serve",
                "--config", str(config_path), "--log-level", log_level]  # fmt: skip
@@ -84,9 +94,12 @@ def run_workers(config_path: Path, workers: int, *, host: str | None, port: int 
     if port is not None:
         command += ["--port", str(port)]
     environment = {**os.environ, REUSE_PORT_ENV: "1"}
+    if metrics_dir is not None:
+        environment[MULTIPROC_ENV] = str(metrics_dir)
     children = [subprocess.Popen(command, env=environment) for _ in range(workers)]  # noqa: S603 - our own CLI
     logger.info("started %d workers: %s", workers, ", ".join(str(child.pid) for child in children))
     stopping = False
+    dead: set[int] = set()  # the workers marked dead in metrics_dir
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -105,6 +118,11 @@ def run_workers(config_path: Path, workers: int, *, host: str | None, port: int 
     try:
         while True:
             exited = [child for child in children if child.poll() is not None]
+            if metrics_dir is not None:
+                for child in exited:
+                    if child.pid not in dead:
+                        dead.add(child.pid)
+                        worker_exited(child.pid, metrics_dir)
             if stopping:
                 if len(exited) == len(children):
                     return 0

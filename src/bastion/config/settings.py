@@ -12,6 +12,7 @@ from bastion.config.base import _Model
 from bastion.config.cors import CorsSettings
 from bastion.config.credentials import VaultSettings
 from bastion.config.limits import ArgumentLimits, CounterSettings, DataFlowSettings, LimitSettings, SessionCaps
+from bastion.config.metrics import MetricsSettings
 from bastion.config.oauth import AuthorizationServerSettings, EgressSettings
 from bastion.config.routes import RouteSettings
 from bastion.config.stores import StoreSettings, store_backends
@@ -202,6 +203,7 @@ class BastionConfig(_Model):
     data_flow: DataFlowSettings = DataFlowSettings()
     volume: VolumeSettings = VolumeSettings()  # result volume baselines (issue 14)
     stores: StoreSettings = StoreSettings()  # shared backends, replicas (issue 17)
+    metrics: MetricsSettings = MetricsSettings()  # Prometheus /metrics (issue 17)
     routes: tuple[RouteSettings, ...]
 
     @field_validator("routes")
