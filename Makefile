@@ -8,7 +8,7 @@ NODE_STAMP := .tools/.installed-stamp
 PEER_VENVS := .bench/peers
 PEERS := fastmcp contextforge
 
-.PHONY: demo test test-fast lint bench bench-peers node chromium redis-server clean
+.PHONY: demo test test-fast lint bench bench-peers node chromium redis-server rsyslog clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,10 +27,17 @@ chromium:
 redis-server:
 	bash scripts/install-debian-package.sh redis-server /usr/bin/redis-server
 
+MULTIARCH = $(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('MULTIARCH') or 'x86_64-linux-gnu')")
+
+# The syslog receiver the audit export tests send to (tests/support/log_receivers.py); TLS needs its openssl module.
+rsyslog:
+	bash scripts/install-debian-package.sh rsyslog /usr/sbin/rsyslogd
+	bash scripts/install-debian-package.sh rsyslog-openssl /usr/lib/$(MULTIARCH)/rsyslog/lmnsd_ossl.so
+
 demo: $(STAMP)
 	$(VENV)/bin/bastion demo
 
-test: $(STAMP) $(NODE_STAMP) chromium redis-server
+test: $(STAMP) $(NODE_STAMP) chromium redis-server rsyslog
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)

@@ -16,7 +16,7 @@ PACKAGE=$1
 FILE=$2
 NAME=$(basename "$0")
 
-if [ -x "$FILE" ]; then
+if [ -e "$FILE" ]; then
     exit 0
 fi
 
@@ -36,5 +36,5 @@ if ! $SUDO apt-get install -y -q --no-install-recommends "$PACKAGE" >/dev/null 2
     $SUDO apt-get update -q >/dev/null
     $SUDO apt-get install -y -q --no-install-recommends "$PACKAGE" >/dev/null
 fi
-[ -x "$FILE" ] || { echo "$NAME: $PACKAGE installed but $FILE is still missing" >&2; exit 1; }
+[ -e "$FILE" ] || { echo "$NAME: $PACKAGE installed but $FILE is still missing" >&2; exit 1; }
 echo "$NAME: installed $PACKAGE ($FILE)" >&2

@@ -26,6 +26,8 @@ from bastion.approvals.state import RequestStateSealer
 from bastion.approvals.store_sqlite import SQLiteApprovalStore
 from bastion.approvals.webhook import WebhookAttempt, WebhookNotifier
 from bastion.audit.checkpoints import CheckpointKeys, CheckpointWriter
+from bastion.audit.export import finish as finish_exports
+from bastion.audit.export_setup import build_exporters
 from bastion.catalog import MemoryCatalogStore
 from bastion.catalog.guard import DefinitionGuard
 from bastion.catalog.pins_sqlite import SQLitePinStore
@@ -110,6 +112,8 @@ _SWEEP_INTERVAL_S = 60.0
 _END_SESSIONS_TIMEOUT_S = 5.0
 _CHECKPOINT_POLL_S = 1.0
 """How often the gateway asks whether an audit checkpoint is due."""
+_EXPORT_FINISH_S = 5.0
+"""How long, at stop, each audit exporter may take to send the records still pending."""
 _READY_TIMEOUT_S = 2.0
 """How long ``/readyz`` waits for each shared store to answer."""
 _GC_THRESHOLDS = (20_000, 10, 10)
@@ -190,6 +194,8 @@ class Gateway:
                              every_records=checkpoints.every_records, every_s=checkpoints.every_s)
             if checkpoints.enabled else None
         )  # fmt: skip
+        # audit.export: each follows the log on its own (with stores.postgres one replica at a time)
+        self.exporters = build_exporters(config, self.database, self.postgres)
         # Built before whatever connects out (JWKS, upstreams): every refusal gets an audit record.
         self.egress = EgressGuard(
             allow=AllowList.parse(config.egress.allow),
@@ -655,6 +661,8 @@ class Gateway:
                 watch_files(self.reloader, self.replica_reloads)))  # fmt: skip
         if self.replica_reloads is not None:
             self._background.add(asyncio.get_running_loop().create_task(self.replica_reloads.listen()))
+        for exporter in self.exporters:  # never raises; a destination that is down only waits
+            self._background.add(asyncio.get_running_loop().create_task(exporter.run()))
         servers = [r.stdio for r in self.routes if r.stdio is not None]
         results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
         for server, result in zip(servers, results, strict=True):
@@ -700,6 +708,7 @@ class Gateway:
                 await self.checkpoints.maybe_write(*await self.audit.head(), force=True)
             except Exception as exc:  # noqa: BLE001 - the periodic ones stand; the next start adds more
                 logger.info("no final audit checkpoint: %s", exc)
+        await finish_exports(self.exporters, _EXPORT_FINISH_S)  # the last records; the rest at the next start
         await self.revocations.close()
         close_sessions = getattr(self.sessions, "close", None)
         if close_sessions is not None:

@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 _SELECT_ALL = f"SELECT {', '.join(COLUMNS)} FROM audit_events ORDER BY seq"  # noqa: S608 - constants only
+_AFTER = "SELECT seq, hash, record FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?"
 _CHUNK = 500
 """Decision ids per outcome query (SQLite allows 32766 parameters; this stays far below)."""
 
@@ -127,6 +128,15 @@ class SQLiteAuditReader:
                 return None
             row = conn.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else str(row[0])
+
+    def after(self, seq: int, limit: int) -> list[tuple[int, str, str]]:
+        """``(seq, hash, record text)`` of at most ``limit`` records with a ``seq`` above ``seq``,
+        ascending (the audit exporter's read: one primary-key range)."""
+        with closing(_connect(self.path)) as conn:
+            if not _has_table(conn):
+                return []
+            rows = conn.execute(_AFTER, (seq, limit)).fetchall()
+        return [(int(row[0]), str(row[1]), str(row[2])) for row in rows]
 
 
 def verify_rows(rows: Iterable[Sequence[Any]]) -> VerifyResult:

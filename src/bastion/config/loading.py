@@ -72,9 +72,13 @@ def _resolve_paths(config: BastionConfig, base: Path) -> BastionConfig:
     checkpoints = config.audit.checkpoints
     if checkpoints.file is not None:
         checkpoints = checkpoints.model_copy(update={"file": fix(checkpoints.file)})
+    exports = tuple(  # audit.export: a file sink's path, a ca_file
+        e.model_copy(update={k: fix(getattr(e, k)) for k in ("path", "ca_file") if getattr(e, k, None) is not None})
+        for e in config.audit.export
+    )
     return config.model_copy(
         update={
-            "audit": config.audit.model_copy(update={"checkpoints": checkpoints}),
+            "audit": config.audit.model_copy(update={"checkpoints": checkpoints, "export": exports}),
             "data_dir": fix(config.data_dir),
             "policy": policy,
             "routes": tuple(fix_route(r) for r in config.routes),
