@@ -8,7 +8,7 @@ NODE_STAMP := .tools/.installed-stamp
 PEER_VENVS := .bench/peers
 PEERS := fastmcp contextforge
 
-.PHONY: demo test test-fast lint bench bench-peers node chromium redis-server rsyslog clean
+.PHONY: demo test test-fast lint bench bench-peers node chromium redis-server haproxy rsyslog clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,10 +34,13 @@ rsyslog:
 	bash scripts/install-debian-package.sh rsyslog /usr/sbin/rsyslogd
 	bash scripts/install-debian-package.sh rsyslog-openssl /usr/lib/$(MULTIARCH)/rsyslog/lmnsd_ossl.so
 
+haproxy:
+	bash scripts/install-debian-package.sh haproxy /usr/sbin/haproxy
+
 demo: $(STAMP)
 	$(VENV)/bin/bastion demo
 
-test: $(STAMP) $(NODE_STAMP) chromium redis-server rsyslog
+test: $(STAMP) $(NODE_STAMP) chromium redis-server haproxy rsyslog
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
@@ -48,7 +51,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # `make bench BASELINE=<git ref>` also measures that commit's Bastion and compares it with this one.
-bench: $(STAMP)
+bench: $(STAMP) haproxy
 	bash scripts/install-debian-package.sh wrk /usr/bin/wrk
 	$(PY) benchmarks/run.py$(if $(BASELINE), --baseline $(BASELINE))
 

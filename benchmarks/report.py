@@ -24,6 +24,7 @@ def scaling_tables(scaling: Scaling) -> list[tuple[str, list[tuple[str, ...]]]]:
         ("Policy-set size, in-process (benchmarks/policy_scale.py)", scaling.policy_rows()),
         ("The floor: Bastion's HTTP server, upstream client and audit log, none of its checks", scaling.floor_rows()),
         ("Shared stores: Bastion on PostgreSQL + Redis against the embedded default", scaling.shared_rows()),
+        ("Replicas: two behind HAProxy against one, on PostgreSQL + Redis", scaling.replica_rows()),
     ]
     return [(title, rows) for title, rows in tables if rows]
 
@@ -253,7 +254,13 @@ def scaling_markdown(scaling: Scaling | None) -> list[str]:
         "plus `stores.postgres` (the audit log and revocations in the PostgreSQL on loopback, a schema of its own) "
         "and `stores.redis` (the sessions in the Redis on loopback), against the default Bastion, interleaved, at "
         "c=1 and c=16; the PostgreSQL and Redis servers' own CPU is not counted (the audit writer is then a task on "
-        "the event loop: loop / audit shows 0 for the thread)."
+        "the event loop: loop / audit shows 0 for the thread). **Replicas:** two more such Bastions with one "
+        "public URL and signing key, behind HAProxy from Debian (round robin, no stickiness: a wrk session's calls "
+        "reach either replica), against the first alone, directly and behind HAProxy, interleaved at c=16 and "
+        "c=64 (`benchmarks/replicas.py`, which also runs alone); CPU per call is the replicas' and HAProxy's "
+        "together, and machine busy the share of all cores busy during the run (`/proc/stat`). On this 2-core "
+        "machine the cores set the limit: one replica keeps most of one core busy, and a second shares the two "
+        "cores with the first, HAProxy, PostgreSQL, Redis, the echo upstream and wrk."
     )
     out.append("")
     for title, rows in scaling_tables(scaling):

@@ -23,6 +23,8 @@ Measured after the main rounds, on this checkout's Bastion in the default config
   log and revocations in the PostgreSQL on loopback, a schema of its own) and ``stores.redis`` (the
   sessions in the Redis on loopback), against the default Bastion at c=1 and c=16: what replicas'
   shared state costs one of them (the PostgreSQL and Redis servers' own CPU is not counted);
+- **replicas:** ``replicas.measure_replicas``: two such Bastions behind HAProxy (round robin) against
+  one, at c=16 and c=64 (see ``benchmarks/replicas.py``);
 - **policy-set size:** ``policy_scale.measure`` (in this process, no server) at 10, 100, 1,000
   and 3,000 policies: ``PolicyEngine.decide`` p50/p99 uncached and cached (the decision memo), what
   the policies that cannot apply add to it, a 100-tool list's time and its longest stall of the event
@@ -49,6 +51,7 @@ from results import Verdict, median
 from scenario import DEFAULT
 
 if TYPE_CHECKING:
+    from replicas import ReplicaRun
     from targets import Targets
 
 CONNS = 16
@@ -122,11 +125,14 @@ class Scaling:
     """Runs at :data:`FLOOR_CONNS` of target :data:`FLOOR` and ``DEFAULT``, interleaved."""
     shared: list[Run] = field(default_factory=list)
     """Runs at :data:`FLOOR_CONNS` of target :data:`SHARED` and ``DEFAULT``, interleaved."""
+    replicas: list[ReplicaRun] = field(default_factory=list)
+    """The replica rows' runs (``replicas.measure_replicas``)."""
 
     def runs(self) -> list[Run]:
         """Every wrk run of the scaling rows (a run with errors makes the whole run invalid)."""
         routes = (r for runs in self.routes.values() for r in runs)
-        return [*self.arguments, *(p.run for p in self.sessions), *routes, *self.floor, *self.shared]
+        replicas = (r.run for r in self.replicas)
+        return [*self.arguments, *(p.run for p in self.sessions), *routes, *self.floor, *self.shared, *replicas]
 
     def floor_rows(self) -> list[tuple[str, ...]]:
         """Per concurrency: CPU per call (total, event loop / audit writer) of the floor and of Bastion,
@@ -137,6 +143,12 @@ class Scaling:
         """The same columns for Bastion on PostgreSQL + Redis (``shared``) against the embedded default;
         empty when they were not measured (no PostgreSQL or Redis to use)."""
         return _versus(self.shared, SHARED, "shared") if self.shared else []
+
+    def replica_rows(self) -> list[tuple[str, ...]]:
+        """Two replicas behind HAProxy against one (``replicas.replica_rows``); empty when not measured."""
+        from replicas import replica_rows
+
+        return replica_rows(self.replicas)
 
     def argument_med(self, target: str, size: int, attr: str) -> float:
         """Median of ``attr`` over the argument-size runs of ``target`` with ``size``-byte arguments."""
@@ -215,6 +227,9 @@ def measure_scaling(targets: Targets, duration_s: float, *, quick: bool = False)
     measure_routes(targets, rounds, duration_s, scaling)
     measure_floor(targets, rounds, duration_s, scaling)
     measure_shared(targets, rounds, duration_s, scaling)
+    from replicas import measure_replicas  # imported here: it imports this module
+
+    scaling.replicas = measure_replicas(targets, rounds, duration_s)
     calls, lists = (300, 1) if quick else (1000, 3)
     for size in POLICY_SIZES:
         scaling.policies[size] = policy_figures(size, calls, lists)

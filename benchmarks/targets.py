@@ -37,6 +37,8 @@ class BastionServer(Server):
     """YAML added to the config before ``routes:`` (top-level keys, e.g. ``stores:``)."""
     """Routes in the config, all to the echo upstream: ``routes - 1`` others (``echo-001``, ...,
     each to its own path of it) before ``ROUTE``, the one measured and the token's audience."""
+    public_url: str = ""
+    """``server.public_url`` when set: replicas behind one load balancer share it (the tokens' audience)."""
     route_egress_keys: bool = True
     """Whether the config sets ``routes[].http.allow_http`` and ``allow``; cleared by
     :meth:`write_checked_config` for a commit older than those keys (its config rejects unknown keys)."""
@@ -88,13 +90,14 @@ class BastionServer(Server):
         others = "".join(
             route(f"{ROUTE}-{i:03d}", f"Echo server {i}", f"{upstream_url}/{i:03d}") for i in range(1, self.routes)
         )
+        public = f"  public_url: {self.public_url}\n" if self.public_url else ""
         config = f"""\
 # Written by benchmarks/run.py
 data_dir: {self.workdir / f"data-{self.name}"}
 server:
   host: 127.0.0.1
   port: {self.port}
-identity:
+{public}identity:
   max_token_ttl: 1h
 policy:
   files: [{self.workdir / "policies.cedar"}]
@@ -260,13 +263,14 @@ class Targets:
                 bastion.write_checked_config(self.direct_url)
             bastion.start()
 
-    def add_bastion(self, name: str, routes: int = 1, extra: str = "") -> BastionServer:
+    def add_bastion(self, name: str, routes: int = 1, extra: str = "", public_url: str = "") -> BastionServer:
         """Start one more Bastion of this checkout, ``name``, in the default configuration with
         ``routes`` routes to the echo upstream (see :attr:`BastionServer.routes`) and ``extra`` YAML
-        (:attr:`BastionServer.extra`), after :meth:`start`.
+        (:attr:`BastionServer.extra`) and ``public_url`` (:attr:`BastionServer.public_url`), after :meth:`start`.
         ``load.measure`` measures it by name; it is not in :attr:`names` (the rounds), and
         :meth:`stop_bastion` or :meth:`stop` stops it."""
-        bastion = BastionServer(name, self.workdir, free_port(), "full", routes=routes, extra=extra)
+        bastion = BastionServer(name, self.workdir, free_port(), "full", routes=routes, extra=extra,
+                                public_url=public_url)  # fmt: skip
         self.bastions[name] = bastion
         bastion.write_config(self.direct_url)
         bastion.start()

@@ -175,7 +175,7 @@ def reply_message(response: httpx2.Response) -> dict[str, Any]:
     if response.headers.get("content-type", "").startswith("text/event-stream"):
         found: dict[str, Any] | None = None
         for line in response.text.splitlines():
-            if line.startswith("data:"):
+            if line.startswith("data:") and line[5:].strip():  # a priming event (id only) has empty data
                 message = json.loads(line[5:].strip())
                 if isinstance(message, dict) and ("result" in message or "error" in message):
                     found = message
