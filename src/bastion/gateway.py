@@ -182,7 +182,8 @@ class Gateway:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.database = data_dir / DATABASE_FILE
         identity = config.identity
-        self.keys = SigningKeys.load_or_create(data_dir, verify_window_s=identity.max_token_ttl)
+        self.keys = SigningKeys.load_or_create(data_dir, verify_window_s=identity.max_token_ttl,
+                                               file=identity.signing_keys_file)  # fmt: skip
         # The shared PostgreSQL database of stores.postgres (None: every store embedded).
         self.postgres = postgres_database(config)
         self.revocations = revocation_store(config, self.postgres, recheck_s=0.05)
@@ -625,12 +626,17 @@ class Gateway:
         if isinstance(self.limit_quotas, SQLiteRateCounter):  # Redis expires its keys itself
             steps.append(("quota hits", functools.partial(self.limit_quotas.purge, now - _LONGEST_QUOTA_S)))
         steps.append(("volume baselines", self.volume.flush))  # written behind: the changed ones
+        steps.append(("signing keys", self._refresh_keys))  # a rotated key file rolled out to every replica
         for what, step in steps:
             try:
                 await step()
             except Exception as exc:  # noqa: BLE001 - housekeeping; retried on the next sweep
                 logger.warning("sweeping expired %s failed: %s", what, exc)
         self.verifier.purge_expired(now)
+
+    async def _refresh_keys(self) -> int:
+        """Re-read the signing key file if it changed (``SigningKeys.refresh``); 1 when it did."""
+        return int(self.keys.refresh())
 
     async def start(self) -> None:
         """Open the stores and start the stdio upstreams (waiting for their handshakes)."""

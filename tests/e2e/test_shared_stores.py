@@ -8,8 +8,7 @@ for both when deleted through it; a configuration that declares several replicas
 ``bastion serve``, naming them.
 
 Real processes on loopback: the ledger MCP server, two gateways behind one public URL (as behind a
-load balancer: the same issuer and audience), the signing key shared by copying it (signing keys
-are not a shared store yet), raw requests.
+load balancer: the same issuer and audience) sharing one signing key file, raw requests.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -99,14 +97,17 @@ def deploy(bastion: BastionProcess, token: str, service: str) -> httpx2.Response
 
 @contextmanager
 def two_replicas(tmp_path: Path, ledger_url: str, schema: str, prefix: str) -> Iterator[tuple[BastionProcess, ...]]:
-    """Replicas ``a`` and ``b`` running, ``b`` with ``a``'s signing key."""
+    """Replicas ``a`` and ``b`` running, with data directories of their own and one signing key file
+    (``identity.signing_keys_file``, made by ``bastion token rotate-keys`` as an operator would)."""
     a, b = (replica(tmp_path / name, ledger_url, schema, prefix) for name in ("a", "b"))
-    with a:
-        a.mint("warm-up", "ledger")  # creates a's signing key if a had not yet
-        (tmp_path / "b" / "data").mkdir(parents=True, mode=0o700)
-        shutil.copy2(tmp_path / "a" / "data" / "signing-keys.json", tmp_path / "b" / "data")
-        with b:
-            yield a, b
+    keys = tmp_path / "secret" / "signing-keys.json"
+    keys.parent.mkdir(mode=0o700)
+    for each in (a, b):
+        each.config["identity"] = {"signing_keys_file": str(keys)}
+        each.write_config()
+    a.cli("token", "rotate-keys", "--config", str(a.config_path))
+    with a, b:
+        yield a, b
 
 
 def test_a_token_revoked_once_is_refused_by_every_replica_within_a_second(

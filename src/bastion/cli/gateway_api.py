@@ -19,6 +19,7 @@ from rich.markup import escape
 from bastion.catalog.diff import visible
 from bastion.cli.common import fail
 from bastion.config import BastionConfig
+from bastion.errors import ConfigError
 from bastion.identity import SigningKeys, TokenIssuer
 
 __all__ = ["TOKEN_TTL_S", "error_text", "person_token", "post_as"]
@@ -32,7 +33,11 @@ def person_token(settings: BastionConfig, sub: str, email: str | None, groups: l
     """A ``TOKEN_TTL_S`` access token for ``sub`` (kind ``User``), as ``bastion token mint`` mints one
     for the first route. Exits 2 when the issuer refuses the claims."""
     max_ttl = settings.identity.max_token_ttl
-    keys = SigningKeys.load_or_create(settings.data_dir, verify_window_s=max_ttl)
+    try:
+        keys = SigningKeys.load_or_create(settings.data_dir, verify_window_s=max_ttl,
+                                          file=settings.identity.signing_keys_file)  # fmt: skip
+    except ConfigError as exc:
+        raise fail(exc.message) from None
     issuer = TokenIssuer(keys, settings.issuer, max_ttl)
     try:
         minted = issuer.mint(sub=sub, audience=settings.resource_uri(settings.routes[0]),

@@ -41,7 +41,11 @@ def mint(
         ttl_s = parse_duration(ttl)
     except (ConfigError, ValueError) as exc:
         raise fail(str(exc)) from None
-    keys = SigningKeys.load_or_create(settings.data_dir, verify_window_s=settings.identity.max_token_ttl)
+    try:
+        keys = SigningKeys.load_or_create(settings.data_dir, verify_window_s=settings.identity.max_token_ttl,
+                                          file=settings.identity.signing_keys_file)  # fmt: skip
+    except ConfigError as exc:
+        raise fail(exc.message) from None
     issuer = TokenIssuer(keys, settings.issuer, settings.identity.max_token_ttl)
     try:
         minted = issuer.mint(
@@ -83,10 +87,19 @@ def revoke(
 
 @app.command("rotate-keys")
 def rotate_keys(config: _PATH = Path("bastion.yaml")) -> None:
-    """Make a new signing key current; the old one verifies until its tokens have expired."""
+    """Make a new signing key current; the old one verifies until its tokens have expired.
+
+    With ``identity.signing_keys_file`` this creates or rotates that file (where it is writable: the copy
+    you roll out to every replica, which re-read it when it changes)."""
     settings = load_or_exit(config)
-    keys = SigningKeys.load_or_create(settings.data_dir, verify_window_s=settings.identity.max_token_ttl)
-    old = keys.current.kid
-    new = keys.rotate().kid
+    try:
+        keys = SigningKeys.load_or_create(settings.data_dir, verify_window_s=settings.identity.max_token_ttl,
+                                          file=settings.identity.signing_keys_file, create=True)  # fmt: skip
+        old = keys.current.kid
+        new = keys.rotate().kid
+    except ConfigError as exc:
+        raise fail(exc.message) from None
+    except OSError as exc:
+        raise fail(f"{keys.path}: cannot write the signing keys: {exc.strerror}") from None
     out.print(f"signing key {new} is current; {old} stays valid for verification for "
               f"{settings.identity.max_token_ttl}s")

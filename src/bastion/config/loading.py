@@ -49,6 +49,7 @@ def _resolve_paths(config: BastionConfig, base: Path) -> BastionConfig:
     policy = config.policy.model_copy(
         update={
             "files": tuple(fix(p) for p in config.policy.files),
+            "shadow_files": tuple(fix(p) for p in config.policy.shadow_files),
             "schema_file": fix(config.policy.schema_file) if config.policy.schema_file else None,
         }
     )
@@ -68,6 +69,7 @@ def _resolve_paths(config: BastionConfig, base: Path) -> BastionConfig:
             "identity_providers": tuple(fix_secret(p) for p in server.identity_providers),
         }
     )
+    keys = fix(config.identity.signing_keys_file) if config.identity.signing_keys_file else None
     egress = config.egress.model_copy(update={"ca_file": fix(config.egress.ca_file) if config.egress.ca_file else None})
     checkpoints = config.audit.checkpoints
     if checkpoints.file is not None:
@@ -82,7 +84,7 @@ def _resolve_paths(config: BastionConfig, base: Path) -> BastionConfig:
             "data_dir": fix(config.data_dir),
             "policy": policy,
             "routes": tuple(fix_route(r) for r in config.routes),
-            "identity": config.identity.model_copy(update={"authorization_server": server}),
+            "identity": config.identity.model_copy(update={"authorization_server": server, "signing_keys_file": keys}),
             "egress": egress,
         }
     )

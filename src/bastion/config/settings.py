@@ -100,9 +100,17 @@ class ServerSettings(_Model):
 
 
 class IdentitySettings(_Model):
-    """Token issuing and verification settings (RFC 9068 access tokens)."""
+    """Token issuing and verification settings (RFC 9068 access tokens).
+
+    ``signing_keys_file``: the ES256 signing key file, when it is managed outside the data directory
+    so that every replica signs and verifies with the same keys (``stores.shared``): for example a
+    Kubernetes Secret mounted read-only with mode 0400. The gateway never writes it and re-reads it
+    when it changes (a rotation rolled out); ``bastion token rotate-keys`` creates or rotates it where
+    it is writable. Default: ``<data_dir>/signing-keys.json``, created and rotated in place.
+    """
 
     issuer: str | None = None
+    signing_keys_file: Path | None = None
     max_token_ttl: Duration = 3600
     default_token_ttl: Duration = 900
     leeway_s: int = Field(default=30, ge=0, le=300)

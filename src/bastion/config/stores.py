@@ -94,15 +94,21 @@ class StoreBackend:
     must_share: bool = True
 
 
+_KEYS_NAME = "signing-keys.json"
+"""The signing key file's name in the data directory (``bastion.identity.keys.KEYS_FILE``)."""
+
+
 def store_backends(config: BastionConfig) -> list[StoreBackend]:
     """Every store of ``config``'s gateway and its backend, in the order ``bastion check`` prints them."""
     sqlite = f"SQLite ({config.data_dir}/bastion.db)"
     stores = config.stores
     postgres = stores.postgres
     redis = config.counters.redis_url
+    keys_file = config.identity.signing_keys_file
+    keys = f"file ({keys_file}, the same for every replica)" if keys_file else f"file ({config.data_dir}/{_KEYS_NAME})"
     return [
         StoreBackend("audit log", "PostgreSQL (one chain)" if postgres else sqlite, shared=postgres is not None),
-        StoreBackend("signing keys", f"file ({config.data_dir}/signing-keys.json)", shared=False),
+        StoreBackend("signing keys", keys, shared=keys_file is not None),
         StoreBackend("revocations", "PostgreSQL" if postgres else sqlite, shared=postgres is not None),
         StoreBackend("sessions", "Redis" if stores.redis else "memory (this process)", shared=stores.redis is not None),
         StoreBackend("authorization server (clients, codes, consents, refresh tokens)", sqlite, shared=False),

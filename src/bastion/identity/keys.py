@@ -1,7 +1,10 @@
 """Bastion's ES256 signing keys: one current key, recently retired keys, the public JWK Set.
 
 The keys live in ``<data_dir>/signing-keys.json`` (mode 0600, replaced
-atomically), shared by the gateway and the ``bastion`` CLI. Layout::
+atomically), shared by the gateway and the ``bastion`` CLI, or in the file
+``identity.signing_keys_file`` names: one file every replica mounts (a Kubernetes
+Secret, mode 0400), which the gateway only reads, re-reading it when it changes, and
+which ``bastion token rotate-keys`` creates and rotates where it is writable. Layout::
 
     {"version": 1, "keys": [{"kid": "<RFC 7638 thumbprint>", "created_at": 1700000000,
                              "retired_at": null, "jwk": {<private EC P-256 JWK>}}]}
@@ -89,18 +92,33 @@ class SigningKeys:
         self._stat: tuple[int, int] | None = None
 
     @classmethod
-    def load_or_create(cls, data_dir: Path, *, verify_window_s: int) -> SigningKeys:
-        """Load ``<data_dir>/signing-keys.json``, creating the directory and a first key if missing.
+    def load_or_create(
+        cls, data_dir: Path, *, verify_window_s: int, file: Path | None = None, create: bool | None = None
+    ) -> SigningKeys:
+        """Load ``<data_dir>/signing-keys.json`` (or ``file``), creating the directory and a first key if
+        missing and ``create`` (default: only without ``file``: a file managed outside Bastion is never
+        created by the gateway, which may see it read-only).
 
         ``verify_window_s`` (seconds, > 0) is how long a retired key keeps
         verifying: the maximum token lifetime. Raises ``ConfigError`` if the
-        window is not positive, or the file is unreadable, corrupt, has no
-        current key, or is readable by group/others.
+        window is not positive, or the file is missing (and not to be created), unreadable, corrupt,
+        has no current key, or is readable by group/others.
         """
         if isinstance(verify_window_s, bool) or not isinstance(verify_window_s, int) or verify_window_s <= 0:
             raise ConfigError(f"verify_window_s must be a positive integer (s), not {verify_window_s!r}")
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        keys = cls(data_dir / KEYS_FILE, verify_window_s, [])
+        if create is None:
+            create = file is None
+        if file is None:
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keys = cls(file or data_dir / KEYS_FILE, verify_window_s, [])
+        if keys._path.exists():  # written by atomic replacement: read without the lock (it may be read-only)
+            keys._load()
+            return keys
+        if not create:
+            raise ConfigError(
+                f"{keys._path}: no signing key file (identity.signing_keys_file); create it with "
+                "`bastion token rotate-keys --config ...` where it is writable, then share it with every replica"
+            )
         with keys._locked():
             if keys._path.exists():
                 keys._load()
@@ -189,7 +207,8 @@ class SigningKeys:
         return [key for key in keys if self._is_live(key, now)]
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
-        return exclusive(self._path.parent / _LOCK_FILE)
+        name = _LOCK_FILE if self._path.name == KEYS_FILE else f"{self._path.name}.lock"
+        return exclusive(self._path.parent / name)
 
     def _load(self) -> None:
         path = self._path

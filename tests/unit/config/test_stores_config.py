@@ -96,3 +96,13 @@ def test_several_replicas_are_refused_while_a_store_is_embedded(base: dict[str, 
     assert "audit log" not in message
     assert "rates" not in embedded
     assert "tool catalogs" not in message
+
+
+def test_one_signing_key_file_for_every_replica_is_a_shared_store(base: dict[str, Any], tmp_path: Path) -> None:
+    config = parse_config({**base, "identity": {"signing_keys_file": "secrets/signing-keys.json"}}, base_dir=tmp_path)
+    assert config.identity.signing_keys_file == tmp_path / "secrets" / "signing-keys.json"
+    keys = next(b for b in store_backends(config) if b.store == "signing keys")
+    assert keys.shared
+    assert keys.backend == f"file ({tmp_path}/secrets/signing-keys.json, the same for every replica)"
+    message = _error({**base, "identity": {"signing_keys_file": "/run/keys.json"}, "stores": {"shared": True}})
+    assert "signing keys" not in message.split("(one process only): ")[1].split(", ")

@@ -120,3 +120,33 @@ def test_refuses_corrupt_file(keys: SigningKeys, data_dir: Path, mangle: object)
 def test_refuses_bad_window(data_dir: Path, window: int) -> None:
     with pytest.raises(ConfigError, match="verify_window_s"):
         SigningKeys.load_or_create(data_dir, verify_window_s=window)
+
+
+# identity.signing_keys_file: one key file for every replica, managed outside the data directory
+
+
+def test_a_managed_key_file_that_is_missing_is_not_created_and_says_how(tmp_path: Path) -> None:
+    shared = tmp_path / "secret" / "signing-keys.json"
+    with pytest.raises(ConfigError, match=r"no signing key file .*rotate-keys"):
+        SigningKeys.load_or_create(tmp_path / "data", verify_window_s=WINDOW_S, file=shared)
+    assert not shared.exists()
+    assert not (tmp_path / "data").exists()  # the data directory keeps no keys of its own then
+
+
+def test_replicas_read_one_managed_file_without_touching_its_folder_and_follow_its_rotation(tmp_path: Path) -> None:
+    folder = tmp_path / "secret"  # as a read-only mount: the replicas write nothing there, not even a lock
+    folder.mkdir()
+    shared = folder / "signing-keys.json"
+    operator = SigningKeys.load_or_create(tmp_path / "ops", verify_window_s=WINDOW_S, file=shared, create=True)
+    listing = {path.name: path.stat().st_mtime_ns for path in folder.iterdir()}
+    first = SigningKeys.load_or_create(tmp_path / "a", verify_window_s=WINDOW_S, file=shared)
+    second = SigningKeys.load_or_create(tmp_path / "b", verify_window_s=WINDOW_S, file=shared)
+    assert first.current.kid == second.current.kid == operator.current.kid
+    assert first.jwks() == second.jwks()
+    assert not first.refresh()
+    assert {path.name: path.stat().st_mtime_ns for path in folder.iterdir()} == listing
+    old = operator.current.kid
+    new = operator.rotate()  # the operator rotates the copy and rolls it out
+    assert first.refresh()
+    assert first.current.kid == new.kid != old
+    assert first.verification_key(old) is not None  # tokens signed before the rotation still verify
