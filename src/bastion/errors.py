@@ -66,11 +66,13 @@ with the status that protocol gives the JSON-RPC code (the SDK's ``mcp.shared.in
 400 for -32600, -32602, -32020, -32021, -32022; 404 for -32601), else the class's own:
 ``http_status(error, era)``.
 
-Two exception classes live elsewhere on purpose; neither reaches a client as itself:
+Three exception classes live elsewhere on purpose; none reaches a client as itself:
 ``bastion.audit.canonical.NotCanonicalizable`` is a ``TypeError`` (as ``json`` raises for a
 value it cannot write), so that the audit stage's ``except TypeError`` maps it to
 ``AuditUnavailable``; ``bastion.policy.testing._CaseError`` is private to the ``bastion policy
-test`` runner, which reports it as a test ERROR.
+test`` runner, which reports it as a test ERROR; ``bastion.audit.export.SinkUnavailable`` is an
+audit export destination refusing a batch, which the exporter logs and retries (never a request's
+error: export runs beside the request path).
 """
 
 from __future__ import annotations

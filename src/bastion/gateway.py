@@ -23,20 +23,17 @@ from starlette.applications import Starlette
 
 from bastion.approvals.desk import ApprovalDesk
 from bastion.approvals.state import RequestStateSealer
-from bastion.approvals.store_sqlite import SQLiteApprovalStore
 from bastion.approvals.webhook import WebhookAttempt, WebhookNotifier
 from bastion.audit.checkpoints import CheckpointKeys, CheckpointWriter
 from bastion.audit.export import finish as finish_exports
 from bastion.audit.export_setup import build_exporters
 from bastion.catalog import MemoryCatalogStore
 from bastion.catalog.guard import DefinitionGuard
-from bastion.catalog.pins_sqlite import SQLitePinStore
 from bastion.config import BastionConfig, RouteSettings, SecretRef
 from bastion.credentials.broker import CredentialSource, ExchangedTokens, UserTokens
 from bastion.credentials.exchange import TokenExchange
 from bastion.credentials.upstream_oauth import UpstreamOAuthClient
 from bastion.credentials.vault import TokenVault, VaultKeys
-from bastion.credentials.vault_sqlite import SQLiteVaultStore
 from bastion.egress import AllowList, EgressGuard, audit_refusals
 from bastion.errors import ConfigError
 from bastion.identity import SigningKeys, TokenIssuer, TokenVerifier
@@ -78,11 +75,16 @@ from bastion.principal import Principal
 from bastion.scan.definitions import scan_definition
 from bastion.stores.backends import (
     DATABASE_FILE,
+    approval_store,
     audit_log,
     audit_reader,
+    authorization_store,
+    pin_store,
     postgres_database,
     revocation_store,
     session_store,
+    vault_store,
+    volume_store,
 )
 from bastion.stores.counters import RateCounter
 from bastion.stores.memory_activity import MemoryActivityStore
@@ -91,7 +93,6 @@ from bastion.stores.memory_counters import MemoryRateCounter
 from bastion.stores.redis_counters import RedisRateCounter
 from bastion.stores.sessions import Session
 from bastion.stores.sqlite_counters import SQLiteRateCounter
-from bastion.stores.sqlite_volume import SQLiteVolumeStore
 from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.drain import Drain
@@ -233,7 +234,7 @@ class Gateway:
         self.reloader: PolicyReloader | None = None  # hot reload of the policies (enable_reload)
         self.replica_reloads: ReplicaReloads | None = None
         self.continuations = MemoryContinuationStore()  # requestState and task ids issued to each principal
-        self.volume = BaselineKeeper(SQLiteVolumeStore(self.database), config.volume)  # result volume baselines
+        self.volume = BaselineKeeper(volume_store(config, self.postgres), config.volume)  # result volume baselines
         self.webhook: WebhookNotifier | None = None
         self.approvals = self._approval_desk()
         self.approval_states = RequestStateSealer.load_or_create(data_dir)  # confirmations on 2026-07-28
@@ -247,7 +248,7 @@ class Gateway:
         )
         self.routes = [self._route(r) for r in config.routes]
         self._by_name = {route.name: route for route in self.routes}
-        self.pins = SQLitePinStore(self.database)  # pinned definitions (issue 15)
+        self.pins = pin_store(config, self.postgres)  # pinned definitions (issue 15)
         self.guards = {route.name: self._guard(route) for route in self.routes}
         self.vault = self._vault()
         for route in self.routes:
@@ -259,7 +260,7 @@ class Gateway:
         if identity.authorization_server.enabled:
             self.authorization = AuthorizationServer(
                 config,
-                database=self.database,
+                store=authorization_store(config, self.postgres),  # in stores.postgres when set
                 audit=self.audit,
                 issuer=self.issuer,
                 revocations=self.revocations,
@@ -341,7 +342,7 @@ class Gateway:
         return await reload_and_tell(self.reloader, trigger, self.replica_reloads)
 
     def _approval_desk(self) -> ApprovalDesk:
-        """The approval desk on the embedded store, announcing new requests to ``approvals.webhook``.
+        """The approval desk on the configured store, announcing new requests to ``approvals.webhook``.
         Raises ``ConfigError`` when the webhook secret cannot be resolved."""
         settings = self.config.approvals
         base = self.config.server.base_url
@@ -350,7 +351,7 @@ class Gateway:
             return base + PORTAL_PATHS["approval"].format(approval_id=approval_id)
 
         desk = ApprovalDesk(
-            store=SQLiteApprovalStore(self.database), log=self.audit, engine=self.engine, ttl=settings.ttl,
+            store=approval_store(self.config, self.postgres), log=self.audit, engine=self.engine, ttl=settings.ttl,
             status_url=status_url, closing=self.closing,
         )  # fmt: skip
         hook = settings.webhook
@@ -376,7 +377,8 @@ class Gateway:
         when the vault key cannot be resolved or is not 32 bytes."""
         if not any(r.credentials is not None and r.credentials.oauth is not None for r in self.config.routes):
             return None
-        return TokenVault(SQLiteVaultStore(self.database), VaultKeys.from_settings(self.config.credentials))
+        keys = VaultKeys.from_settings(self.config.credentials)
+        return TokenVault(vault_store(self.config, self.postgres), keys)  # in stores.postgres when set
 
     def _credentials(self, settings: RouteSettings) -> CredentialSource | None:
         """Where the route's upstream credential comes from (docs/architecture.md, "Credentials")."""

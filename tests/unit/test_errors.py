@@ -100,6 +100,7 @@ def test_a_message_built_from_10000_characters_of_client_input_quotes_at_most_th
 FOREIGN_ADAPTERS = {
     "bastion.audit.canonical.NotCanonicalizable",  # a TypeError the audit stage maps to AuditUnavailable
     "bastion.policy.testing._CaseError",  # private to the policy test runner
+    "bastion.audit.export.SinkUnavailable",  # an export destination's refusal, retried by the exporter
 }
 
 _BRANCH = re.compile(r"^    (?P<indent>(?:│   |    )*)[├└]── (?P<name>\w+)(?P<rest>.*)$")

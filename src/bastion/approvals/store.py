@@ -1,9 +1,11 @@
 """Where approval requests are kept: a small async protocol, so a shared backend can follow.
 
 The embedded default is ``SQLiteApprovalStore`` (a table in Bastion's SQLite file, so
-pending requests and grants survive a restart); ``MemoryApprovalStore`` serves tests and
-one-off processes. Every transition is atomic in its store: two approvers deciding at
-once, or two calls racing for one grant, see exactly one winner. The contract suite
+pending requests and grants survive a restart); ``PostgresApprovalStore``
+(``approvals.store_postgres``, with ``stores.postgres``) is shared by every replica;
+``MemoryApprovalStore`` serves tests and one-off processes. Every transition is atomic in
+its store: two approvers deciding at once, or two calls racing for one grant, see exactly
+one winner. The contract suite
 (``tests/unit/stores/test_contract_approvals.py``) runs against every backend.
 """
 

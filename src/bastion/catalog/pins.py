@@ -21,8 +21,9 @@ template's ``uriTemplate``), the store keeps:
   baselines, held definitions), which a gateway replica compares before re-reading.
 
 ``PinStore`` is the protocol. Backends: ``MemoryPinStore`` (``catalog.pins_memory``, per process,
-for tests) and ``SQLitePinStore`` (``catalog.pins_sqlite``, tables in the data directory's
-database, shared by the gateway and the CLI). The contract suite is
+for tests), ``SQLitePinStore`` (``catalog.pins_sqlite``, tables in the data directory's
+database, shared by the gateway and the CLI) and ``PostgresPinStore`` (``catalog.pins_postgres``,
+with ``stores.postgres``: shared by every replica). The contract suite is
 ``tests/unit/stores/test_contract_pins.py``. Times are epoch seconds.
 """
 

@@ -1,7 +1,8 @@
 """``bastion approvals list | show | stats | approve | deny``: human approvals of tool calls.
 
 ``list``, ``show`` and ``stats`` read the approval store (the ``approvals`` table of the data
-directory's SQLite file) directly: each read is one transaction, safe beside a running gateway.
+directory's SQLite file, or of ``stores.postgres`` when configured: the one every replica shares)
+directly: each read is one transaction, safe beside a running gateway.
 A pending request whose ``expires_at`` has passed is shown ``expired`` in the expires column:
 the gateway marks it so within seconds. A data directory without a database has no requests
 (nothing is created).
@@ -41,11 +42,13 @@ from rich.text import Text
 
 from bastion.approvals import ApprovalRequest, ApprovalStatus, ApprovalStore
 from bastion.approvals.store_memory import MemoryApprovalStore
-from bastion.approvals.store_sqlite import SQLiteApprovalStore
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.cli.gateway_api import post_as
 from bastion.config import BastionConfig
+from bastion.errors import ConfigError
 from bastion.gateway import DATABASE_FILE
+from bastion.stores.backends import approval_store, postgres_database
+from bastion.stores.postgres_tables import POSTGRES_ERRORS
 from bastion.stores.sqlite import STORE_ERRORS
 
 __all__ = ["app"]
@@ -84,14 +87,24 @@ async def _read(store: ApprovalStore, read: Callable[[ApprovalStore], Awaitable[
 
 
 def _run_read(settings: BastionConfig, read: Callable[[ApprovalStore], Awaitable[T]]) -> T:
-    """``read`` on the approval store of the configured data directory (an empty store when there is
-    no database: nothing is created). Exits 2 when the database cannot be read."""
+    """``read`` on the configured approval store: ``stores.postgres`` when set, else the data
+    directory's file (an empty store when there is no database: nothing is created). Exits 2 when
+    the store cannot be read."""
+    try:
+        postgres = postgres_database(settings)
+    except ConfigError as exc:
+        raise fail(exc.message) from None
     database = settings.data_dir / DATABASE_FILE
-    store: ApprovalStore = SQLiteApprovalStore(database) if database.exists() else MemoryApprovalStore()
+    store: ApprovalStore
+    if postgres is not None:
+        store, where = approval_store(settings, postgres), "stores.postgres"
+    else:
+        store = approval_store(settings, None) if database.exists() else MemoryApprovalStore()
+        where = str(database)
     try:
         return asyncio.run(_read(store, read))
-    except STORE_ERRORS as exc:
-        raise fail(escape(f"cannot read the approval store in {database}: {exc}")) from None
+    except (*STORE_ERRORS, *POSTGRES_ERRORS) as exc:
+        raise fail(escape(f"cannot read the approval store in {where}: {exc}")) from None
 
 
 def _fields(request: ApprovalRequest) -> dict[str, Any]:

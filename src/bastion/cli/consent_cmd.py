@@ -18,32 +18,28 @@ from rich.table import Table
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.config import BastionConfig
 from bastion.errors import ConfigError
-from bastion.oauth import SQLiteAuthorizationStore
 from bastion.oauth.records import Consent
-from bastion.stores.backends import DATABASE_FILE, postgres_database, preflight, revocation_store
+from bastion.stores.backends import authorization_store, postgres_database, preflight, revocation_store
 
 __all__ = ["app"]
 
 app = typer.Typer(help="List and revoke remembered consents.", no_args_is_help=True)
 
 
-async def _list(database: Path, sub: str | None) -> list[Consent]:
-    store = SQLiteAuthorizationStore(database)
-    await store.start()
-    try:
+async def _list(settings: BastionConfig, sub: str | None) -> list[Consent]:
+    async with authorization_store(settings, postgres_database(settings)) as store:
         return await store.list_consents(sub)
-    finally:
-        await store.close()
 
 
 async def _revoke(settings: BastionConfig, sub: str, client_id: str | None) -> tuple[int, int]:
-    store = SQLiteAuthorizationStore(settings.data_dir / DATABASE_FILE)
+    postgres = postgres_database(settings)  # one pool for both stores (stores.postgres), else None
+    store = authorization_store(settings, postgres)
     await store.start()
     try:
         consents = await store.delete_consents(sub, client_id)
         families = await store.families_of(sub, client_id)
         now = datetime.datetime.now(datetime.UTC).timestamp()
-        async with revocation_store(settings, postgres_database(settings)) as revocations:
+        async with revocation_store(settings, postgres) as revocations:
             for family_id in families:
                 for jti, expires_at in await store.revoke_family(family_id, now):
                     await revocations.revoke(jti, expires_at)
@@ -59,7 +55,11 @@ def list_consents(
 ) -> None:
     """List remembered consents (user, client, route, scopes, when)."""
     settings = load_or_exit(config)
-    consents = asyncio.run(_list(settings.data_dir / DATABASE_FILE, sub))
+    try:
+        preflight(settings)
+        consents = asyncio.run(_list(settings, sub))
+    except ConfigError as exc:
+        raise fail(exc.message) from None
     table = Table(title="consents")
     for column in ("user", "client", "route", "scopes", "granted (UTC)"):
         table.add_column(column)

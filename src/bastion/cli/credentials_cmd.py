@@ -17,9 +17,8 @@ from rich.table import Table
 
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.credentials.vault import Connection, TokenVault, VaultKeys, generate_key
-from bastion.credentials.vault_sqlite import SQLiteVaultStore
 from bastion.errors import ConfigError, VaultError
-from bastion.gateway import DATABASE_FILE
+from bastion.stores.backends import postgres_database, preflight, vault_store
 
 __all__ = ["app"]
 
@@ -27,12 +26,14 @@ app = typer.Typer(help="The token vault: its key, rotation, and who connected wh
 
 
 def _vault(config: Path) -> TokenVault:
+    """The vault the gateway of ``config`` uses (``stores.postgres`` when set, checked to answer)."""
     settings = load_or_exit(config)
     try:
         keys = VaultKeys.from_settings(settings.credentials)
+        preflight(settings)
+        return TokenVault(vault_store(settings, postgres_database(settings)), keys)
     except ConfigError as exc:
         raise fail(exc.message) from None
-    return TokenVault(SQLiteVaultStore(settings.data_dir / DATABASE_FILE), keys)
 
 
 @app.command("generate-key")

@@ -1,7 +1,8 @@
 """``bastion tools diff | pins | approve``: review and approve a route's definitions (issue 15).
 
-``diff`` and ``pins`` read the pin store (tables of the data directory's SQLite file) directly,
-each read one transaction, safe beside a running gateway. ``diff`` shows every definition the
+``diff`` and ``pins`` read the pin store (tables of the data directory's SQLite file, or of
+``stores.postgres`` when configured: the one every replica shares) directly, each read one
+transaction, safe beside a running gateway. ``diff`` shows every definition the
 route holds back (new, changed since its pin, hidden by a scanner finding; or, before the route's
 first approval, each one seen) against its pin: the description and title word by word (removed
 words as ``[-...-]``, red and struck through; added words as ``{+...+}``, green and underlined, as
@@ -35,13 +36,15 @@ from rich.text import Text
 from bastion.catalog.diff import visible
 from bastion.catalog.pins import PinStore
 from bastion.catalog.pins_memory import MemoryPinStore
-from bastion.catalog.pins_sqlite import SQLitePinStore
 from bastion.catalog.review import ReviewItem, review
 from bastion.catalog.review import as_json as item_json
 from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.cli.gateway_api import post_as
 from bastion.config import BastionConfig
+from bastion.errors import ConfigError
 from bastion.gateway import DATABASE_FILE
+from bastion.stores.backends import pin_store, postgres_database
+from bastion.stores.postgres_tables import POSTGRES_ERRORS
 from bastion.stores.sqlite import STORE_ERRORS
 
 __all__ = ["register"]
@@ -55,10 +58,19 @@ JsonOption = Annotated[bool, typer.Option("--json", help="JSON instead of text."
 
 
 def _run_read(settings: BastionConfig, read: Callable[[PinStore], Awaitable[T]]) -> T:
-    """``read`` on the pin store of the configured data directory (empty when there is no database:
-    nothing is created). Exits 2 when it cannot be read."""
+    """``read`` on the configured pin store: ``stores.postgres`` when set, else the data directory's
+    file (empty when there is no database: nothing is created). Exits 2 when it cannot be read."""
+    try:
+        postgres = postgres_database(settings)
+    except ConfigError as exc:
+        raise fail(exc.message) from None
     database = settings.data_dir / DATABASE_FILE
-    store: PinStore = SQLitePinStore(database) if database.exists() else MemoryPinStore()
+    store: PinStore
+    if postgres is not None:
+        store, where = pin_store(settings, postgres), "stores.postgres"
+    else:
+        store = pin_store(settings, None) if database.exists() else MemoryPinStore()
+        where = str(database)
 
     async def run() -> T:
         await store.start()
@@ -69,8 +81,8 @@ def _run_read(settings: BastionConfig, read: Callable[[PinStore], Awaitable[T]])
 
     try:
         return asyncio.run(run())
-    except STORE_ERRORS as exc:
-        raise fail(escape(f"cannot read the pin store in {database}: {exc}")) from None
+    except (*STORE_ERRORS, *POSTGRES_ERRORS) as exc:
+        raise fail(escape(f"cannot read the pin store in {where}: {exc}")) from None
 
 
 def _settings(config: Path, route: str) -> BastionConfig:

@@ -16,8 +16,9 @@ unless the configuration has (``worker_problems``):
   would become N per worker);
 - no session caps and no data-flow labels in use (their counts are per process today).
 
-The SQLite stores of the data directory (authorization server, vault, approvals, pins, volume
-baselines) and the signing keys are files every worker of the machine shares. Continuations
+The SQLite stores of the data directory (approvals, pins, volume baselines; the authorization
+server and the vault too unless in ``stores.postgres``) and the signing keys are files every worker
+of the machine shares. Continuations
 (a 2026-07-28 ``requestState`` retry, a task id) are still per process: one that lands on another
 worker is refused as unknown (fail closed).
 

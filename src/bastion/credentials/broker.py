@@ -5,9 +5,10 @@ for the caller's header, sends, and on an upstream 401 asks it to ``renew`` once
 sends again. Two sources:
 
 - ``UserTokens``: the caller's own OAuth tokens for the upstream, from the vault,
-  refreshed ``refresh_margin_s`` before they expire (one refresh per user at a time in
-  this process). Not connected, or the refresh token refused: ``UpstreamConnectionRequired``
-  (-32042) pointing at the portal's connect page.
+  refreshed ``refresh_margin_s`` before they expire (one refresh per user at a time, in this
+  process and, through ``TokenVault.refreshing``, across the replicas sharing the vault). Not
+  connected, or the refresh token refused: ``UpstreamConnectionRequired`` (-32042) pointing at
+  the portal's connect page.
 - ``ExchangedTokens``: a token minted per user by RFC 8693 token exchange.
 """
 
@@ -151,10 +152,10 @@ class UserTokens:
         lock = self._locks.get(owner)
         if lock is None:
             lock = self._locks[owner] = asyncio.Lock()
-        async with lock:
+        async with lock, self.vault.refreshing(owner, self.route):
             tokens = await self._load(owner)
             if tokens.access_token != stale_access_token:
-                return tokens  # refreshed by another request meanwhile
+                return tokens  # refreshed by another request (or replica) meanwhile
             try:
                 fresh = await self.client.refresh(tokens)
             except ConnectionExpired as exc:

@@ -16,7 +16,8 @@ the key's SHA-256) says which key opens it; previous keys open old records until
 What is stored sealed: access and refresh tokens, a registered client's secret, an
 unfinished connection's PKCE verifier. What is stored in clear: owner (issuer and
 subject of the Bastion principal), route name, key id, times. Where it is stored is the
-``VaultStore`` the vault is given (``bastion.credentials.vault_store``): the vault seals
+``VaultStore`` the vault is given (``bastion.credentials.vault_store``; the data directory's
+SQLite file, or PostgreSQL with ``stores.postgres``, shared by every replica): the vault seals
 before anything reaches the store, so no backend ever holds a token in clear.
 """
 
@@ -28,6 +29,7 @@ import hashlib
 import json
 import os
 import secrets
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from typing import Any, Self
 
@@ -170,9 +172,9 @@ class TokenVault:
     kept in ``store``.
 
     ``owner`` is ``Principal.key`` (issuer and subject). Every method may raise the store's
-    errors (``sqlite3.Error`` for the embedded one); ``get``/``take_pending``/``get_client``
-    raise ``VaultError`` when a record cannot be opened. ``start``/``close`` (or ``async
-    with``) open and close the store.
+    errors (``sqlite3.Error`` for the embedded one, ``asyncpg``'s or ``OSError`` for PostgreSQL);
+    ``get``/``take_pending``/``get_client`` raise ``VaultError`` when a record cannot be opened.
+    ``start``/``close`` (or ``async with``) open and close the store.
     """
 
     def __init__(self, store: VaultStore, keys: VaultKeys) -> None:
@@ -249,6 +251,11 @@ class TokenVault:
     async def purge(self, now: float) -> int:
         """Delete expired pending connections; returns how many."""
         return await self._store.purge(now)
+
+    def refreshing(self, owner: str, route: str) -> AbstractAsyncContextManager[None]:
+        """Hold ``owner``'s tokens for ``route`` while refreshing them: one holder at a time, on every
+        replica sharing the store (``VaultStore.refreshing``)."""
+        return self._store.refreshing(owner, route)
 
     async def rotate(self) -> int:
         """Re-seal every record with the current key; returns how many were re-sealed.

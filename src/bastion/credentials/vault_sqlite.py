@@ -1,13 +1,17 @@
 """The embedded ``VaultStore``: sealed records in three tables of the data directory's SQLite file.
 
 The connection and transactions are ``bastion.stores.sqlite.SQLiteTables``'; ``reseal`` is
-one transaction, rolled back when the re-sealing raises.
+one transaction, rolled back when the re-sealing raises. ``refreshing`` is a lock of this process
+per file, owner and route: the embedded store serves one process (replicas use PostgreSQL).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from weakref import WeakValueDictionary
 
 from bastion.credentials.vault_store import Connection, RecordKind, Sealed
 from bastion.stores.sqlite import SQLiteTables
@@ -32,6 +36,10 @@ _TABLES: tuple[tuple[RecordKind, str, tuple[str, ...]], ...] = (
     ("pending", "vault_pending", ("state_digest",)),
     ("client", "vault_clients", ("route", "issuer")),
 )
+
+
+#: The refresh locks of this process, by (file, owner, route); dropped once nobody holds or waits.
+_REFRESHING: WeakValueDictionary[tuple[str, str, str], asyncio.Lock] = WeakValueDictionary()
 
 
 class SQLiteVaultStore(SQLiteTables):
@@ -127,6 +135,16 @@ class SQLiteVaultStore(SQLiteTables):
         return int(
             await self._run(lambda c: c.execute("DELETE FROM vault_pending WHERE expires_at <= ?", (now,)).rowcount)
         )
+
+    @asynccontextmanager
+    async def refreshing(self, owner: str, route: str) -> AsyncIterator[None]:
+        """See ``VaultStore.refreshing``: a lock of this process."""
+        key = (str(self._path), owner, route)
+        lock = _REFRESHING.get(key)
+        if lock is None:
+            lock = _REFRESHING[key] = asyncio.Lock()
+        async with lock:
+            yield
 
     async def reseal(self, current_key_id: str, reseal: Callable[[RecordKind, tuple[str, ...], Sealed], Sealed]) -> int:
         """See ``VaultStore.reseal``: one transaction."""

@@ -9,15 +9,18 @@ seconds). A backend never sees a token.
 Three kinds of record, each with its ids (the same ids the seal's associated data names):
 ``tokens`` by ``(owner, route)``, ``pending`` by ``(state_digest,)``, ``client`` by
 ``(route, issuer)``. Every method is atomic on its own; ``take_pending`` is single use
-across replicas; ``reseal`` replaces records all at once or not at all.
+across replicas; ``reseal`` replaces records all at once or not at all; ``refreshing`` lets one
+holder at a time, across replicas, refresh one person's tokens for one route.
 
-The embedded backend is ``bastion.credentials.vault_sqlite.SQLiteVaultStore``; the contract
-suite is ``tests/unit/stores/test_contract_vault.py``.
+The embedded backend is ``bastion.credentials.vault_sqlite.SQLiteVaultStore``, the shared one
+``bastion.credentials.vault_postgres.PostgresVaultStore``; the contract suite is
+``tests/unit/stores/test_contract_vault.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -90,6 +93,12 @@ class VaultStore(Lifecycle, Protocol):
 
     async def purge(self, now: float) -> int:
         """Delete the unfinished connections expired at ``now``; returns how many."""
+        ...
+
+    def refreshing(self, owner: str, route: str) -> AbstractAsyncContextManager[None]:
+        """Hold ``owner``'s tokens for ``route`` while they are refreshed (``async with``): a second
+        holder, through any handle on the same backend (another replica), waits until the first
+        leaves, then reads what it stored; so one upstream refresh token is presented once."""
         ...
 
     async def reseal(self, current_key_id: str, reseal: Callable[[RecordKind, tuple[str, ...], Sealed], Sealed]) -> int:

@@ -2,10 +2,11 @@
 
 Public API (the implementation modules are private to the package)::
 
-    AuthorizationServer(config, database=..., audit=..., issuer=..., ...)   the assembled server
+    AuthorizationServer(config, store=..., audit=..., issuer=..., ...)      the assembled server
     AuthorizationFlowStore / SQLiteFlowStore                               its short-lived records
     AuthorizationGrantStore / SQLiteGrantStore                             its durable records
     AuthorizationStore / SQLiteAuthorizationStore                          both, in one backend
+    (the PostgreSQL backends, for replicas: ``oauth.store_postgres``, ``_flows``, ``_grants``)
     LocalUsers                                                             development sign-in (argon2id)
     authorization_server_metadata(issuer, ...)                             RFC 8414 document
 """

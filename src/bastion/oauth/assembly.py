@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from starlette.routing import BaseRoute
 
@@ -21,7 +20,7 @@ from bastion.oauth.federation import OpenIDProvider
 from bastion.oauth.grants import GrantService
 from bastion.oauth.metadata import ENDPOINTS
 from bastion.oauth.requests import Resources
-from bastion.oauth.store_sqlite import SQLiteAuthorizationStore
+from bastion.oauth.store import AuthorizationStore
 from bastion.oauth.users import LocalUsers
 from bastion.stores.counters import RateCounter
 from bastion.stores.revocations import RevocationStore
@@ -32,7 +31,8 @@ __all__ = ["AuthorizationServer"]
 class AuthorizationServer:
     """Bastion's OAuth 2.1 authorization server: its store, its parts and its routes.
 
-    ``database`` is the embedded SQLite file; ``rates`` the rate counter the sign-in throttle
+    ``store`` keeps its records (not started: ``start`` starts it; ``bastion.stores.backends.
+    authorization_store`` builds the configured one); ``rates`` the rate counter the sign-in throttle
     counts on; ``fetch`` fetches client metadata
     documents through the egress guard; ``egress`` is the guard the identity
     providers are reached through (required when any is configured). Raises
@@ -43,7 +43,7 @@ class AuthorizationServer:
         self,
         config: BastionConfig,
         *,
-        database: Path,
+        store: AuthorizationStore,
         audit: AuditLog,
         issuer: TokenIssuer,
         revocations: RevocationStore,
@@ -61,7 +61,7 @@ class AuthorizationServer:
             for item in settings.identity_providers
             if egress is not None
         }
-        self.store = SQLiteAuthorizationStore(database)
+        self.store = store
         resources = Resources({config.resource_uri(route): route.name for route in config.routes})
         self.grants = GrantService(
             self.store,

@@ -12,8 +12,9 @@ Every method is atomic on its own. The single-use operations (``take_pending``,
 ``redeem_code``, ``use_refresh``, ``claim_state``, ``take_federated``) must stay correct
 when two requests race, on one replica or several: exactly one caller sees a first use.
 Times are wall-clock epoch seconds (float). The embedded backends are ``SQLiteFlowStore``,
-``SQLiteGrantStore`` and ``SQLiteAuthorizationStore`` (both); the contract suite is
-``tests/unit/stores/test_contract_authorization.py``.
+``SQLiteGrantStore`` and ``SQLiteAuthorizationStore`` (both); the shared ones, for replicas,
+``PostgresFlowStore``, ``PostgresGrantStore`` and ``PostgresAuthorizationStore`` (both; with
+``stores.postgres``). The contract suite is ``tests/unit/stores/test_contract_authorization.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ from bastion.oauth.records import (
 )
 from bastion.stores.lifecycle import Lifecycle
 
-__all__ = ["AuthorizationFlowStore", "AuthorizationGrantStore", "AuthorizationStore"]
+__all__ = ["CODE_REPLAY_WINDOW_S", "AuthorizationFlowStore", "AuthorizationGrantStore", "AuthorizationStore"]
+
+CODE_REPLAY_WINDOW_S = 86400
+"""Codes are kept this long past expiry (seconds), so that a late replay is still caught (and its
+family revoked: RFC 6749 section 10.5)."""
 
 
 class AuthorizationFlowStore(Lifecycle, Protocol):

@@ -12,12 +12,10 @@ import sqlite3
 from typing import Any
 
 from bastion.oauth.records import AuthorizationCode, FederatedSignIn, Grant, PendingAuthorization, UserIdentity
+from bastion.oauth.store import CODE_REPLAY_WINDOW_S
 from bastion.stores.sqlite import SQLiteTables, delete_rows
 
 __all__ = ["SQLiteFlowStore"]
-
-#: Codes are kept this long past expiry, so that a late replay is still caught (and its family revoked).
-CODE_REPLAY_WINDOW_S = 86400
 
 FLOW_DDL = """
 CREATE TABLE IF NOT EXISTS oauth_pending (

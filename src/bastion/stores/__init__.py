@@ -10,7 +10,12 @@ kind by adding itself to that suite's ``BACKENDS``. Shared backends so far: rate
 RedisSessionStore``) and revocations in PostgreSQL (``stores.postgres_revocations.
 PostgresRevocationStore``, on ``stores.postgres.PostgresDatabase``: one pool per process, the schema
 migrated at start from ``stores/migrations/``), and the audit log in PostgreSQL
-(``audit.store_postgres``: one chain for every replica). ``stores.backends`` builds what a
+(``audit.store_postgres``: one chain for every replica); approvals, definition pins and result
+volume baselines in PostgreSQL (``approvals.store_postgres``, ``catalog.pins_postgres``,
+``stores.postgres_volume``, each a ``stores.postgres_tables.PostgresTables``), and so are the
+token vault (``credentials.vault_postgres``) and the authorization server's records
+(``oauth.store_postgres_flows``, ``oauth.store_postgres_grants``; both: ``oauth.store_postgres``).
+``stores.backends`` builds what a
 configuration asks for. Only the embedded SQLite backends touch SQLite
 (``tests/unit/stores/test_stores_layout.py`` pins that).
 

@@ -17,29 +17,49 @@ import asyncpg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bastion.approvals.store import ApprovalStore
+from bastion.approvals.store_postgres import PostgresApprovalStore
+from bastion.approvals.store_sqlite import SQLiteApprovalStore
 from bastion.audit.query import SQLiteAuditReader
 from bastion.audit.store import ActivityReader, AuditLog
 from bastion.audit.store_postgres import PostgresAuditLog, PostgresAuditReader
 from bastion.audit.store_sqlite import SQLiteAuditLog
+from bastion.catalog.pins import PinStore
+from bastion.catalog.pins_postgres import PostgresPinStore
+from bastion.catalog.pins_sqlite import SQLitePinStore
 from bastion.config import BastionConfig
+from bastion.credentials.vault_postgres import PostgresVaultStore
+from bastion.credentials.vault_sqlite import SQLiteVaultStore
+from bastion.credentials.vault_store import VaultStore
 from bastion.errors import ConfigError
 from bastion.identity.revocation import RevocationList
+from bastion.oauth.store import AuthorizationStore
+from bastion.oauth.store_postgres import PostgresAuthorizationStore
+from bastion.oauth.store_sqlite import SQLiteAuthorizationStore
 from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.stores.postgres import PostgresDatabase
 from bastion.stores.postgres_revocations import PostgresRevocationStore
+from bastion.stores.postgres_volume import PostgresVolumeStore
 from bastion.stores.redis_sessions import RedisSessionStore
 from bastion.stores.revocations import RevocationStore
 from bastion.stores.sessions import Session, SessionStore
+from bastion.stores.sqlite_volume import SQLiteVolumeStore
+from bastion.stores.volume import VolumeStore
 
 __all__ = [
     "DATABASE_FILE",
+    "approval_store",
     "audit_log",
     "audit_reader",
+    "authorization_store",
+    "pin_store",
     "postgres_database",
     "preflight",
     "reaching",
     "revocation_store",
     "session_store",
+    "vault_store",
+    "volume_store",
 ]
 
 DATABASE_FILE = "bastion.db"
@@ -63,6 +83,50 @@ def revocation_store(
     if postgres is not None:
         return PostgresRevocationStore(postgres)
     return RevocationList(config.data_dir / DATABASE_FILE, recheck_s=recheck_s)
+
+
+def authorization_store(config: BastionConfig, postgres: PostgresDatabase | None) -> AuthorizationStore:
+    """The authorization server's records, flows and grants (not started): in ``postgres`` when given
+    (a code issued by one replica is redeemed once on any; a consent given through one holds on all),
+    else in the data directory's SQLite file."""
+    if postgres is not None:
+        return PostgresAuthorizationStore(postgres)
+    return SQLiteAuthorizationStore(config.data_dir / DATABASE_FILE)
+
+
+def vault_store(config: BastionConfig, postgres: PostgresDatabase | None) -> VaultStore:
+    """The token vault's store of sealed records (not started): in ``postgres`` when given (every
+    replica reads the tokens any of them stored), else in the data directory's SQLite file."""
+    if postgres is not None:
+        return PostgresVaultStore(postgres)
+    return SQLiteVaultStore(config.data_dir / DATABASE_FILE)
+
+
+def approval_store(config: BastionConfig, postgres: PostgresDatabase | None) -> ApprovalStore:
+    """The approval requests (not started): in ``postgres`` when given (a grant made through any
+    replica is consumed once, by whichever replica the call reaches), else in the data directory's
+    SQLite file."""
+    if postgres is not None:
+        return PostgresApprovalStore(postgres)
+    return SQLiteApprovalStore(config.data_dir / DATABASE_FILE)
+
+
+def pin_store(config: BastionConfig, postgres: PostgresDatabase | None) -> PinStore:
+    """The definition pins, held definitions and baselines (not started): in ``postgres`` when given
+    (a pin taken or approved through any replica holds for all), else in the data directory's
+    SQLite file."""
+    if postgres is not None:
+        return PostgresPinStore(postgres)
+    return SQLitePinStore(config.data_dir / DATABASE_FILE)
+
+
+def volume_store(config: BastionConfig, postgres: PostgresDatabase | None) -> VolumeStore:
+    """The saved result volume baselines (not started; loaded at start, written behind): in
+    ``postgres`` when given (a replica that starts learns from what the others saved), else in the
+    data directory's SQLite file."""
+    if postgres is not None:
+        return PostgresVolumeStore(postgres)
+    return SQLiteVolumeStore(config.data_dir / DATABASE_FILE)
 
 
 def session_store(config: BastionConfig, on_forget: Callable[[Session], None]) -> SessionStore:

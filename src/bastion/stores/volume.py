@@ -8,8 +8,10 @@ periodic sweep and at stop. A crash loses at most the last sweep interval's samp
 
 Backends, run by one contract suite (``tests/unit/stores/test_contract_volume.py``):
 ``bastion.stores.sqlite_volume.SQLiteVolumeStore`` (the data directory's SQLite file, the
-gateway's) and ``bastion.stores.memory_volume.MemoryVolumeStore`` (tests, one-off processes).
-Several processes sharing one file each keep their own baselines; the last to save a key wins.
+gateway's), ``bastion.stores.postgres_volume.PostgresVolumeStore`` (with ``stores.postgres``:
+every replica's) and ``bastion.stores.memory_volume.MemoryVolumeStore`` (tests, one-off processes).
+Several processes sharing one file or database each keep their own baselines (loaded from what was
+saved when they start); the last to save a key wins.
 """
 
 from __future__ import annotations

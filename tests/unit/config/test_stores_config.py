@@ -77,7 +77,15 @@ def test_each_store_says_where_it_keeps_its_state(base: dict[str, Any]) -> None:
     shared = parse_config({**base, "stores": {"postgres": {"url": "postgresql://db/gw"}},
                            "counters": {"redis_url": "redis://cache:6379/0"}})  # fmt: skip
     backends = {b.store: b for b in store_backends(shared)}
-    assert {name for name, b in backends.items() if b.shared} == {"audit log", "revocations", "rates", "quotas"}
+    authorization = "authorization server (clients, codes, consents, refresh tokens)"
+    assert {name for name, b in backends.items() if b.shared} == {"audit log", "revocations", authorization,
+                                                                    "token vault", "approvals", "definition pins",
+                                                                    "result volume baselines", "rates",
+                                                                    "quotas"}  # fmt: skip
+    for store in ("approvals", "definition pins", "result volume baselines"):
+        assert backends[store].backend == "PostgreSQL"
+        assert embedded[store].backend.startswith("SQLite")
+    assert (backends[authorization].backend, backends["token vault"].backend) == ("PostgreSQL", "PostgreSQL (sealed)")
     with_redis = parse_config({**base, "stores": {"redis": {"url": "redis://cache:6379/1", "prefix": "gw:"}}})
     sessions = next(b for b in store_backends(with_redis) if b.store == "sessions")
     assert (sessions.backend, sessions.shared) == ("Redis", True)

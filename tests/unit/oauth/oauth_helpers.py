@@ -21,7 +21,7 @@ from bastion.audit import SQLiteAuditLog
 from bastion.config import BastionConfig
 from bastion.egress import EgressGuard
 from bastion.identity import RevocationList, SigningKeys, TokenIssuer
-from bastion.oauth import AuthorizationServer
+from bastion.oauth import AuthorizationServer, AuthorizationStore, SQLiteAuthorizationStore
 from bastion.oauth.users import hash_password
 from bastion.stores.memory_counters import MemoryRateCounter
 
@@ -125,10 +125,12 @@ class Served:
 
 
 @contextmanager
-def served(config: BastionConfig, data: Path, *, egress: EgressGuard | None = None) -> Iterator[Served]:
+def served(
+    config: BastionConfig, data: Path, *, egress: EgressGuard | None = None, store: AuthorizationStore | None = None
+) -> Iterator[Served]:
     """``AuthorizationServer`` for ``config`` on ``data`` (created if missing; reused after a restart),
     served by a Starlette ``TestClient`` at ``config.issuer``, with a ``FakeClock``. ``egress`` (closed
-    on exit) reaches the identity providers."""
+    on exit) reaches the identity providers; ``store`` keeps its records (default: SQLite in ``data``)."""
     data.mkdir(exist_ok=True)
     database = data / "bastion.db"
     keys = SigningKeys.load_or_create(data, verify_window_s=3600)
@@ -137,7 +139,7 @@ def served(config: BastionConfig, data: Path, *, egress: EgressGuard | None = No
     with RevocationList(database) as revocations:
         server = AuthorizationServer(
             config,
-            database=database,
+            store=store if store is not None else SQLiteAuthorizationStore(database),
             audit=audit,
             issuer=TokenIssuer(keys, config.issuer, 3600),
             revocations=revocations,

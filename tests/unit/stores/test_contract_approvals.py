@@ -1,8 +1,10 @@
-"""The ``ApprovalStore`` contract, run against every backend (``MemoryApprovalStore``, ``SQLiteApprovalStore``).
+"""The ``ApprovalStore`` contract, run against every backend (``MemoryApprovalStore``, ``SQLiteApprovalStore``,
+``PostgresApprovalStore`` on the PostgreSQL on loopback: each test in a schema of its own).
 
 Round trips, the exact binding ``find`` matches, each transition of the lifecycle
 (``bastion.approvals.model``) and its refusals, and races: every transition has exactly
-one winner. ``handles`` opens stores on ONE backend (for SQLite: one file), as two
+one winner. ``handles`` opens stores on ONE backend (for SQLite: one file; for PostgreSQL: one
+schema, each handle with a pool of its own), as two
 replicas would. The replica tests (two handles racing, a restart) use ``replica_handles``,
 which holds only the backends whose handles share their requests: the memory store is
 per process by design, so two of its handles are two separate stores. A shared backend
@@ -18,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stores_support import handles_fixture
+from stores_support import POSTGRES_URL, handles_fixture, postgres_schema
 
 from bastion.approvals import ApprovalBinding, ApprovalRequest, ApprovalStats, ApprovalStore
 from bastion.approvals.store_memory import MemoryApprovalStore
+from bastion.approvals.store_postgres import PostgresApprovalStore
 from bastion.approvals.store_sqlite import SQLiteApprovalStore
+from bastion.stores.postgres import PostgresDatabase
 
 NOW = 1_700_000_000.0
 TTL = 600.0
@@ -37,9 +41,10 @@ Opener = Callable[[], Awaitable[ApprovalStore]]
 BACKENDS: dict[str, Callable[[Path], ApprovalStore]] = {
     "memory": lambda tmp: MemoryApprovalStore(),
     "sqlite": lambda tmp: SQLiteApprovalStore(tmp / "bastion.db"),
+    "postgres": lambda tmp: PostgresApprovalStore(PostgresDatabase(POSTGRES_URL, schema=postgres_schema(tmp))),
 }
 #: The backends whose handles (replicas, a restarted process) share one set of requests.
-SHARED = ("sqlite",)
+SHARED = ("sqlite", "postgres")
 
 
 handles = handles_fixture(BACKENDS)
@@ -413,3 +418,52 @@ async def test_a_request_outlives_its_handle_and_is_seen_by_another(replica_hand
     granted = await approve(restarted, "ap-1")
     other = await replica_handles()
     assert await other.find(BINDING, NOW + 20) == granted
+
+
+async def test_a_decision_through_one_replica_is_seen_and_consumed_through_another(replica_handles: Opener) -> None:
+    gateway, portal = await replica_handles(), await replica_handles()
+    await gateway.create(request())
+    assert await portal.find(BINDING, NOW + 5) == request()
+    granted = await approve(portal, "ap-1")
+    assert await gateway.get("ap-1") == granted
+    assert await gateway.find(BINDING, NOW + 20) == granted
+    consumed = await gateway.consume("ap-1", decision_id="d-call", now=NOW + 21)
+    assert consumed is not None
+    assert await portal.get("ap-1") == consumed
+    assert await portal.consume("ap-1", decision_id="d-again", now=NOW + 22) is None
+    assert await deny(portal, "ap-1") is None  # a used grant is not decided again
+
+
+async def test_many_replicas_racing_for_one_grant_have_exactly_one_winner(replica_handles: Opener) -> None:
+    replicas = [await replica_handles() for _ in range(4)]
+    await replicas[0].create(request())
+    await approve(replicas[1], "ap-1")
+    results = await asyncio.gather(*(
+        replicas[i % 4].consume("ap-1", decision_id=f"d-{i}", now=NOW + 20) for i in range(40)
+    ))  # fmt: skip
+    winners = [r for r in results if r is not None]
+    assert len(winners) == 1
+    assert [await replica.get("ap-1") for replica in replicas] == [winners[0]] * 4
+
+
+async def test_replicas_sweeping_at_once_expire_each_request_once(replica_handles: Opener) -> None:
+    one, two = await replica_handles(), await replica_handles()
+    for i in range(10):
+        await one.create(request(f"ap-{i}", ttl=60))
+    swept = await asyncio.gather(one.expire(NOW + 60), two.expire(NOW + 60), one.expire(NOW + 61))
+    assert sorted(r.id for batch in swept for r in batch) == sorted(f"ap-{i}" for i in range(10))
+    assert (await two.stats()).counts["expired"] == 10
+
+
+async def test_a_consume_racing_the_sweep_either_consumes_or_finds_it_expired(replica_handles: Opener) -> None:
+    gateway, sweeper = await replica_handles(), await replica_handles()
+    await gateway.create(request())
+    await approve(gateway, "ap-1", now=NOW + 10)
+    expires_at = NOW + 10 + GRANT_TTL
+    consumed, expired = await asyncio.gather(
+        gateway.consume("ap-1", decision_id="d-call", now=expires_at - 0.5), sweeper.expire(expires_at)
+    )
+    final = await sweeper.get("ap-1")
+    assert final is not None
+    assert (consumed is not None, [r.id for r in expired]) in [(True, []), (False, ["ap-1"])]
+    assert final.status == ("consumed" if consumed is not None else "expired")

@@ -1,9 +1,11 @@
 """The authorization server's stores: the ``AuthorizationFlowStore`` and ``AuthorizationGrantStore``
-contracts, each run against every backend of its kind (today the SQLite stores on their own and
-``SQLiteAuthorizationStore``, which is both): single use under races, families, purge.
+contracts, each run against every backend of its kind (the SQLite stores on their own and
+``SQLiteAuthorizationStore``, which is both; the PostgreSQL stores on the PostgreSQL on loopback,
+on their own and ``PostgresAuthorizationStore``): single use under races, families, purge.
 
-``flow_handles`` / ``grant_handles`` open stores on ONE backend (for SQLite: one file), as two
-replicas would; a shared backend joins by adding an entry to ``FLOW_BACKENDS`` or ``GRANT_BACKENDS``.
+``flow_handles`` / ``grant_handles`` open stores on ONE backend (for SQLite: one file; for
+PostgreSQL: one schema, each handle with its own pool), as two replicas would; a shared backend
+joins by adding an entry to ``FLOW_BACKENDS`` or ``GRANT_BACKENDS``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from stores_support import handles_fixture
+from stores_support import POSTGRES_URL, handles_fixture, postgres_schema
 
 from bastion.oauth import (
     AuthorizationFlowStore,
@@ -31,6 +33,10 @@ from bastion.oauth.records import (
     UserIdentity,
     digest,
 )
+from bastion.oauth.store_postgres import PostgresAuthorizationStore
+from bastion.oauth.store_postgres_flows import PostgresFlowStore
+from bastion.oauth.store_postgres_grants import PostgresGrantStore
+from bastion.stores.postgres import PostgresDatabase
 
 NOW = 1_800_000_000.0
 ALICE = UserIdentity("alice", "local", "alice@example.com", "Alice", ("eng", "ops"))
@@ -40,13 +46,22 @@ FlowOpener = Callable[[], Awaitable[AuthorizationFlowStore]]
 GrantOpener = Callable[[], Awaitable[AuthorizationGrantStore]]
 
 #: Every backend of each kind: a factory of a store on the backend at ``tmp_path``.
+def _postgres(tmp: Path) -> PostgresDatabase:
+    """A database (its own pool) on the test's schema: one per handle, as each replica has one."""
+    return PostgresDatabase(POSTGRES_URL, schema=postgres_schema(tmp))
+
+
 FLOW_BACKENDS: dict[str, Callable[[Path], AuthorizationFlowStore]] = {
     "sqlite": lambda tmp: SQLiteFlowStore(tmp / "bastion.db"),
     "sqlite-both": lambda tmp: SQLiteAuthorizationStore(tmp / "bastion.db"),
+    "postgres": lambda tmp: PostgresFlowStore(_postgres(tmp)),
+    "postgres-both": lambda tmp: PostgresAuthorizationStore(_postgres(tmp)),
 }
 GRANT_BACKENDS: dict[str, Callable[[Path], AuthorizationGrantStore]] = {
     "sqlite": lambda tmp: SQLiteGrantStore(tmp / "bastion.db"),
     "sqlite-both": lambda tmp: SQLiteAuthorizationStore(tmp / "bastion.db"),
+    "postgres": lambda tmp: PostgresGrantStore(_postgres(tmp)),
+    "postgres-both": lambda tmp: PostgresAuthorizationStore(_postgres(tmp)),
 }
 
 
@@ -280,6 +295,106 @@ async def test_a_dynamic_client_round_trips(grants: AuthorizationGrantStore) -> 
     await grants.put_client("dcr-1", metadata, NOW)
     assert await grants.get_client("dcr-1") == metadata
     assert await grants.get_client("dcr-2") is None
+
+
+# --- several replicas on one backend -------------------------------------------------------------
+
+
+async def test_a_flow_started_on_one_handle_finishes_on_another(flow_handles: FlowOpener) -> None:
+    """Every step of a sign-in may reach another replica: what one wrote, the other reads once."""
+    store, replica = await flow_handles(), await flow_handles()
+    await store.put_pending(pending())
+    await replica.set_pending_user("p1", ALICE)
+    seen = await store.get_pending("p1", NOW)
+    assert seen is not None
+    assert seen.user == ALICE
+    assert await store.claim_state("cli", "xyz", NOW + 600) is True
+    assert await replica.claim_state("cli", "xyz", NOW + 600) is False
+    await replica.put_sign_in(digest("cookie"), ALICE, NOW + 60)
+    assert await store.get_sign_in(digest("cookie"), NOW) == ALICE
+    await store.put_federated(digest("s1"), federated(NOW + 60))
+    assert await replica.take_federated(digest("s1"), NOW) == federated(NOW + 60)
+    assert await store.take_federated(digest("s1"), NOW) is None
+    taken = await replica.take_pending("p1", NOW)
+    assert taken is not None
+    assert taken.user == ALICE
+    assert await store.take_pending("p1", NOW) is None
+
+
+async def test_a_code_issued_by_one_handle_is_redeemed_once_on_another(flow_handles: FlowOpener) -> None:
+    store, replica = await flow_handles(), await flow_handles()
+    await store.put_code(digest("the-code"), code())
+    first = await replica.redeem_code(digest("the-code"), "f1")
+    assert first is not None
+    assert (first.used, first.family_id) == (False, "f1")
+    replay = await store.redeem_code(digest("the-code"), "f2")
+    assert replay is not None
+    assert (replay.used, replay.family_id) == (True, "f1"), "the replay names the family to revoke"
+
+
+async def test_two_handles_racing_for_a_state_or_a_sign_in_at_a_provider_have_one_winner(
+    flow_handles: FlowOpener,
+) -> None:
+    store, replica = await flow_handles(), await flow_handles()
+    handles = [store, replica] * 10
+    claims = await asyncio.gather(*(each.claim_state("cli", "s", NOW + 600) for each in handles))
+    assert claims.count(True) == 1
+    await store.put_federated(digest("s1"), federated(NOW + 60))
+    taken = await asyncio.gather(*(each.take_federated(digest("s1"), NOW) for each in handles))
+    assert sum(t is not None for t in taken) == 1
+
+
+async def test_a_consent_given_through_one_handle_holds_on_another(grant_handles: GrantOpener) -> None:
+    store, replica = await grant_handles(), await grant_handles()
+    await store.put_consent(Consent("alice", "cli", "echo", ("mcp",), NOW))
+    assert await replica.get_consent("alice", "cli", "echo") == Consent("alice", "cli", "echo", ("mcp",), NOW)
+    await replica.put_consent(Consent("alice", "cli", "echo", ("mcp", "read"), NOW + 1))
+    assert await store.list_consents("alice") == [Consent("alice", "cli", "echo", ("mcp", "read"), NOW + 1)]
+    assert await store.delete_consents("alice", None) == 1
+    assert await replica.get_consent("alice", "cli", "echo") is None
+    await store.put_client("dcr-1", {"client_name": "Tool"}, NOW)
+    assert await replica.get_client("dcr-1") == {"client_name": "Tool"}
+
+
+async def test_a_refresh_token_rotated_on_one_handle_is_a_reuse_on_another(grant_handles: GrantOpener) -> None:
+    store, replica = await grant_handles(), await grant_handles()
+    await family(store)
+    await store.add_refresh(digest("r1"), "f1", NOW)
+    first = await store.use_refresh(digest("r1"), NOW + 1)
+    assert first is not None
+    assert first.previous_use is None
+    again = await replica.use_refresh(digest("r1"), NOW + 100)
+    assert again is not None
+    assert again.previous_use == NOW + 1, "the other replica sees the rotation: a reuse"
+    await replica.add_access_token("f1", "jti-1", int(NOW) + 900)
+    assert await replica.revoke_family("f1", NOW + 100) == [("jti-1", int(NOW) + 900)]
+    assert await store.family_revoked("f1") is True
+    late = await store.use_refresh(digest("r1"), NOW + 101)
+    assert late is not None
+    assert late.revoked is True
+    assert await store.families_of("alice", None) == []
+
+
+async def test_two_handles_rotating_one_refresh_token_at_once_have_one_first_use(grant_handles: GrantOpener) -> None:
+    store, replica = await grant_handles(), await grant_handles()
+    await family(store)
+    await store.add_refresh(digest("r1"), "f1", NOW)
+    results = await asyncio.gather(
+        *((store if i % 2 else replica).use_refresh(digest("r1"), NOW + 1 + i) for i in range(20))
+    )
+    uses = [r.previous_use for r in results if r is not None]
+    assert len(uses) == 20
+    assert uses.count(None) == 1
+    assert len(set(uses) - {None}) == 1, "every later use sees the one first use's time"
+
+
+async def test_a_family_revoked_before_it_is_created_stays_revoked(grant_handles: GrantOpener) -> None:
+    """A replayed code on one replica racing its first redemption on another (RFC 6749 section 10.5)."""
+    store, replica = await grant_handles(), await grant_handles()
+    assert await replica.revoke_family("f1", NOW) == []
+    await family(store)
+    assert await store.family_revoked("f1") is True
+    assert await store.families_of("alice", None) == []
 
 
 # --- purge ----------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""The ``PinStore`` contract, run against every backend (``MemoryPinStore``, ``SQLitePinStore``).
+"""The ``PinStore`` contract, run against every backend (``MemoryPinStore``, ``SQLitePinStore``,
+``PostgresPinStore`` on the PostgreSQL on loopback: each test in a schema of its own).
 
 Round trips, the first pin winning, held definitions replaced by a change and only moved by a
 repeat, approval pinning exactly the hash held (and nothing else), baselines, versions that change
 with every write that changes what a route serves, routes kept apart. ``handles`` opens stores on
-ONE backend (for SQLite: one file), as two replicas would; the replica tests use
-``replica_handles``, which holds the backends whose handles share their pins (the memory store is
-per process by design). A shared backend joins by adding an entry to ``BACKENDS`` and its name to
-``SHARED``.
+ONE backend (for SQLite: one file; for PostgreSQL: one schema, a pool per handle), as two replicas
+would; the replica tests use ``replica_handles``, which holds the backends whose handles share
+their pins (the memory store is per process by design). A shared backend joins by adding an entry
+to ``BACKENDS`` and its name to ``SHARED``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from stores_support import handles_fixture
+from stores_support import POSTGRES_URL, handles_fixture, postgres_schema
 
 from bastion.catalog.pins import HeldDefinition, Pin, PinStore
 from bastion.catalog.pins_memory import MemoryPinStore
+from bastion.catalog.pins_postgres import PostgresPinStore
 from bastion.catalog.pins_sqlite import SQLitePinStore
+from bastion.stores.postgres import PostgresDatabase
 
 NOW = 1_700_000_000.0
 A, B = "a" * 64, "b" * 64
@@ -32,9 +35,10 @@ Opener = Callable[[], Awaitable[PinStore]]
 BACKENDS: dict[str, Callable[[Path], PinStore]] = {
     "memory": lambda tmp: MemoryPinStore(),
     "sqlite": lambda tmp: SQLitePinStore(tmp / "bastion.db"),
+    "postgres": lambda tmp: PostgresPinStore(PostgresDatabase(POSTGRES_URL, schema=postgres_schema(tmp))),
 }
 #: The backends whose handles (replicas, a restarted process, the CLI) share one set of pins.
-SHARED = ("sqlite",)
+SHARED = ("sqlite", "postgres")
 
 handles = handles_fixture(BACKENDS)
 replica_handles = handles_fixture({name: BACKENDS[name] for name in SHARED})
@@ -150,3 +154,36 @@ async def test_pins_survive_a_restart(replica_handles: Opener) -> None:
     assert await later.pins("weather") == [pin()]
     assert [(h.reason, h.action) for h in await later.held("weather")] == [("finding", "block")]
     assert dataclasses.asdict((await later.held("weather"))[0])["findings"][0]["rule"] == "hidden-instruction"
+
+
+async def test_a_pin_written_through_one_replica_is_read_by_another(replica_handles: Opener) -> None:
+    gateway, portal = await replica_handles(), await replica_handles()
+    await gateway.pin_first([pin()])
+    await gateway.hold([held(reason="drift")])
+    version = await portal.version("weather")
+    assert await portal.pins("weather") == [pin()]
+    assert await portal.held("weather") == [held(reason="drift")]
+    approved = await portal.approve("weather", [("tool", "forecast", B)], approver="ada@x", now=NOW + 5)
+    assert await gateway.version("weather") > version  # the gateway's guard re-reads
+    assert await gateway.pins("weather") == approved
+    assert await gateway.held("weather") == []
+    assert await gateway.baselines("weather") == {"tool"}
+
+
+async def test_replicas_holding_one_definition_at_once_record_it_newly_held_once(replica_handles: Opener) -> None:
+    replicas = [await replica_handles() for _ in range(4)]
+    items = [held(f"tool-{i}", reason="new") for i in range(5)]
+    answers = await asyncio.gather(*(replica.hold(items) for replica in replicas))
+    assert [sum(column) for column in zip(*answers, strict=True)] == [1] * 5  # each newly held by one replica
+    assert [h.name for h in await replicas[0].held("weather")] == [f"tool-{i}" for i in range(5)]
+
+
+async def test_replicas_pinning_many_at_first_sight_agree_on_every_pin(replica_handles: Opener) -> None:
+    replicas = [await replica_handles() for _ in range(4)]
+    offers = [[pin(f"tool-{i}", sha256=str(r) * 64) for i in range(6)][:: 1 if r % 2 else -1] for r in range(4)]
+    kept = await asyncio.gather(*(replica.pin_first(offer) for replica, offer in zip(replicas, offers, strict=True)))
+    by_name = [{p.name: p for p in each} for each in kept]
+    assert all(each == by_name[0] for each in by_name)  # one winner per definition, the same for all
+    assert sorted(p.name for p in await replicas[3].pins("weather")) == [f"tool-{i}" for i in range(6)]
+    started = await asyncio.gather(*(replica.start_baseline("weather", "tool", NOW) for replica in replicas))
+    assert sorted(started) == [False, False, False, True]

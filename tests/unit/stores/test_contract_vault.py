@@ -1,8 +1,9 @@
-"""The ``VaultStore`` contract, run against every backend (today ``SQLiteVaultStore``).
+"""The ``VaultStore`` contract, run against every backend: ``SQLiteVaultStore`` and
+``PostgresVaultStore`` on the PostgreSQL on loopback.
 
 The store keeps records the vault sealed; here they are opaque bytes. ``handles`` opens
-stores on ONE backend (for SQLite: one file), as two replicas would; a shared backend joins
-by adding an entry to ``BACKENDS``.
+stores on ONE backend (for SQLite: one file; for PostgreSQL: one schema, each handle with its
+own pool), as two replicas would; a shared backend joins by adding an entry to ``BACKENDS``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from stores_support import handles_fixture
+from stores_support import POSTGRES_URL, handles_fixture, postgres_schema
 
+from bastion.credentials.vault_postgres import PostgresVaultStore
 from bastion.credentials.vault_sqlite import SQLiteVaultStore
 from bastion.credentials.vault_store import Connection, RecordKind, Sealed, VaultStore
+from bastion.stores.postgres import PostgresDatabase
 
 OWNER_A = "https://bastion.example\x1falice"
 OWNER_B = "https://bastion.example\x1fbob"
@@ -25,7 +28,10 @@ NOW = 1_800_000_000.0
 Opener = Callable[[], Awaitable[VaultStore]]
 
 #: Every backend of ``VaultStore``: a factory of a store on the backend at ``tmp_path``.
-BACKENDS: dict[str, Callable[[Path], VaultStore]] = {"sqlite": lambda tmp: SQLiteVaultStore(tmp / "bastion.db")}
+BACKENDS: dict[str, Callable[[Path], VaultStore]] = {
+    "sqlite": lambda tmp: SQLiteVaultStore(tmp / "bastion.db"),
+    "postgres": lambda tmp: PostgresVaultStore(PostgresDatabase(POSTGRES_URL, schema=postgres_schema(tmp))),
+}
 
 
 handles = handles_fixture(BACKENDS)
@@ -126,6 +132,67 @@ async def test_clients_are_kept_per_route_and_issuer_and_replaced(store: VaultSt
     assert await store.get_client("notes", ISSUER) == sealed("c3")
     assert await store.get_client("notes", ISSUER + "/other") == sealed("c2")
     assert await store.get_client("tracker", ISSUER) is None
+
+
+async def test_tokens_stored_through_one_handle_are_read_through_another(handles: Opener) -> None:
+    """A replica reads what another stored: tokens, connections and clients, replaced and deleted."""
+    store, replica = await handles(), await handles()
+    await put_tokens(store, OWNER_A, "notes", sealed("a-notes"))
+    await store.put_client("notes", ISSUER, sealed("c"), now=NOW)
+    assert await replica.get_tokens(OWNER_A, "notes") == sealed("a-notes")
+    assert await replica.connections(OWNER_A) == [Connection("notes", NOW, NOW + 3600, True)]
+    assert await replica.get_client("notes", ISSUER) == sealed("c")
+    await put_tokens(replica, OWNER_A, "notes", sealed("refreshed"), now=NOW + 60)
+    assert await store.get_tokens(OWNER_A, "notes") == sealed("refreshed")
+    assert await store.delete_tokens(OWNER_A, "notes") is True
+    assert await replica.get_tokens(OWNER_A, "notes") is None
+
+
+async def test_a_pending_connection_kept_by_one_handle_is_taken_once_through_another(handles: Opener) -> None:
+    store, replica = await handles(), await handles()
+    await store.put_pending("d1", sealed("p1"), NOW + 600)
+    assert await replica.take_pending("d1", NOW) == sealed("p1")
+    assert await store.take_pending("d1", NOW) is None
+
+
+async def test_one_holder_at_a_time_refreshes_an_owners_tokens_for_a_route(handles: Opener) -> None:
+    """Two replicas refreshing one person's tokens: the second waits for the first, then reads the
+    tokens it stored (so the upstream's refresh token is presented once)."""
+    store, replica = await handles(), await handles()
+    await put_tokens(store, OWNER_A, "notes", sealed("expiring"))
+    steps: list[str] = []
+    first_in = asyncio.Event()
+
+    async def first() -> None:
+        async with store.refreshing(OWNER_A, "notes"):
+            steps.append("first in")
+            first_in.set()
+            await asyncio.sleep(0.2)
+            await put_tokens(store, OWNER_A, "notes", sealed("refreshed"))
+            steps.append("first out")
+
+    async def second() -> None:
+        await first_in.wait()
+        async with replica.refreshing(OWNER_A, "notes"):
+            steps.append("second in")
+            assert await replica.get_tokens(OWNER_A, "notes") == sealed("refreshed")
+
+    await asyncio.gather(first(), second())
+    assert steps == ["first in", "first out", "second in"]
+    async with (  # other routes and owners are not held
+        store.refreshing(OWNER_A, "notes"),
+        asyncio.timeout(2),
+        replica.refreshing(OWNER_A, "tracker"),
+        replica.refreshing(OWNER_B, "notes"),
+    ):
+        pass
+
+
+async def test_a_store_that_was_not_started_refuses(handles: Opener) -> None:
+    store = await handles()
+    await store.close()
+    with pytest.raises(Exception, match="not"):  # each backend its own error
+        await store.get_tokens(OWNER_A, "notes")
 
 
 # --- reseal -----------------------------------------------------------------------------------
