@@ -1,4 +1,4 @@
-"""CPU per call of the metrics observer on the ``tools/call`` path (issue 17).
+"""CPU per call of the metrics and tracing observers on the ``tools/call`` path (issue 17).
 
 Run: ``.venv/bin/python benchmarks/metrics_cost.py`` (add ``--multiprocess`` to measure with
 ``PROMETHEUS_MULTIPROC_DIR`` set, as under ``bastion serve --workers N``: values in memory-mapped
@@ -7,7 +7,9 @@ does nothing but the one that decides, the real audit stage on an in-memory log,
 that answers at once and no filters: 15 observed steps per call, as a real ``tools/call``. Prints
 microseconds of process CPU per call without an observer (the default: the runner calls nothing)
 and with ``MetricsObserver``, the median of seven interleaved rounds of 20,000 calls, and the
-difference: what metrics add per call.
+difference: what metrics add per call. Then the same for ``TracingObserver`` (``bastion.tracing``),
+every trace kept and its spans handed to a batch processor whose exporter drops them (what a
+collector costs is off this process), and with ``sample_ratio: 0`` (spans made but not recorded).
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import Sequence
 from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from bastion.config import HttpUpstream, RouteSettings
 from bastion.metrics import BastionMetrics, MetricsObserver
@@ -35,6 +42,7 @@ from bastion.pipeline.runner import Pipeline
 from bastion.pipeline.stages.audit import AuditStage
 from bastion.policy import Decision, ResourceRef
 from bastion.principal import Principal
+from bastion.tracing import TracingObserver
 from bastion.transport.routes import RouteRuntime
 
 CALLS = 20_000
@@ -102,10 +110,25 @@ async def _round(pipeline: Pipeline) -> float:
     return (time.process_time() - start) / CALLS * 1e6
 
 
+class _Drop(SpanExporter):
+    """An exporter that drops what it is given: the spans' cost in this process, no collector's."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+def _tracing(ratio: float, *, stages: bool = True) -> TracingObserver:
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+    provider.add_span_processor(BatchSpanProcessor(_Drop()))
+    return TracingObserver(provider.get_tracer("bastion"), stages=stages)
+
+
 async def main() -> None:
     """Print the medians and the difference."""
     observer = MetricsObserver(BastionMetrics(), _Policies())
-    pipelines = {"off": _pipeline(NO_OBSERVER), "idle": _pipeline(_Idle()), "on": _pipeline(observer)}
+    pipelines = {"off": _pipeline(NO_OBSERVER), "idle": _pipeline(_Idle()), "on": _pipeline(observer),
+                 "traced": _pipeline(_tracing(1.0)), "no stages": _pipeline(_tracing(1.0, stages=False)),
+                 "unsampled": _pipeline(_tracing(0.0))}  # fmt: skip
     rounds: dict[str, list[float]] = {name: [] for name in pipelines}
     for pipeline in pipelines.values():
         await _round(pipeline)  # warm up
@@ -117,6 +140,10 @@ async def main() -> None:
     off, idle, on = (statistics.median(rounds[name]) for name in ("off", "idle", "on"))
     print(f"metrics, {mode}: off {off:.2f} us/call, on {on:.2f} us/call: added {on - off:.2f} us/call, "
           f"of which {idle - off:.2f} the runner's calls to an observer (15 steps)")  # fmt: skip
+    traced, bare, unsampled = (statistics.median(rounds[name]) for name in ("traced", "no stages", "unsampled"))
+    print(f"tracing: off {off:.2f} us/call; every trace kept: {traced:.2f} us/call (added {traced - off:.2f}), "
+          f"stage_spans false {bare:.2f} (added {bare - off:.2f}); sample_ratio 0: {unsampled:.2f} us/call "
+          f"(added {unsampled - off:.2f})")  # fmt: skip
 
 
 if __name__ == "__main__":

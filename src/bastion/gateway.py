@@ -42,7 +42,7 @@ from bastion.limits.activity import SessionActivity
 from bastion.limits.rates import MAX_WINDOW_S
 from bastion.metrics import GatewayMetrics
 from bastion.oauth import AuthorizationServer
-from bastion.pipeline.observer import NO_OBSERVER
+from bastion.pipeline.observer import NO_OBSERVER, StepObserver, combined
 from bastion.pipeline.plan import assemble
 from bastion.pipeline.stages.approve import ApproveStage
 from bastion.pipeline.stages.audit import AuditStage
@@ -93,6 +93,7 @@ from bastion.stores.memory_counters import MemoryRateCounter
 from bastion.stores.redis_counters import RedisRateCounter
 from bastion.stores.sessions import Session
 from bastion.stores.sqlite_counters import SQLiteRateCounter
+from bastion.tracing import Tracing
 from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.drain import Drain
@@ -214,6 +215,7 @@ class Gateway:
         )
         self.engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
         self.metrics = GatewayMetrics.build(config, self.engine)  # None: metrics.enabled is false
+        self.tracing = Tracing.build(config.tracing)  # None: tracing.enabled is false
         self.shadow_engine = (  # evaluated beside, never enforced (policy.shadow_files)
             PolicyEngine.load(config.policy.shadow_files, config.policy.schema_file)
             if config.policy.shadow_files
@@ -508,10 +510,15 @@ class Gateway:
                 "redact": RedactFilter(route.settings.results),
             },
             audit=audit,
-            observer=self.metrics.observer if self.metrics else NO_OBSERVER,
+            observer=self._observer(),
             after=[self.activity.returned] if self.activity.capped(route.name) else (),
         )
         return McpEndpoint(route, pipelines, max_body=self.config.server.max_body_bytes, drain=self.drain)
+
+    def _observer(self) -> StepObserver:
+        """What watches every step of the request path: the metrics and the traces, as configured."""
+        metrics = self.metrics.observer if self.metrics is not None else NO_OBSERVER
+        return combined(metrics, self.tracing.observer if self.tracing is not None else NO_OBSERVER)
 
     def _jwks(self) -> dict[str, Any]:
         """The published key set, re-read first in case ``bastion token rotate-keys`` changed it."""
@@ -711,6 +718,8 @@ class Gateway:
             if close is not None:
                 await close()
         await self.audit.close()
+        if self.tracing is not None:  # the spans still queued
+            await self.tracing.shutdown()
         if self.checkpoints is not None:  # the last records too (an embedded log still knows its head)
             try:
                 await self.checkpoints.maybe_write(*await self.audit.head(), force=True)

@@ -65,6 +65,7 @@ def decision_body(
     continues: str | None = None,
     approval: Mapping[str, Any] | None = None,
     shadow: Mapping[str, Any] | None = None,
+    trace_id: str | None = None,
 ) -> dict[str, Any]:
     """The body of a ``decision`` event (see ``bastion.audit.record``); ``arguments`` unredacted.
 
@@ -97,7 +98,7 @@ def decision_body(
         "id": new_id(),
         "time": utc_now(),
         "decision_id": decision_id,
-        "trace_id": None,
+        "trace_id": trace_id,
         "route": route,
         "session": session,
         "principal": principal_info(principal),

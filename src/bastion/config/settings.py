@@ -17,6 +17,7 @@ from bastion.config.metrics import MetricsSettings
 from bastion.config.oauth import AuthorizationServerSettings, EgressSettings
 from bastion.config.routes import RouteSettings
 from bastion.config.stores import StoreSettings, store_backends
+from bastion.config.tracing import TracingSettings
 from bastion.config.volume import VolumeSettings
 from bastion.errors import ConfigError
 from bastion.identity.durations import parse_duration
@@ -223,6 +224,7 @@ class BastionConfig(_Model):
     volume: VolumeSettings = VolumeSettings()  # result volume baselines (issue 14)
     stores: StoreSettings = StoreSettings()  # shared backends, replicas (issue 17)
     metrics: MetricsSettings = MetricsSettings()  # Prometheus /metrics (issue 17)
+    tracing: TracingSettings = TracingSettings()  # OpenTelemetry traces, off unless configured (issue 17)
     routes: tuple[RouteSettings, ...]
 
     @field_validator("routes")

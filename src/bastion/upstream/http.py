@@ -117,13 +117,19 @@ class HttpUpstream:
         await self._connections.aclose()
 
     def _headers(
-        self, downstream: Mapping[str, str], session_id: str | None, credential: Mapping[str, str] | None
+        self,
+        downstream: Mapping[str, str],
+        session_id: str | None,
+        credential: Mapping[str, str] | None,
+        trace: Mapping[str, str] | None = None,
     ) -> dict[str, str]:
         headers = {
             name: value
             for name, value in downstream.items()
             if name in FORWARDED_HEADERS or name.startswith("mcp-param-")
         }
+        if trace:
+            headers.update(trace)
         headers.update(self._extra)
         if credential:
             headers.update(credential)
@@ -139,17 +145,21 @@ class HttpUpstream:
         body: bytes | None = None,
         session_id: str | None = None,
         credential: Mapping[str, str] | None = None,
+        trace: Mapping[str, str] | None = None,
     ) -> UpstreamResponse:
         """Send one request; raises ``UpstreamUnavailable`` when the upstream cannot be reached and
         ``EgressDenied`` when the egress guard refuses its address (audited by the guard's hook).
 
         ``headers`` are the downstream request's headers (lowercase names);
-        only ``FORWARDED_HEADERS`` are copied. ``credential`` holds the upstream
-        credential for this caller (e.g. ``{"authorization": "Bearer ..."}``, from
-        ``bastion.credentials``), added last. Redirects are not followed.
+        only ``FORWARDED_HEADERS`` are copied. ``trace`` is Bastion's own W3C Trace Context for the
+        upstream call (``traceparent``, ``tracestate``: ``bastion.tracing``; a client's are never
+        copied). ``credential`` holds the upstream credential for this caller (e.g.
+        ``{"authorization": "Bearer ..."}``, from ``bastion.credentials``), added last. Redirects
+        are not followed.
         """
         try:
-            response = await self._connections.request(method, self._headers(headers, session_id, credential), body)
+            request_headers = self._headers(headers, session_id, credential, trace)
+            response = await self._connections.request(method, request_headers, body)
         except EgressDenied as exc:
             raise _refused(exc) from None
         except TimeoutError as exc:

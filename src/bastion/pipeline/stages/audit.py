@@ -72,6 +72,7 @@ class AuditStage:
             continues=exchange.notes.get("continues"),
             approval=exchange.notes.get("approval"),
             shadow=exchange.notes.get("shadow"),
+            trace_id=exchange.notes.get("trace_id"),  # the request's W3C trace id (bastion.tracing; else none)
         )
 
     async def run(self, exchange: Exchange) -> None:

@@ -70,8 +70,12 @@ async def _send(
     elif exchange.route.settings.http is not None and exchange.route.settings.http.headers:
         exchange.credential_kind = "secret_ref"
 
+    trace = exchange.notes.get("trace_headers")  # the forward span's traceparent (bastion.tracing; else none)
+
     async def send(credential: dict[str, str] | None) -> UpstreamResponse:
-        return await upstream.send(method, headers=headers, body=body, session_id=session_id, credential=credential)
+        return await upstream.send(
+            method, headers=headers, body=body, session_id=session_id, credential=credential, trace=trace
+        )
 
     return await send_with_credential(source, exchange.principal, send)
 
