@@ -16,15 +16,14 @@ When an exit is requested, ``bastion serve`` (``bastion.cli.serving.GatewayServe
 - then the lifespan ends (``Gateway.stop``): upstream sessions, stdio upstreams, and the audit
   queue flushed and closed.
 
-Sans-IO apart from the event loop's clock; ``tests/unit/transport/test_drain.py`` and
+Apart from the event loop's clock and task cancellation, no I/O; ``tests/unit/transport/test_drain.py`` and
 ``tests/e2e/test_graceful_drain.py`` cover it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+from typing import Any
 
 from bastion.errors import ShuttingDown
 
@@ -38,39 +37,54 @@ class Drain:
     """The gateway's stop sequence as the request path sees it.
 
     ``closing`` is set by ``begin``; ``deadline`` is then the event loop time (``loop.time()``,
-    seconds) at which calls still in flight are cut. ``in_flight`` bounds one call's handling by
-    the deadline (nothing until ``begin``: an ``asyncio.timeout_at(None)`` rescheduled by it).
+    seconds) at which calls still in flight are cut. A call's handling is in flight between
+    ``enter`` and ``leave`` (a set insertion each: nothing is scheduled per call); at the deadline
+    every task in flight is cancelled, and ``was_cut`` tells the endpoint that its cancellation
+    was the drain's (to answer ``ShuttingDown``), not uvicorn's or a disconnect's.
     """
 
     def __init__(self, drain_s: float, closing: asyncio.Event | None = None) -> None:
         self.drain_s = drain_s
         self.closing = closing or asyncio.Event()
         self.deadline: float | None = None
-        self._scopes: set[asyncio.Timeout] = set()
+        self._flights: set[asyncio.Task[Any]] = set()
+        self._cut: set[asyncio.Task[Any]] = set()
 
     def begin(self) -> None:
         """Start the stop: set ``closing`` and the ``deadline`` (idempotent; the first call counts)."""
         if self.deadline is not None:
             return
-        self.deadline = asyncio.get_running_loop().time() + self.drain_s
+        loop = asyncio.get_running_loop()
+        self.deadline = loop.time() + self.drain_s
         self.closing.set()
-        for scope in self._scopes:
-            scope.reschedule(self.deadline)
+        loop.call_at(self.deadline, self._cut_all)
 
-    def cut(self, scope: asyncio.Timeout | None) -> bool:
-        """Whether ``scope`` (one of ``in_flight``'s) expired because the drain deadline passed."""
-        return self.deadline is not None and scope is not None and scope.expired()
+    def enter(self) -> asyncio.Task[Any] | None:
+        """The current task's call is in flight (``leave`` it); the task, for ``leave`` and ``was_cut``."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._flights.add(task)
+        return task
 
-    @contextlib.asynccontextmanager
-    async def in_flight(self) -> AsyncIterator[asyncio.Timeout]:
-        """A scope that cancels its body at the drain ``deadline``; ``asyncio.timeout`` raises
-        ``TimeoutError`` out of it then (``cut`` tells it apart from any other timeout)."""
-        async with asyncio.timeout_at(self.deadline) as scope:
-            self._scopes.add(scope)
-            try:
-                yield scope
-            finally:
-                self._scopes.discard(scope)
+    def leave(self, task: asyncio.Task[Any] | None) -> None:
+        """The call of ``task`` is answered (or was cut); forget it."""
+        if task is not None:
+            self._flights.discard(task)
+            self._cut.discard(task)
+
+    def was_cut(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether ``task`` was cancelled by the drain's deadline (then it is un-cancelled: the endpoint
+        answers the call with ``error()`` and records it)."""
+        if task is None or task not in self._cut:
+            return False
+        task.uncancel()
+        return True
+
+    def _cut_all(self) -> None:
+        for task in self._flights:
+            if not task.done():
+                self._cut.add(task)
+                task.cancel("the graceful stop's time (server.drain_s) ran out")
 
     def left_s(self) -> float | None:
         """Seconds until the ``deadline`` (``None`` before ``begin``; never below zero). ``closing`` set

@@ -68,17 +68,21 @@ class McpEndpoint:
             await send_reply(send, EmptyReply(405, {"allow": "GET, POST, DELETE"}))
             return
         exchange: Exchange | None = None
-        flight: asyncio.Timeout | None = None
+        flight = self._drain.enter()
         try:
-            async with self._drain.in_flight() as flight:
+            try:
                 request = await read_request(scope, receive, self._max_body)
                 exchange = Exchange(route=self.route, http=request)
                 await pipeline.handle(exchange)
+            except asyncio.CancelledError:
+                if not self._drain.was_cut(flight):
+                    raise
+                raise self._drain.error() from None  # still in flight when the graceful stop's time ran out
+            finally:
+                self._drain.leave(flight)
         except Exception as exc:  # refused before the runner (body over the limit), or a bug: a record either way
             error = exc if isinstance(exc, BastionError) else BastionError("Internal error")
-            if self._drain.cut(flight):  # still in flight when the graceful stop's time ran out
-                error = self._drain.error()
-            elif not isinstance(exc, BastionError):
+            if not isinstance(exc, BastionError):
                 logger.exception("%s %s failed", method, scope["path"])
             if exchange is None:
                 exchange = Exchange(route=self.route, http=_bare_request(scope))

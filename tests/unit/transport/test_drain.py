@@ -9,7 +9,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from tests.support.audit_fakes import RecordingAuditLog
 from transport_asgi import Sink
 
@@ -182,20 +181,31 @@ async def test_an_answered_sse_stream_is_not_given_an_error_when_cut() -> None:
     assert took < 5
 
 
-async def test_begin_reschedules_scopes_already_open_and_is_idempotent() -> None:
+async def test_the_deadline_cancels_what_is_in_flight_and_says_it_was_the_drain() -> None:
     drain = Drain(0.1)
-    async with drain.in_flight() as scope:
-        assert scope.when() is None  # no deadline before the stop
-        drain.begin()
-        first = drain.deadline
-        drain.begin()
-        assert drain.deadline == first
-        assert scope.when() == first
-    assert drain.closing.is_set()
-    with pytest.raises(TimeoutError):
-        async with drain.in_flight() as late:
+
+    async def call() -> str:
+        task = drain.enter()
+        try:
             await asyncio.sleep(5)
-    assert drain.cut(late)
+            return "answered"
+        except asyncio.CancelledError:
+            return "cut" if drain.was_cut(task) else "cancelled"
+        finally:
+            drain.leave(task)
+
+    calls = [asyncio.create_task(call()) for _ in range(3)]
+    await asyncio.sleep(0)
+    drain.begin()
+    first = drain.deadline
+    drain.begin()  # idempotent: the first deadline stands
+    assert drain.deadline == first
+    assert drain.closing.is_set()
+    assert await asyncio.gather(*calls) == ["cut"] * 3
+    other = asyncio.create_task(call())  # a cancellation that is not the drain's stays one
+    await asyncio.sleep(0)
+    other.cancel()
+    assert await other == "cancelled"
 
 
 async def test_closing_set_without_begin_leaves_no_time() -> None:
