@@ -42,6 +42,7 @@ quotes what the client sent quotes at most ``ECHO_LIMIT`` characters of it
     ├── LimitsUnavailable           503  -32603  (the store counting rates and quotas did not answer: fail closed)
     ├── RevocationsUnavailable      503  -32603  (the shared revocation list cannot be kept current: fail closed)
     ├── SessionsUnavailable         503  -32603  (the session store did not answer: fail closed)
+    ├── ContinuationsUnavailable    503  -32603  (the continuation store did not answer: fail closed)
     ├── AuditUnavailable            503  -32603  (fail closed: nothing forwarded)
     ├── ShuttingDown                503  -32603  (the gateway stopped before the answer was complete: server.drain_s)
     ├── AnswerWithheld              500  -32603  (inspection withheld the answer to the client's request)
@@ -98,6 +99,7 @@ __all__ = [
     "ConfigError",
     "ConfirmationRequired",
     "ConnectionExpired",
+    "ContinuationsUnavailable",
     "DecisionRefused",
     "DefinitionQuarantined",
     "EgressDenied",
@@ -502,6 +504,14 @@ class SessionsUnavailable(BastionError):
 
     status = 503
     code = "sessions_unavailable"
+
+
+class ContinuationsUnavailable(BastionError):
+    """The continuation store (``stores.redis``) could not be asked whether a request state or task id
+    was issued to the caller: the request is refused rather than forwarded unchecked (fail closed)."""
+
+    status = 503
+    code = "continuations_unavailable"
 
 
 class AuditUnavailable(BastionError):

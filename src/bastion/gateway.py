@@ -29,13 +29,12 @@ from bastion.audit.export import finish as finish_exports
 from bastion.audit.export_setup import build_exporters
 from bastion.catalog import MemoryCatalogStore
 from bastion.catalog.guard import DefinitionGuard
-from bastion.config import BastionConfig, RouteSettings, SecretRef
+from bastion.config import BastionConfig, RouteSettings
 from bastion.credentials.broker import CredentialSource, ExchangedTokens, UserTokens
 from bastion.credentials.exchange import TokenExchange
 from bastion.credentials.upstream_oauth import UpstreamOAuthClient
 from bastion.credentials.vault import TokenVault, VaultKeys
 from bastion.egress import AllowList, EgressGuard, audit_refusals
-from bastion.errors import ConfigError
 from bastion.identity import SigningKeys, TokenIssuer, TokenVerifier
 from bastion.identity.external import guarded_jwks_fetch
 from bastion.limits.activity import SessionActivity
@@ -75,10 +74,12 @@ from bastion.principal import Principal
 from bastion.scan.definitions import scan_definition
 from bastion.stores.backends import (
     DATABASE_FILE,
+    activity_store,
     approval_store,
     audit_log,
     audit_reader,
     authorization_store,
+    continuation_store,
     pin_store,
     postgres_database,
     revocation_store,
@@ -87,8 +88,6 @@ from bastion.stores.backends import (
     volume_store,
 )
 from bastion.stores.counters import RateCounter
-from bastion.stores.memory_activity import MemoryActivityStore
-from bastion.stores.memory_continuations import MemoryContinuationStore
 from bastion.stores.memory_counters import MemoryRateCounter
 from bastion.stores.redis_counters import RedisRateCounter
 from bastion.stores.sessions import Session
@@ -99,11 +98,10 @@ from bastion.transport.checks import OriginPolicy
 from bastion.transport.drain import Drain
 from bastion.transport.endpoint import McpEndpoint
 from bastion.transport.routes import RouteRuntime
-from bastion.upstream.http import HttpUpstream
-from bastion.upstream.stdio import StdioServer
+from bastion.upstream.configured import http_upstream, stdio_upstream
 from bastion.volume import BaselineKeeper
 
-__all__ = ["DATABASE_FILE", "Gateway", "resolve_values"]
+__all__ = ["DATABASE_FILE", "Gateway"]
 
 _LONGEST_QUOTA_S = MAX_WINDOW_S
 """Quota hits older than the longest window a rate may have are swept (``bastion.limits.rates``)."""
@@ -125,52 +123,6 @@ _GC_THRESHOLDS = (20_000, 10, 10)
 # generations fill and are collected over and over: 10% of the CPU per call under load in the py-spy
 # profile of `make bench` (c=16), 0.5% with these. Reference counting still frees almost everything
 # at once; only cyclic garbage waits longer (at most about 20,000 allocations for the youngest).
-
-
-def resolve_values(values: dict[str, str | SecretRef], where: str) -> dict[str, str]:
-    """Resolve literal-or-reference values (env vars, headers).
-
-    Raises ``ConfigError`` naming the key, e.g. ``routes.github.stdio.env.GITHUB_TOKEN: ...``.
-    """
-    resolved: dict[str, str] = {}
-    for key, value in values.items():
-        try:
-            resolved[key] = value.resolve() if isinstance(value, SecretRef) else value
-        except ConfigError as exc:
-            raise ConfigError(f"{where}.{key}: {exc.message}") from exc
-    return resolved
-
-
-def http_upstream(settings: RouteSettings, guard: EgressGuard) -> HttpUpstream:
-    """The HTTP upstream of route ``settings`` (which must have ``http``), every connection through
-    ``guard``. Raises ``ConfigError`` for a header secret that does not resolve."""
-    http = settings.http
-    if http is None:
-        raise ConfigError(f"route {settings.name} has no HTTP upstream")
-    return HttpUpstream(
-        http.url,
-        guard=guard,
-        allow=AllowList.parse(http.allow),
-        allow_http=http.allow_http,
-        extra_headers=resolve_values(http.headers, f"routes.{settings.name}.http.headers"),
-        timeout_s=http.timeout_s,
-    )
-
-
-def stdio_upstream(settings: RouteSettings) -> StdioServer:
-    """The (not yet started) stdio server of route ``settings`` (which must have ``stdio``).
-    Raises ``ConfigError`` for an environment secret that does not resolve."""
-    stdio = settings.stdio
-    if stdio is None:
-        raise ConfigError(f"route {settings.name} has no stdio upstream")
-    return StdioServer(
-        settings.name,
-        stdio.command,
-        stdio.args,
-        env=resolve_values(stdio.env, f"routes.{settings.name}.stdio.env"),
-        cwd=str(stdio.cwd) if stdio.cwd else None,
-        restart_backoff_s=stdio.restart_backoff_s,
-    )
 
 
 class Gateway:
@@ -223,8 +175,9 @@ class Gateway:
         )
         self.rates = MemoryRateCounter()  # the sign-in throttle's counts
         self.limit_rates, self.limit_quotas = self._counters()  # the limits stage's (issue 14)
+        self._activity_store = activity_store(config)  # Redis with stores.redis: shared by every replica
         self.activity = SessionActivity(  # session caps and data-flow labels (issue 14)
-            MemoryActivityStore(),
+            self._activity_store,
             caps={route.name: config.caps_of(route) for route in config.routes},
             data_flow=config.data_flow,
             track_labels=self._tracks_labels(),
@@ -235,7 +188,7 @@ class Gateway:
         self._limits_placed = bool(config.limits or self.engine.limited_policy_ids or self.activity.active)
         self.reloader: PolicyReloader | None = None  # hot reload of the policies (enable_reload)
         self.replica_reloads: ReplicaReloads | None = None
-        self.continuations = MemoryContinuationStore()  # requestState and task ids issued to each principal
+        self.continuations = continuation_store(config)  # requestState and task ids issued to each principal
         self.volume = BaselineKeeper(volume_store(config, self.postgres), config.volume)  # result volume baselines
         self.webhook: WebhookNotifier | None = None
         self.approvals = self._approval_desk()
@@ -651,9 +604,10 @@ class Gateway:
         """Open the stores and start the stdio upstreams (waiting for their handshakes)."""
         await self.audit.start()
         await self.revocations.start()
-        start_sessions = getattr(self.sessions, "start", None)  # Redis: its pool; memory: nothing to open
-        if start_sessions is not None:
-            await start_sessions()
+        for store in (self.sessions, self._activity_store, self.continuations):
+            start_store = getattr(store, "start", None)  # Redis: its pool; memory: nothing to open
+            if start_store is not None:
+                await start_store()
         if self.authorization is not None:
             await self.authorization.start()
         if self.vault is not None:
@@ -727,9 +681,10 @@ class Gateway:
                 logger.info("no final audit checkpoint: %s", exc)
         await finish_exports(self.exporters, _EXPORT_FINISH_S)  # the last records; the rest at the next start
         await self.revocations.close()
-        close_sessions = getattr(self.sessions, "close", None)
-        if close_sessions is not None:
-            await close_sessions()
+        for store in (self.sessions, self._activity_store, self.continuations):
+            close_store = getattr(store, "close", None)
+            if close_store is not None:
+                await close_store()
 
     @asynccontextmanager
     async def _lifespan(self, _: Starlette) -> AsyncIterator[None]:

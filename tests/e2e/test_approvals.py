@@ -3,7 +3,7 @@ after another person approved exactly that call, once.
 
 Real processes on loopback: the ledger MCP server (``tests/support/ledger_server``: it counts the
 ``deploy`` calls it carries out), ``bastion serve`` twice (``held``: calls wait up to 30 s for a
-decision; ``quick``: no hold and a 4 s lifetime, for retries and expiry), the official SDK client,
+decision; ``quick``: no hold and a ``QUICK_TTL_S`` lifetime, for retries and expiry), the official SDK client,
 headless Chromium for the approver, ``bastion approvals`` for the CLI. People: rita (dev) asks,
 alex (ops) approves, mallory (dev) may not approve, olive (dev and ops) may not approve her own.
 ``restart`` needs the requester's own confirmation (``@approval("confirm")``): by the URL
@@ -33,6 +33,10 @@ from tests.support.e2e_helpers import connect, modern_post, reply_message
 from tests.support.ledger_server import ledger_server
 
 pytestmark = pytest.mark.e2e
+
+QUICK_TTL_S = 12
+"""The quick gateway's request and grant lifetime (s): long enough for a CLI run (its start-up alone takes
+seconds on a loaded 2-core machine) between a request and its retry, short enough to wait out."""
 
 POLICY = """
 @id("dev-deploy") @approval("review")
@@ -86,7 +90,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("approvals")
     with ledger_server() as (url, ledger):
         held = _bastion(root / "held", url, {"hold": "30s", "ttl": "15m"})
-        quick = _bastion(root / "quick", url, {"hold": 0, "ttl": "4s"})
+        quick = _bastion(root / "quick", url, {"hold": 0, "ttl": f"{QUICK_TTL_S}s"})
         with held, quick:
             yield World(held, quick, ledger)
 
@@ -272,7 +276,7 @@ def test_an_expired_grant_is_not_used(world: World) -> None:
     before = len(world.ledger())
     arguments = {"service": "search", "env": "prod"}
     granted = _approved_grant(world, arguments)
-    time.sleep(4.5)  # the quick gateway's grants live 4 s
+    time.sleep(QUICK_TTL_S + 0.5)  # the quick gateway's grants live QUICK_TTL_S
     again = asyncio.run(deploy(world, world.quick, arguments))
     assert pending_of(again)["approval"] != granted
     refused_call(world.quick, pending_of(again)["approval"])

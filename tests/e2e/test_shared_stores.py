@@ -3,9 +3,9 @@ directory, ``stores.postgres`` pointing at one schema of the PostgreSQL on loopb
 ``stores.redis`` at the Redis on loopback (under a key prefix of the test's own). A token revoked
 with ``bastion token revoke`` (the CLI of one replica's configuration) is refused by both within a
 second; an MCP session (2025-11-25) opened through one replica continues on the other, and ends
-for both when deleted through it; a configuration that declares several replicas
-(``stores.shared``) while stores are still embedded is refused by ``bastion check`` and by
-``bastion serve``, naming them.
+for both when deleted through it; a session cap counts the calls made through both; a
+configuration that declares several replicas (``stores.shared``) while stores are still embedded is
+refused by ``bastion check`` and by ``bastion serve``, naming them.
 
 Real processes on loopback: the ledger MCP server, two gateways behind one public URL (as behind a
 load balancer: the same issuer and audience) sharing one signing key file, raw requests.
@@ -96,14 +96,18 @@ def deploy(bastion: BastionProcess, token: str, service: str) -> httpx2.Response
 
 
 @contextmanager
-def two_replicas(tmp_path: Path, ledger_url: str, schema: str, prefix: str) -> Iterator[tuple[BastionProcess, ...]]:
+def two_replicas(
+    tmp_path: Path, ledger_url: str, schema: str, prefix: str, **extra: Any
+) -> Iterator[tuple[BastionProcess, ...]]:
     """Replicas ``a`` and ``b`` running, with data directories of their own and one signing key file
-    (``identity.signing_keys_file``, made by ``bastion token rotate-keys`` as an operator would)."""
+    (``identity.signing_keys_file``, made by ``bastion token rotate-keys`` as an operator would);
+    ``extra``: more top-level configuration keys for both."""
     a, b = (replica(tmp_path / name, ledger_url, schema, prefix) for name in ("a", "b"))
     keys = tmp_path / "secret" / "signing-keys.json"
     keys.parent.mkdir(mode=0o700)
     for each in (a, b):
         each.config["identity"] = {"signing_keys_file": str(keys)}
+        each.config.update(extra)
         each.write_config()
     a.cli("token", "rotate-keys", "--config", str(a.config_path))
     with a, b:
@@ -150,6 +154,20 @@ def test_a_session_opened_on_one_replica_continues_on_the_other(tmp_path: Path, 
             assert ended.status_code in (200, 204), ended.text
             assert legacy_post(http, a.url("ledger"), token, session_id, call).status_code == 404
             assert len(ledger()) == 1
+
+
+def test_a_session_cap_counts_the_calls_made_through_every_replica(tmp_path: Path, schema: str, prefix: str) -> None:
+    """Session caps in ``stores.redis``: stateless calls of one principal and client are one count,
+    whichever replica each reaches; a cap of 3 admits 3 of the 6 calls made alternately."""
+    with ledger_server() as (ledger_url, ledger), two_replicas(tmp_path, ledger_url, schema, prefix,
+                                                               session_caps={"calls": 3}) as (a, b):  # fmt: skip
+        token = a.mint("sam", "ledger", "dev")
+        answers = [deploy(gateway, token, f"svc-{n}") for n, gateway in enumerate((a, b) * 3)]
+        assert all(answer.status_code == 200 for answer in answers), [answer.text for answer in answers]
+        refused = ["error" in reply_message(answer) for answer in answers]
+        assert refused == [False, False, False, True, True, True]
+        assert reply_message(answers[3])["error"]["data"] == {"cap": "calls", "limit": 3, "used": 3}
+        assert len(ledger()) == 3
 
 
 def _denials(gateway: BastionProcess) -> list[tuple[str, str | None, str | None]]:

@@ -12,12 +12,15 @@ from pydantic import ValidationError
 
 from bastion.config.limits import DataFlowSettings, SessionCaps
 from bastion.config.routes import ToolSettings
-from bastion.errors import SessionCapReached
+from bastion.errors import LimitsUnavailable, SessionCapReached
 from bastion.limits.activity import SessionActivity
 from bastion.pipeline.stages.authorize import requested_records
+from bastion.pipeline.stages.limits import LimitsStage
 from bastion.policy import Decision, PolicyEngine, ResourceRef
 from bastion.principal import Principal
 from bastion.stores.memory_activity import MemoryActivityStore
+from bastion.stores.memory_counters import MemoryRateCounter
+from bastion.stores.redis_activity import RedisActivityStore
 
 NOW = 1_700_000_000.0
 
@@ -183,3 +186,20 @@ def test_cedar_sees_session_labels_records_and_bulk(tmp_path: Path) -> None:
         decision = engine.decide(person("d"), "tools/call", sink, bad)
         assert not decision.allowed
         assert decision.errors
+
+
+async def test_a_shared_store_that_does_not_answer_refuses_the_call(tmp_path: Path) -> None:
+    """``stores.redis`` unreachable: the limits stage refuses (503 ``limits_unavailable``) rather than
+    let the call through uncounted."""
+    (tmp_path / "p.cedar").write_text('@id("any") permit (principal, action, resource);', encoding="utf-8")
+    store = RedisActivityStore("redis://127.0.0.1:1/0")
+    try:
+        flow = SessionActivity(store, caps={"crm": SessionCaps(calls=5)}, data_flow=DataFlowSettings(),
+                               track_labels=True, session_idle_s=3600)  # fmt: skip
+        limits = LimitsStage([], engine=PolicyEngine.load([tmp_path / "p.cedar"]), rates=MemoryRateCounter(),
+                             quotas=MemoryRateCounter(), activity=flow)  # fmt: skip
+        with pytest.raises(LimitsUnavailable) as caught:
+            await limits.run(call(person("dana"), "crm", "export", session="s1"))
+        assert (caught.value.status, caught.value.code) == (503, "limits_unavailable")
+    finally:
+        await store.close()

@@ -46,8 +46,7 @@ from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.cli.gateway_api import post_as
 from bastion.config import BastionConfig
 from bastion.errors import ConfigError
-from bastion.gateway import DATABASE_FILE
-from bastion.stores.backends import approval_store, postgres_database
+from bastion.stores.backends import DATABASE_FILE, approval_store, postgres_database
 from bastion.stores.postgres_tables import POSTGRES_ERRORS
 from bastion.stores.sqlite import STORE_ERRORS
 

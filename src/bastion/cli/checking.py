@@ -15,9 +15,9 @@ from bastion.egress import AllowList
 from bastion.egress.destinations import refusal
 from bastion.egress.target import parse_target
 from bastion.errors import ConfigError, EgressDenied
-from bastion.gateway import resolve_values
 from bastion.oauth import LocalUsers
 from bastion.policy import PolicyEngine
+from bastion.upstream.configured import resolve_values
 
 __all__ = ["check_config", "inventory_warnings"]
 

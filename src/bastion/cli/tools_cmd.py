@@ -34,9 +34,9 @@ from bastion.cli.common import ConfigOption, fail, load_or_exit, out
 from bastion.config import BastionConfig, RouteSettings
 from bastion.egress import AllowList, EgressGuard
 from bastion.errors import BastionError, ConfigError, UpstreamError
-from bastion.gateway import http_upstream, stdio_upstream
 from bastion.policy import PolicyEngine, ResourceRef
 from bastion.transport.routes import tool_inventory
+from bastion.upstream.configured import http_upstream, stdio_upstream
 from bastion.upstream.http import HttpUpstream
 from bastion.upstream.stdio import HANDSHAKE_VERSION
 

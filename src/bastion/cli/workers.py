@@ -11,16 +11,16 @@ unless the configuration has (``worker_problems``):
 
 - ``stores.postgres``: the audit log (one SQLite writer per process would fork the hash chain) and
   the revocations;
-- ``stores.redis``: the MCP sessions (a session opened through one worker continues on another);
+- ``stores.redis``: the MCP sessions (a session opened through one worker continues on another),
+  the session caps and data-flow labels (one count per session, whichever worker its calls reach)
+  and the continuations (a 2026-07-28 ``requestState`` retry or a task id issued through one worker
+  is continued through another);
 - ``counters.redis_url`` when any rate limit or quota applies (counted in memory, a limit of N
-  would become N per worker);
-- no session caps and no data-flow labels in use (their counts are per process today).
+  would become N per worker).
 
 The SQLite stores of the data directory (approvals, pins, volume baselines; the authorization
 server and the vault too unless in ``stores.postgres``) and the signing keys are files every worker
-of the machine shares. Continuations
-(a 2026-07-28 ``requestState`` retry, a task id) are still per process: one that lands on another
-worker is refused as unknown (fail closed).
+of the machine shares.
 
 With ``metrics.enabled`` the supervisor empties ``<data_dir>/metrics`` and gives it to the workers
 as ``PROMETHEUS_MULTIPROC_DIR``: a scrape of ``/metrics`` on the shared port, whichever worker
@@ -66,16 +66,13 @@ def worker_problems(config: BastionConfig) -> list[str]:
     if config.stores.postgres is None:
         problems.append("stores.postgres is not set (the audit log must stay one chain, the revocations shared)")
     if config.stores.redis is None:
-        problems.append("stores.redis is not set (MCP sessions must be found by every worker)")
+        problems.append(
+            "stores.redis is not set (MCP sessions, session caps, data-flow labels and continuations must be "
+            "shared by every worker)"
+        )
     engine = PolicyEngine.load(config.policy.files, config.policy.schema_file)
     if (config.limits or engine.limited_policy_ids) and config.counters.redis_url is None:
         problems.append("counters.redis_url is not set while rate limits or quotas apply (counted per process)")
-    caps = [config.session_caps, *(route.session_caps for route in config.routes if route.session_caps)]
-    if any(cap.model_dump(exclude_none=True, exclude={"window"}) for cap in caps if cap is not None):
-        problems.append("session caps are configured (counted per process today)")
-    labelled = any(tool.labels for route in config.routes for tool in route.tools.values())
-    if labelled and engine.reads_context("session_labels"):
-        problems.append("data-flow labels are in use (kept per process today)")
     return problems
 
 

@@ -2,7 +2,7 @@
 
 By default every store is embedded (SQLite in the data directory, or memory): one process. With
 ``stores.postgres`` the stores that have a PostgreSQL backend keep their records there, shared by
-every replica; with ``stores.redis`` the short-lived ones that have a Redis backend (sessions);
+every replica; with ``stores.redis`` the short-lived ones (sessions, session activity, continuations);
 ``counters.redis_url`` does the same for rates and quotas. ``stores.shared: true``
 says the deployment runs several replicas: the configuration is then refused while any store that
 replicas must share is still embedded (``store_backends`` lists them), since a second replica would
@@ -53,9 +53,9 @@ class PostgresSettings(_Model):
 
 
 class RedisSettings(_Model):
-    """``stores.redis``: the Redis the shared short-lived stores use (sessions). ``url`` is
-    ``redis://host:port/db`` (``rediss://`` for TLS), the password only by reference, ``password: {env:
-    NAME}``; every key starts with ``prefix``."""
+    """``stores.redis``: the Redis the shared short-lived stores use (sessions, session caps and data-flow
+    labels, continuations). ``url`` is ``redis://host:port/db`` (``rediss://`` for TLS), the password
+    only by reference, ``password: {env: NAME}``; every key starts with ``prefix``."""
 
     url: str
     password: SecretRef | None = None
@@ -106,11 +106,12 @@ def store_backends(config: BastionConfig) -> list[StoreBackend]:
     redis = config.counters.redis_url
     keys_file = config.identity.signing_keys_file
     keys = f"file ({keys_file}, the same for every replica)" if keys_file else f"file ({config.data_dir}/{_KEYS_NAME})"
+    in_redis = "Redis" if stores.redis else "memory (this process)"
     return [
         StoreBackend("audit log", "PostgreSQL (one chain)" if postgres else sqlite, shared=postgres is not None),
         StoreBackend("signing keys", keys, shared=keys_file is not None),
         StoreBackend("revocations", "PostgreSQL" if postgres else sqlite, shared=postgres is not None),
-        StoreBackend("sessions", "Redis" if stores.redis else "memory (this process)", shared=stores.redis is not None),
+        StoreBackend("sessions", in_redis, shared=stores.redis is not None),
         StoreBackend(
             "authorization server (clients, codes, consents, refresh tokens)",
             "PostgreSQL" if postgres else sqlite,
@@ -122,7 +123,7 @@ def store_backends(config: BastionConfig) -> list[StoreBackend]:
         StoreBackend("result volume baselines", "PostgreSQL" if postgres else sqlite, shared=postgres is not None),
         StoreBackend("rates", f"Redis ({redis})" if redis else "memory (this process)", shared=redis is not None),
         StoreBackend("quotas", f"Redis ({redis})" if redis else sqlite, shared=redis is not None),
-        StoreBackend("session activity (caps, data-flow labels)", "memory (this process)", shared=False),
-        StoreBackend("continuations", "memory (this process)", shared=False),
+        StoreBackend("session activity (caps, data-flow labels)", in_redis, shared=stores.redis is not None),
+        StoreBackend("continuations", in_redis, shared=stores.redis is not None),
         StoreBackend("tool catalogs", "memory (this process, rebuilt from the upstreams' lists)", False, False),
     ]

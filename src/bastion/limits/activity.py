@@ -151,7 +151,7 @@ class SessionActivity:
         await self._store.add_bytes(key, exchange.response_bytes, now=self._clock(), idle_s=idle_s)
 
     async def sweep(self, now: float) -> int:
-        """Forget the keys idle at ``now`` (``ActivityStore.sweep``)."""
+        """Forget the keys idle at ``now`` (``ActivityStore.sweep``; 0 with Redis, which expires them itself)."""
         return await self._store.sweep(now)
 
 

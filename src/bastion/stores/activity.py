@@ -8,7 +8,9 @@ destructive calls, distinct tools, bytes returned) and the labels of the tools t
 
 Times are wall-clock epoch seconds passed in by the caller, as for ``RateCounter``. The
 embedded backend is ``bastion.stores.memory_activity.MemoryActivityStore`` (one process);
-the contract suite is ``tests/unit/stores/test_contract_activity.py``.
+with ``stores.redis`` it is ``bastion.stores.redis_activity.RedisActivityStore`` (every
+replica; Redis expires idle keys itself, so its ``sweep`` returns 0). The contract suite is
+``tests/unit/stores/test_contract_activity.py``.
 """
 
 from __future__ import annotations
@@ -69,5 +71,6 @@ class ActivityStore(Protocol):
         ...
 
     async def sweep(self, now: float) -> int:
-        """Forget every key idle at ``now``; returns how many."""
+        """Forget every key idle at ``now``; returns how many (0 from a backend whose server
+        expires idle keys itself: the count is only informative)."""
         ...

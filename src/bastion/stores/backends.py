@@ -36,10 +36,16 @@ from bastion.identity.revocation import RevocationList
 from bastion.oauth.store import AuthorizationStore
 from bastion.oauth.store_postgres import PostgresAuthorizationStore
 from bastion.oauth.store_sqlite import SQLiteAuthorizationStore
+from bastion.stores.activity import ActivityStore
+from bastion.stores.continuations import ContinuationStore
+from bastion.stores.memory_activity import MemoryActivityStore
+from bastion.stores.memory_continuations import MemoryContinuationStore
 from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.stores.postgres import PostgresDatabase
 from bastion.stores.postgres_revocations import PostgresRevocationStore
 from bastion.stores.postgres_volume import PostgresVolumeStore
+from bastion.stores.redis_activity import RedisActivityStore
+from bastion.stores.redis_continuations import RedisContinuationStore
 from bastion.stores.redis_sessions import RedisSessionStore
 from bastion.stores.revocations import RevocationStore
 from bastion.stores.sessions import Session, SessionStore
@@ -48,10 +54,12 @@ from bastion.stores.volume import VolumeStore
 
 __all__ = [
     "DATABASE_FILE",
+    "activity_store",
     "approval_store",
     "audit_log",
     "audit_reader",
     "authorization_store",
+    "continuation_store",
     "pin_store",
     "postgres_database",
     "preflight",
@@ -140,6 +148,26 @@ def session_store(config: BastionConfig, on_forget: Callable[[Session], None]) -
             redis.resolved_url(), prefix=f"{redis.prefix}session:", idle_s=idle_s, on_forget=on_forget
         )
     return MemorySessionStore(idle_s=idle_s, on_forget=on_forget)
+
+
+def continuation_store(config: BastionConfig) -> ContinuationStore:
+    """The request states and task ids issued to each principal (not started): in ``stores.redis`` when
+    set (a state issued through one replica is continued through any), else in this process's memory.
+    Raises ``ConfigError`` when the Redis password reference cannot be resolved."""
+    redis = config.stores.redis
+    if redis is not None:
+        return RedisContinuationStore(redis.resolved_url(), prefix=f"{redis.prefix}cont:")
+    return MemoryContinuationStore()
+
+
+def activity_store(config: BastionConfig) -> ActivityStore:
+    """Session caps and data-flow labels (not started): in ``stores.redis`` when set (one count per
+    session whichever replica its calls reach), else in this process's memory. Raises ``ConfigError``
+    when the Redis password reference cannot be resolved."""
+    redis = config.stores.redis
+    if redis is not None:
+        return RedisActivityStore(redis.resolved_url(), prefix=f"{redis.prefix}act:")
+    return MemoryActivityStore()
 
 
 def audit_log(config: BastionConfig, postgres: PostgresDatabase | None) -> AuditLog:

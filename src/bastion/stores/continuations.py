@@ -22,8 +22,9 @@ first call in the audit log (``decision.continues``).
 seconds passed in by the caller (``now``), so that replicas sharing a backend
 agree. The embedded backend is ``bastion.stores.memory_continuations.
 MemoryContinuationStore``, in this process: a state issued through one replica is
-then unknown to another (refused there, never let through) until a shared backend
-joins the contract suite (``tests/unit/stores/test_contract_continuations.py``).
+then unknown to another (refused there, never let through). With ``stores.redis``
+it is ``bastion.stores.redis_continuations.RedisContinuationStore``, shared by every
+replica. Both run the contract suite (``tests/unit/stores/test_contract_continuations.py``).
 """
 
 from __future__ import annotations

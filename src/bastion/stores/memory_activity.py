@@ -2,7 +2,8 @@
 
 Atomic per key because no method awaits between reading and writing an entry (one event
 loop). With several replicas each keeps its own, so a session's caps and labels are those of
-the calls it made through this process; a shared backend (issue 17) makes them one.
+the calls it made through this process; ``stores.redis`` makes them one
+(``bastion.stores.redis_activity``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Bounded in number (the oldest forgotten first) and in time (each entry's ``expires``).
 Per process: with several replicas each knows only what was issued through it, so a
-continuation presented to another replica is refused there (never let through).
+continuation presented to another replica is refused there (never let through); ``stores.redis``
+shares them (``bastion.stores.redis_continuations``).
 """
 
 from __future__ import annotations

@@ -47,11 +47,6 @@ def test_shared_stores_let_several_workers_run(tmp_path: Path) -> None:
     [
         ({"limits": [{"name": "l", "rate": "5/minute"}]}, None, "counters.redis_url"),
         ({}, '@id("p") @rate("5/minute") permit (principal, action, resource);', "counters.redis_url"),
-        ({"session_caps": {"calls": 10}}, None, "session caps"),
-        ({"route": {"session_caps": {"distinct_tools": 3}}}, None, "session caps"),
-        ({"route": {"tools": {"export": {"labels": ["pii"]}}}},
-         '@id("p") permit (principal, action, resource) unless { context.session_labels.contains("pii") };',
-         "data-flow labels"),
     ],
 )  # fmt: skip
 def test_per_process_state_in_use_is_named(
@@ -61,6 +56,18 @@ def test_per_process_state_in_use_is_named(
     problems = worker_problems(config)
     assert len(problems) == 1
     assert problems[0].startswith(named)
+
+
+def test_session_caps_and_data_flow_labels_are_shared_through_stores_redis(tmp_path: Path) -> None:
+    labels = '@id("p") permit (principal, action, resource) unless { context.session_labels.contains("pii") };'
+    extra: dict[str, Any] = {
+        "session_caps": {"calls": 10},
+        "route": {"session_caps": {"distinct_tools": 3}, "tools": {"export": {"labels": ["pii"]}}},
+    }
+    check_workers(_config(tmp_path, labels, stores=SHARED, **extra), 4)
+    without_redis = worker_problems(_config(tmp_path, labels, stores={"postgres": SHARED["postgres"]}, **extra))
+    assert len(without_redis) == 1
+    assert without_redis[0].startswith("stores.redis is not set (MCP sessions, session caps, data-flow labels")
 
 
 def test_two_workers_bind_one_port() -> None:

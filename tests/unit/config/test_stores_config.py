@@ -87,8 +87,10 @@ def test_each_store_says_where_it_keeps_its_state(base: dict[str, Any]) -> None:
         assert embedded[store].backend.startswith("SQLite")
     assert (backends[authorization].backend, backends["token vault"].backend) == ("PostgreSQL", "PostgreSQL (sealed)")
     with_redis = parse_config({**base, "stores": {"redis": {"url": "redis://cache:6379/1", "prefix": "gw:"}}})
-    sessions = next(b for b in store_backends(with_redis) if b.store == "sessions")
-    assert (sessions.backend, sessions.shared) == ("Redis", True)
+    in_redis = {b.store: (b.backend, b.shared) for b in store_backends(with_redis)}
+    for store in ("sessions", "session activity (caps, data-flow labels)", "continuations"):
+        assert in_redis[store] == ("Redis", True)
+        assert not backends[store].shared  # without stores.redis: this process's memory
     assert backends["revocations"].backend == "PostgreSQL"
     assert backends["rates"].backend == "Redis (redis://cache:6379/0)"
     assert not backends["tool catalogs"].must_share  # a cache each process rebuilds
@@ -114,3 +116,18 @@ def test_one_signing_key_file_for_every_replica_is_a_shared_store(base: dict[str
     assert keys.backend == f"file ({tmp_path}/secrets/signing-keys.json, the same for every replica)"
     message = _error({**base, "identity": {"signing_keys_file": "/run/keys.json"}, "stores": {"shared": True}})
     assert "signing keys" not in message.split("(one process only): ")[1].split(", ")
+
+
+def test_several_replicas_are_accepted_once_every_store_is_shared(base: dict[str, Any]) -> None:
+    shared = {"stores": {"shared": True, "postgres": {"url": "postgresql://db/gw"},
+                         "redis": {"url": "redis://cache:6379/1"}},
+              "counters": {"redis_url": "redis://cache:6379/0"},
+              "identity": {"signing_keys_file": "/run/keys.json"}}  # fmt: skip
+    config = parse_config({**base, **shared})
+    assert config.stores.shared
+    assert all(b.shared for b in store_backends(config) if b.must_share)
+    without_redis = {**shared, "stores": {"shared": True, "postgres": {"url": "postgresql://db/gw"}}}
+    embedded = "(one process only): sessions, session activity (caps, data-flow labels), continuations"
+    assert embedded in _error({**base, **without_redis})
+    without_counters = {key: value for key, value in shared.items() if key != "counters"}
+    assert _error({**base, **without_counters}).split("(one process only): ")[1].split(", ") == ["rates", "quotas"]

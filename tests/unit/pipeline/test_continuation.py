@@ -7,14 +7,22 @@ import json
 from typing import Any
 
 import pytest
+from redis.exceptions import RedisError
 
 from bastion.config import HttpUpstream, RouteSettings
-from bastion.errors import HeaderMismatch, MissingCapability, TransportError, UnknownContinuation
+from bastion.errors import (
+    ContinuationsUnavailable,
+    HeaderMismatch,
+    MissingCapability,
+    TransportError,
+    UnknownContinuation,
+)
 from bastion.pipeline.context import Exchange, HttpRequest
 from bastion.pipeline.filters import sent_request
 from bastion.pipeline.stages.continuation import TASKS_EXTENSION, ContinuationFilter, ContinuationStage
 from bastion.principal import Principal
 from bastion.stores.memory_continuations import MemoryContinuationStore
+from bastion.stores.redis_continuations import RedisContinuationStore
 from bastion.stores.sessions import SentRequest
 from bastion.transport.routes import RouteRuntime
 
@@ -234,3 +242,21 @@ async def test_a_task_requests_mcp_name_must_name_its_task(header: str, refused:
     else:
         await rig.stage.run(get)
         assert get.action == "tools/call"
+
+
+async def test_a_continuation_store_that_does_not_answer_refuses_rather_than_forwards() -> None:
+    """A shared store (Redis) that cannot be reached: 503 ``continuations_unavailable``, never a
+    request forwarded unchecked; recording an issued state raises, so its message is not relayed."""
+    store = RedisContinuationStore("redis://127.0.0.1:1/0")
+    try:
+        retry = _exchange("tools/call", {"name": "deploy", "arguments": {}, "requestState": "s1"})
+        with pytest.raises(ContinuationsUnavailable) as caught:
+            await ContinuationStage(store).run(retry)
+        assert (caught.value.status, caught.value.code) == (503, "continuations_unavailable")
+        assert "continues" not in retry.notes
+        first = _exchange("tools/call", {"name": "deploy", "arguments": {"env": "prod"}})
+        message = {"jsonrpc": "2.0", "id": first.rpc_id, "result": {"resultType": "task", "taskId": "t1"}}
+        with pytest.raises(RedisError):  # the filter fails: the message is not relayed
+            await ContinuationFilter(store).apply(first, message, sent_request(first))
+    finally:
+        await store.close()

@@ -1,28 +1,59 @@
 """The contract of ``ActivityStore`` (``bastion.stores.activity``): every backend runs these tests.
 
-Backends: the embedded ``MemoryActivityStore`` (a shared backend joins the parametrisation when it
-exists, issue 17).
+Backends: the embedded ``MemoryActivityStore`` and the shared ``RedisActivityStore`` (on the Redis on
+loopback, under a key prefix of the test's own, deleted after). The tests at the end open two handles
+on the shared backend, as two replicas.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from stores_support import REDIS_URL, delete_redis_keys
 
 from bastion.stores.activity import ActivityStore, CapRefusal, Caps
 from bastion.stores.memory_activity import MemoryActivityStore
+from bastion.stores.redis_activity import RedisActivityStore
 
 NOW = 1_700_000_000.0
 IDLE = 60.0
 
-BACKENDS: dict[str, Callable[[], ActivityStore]] = {"memory": MemoryActivityStore}
+#: Every backend of ``ActivityStore``: a factory of an empty store (the argument is the test's own
+#: Redis key prefix).
+BACKENDS: dict[str, Callable[[str], ActivityStore]] = {
+    "memory": lambda _prefix: MemoryActivityStore(),
+    "redis": lambda prefix: RedisActivityStore(REDIS_URL, prefix=prefix),
+}
+
+SELF_EXPIRING = ("redis",)
+"""Backends whose server expires idle keys itself: their ``sweep`` has nothing to do and returns 0."""
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A Redis key prefix of the test's own; its keys are deleted afterwards."""
+    name = f"bastion-test:{uuid.uuid4().hex}:"
+    yield name
+    await delete_redis_keys(name)
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest) -> ActivityStore:
-    return BACKENDS[request.param]()
+async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[ActivityStore]:
+    """Each backend of ``ActivityStore``, empty and started."""
+    store = BACKENDS[request.param](prefix)
+    start = getattr(store, "start", None)
+    if start is not None:
+        await start()
+    yield store
+    close = getattr(store, "close", None)
+    if close is not None:
+        await close()
 
 
 async def admit(store: ActivityStore, caps: Caps, tool: str | None = "t", *, destructive: bool = False,
@@ -88,7 +119,9 @@ async def test_a_key_is_forgotten_once_idle_and_each_write_keeps_it_alive(store:
 async def test_sweep_forgets_idle_keys_only(store: ActivityStore) -> None:
     await store.mark("old", ["x"], now=NOW, idle_s=IDLE)
     await store.mark("new", ["y"], now=NOW + 30, idle_s=IDLE)
-    assert await store.sweep(NOW + IDLE) == 1
+    swept = await store.sweep(NOW + IDLE)
+    assert swept == (0 if isinstance(store, RedisActivityStore) else 1)
+    assert await store.labels("old", now=NOW + IDLE) == frozenset()
     assert await store.labels("new", now=NOW + IDLE) == {"y"}
 
 
@@ -101,3 +134,39 @@ async def test_a_full_memory_store_refuses_new_keys_rather_than_drop_live_ones()
     assert await store.labels("a", now=NOW) == {"x"}
     await store.mark("c", ["x"], now=NOW + IDLE, idle_s=IDLE)  # the idle ones are swept to make room
     assert await store.labels("c", now=NOW + IDLE) == {"x"}
+
+
+async def test_two_replicas_count_one_cap_of_n_as_at_most_n_calls(prefix: str) -> None:
+    async with (
+        RedisActivityStore(REDIS_URL, prefix=prefix) as one,
+        RedisActivityStore(REDIS_URL, prefix=prefix) as two,
+    ):
+        answers = await asyncio.gather(*(admit(store, Caps(calls=9)) for _ in range(30) for store in (one, two)))
+        assert sum(answer is None for answer in answers) == 9
+        await one.mark("a", ["private_data"], now=NOW, idle_s=IDLE)
+        await two.mark("a", ["untrusted_content"], now=NOW + 1, idle_s=IDLE)
+        assert (
+            await one.labels("a", now=NOW + 2)
+            == await two.labels("a", now=NOW + 2)
+            == {"private_data", "untrusted_content"}
+        )
+        assert await admit(one, Caps(result_bytes=10)) is None
+        await two.add_bytes("k", 10, now=NOW, idle_s=IDLE)
+        assert await admit(one, Caps(result_bytes=10)) == CapRefusal("result_bytes", 10, 10)
+
+
+async def test_the_redis_store_keeps_digests_and_lets_redis_expire_them(prefix: str) -> None:
+    async with RedisActivityStore(REDIS_URL, prefix=prefix) as store:
+        await store.mark("session:secret-session-id", ["x"], now=time.time(), idle_s=IDLE)
+    async with Redis.from_url(REDIS_URL) as client:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        assert len(keys) == 1
+        assert b"secret" not in keys[0]
+        assert 60_000 < await client.pttl(keys[0]) <= 120_000  # idle_s, plus the minute's grace
+
+
+async def test_an_unreachable_redis_raises_rather_than_admits() -> None:
+    store = RedisActivityStore("redis://127.0.0.1:1/0")
+    with pytest.raises((OSError, RedisError)):
+        await admit(store, Caps(calls=1))
+    await store.close()

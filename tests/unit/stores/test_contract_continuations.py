@@ -1,27 +1,57 @@
-"""The ``ContinuationStore`` contract, run against every backend (today ``MemoryContinuationStore``).
+"""The ``ContinuationStore`` contract, run against every backend: ``MemoryContinuationStore`` and
+``RedisContinuationStore`` (on the Redis on loopback, under a key prefix of the test's own, deleted
+after).
 
-A shared backend joins by adding itself to ``BACKENDS``; every test here must pass unchanged.
+A shared backend joins by adding itself to ``BACKENDS``; every test here must pass unchanged. The
+tests at the end open two handles on one shared backend, as two replicas.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from stores_support import REDIS_URL, delete_redis_keys
 
 from bastion.stores.continuations import Continuation, ContinuationStore, continuation_key
 from bastion.stores.memory_continuations import MemoryContinuationStore
+from bastion.stores.redis_continuations import RedisContinuationStore
 
-NOW = 1_700_000_000.0
+NOW = float(int(time.time())) + 86_400
+"""The callers' clock: a day ahead of the real one, so that Redis's expiry backstop (on Redis's own clock,
+a minute past ``expires``) never removes an entry while a test runs, however late in a long run it starts."""
 
-#: Every backend of ``ContinuationStore``, by name: a factory of an empty store.
-BACKENDS: dict[str, Callable[[], ContinuationStore]] = {"memory": MemoryContinuationStore}
+#: Every backend of ``ContinuationStore``, by name: a factory of an empty store (the argument is the
+#: test's own Redis key prefix).
+BACKENDS: dict[str, Callable[[str], ContinuationStore]] = {
+    "memory": lambda _prefix: MemoryContinuationStore(),
+    "redis": lambda prefix: RedisContinuationStore(REDIS_URL, prefix=prefix),
+}
+
+
+@pytest.fixture
+async def prefix() -> AsyncIterator[str]:
+    """A Redis key prefix of the test's own; its keys are deleted afterwards."""
+    name = f"bastion-test:{uuid.uuid4().hex}:"
+    yield name
+    await delete_redis_keys(name)
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest) -> ContinuationStore:
-    """Each backend of ``ContinuationStore``, empty."""
-    return BACKENDS[request.param]()
+async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[ContinuationStore]:
+    """Each backend of ``ContinuationStore``, empty and started."""
+    store = BACKENDS[request.param](prefix)
+    start = getattr(store, "start", None)
+    if start is not None:
+        await start()
+    yield store
+    close = getattr(store, "close", None)
+    if close is not None:
+        await close()
 
 
 def _continuation(origin: str = "d1", *, expires: float = NOW + 60) -> Continuation:
@@ -71,3 +101,36 @@ async def test_the_memory_store_keeps_no_value_and_forgets_the_oldest() -> None:
     assert all(b"secret" not in key for key in store._entries)
     with pytest.raises(ValueError, match="max_entries"):
         MemoryContinuationStore(max_entries=0)
+
+
+async def test_two_replicas_see_each_others_continuations(prefix: str) -> None:
+    async with (
+        RedisContinuationStore(REDIS_URL, prefix=prefix) as one,
+        RedisContinuationStore(REDIS_URL, prefix=prefix) as two,
+    ):
+        await one.remember("alice", "notes", "task", "t1", _continuation("d1"))
+        assert await two.find("alice", "notes", "task", "t1", now=NOW) == _continuation("d1")
+        await two.remember("alice", "notes", "task", "t1", _continuation("d2"))
+        found = await one.find("alice", "notes", "task", "t1", now=NOW)
+        assert found is not None
+        assert found.origin == "d2"
+        assert await two.find("bob", "notes", "task", "t1", now=NOW) is None
+
+
+async def test_the_redis_store_keeps_no_value_and_lets_redis_expire_it(prefix: str) -> None:
+    async with RedisContinuationStore(REDIS_URL, prefix=prefix) as store:
+        await store.remember("alice", "notes", "state", "secret-state-1", _continuation(expires=time.time() + 30))
+        await store.remember("alice", "notes", "state", "secret-state-2", _continuation(expires=time.time() - 120))
+    async with Redis.from_url(REDIS_URL) as client:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        assert len(keys) == 1  # the one long past its expiry is not kept
+        assert keys[0] == f"{prefix}{continuation_key('alice', 'notes', 'state', 'secret-state-1').hex()}".encode()
+        assert b"secret" not in await client.get(keys[0])
+        assert 60_000 < await client.pttl(keys[0]) <= 90_000  # expires, plus the minute's grace
+
+
+async def test_an_unreachable_redis_raises_rather_than_finds_nothing() -> None:
+    store = RedisContinuationStore("redis://127.0.0.1:1/0")
+    with pytest.raises((OSError, RedisError)):
+        await store.find("alice", "notes", "state", "s1", now=NOW)
+    await store.close()

@@ -21,10 +21,14 @@ or a task is flagged so (``result.flags``).
 ``tasks/*`` from a request whose ``_meta`` does not declare the tasks extension is
 refused with ``MissingCapability`` (-32021), as the extension requires; one whose
 ``Mcp-Name`` header names another task than ``params.taskId`` with ``HeaderMismatch`` (-32020).
+A store that cannot answer (a shared one, ``stores.redis``, unreachable) refuses the request with
+``ContinuationsUnavailable`` (503); a filter that cannot record what was issued fails, and the
+message carrying it is not relayed (``bastion.pipeline.filters``): fail closed either way.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,7 +37,7 @@ from mcp.shared.inbound import decode_header_value
 from mcp_types.methods import INPUT_REQUIRED_METHODS
 
 from bastion.approvals.state import is_bastion_state
-from bastion.errors import HeaderMismatch, MissingCapability, UnknownContinuation
+from bastion.errors import ContinuationsUnavailable, HeaderMismatch, MissingCapability, UnknownContinuation
 from bastion.pipeline.context import Exchange
 from bastion.pipeline.filters import answers_own
 from bastion.pipeline.stages.classify import TASK_METHODS, string_param
@@ -47,6 +51,8 @@ from bastion.stores.continuations import (
 from bastion.stores.sessions import SentRequest
 
 __all__ = ["TASKS_EXTENSION", "ContinuationFilter", "ContinuationStage", "declares_extension"]
+
+logger = logging.getLogger(__name__)
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 """The tasks extension's identifier (SEP-2663), under ``capabilities.extensions``."""
@@ -128,7 +134,11 @@ class ContinuationStage:
         principal = exchange.principal
         found = None
         if principal is not None:
-            found = await self._store.find(principal.key, exchange.route.name, kind, value, now=self._clock())
+            try:
+                found = await self._store.find(principal.key, exchange.route.name, kind, value, now=self._clock())
+            except Exception as exc:
+                logger.warning("the continuation store failed: %r", exc)
+                raise ContinuationsUnavailable(f"Refused: the {what} cannot be checked now; try again later") from exc
         if found is None:
             raise UnknownContinuation(
                 f"Invalid params: unknown {what}: it was not issued to you on this route, or it expired"
