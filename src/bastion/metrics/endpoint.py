@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bastion.config.metrics import MetricsSettings
+from bastion.errors import ConfigError
 from bastion.metrics.multiprocess import MULTIPROC_ENV, exposition
 from bastion.metrics.registry import BastionMetrics
 
@@ -54,10 +55,13 @@ def admitted(client_host: str | None, authorization: str | None, networks: Seque
 def metrics_route(settings: MetricsSettings, metrics: BastionMetrics, *,
                   flush: Callable[[], None] | None = None) -> Route:  # fmt: skip
     """The ``GET settings.path`` route serving ``metrics``, calling ``flush`` first (what the
-    observer tallied). Raises ``ConfigError`` when ``metrics.token`` is set and cannot be resolved
-    (at start, not at the first scrape)."""
+    observer tallied). Raises ``ConfigError`` when ``metrics.token`` is set and cannot be resolved or
+    is empty (an empty token would admit ``Authorization: Bearer`` with nothing after it), at start,
+    not at the first scrape."""
     networks = settings.networks()
-    token = settings.token.resolve().encode() if settings.token is not None else None
+    token = settings.token.resolve().strip().encode() if settings.token is not None else None
+    if token is not None and not token:
+        raise ConfigError("metrics.token: the secret it names is empty")
 
     async def serve(request: Request) -> Response:
         host = request.client.host if request.client is not None else None

@@ -88,6 +88,13 @@ def test_an_unresolvable_token_fails_at_start(monkeypatch: pytest.MonkeyPatch) -
         metrics_route(settings, BastionMetrics())
 
 
+def test_an_empty_token_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMPTY_METRICS_TOKEN", "  ")  # else "Authorization: Bearer " would read the metrics
+    settings = MetricsSettings.model_validate({"allow": [], "token": {"env": "EMPTY_METRICS_TOKEN"}})
+    with pytest.raises(ConfigError, match=r"metrics\.token: the secret it names is empty"):
+        metrics_route(settings, BastionMetrics())
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
