@@ -16,6 +16,7 @@ Every refusal is checked three ways: the answer, that the ledger did not move, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -337,13 +338,26 @@ def test_a_cross_site_form_decides_nothing(world: World) -> None:
 def test_pending_requests_survive_a_restart(world: World) -> None:
     bastion = world.held
 
-    async def walk_away() -> None:  # rita's client gives up while her call is held
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(deploy(world, bastion, {"service": "later", "env": "prod"}), 3)
-
     earlier = set(pending_ids(bastion))
-    asyncio.run(walk_away())
-    [waiting] = [i for i in pending_ids(bastion) if i not in earlier]
+    token = world.token(bastion, "rita")  # minted before: a CLI run takes seconds on a loaded machine
+
+    async def walk_away() -> list[str]:  # rita's client gives up once her call is held
+        async def call() -> Any:
+            async with connect(bastion.url("ledger"), token, MODE) as client:
+                return await client.call_tool("deploy", {"service": "later", "env": "prod"})
+
+        held = asyncio.create_task(call())
+        deadline = time.monotonic() + 30
+        while not (new := [i for i in pending_ids(bastion) if i not in earlier]):
+            assert time.monotonic() < deadline, "no approval request"
+            assert not held.done(), held.result()
+            await asyncio.sleep(0.1)
+        held.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await held
+        return new
+
+    [waiting] = asyncio.run(walk_away())
     bastion.stop()
     bastion.start()
     assert waiting in pending_ids(bastion)
