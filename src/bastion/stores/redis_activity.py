@@ -23,12 +23,11 @@ closed), never let it through uncounted.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Iterable
-from typing import Any, Self, cast
-
-from redis.asyncio import Redis
+from collections.abc import Iterable
+from typing import Any, cast
 
 from bastion.stores.activity import CapName, CapRefusal, Caps
+from bastion.stores.redis_store import RedisStore
 
 __all__ = ["RedisActivityStore"]
 
@@ -107,36 +106,16 @@ return labels
 )
 
 
-class RedisActivityStore:
+class RedisActivityStore(RedisStore):
     """``ActivityStore`` in the Redis at ``url`` under key ``prefix`` (module docstring).
     ``start``/``close`` or ``async with``."""
 
     def __init__(self, url: str, *, prefix: str = "bastion:act:") -> None:
-        self._redis: Redis = Redis.from_url(url)
-        self._prefix = prefix
+        super().__init__(url, prefix)
         self._admit = self._redis.register_script(_ADMIT)
         self._add_bytes = self._redis.register_script(_ADD_BYTES)
         self._mark = self._redis.register_script(_MARK)
         self._labels = self._redis.register_script(_LABELS)
-
-    async def start(self) -> None:
-        """Check that Redis answers (``RedisError``/``OSError`` when it does not)."""
-        await self.ping()
-
-    async def ping(self) -> None:
-        """Check that Redis answers (``RedisError``/``OSError`` when it does not)."""
-        await cast("Awaitable[bool]", self._redis.ping())
-
-    async def close(self) -> None:
-        """Close the connection pool (idempotent)."""
-        await self._redis.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def _key(self, key: str) -> str:
         return self._prefix + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()

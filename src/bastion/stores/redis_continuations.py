@@ -20,12 +20,9 @@ the filter that records an issued continuation fails, so the message carrying it
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
-from typing import Self, cast
-
-from redis.asyncio import Redis
 
 from bastion.stores.continuations import Continuation, ContinuationKind, continuation_key
+from bastion.stores.redis_store import RedisStore
 
 __all__ = ["RedisContinuationStore"]
 
@@ -39,33 +36,13 @@ return 0
 """
 
 
-class RedisContinuationStore:
+class RedisContinuationStore(RedisStore):
     """``ContinuationStore`` in the Redis at ``url`` under key ``prefix`` (module docstring).
     ``start``/``close`` or ``async with``."""
 
     def __init__(self, url: str, *, prefix: str = "bastion:cont:") -> None:
-        self._redis: Redis = Redis.from_url(url)
-        self._prefix = prefix
+        super().__init__(url, prefix)
         self._forget = self._redis.register_script(_FORGET)
-
-    async def start(self) -> None:
-        """Check that Redis answers (``RedisError``/``OSError`` when it does not)."""
-        await self.ping()
-
-    async def ping(self) -> None:
-        """Check that Redis answers (``RedisError``/``OSError`` when it does not)."""
-        await cast("Awaitable[bool]", self._redis.ping())
-
-    async def close(self) -> None:
-        """Close the connection pool (idempotent)."""
-        await self._redis.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def _key(self, principal_key: str, route: str, kind: ContinuationKind, value: str) -> str:
         return self._prefix + continuation_key(principal_key, route, kind, value).hex()

@@ -32,11 +32,10 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Any, Self, cast
+from collections.abc import Callable
+from typing import Any
 
-from redis.asyncio import Redis
-
+from bastion.stores.redis_store import RedisStore
 from bastion.stores.sessions import RequestLedger, Session
 
 __all__ = ["RedisSessionStore"]
@@ -84,7 +83,7 @@ return fields
 """
 
 
-class RedisSessionStore:
+class RedisSessionStore(RedisStore):
     """``SessionStore`` in the Redis at ``url`` under key ``prefix`` (module docstring); a session
     idle for more than ``idle_s`` seconds expires. ``on_forget`` is called with every session this
     process's ``get`` or ``sweep`` dropped for idleness (not on ``delete`` or ``drain``); ``clock``
@@ -102,8 +101,7 @@ class RedisSessionStore:
         clock: Callable[[], float] = time.time,
         ledgers: int = 100_000,
     ) -> None:
-        self._redis: Redis = Redis.from_url(url)
-        self._prefix = prefix
+        super().__init__(url, prefix)
         self._idle_key = f"{prefix}idle"
         self._idle_s = idle_s
         self._ttl_ms = int((idle_s + _GRACE_S) * 1000)
@@ -114,25 +112,6 @@ class RedisSessionStore:
         self._get = self._redis.register_script(_GET)
         self._update = self._redis.register_script(_UPDATE)
         self._expire = self._redis.register_script(_EXPIRE)
-
-    async def start(self) -> None:
-        """Check that Redis answers (``RedisError``/``OSError`` when it does not)."""
-        await self.ping()
-
-    async def ping(self) -> None:
-        """Check that Redis answers (``RedisError``/``OSError`` when it does not): ``/readyz``."""
-        await cast("Awaitable[bool]", self._redis.ping())
-
-    async def close(self) -> None:
-        """Close the connection pool (idempotent)."""
-        await self._redis.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
 
     def _key(self, session_id: str) -> str:
         return f"{self._prefix}s:{session_id}"
