@@ -15,6 +15,7 @@ the demo does: the policy's ``resource.risk`` comes from them. Tokens are minted
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sys
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.bastion_process import DEMO_CEDAR, BastionProcess, notes_server
+from tests.support.databases import drop_postgres_schema, postgres_schema
 from tests.support.e2e_helpers import ENV_SERVER, make_git_repo
 
 BIN = Path(sys.executable).parent
@@ -128,3 +130,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             yield Gateway(bastion, notes_url, repo)
         finally:
             bastion.stop()
+
+
+@pytest.fixture
+def schema(tmp_path: Path) -> Iterator[str]:
+    """A PostgreSQL schema of the test's own in the test database (``stores.postgres.schema``), dropped
+    afterwards with everything in it."""
+    yield postgres_schema(tmp_path)
+    asyncio.run(drop_postgres_schema(tmp_path))

@@ -17,7 +17,6 @@ import os
 import shutil
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -179,22 +178,6 @@ def test_syslog_over_tls_checks_the_receivers_certificate(tmp_path: Path, ledger
         rsyslog.stop()
     assert "CERTIFICATE_VERIFY_FAILED" in bastion.log()
     assert set(rsyslog.seqs()) == set(range(1, _head(bastion) + 1))
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    """A schema of its own in the test database (the shared audit log), dropped afterwards."""
-    name = f"e2e_{uuid.uuid4().hex[:16]}"
-    yield name
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(POSTGRES_URL)
-        try:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
 
 
 def test_replicas_on_postgresql_export_each_record_once_between_them(

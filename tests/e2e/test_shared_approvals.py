@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx2
 import pytest
 from tests.support.bastion_process import BastionProcess, write_users_file
@@ -41,22 +39,6 @@ permit (principal in Group::"ops", action == Action::"approvals/decide", resourc
 """
 PUBLIC_URL = "http://gateway.test"
 PASSWORDS = {"alex": "alex's long passphrase", "rita": "rita's long passphrase"}
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    """A schema of its own in the test database, dropped afterwards."""
-    name = f"e2e_{uuid.uuid4().hex[:16]}"
-    yield name
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(POSTGRES_URL)
-        try:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
 
 
 def replica(workdir: Path, ledger_url: str, schema: str, keys: Path) -> BastionProcess:

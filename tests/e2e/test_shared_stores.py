@@ -13,7 +13,6 @@ load balancer: the same issuer and audience) sharing one signing key file, raw r
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -24,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx2
 import pytest
 import yaml
@@ -60,22 +58,6 @@ def prefix() -> Iterator[str]:
         keys = list(client.scan_iter(match=f"{name}*"))
         if keys:
             client.delete(*keys)
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    """A schema of its own in the test database, dropped afterwards."""
-    name = f"e2e_{uuid.uuid4().hex[:16]}"
-    yield name
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(POSTGRES_URL)
-        try:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await connection.close()
-
-    asyncio.run(drop())
 
 
 def replica(workdir: Path, ledger_url: str, schema: str, prefix: str) -> BastionProcess:

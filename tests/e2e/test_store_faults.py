@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +29,6 @@ POLICY = """
 @id("dev-deploy")
 permit (principal in Group::"dev", action == Action::"tools/call", resource == Tool::"ledger/deploy");
 """
-
-
-@pytest.fixture
-def schema() -> Iterator[str]:
-    name = f"e2e_{uuid.uuid4().hex[:16]}"
-    yield name
-    asyncio.run(_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
 
 
 async def _sql(statement: str) -> None:
