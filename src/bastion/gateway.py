@@ -27,6 +27,7 @@ from bastion.approvals.webhook import WebhookAttempt, WebhookNotifier
 from bastion.audit.checkpoints import CheckpointKeys, CheckpointWriter
 from bastion.audit.export import finish as finish_exports
 from bastion.audit.export_setup import build_exporters
+from bastion.audit.replicas import ReplicaRegistry, replica_name
 from bastion.catalog import MemoryCatalogStore
 from bastion.catalog.guard import DefinitionGuard
 from bastion.config import BastionConfig, RouteSettings
@@ -142,7 +143,13 @@ class Gateway:
         self.postgres = postgres_database(config)
         self.revocations = revocation_store(config, self.postgres, recheck_s=0.05)
         self.issuer = TokenIssuer(self.keys, config.issuer, identity.max_token_ttl)
-        self.audit = audit_log(config, self.postgres)
+        self.replica = replica_name()  # this process, in the shared log's rows and gateway_replicas
+        self.audit = audit_log(config, self.postgres, replica=self.replica)
+        # With the shared log: this replica's heartbeat, and outcomes for the calls of a lost one
+        self.replicas = (
+            ReplicaRegistry(self.postgres, self.audit, self.replica, lost_after_s=config.stores.postgres.replica_lost_s)
+            if self.postgres is not None and config.stores.postgres is not None else None
+        )  # fmt: skip
         checkpoints = config.audit.checkpoints
         self.checkpoints = (  # signed checkpoints of the audit chain (None: off)
             CheckpointWriter(CheckpointKeys.load_or_create(data_dir), checkpoints.path(data_dir),
@@ -603,6 +610,8 @@ class Gateway:
     async def start(self) -> None:
         """Open the stores and start the stdio upstreams (waiting for their handshakes)."""
         await self.audit.start()
+        if self.replicas is not None:
+            await self.replicas.start()
         await self.revocations.start()
         for store in (self.sessions, self._activity_store, self.continuations):
             start_store = getattr(store, "start", None)  # Redis: its pool; memory: nothing to open
@@ -672,6 +681,8 @@ class Gateway:
             if close is not None:
                 await close()
         await self.audit.close()
+        if self.replicas is not None:  # after the flush: nothing of this replica's is left open
+            await self.replicas.close()
         if self.tracing is not None:  # the spans still queued
             await self.tracing.shutdown()
         if self.checkpoints is not None:  # the last records too (an embedded log still knows its head)

@@ -13,8 +13,10 @@ load balancer: the same issuer and audience) sharing one signing key file, raw r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -30,15 +32,18 @@ from redis import Redis
 from tests.support.bastion_process import BASTION, BastionProcess, free_port, stop
 from tests.support.databases import POSTGRES_URL, REDIS_URL, private_postgres, private_redis
 from tests.support.e2e_helpers import (
+    LEGACY_VERSION,
     jwt_payload,
     legacy_post,
     modern_post,
     open_session,
+    raw_headers,
     reply_message,
     rpc,
     wait_until,
 )
 from tests.support.ledger_server import ledger_server
+from tests.support.resumable_server import resumable_server
 
 pytestmark = pytest.mark.e2e
 
@@ -329,3 +334,65 @@ def test_several_workers_on_embedded_stores_are_refused(tmp_path: Path) -> None:
     assert "stores.postgres is not set" in done.stderr
     assert "stores.redis is not set" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_call_cut_by_a_killed_replica_gets_its_outcome_from_the_other(
+    tmp_path: Path, schema: str, prefix: str
+) -> None:
+    """Replica ``a`` is SIGKILLed while a call it forwarded is still running upstream (its answer
+    streaming, the first event relayed). Replica ``b`` sees ``a``'s heartbeat stop and, once it has
+    been silent ``stores.postgres.replica_lost_s`` (2 s here), writes the outcome ``a`` never wrote:
+    ``replica_lost``, flagged ``outcome_unknown``. Every allowed call then has exactly one outcome
+    record, the calls answered normally are the ones the upstream carried out, and the chain verifies."""
+    policy = tmp_path / "resumable.cedar"
+    policy.write_text(
+        '@id("dev-resumable")\n'
+        'permit (principal in Group::"dev", action == Action::"tools/call", resource in Server::"resumable");\n',
+        encoding="utf-8",
+    )
+    with resumable_server() as (url, calls):
+        route = {"name": "resumable", "http": {"url": url, "allow_http": True, "allow": ["127.0.0.1"]}}
+        stores = {"postgres": {"url": POSTGRES_URL, "schema": schema, "replica_lost_s": 2},
+                  "redis": {"url": REDIS_URL, "prefix": prefix}}  # fmt: skip
+        with two_replicas(tmp_path, url, schema, prefix, routes=[route], stores=stores,
+                          policy={"files": [str(policy)]}) as (a, b):  # fmt: skip
+            token = a.mint("rita", "resumable", "dev")
+            endpoint = a.url("resumable")
+            with httpx2.Client(timeout=30) as http:
+                session = open_session(http, endpoint, token)
+                for n in range(2):
+                    echo = rpc("tools/call", {"name": "echo", "arguments": {"text": f"echo-{n}"}}, rpc_id=n + 10)
+                    assert legacy_post(http, endpoint, token, session, echo).status_code == 200
+                headers = raw_headers(token, mcp_session_id=session, mcp_protocol_version=LEGACY_VERSION)
+                cut = rpc("tools/call", {"name": "slow", "arguments": {"text": "cut", "delay_s": 2}}, rpc_id=99)
+                with contextlib.suppress(httpx2.HTTPError), http.stream("POST", endpoint, json=cut,
+                                                                        headers=headers) as response:  # fmt: skip
+                    assert response.headers["content-type"].startswith("text/event-stream")
+                    for line in response.iter_lines():
+                        if line.startswith("data:") and "working" in line:
+                            break  # the upstream is running it: a's outcome record is not written yet
+                    assert a.proc is not None
+                    os.kill(a.proc.pid, signal.SIGKILL)
+                    a.proc.wait(10)
+
+            def tool_records() -> list[dict[str, Any]]:
+                return [r for r in _records(b) if r.get("method") == "tools/call"]
+
+            def closed() -> bool:
+                records = tool_records()
+                return len([r for r in records if r["kind"] == "outcome"]) >= 3
+
+            assert wait_until(closed, timeout_s=30), b.log()
+            records = tool_records()
+            allowed = {r["decision_id"]: r for r in records if r["kind"] == "decision"
+                       and r["decision"]["effect"] == "allow"}  # fmt: skip
+            outcomes = [r for r in records if r["kind"] == "outcome"]
+            assert sorted(r["decision_id"] for r in outcomes) == sorted(allowed)  # one each, no more
+            lost = [r for r in outcomes if r["result"]["error_code"] == "replica_lost"]
+            assert [allowed[r["decision_id"]]["target"] for r in lost] == ["slow"]
+            assert lost[0]["result"]["flags"] == ["outcome_unknown"]
+            answered = sorted(c["text"] for c in calls() if c["tool"] == "echo")
+            assert answered == ["echo-0", "echo-1"] == sorted(
+                allowed[r["decision_id"]]["arguments"]["text"] for r in outcomes if r not in lost
+            )
+            assert b.cli("audit", "verify", "--config", str(b.config_path)).stdout.startswith("OK")

@@ -55,8 +55,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _INSERT = (
-    f"INSERT INTO audit_events ({', '.join(COLUMNS)}) "  # noqa: S608 - constants only
-    f"VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})"
+    f"INSERT INTO audit_events ({', '.join(COLUMNS)}, replica) "  # noqa: S608 - constants only
+    f"VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 2))})"
 )
 _PAGE = 1000
 """Rows per query when the reader walks the log."""
@@ -76,10 +76,16 @@ class _Pending:
 class PostgresAuditLog:
     """``AuditLog`` in ``database`` (see the module docstring). ``max_batch`` caps the events of one
     transaction; ``linger_ms`` is how long a batch of queued events may wait for company.
-    ``commits`` and ``failures`` count transactions committed and failed."""
+    ``replica`` names the writing replica in each row's ``replica`` column (migration
+    ``0009_replicas.sql``, outside the record: ``bastion.audit.replicas`` reads it when that replica
+    is lost); ``None`` (the CLI) leaves it null. ``commits`` and ``failures`` count transactions
+    committed and failed."""
 
-    def __init__(self, database: PostgresDatabase, *, max_batch: int = 1024, linger_ms: float = 20.0) -> None:
+    def __init__(
+        self, database: PostgresDatabase, *, max_batch: int = 1024, linger_ms: float = 20.0, replica: str | None = None
+    ) -> None:
         self._database = database
+        self._replica = replica
         self._max_batch = max_batch
         self._linger_s = linger_ms / 1000
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
@@ -195,7 +201,7 @@ class PostgresAuditLog:
                 for pending in batch:
                     try:
                         record, text = seal(pending.body, seq=seq + 1, prev_hash=prev)
-                        row = (*index_columns(record), text, record["hash"])
+                        row = (*index_columns(record), text, record["hash"], self._replica)
                         _check_text(row)
                     except (TypeError, ValueError) as exc:  # not a JSON value, or not text PostgreSQL keeps
                         _settle([pending], f"audit record not serializable: {exc}")

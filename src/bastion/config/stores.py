@@ -30,7 +30,9 @@ class PostgresSettings(_Model):
     ``url`` is ``postgresql://user@host:5432/database`` (``?sslmode=require`` and the other libpq
     parameters asyncpg understands may follow); the password only by reference, ``password: {env:
     NAME}``. Every table lives in ``schema`` (created if missing); ``pool_size`` bounds each
-    process's connections.
+    process's connections. ``replica_lost_s`` is how long (seconds) a replica's heartbeat may be
+    silent before another replica declares it lost and closes the calls it left without an outcome
+    (``bastion.audit.replicas``); it beats every sixth of that.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -39,6 +41,7 @@ class PostgresSettings(_Model):
     password: SecretRef | None = None
     db_schema: str = Field(default="bastion", alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     pool_size: int = Field(default=10, ge=1, le=200)
+    replica_lost_s: float = Field(default=30.0, ge=1.0, le=3600.0)
 
     @model_validator(mode="after")
     def _url(self) -> PostgresSettings:

@@ -170,11 +170,12 @@ def activity_store(config: BastionConfig) -> ActivityStore:
     return MemoryActivityStore()
 
 
-def audit_log(config: BastionConfig, postgres: PostgresDatabase | None) -> AuditLog:
-    """The audit log's writer (not started): in ``postgres`` when given (one chain for every replica),
-    else in the data directory's SQLite file with ``audit.synchronous``."""
+def audit_log(config: BastionConfig, postgres: PostgresDatabase | None, *, replica: str | None = None) -> AuditLog:
+    """The audit log's writer (not started): in ``postgres`` when given (one chain for every replica,
+    each row naming the writing ``replica``: ``bastion.audit.replicas``), else in the data directory's
+    SQLite file with ``audit.synchronous``."""
     if postgres is not None:
-        return PostgresAuditLog(postgres)
+        return PostgresAuditLog(postgres, replica=replica)
     return SQLiteAuditLog(config.data_dir / DATABASE_FILE, synchronous=config.audit.synchronous)
 
 
