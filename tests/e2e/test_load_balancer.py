@@ -7,7 +7,9 @@ Redis behind HAProxy (round robin, no stickiness: each request is balanced on it
 - A call answered as SSE, and the session's GET event stream, work through the balancer; when the
   replica holding the GET stream is killed (SIGKILL), the client reconnects through the balancer to
   the other replica with ``Last-Event-ID``, and the upstream (which keeps its events) replays what
-  was sent meanwhile, then the stream goes on.
+  was sent meanwhile, then the stream goes on. A call whose SSE answer was cut when its replica was
+  killed is answered on the other replica when the client resumes with ``Last-Event-ID`` (the request
+  was shared in Redis), inspected there; the same replay on another session is withheld.
 - A token revoked with one replica's CLI is refused by every replica within a second.
 - A stdio route runs its upstream on every replica.
 
@@ -289,20 +291,24 @@ def test_a_stdio_route_runs_its_upstream_on_every_replica(cluster: Cluster) -> N
     assert sorted(served) == ["r0", "r0", "r1", "r1"]
 
 
-def test_a_call_whose_stream_died_with_its_replica_is_not_answered_by_the_other(cluster: Cluster) -> None:
-    """What Bastion does not do: resume a POST's event stream on another replica. The call's stream
-    is cut when its replica is killed; the upstream finishes the call and keeps the answer; the
-    client resumes with ``Last-Event-ID`` through the balancer and the surviving replica relays the
-    upstream's replay, but withholds the answer (its ledger of the session's requests is its own, so
-    a request sent through another replica is unknown there): the event's id is relayed without its
-    data, and the withheld answer is audited as a denied ``response`` (``unsolicited_response``)."""
+def test_a_call_whose_stream_died_with_its_replica_is_answered_by_the_other(cluster: Cluster) -> None:
+    """A POST's event stream resumes on another replica. The call's stream is cut when its replica is
+    killed (SIGKILL); the upstream finishes the call and keeps the answer; the client resumes with
+    ``Last-Event-ID`` through the balancer, and the surviving replica finds the request in the ledger
+    the killed one shared in Redis (before relaying the first event), so it relays the upstream's
+    replay as the answer to that call, inspected: the email address in it is redacted (every class
+    applies to an answer replayed on a GET stream). The same replay on another session of the same
+    principal (the upstream's event store serves it to any session) finds no request there and is
+    withheld: the event's id relayed without its data, audited as a denied ``response``
+    (``unsolicited_response``)."""
     token = cluster.replicas[0].mint("sam", "resumable", "dev")
     url = cluster.balancer.url("resumable")
     with httpx2.Client(timeout=httpx2.Timeout(10, read=3)) as http:
-        session_id = open_session(http, url, token)
+        session_id, elsewhere = open_session(http, url, token), open_session(http, url, token)
         headers = {"authorization": f"Bearer {token}", "mcp-session-id": session_id,
                    "mcp-protocol-version": "2025-11-25", "accept": "application/json, text/event-stream"}  # fmt: skip
-        call = rpc("tools/call", {"name": "slow", "arguments": {"text": "late", "delay_s": 1}}, rpc_id=7)
+        text = "late: ask ops@example.com"
+        call = rpc("tools/call", {"name": "slow", "arguments": {"text": text, "delay_s": 1}}, rpc_id=7)
         last_id = None
         with http.stream("POST", url, json=call, headers=headers) as stream:
             holder = cluster.replica(stream.headers[REPLICA_HEADER])
@@ -313,18 +319,28 @@ def test_a_call_whose_stream_died_with_its_replica_is_not_answered_by_the_other(
             assert holder.proc is not None
             assert last_id is not None
             os.kill(holder.proc.pid, signal.SIGKILL)
-        wait_until(lambda: cluster.upstream_calls() == [{"tool": "slow", "text": "late"}])  # answered upstream
-        lines: list[str] = []
+        wait_until(lambda: cluster.upstream_calls() == [{"tool": "slow", "text": text}])  # answered upstream
         resume = {**headers, "accept": "text/event-stream", "last-event-id": last_id}
-        with http.stream("GET", url, headers=resume) as resumed:
-            assert resumed.status_code == 200
-            other = cluster.replica(resumed.headers[REPLICA_HEADER])
-            assert other is not holder
-            with contextlib.suppress(httpx2.ReadTimeout):  # the replayed stream stays open
-                lines.extend(resumed.iter_lines())
-    assert [line for line in lines if line.startswith("id:")]  # the replay reached the client...
-    assert not [line for line in lines if line.startswith("data:") and line[5:].strip()], lines  # ...without the answer
+        resumed, other = _resume(cluster, http, resume)
+        foreign, _ = _resume(cluster, http, {**resume, "mcp-session-id": elsewhere})
+    assert other is not holder
+    answers = [json.loads(line[5:]) for line in resumed if line.startswith("data:") and line[5:].strip()]
+    assert [a["id"] for a in answers] == [7], resumed  # the answer, once
+    assert answers[0]["result"]["content"][0]["text"] == "late: ask [REDACTED:email]"  # inspected on the way
+    assert [line for line in foreign if line.startswith("id:")]  # the replay on the other session...
+    assert not [line for line in foreign if line.startswith("data:") and line[5:].strip()], foreign  # ...withheld
     assert wait_until(lambda: _withheld(other), timeout_s=5) == [("response", "unsolicited_response", "7")]
+
+
+def _resume(cluster: Cluster, http: httpx2.Client, headers: dict[str, str]) -> tuple[list[str], BastionProcess]:
+    """The lines of the event stream a GET with ``headers`` opens through the balancer (read until it
+    stays quiet: a replayed stream stays open), and the replica that served it."""
+    lines: list[str] = []
+    with http.stream("GET", cluster.balancer.url("resumable"), headers=headers) as resumed:
+        assert resumed.status_code == 200
+        with contextlib.suppress(httpx2.ReadTimeout):
+            lines.extend(resumed.iter_lines())
+        return lines, cluster.replica(resumed.headers[REPLICA_HEADER])
 
 
 def _withheld(replica: BastionProcess) -> list[tuple[str, str, str | None]]:

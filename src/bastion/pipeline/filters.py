@@ -14,7 +14,10 @@ Deny by construction, before any filter runs:
 - a response is only relayed when it answers a request this client sent: on a
   POST's reply, that request's own id; on a GET stream (MCP 2025-11-25
   basic/transports, "Resumability and Redelivery"), a request recorded in the
-  session's ``RequestLedger``. Any other response is dropped;
+  session's ``RequestLedger`` (in this process, else, with a shared session store,
+  shared there by the replica the request was sent through: the one lookup that may
+  do I/O, and a lookup that fails drops the response, ``ledger_unavailable``). Any
+  other response is dropped (``unsolicited_response``);
 - a JSON value that is not one JSON-RPC object (a batch array, a number) is dropped;
 - a filter that raises (or drops the answer to the exchange's own request)
   never lets the message pass unfiltered: the message is dropped, and for that
@@ -125,8 +128,15 @@ class MessageInspector:
         answered: SentRequest | None = None
         if "method" not in message:
             answered = self._answered(exchange, message, stream)
+            reason = "unsolicited_response"
+            if answered is None and stream == "stream" and exchange.session is not None:
+                try:  # the ledger in this process missed: the request may have been sent through another replica
+                    answered = await exchange.session.requests.find_shared(message.get("id"))
+                except Exception:  # any failure withholds the answer (fail closed)
+                    logger.warning("the shared request ledger did not answer; the response is withheld", exc_info=True)
+                    reason = "ledger_unavailable"
             if answered is None:
-                await self._on_drop(exchange, message, "unsolicited_response")
+                await self._on_drop(exchange, message, reason)
                 return None
         current: dict[str, Any] = message
         for message_filter in self.filters:
@@ -151,7 +161,8 @@ class MessageInspector:
     def _answered(exchange: Exchange, message: dict[str, Any], stream: StreamKind) -> SentRequest | None:
         """The request ``message`` (a response) answers, or ``None``. On a POST's reply that is the
         POST's own request (an error with a ``null`` id counts: JSON-RPC 2.0 section 5 uses it when
-        the server could not read the id); on a GET stream, a request in the session's ledger."""
+        the server could not read the id); on a GET stream, a request in this process's ledger of the
+        session (``inspect`` then looks in the shared ledger)."""
         rpc_id = message.get("id")
         if stream == "reply":
             own = rpc_key(exchange.rpc_id) if exchange.kind == "request" else None

@@ -7,7 +7,8 @@ protocol has ONE contract suite, run against every backend of that kind, in
 ``tests/unit/stores/test_contract_<kind>.py``; a shared backend (PostgreSQL, Redis) joins a
 kind by adding itself to that suite's ``BACKENDS``. Shared backends so far: rate counters in Redis
 (``stores.redis_counters.RedisRateCounter``), sessions, continuations and session activity in Redis
-(``stores.redis_sessions.RedisSessionStore``, ``stores.redis_continuations.RedisContinuationStore``,
+(``stores.redis_sessions.RedisSessionStore``, with its ledgers' shared entries in ``stores.redis_ledger``,
+``stores.redis_continuations.RedisContinuationStore``,
 ``stores.redis_activity.RedisActivityStore``) and revocations in PostgreSQL (``stores.postgres_revocations.
 PostgresRevocationStore``, on ``stores.postgres.PostgresDatabase``: one pool per process, the schema
 migrated at start from ``stores/migrations/``), and the audit log in PostgreSQL

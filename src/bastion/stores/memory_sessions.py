@@ -92,6 +92,10 @@ class MemorySessionStore:
         """See ``SessionStore.sweep``."""
         return self._sweep(self._clock() if now is None else now)
 
+    async def count(self) -> int:
+        """The sessions this store holds (idle ones count until swept). For the metrics."""
+        return len(self._sessions)
+
     async def drain(self) -> list[Session]:
         """See ``SessionStore.drain``: every session."""
         sessions = list(self._sessions.values())

@@ -20,8 +20,12 @@ whose script removed a session (a ``get`` that found it idle, or ``sweep``) repo
 ``on_forget``, which ends its upstream session once.
 ``drain`` returns nothing: at shutdown the other replicas still serve the sessions.
 
-The request ledger (``Session.requests``) stays per process, as ``bastion.stores.sessions``
-explains: this store keeps one per session id it has handed out, the newest ``ledgers`` of them.
+The request ledger (``Session.requests``) lives in the memory of each process, as
+``bastion.stores.sessions`` explains: this store keeps one per session id it has handed out, the
+newest ``ledgers`` of them, each with the store's ``RedisSharedRequests``
+(``bastion.stores.redis_ledger``: ``<prefix>req:<id>`` and ``<prefix>req-order:<id>``), where the
+entries of requests answered with an event stream are shared; those keys go with the session
+(``delete``, idle expiry).
 
 Errors: every method raises ``redis.exceptions.RedisError`` (or ``OSError``) when Redis cannot be
 reached; the session stage turns that into a refusal (fail closed).
@@ -35,6 +39,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from bastion.stores.redis_ledger import RedisSharedRequests
 from bastion.stores.redis_store import RedisStore
 from bastion.stores.sessions import RequestLedger, Session
 
@@ -45,7 +50,8 @@ _TOUCH_S = 1.0
 _GRACE_S = 60
 """Redis drops a session key this long after it would have gone idle (a backstop for ``sweep``)."""
 
-# KEYS[1] session hash, KEYS[2] idle set; ARGV: id, route, principal, now, idle_s, touch_s, ttl_ms.
+# KEYS[1] session hash, KEYS[2] idle set, KEYS[3..4] its ledger's keys; ARGV: id, route, principal, now,
+# idle_s, touch_s, ttl_ms.
 # Returns {1, hash as a flat list} for the session, {0, hash} when it had gone idle (this call deleted
 # it), or nil (unknown, or another route or owner).
 _GET = """
@@ -55,7 +61,7 @@ local s = {}
 for i = 1, #fields, 2 do s[fields[i]] = fields[i + 1] end
 local now = tonumber(ARGV[4])
 if now - tonumber(s['last_seen']) > tonumber(ARGV[5]) then
-  redis.call('DEL', KEYS[1]); redis.call('ZREM', KEYS[2], ARGV[1]); return {0, fields}
+  redis.call('DEL', KEYS[1], KEYS[3], KEYS[4]); redis.call('ZREM', KEYS[2], ARGV[1]); return {0, fields}
 end
 if s['route'] ~= ARGV[2] or s['principal'] ~= ARGV[3] then return nil end
 if now - tonumber(s['last_seen']) >= tonumber(ARGV[6]) then
@@ -71,14 +77,15 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 for i = 1, #ARGV, 2 do if ARGV[i + 1] ~= '' then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end end
 return redis.call('HGETALL', KEYS[1])
 """
-# KEYS[1] session hash, KEYS[2] idle set; ARGV: id, cutoff. Removes the session if it is idle at the
-# cutoff (last_seen < cutoff) or gone; returns its hash when this call removed it, else nil.
+# KEYS[1] session hash, KEYS[2] idle set, KEYS[3..4] its ledger's keys; ARGV: id, cutoff. Removes the
+# session if it is idle at the cutoff (last_seen < cutoff) or gone; returns its hash when this call
+# removed it, else nil.
 _EXPIRE = """
 local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then redis.call('ZREM', KEYS[2], ARGV[1]); return nil end
+if #fields == 0 then redis.call('ZREM', KEYS[2], ARGV[1]); redis.call('DEL', KEYS[3], KEYS[4]); return nil end
 local seen = tonumber(redis.call('HGET', KEYS[1], 'last_seen'))
 if seen >= tonumber(ARGV[2]) then return nil end
-redis.call('DEL', KEYS[1]); redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[3], KEYS[4]); redis.call('ZREM', KEYS[2], ARGV[1])
 return fields
 """
 
@@ -87,8 +94,8 @@ class RedisSessionStore(RedisStore):
     """``SessionStore`` in the Redis at ``url`` under key ``prefix`` (module docstring); a session
     idle for more than ``idle_s`` seconds expires. ``on_forget`` is called with every session this
     process's ``get`` or ``sweep`` dropped for idleness (not on ``delete`` or ``drain``); ``clock``
-    gives epoch seconds (tests inject one); ``ledgers`` bounds the request ledgers kept. ``start``/
-    ``close`` or ``async with``.
+    gives epoch seconds (tests inject one); ``ledgers`` bounds the request ledgers kept, ``ledger_size``
+    the entries of each (in this process, and shared in Redis). ``start``/``close`` or ``async with``.
     """
 
     def __init__(
@@ -100,6 +107,7 @@ class RedisSessionStore(RedisStore):
         on_forget: Callable[[Session], None] | None = None,
         clock: Callable[[], float] = time.time,
         ledgers: int = 100_000,
+        ledger_size: int = 1024,
     ) -> None:
         super().__init__(url, prefix)
         self._idle_key = f"{prefix}idle"
@@ -109,6 +117,10 @@ class RedisSessionStore(RedisStore):
         self._clock = clock
         self._ledgers: OrderedDict[str, RequestLedger] = OrderedDict()
         self._max_ledgers = ledgers
+        self._ledger_size = ledger_size
+        self._shared = RedisSharedRequests(
+            self._redis, prefix, session_key=self._key, ttl_ms=self._ttl_ms, size=ledger_size, clock=clock
+        )
         self._get = self._redis.register_script(_GET)
         self._update = self._redis.register_script(_UPDATE)
         self._expire = self._redis.register_script(_EXPIRE)
@@ -118,10 +130,10 @@ class RedisSessionStore(RedisStore):
 
     async def create(self, route: str, principal_key: str) -> Session:
         """See ``SessionStore.create``."""
-        now = self._clock()
+        now, session_id = self._clock(), secrets.token_urlsafe(32)
         session = Session(
-            id=secrets.token_urlsafe(32), route=route, principal_key=principal_key, created=now, last_seen=now,
-            requests=RequestLedger(),
+            id=session_id, route=route, principal_key=principal_key, created=now, last_seen=now,
+            requests=self._new_ledger(session_id),
         )  # fmt: skip
         key = self._key(session.id)
         fields = {"route": route, "principal": principal_key, "created": repr(now), "last_seen": repr(now)}
@@ -137,7 +149,7 @@ class RedisSessionStore(RedisStore):
         """See ``SessionStore.get``."""
         now = self._clock()
         found = await self._get(
-            keys=[self._key(session_id), self._idle_key],
+            keys=[self._key(session_id), self._idle_key, *self._shared.keys(session_id)],
             args=[session_id, route, principal_key, repr(now), self._idle_s, _TOUCH_S, self._ttl_ms],
         )
         if found is None:
@@ -162,7 +174,7 @@ class RedisSessionStore(RedisStore):
     async def delete(self, session_id: str) -> None:
         """See ``SessionStore.delete``."""
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._key(session_id))
+            pipe.delete(self._key(session_id), *self._shared.keys(session_id))
             pipe.zrem(self._idle_key, session_id)
             await pipe.execute()
         self._ledgers.pop(session_id, None)
@@ -174,11 +186,17 @@ class RedisSessionStore(RedisStore):
         dropped = 0
         for raw in idle:
             session_id = raw.decode() if isinstance(raw, bytes) else str(raw)
-            fields = await self._expire(keys=[self._key(session_id), self._idle_key], args=[session_id, repr(cutoff)])
+            keys = [self._key(session_id), self._idle_key, *self._shared.keys(session_id)]
+            fields = await self._expire(keys=keys, args=[session_id, repr(cutoff)])
             if fields is not None:
                 dropped += 1
                 self._forget(self._session(session_id, fields))
         return dropped
+
+    async def count(self) -> int:
+        """The sessions of every replica in the store (its idle index's size, ``ZCARD``: one O(1)
+        command; idle ones count until a ``sweep`` or a ``get`` removes them). For the metrics."""
+        return int(await self._redis.zcard(self._idle_key))
 
     async def drain(self) -> list[Session]:
         """See ``SessionStore.drain``: none (the other replicas still serve them)."""
@@ -207,9 +225,12 @@ class RedisSessionStore(RedisStore):
         """This process's ledger of ``session_id`` (a new one if it has none)."""
         ledger = self._ledgers.get(session_id)
         if ledger is None:
-            ledger = RequestLedger()
+            ledger = self._new_ledger(session_id)
         self._keep_ledger(session_id, ledger)
         return ledger
+
+    def _new_ledger(self, session_id: str) -> RequestLedger:
+        return RequestLedger(self._ledger_size, session_id=session_id, shared=self._shared)
 
     def _keep_ledger(self, session_id: str, ledger: RequestLedger) -> None:
         self._ledgers[session_id] = ledger

@@ -13,14 +13,17 @@ epoch seconds so that replicas sharing a backend agree. The embedded backend is
 ``bastion.stores.memory_sessions.MemorySessionStore`` (one process); the contract suite
 is ``tests/unit/stores/test_contract_sessions.py``.
 
-``Session.requests`` (a ``RequestLedger``) is per-process state, not stored data: the
-requests a client sent THROUGH THIS PROCESS, which the message filters match the
-upstream's answers against. A backend keeps one ledger per session id in the process,
-beside the stored session, and hands the same ledger out with every ``Session`` it
-returns; it is never serialized. A shared backend therefore gives a session resumed on
-another replica an empty ledger there, so an answer replayed to that replica for a
-request sent through another one is dropped (deny by construction), never relayed
-unfiltered.
+``Session.requests`` (a ``RequestLedger``) is the requests a client sent on the session, which the
+message filters match the upstream's answers against. Its entries live in the memory of the
+process that forwarded the requests: a backend keeps one ledger per session id beside the stored
+session and hands the same ledger out with every ``Session`` it returns; it is never serialized.
+A shared backend gives each ledger a ``SharedRequests`` too, where the entry of a request whose
+answer the upstream streams (a POST answered with ``text/event-stream``, the only answer the
+upstream can replay after ``Last-Event-ID``) is also recorded (``share``), bound to the session,
+so that a replica the client resumes that stream on finds it (``find_shared``) and relays the
+replayed answer as the answer to that request. Only ``method``, ``target`` and ``first_page`` are
+shared, never the arguments. An answer for a request found in neither is dropped (deny by
+construction), never relayed unfiltered; so is one whose shared lookup failed.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["RequestLedger", "SentRequest", "Session", "SessionStore", "rpc_key"]
+__all__ = ["RequestLedger", "SentRequest", "Session", "SessionStore", "SharedRequests", "rpc_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,20 +57,42 @@ def rpc_key(rpc_id: Any) -> tuple[type, Any] | None:
     return (type(rpc_id), rpc_id) if isinstance(rpc_id, (str, int)) and not isinstance(rpc_id, bool) else None
 
 
+class SharedRequests(Protocol):
+    """Where the ledgers of a shared session store share entries across replicas (one per store:
+    each method names the session). Both raise the backend's error when it cannot answer."""
+
+    async def record(self, session_id: str, request: SentRequest) -> bool:
+        """Record ``request`` as sent on ``session_id``; ``False`` when the session is gone."""
+        ...
+
+    async def find(self, session_id: str, rpc_id: Any) -> SentRequest | None:
+        """The request with id ``rpc_id`` recorded on ``session_id`` by any replica, or ``None``."""
+        ...
+
+
 class RequestLedger:
     """The last ``size`` requests a client sent on one session, by JSON-RPC id.
 
     A response that arrives on a GET stream (a POST stream the upstream replays
     after ``Last-Event-ID``, MCP 2025-11-25 basic/transports "Resumability and
-    Redelivery") is relayed only when it answers a request recorded here, and is
-    inspected as the answer to that request.
+    Redelivery") is relayed only when it answers a request recorded here (``find``)
+    or, with a shared session store, shared by any replica (``find_shared``), and is
+    inspected as the answer to that request. ``remember`` and ``find`` do no I/O;
+    ``share`` and ``find_shared`` reach ``shared`` (nothing without one).
     """
 
-    __slots__ = ("_entries", "_size")
+    __slots__ = ("_entries", "_session_id", "_shared", "_size")
 
-    def __init__(self, size: int = 1024) -> None:
+    def __init__(self, size: int = 1024, *, session_id: str = "", shared: SharedRequests | None = None) -> None:
         self._entries: OrderedDict[tuple[type, Any], SentRequest] = OrderedDict()
         self._size = size
+        self._session_id = session_id
+        self._shared = shared
+
+    @property
+    def shared(self) -> bool:
+        """Whether other replicas can see what ``share`` records."""
+        return self._shared is not None
 
     def remember(self, request: SentRequest) -> None:
         """Record a request about to be forwarded (the oldest is forgotten past ``size``)."""
@@ -80,9 +105,27 @@ class RequestLedger:
             self._entries.popitem(last=False)
 
     def find(self, rpc_id: Any) -> SentRequest | None:
-        """The recorded request with id ``rpc_id``, or ``None``."""
+        """The request with id ``rpc_id`` recorded in this process, or ``None``."""
         key = rpc_key(rpc_id)
         return None if key is None else self._entries.get(key)
+
+    async def share(self, request: SentRequest) -> bool:
+        """Record ``request`` where other replicas find it (its answer is a stream the client may
+        resume elsewhere); ``False`` when there is nowhere to share it or the session is gone.
+        Raises the shared backend's error when it cannot answer."""
+        if self._shared is None or rpc_key(request.rpc_id) is None:
+            return False
+        return await self._shared.record(self._session_id, request)
+
+    async def find_shared(self, rpc_id: Any) -> SentRequest | None:
+        """The request with id ``rpc_id`` that any replica shared on this session (then remembered
+        here too), or ``None``. Raises the shared backend's error when it cannot answer."""
+        if self._shared is None or rpc_key(rpc_id) is None:
+            return None
+        found = await self._shared.find(self._session_id, rpc_id)
+        if found is not None:
+            self.remember(found)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +136,9 @@ class Session:
     upstream's ``Mcp-Session-Id`` (HTTP upstreams only); ``protocol_version``
     the negotiated version (stdio routes, where Bastion answers ``initialize``);
     ``created`` and ``last_seen`` are epoch seconds (``time.time()``); ``requests``
-    the requests its client sent through this process (``RequestLedger``, per-process,
-    shared by every ``Session`` value of one id), for the message filters.
+    the requests its client sent (``RequestLedger``: those sent through this process, and
+    with a shared store those other replicas shared; one object for every ``Session`` value
+    of one id), for the message filters.
     """
 
     id: str

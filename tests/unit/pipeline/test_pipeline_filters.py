@@ -25,7 +25,7 @@ from bastion.pipeline.stages.inspect import ListFilter
 from bastion.pipeline.stages.list_changed import ListChangedFilter
 from bastion.policy import PolicyEngine
 from bastion.principal import Principal
-from bastion.stores.sessions import SentRequest, Session
+from bastion.stores.sessions import RequestLedger, SentRequest, Session
 from bastion.transport.routes import RouteRuntime
 
 POLICY = """
@@ -135,6 +135,65 @@ async def test_a_response_to_a_request_never_sent_is_dropped_on_a_get_stream(eng
     assert [event.message["method"] for event in relayed[1:]] == ["notifications/message"]
     assert drops.reasons == ["unsolicited_response", "unsolicited_response"]
     assert [message["id"] for message, _ in drops.seen if message is not None] == [4242, "1"]
+
+
+class Shared:
+    """A ``SharedRequests`` of another replica: ``entries`` by session id, or ``failing``."""
+
+    def __init__(self, entries: dict[str, list[SentRequest]], *, failing: bool = False) -> None:
+        self.entries, self.failing, self.asked = entries, failing, 0
+
+    async def record(self, session_id: str, request: SentRequest) -> bool:
+        self.entries.setdefault(session_id, []).append(request)
+        return True
+
+    async def find(self, session_id: str, rpc_id: Any) -> SentRequest | None:
+        self.asked += 1
+        if self.failing:
+            raise ConnectionError("the shared store is gone")
+        return next((r for r in self.entries.get(session_id, []) if r.rpc_id == rpc_id), None)
+
+
+def _resumed(shared: Shared, session_id: str = "s1") -> Exchange:
+    """A GET stream on a replica whose own ledger of the session is empty, with ``shared`` behind it."""
+    exchange = _get_stream(session=False)
+    ledger = RequestLedger(session_id=session_id, shared=shared)
+    exchange.session = Session(id=session_id, route="notes", principal_key="k", requests=ledger)
+    return exchange
+
+
+async def test_an_answer_to_a_request_shared_by_another_replica_is_relayed_filtered(engine: PolicyEngine) -> None:
+    drops = Drops()
+    shared = Shared({"s1": [SentRequest(1, "tools/list")], "s2": [SentRequest(2, "tools/list")]})
+    exchange = _resumed(shared)
+    events = [SseEvent(message=_answer(1), id="e1"), SseEvent(message=_answer("1"), id="e2"),
+              SseEvent(message=_answer(2), id="e3"), SseEvent(message=_answer(1), id="e4")]  # fmt: skip
+    relayed = await _relay(_inspector(engine, drops), exchange, events)
+    assert [(event.id, event.message is not None) for event in relayed] == [
+        ("e1", True), ("e2", False), ("e3", False), ("e4", True)
+    ]  # fmt: skip
+    assert [tool["name"] for tool in relayed[0].message["result"]["tools"]] == ["search"]  # inspected as tools/list
+    assert drops.reasons == ["unsolicited_response", "unsolicited_response"]  # "1" is not 1; 2 is another session's
+    assert shared.asked == 3  # the answer found once is remembered here: e4 costs no lookup
+
+
+async def test_an_answer_whose_shared_lookup_fails_is_withheld_and_reported(engine: PolicyEngine) -> None:
+    drops = Drops()
+    exchange = _resumed(Shared({"s1": [SentRequest(1, "tools/list")]}, failing=True))
+    relayed = await _relay(_inspector(engine, drops), exchange, [SseEvent(message=_answer(1), id="e1")])
+    assert [(event.id, event.message, event.data) for event in relayed] == [("e1", None, "")]
+    assert drops.reasons == ["ledger_unavailable"]
+
+
+async def test_a_posts_own_reply_never_looks_in_the_shared_ledger(engine: PolicyEngine) -> None:
+    drops = Drops()
+    shared = Shared({"s1": [SentRequest(999, "tools/list")]})
+    exchange = _post("tools/list")
+    exchange.session = _resumed(shared).session
+    relayed = await _relay(_inspector(engine, drops), exchange, [SseEvent(message=_answer(999))], stream="reply")
+    assert relayed == []
+    assert drops.reasons == ["unsolicited_response"]
+    assert shared.asked == 0
 
 
 async def test_a_get_stream_without_a_session_relays_no_response(engine: PolicyEngine) -> None:

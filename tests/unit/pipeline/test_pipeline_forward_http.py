@@ -11,6 +11,9 @@ makes the relay raise ``UpstreamUnavailable`` instead of ending quietly.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,11 +26,11 @@ from bastion.config import HttpUpstream as HttpUpstreamSettings
 from bastion.config import RouteSettings
 from bastion.egress import AllowList, EgressGuard
 from bastion.errors import UpstreamError, UpstreamUnavailable
-from bastion.pipeline.context import EmptyReply, Exchange, HttpRequest, SseEvent, SseReply
-from bastion.pipeline.stages.forward_http import HttpEndStage, HttpStreamStage
+from bastion.pipeline.context import EmptyReply, Exchange, HttpRequest, JsonReply, SseEvent, SseReply
+from bastion.pipeline.stages.forward_http import HttpEndStage, HttpForwardStage, HttpStreamStage
 from bastion.principal import Principal
 from bastion.stores.memory_sessions import MemorySessionStore
-from bastion.stores.sessions import Session
+from bastion.stores.sessions import RequestLedger, SentRequest, Session
 from bastion.transport.routes import RouteRuntime
 from bastion.upstream.http import HttpUpstream
 
@@ -45,6 +48,7 @@ class Upstream:
         app = web.Application()
         app.router.add_delete("/mcp", self._delete)
         app.router.add_get("/mcp", self._get)
+        app.router.add_post("/mcp", self._post)
         self.server = TestServer(app, host="127.0.0.1")
 
     async def _delete(self, request: web.Request) -> web.Response:
@@ -58,6 +62,17 @@ class Upstream:
         await asyncio.sleep(0.05)
         assert request.transport is not None
         request.transport.close()  # abort: the chunked body never ends
+        return response
+
+    async def _post(self, request: web.Request) -> web.StreamResponse:
+        """Answer as an event stream when the request's id starts with ``sse``, else as JSON."""
+        rpc_id = (await request.json())["id"]
+        answer = json.dumps({"jsonrpc": "2.0", "id": rpc_id, "result": {"content": []}})
+        if not str(rpc_id).startswith("sse"):
+            return web.Response(text=answer, content_type="application/json")
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(f"id: p1\ndata: {answer}\n\n".encode())
         return response
 
     @property
@@ -172,3 +187,76 @@ async def test_a_get_stream_the_upstream_breaks_raises_instead_of_ending(
         assert exchange.route.http is not None
         await exchange.route.http.aclose()
     assert relayed == [{"jsonrpc": "2.0", "method": "notifications/message"}]
+
+
+class Shared:
+    """A ``SharedRequests`` that keeps what was recorded, or fails."""
+
+    def __init__(self, *, failing: bool = False) -> None:
+        self.recorded: list[tuple[str, SentRequest]] = []
+        self.failing = failing
+
+    async def record(self, session_id: str, request: SentRequest) -> bool:
+        if self.failing:
+            raise ConnectionError("the shared store is gone")
+        self.recorded.append((session_id, request))
+        return True
+
+    async def find(self, session_id: str, rpc_id: Any) -> SentRequest | None:
+        return None
+
+
+async def _call(upstream: Upstream, guard: EgressGuard, shared: Shared, rpc_id: str) -> Exchange:
+    """A ``tools/call`` POSTed through ``HttpForwardStage`` on a session whose ledger shares with ``shared``."""
+    exchange = await _exchange(upstream.url, guard, MemorySessionStore(), "POST")
+    assert exchange.session is not None
+    ledger = RequestLedger(session_id=exchange.session.id, shared=shared)
+    exchange.session = dataclasses.replace(exchange.session, requests=ledger)
+    message = {
+        "jsonrpc": "2.0",
+        "id": rpc_id,
+        "method": "tools/call",
+        "params": {"name": "search", "arguments": {"q": "x"}},
+    }
+    exchange.message, exchange.kind, exchange.target = message, "request", "search"
+    exchange.http = dataclasses.replace(
+        exchange.http, headers={"accept": "application/json, text/event-stream", "content-type": "application/json"},
+        body=json.dumps(message).encode(),
+    )  # fmt: skip
+    try:
+        await HttpForwardStage(MemorySessionStore()).run(exchange)
+        if isinstance(exchange.reply, SseReply):
+            relayed: list[Any] = []
+            await _drain(exchange.reply.events, relayed)
+            exchange.notes["relayed"] = relayed
+    finally:
+        assert exchange.route.http is not None
+        await exchange.route.http.aclose()
+    return exchange
+
+
+async def test_a_call_answered_as_a_stream_is_shared_before_it_is_relayed(
+    upstream: Upstream, guard: EgressGuard
+) -> None:
+    shared = Shared()
+    exchange = await _call(upstream, guard, shared, "sse-1")
+    assert isinstance(exchange.reply, SseReply)
+    assert exchange.session is not None
+    assert shared.recorded == [(exchange.session.id, SentRequest("sse-1", "tools/call", "search", True))]
+    assert [m["id"] for m in exchange.notes["relayed"]] == ["sse-1"]
+
+
+async def test_a_call_answered_as_json_is_not_shared(upstream: Upstream, guard: EgressGuard) -> None:
+    shared = Shared()
+    exchange = await _call(upstream, guard, shared, "json-1")
+    assert isinstance(exchange.reply, JsonReply)
+    assert shared.recorded == []  # a JSON answer cannot be replayed: no shared write
+
+
+async def test_a_call_whose_request_cannot_be_shared_is_still_answered(
+    upstream: Upstream, guard: EgressGuard, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="bastion.pipeline.stages.forward_http"):
+        exchange = await _call(upstream, guard, Shared(failing=True), "sse-2")
+    assert [m["id"] for m in exchange.notes["relayed"]] == ["sse-2"]
+    assert "resumes on this replica only" in caplog.text

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from stores_support import REDIS_URL, delete_redis_keys
@@ -196,6 +197,22 @@ async def test_sweep_drops_idle_sessions_and_reports_them(backend: Backend) -> N
     assert backend.forgotten == [idle.id, fresh.id]
 
 
+async def test_count_is_the_sessions_held_until_deleted_or_swept(backend: Backend) -> None:
+    """``count`` (the ``bastion_sessions_open`` gauge) follows create, delete and sweep; an idle
+    session counts until it is swept."""
+    store: Any = backend.store
+    assert await store.count() == 0
+    first, second = await store.create("notes", ALICE), await store.create("files", BOB)
+    assert await store.count() == 2
+    await store.delete(second.id)
+    assert await store.count() == 1
+    backend.clock.advance(IDLE_S + 1)
+    assert await store.count() == 1  # idle, not swept yet
+    assert await store.sweep() == 1
+    assert await store.count() == 0
+    assert backend.forgotten == [first.id]
+
+
 async def test_drain_hands_every_session_back_without_reporting_it(backend: Backend) -> None:
     """The embedded store hands every session back (this process ends them); a shared one none: the
     other replicas still serve them."""
@@ -255,6 +272,18 @@ async def test_the_request_ledger_is_shared_by_every_value_of_one_session(store:
         assert value.requests.find("7") is None
     other = await store.create("notes", ALICE)
     assert other.requests.find(7) is None
+
+
+async def test_a_shared_request_is_found_for_its_session_alone(backend: Backend) -> None:
+    """``share`` records where other replicas look (a shared backend); the embedded one shares nothing."""
+    session = await backend.store.create("notes", ALICE)
+    request = SentRequest(rpc_id=7, method="tools/call", target="search", first_page=True)
+    assert await session.requests.share(request) is backend.shared
+    assert session.requests.shared is backend.shared
+    assert await session.requests.find_shared(7) == (request if backend.shared else None)
+    assert await session.requests.find_shared("7") is None  # 1 and "1" are two ids
+    other = await backend.store.create("notes", ALICE)
+    assert await other.requests.find_shared(7) is None  # another session of the same principal
 
 
 # --- concurrency ------------------------------------------------------------------------------
@@ -326,3 +355,23 @@ async def test_a_request_ledger_stays_with_the_replica_it_was_sent_through(repli
     here = await one.store.get(session.id, "notes", ALICE)
     assert here is not None
     assert here.requests.find(7) == SentRequest(rpc_id=7, method="tools/list")
+
+
+async def test_a_shared_request_is_found_by_another_replica(replicas: tuple[Backend, Backend]) -> None:
+    """A request whose answer is streamed is shared: the replica a cut stream resumes on finds it,
+    as sent (method, target, first page), and keeps it; what was only remembered stays local."""
+    one, other = replicas
+    session = await one.store.create("notes", ALICE)
+    streamed = SentRequest(rpc_id="call-1", method="tools/call", target="search", first_page=True)
+    listed = SentRequest(rpc_id=8, method="tools/list", first_page=False)
+    for request in (streamed, listed):
+        session.requests.remember(request)
+        assert await session.requests.share(request)
+    session.requests.remember(SentRequest(rpc_id=9, method="tools/call", target="purge"))  # a JSON answer: not shared
+    there = await other.store.get(session.id, "notes", ALICE)
+    assert there is not None
+    assert there.requests.find("call-1") is None  # nothing in that process yet...
+    assert await there.requests.find_shared("call-1") == streamed  # ...but shared
+    assert await there.requests.find_shared(8) == listed
+    assert await there.requests.find_shared(9) is None
+    assert there.requests.find("call-1") == streamed  # remembered there once found

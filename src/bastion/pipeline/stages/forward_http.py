@@ -3,7 +3,9 @@
 Each downstream session maps to one upstream session: ``initialize`` is
 forwarded and the upstream's ``Mcp-Session-Id`` is kept behind Bastion's own.
 Every later message goes to that upstream session; JSON answers come back
-whole, SSE answers are relayed event by event (ids kept for resumption), GET
+whole, SSE answers are relayed event by event (ids kept for resumption; the
+request is shared first with a shared session store, so that the stream can be
+resumed on another replica), GET
 streams (``HttpStreamStage``) and DELETE (``HttpEndStage``) are relayed too. 2026-07-28 requests are stateless and are
 forwarded as they are, mirrored headers included. The client's
 ``Authorization`` header is never forwarded (``HttpUpstream`` copies only
@@ -14,16 +16,20 @@ MCP's own headers); the route's credential source supplies the upstream's
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from bastion.credentials.broker import send_with_credential
 from bastion.errors import UpstreamError
 from bastion.pipeline.context import EmptyReply, Exchange, JsonReply, Reply, SseEvent, SseReply
+from bastion.pipeline.filters import sent_request
 from bastion.stores.sessions import SessionStore
 from bastion.upstream.http import HttpUpstream, UpstreamResponse
 
 __all__ = ["HttpEndStage", "HttpForwardStage", "HttpStreamStage"]
+
+logger = logging.getLogger(__name__)
 
 
 async def relay_events(response: UpstreamResponse) -> AsyncIterator[SseEvent]:
@@ -86,6 +92,25 @@ def _upstream(exchange: Exchange) -> HttpUpstream:
     return exchange.route.http
 
 
+async def _share_request(exchange: Exchange) -> None:
+    """Share the exchange's request with the other replicas before its streamed answer is relayed:
+    should the stream be cut, the client may resume it on another replica with ``Last-Event-ID``,
+    and the answer the upstream replays there is relayed only for a request it can find
+    (``RequestLedger.share``; nothing without a shared session store). A JSON answer cannot be
+    replayed, so it costs no shared write.
+
+    When the shared store fails the call is still answered here (its request is in this process's
+    ledger); resuming its stream elsewhere would then be refused, as before sharing existed.
+    """
+    session = exchange.session
+    if session is None or not session.requests.shared:
+        return
+    try:
+        await session.requests.share(sent_request(exchange))
+    except Exception:  # not sharing only narrows where the stream resumes (refused elsewhere)
+        logger.warning("the request could not be shared; its stream resumes on this replica only", exc_info=True)
+
+
 def _reply_from(response: UpstreamResponse, headers: dict[str, str]) -> Reply:
     if response.kind == "sse":
         return SseReply(response.status, relay_events(response), headers)
@@ -125,7 +150,9 @@ class HttpForwardStage:
             elif response.status == 404:
                 # The upstream forgot the session: forget ours so the client starts over.
                 await self._sessions.delete(session.id)
-        exchange.reply = _reply_from(response, headers)
+        exchange.reply = _reply_from(response, headers)  # set first: a failure from here on releases it
+        if response.kind == "sse" and response.status < 400 and exchange.kind == "request":
+            await _share_request(exchange)  # before the stage ends, so before any event is relayed
 
     async def answer(self, exchange: Exchange, response: dict[str, Any]) -> None:
         """POST ``response`` (a JSON-RPC response to a server-to-client request) to the upstream
