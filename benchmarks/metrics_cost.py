@@ -10,6 +10,12 @@ and with ``MetricsObserver``, the median of seven interleaved rounds of 20,000 c
 difference: what metrics add per call. Then the same for ``TracingObserver`` (``bastion.tracing``),
 every trace kept and its spans handed to a batch processor whose exporter drops them (what a
 collector costs is off this process), and with ``sample_ratio: 0`` (spans made but not recorded).
+
+``--json`` prints the medians instead, one JSON object: microseconds of CPU per call by variant
+(``off``, ``idle``, ``on``, ``traced``, ``no stages``, ``unsampled``), the ``mode`` and ``source``
+(the ``bastion`` package measured: ``make bench`` runs this with a baseline commit's ``src`` first
+on ``PYTHONPATH``, ``benchmarks/observability.py``). ``--calls N`` and ``--rounds N`` change the
+20,000 calls per round and the seven rounds.
 """
 
 from __future__ import annotations
@@ -21,17 +27,20 @@ import tempfile
 if "--multiprocess" in sys.argv:  # before prometheus_client is imported: it reads this at import
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bastion-metrics-cost-")
 
+import argparse
 import asyncio
 import json
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
+import bastion
 from bastion.config import HttpUpstream, RouteSettings
 from bastion.metrics import BastionMetrics, MetricsObserver
 from bastion.pipeline.context import Exchange, HttpRequest, JsonReply
@@ -99,15 +108,15 @@ def _pipeline(observer: StepObserver) -> Pipeline:
                     inspector=MessageInspector([], on_drop=audit.record_dropped), observer=observer)  # fmt: skip
 
 
-async def _round(pipeline: Pipeline) -> float:
-    """Microseconds of process CPU per call over ``CALLS`` calls."""
+async def _round(pipeline: Pipeline, calls: int = CALLS) -> float:
+    """Microseconds of process CPU per call over ``calls`` calls."""
     request = HttpRequest("POST", "/mcp/notes", {}, (), "127.0.0.1", BODY.encode())
     start = time.process_time()
-    for _ in range(CALLS):
+    for _ in range(calls):
         exchange = Exchange(route=ROUTE, http=request)
         await pipeline.handle(exchange)
         await pipeline.finish(exchange)
-    return (time.process_time() - start) / CALLS * 1e6
+    return (time.process_time() - start) / calls * 1e6
 
 
 class _Drop(SpanExporter):
@@ -123,24 +132,40 @@ def _tracing(ratio: float, *, stages: bool = True) -> TracingObserver:
     return TracingObserver(provider.get_tracer("bastion"), stages=stages)
 
 
-async def main() -> None:
-    """Print the medians and the difference."""
+async def medians(calls: int = CALLS, rounds: int = ROUNDS) -> dict[str, float]:
+    """Microseconds of process CPU per call by variant: the median of ``rounds`` interleaved rounds of
+    ``calls`` calls each, after one round of warm-up."""
     observer = MetricsObserver(BastionMetrics(), _Policies())
     pipelines = {"off": _pipeline(NO_OBSERVER), "idle": _pipeline(_Idle()), "on": _pipeline(observer),
                  "traced": _pipeline(_tracing(1.0)), "no stages": _pipeline(_tracing(1.0, stages=False)),
                  "unsampled": _pipeline(_tracing(0.0))}  # fmt: skip
-    rounds: dict[str, list[float]] = {name: [] for name in pipelines}
+    measured: dict[str, list[float]] = {name: [] for name in pipelines}
     for pipeline in pipelines.values():
-        await _round(pipeline)  # warm up
-    for _ in range(ROUNDS):
+        await _round(pipeline, calls)  # warm up
+    for _ in range(rounds):
         for name, pipeline in pipelines.items():
-            rounds[name].append(await _round(pipeline))
+            measured[name].append(await _round(pipeline, calls))
         observer.flush()  # what the scheduled flush does, once a second, in a server
+    return {name: statistics.median(values) for name, values in measured.items()}
+
+
+async def main() -> None:
+    """Print the medians and the difference (or, with ``--json``, the medians as JSON)."""
+    parser = argparse.ArgumentParser(description="CPU per call of the metrics and tracing observers")
+    parser.add_argument("--multiprocess", action="store_true", help="with PROMETHEUS_MULTIPROC_DIR set")
+    parser.add_argument("--json", action="store_true", help="print the medians as one JSON object")
+    parser.add_argument("--calls", type=int, default=CALLS)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    args = parser.parse_args()
+    figures = await medians(args.calls, args.rounds)
     mode = "multiprocess (PROMETHEUS_MULTIPROC_DIR)" if os.environ.get("PROMETHEUS_MULTIPROC_DIR") else "one process"
-    off, idle, on = (statistics.median(rounds[name]) for name in ("off", "idle", "on"))
+    if args.json:
+        print(json.dumps({"us_per_call": figures, "mode": mode, "source": str(Path(bastion.__file__).parent)}))
+        return
+    off, idle, on = (figures[name] for name in ("off", "idle", "on"))
     print(f"metrics, {mode}: off {off:.2f} us/call, on {on:.2f} us/call: added {on - off:.2f} us/call, "
           f"of which {idle - off:.2f} the runner's calls to an observer (15 steps)")  # fmt: skip
-    traced, bare, unsampled = (statistics.median(rounds[name]) for name in ("traced", "no stages", "unsampled"))
+    traced, bare, unsampled = (figures[name] for name in ("traced", "no stages", "unsampled"))
     print(f"tracing: off {off:.2f} us/call; every trace kept: {traced:.2f} us/call (added {traced - off:.2f}), "
           f"stage_spans false {bare:.2f} (added {bare - off:.2f}); sample_ratio 0: {unsampled:.2f} us/call "
           f"(added {unsampled - off:.2f})")  # fmt: skip

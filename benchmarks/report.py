@@ -5,6 +5,7 @@ and the profile."""
 from __future__ import annotations
 
 from charts import CHART
+from observability import Observability
 from profile_report import profile_markdown
 from render import aligned, markdown_table, verdict_items, verdict_lines
 from results import Results
@@ -47,7 +48,40 @@ def text(results: Results) -> str:
         for title, rows in scaling_tables(results.scaling):
             lines.extend(["", f"{title}:", *aligned(rows)])
         lines.extend(verdict_lines(results.scaling.targets()))
+    if results.observability is not None:
+        lines.extend(["", f"{OBSERVABILITY_TITLE}:", *aligned(results.observability.rows())])
+        if results.observability.baseline_note:
+            lines.append(results.observability.baseline_note)
     return "\n".join(lines)
+
+
+OBSERVABILITY_TITLE = "Metrics and tracing: CPU per call, in-process (benchmarks/metrics_cost.py)"
+
+
+def observability_markdown(observability: Observability | None) -> list[str]:
+    """The document's "Metrics and tracing" section: how it was measured, the table, the command."""
+    out = ["## Metrics and tracing, per call", ""]
+    if observability is None:
+        return [*out, "Not measured in this run.", ""]
+    out.extend([
+        "What the metrics and tracing observers add to each `tools/call`, on and off "
+        "(`benchmarks/observability.py`): the pipeline with every check slot filled, the real audit stage on an "
+        "in-memory log and an upstream that answers at once (15 observed steps), microseconds of process CPU per "
+        f"call, the median of {observability.rounds} interleaved rounds of {observability.calls:,} calls. "
+        "\"Added\" is the variant minus `off`: the CPU each call gains at any concurrency (c=16 included), and the "
+        "latency it gains at c=1 (the observers run on the request path; span export runs on its own thread, "
+        "counted here as CPU). Through a server these differences are below the run-to-run spread of CPU per call, "
+        "hence measured in-process.",
+        "",
+        f"### {OBSERVABILITY_TITLE}",
+        "",
+        *markdown_table(observability.rows()),
+        "",
+        *([observability.baseline_note, ""] if observability.baseline_note else []),
+        f"By hand: `{observability.command}` (add `--multiprocess` for `bastion serve --workers N`'s files).",
+        "",
+    ])  # fmt: skip
+    return out
 
 
 def markdown(results: Results, info: dict[str, str]) -> str:
@@ -213,6 +247,7 @@ def markdown(results: Results, info: dict[str, str]) -> str:
         )
     add("")
     out.extend(scaling_markdown(results.scaling))
+    out.extend(observability_markdown(results.observability))
     add("## What limits Bastion")
     add("")
     add(profile_markdown(results))

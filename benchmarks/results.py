@@ -15,6 +15,7 @@ from profiling import Profile
 from scenario import BASELINE, COMPARED, CONCURRENCIES, DEFAULT, NORMAL, PROFILED
 
 if TYPE_CHECKING:
+    from observability import Observability
     from scaling import Scaling  # which imports median from here
 
 TARGET_ADDED_P50_MS = 1.0
@@ -63,6 +64,8 @@ class Results(Medians):
     """Whether the baseline's config had ``routes[].http.allow_http``/``allow`` (see ``BaselineCommit.config_note``)."""
     scaling: Scaling | None = None
     """The scaling rows (``scaling.measure_scaling``); None with ``--no-scaling`` or an invalid main run."""
+    observability: Observability | None = None
+    """Metrics and tracing per call, on and off (``observability.measure_observability``); None when not measured."""
 
     def rows(self) -> list[tuple[str, str, str, str, str]]:
         """(label, direct, Bastion default, Bastion synchronous=normal, ratio or added: default / normal)."""

@@ -25,7 +25,9 @@ What it does, in one run (about five minutes):
    token cached and uncached, an external issuer's ES256 token, the revocation-list check
    alone), the whole authenticate stage (``AuthenticateStage.run``), the audit record bodies
    (``bastion.audit.build.decision_body`` / ``outcome_body``), the writer's seal, and one
-   committed append with each ``synchronous`` setting;
+   committed append with each ``synchronous`` setting; and what metrics and tracing add per call,
+   on and off (``benchmarks/observability.py``: ``metrics_cost.py`` in a child process, also against
+   the baseline's ``src`` with ``--baseline``);
 6. measures the scaling rows (``benchmarks/scaling.py``, about two minutes): CPU per call
    at c=16 against the size of a call's argument (1 KB, 100 KB, 1 MB; direct and through the
    default Bastion), Bastion's resident memory with 0, 1,000 and 10,000 open sessions (and a run
@@ -82,13 +84,14 @@ from baseline import resolve_baseline
 from charts import CHART, draw
 from inprocess import microbench
 from load import Run, measure, run_rounds
+from observability import Observability, measure_observability
 from processes import Prerequisite
 from profiling import Profile, profile_bastion
 from render import finish
 from report import markdown, text
 from results import Results
 from scaling import Scaling, measure_scaling
-from scenario import CONCURRENCIES, PROFILED, REPO
+from scenario import BASELINE, CONCURRENCIES, PROFILED, REPO
 from targets import BASTION, Targets
 
 
@@ -165,6 +168,12 @@ def main() -> int:
             if valid:
                 print("timing the policy decision, authentication and audit work in-process", flush=True)
                 micro = microbench(targets)
+            observability: Observability | None = None
+            if valid:
+                print("timing what metrics and tracing add per call, in-process", flush=True)
+                source = workdir / BASELINE / "src" if baseline is not None else None  # targets.start extracted it
+                observability = measure_observability(source, baseline.short if baseline else "baseline",
+                                                      quick=args.quick)  # fmt: skip
             scaling: Scaling | None = None
             if valid and not args.no_scaling:
                 print("measuring the scaling rows: argument size, open sessions, routes, policy-set size", flush=True)
@@ -187,6 +196,7 @@ def main() -> int:
         baseline=baseline,
         baseline_route_egress_keys=targets.baseline_route_egress_keys,
         scaling=scaling,
+        observability=observability,
     )
     return finish(results, args.output, text, markdown, CHART, draw)
 

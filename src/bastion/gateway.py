@@ -22,6 +22,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from bastion.approvals.desk import ApprovalDesk
+from bastion.approvals.notices import DecisionNotices
 from bastion.approvals.state import RequestStateSealer
 from bastion.approvals.webhook import WebhookAttempt, WebhookNotifier
 from bastion.audit.checkpoints import CheckpointKeys, CheckpointWriter
@@ -199,6 +200,8 @@ class Gateway:
         self.volume = BaselineKeeper(volume_store(config, self.postgres), config.volume)  # result volume baselines
         self.webhook: WebhookNotifier | None = None
         self.approvals = self._approval_desk()
+        if self.metrics is not None:  # decision times, pending requests, audit transactions, sessions open
+            self.metrics.watch(approvals=self.approvals, audit=self.audit, sessions=self.sessions)
         self.approval_states = RequestStateSealer.load_or_create(data_dir)  # confirmations on 2026-07-28
         self._background: set[asyncio.Task[None]] = set()
         self._ready = False  # set once start() finished, cleared when stop() begins
@@ -304,8 +307,9 @@ class Gateway:
         return await reload_and_tell(self.reloader, trigger, self.replica_reloads)
 
     def _approval_desk(self) -> ApprovalDesk:
-        """The approval desk on the configured store, announcing new requests to ``approvals.webhook``.
-        Raises ``ConfigError`` when the webhook secret cannot be resolved."""
+        """The approval desk on the configured store, announcing new requests to ``approvals.webhook``
+        and, with ``stores.redis``, its decisions to the other replicas. Raises ``ConfigError`` when
+        the webhook secret cannot be resolved."""
         settings = self.config.approvals
         base = self.config.server.base_url
 
@@ -314,7 +318,7 @@ class Gateway:
 
         desk = ApprovalDesk(
             store=approval_store(self.config, self.postgres), log=self.audit, engine=self.engine, ttl=settings.ttl,
-            status_url=status_url, closing=self.closing,
+            status_url=status_url, closing=self.closing, poll_s=settings.poll, notices=self._decision_notices(),
         )  # fmt: skip
         hook = settings.webhook
         if hook is not None:
@@ -333,6 +337,11 @@ class Gateway:
             self.webhook = notifier
             desk.notify = lambda request: notifier.notify(request, status_url(request.id), "Bastion approval")
         return desk
+
+    def _decision_notices(self) -> DecisionNotices | None:
+        """The replicas' "approval decided" channel on ``stores.redis`` (``None`` without it)."""
+        redis = self.config.stores.redis
+        return DecisionNotices(redis.resolved_url(), redis.prefix) if redis is not None else None
 
     def _vault(self) -> TokenVault | None:
         """The token vault, when a route keeps per-user upstream tokens. Raises ``ConfigError``

@@ -123,6 +123,14 @@ def test_allowed_and_denied_calls_move_exactly_their_counts(tmp_path: Path) -> N
     assert _delta(before, after, "bastion_stage_duration_seconds_count", stage="outcome") == 5
     assert _delta(before, after, "bastion_upstream_errors_total", route="ledger", reason="upstream_unavailable") == 0
     assert _value(after, "bastion_audit_write_failures_total") == 0
+    # The audit log's transactions (each batch of records: decisions, outcomes), timed by its writer.
+    assert _delta(before, after, "bastion_audit_write_duration_seconds_count") >= 1
+    assert _value(after, "bastion_audit_queue_depth") == 0
+    # Read from the stores at the scrape: no approval asked for, the sessions the calls left open.
+    assert ("bastion_approvals_pending", frozenset()) in after
+    assert _value(after, "bastion_approvals_pending") == 0
+    assert _value(after, "bastion_sessions_open") == _value(before, "bastion_sessions_open") + _delta(
+        before, after, "bastion_sessions_created_total", route="ledger")  # fmt: skip
     # The audit log says the same: two allows forwarded, three denials, by the same reasons.
     denials = sorted(reason or "" for effect, reason, _ in rows if effect == "deny")
     assert denials == ["policy_denied", "policy_denied", "unauthenticated"]

@@ -10,7 +10,11 @@ calls ``admit`` for a call that a policy annotated ``@approval(...)`` permitted:
 
 People decide with ``decide`` (the portal's inbox and API; ``bastion approvals approve``
 goes through the API of the running gateway, so this process stays the audit log's only
-writer). Who may decide: for a ``review``, a person other than the requester whom policy
+writer). A decision wakes the calls held on it in this process at once; with ``stores.redis``
+it is also announced to the other replicas (``bastion.approvals.notices``), whose held calls
+wake at once too. Otherwise a held call re-reads its request every ``poll_s`` seconds.
+
+Who may decide: for a ``review``, a person other than the requester whom policy
 allows (``Action::"approvals/decide"`` on the ``Approval`` entity, deny by default); for a
 ``confirm``, only the requester. The requester never reviews their own call, whatever the
 policies say.
@@ -35,6 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bastion.approvals.model import ApprovalBinding, ApprovalKind, ApprovalRequest
+from bastion.approvals.notices import SUBSCRIBED_POLL_S, DecisionNotices
 from bastion.approvals.store import ApprovalStore
 from bastion.audit.build import decision_body
 from bastion.audit.store import AuditLog
@@ -84,7 +89,12 @@ class ApprovalDesk:
     request (the webhook; it must not block); ``clock`` returns epoch seconds; ``poll_s`` is
     how often a held call re-reads its request (decisions made in this process wake it at once);
     ``closing`` (the gateway's shutdown event) ends every wait, so held calls are answered
-    "pending" before the server stops.
+    "pending" before the server stops. ``notices`` (with ``stores.redis``) announces this desk's
+    decisions to the other replicas and wakes held calls on theirs; while it is subscribed a held
+    call re-reads every ``max(poll_s, SUBSCRIBED_POLL_S)`` seconds instead.
+
+    ``on_decided(request)`` (optional, the metrics) is called with each request this desk approved
+    or denied, as decided; it must not raise or block.
     """
 
     def __init__(
@@ -99,6 +109,8 @@ class ApprovalDesk:
         clock: Callable[[], float] = time.time,
         poll_s: float = 1.0,
         closing: asyncio.Event | None = None,
+        notices: DecisionNotices | None = None,
+        on_decided: Callable[[ApprovalRequest], None] | None = None,
     ) -> None:
         self.store = store
         self._log = log
@@ -109,21 +121,47 @@ class ApprovalDesk:
         self._clock = clock
         self._poll_s = poll_s
         self._closing = closing
+        self.notices = notices
+        self.on_decided = on_decided
         self._wakeups: dict[str, asyncio.Event] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Open the store and start marking expired requests every few seconds."""
+        """Open the store, start marking expired requests every few seconds and, with ``notices``,
+        listening for the other replicas' decisions."""
         await self.store.start()
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._sweep()))
+        if self.notices is not None:
+            self._tasks.append(loop.create_task(self.notices.listen(self.wake, lambda _: self.wake_all())))
 
     async def close(self) -> None:
-        """Stop the sweeper and close the store."""
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        """Stop the sweeper and the listener, then close the notices and the store."""
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+                await task
+        self._tasks.clear()
+        if self.notices is not None:
+            await self.notices.aclose()
         await self.store.close()
+
+    def wake(self, approval_id: str) -> None:
+        """Make the calls held on ``approval_id`` in this process re-read it now (nothing when none is)."""
+        wakeup = self._wakeups.get(approval_id)
+        if wakeup is not None:
+            wakeup.set()
+
+    def wake_all(self) -> None:
+        """Make every held call re-read its request now (the notices' subscription came or went)."""
+        for wakeup in self._wakeups.values():
+            wakeup.set()
+
+    def _poll_interval(self) -> float:
+        """Seconds between a held call's reads when nothing wakes it (longer while subscribed)."""
+        if self.notices is not None and self.notices.subscribed:
+            return max(self._poll_s, SUBSCRIBED_POLL_S)
+        return self._poll_s
 
     # the requesting call
     async def admit(
@@ -190,8 +228,9 @@ class ApprovalDesk:
                 if left <= 0 or (self._closing is not None and self._closing.is_set()):
                     return current
                 wakeup.clear()
+                pause = min(self._poll_interval(), left, max(0.0, current.expires_at - self._clock()))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), min(self._poll_s, left))
+                    await asyncio.wait_for(wakeup.wait(), pause)
         finally:  # a second call held on the same request still polls
             self._wakeups.pop(request.id, None)
 
@@ -231,9 +270,14 @@ class ApprovalDesk:
             raise DecisionRefused(f"Approval {approval_id} was decided or expired meanwhile", status=409,
                                   reason="not_pending")  # fmt: skip
         await self._record("approved" if approve else "denied", decided, approver)
-        wakeup = self._wakeups.get(approval_id)
-        if wakeup is not None:
-            wakeup.set()
+        self.wake(approval_id)
+        if self.notices is not None:
+            self.notices.publish(approval_id)
+        if self.on_decided is not None:
+            try:
+                self.on_decided(decided)
+            except Exception:  # reporting never changes the decision
+                logger.exception("reporting the decision of approval %s failed", approval_id)
         return decided
 
     def is_requester(self, person: Principal, request: ApprovalRequest) -> bool:
@@ -292,9 +336,7 @@ class ApprovalDesk:
         expired = await self.store.expire(self._clock())
         for request in expired:
             await self._record("expired", request, None)
-            wakeup = self._wakeups.get(request.id)
-            if wakeup is not None:
-                wakeup.set()
+            self.wake(request.id)
         return expired
 
     async def _expire_one(self, request: ApprovalRequest) -> ApprovalRequest:

@@ -66,3 +66,6 @@ class ApprovalStore(Protocol):
 
     async def stats(self) -> ApprovalStats:
         """Counts by status and the median seconds from request to decision."""
+
+    async def count(self, status: ApprovalStatus) -> int:
+        """How many requests have ``status`` as stored (an index lookup: read at each metrics scrape)."""

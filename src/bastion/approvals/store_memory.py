@@ -108,6 +108,10 @@ class MemoryApprovalStore:
         chosen = (r for r in self._requests.values() if status is None or r.status == status)
         return sorted(chosen, key=_newest_first, reverse=True)[:limit]
 
+    async def count(self, status: ApprovalStatus) -> int:
+        """See ``ApprovalStore.count``."""
+        return sum(1 for request in self._requests.values() if request.status == status)
+
     async def stats(self) -> ApprovalStats:
         """See ``ApprovalStore.stats``: every status counted (zero included)."""
         counts = dict.fromkeys(get_args(ApprovalStatus), 0)

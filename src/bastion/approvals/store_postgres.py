@@ -176,6 +176,10 @@ class PostgresApprovalStore(PostgresTables):
             )
         return [_request(row) for row in rows]
 
+    async def count(self, status: ApprovalStatus) -> int:
+        """See ``ApprovalStore.count`` (the ``approvals_status_expiry`` index)."""
+        return int(await self._pool.fetchval("SELECT count(*) FROM approvals WHERE status = $1", status))
+
     async def stats(self) -> ApprovalStats:
         """See ``ApprovalStore.stats``: every status counted (zero included), the median computed by
         PostgreSQL (``percentile_cont``, no rows fetched); one read-only snapshot."""

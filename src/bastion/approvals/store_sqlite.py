@@ -179,6 +179,13 @@ class SQLiteApprovalStore(SQLiteTables):
         )
         return [_request(row) for row in rows]
 
+    async def count(self, status: ApprovalStatus) -> int:
+        """See ``ApprovalStore.count`` (the ``approvals_status_expiry`` index)."""
+        row = await self._run(
+            lambda c: c.execute("SELECT count(*) FROM approvals WHERE status = ?", (status,)).fetchone(), write=False
+        )
+        return int(row[0])
+
     async def stats(self) -> ApprovalStats:
         """See ``ApprovalStore.stats``: every status counted (zero included); one read transaction."""
         counted, waits = await self._run(

@@ -14,7 +14,8 @@ suite is ``tests/unit/stores/test_contract_audit.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable, Iterator
+import logging
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -24,7 +25,9 @@ from bastion.audit.record import AuditEvent
 from bastion.errors import AuditUnavailable
 from bastion.stores.lifecycle import Lifecycle
 
-__all__ = ["ActivityReader", "AuditLog", "AuditReader", "EventFilter", "settle_appends"]
+__all__ = ["ActivityReader", "AuditLog", "AuditReader", "EventFilter", "report_commit", "settle_appends"]
+
+logger = logging.getLogger("bastion.audit")
 
 
 class AuditLog(Lifecycle, Protocol):
@@ -100,6 +103,17 @@ class ActivityReader(AuditReader, Protocol):
         and ``newest_first`` ignored) and, when given, of principals of ``issuer``, NEWEST first, at
         most ``filters.limit``, each with the outcome record of the same ``decision_id`` or ``None``."""
         ...
+
+
+def report_commit(on_commit: Callable[[float], None] | None, seconds: float) -> None:
+    """Tell ``on_commit`` (a writer's metrics hook, or ``None``) that a transaction took ``seconds``;
+    what it raises is logged, never raised: the records are committed whatever a metric does."""
+    if on_commit is None:
+        return
+    try:
+        on_commit(seconds)
+    except Exception:
+        logger.exception("reporting an audit transaction's time failed")
 
 
 def settle_appends(futures: Iterable[asyncio.Future[None]], error: str | None) -> None:

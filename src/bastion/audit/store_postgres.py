@@ -34,7 +34,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Collection, Coroutine, Iterator
+from collections.abc import Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
@@ -44,7 +44,7 @@ from bastion.audit.chain import VerifyResult, seal
 from bastion.audit.query import Call, verify_rows, where_clause
 from bastion.audit.record import AuditEvent, event_body
 from bastion.audit.schema import COLUMNS, index_columns
-from bastion.audit.store import EventFilter, settle_appends
+from bastion.audit.store import EventFilter, report_commit, settle_appends
 from bastion.errors import AuditUnavailable
 from bastion.stores.postgres import PostgresDatabase
 
@@ -94,6 +94,7 @@ class PostgresAuditLog:
         self._accepting = False
         self.commits = 0
         self.failures = 0
+        self.on_commit: Callable[[float], None] | None = None  # the metrics: each transaction's seconds
 
     async def start(self) -> None:
         """Open the database (migrating it) and start the writer; ``AuditUnavailable`` when it cannot."""
@@ -128,6 +129,11 @@ class PostgresAuditLog:
     def running(self) -> bool:
         """See ``AuditLog.running``."""
         return self._accepting and self._writer is not None and not self._writer.done()
+
+    @property
+    def queued(self) -> int:
+        """Events waiting for their transaction (those of a failed one, to be tried again, included)."""
+        return self._queue.qsize() + len(self._retry)
 
     async def head(self) -> tuple[int, str]:
         """See ``AuditLog.head``: the global head (every replica's records)."""
@@ -191,6 +197,7 @@ class PostgresAuditLog:
     async def _commit(self, batch: list[_Pending]) -> None:
         written: list[_Pending] = []
         refused: list[_Pending] = []  # settled one by one (not serializable)
+        started = time.perf_counter()
         try:
             async with self._database.pool.acquire() as connection, connection.transaction():
                 head = await connection.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
@@ -229,6 +236,7 @@ class PostgresAuditLog:
             return
         if written:
             self.commits += 1
+            report_commit(self.on_commit, time.perf_counter() - started)
         _settle(written, None)
 
 

@@ -3,6 +3,8 @@
     approvals:
       hold: 60s          # a call waiting for approval is held open this long (0: answer "pending" at once)
       ttl: 15m           # an undecided request, and a grant once approved, expire after this
+      poll: 1s           # a held call re-reads its request this often (at least 10s while stores.redis
+                         # notifications are subscribed: a decision on another replica wakes it at once)
       webhook:           # tell approvers (Slack-compatible JSON, HMAC-SHA256 signed)
         url: https://hooks.example/bastion
         secret: {env: BASTION_APPROVAL_WEBHOOK_SECRET}
@@ -48,10 +50,13 @@ class WebhookSettings(_Model):
 
 class ApprovalSettings(_Model):
     """``hold`` (seconds a call waits for a decision, 0 to 600), ``ttl`` (seconds a request stays
-    open and a grant stays usable, up to 7 days), ``webhook`` (optional)."""
+    open and a grant stays usable, up to 7 days), ``poll`` (seconds between a held call's reads of
+    its request, 1 to 300; ``max(poll, 10)`` while the ``stores.redis`` "approval decided" channel is
+    subscribed, see ``bastion.approvals.notices``), ``webhook`` (optional)."""
 
     hold: int = Field(default=60, ge=0, le=600)
     ttl: int = Field(default=900, ge=1, le=7 * 24 * 3600)
+    poll: int = Field(default=1, ge=1, le=300)
     webhook: WebhookSettings | None = None
 
-    _parse = field_validator("hold", "ttl", mode="before")(_seconds)
+    _parse = field_validator("hold", "ttl", "poll", mode="before")(_seconds)

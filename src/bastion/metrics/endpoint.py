@@ -14,7 +14,7 @@ import asyncio
 import hmac
 import ipaddress
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -52,9 +52,10 @@ def admitted(client_host: str | None, authorization: str | None, networks: Seque
     return any(address in network for network in networks)
 
 
-def metrics_route(settings: MetricsSettings, metrics: BastionMetrics, *,
-                  flush: Callable[[], None] | None = None) -> Route:  # fmt: skip
-    """The ``GET settings.path`` route serving ``metrics``, calling ``flush`` first (what the
+def metrics_route(settings: MetricsSettings, metrics: BastionMetrics, *, flush: Callable[[], None] | None = None,
+                  sample: Callable[[], Awaitable[None]] | None = None) -> Route:  # fmt: skip
+    """The ``GET settings.path`` route serving ``metrics``, awaiting ``sample`` (the gauges read from
+    the stores: ``ScrapedGauges.sample``, never raises) and calling ``flush`` first (what the
     observer tallied). Raises ``ConfigError`` when ``metrics.token`` is set and cannot be resolved or
     is empty (an empty token would admit ``Authorization: Bearer`` with nothing after it), at start,
     not at the first scrape."""
@@ -67,6 +68,8 @@ def metrics_route(settings: MetricsSettings, metrics: BastionMetrics, *,
         host = request.client.host if request.client is not None else None
         if not admitted(host, request.headers.get("authorization"), networks, token):
             return JSONResponse({"error": "forbidden"}, status_code=403, headers={"cache-control": "no-store"})
+        if sample is not None:
+            await sample()
         if flush is not None:
             flush()
         if os.environ.get(MULTIPROC_ENV):  # reads every worker's files: off the event loop

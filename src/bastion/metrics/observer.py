@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from mcp_types.methods import CLIENT_NOTIFICATIONS, CLIENT_REQUESTS
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from bastion.errors import BastionError
 from bastion.metrics.registry import BastionMetrics
@@ -83,7 +83,8 @@ class MetricsObserver:
 
     Counts go to a ``Tally`` first and reach the metrics at ``flush``: scheduled ``FLUSH_S`` after
     the first request that tallied something (on the running event loop; at once without one), and
-    called by ``/metrics`` before it reads the registry. The gauge of held calls is set at once.
+    called by ``/metrics`` before it reads the registry. The gauge of held calls is set at once;
+    the gauges given to ``sample`` are set at each flush.
     """
 
     def __init__(self, metrics: BastionMetrics, policies: PolicySource, *,
@@ -102,6 +103,12 @@ class MetricsObserver:
         self._upstreams: dict[str, Observations] = {}  # by route
         self._flush_due: asyncio.TimerHandle | None = None
         self._held: set[str] = set()  # decision ids of calls held open for an approval
+        self._sampled: list[tuple[Gauge, Callable[[], float]]] = []
+
+    def sample(self, gauge: Gauge, read: Callable[[], float]) -> None:
+        """Set ``gauge`` to ``read()`` at every flush (a count this process keeps in memory, read in
+        constant time: the audit queue's depth)."""
+        self._sampled.append((gauge, read))
 
     def stage_started(self, exchange: Exchange, stage: str) -> None:
         """Nothing: durations come with ``stage_ended``."""
@@ -138,6 +145,8 @@ class MetricsObserver:
             self._program_version = version
             self._on_policies()
         self._tally.flush()
+        for gauge, read in self._sampled:
+            gauge.set(read())
 
     def _flush_later(self) -> None:
         if self._flush_due is not None:

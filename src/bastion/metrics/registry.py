@@ -17,12 +17,16 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["STAGE_BUCKETS", "UPSTREAM_BUCKETS", "BastionMetrics"]
+__all__ = ["AUDIT_WRITE_BUCKETS", "DECISION_BUCKETS", "STAGE_BUCKETS", "UPSTREAM_BUCKETS", "BastionMetrics"]
 
 STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Seconds: a stage runs in microseconds (checks) to milliseconds (an fsynced audit record)."""
 UPSTREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 """Seconds: an upstream answers in milliseconds to its timeout (``routes[].http.timeout_s``, 60 s)."""
+AUDIT_WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Seconds: one transaction of audit records, an fsync on a local disk to a round trip to PostgreSQL."""
+DECISION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
+"""Seconds: a person decides in seconds (at the keyboard) to hours (``approvals.ttl``, up to 7 days)."""
 
 
 class BastionMetrics:
@@ -49,8 +53,27 @@ class BastionMetrics:
       ``forwarded`` or ``denied``;
     - ``bastion_approvals_total{route, status}``: calls that carried an approval, by its status
       once the call was over (``approved``, ``pending``, ``denied``, ``expired``, ...);
-    - ``bastion_approvals_waiting``: calls held open right now waiting for a person's decision;
+    - ``bastion_approvals_waiting``: calls held open right now waiting for a person's decision, in
+      this process (summed over the workers; a deployment's is the sum over its replicas);
     - ``bastion_sessions_created_total{route}``, ``bastion_sessions_deleted_total{route}``.
+
+    Approvals, audit log and sessions (``bastion.metrics.gateway_metrics``):
+
+    - ``bastion_approval_decision_seconds{outcome}``: seconds from a request to its decision,
+      ``outcome`` ``approved`` or ``denied``, observed by the process that took the decision (a
+      deployment's is the sum over its replicas; ``_count`` is the decisions taken);
+    - ``bastion_approvals_pending``: requests pending in the approval store, the deployment's
+      whichever replica they were made on, read when ``/metrics`` is scraped (every replica reports
+      the same value: aggregate with ``max``, not ``sum``);
+    - ``bastion_audit_write_duration_seconds``: time to make one transaction of audit records
+      durable (from its start to its commit, fsync or PostgreSQL's WAL flush included; one
+      transaction holds every record queued meanwhile);
+    - ``bastion_audit_queue_depth``: audit records of this process waiting for their transaction
+      (set at each flush of the observer; summed over the workers);
+    - ``bastion_sessions_open``: MCP sessions in the session store, read when ``/metrics`` is
+      scraped: this process's (the embedded store) or the deployment's (``stores.redis``: every
+      replica reports the same value, aggregate with ``max``); idle ones past
+      ``server.session_idle_s`` count until they are swept (within a minute).
 
     Program (set once at start by ``bastion.metrics.program``; ``credentials`` is
     ``token_exchange``, ``user_oauth``, ``static_secret`` or ``none``):
@@ -87,6 +110,18 @@ class BastionMetrics:
                                  ["route", "status"], registry=r)  # fmt: skip
         self.approvals_waiting = Gauge("bastion_approvals_waiting", "Calls held open waiting for an approval.",
                                        registry=r, multiprocess_mode="livesum")  # fmt: skip
+        self.approval_decision = Histogram("bastion_approval_decision_seconds",
+                                           "Seconds from an approval request to its decision, by outcome.",
+                                           ["outcome"], buckets=DECISION_BUCKETS, registry=r)  # fmt: skip
+        self.approvals_pending = Gauge("bastion_approvals_pending", "Approval requests pending in the approval store.",
+                                       registry=r, multiprocess_mode="livemostrecent")  # fmt: skip
+        self.audit_write = Histogram("bastion_audit_write_duration_seconds",
+                                     "Time to make one transaction of audit records durable.",
+                                     buckets=AUDIT_WRITE_BUCKETS, registry=r)  # fmt: skip
+        self.audit_queue = Gauge("bastion_audit_queue_depth", "Audit records waiting for their transaction.",
+                                 registry=r, multiprocess_mode="livesum")  # fmt: skip
+        self.sessions_open = Gauge("bastion_sessions_open", "MCP sessions in the session store.", registry=r,
+                                   multiprocess_mode="livemostrecent")  # fmt: skip
         self.sessions_created = Counter("bastion_sessions_created", "MCP sessions opened.", ["route"], registry=r)
         self.sessions_deleted = Counter("bastion_sessions_deleted", "MCP sessions ended by the client.",
                                         ["route"], registry=r)  # fmt: skip

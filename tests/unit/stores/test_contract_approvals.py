@@ -343,6 +343,7 @@ async def test_list_shows_a_request_past_expiry_as_stored(store: ApprovalStore) 
 
 
 async def test_stats_count_by_status_and_take_the_median_decision_time(store: ApprovalStore) -> None:
+    assert await store.count("pending") == 0
     empty = await store.stats()
     assert empty == ApprovalStats(
         counts={"pending": 0, "approved": 0, "denied": 0, "expired": 0, "consumed": 0}, median_decision_s=None
@@ -357,6 +358,7 @@ async def test_stats_count_by_status_and_take_the_median_decision_time(store: Ap
     await store.create(request("waiting", created_at=NOW + 40))
     stats = await store.stats()
     assert stats.counts == {"pending": 1, "approved": 0, "denied": 1, "expired": 1, "consumed": 1}
+    assert {status: await store.count(status) for status in stats.counts} == stats.counts
     assert stats.median_decision_s == 20.0  # the consumed (10 s) and the denied (30 s); not the undecided
 
 

@@ -89,6 +89,25 @@ async def test_concurrent_appends_are_all_kept_in_one_chain(backend: Backend) ->
     assert backend.reader.verify().ok
 
 
+async def test_each_transaction_is_timed_and_the_queue_is_empty_once_written(backend: Backend) -> None:
+    """``on_commit`` (the metrics' ``bastion_audit_write_duration_seconds``) hears every committed
+    transaction with its seconds; a hook that raises changes nothing; ``queued`` is 0 once written."""
+    timed: list[float] = []
+    async with backend.open_log() as log:
+        log.on_commit = timed.append  # type: ignore[attr-defined]
+        await asyncio.gather(*(log.append(decision(i)) for i in range(20)))
+        assert 1 <= len(timed) <= 20
+        assert all(0 < seconds < 10 for seconds in timed)
+        assert log.queued == 0  # type: ignore[attr-defined]
+
+        def broken(seconds: float) -> None:
+            raise RuntimeError("a metric failed")
+
+        log.on_commit = broken  # type: ignore[attr-defined]
+        await log.append(decision(21))  # committed, and told so, whatever the hook does
+    assert seqs(backend.reader) == list(range(1, 22))
+
+
 async def test_queued_events_are_chained_and_flushed_on_close(backend: Backend) -> None:
     async with backend.open_log() as log:
         first = decision(1)
