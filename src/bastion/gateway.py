@@ -14,7 +14,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,13 @@ from bastion.audit.replicas import ReplicaRegistry, replica_name
 from bastion.catalog import MemoryCatalogStore
 from bastion.catalog.guard import DefinitionGuard
 from bastion.config import BastionConfig, RouteSettings
+from bastion.config.limits import SessionCaps
 from bastion.credentials.broker import CredentialSource, ExchangedTokens, UserTokens
 from bastion.credentials.exchange import TokenExchange
 from bastion.credentials.upstream_oauth import UpstreamOAuthClient
 from bastion.credentials.vault import TokenVault, VaultKeys
 from bastion.egress import AllowList, EgressGuard, audit_refusals
+from bastion.errors import ConfigError
 from bastion.identity import SigningKeys, TokenIssuer, TokenVerifier
 from bastion.identity.external import guarded_jwks_fetch
 from bastion.limits.activity import SessionActivity
@@ -99,6 +101,7 @@ from bastion.transport.app import GatewayApp, build_app
 from bastion.transport.checks import OriginPolicy
 from bastion.transport.drain import Drain
 from bastion.transport.endpoint import McpEndpoint
+from bastion.transport.route_swap import RouteSwap, ServedRoute
 from bastion.transport.routes import RouteRuntime
 from bastion.upstream.configured import http_upstream, stdio_upstream
 from bastion.volume import BaselineKeeper
@@ -186,7 +189,7 @@ class Gateway:
         self._activity_store = activity_store(config)  # Redis with stores.redis: shared by every replica
         self.activity = SessionActivity(  # session caps and data-flow labels (issue 14)
             self._activity_store,
-            caps={route.name: config.caps_of(route) for route in config.routes},
+            caps=_caps(config),
             data_flow=config.data_flow,
             track_labels=self._tracks_labels(),
             session_idle_s=config.server.session_idle_s,
@@ -211,16 +214,16 @@ class Gateway:
             config.server.allowed_hosts,
             config.server.browser_origins,  # server.allowed_origins and server.cors.allowed_origins
         )
-        self.routes = [self._route(r) for r in config.routes]
-        self._by_name = {route.name: route for route in self.routes}
         self.pins = pin_store(config, self.postgres)  # pinned definitions (issue 15)
-        self.guards = {route.name: self._guard(route) for route in self.routes}
         self.vault = self._vault()
-        for route in self.routes:
-            route.credentials = self._credentials(route.settings)
-            # A caller's own upstream credential may show each person other tools: one catalog each.
-            route.catalogs = MemoryCatalogStore(per_user=route.credentials is not None)
-        self.endpoints = [self._endpoint(r) for r in self.routes]
+        # The routes serving; a reload of the routes changes these lists and maps in place (install_routes).
+        self.served: list[ServedRoute] = []
+        self.routes: list[RouteRuntime] = []
+        self.endpoints: list[McpEndpoint] = []
+        self.guards: dict[str, DefinitionGuard] = {}
+        self._by_name: dict[str, RouteRuntime] = {}
+        self._place_routes([self.serve_route(settings) for settings in config.routes])
+        self.route_swap: RouteSwap | None = None  # a reload's routes (enable_reload)
         self.authorization: AuthorizationServer | None = None
         if identity.authorization_server.enabled:
             self.authorization = AuthorizationServer(
@@ -278,22 +281,26 @@ class Gateway:
     def _tracks_labels(self) -> bool:
         """Whether data-flow labels are kept: some tool has labels and a policy (enforced or shadow)
         reads ``context.session_labels``."""
-        return self._tracks_labels_of(self.engine, self.shadow_engine)
+        return self._tracks_labels_of(self.engine, self.shadow_engine, self.config.routes)
 
-    def _tracks_labels_of(self, engine: PolicyEngine, shadow: PolicyEngine | None) -> bool:
-        """``_tracks_labels`` for the policy sets ``engine`` and ``shadow`` (a reload's candidates too)."""
-        labelled = any(tool.labels for route in self.config.routes for tool in route.tools.values())
+    @staticmethod
+    def _tracks_labels_of(engine: PolicyEngine, shadow: PolicyEngine | None, routes: Sequence[RouteSettings]) -> bool:
+        """``_tracks_labels`` for the policy sets ``engine`` and ``shadow`` and the ``routes`` (a reload's
+        candidates too)."""
+        labelled = any(tool.labels for route in routes for tool in route.tools.values())
         engines = [engine] if shadow is None else [engine, shadow]
         return labelled and any(each.reads_context("session_labels") for each in engines)
 
     def enable_reload(self, path: Path, file_config: BastionConfig) -> PolicyReloader:
-        """Let the policy sets be reloaded from the configuration file at ``path`` without a restart
-        (``bastion.policy.reloading``): ``reload_policies`` (SIGHUP), the files' changes with
-        ``policy.watch``, and the other replicas' reloads with ``stores.redis``. ``file_config`` is
-        that file's configuration before any command-line override (``--port``). Call before ``start``."""
+        """Let the policy sets and the routes be reloaded from the configuration file at ``path`` without
+        a restart (``bastion.policy.reloading``, ``bastion.transport.route_swap``): ``reload_policies``
+        (SIGHUP), the files' changes with ``policy.watch``, and the other replicas' reloads with
+        ``stores.redis``. ``file_config`` is that file's configuration before any command-line
+        override (``--port``). Call before ``start``."""
+        self.route_swap = RouteSwap(self, drain_s=self.config.server.drain_s)
         self.reloader = PolicyReloader(
             path, file_config, self.engine, self.shadow_engine, log=self.audit,
-            limits_placed=self._limits_placed, tracks_labels=self._tracks_labels_of,
+            limits_placed=self._limits_placed, tracks_labels=self._tracks_labels_of, routes=self.route_swap,
         )  # fmt: skip
         redis = self.config.stores.redis
         if redis is not None:
@@ -301,7 +308,8 @@ class Gateway:
         return self.reloader
 
     async def reload_policies(self, trigger: str) -> ReloadResult | None:
-        """Reload the policy sets now (``None`` when ``enable_reload`` was not called); never raises."""
+        """Reload the policy sets and the routes now (``None`` when ``enable_reload`` was not called);
+        never raises."""
         if self.reloader is None:
             return None
         return await reload_and_tell(self.reloader, trigger, self.replica_reloads)
@@ -346,7 +354,7 @@ class Gateway:
     def _vault(self) -> TokenVault | None:
         """The token vault, when a route keeps per-user upstream tokens. Raises ``ConfigError``
         when the vault key cannot be resolved or is not 32 bytes."""
-        if not any(r.credentials is not None and r.credentials.oauth is not None for r in self.config.routes):
+        if not _keeps_user_tokens(self.config.routes):
             return None
         keys = VaultKeys.from_settings(self.config.credentials)
         return TokenVault(vault_store(self.config, self.postgres), keys)  # in stores.postgres when set
@@ -390,6 +398,88 @@ class Gateway:
         )
         return ExchangedTokens(tokens)
 
+    def serve_route(self, settings: RouteSettings, *, opened_after: float | None = None) -> ServedRoute:
+        """The route of ``settings`` built to serve (upstream, definition guard, credential source,
+        catalogs, endpoint), not yet started: at start and for a reload alike. ``opened_after``
+        (epoch s): the sessions opened before are ended (a route a reload changed). Raises
+        ``ConfigError`` for a secret that does not resolve."""
+        runtime = self._route(settings)
+        guard = self._guard(runtime)
+        runtime.credentials = self._credentials(settings)
+        # A caller's own upstream credential may show each person other tools: one catalog each.
+        runtime.catalogs = MemoryCatalogStore(per_user=runtime.credentials is not None)
+        drain = self.drain.branch()  # retiring the route drains its endpoint alone
+        endpoint = self._endpoint(runtime, guard, drain, opened_after)
+        return ServedRoute(runtime, guard, endpoint, drain)
+
+    async def start_routes(self, routes: Sequence[ServedRoute], *, strict: bool) -> None:
+        """Load each route's pins and start its stdio upstream (waiting for the handshakes). Not
+        ``strict`` (at start), an upstream that does not start is logged and keeps restarting;
+        ``strict`` (a reload), its failure is raised (``UpstreamUnavailable``) at once."""
+        for served in routes:
+            await served.guard.load()  # the route's pins, baselines and blocking definitions
+        servers = [served.runtime.stdio for served in routes if served.runtime.stdio is not None]
+        results = await asyncio.gather(*(s.start(strict=strict) for s in servers), return_exceptions=True)
+        for server, result in zip(servers, results, strict=True):
+            if isinstance(result, BaseException):
+                if strict:
+                    raise result
+                logger.error("stdio upstream %s is not ready: %s (it keeps restarting)", server.name, result)
+
+    async def stop_routes(self, routes: Sequence[ServedRoute]) -> None:
+        """Stop the routes' upstreams (stdio processes, HTTP connections); never raises."""
+        results = await asyncio.gather(
+            *(r.runtime.stdio.stop() for r in routes if r.runtime.stdio is not None),
+            *(r.runtime.http.aclose() for r in routes if r.runtime.http is not None),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                logger.warning("stopping a route's upstream failed: %s", result)
+        for served in routes:
+            self.drain.prune(served.drain)
+
+    def check_routes(self, config: BastionConfig) -> None:
+        """Raise ``ConfigError`` when ``config``'s routes need what this gateway did not build at start
+        (a restart): a token vault, a limits stage for session caps, or the metrics path."""
+        if self.vault is None and _keeps_user_tokens(config.routes):
+            raise ConfigError("a route gains per-user upstream tokens and no token vault runs: restart to apply")
+        if not self._limits_placed and any(caps.active for caps in _caps(config).values()):
+            raise ConfigError("a route gains session caps and the running gateway counts no limits: restart to apply")
+        metrics = config.metrics
+        taken = [r.name for r in config.routes if self.metrics is not None and r.public_path == metrics.path]
+        if taken:
+            raise ConfigError(f"route {taken[0]}: its path is metrics.path ({metrics.path})")
+
+    def install_routes(self, config: BastionConfig, serve: Sequence[ServedRoute], withdraw: Sequence[str]) -> None:
+        """Serve ``serve`` (replacing the routes of their names) and stop serving the routes named
+        ``withdraw`` (a new request there is answered as for an unknown path); ``config``'s policy and
+        routes are the gateway's after (a reload: ``bastion.transport.route_swap``)."""
+        current = {served.name: served for served in self.served}
+        for name in (*withdraw, *(served.name for served in serve)):
+            old = current.pop(name, None)
+            if old is not None:
+                self.app.withdraw(old.runtime.path)
+        for served in serve:
+            current[served.name] = served
+            self.app.serve(served.endpoint)
+        self.config = self.config.model_copy(update={"routes": config.routes, "policy": config.policy})
+        self._place_routes([current[settings.name] for settings in self.config.routes])
+        self.activity.use_caps(_caps(self.config))
+        if self.metrics is not None:
+            self.metrics.routes_changed(self.config)
+
+    def _place_routes(self, served: list[ServedRoute]) -> None:
+        """Hold ``served`` as the routes serving, in the lists and maps the portal, the health checks
+        and the session ends read (changed in place: they hold them)."""
+        self.served[:] = served
+        self.routes[:] = [each.runtime for each in served]
+        self.endpoints[:] = [each.endpoint for each in served]
+        self._by_name.clear()
+        self._by_name.update((each.name, each.runtime) for each in served)
+        self.guards.clear()
+        self.guards.update((each.name, each.guard) for each in served)
+
     def _route(self, settings: RouteSettings) -> RouteRuntime:
         base = self.config.server.base_url
         runtime = RouteRuntime(
@@ -417,8 +507,11 @@ class Gateway:
         return DefinitionGuard(route.name, route.settings.definitions, store=self.pins, log=self.audit,
                                scanner=scan_definition, others=others)  # fmt: skip
 
-    def _endpoint(self, route: RouteRuntime) -> McpEndpoint:
-        """The route's MCP endpoint: its components placed in the slots ``bastion.pipeline.plan`` orders."""
+    def _endpoint(
+        self, route: RouteRuntime, guard: DefinitionGuard, drain: Drain, opened_after: float | None
+    ) -> McpEndpoint:
+        """The route's MCP endpoint: its components placed in the slots ``bastion.pipeline.plan`` orders;
+        ``opened_after`` as for ``SessionStage``."""
         forward: HttpForwardStage | StdioForwardStage
         if route.http is not None:
             forward = HttpForwardStage(self.sessions)
@@ -432,7 +525,7 @@ class Gateway:
             self.verifier,
             {item.issuer: frozenset(item.routes) for item in self.config.identity.external_issuers},
         )
-        session = SessionStage(self.sessions)
+        session = SessionStage(self.sessions, opened_after=opened_after)
         authorize = AuthorizeStage(self.engine, self.shadow_engine, self.activity)
         checks: dict[str, Stage] = {
             "transport": TransportStage(self.origins, self.config.server.argument_limits),
@@ -440,7 +533,7 @@ class Gateway:
             "session": session,
             "classify": ClassifyStage(forward.load_catalog),
             "continuation": ContinuationStage(self.continuations),
-            "definitions": DefinitionStage(self.guards[route.name]),
+            "definitions": DefinitionStage(guard),
             "validate": ValidateStage(strict_arguments=route.settings.strict_arguments),
             "authorize": authorize,
         }
@@ -475,14 +568,14 @@ class Gateway:
                 "server_requests": ServerRequestFilter(self.engine, audit, forward.answer, self.activity),
                 "continuation": ContinuationFilter(self.continuations),
                 "volume": VolumeFilter(self.volume.baselines, route.settings),
-                "scan": DefinitionFilter(self.guards[route.name]),
+                "scan": DefinitionFilter(guard),
                 "redact": RedactFilter(route.settings.results),
             },
             audit=audit,
             observer=self._observer(),
             after=[self.activity.returned] if self.activity.capped(route.name) else (),
         )
-        return McpEndpoint(route, pipelines, max_body=self.config.server.max_body_bytes, drain=self.drain)
+        return McpEndpoint(route, pipelines, max_body=self.config.server.max_body_bytes, drain=drain)
 
     def _observer(self) -> StepObserver:
         """What watches every step of the request path: the metrics and the traces, as configured."""
@@ -633,8 +726,6 @@ class Gateway:
         await self.approvals.start()
         await self.volume.start()  # loads the saved result volume baselines
         await self.pins.start()
-        for guard in self.guards.values():
-            await guard.load()  # the route's pins, baselines and blocking definitions
         for counter in {id(c): c for c in (self.limit_rates, self.limit_quotas)}.values():
             start = getattr(counter, "start", None)
             if start is not None:
@@ -650,11 +741,7 @@ class Gateway:
             self._background.add(asyncio.get_running_loop().create_task(self.replica_reloads.listen()))
         for exporter in self.exporters:  # never raises; a destination that is down only waits
             self._background.add(asyncio.get_running_loop().create_task(exporter.run()))
-        servers = [r.stdio for r in self.routes if r.stdio is not None]
-        results = await asyncio.gather(*(s.start() for s in servers), return_exceptions=True)
-        for server, result in zip(servers, results, strict=True):
-            if isinstance(result, BaseException):
-                logger.error("stdio upstream %s is not ready: %s (it keeps restarting)", server.name, result)
+        await self.start_routes(self.served, strict=False)
         gc.set_threshold(*_GC_THRESHOLDS)
         gc.freeze()  # what start-up built lives for the whole run: keep it out of every collection
         self._ready = True
@@ -669,8 +756,9 @@ class Gateway:
             _, late = await asyncio.wait([asyncio.ensure_future(e) for e in ending], timeout=_END_SESSIONS_TIMEOUT_S)
             for task in late:
                 task.cancel()
-        await asyncio.gather(*(r.stdio.stop() for r in self.routes if r.stdio is not None))
-        await asyncio.gather(*(r.http.aclose() for r in self.routes if r.http is not None))
+        if self.route_swap is not None:
+            await self.route_swap.close()  # the routes a reload withdrew and still being retired
+        await self.stop_routes(self.served)
         await self.verifier.aclose()
         if self.webhook is not None:  # before the egress guard its deliveries go through
             await self.webhook.aclose()
@@ -713,3 +801,13 @@ class Gateway:
             yield
         finally:
             await self.stop()
+
+
+def _caps(config: BastionConfig) -> dict[str, SessionCaps]:
+    """The session caps of each route of ``config`` (``BastionConfig.caps_of``)."""
+    return {route.name: config.caps_of(route) for route in config.routes}
+
+
+def _keeps_user_tokens(routes: Sequence[RouteSettings]) -> bool:
+    """Whether one of ``routes`` keeps per-user upstream tokens (which need the token vault)."""
+    return any(route.credentials is not None and route.credentials.oauth is not None for route in routes)

@@ -16,14 +16,15 @@ import signal
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-from tests.support.bastion_process import BastionProcess
+from tests.support.bastion_process import BIN, BastionProcess
 from tests.support.databases import REDIS_URL, delete_redis_keys
-from tests.support.e2e_helpers import audit_records, modern_post, wait_until
+from tests.support.e2e_helpers import audit_records, legacy_post, modern_post, open_session, rpc, wait_until
 from tests.support.leaky_server import leaky_server
 
 pytestmark = pytest.mark.e2e
@@ -141,3 +142,90 @@ def test_a_replica_that_reloads_tells_the_others_through_redis(tmp_path: Path, u
             assert heard["decision"]["policy_version"] == told["decision"]["policy_version"]
     finally:
         asyncio.run(delete_redis_keys(prefix))
+
+
+def _call(bastion: BastionProcess, route: str, token: str, tool: str, arguments: dict[str, Any]) -> httpx2.Response:
+    with httpx2.Client(timeout=30) as http:
+        return modern_post(http, bastion.url(route), token, "tools/call", {"name": tool, "arguments": arguments})
+
+
+def test_sighup_reloads_the_routes(tmp_path: Path, upstream: str) -> None:
+    """A route added serves through its real upstream (a stdio server started by the reload); a route removed
+    answers as an unknown path while the call in flight on it finishes; a broken new route refuses the reload."""
+    policy = tmp_path / "policy.cedar"
+    policy.write_text(PERMIT, encoding="utf-8")
+    http_route = {"http": {"url": upstream, "allow_http": True, "allow": ["127.0.0.1"]}}
+    with _bastion(tmp_path / "one", policy, upstream) as bastion:
+        bastion.config["routes"].append({"name": "gone", **http_route})
+        bastion.write_config()
+        bastion.proc.send_signal(signal.SIGHUP)
+        [added] = wait_until(lambda: _reloads(bastion), timeout_s=10)
+        assert added["arguments"]["routes"] == {"added": ["gone"], "removed": [], "changed": []}
+        assert added["decision"]["policy_version"] == added["arguments"]["previous_version"]  # same policies
+        gone = bastion.mint("ann", "gone")
+        with ThreadPoolExecutor(1) as pool:  # a call of ~3 s in flight on the route about to go
+            slow = pool.submit(_call, bastion, "gone", gone, "stream_logs", {"count": 6, "gap_s": 0.5})
+            wait_until(lambda: [r for r in audit_records(bastion.database, "tools/call") if r["route"] == "gone"])
+            bastion.config["routes"] = [bastion.config["routes"][0], {"name": "fresh", **http_route}]
+            bastion.write_config()
+            bastion.proc.send_signal(signal.SIGHUP)
+            swapped = wait_until(lambda: _reloads(bastion)[1:], timeout_s=20)[0]
+            assert swapped["arguments"]["routes"] == {"added": ["fresh"], "removed": ["gone"], "changed": []}
+            assert not slow.done()
+            unknown = _call(bastion, "nope", gone, "read_page", {})
+            withdrawn = _call(bastion, "gone", gone, "read_page", {})
+            assert (withdrawn.status_code, withdrawn.json()) == (unknown.status_code, unknown.json()) == (
+                404, {"error": "not_found"})  # fmt: skip
+            finished = slow.result(timeout=20)
+        assert finished.status_code == 200, finished.text
+        assert "done; key" in json.dumps(finished.json()["result"])  # the call in flight finished
+        page = _call(bastion, "fresh", bastion.mint("ann", "fresh"), "read_page", {})  # the added route serves
+        assert page.status_code == 200, page.text
+        assert "Weather today" in json.dumps(page.json()["result"]), page.text
+
+        time_route = {"name": "time", "stdio": {"command": str(BIN / "mcp-server-time"),
+                                                "args": ["--local-timezone", "UTC"]}}  # fmt: skip
+        bastion.config["routes"][1] = time_route  # a stdio route, its process started by the reload
+        bastion.write_config()
+        bastion.proc.send_signal(signal.SIGHUP)
+        started = wait_until(lambda: _reloads(bastion)[2:], timeout_s=40)[0]
+        assert started["arguments"]["routes"] == {"added": ["time"], "removed": ["fresh"], "changed": []}
+        time_token = bastion.mint("ann", "time")
+        answer = _call(bastion, "time", time_token, "get_current_time", {"timezone": "UTC"})
+        assert answer.status_code == 200, answer.text
+        assert "result" in answer.json(), answer.text
+        assert '"timezone": "UTC"' in answer.json()["result"]["content"][0]["text"]
+        leaky = bastion.mint("ann", "leaky")
+        assert _allowed(bastion, leaky)
+
+        bastion.config["routes"].append({"name": "broken", "stdio": {"command": str(tmp_path / "no-such-server")}})
+        bastion.write_config()
+        bastion.proc.send_signal(signal.SIGHUP)
+        refused = wait_until(lambda: _reloads(bastion)[3:], timeout_s=20)[0]
+        assert (refused["decision"]["effect"], refused["decision"]["reason"]) == ("deny", "reload_refused")
+        assert "broken" in refused["arguments"]["error"]
+        assert "routes" not in refused["arguments"]
+        assert _allowed(bastion, leaky)  # the running routes keep serving
+        answer = _call(bastion, "time", time_token, "get_current_time", {"timezone": "UTC"})
+        assert answer.status_code == 200, answer.text
+        assert "result" in answer.json(), answer.text
+        assert _call(bastion, "broken", leaky, "read_page", {}).status_code == 404
+        health = httpx2.get(f"{bastion.base_url}/healthz", timeout=5).json()
+        assert set(health["routes"]) == {"leaky", "time"}
+
+        with httpx2.Client(timeout=10) as http:  # a changed route ends the sessions opened before the change
+            url = bastion.url("leaky")
+            before = open_session(http, url, leaky)
+            listing = rpc("tools/list", {}, rpc_id=2)
+            assert legacy_post(http, url, leaky, before, listing).status_code == 200
+            bastion.config["routes"] = [{**bastion.config["routes"][0], "title": "Leaky, renamed"},
+                                        bastion.config["routes"][1]]  # fmt: skip
+            bastion.write_config()
+            bastion.proc.send_signal(signal.SIGHUP)
+            changed = wait_until(lambda: _reloads(bastion)[4:], timeout_s=20)[0]
+            assert changed["arguments"]["routes"] == {"added": [], "removed": [], "changed": ["leaky"]}
+            assert legacy_post(http, url, leaky, before, listing).status_code == 404  # MCP: initialize again
+            after = open_session(http, url, leaky)
+            assert legacy_post(http, url, leaky, after, listing).status_code == 200
+        assert bastion.proc.poll() is None
+    assert bastion.cli("audit", "verify", "--config", str(bastion.config_path)).returncode == 0

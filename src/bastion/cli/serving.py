@@ -37,7 +37,7 @@ class GatewayServer(uvicorn.Server):
         self._reloads: set[asyncio.Task[object]] = set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        """uvicorn's start; then SIGHUP reloads the policy sets (``reload_on_sighup``)."""
+        """uvicorn's start; then SIGHUP reloads the policy sets and the routes (``reload_on_sighup``)."""
         await super().startup(sockets)
         if self._reload_on_sighup:
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._sighup)
@@ -101,7 +101,7 @@ def run_server(
 ) -> None:  # fmt: skip
     """Check that the shared stores answer, build the gateway (either raises ``ConfigError``) and serve
     until interrupted. With ``config_path`` (the file ``config`` was read from), SIGHUP reloads the
-    policy sets from it (``Gateway.enable_reload``)."""
+    policy sets and the routes from it (``Gateway.enable_reload``)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config_path is not None:  # a SIGHUP before the reload handler is in place is ignored, not fatal
         signal.signal(signal.SIGHUP, signal.SIG_IGN)

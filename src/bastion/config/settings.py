@@ -151,10 +151,11 @@ class PolicySettings(_Model):
     (``decision.shadow``), and ``bastion policy diff --since 1h`` sums that up. How a policy change
     is rolled out without breaking agents.
 
-    ``bastion serve`` reloads the policy sets without a restart on SIGHUP and, with ``watch``, when
-    the configuration file or a policy file changes (``bastion.policy.reloading``): validated
-    completely first, refused (the running sets stay) on any error or on a change outside this
-    section, and recorded either way as ``policy/reload``.
+    ``bastion serve`` reloads the policy sets and the routes without a restart on SIGHUP and, with
+    ``watch``, when the configuration file or a policy file changes (``bastion.policy.reloading``,
+    ``bastion.transport.route_swap``): validated completely first, refused (the running sets and
+    routes stay) on any error or on a change outside ``policy`` and ``routes``, and recorded either
+    way as ``policy/reload``.
     """
 
     files: tuple[Path, ...] = Field(min_length=1)

@@ -66,15 +66,19 @@ class SessionActivity:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
+        self.use_caps(caps)
+        self._flow = data_flow
+        self.track_labels = track_labels
+        self._session_idle_s = float(session_idle_s)
+        self._clock = clock
+
+    def use_caps(self, caps: Mapping[str, SessionCaps]) -> None:
+        """Count against ``caps`` (route name to ``SessionCaps``) from now on (start, a reload of the routes)."""
         self._caps = {
             route: (Caps(c.calls, c.destructive_calls, c.distinct_tools, c.result_bytes), float(c.window))
             for route, c in caps.items()
             if c.active
         }
-        self._flow = data_flow
-        self.track_labels = track_labels
-        self._session_idle_s = float(session_idle_s)
-        self._clock = clock
 
     @property
     def active(self) -> bool:

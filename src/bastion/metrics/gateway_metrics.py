@@ -2,8 +2,9 @@
 
 ``GatewayMetrics.build(config, engine)`` returns ``None`` when ``metrics.enabled`` is false: then
 no observer is placed (the runner calls nothing per stage) and ``/metrics`` is not served (404).
-The program gauges are computed at start and again after a hot reload of the policy set (at the
-observer's next flush). ``watch`` connects the approval desk, the audit log and the session store
+The program gauges are computed at start, again after a hot reload of the policy set (at the
+observer's next flush), and at once when a reload changed the routes (``routes_changed``).
+``watch`` connects the approval desk, the audit log and the session store
 once they are built (decision times, pending requests, audit transactions and queue, sessions open).
 """
 
@@ -20,7 +21,7 @@ from bastion.config import BastionConfig
 from bastion.errors import ConfigError
 from bastion.metrics.endpoint import metrics_route
 from bastion.metrics.observer import MetricsObserver
-from bastion.metrics.program import record_program
+from bastion.metrics.program import ProgramGauges
 from bastion.metrics.registry import BastionMetrics
 from bastion.metrics.sampled import ScrapedGauges
 from bastion.policy import PolicyEngine
@@ -30,12 +31,13 @@ __all__ = ["GatewayMetrics"]
 
 @dataclass(frozen=True, slots=True)
 class GatewayMetrics:
-    """The gateway's ``metrics``, the ``observer`` its runners are given, the ``route`` serving them
-    and the gauges read from the stores at each scrape (``scraped``)."""
+    """The gateway's ``metrics``, the ``observer`` its runners are given, the ``route`` serving them,
+    the ``program`` gauges and the gauges read from the stores at each scrape (``scraped``)."""
 
     metrics: BastionMetrics
     observer: MetricsObserver
     route: Route
+    program: ProgramGauges
     scraped: ScrapedGauges = field(default_factory=ScrapedGauges)
 
     @classmethod
@@ -49,11 +51,16 @@ class GatewayMetrics:
             if route.public_path == settings.path:
                 raise ConfigError(f"metrics.path: {settings.path} is the path of route {route.name}")
         metrics = BastionMetrics()
-        record_program(metrics, config, engine)
-        observer = MetricsObserver(metrics, engine, on_policies=lambda: record_program(metrics, config, engine))
+        program = ProgramGauges(metrics, config, engine)
+        program.record()
+        observer = MetricsObserver(metrics, engine, on_policies=program.record)
         scraped = ScrapedGauges()
         return cls(metrics, observer, metrics_route(settings, metrics, flush=observer.flush, sample=scraped.sample),
-                   scraped)  # fmt: skip
+                   program, scraped)  # fmt: skip
+
+    def routes_changed(self, config: BastionConfig) -> None:
+        """A reload put ``config``'s routes in force: recompute the program gauges for them."""
+        self.program.use(config)
 
     def watch(self, *, approvals: ApprovalDesk, audit: Any, sessions: Any) -> None:
         """Feed the metrics from ``approvals`` (each decision's time; the store's pending requests at

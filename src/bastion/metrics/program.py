@@ -1,6 +1,7 @@
 """The zero-trust program gauges: how far the configuration and the policy set have come.
 
-Computed once at start, from what is known without asking any upstream:
+Computed at start, and again after a hot reload (``ProgramGauges``: a new policy set, or new
+routes, whose removed routes' series are dropped), from what is known without asking any upstream:
 
 - the routes by the upstream credential their calls carry (``route_credentials``):
   ``token_exchange`` (RFC 8693, a short-lived token minted per call from the caller's identity),
@@ -27,7 +28,7 @@ from bastion.metrics.registry import BastionMetrics
 from bastion.policy import PolicyEngine
 from bastion.transport.routes import tool_inventory
 
-__all__ = ["CREDENTIAL_KINDS", "CredentialKind", "record_program", "route_credentials"]
+__all__ = ["CREDENTIAL_KINDS", "CredentialKind", "ProgramGauges", "record_program", "route_credentials"]
 
 CredentialKind = Literal["token_exchange", "user_oauth", "static_secret", "none"]
 CREDENTIAL_KINDS: tuple[CredentialKind, ...] = ("token_exchange", "user_oauth", "static_secret", "none")
@@ -59,3 +60,30 @@ def record_program(metrics: BastionMetrics, config: BastionConfig, engine: Polic
         metrics.tools_high_risk.labels(route.name).set(len(high_risk))
         approved = sum(engine.approval_need(ref) == "always" for ref in high_risk)
         metrics.tools_high_risk_approval.labels(route.name).set(approved)
+
+
+class ProgramGauges:
+    """The program gauges of ``metrics`` kept for the configuration in force: ``record`` sets them
+    from ``config`` and ``engine`` (after a policy reload: the engine's new set), ``use`` moves them to
+    a configuration whose routes a reload changed (the per-route series of a removed route are
+    dropped, not left at their last values)."""
+
+    def __init__(self, metrics: BastionMetrics, config: BastionConfig, engine: PolicyEngine) -> None:
+        self._metrics = metrics
+        self._config = config
+        self._engine = engine
+
+    def record(self) -> None:
+        """Set the gauges for the configuration in force and the engine's policy set."""
+        record_program(self._metrics, self._config, self._engine)
+
+    def use(self, config: BastionConfig) -> None:
+        """Make ``config`` the configuration in force and set the gauges for it."""
+        m = self._metrics
+        kept = {route.name for route in config.routes}
+        for route in self._config.routes:
+            if route.name not in kept:
+                for gauge in (m.tools_configured, m.tools_permitted, m.tools_high_risk, m.tools_high_risk_approval):
+                    gauge.remove(route.name)
+        self._config = config
+        self.record()

@@ -1,4 +1,5 @@
-"""What starts a policy reload besides SIGHUP: a changed file (``policy.watch``) and another replica.
+"""What starts a reload (of the policy sets and the routes) besides SIGHUP: a changed file
+(``policy.watch``; the routes are in the configuration file, which is watched) and another replica.
 
 ``watch_files`` follows the configuration file, the policy files (and directories) and the
 schema with ``watchfiles`` (inotify; the directories are watched, so an editor's save by rename

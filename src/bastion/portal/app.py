@@ -115,7 +115,7 @@ class Portal:
         self._origin = "{0.scheme}://{0.netloc}".format(urlsplit(base_url))
         self._issuer = issuer
         self._store = store
-        self._routes = {route.name: route for route in routes}
+        self._route_list = routes  # the gateway's: a reload of the routes changes it in place
         self._engine = engine
         self._verifier = verifier
         self._audit = audit
@@ -364,6 +364,11 @@ class Portal:
         return RedirectResponse(self.url("home") + f"?disconnected={name}", status_code=303)
 
     # the API
+    @property
+    def _routes(self) -> dict[str, RouteRuntime]:
+        """The routes serving now, by name."""
+        return {route.name: route for route in self._route_list}
+
     async def api_routes(self, request: Request) -> Response:
         """``{"user": sub, "routes": [...]}`` for the signed-in person or the bearer of a Bastion token.
 

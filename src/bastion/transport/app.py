@@ -40,14 +40,43 @@ class GatewayApp:
     lookup instead of Starlette's routing and middleware stack; lifespan and
     every other path go to ``fallback``. ``cors`` says which browsers may call
     the endpoints cross-origin (``bastion.transport.cors.mcp_endpoint``).
+    ``serve`` and ``withdraw`` change the endpoints while serving (a reload of
+    the routes, ``bastion.transport.route_swap``): a withdrawn path is answered
+    as one that never existed.
     """
 
-    def __init__(self, endpoints: Sequence[McpEndpoint], fallback: Starlette, cors: CorsSettings | None = None) -> None:
-        settings = cors or CorsSettings()
-        self._endpoints: dict[str, ASGIApp] = {
-            endpoint.route.path: cross_origin.mcp_endpoint(endpoint, settings) for endpoint in endpoints
-        }
+    def __init__(
+        self, endpoints: Sequence[McpEndpoint], fallback: Starlette, cors: CorsSettings | None = None,
+        *, authorization_server: str = "",
+    ) -> None:  # fmt: skip
+        self._cors = cors or CorsSettings()
+        self._authorization_server = authorization_server
+        self._endpoints: dict[str, ASGIApp] = {}
+        self._metadata: dict[str, BaseRoute] = {}  # by endpoint path: its protected resource metadata route
         self.fallback = fallback
+        for endpoint in endpoints:
+            self.serve(endpoint)
+
+    def serve(self, endpoint: McpEndpoint) -> None:
+        """Serve ``endpoint`` at its route's path (replacing the one there) with its RFC 9728 metadata."""
+        path = endpoint.route.path
+        self.withdraw(path)
+        self._endpoints[path] = cross_origin.mcp_endpoint(endpoint, self._cors)
+        metadata = protected_resource_metadata(endpoint.route, self._authorization_server)
+
+        async def serve_metadata(_: Request) -> Response:
+            return _json(metadata)
+
+        route = cross_origin.public(Route(f"/.well-known/oauth-protected-resource{path}", serve_metadata))
+        self._metadata[path] = route
+        self.fallback.router.routes.insert(0, route)
+
+    def withdraw(self, path: str) -> None:
+        """Stop serving the endpoint at ``path`` and its metadata (idempotent)."""
+        self._endpoints.pop(path, None)
+        route = self._metadata.pop(path, None)
+        if route is not None:
+            self.fallback.router.routes.remove(route)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection scope."""
@@ -92,14 +121,6 @@ def build_app(
     authorization server's) are mounted at the root; ``cors`` is ``server.cors`` (none: no
     cross-origin access to the MCP endpoints)."""
     routes: list[BaseRoute] = list(extra_routes)
-    for endpoint in endpoints:
-        metadata = protected_resource_metadata(endpoint.route, authorization_server)
-
-        async def serve_metadata(_: Request, metadata: dict[str, Any] = metadata) -> Response:
-            return _json(metadata)
-
-        path = f"/.well-known/oauth-protected-resource{endpoint.route.path}"
-        routes.append(cross_origin.public(Route(path, serve_metadata)))
 
     async def serve_jwks(_: Request) -> Response:
         return _json(jwks(), cache_s=60)
@@ -123,4 +144,4 @@ def build_app(
         return JSONResponse({"error": "method_not_allowed"}, status_code=405)
 
     fallback = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_allowed})
-    return GatewayApp(endpoints, fallback, cors)
+    return GatewayApp(endpoints, fallback, cors, authorization_server=authorization_server)

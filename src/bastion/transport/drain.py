@@ -49,15 +49,33 @@ class Drain:
         self.deadline: float | None = None
         self._flights: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
+        self._branches: set[Drain] = set()
 
     def begin(self) -> None:
-        """Start the stop: set ``closing`` and the ``deadline`` (idempotent; the first call counts)."""
+        """Start the stop: set ``closing`` and the ``deadline`` (idempotent; the first call counts), and
+        begin every ``branch``."""
         if self.deadline is not None:
             return
         loop = asyncio.get_running_loop()
         self.deadline = loop.time() + self.drain_s
         self.closing.set()
         loop.call_at(self.deadline, self._cut_all)
+        for branch in list(self._branches):
+            branch.begin()
+
+    def branch(self) -> Drain:
+        """A drain of its own for one route's endpoint, with the same ``drain_s``: it begins when this
+        one does, or alone when the route is withdrawn by a reload (``bastion.transport.route_swap``);
+        ``prune`` it then. A branch made after this drain began has begun."""
+        branch = Drain(self.drain_s)
+        self._branches.add(branch)
+        if self.deadline is not None:
+            branch.begin()
+        return branch
+
+    def prune(self, branch: Drain) -> None:
+        """Forget ``branch`` (its route is gone); idempotent."""
+        self._branches.discard(branch)
 
     def enter(self) -> asyncio.Task[Any] | None:
         """The current task's call is in flight (``leave`` it); the task, for ``leave`` and ``was_cut``."""

@@ -40,7 +40,8 @@ class McpEndpoint:
 
     ``drain`` is the gateway's graceful stop (``bastion.transport.drain``): once it begins, a GET
     event stream ends at once, while a call in flight runs until its deadline and is then cut
-    with ``ShuttingDown``. ``closing`` alone (no ``drain``) ends every stream at once.
+    with ``ShuttingDown``. ``closing`` alone (no ``drain``) ends every stream at once. ``retire``
+    does the same for this endpoint alone (its route withdrawn by a reload).
     """
 
     def __init__(
@@ -57,11 +58,35 @@ class McpEndpoint:
         self._max_body = max_body
         self._drain = drain or Drain(0.0, closing)
         self._closing = self._drain.closing
+        self._requests = 0  # requests being served, their replies' relays included
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def retire(self, timeout_s: float) -> bool:
+        """Begin this endpoint's drain (its event streams end, its calls in flight get ``drain_s``) and
+        wait up to ``timeout_s`` seconds until no request is being served on it; whether none is.
+        The caller stopped routing requests here first."""
+        self._drain.begin()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one HTTP request."""
         if scope["type"] != "http":
             return
+        self._requests += 1
+        self._idle.clear()
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self._requests -= 1
+            if not self._requests:
+                self._idle.set()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         pipeline = self._pipelines.for_method(method)
         if pipeline is None:

@@ -110,6 +110,8 @@ class StdioServer:
         self._listeners: set[Subscription] = set()
         self._proc: asyncio.subprocess.Process | None = None
         self._ready = asyncio.Event()
+        self._exited = asyncio.Event()  # set whenever a start fails or the process exits (start(strict=True))
+        self._last_error = "it exited"
         self._stopping = False
         self._supervisor: asyncio.Task[None] | None = None
         self.initialize_result: dict[str, Any] = {}
@@ -120,17 +122,27 @@ class StdioServer:
         """The running process id, or ``None``."""
         return self._proc.pid if self._proc and self._proc.returncode is None else None
 
-    async def start(self, *, wait: bool = True) -> None:
+    async def start(self, *, wait: bool = True, strict: bool = False) -> None:
         """Start supervising; with ``wait`` return once the first handshake is done.
 
-        Raises ``UpstreamUnavailable`` when the first start fails within 30 s.
+        Raises ``UpstreamUnavailable`` when the first start fails within 30 s; with ``strict`` as soon
+        as the first attempt fails (a missing command, an exit before the handshake), saying why. The
+        supervisor keeps restarting either way until ``stop``.
         """
         self._supervisor = asyncio.create_task(self._supervise(), name=f"stdio:{self.name}")
-        if wait:
-            try:
-                await asyncio.wait_for(self._ready.wait(), _INIT_TIMEOUT_S)
-            except TimeoutError as exc:
-                raise UpstreamUnavailable(f"stdio upstream {self.name!r} did not become ready") from exc
+        if not wait:
+            return
+        waits = [asyncio.ensure_future(self._ready.wait())]
+        if strict:
+            waits.append(asyncio.ensure_future(self._exited.wait()))
+        try:
+            await asyncio.wait(waits, timeout=_INIT_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for each in waits:
+                each.cancel()
+        if not self._ready.is_set():
+            why = self._last_error if self._exited.is_set() else "no handshake within 30 s"
+            raise UpstreamUnavailable(f"stdio upstream {self.name!r} did not become ready: {why}")
 
     async def stop(self) -> None:
         """Terminate the process (SIGTERM, then SIGKILL after 5 s) and stop restarting it."""
@@ -241,7 +253,9 @@ class StdioServer:
                 await self._run_once()
             except (OSError, UpstreamError) as exc:
                 logger.error("stdio upstream %s failed: %s", self.name, exc)
+                self._last_error = str(exc)
             self._ready.clear()
+            self._exited.set()
             self._fail_pending(UpstreamUnavailable(f"stdio upstream {self.name!r} exited"))
             if self._stopping:
                 return

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from bastion.config import RouteSettings, parse_config
+from bastion.config import BastionConfig, RouteSettings, parse_config
 from bastion.metrics import BastionMetrics, record_program, route_credentials
+from bastion.metrics.program import ProgramGauges
 from bastion.policy import PolicyEngine
 
 POLICY = """
@@ -77,3 +78,32 @@ def test_the_program_gauges_count_routes_and_the_configured_tools(tmp_path: Path
     assert value("bastion_tools_high_risk", route="notes") == 2
     assert value("bastion_tools_high_risk_approval", route="notes") == 1
     assert value("bastion_tools_configured", route="git") == 0
+
+
+def test_a_reload_of_the_routes_recomputes_the_gauges_and_drops_a_removed_routes_series(tmp_path: Path) -> None:
+    (tmp_path / "p.cedar").write_text(POLICY)
+
+    def config(*routes: dict[str, Any]) -> BastionConfig:
+        return parse_config({"data_dir": str(tmp_path / "data"), "policy": {"files": ["p.cedar"]},
+                             "routes": list(routes)}, base_dir=tmp_path)  # fmt: skip
+
+    notes = {"name": "notes", "http": HTTP, "tools": {"wipe": {}}, "credentials": {"token_exchange": EXCHANGE}}
+    first = config(notes, {"name": "git", "stdio": {"command": "git-mcp"}})
+    metrics = BastionMetrics()
+    program = ProgramGauges(metrics, first, PolicyEngine.load(first.policy.files))
+    program.record()
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    assert value("bastion_tools_configured", route="notes") == 1
+    assert value("bastion_routes", credentials="token_exchange") == 1
+    program.use(config({"name": "git", "stdio": {"command": "git-mcp"}},
+                       {"name": "time", "stdio": {"command": "time-mcp", "env": {"T": {"env": "T"}}}}))  # fmt: skip
+    assert value("bastion_tools_configured", route="notes") is None  # gone, not left at 1
+    assert value("bastion_tools_high_risk", route="notes") is None
+    assert value("bastion_tools_configured", route="time") == 0
+    kinds = ("token_exchange", "static_secret", "none")
+    assert {kind: value("bastion_routes", credentials=kind) for kind in kinds} == {
+        "token_exchange": 0, "static_secret": 1, "none": 1,
+    }  # fmt: skip

@@ -18,9 +18,11 @@ from bastion.approvals.desk import ApprovalDesk
 from bastion.approvals.model import ApprovalBinding
 from bastion.approvals.store_memory import MemoryApprovalStore
 from bastion.audit.store_sqlite import SQLiteAuditLog
+from bastion.config import BastionConfig
 from bastion.config.metrics import MetricsSettings
 from bastion.metrics import BastionMetrics, GatewayMetrics, MetricsObserver
 from bastion.metrics.endpoint import metrics_route
+from bastion.metrics.program import ProgramGauges
 from bastion.metrics.sampled import ScrapedGauges
 from bastion.policy import PolicyEngine
 from bastion.principal import Principal
@@ -39,7 +41,8 @@ def gateway_metrics(engine: PolicyEngine) -> GatewayMetrics:
     observer = MetricsObserver(metrics, engine)
     scraped = ScrapedGauges(timeout_s=0.2)
     route = metrics_route(MetricsSettings(), metrics, flush=observer.flush, sample=scraped.sample)
-    return GatewayMetrics(metrics, observer, route, scraped)
+    program = ProgramGauges(metrics, BastionConfig.model_construct(routes=[]), engine)  # no routes: never read here
+    return GatewayMetrics(metrics, observer, route, program, scraped)
 
 
 def value(gm: GatewayMetrics, name: str, **labels: str) -> float | None:

@@ -702,6 +702,24 @@ async def test_a_session_of_another_principal_is_not_found() -> None:
     assert caught.value.status == 404
 
 
+async def test_a_session_opened_before_its_route_changed_is_ended() -> None:
+    store = MemorySessionStore()
+    old = await store.create("notes", SUPPORT.key)
+    stage = SessionStage(store, opened_after=old.created + 1)
+    exchange = _exchange("tools/list", {})
+    exchange.http = HttpRequest("POST", "/mcp/notes", {"mcp-session-id": old.id}, (), None, b"")
+    with pytest.raises(SessionNotFound):
+        await stage.run(exchange)
+    assert await store.get(old.id, "notes", SUPPORT.key) is None  # forgotten, not only refused
+    fresh = _exchange("initialize", {})
+    await stage.run(fresh)  # a new session on the changed route
+    assert fresh.session is not None
+    exchange.http = HttpRequest("POST", "/mcp/notes", {"mcp-session-id": fresh.session.id}, (), None, b"")
+    await SessionStage(store, opened_after=fresh.session.created).run(exchange)
+    assert exchange.session is not None
+    assert exchange.session.id == fresh.session.id
+
+
 async def test_a_session_store_that_does_not_answer_refuses_the_message() -> None:
     """A shared store (Redis) that cannot be reached: 503 ``sessions_unavailable``, never a message
     handled without its session. A real RedisSessionStore on a port nothing listens on."""

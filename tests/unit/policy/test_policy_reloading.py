@@ -12,17 +12,19 @@ import pytest
 import yaml
 from policy_helpers import tool, user
 from tests.support.audit_fakes import RecordingAuditLog
+from tests.support.route_fakes import RecordingHost
 
 from bastion.config import load_config
-from bastion.policy import PolicyEngine
-from bastion.policy.reloading import PolicyReloader
+from bastion.policy import PolicyEngine, ResourceRef
+from bastion.policy.reloading import PolicyReloader, RouteDiff
+from bastion.transport.route_swap import RouteSwap
 
 PERMIT = '@id("dev-calls")\npermit (principal in Group::"dev", action == Action::"tools/call", resource);\n'
 FORBID_DEPLOY = '@id("no-deploy")\nforbid (principal, action, resource == Tool::"demo/deploy");\n'
 
 
 class World:
-    def __init__(self, tmp_path: Path, *, limits_placed: bool = False) -> None:
+    def __init__(self, tmp_path: Path, *, limits_placed: bool = False, routes: bool = False) -> None:
         self.policy = tmp_path / "policy.cedar"
         self.policy.write_text(PERMIT, encoding="utf-8")
         self.path = tmp_path / "bastion.yaml"
@@ -35,9 +37,11 @@ class World:
         config = load_config(self.path)
         self.engine = PolicyEngine.load(config.policy.files)
         self.log = RecordingAuditLog()
+        self.host = RecordingHost(config)
         self.reloader = PolicyReloader(
             self.path, config, self.engine, None, log=self.log, limits_placed=limits_placed,
-            tracks_labels=lambda engine, shadow: False,
+            tracks_labels=lambda engine, shadow, routes: False,
+            routes=RouteSwap(self.host, drain_s=1) if routes else None,
         )  # fmt: skip
 
     def write(self) -> None:
@@ -132,3 +136,86 @@ async def test_an_unchanged_set_is_neither_applied_nor_recorded(world: World) ->
 
 async def test_the_watched_files_are_the_configuration_and_the_policies(world: World) -> None:
     assert world.reloader.watched_files == (world.path, world.policy.resolve())
+
+
+# --- the routes (a reloader given the gateway's RouteSwap) --------------------------------------------------
+
+MORE = {"name": "more", "stdio": {"command": "cat"}}
+
+
+@pytest.fixture
+def routed(tmp_path: Path) -> World:
+    return World(tmp_path, routes=True)
+
+
+async def test_routes_and_policies_change_in_one_reload_with_one_record(routed: World) -> None:
+    before = routed.engine.version
+    routed.settings["routes"].append(MORE)
+    routed.policy.write_text(PERMIT + FORBID_DEPLOY.replace("demo/deploy", "more/deploy"), encoding="utf-8")
+    routed.write()
+    result = await routed.reloader.reload("sighup")
+    assert (result.applied, result.routes) == (True, RouteDiff(added=("more",)))
+    assert result.version != before
+    assert routed.host.names() == ["demo", "more"]
+    assert [r.name for r in routed.reloader.running.routes] == ["demo", "more"]
+    more = ResourceRef.from_tool("more", {"name": "deploy"}, trust_annotations=False)
+    assert not routed.engine.decide(user("dev"), "tools/call", more, {"arguments": {}}).allowed  # the new route's
+    assert routed.allowed("deploy")
+    [record] = routed.records()
+    assert record["decision"]["policy_version"] == result.version
+    assert record["arguments"] == {
+        "trigger": "sighup", "previous_version": before,
+        "routes": {"added": ["more"], "removed": [], "changed": []},
+    }  # fmt: skip
+
+
+async def test_a_route_removed_and_one_changed_alone_is_applied_with_the_same_policy_version(routed: World) -> None:
+    routed.settings["routes"] = [{"name": "demo", "stdio": {"command": "cat"}}]
+    routed.write()
+    result = await routed.reloader.reload("file change")
+    assert (result.applied, result.changed, result.routes) == (True, False, RouteDiff(changed=("demo",)))
+    [record] = routed.records()
+    assert record["arguments"]["routes"] == {"added": [], "removed": [], "changed": ["demo"]}
+
+
+async def test_a_route_that_does_not_start_refuses_the_whole_reload(routed: World) -> None:
+    before = routed.engine.version
+    routed.host.fail_start = "stdio upstream 'more' did not become ready: [Errno 2] No such file or directory"
+    routed.settings["routes"].append(MORE)
+    routed.policy.write_text(PERMIT + FORBID_DEPLOY, encoding="utf-8")
+    routed.write()
+    result = await routed.reloader.reload("sighup")
+    assert (result.applied, result.version, result.error) == (False, before, routed.host.fail_start)
+    assert routed.allowed("deploy")  # the policy change is refused with the routes
+    assert routed.host.names() == ["demo"]
+    assert routed.host.steps[-1] == ("stopped", ["more"])
+    [record] = routed.records()
+    assert (record["decision"]["effect"], record["decision"]["reason"]) == ("deny", "reload_refused")
+    assert record["arguments"]["error"] == result.error
+
+
+async def test_a_section_other_than_policy_and_routes_is_refused_naming_it(routed: World) -> None:
+    routed.settings["routes"].append(MORE)
+    routed.settings["server"] = {"drain_s": 3}
+    routed.write()
+    result = await routed.reloader.reload("sighup")
+    assert result.error == "only the policy and routes sections reload; restart to apply the change to server"
+    assert routed.host.names() == ["demo"]
+    assert routed.host.steps == []
+
+
+async def test_no_record_no_routes_change(routed: World) -> None:
+    class Refusing(RecordingAuditLog):
+        async def append(self, body: dict[str, Any]) -> None:
+            raise OSError("disk full")
+
+    routed.reloader._log = Refusing()  # type: ignore[assignment]  # the log fails from now on
+    serving = list(routed.host.served)
+    routed.settings["routes"] = [MORE]
+    routed.write()
+    result = await routed.reloader.reload("sighup")
+    assert not result.applied
+    assert "audit record failed" in (result.error or "")
+    assert routed.host.served == serving  # the old route serves again
+    assert routed.host.steps[-1] == ("stopped", ["more"])
+    assert ("retired", "demo") not in routed.host.steps

@@ -213,3 +213,38 @@ async def test_closing_set_without_begin_leaves_no_time() -> None:
     assert drain.left_s() is None
     drain.closing.set()
     assert drain.left_s() == 0.0
+
+
+async def _retiring(delay_s: float, drain_s: float) -> tuple[Drain, McpEndpoint, asyncio.Task[Sink]]:
+    """A route's endpoint on a branch of the gateway's drain (``drain_s``), with a call of ``delay_s`` running."""
+    gateway, upstream = Drain(drain_s), SlowUpstream(delay_s=delay_s)
+    endpoint = _endpoint(upstream, gateway.branch(), RecordingAuditLog())
+    call = asyncio.create_task(_post(endpoint))
+    await asyncio.wait_for(upstream.started.wait(), timeout=5)
+    return gateway, endpoint, call
+
+
+async def test_a_retired_endpoint_lets_its_call_finish_and_leaves_the_gateway_drain_alone() -> None:
+    gateway, endpoint, call = await _retiring(delay_s=0.3, drain_s=5)
+    assert not await endpoint.retire(0.05)  # still serving the call
+    assert await endpoint.retire(5)  # idle once the call was answered
+    sink = await call
+    assert (sink.status, sink.json["result"]["isError"]) == (200, False)
+    assert not gateway.closing.is_set()
+
+
+async def test_a_retired_endpoint_cuts_its_call_at_its_own_deadline() -> None:
+    gateway, endpoint, call = await _retiring(delay_s=30, drain_s=0.2)
+    assert await endpoint.retire(5)
+    assert (await call).status == 503  # cut: ShuttingDown
+    assert gateway.deadline is None
+
+
+async def test_the_gateway_drain_begins_its_branches_until_pruned() -> None:
+    gateway = Drain(5)
+    kept, pruned = gateway.branch(), gateway.branch()
+    gateway.prune(pruned)
+    gateway.begin()
+    assert kept.closing.is_set()
+    assert not pruned.closing.is_set()
+    assert gateway.branch().closing.is_set()  # made after the stop began: begun

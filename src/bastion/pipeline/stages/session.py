@@ -7,6 +7,8 @@ basic/transports, "Session Management"). The 2026-07-28 protocol has no
 sessions. The session never authenticates: stage 2 has already run. A GET
 (event stream) or DELETE needs a session too; a GET without one is answered
 405 (MCP 2025-11-25 basic/transports: no stream offered outside a session).
+A route changed by a reload ends the sessions opened before (``opened_after``): each is
+forgotten when next presented and answered 404, so its client initializes again.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ class SessionStage:
 
     name = "session"
 
-    def __init__(self, sessions: SessionStore) -> None:
+    def __init__(self, sessions: SessionStore, *, opened_after: float | None = None) -> None:
+        """``opened_after``: epoch seconds; a session created before is ended (the route changed since)."""
         self._sessions = sessions
+        self._opened_after = opened_after
 
     async def run(self, exchange: Exchange) -> None:
         """Set ``exchange.session``; raise ``SessionRequired`` (400), ``SessionNotFound`` (404) or
@@ -61,6 +65,9 @@ class SessionStage:
         if not session_id:
             raise SessionRequired("Bad Request: MCP-Session-Id header is required")
         session = await self._sessions.get(session_id, exchange.route.name, principal.key)
+        if session is not None and self._opened_after is not None and session.created < self._opened_after:
+            await self._sessions.delete(session.id)  # opened on the route before a reload changed it
+            session = None
         if session is None:
             raise SessionNotFound("Session not found")
         exchange.session = session
