@@ -13,8 +13,13 @@ are for. Three setups, interleaved at c=16 and c=64:
 - ``two replicas behind HAProxy``: both through the balancer.
 
 Per setup: calls/s, p50/p99, the CPU per call of the replicas and HAProxy together (``utime + stime``
-from ``/proc``; PostgreSQL, Redis, the echo upstream and wrk not counted) and how busy the machine's
-cores were during the run (``/proc/stat``: every process, the measured ones and any other). On a
+from ``/proc``; PostgreSQL, Redis, the echo upstream and wrk not counted), how busy the machine's
+cores were during the run (``/proc/stat``: every process, the measured ones and any other), and what
+the calls asked of PostgreSQL: its write transactions per call (the next transaction id before and
+after, every client's: nothing else writes there during ``make bench``) and the CPU per call of its
+processes (every ``postgres`` process of the machine). These say why a second replica costs
+CPU per call: the audit log's transactions serialize on the chain's head row, so two replicas each
+commit smaller batches, more transactions per call, each one round trips and Python work. On a
 machine with two cores, one replica at c=16 already keeps most of one core busy, and the second
 replica shares the two cores with the first, HAProxy, PostgreSQL, Redis, the echo upstream and wrk:
 the cores set the limit, not Bastion.
@@ -61,6 +66,8 @@ class ReplicaRun:
     cpu_ms: float
     haproxy_cpu_ms: float
     busy: float
+    pg_xacts: float = 0.0
+    pg_cpu_ms: float = 0.0
 
 
 @dataclass
@@ -103,20 +110,55 @@ def busy_ticks() -> tuple[int, int]:
     return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds so far of every ``postgres`` process of the machine, by pid."""
+    found: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text(encoding="ascii").strip() == "postgres":
+                    found[int(entry.name)] = cpu_seconds(int(entry.name))
+            except OSError:  # gone meanwhile
+                continue
+    return found
+
+
+def next_transaction_id() -> int:
+    """The shared PostgreSQL's next transaction id (``xmax`` of a snapshot; it takes none itself):
+    every transaction that writes, of any client, takes one, so the difference of two readings is
+    how many write transactions committed or failed between them, exactly and at once (the
+    statistics views lag by up to seconds)."""
+    import asyncpg
+
+    async def read() -> int:
+        connection = await asyncpg.connect(SHARED_POSTGRES)
+        try:
+            return int(await connection.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"))
+        finally:
+            await connection.close()
+
+    return asyncio.run(read())
+
+
 def measure_setup(
     setup: str, endpoint: Endpoint, replicas: Sequence[int], haproxy: int | None, conns: int, duration_s: float,
     round_no: int,
 ) -> ReplicaRun:  # fmt: skip
-    """One wrk run of ``endpoint``, with the CPU of the ``replicas`` and ``haproxy`` pids around it."""
+    """One wrk run of ``endpoint``, with the CPU of the ``replicas`` and ``haproxy`` pids, PostgreSQL's
+    processes and its committed transactions around it."""
     pids = [*replicas, *([haproxy] if haproxy is not None else [])]
+    xacts0, pg0 = next_transaction_id(), postgres_cpu()
     before, machine0 = [cpu_seconds(pid) for pid in pids], busy_ticks()
     run = measure(endpoint, conns, duration_s, round_no)
     after, machine1 = [cpu_seconds(pid) for pid in pids], busy_ticks()
+    xacts1, pg1 = next_transaction_id(), postgres_cpu()
     requests = max(run.requests, 1)
     spent = [(b - a) / requests * 1000 for a, b in zip(before, after, strict=True)]
     total = max(machine1[1] - machine0[1], 1)
+    pg_spent = sum(seconds - pg0.get(pid, 0.0) for pid, seconds in pg1.items())  # new backends from 0
     return ReplicaRun(setup, run, sum(spent), spent[-1] if haproxy is not None else 0.0,
-                      (machine1[0] - machine0[0]) / total)  # fmt: skip
+                      (machine1[0] - machine0[0]) / total, (xacts1 - xacts0) / requests,
+                      pg_spent / requests * 1000)  # fmt: skip
 
 
 def measure_replicas(targets: Targets, rounds: int, duration_s: float) -> list[ReplicaRun]:
@@ -155,7 +197,8 @@ def measure_replicas(targets: Targets, rounds: int, duration_s: float) -> list[R
                 for setup, (endpoint, replicas, haproxy) in setups.items():
                     row = measure_setup(setup, endpoint, replicas, haproxy, conns, duration_s, round_no)
                     print(f"replicas round {round_no} c={conns:<2} {setup:28}  {progress(row.run)}  "
-                          f"replicas+HAProxy CPU {row.cpu_ms:.3f} ms/call, machine {row.busy:.0%} busy",
+                          f"replicas+HAProxy CPU {row.cpu_ms:.3f} ms/call, machine {row.busy:.0%} busy, "
+                          f"PostgreSQL {row.pg_xacts:.3f} xact/call {row.pg_cpu_ms:.3f} ms/call",
                           flush=True)  # fmt: skip
                     found.append(row)
     except RuntimeError as exc:
@@ -176,8 +219,8 @@ def replica_rows(found: list[ReplicaRun]) -> list[tuple[str, ...]]:
     Empty when not measured."""
     if not found:
         return []
-    rows: list[tuple[str, ...]] = [("setup", "c", "calls/s", "vs one", "p50 ms", "p99 ms",
-                                    "CPU/call ms", "HAProxy ms", "machine busy")]  # fmt: skip
+    rows: list[tuple[str, ...]] = [("setup", "c", "calls/s", "vs one", "p50 ms", "p99 ms", "CPU/call ms",
+                                    "HAProxy ms", "machine busy", "PG write xact/call", "PG CPU/call ms")]  # fmt: skip
 
     def med(setup: str, conns: int, figure: Callable[[ReplicaRun], float]) -> float:
         return statistics.median([figure(r) for r in found if r.setup == setup and r.run.conns == conns] or [0.0])
@@ -191,7 +234,9 @@ def replica_rows(found: list[ReplicaRun]) -> list[tuple[str, ...]]:
                          f"{med(setup, conns, lambda r: r.run.p99_ms):.2f}",
                          f"{med(setup, conns, lambda r: r.cpu_ms):.3f}",
                          f"{med(setup, conns, lambda r: r.haproxy_cpu_ms):.3f}",
-                         f"{med(setup, conns, lambda r: r.busy):.0%}"))  # fmt: skip
+                         f"{med(setup, conns, lambda r: r.busy):.0%}",
+                         f"{med(setup, conns, lambda r: r.pg_xacts):.3f}",
+                         f"{med(setup, conns, lambda r: r.pg_cpu_ms):.3f}"))  # fmt: skip
     return rows
 
 

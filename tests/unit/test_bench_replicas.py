@@ -24,7 +24,8 @@ from bastion.config import load_config
 def replica_run(setup: str, conns: int, calls: int, *, errors: int = 0, busy: float = 1.0) -> ReplicaRun:
     run = Run(target=setup, conns=conns, round=1, calls=calls, requests=calls, errors=errors, duration_s=1.0,
               p50_ms=2.0, p99_ms=5.0)  # fmt: skip
-    return ReplicaRun(setup, run, cpu_ms=1.5, haproxy_cpu_ms=0.1 if setup != ONE else 0.0, busy=busy)
+    return ReplicaRun(setup, run, cpu_ms=1.5, haproxy_cpu_ms=0.1 if setup != ONE else 0.0, busy=busy,
+                      pg_xacts=0.25 if setup == TWO else 0.125, pg_cpu_ms=0.4)  # fmt: skip
 
 
 def test_the_rows_give_each_setup_against_one_replica_per_concurrency() -> None:
@@ -33,9 +34,9 @@ def test_the_rows_give_each_setup_against_one_replica_per_concurrency() -> None:
     found.append(replica_run(TWO, 16, 1500, busy=0.9))  # a second round: the median of 1,300 and 1,500
     rows = replica_rows(found)
     assert rows[0] == ("setup", "c", "calls/s", "vs one", "p50 ms", "p99 ms", "CPU/call ms", "HAProxy ms",
-                       "machine busy")  # fmt: skip
-    assert rows[1] == (ONE, "16", "1,000", "1.00x", "2.00", "5.00", "1.500", "0.000", "100%")
-    assert rows[3] == (TWO, "16", "1,400", "1.40x", "2.00", "5.00", "1.500", "0.100", "95%")
+                       "machine busy", "PG write xact/call", "PG CPU/call ms")  # fmt: skip
+    assert rows[1] == (ONE, "16", "1,000", "1.00x", "2.00", "5.00", "1.500", "0.000", "100%", "0.125", "0.400")
+    assert rows[3] == (TWO, "16", "1,400", "1.40x", "2.00", "5.00", "1.500", "0.100", "95%", "0.250", "0.400")
     assert [row[:4] for row in rows[4:]] == [(ONE, "64", "1,000", "1.00x"), (ONE_BALANCED, "64", "900", "0.90x"),
                                              (TWO, "64", "1,300", "1.30x")]  # fmt: skip
 
