@@ -14,7 +14,11 @@ transaction committed. If the transaction fails, every ``append`` in it raises
 stays at the last committed record. ``append_nowait`` (for outcome events) queues the
 same way without waiting; such events are chained like the others, committed with the
 next batch (a batch of only such events lingers up to ``linger_ms`` for a durable append
-to share its fsync with) and flushed by ``close``; if their batch fails they are lost and logged
+to share its fsync with) and flushed by ``close``. If their batch fails because of the database's
+state (``sqlite3.OperationalError``: locked past ``busy_timeout_ms``, disk full, I/O), they are kept
+(up to ``_RETRY_LIMIT``) and tried again first, every ``_RETRY_S`` seconds or with the next event,
+as the PostgreSQL writer does: an outcome recorded while the disk was full is written once there is
+room. After any other error, and those still kept when the writer stops, they are lost and logged
 (``bastion.audit`` logger, ``failures`` counter).
 
 A cancelled ``append`` may still be written: cancellation does not take an event back.
@@ -44,6 +48,11 @@ from bastion.errors import AuditUnavailable
 __all__ = ["SQLiteAuditLog"]
 
 logger = logging.getLogger("bastion.audit")
+
+_RETRY_S = 1.0
+"""How long queued events whose transaction failed wait for company before they are tried again alone."""
+_RETRY_LIMIT = 100_000
+"""Queued events kept for another try; past this, newer ones are logged as lost."""
 
 
 @dataclass(slots=True)
@@ -86,6 +95,7 @@ class SQLiteAuditLog:
         self._busy_timeout = busy_timeout_ms / 1000
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._retry: list[_Pending] = []  # the writer thread's: queued events to try again first
         self._lock = threading.Lock()
         self._accepting = False
         self._thread: threading.Thread | None = None
@@ -132,8 +142,9 @@ class SQLiteAuditLog:
 
     @property
     def queued(self) -> int:
-        """Events waiting for their transaction (approximate: the writer takes them meanwhile)."""
-        return self._queue.qsize()
+        """Events waiting for their transaction, those of a failed one to be tried again included
+        (approximate: the writer takes them meanwhile)."""
+        return self._queue.qsize() + len(self._retry)
 
     async def head(self) -> tuple[int, str]:
         """See ``AuditLog.head``: the newest record this writer committed (it is the only writer of
@@ -178,6 +189,7 @@ class SQLiteAuditLog:
             with self._lock:
                 self._accepting = False
                 leftover = _drain(self._queue)
+            leftover[:0], self._retry = self._retry, []
             self._settle(leftover, "the audit writer stopped")
             conn.close()
 
@@ -223,8 +235,15 @@ class SQLiteAuditLog:
         ``linger_s`` for one more event, so that it shares the next durable
         commit instead of paying an fsync of its own.
         """
-        batch: list[_Pending] = []
-        item = self._queue.get()
+        if self._retry:  # queued events whose transaction failed go first (counted in ``queued`` meanwhile)
+            try:
+                item = self._queue.get(timeout=_RETRY_S)
+            except queue.Empty:
+                batch, self._retry = self._retry, []
+                return batch, False
+        else:
+            item = self._queue.get()
+        batch, self._retry = self._retry, []
         deadline = time.monotonic() + self._linger_s
         while item is not None:
             batch.append(item)
@@ -275,12 +294,28 @@ class SQLiteAuditLog:
             self.failures += 1
             logger.error("audit batch of %d events not written: %s", len(sealed), exc)
             self._reload_head(conn)
-            self._settle(sealed, f"audit record not written: {exc}")
+            self._keep_queued(sealed, exc)
             return
         self._head = (seq, prev)
         self.commits += 1
         report_commit(self.on_commit, time.perf_counter() - started)
         self._settle(sealed, None)
+
+    def _keep_queued(self, sealed: list[_Pending], exc: Exception) -> None:
+        """After a failed transaction: the waiting appends fail now (their calls are refused); the
+        queued events (outcome records) are kept to be tried again first, up to ``_RETRY_LIMIT``, when
+        the failure is the database's state (``OperationalError``: locked, disk full, I/O), which
+        passes; after any other error (a constraint, text it cannot take) they are lost, logged, as a
+        retry would fail again and hold every later record back."""
+        error = f"audit record not written: {exc}"
+        self._settle([pending for pending in sealed if pending.future is not None], error)
+        queued = [pending for pending in sealed if pending.future is None]
+        if not isinstance(exc, sqlite3.OperationalError):
+            self._settle(queued, error)
+            return
+        room = max(0, _RETRY_LIMIT - len(self._retry))
+        self._retry.extend(queued[:room])
+        self._settle(queued[room:], f"audit record not written, {_RETRY_LIMIT} queued already: {exc}")
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:

@@ -55,7 +55,7 @@ async def test_concurrent_appends_share_transactions_and_keep_the_chain(db: Path
     assert verify(db).ok
 
 
-async def test_failed_commit_refuses_every_waiting_append_and_writes_nothing(db: Path) -> None:
+async def test_failed_commit_refuses_every_waiting_append_and_keeps_the_queued_ones(db: Path) -> None:
     await _fill(db, 2)
     log = SQLiteAuditLog(db, busy_timeout_ms=20)
     async with log:
@@ -64,16 +64,39 @@ async def test_failed_commit_refuses_every_waiting_append_and_writes_nothing(db:
             results = await asyncio.gather(
                 *(log.append(decision(i)) for i in range(5)), return_exceptions=True
             )
-            log.append_nowait(outcome(decision(9)))
+            queued = outcome(decision(9))
+            log.append_nowait(queued)
             with pytest.raises(AuditUnavailable):
                 await log.append(decision(10))  # committed after the queued outcome: same failure
+            assert log.queued == 1  # the outcome, kept for another try
             conn.execute("ROLLBACK")
         assert all(isinstance(r, AuditUnavailable) for r in results)
         assert _seqs(db) == [1, 2]
         assert log.failures >= 1
         await log.append(decision(11))  # the chain state did not advance on failure
-    assert _seqs(db) == [1, 2, 3]
+    events = list(iter_events(db))
+    assert [e["seq"] for e in events] == [1, 2, 3, 4]
+    assert events[2]["id"] == queued.id  # the kept outcome went first, once the lock was free
     assert verify(db).ok
+
+
+async def test_queued_events_are_tried_again_on_their_own_once_the_database_is_free(db: Path) -> None:
+    await _fill(db, 1)
+    async with SQLiteAuditLog(db, busy_timeout_ms=20) as log:
+        with raw(db) as conn:
+            conn.execute("BEGIN EXCLUSIVE")
+            log.append_nowait(outcome(decision(1)))
+            for _ in range(100):  # its first try fails on the lock
+                if log.failures:
+                    break
+                await asyncio.sleep(0.02)
+            assert log.failures >= 1
+            conn.execute("ROLLBACK")
+        for _ in range(150):  # no other event comes: tried again alone within a second or so
+            if len(_seqs(db)) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert _seqs(db) == [1, 2]
 
 
 async def test_a_batch_failing_halfway_is_rolled_back_whole(db: Path) -> None:
