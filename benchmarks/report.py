@@ -293,9 +293,15 @@ def scaling_markdown(scaling: Scaling | None) -> list[str]:
         "public URL and signing key, behind HAProxy from Debian (round robin, no stickiness: a wrk session's calls "
         "reach either replica), against the first alone, directly and behind HAProxy, interleaved at c=16 and "
         "c=64 (`benchmarks/replicas.py`, which also runs alone); CPU per call is the replicas' and HAProxy's "
-        "together, and machine busy the share of all cores busy during the run (`/proc/stat`). On this 2-core "
-        "machine the cores set the limit: one replica keeps most of one core busy, and a second shares the two "
-        "cores with the first, HAProxy, PostgreSQL, Redis, the echo upstream and wrk."
+        "together, and machine busy the share of all cores busy during the run (`/proc/stat`); PG write xact/call "
+        "is the write transactions PostgreSQL committed per call (the next transaction id before and after) and "
+        "PG CPU/call its processes' CPU. On this 2-core machine the cores set the limit: one replica keeps most of "
+        "one core busy, and a second shares the two cores with the first, HAProxy, PostgreSQL, Redis, the echo "
+        "upstream and wrk, so it adds little throughput. It adds CPU per call: each replica commits the audit "
+        "records of half the calls (the transactions serialize on the chain's head row), so its batches are half "
+        "as big and there are twice the write transactions per call, and each process serves half the "
+        "concurrency, so less work is shared per event-loop turn; two replicas scale out where each has its own "
+        "cores."
     )
     out.append("")
     for title, rows in scaling_tables(scaling):
