@@ -12,7 +12,10 @@ rolls back whole, head included, so nothing is half written. PostgreSQL commits 
 The writer is a task on the caller's event loop (asyncpg is asynchronous): events queue in
 process, and each transaction takes every event waiting, up to ``max_batch``; a batch nobody
 waits on (only ``append_nowait`` events) lingers up to ``linger_ms`` for company, as the embedded
-writer does. An event that cannot be written as PostgreSQL text (lone surrogates, or NUL in a
+writer does. A pooled connection the server dropped (PostgreSQL restarted) fails at its first
+statement, before anything of the batch is sent: the transaction is then tried once more on a new
+connection and the pool's other connections are replaced, so a restart refuses no call. An event
+that cannot be written as PostgreSQL text (lone surrogates, or NUL in a
 search column) is refused alone. When a transaction fails (the database unreachable), the appends
 waiting on it fail at once (their calls are refused), while the queued events in it are kept
 (up to ``_RETRY_LIMIT``) and tried again first, every ``_RETRY_S`` seconds or with the next event:
@@ -195,49 +198,67 @@ class PostgresAuditLog:
         return batch, True
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        written: list[_Pending] = []
-        refused: list[_Pending] = []  # settled one by one (not serializable)
         started = time.perf_counter()
-        try:
-            async with self._database.pool.acquire() as connection, connection.transaction():
-                head = await connection.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
-                if head is None:
-                    raise AuditUnavailable("the audit log's head row is missing")
-                seq, prev = int(head["seq"]), str(head["hash"])
-                rows: list[tuple[Any, ...]] = []
-                for pending in batch:
-                    try:
-                        record, text = seal(pending.body, seq=seq + 1, prev_hash=prev)
-                        row = (*index_columns(record), text, record["hash"], self._replica)
-                        _check_text(row)
-                    except (TypeError, ValueError) as exc:  # not a JSON value, or not text PostgreSQL keeps
-                        _settle([pending], f"audit record not serializable: {exc}")
-                        refused.append(pending)
-                        continue
-                    seq, prev = seq + 1, record["hash"]
-                    rows.append(row)
-                    written.append(pending)
-                if rows:
-                    await connection.executemany(_INSERT, rows)
-                    await connection.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", seq, prev)
-        except Exception as exc:  # noqa: BLE001 - any failure refuses the batch (fail closed)
-            self.failures += 1
-            unsettled = [pending for pending in batch if pending not in refused]  # sealed or not yet
-            logger.error("audit batch of %d events not written: %s", len(unsettled), exc)
-            # A waiting append fails now (its call is refused); a queued event is kept and tried again,
-            # so an outcome recorded while the database was away is not lost when it comes back.
-            _settle(
-                [pending for pending in unsettled if pending.future is not None], f"audit record not written: {exc}"
-            )
-            queued = [pending for pending in unsettled if pending.future is None]
-            room = max(0, _RETRY_LIMIT - len(self._retry))
-            self._retry.extend(queued[:room])
-            _settle(queued[room:], f"audit record not written, {_RETRY_LIMIT} queued already: {exc}")
-            return
+        for attempt in (1, 2):
+            written: list[_Pending] = []
+            refused: list[_Pending] = []  # settled one by one (not serializable)
+            began = False  # the head row was read: from here on a failure may follow a sent COMMIT
+            try:
+                async with self._database.pool.acquire() as connection, connection.transaction():
+                    head = await connection.fetchrow("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+                    began = True
+                    if head is None:
+                        raise AuditUnavailable("the audit log's head row is missing")
+                    seq, prev = int(head["seq"]), str(head["hash"])
+                    rows: list[tuple[Any, ...]] = []
+                    for pending in batch:
+                        try:
+                            record, text = seal(pending.body, seq=seq + 1, prev_hash=prev)
+                            row = (*index_columns(record), text, record["hash"], self._replica)
+                            _check_text(row)
+                        except (TypeError, ValueError) as exc:  # not a JSON value, or not text PostgreSQL keeps
+                            _settle([pending], f"audit record not serializable: {exc}")
+                            refused.append(pending)
+                            continue
+                        seq, prev = seq + 1, record["hash"]
+                        rows.append(row)
+                        written.append(pending)
+                    if rows:
+                        await connection.executemany(_INSERT, rows)
+                        await connection.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", seq, prev)
+            except Exception as exc:  # noqa: BLE001 - any failure refuses the batch (fail closed)
+                if attempt == 1 and not began and _connection_lost(exc):
+                    # A pooled connection the server dropped (a restart) fails at its first use, before
+                    # anything of the batch was sent: try once more on a new one, and have every other
+                    # pooled connection replaced, so that a restart refuses no call.
+                    logger.warning("audit: a pooled PostgreSQL connection was gone (%s); trying a new one", exc)
+                    await self._database.pool.expire_connections()
+                    continue
+                self._failed(batch, refused, exc)
+                return
+            break
         if written:
             self.commits += 1
             report_commit(self.on_commit, time.perf_counter() - started)
         _settle(written, None)
+
+    def _failed(self, batch: list[_Pending], refused: list[_Pending], exc: Exception) -> None:
+        """A transaction of ``batch`` failed with ``exc`` (``refused``: its events settled already)."""
+        self.failures += 1
+        unsettled = [pending for pending in batch if pending not in refused]  # sealed or not yet
+        logger.error("audit batch of %d events not written: %s", len(unsettled), exc)
+        # A waiting append fails now (its call is refused); a queued event is kept and tried again,
+        # so an outcome recorded while the database was away is not lost when it comes back.
+        _settle([pending for pending in unsettled if pending.future is not None], f"audit record not written: {exc}")
+        queued = [pending for pending in unsettled if pending.future is None]
+        room = max(0, _RETRY_LIMIT - len(self._retry))
+        self._retry.extend(queued[:room])
+        _settle(queued[room:], f"audit record not written, {_RETRY_LIMIT} queued already: {exc}")
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection itself failed (closed by the server, reset, refused)."""
+    return isinstance(exc, (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError))
 
 
 class PostgresAuditReader:
