@@ -43,12 +43,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import asyncpg
+
 from bastion.audit.build import as_model
 from bastion.audit.record import DecisionEvent, Result, event_body
 from bastion.audit.store import AuditLog
+from bastion.errors import AuditUnavailable
 from bastion.stores.postgres import PostgresDatabase
 
-__all__ = ["OUTCOME_UNKNOWN", "REPLICA_LOST", "ReplicaRegistry", "replica_name"]
+__all__ = ["OUTCOME_UNKNOWN", "REPLICA_LOST", "ReplicaRegistry", "lost_outcome", "replica_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,10 +108,13 @@ class ReplicaRegistry:
         self.swept = 0  # outcome records this replica wrote for lost ones
 
     async def start(self) -> None:
-        """Register this replica and start beating. Raises what the database raises when it cannot
-        be reached (``OSError``, ``asyncpg.PostgresError``)."""
-        await self._database.start()
-        await self._database.pool.execute(_REGISTER, self.replica)
+        """Register this replica and start beating. Raises ``AuditUnavailable`` when the database cannot
+        be reached."""
+        try:
+            await self._database.start()
+            await self._database.pool.execute(_REGISTER, self.replica)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise AuditUnavailable(f"cannot register this replica in PostgreSQL: {exc}") from exc
         self._healthy_since = self._clock()
         self._task = asyncio.create_task(self._run(), name="bastion-replica-heartbeat")
 
