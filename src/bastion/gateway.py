@@ -44,6 +44,7 @@ from bastion.identity.external import guarded_jwks_fetch
 from bastion.limits.activity import SessionActivity
 from bastion.limits.rates import MAX_WINDOW_S
 from bastion.metrics import GatewayMetrics
+from bastion.metrics.gateway_metrics import check_metrics_path
 from bastion.oauth import AuthorizationServer
 from bastion.pipeline.observer import NO_OBSERVER, StepObserver, combined
 from bastion.pipeline.plan import assemble
@@ -446,10 +447,8 @@ class Gateway:
             raise ConfigError("a route gains per-user upstream tokens and no token vault runs: restart to apply")
         if not self._limits_placed and any(caps.active for caps in _caps(config).values()):
             raise ConfigError("a route gains session caps and the running gateway counts no limits: restart to apply")
-        metrics = config.metrics
-        taken = [r.name for r in config.routes if self.metrics is not None and r.public_path == metrics.path]
-        if taken:
-            raise ConfigError(f"route {taken[0]}: its path is metrics.path ({metrics.path})")
+        if self.metrics is not None:
+            check_metrics_path(config)
 
     def install_routes(self, config: BastionConfig, serve: Sequence[ServedRoute], withdraw: Sequence[str]) -> None:
         """Serve ``serve`` (replacing the routes of their names) and stop serving the routes named

@@ -26,7 +26,16 @@ from bastion.metrics.registry import BastionMetrics
 from bastion.metrics.sampled import ScrapedGauges
 from bastion.policy import PolicyEngine
 
-__all__ = ["GatewayMetrics"]
+__all__ = ["GatewayMetrics", "check_metrics_path"]
+
+
+def check_metrics_path(config: BastionConfig) -> None:
+    """Raise ``ConfigError`` when a route of ``config`` is served at ``metrics.path`` (at start, and for
+    the routes of a reload)."""
+    path = config.metrics.path
+    for route in config.routes:
+        if route.public_path == path:
+            raise ConfigError(f"metrics.path: {path} is the path of route {route.name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +56,7 @@ class GatewayMetrics:
         settings = config.metrics
         if not settings.enabled:
             return None
-        for route in config.routes:
-            if route.public_path == settings.path:
-                raise ConfigError(f"metrics.path: {settings.path} is the path of route {route.name}")
+        check_metrics_path(config)
         metrics = BastionMetrics()
         program = ProgramGauges(metrics, config, engine)
         program.record()
