@@ -18,16 +18,44 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from bastion.audit.chain import VerifyResult
 from bastion.audit.record import AuditEvent
 from bastion.errors import AuditUnavailable
 from bastion.stores.lifecycle import Lifecycle
 
-__all__ = ["ActivityReader", "AuditLog", "AuditReader", "EventFilter", "report_commit", "settle_appends"]
+__all__ = [
+    "RETRY_LIMIT",
+    "RETRY_S",
+    "ActivityReader",
+    "AuditLog",
+    "AuditReader",
+    "EventFilter",
+    "Queued",
+    "keep_queued",
+    "report_commit",
+    "settle_appends",
+]
 
 logger = logging.getLogger("bastion.audit")
+
+RETRY_S = 1.0
+"""How long a writer's queued events whose transaction failed wait for company before they are tried
+again alone (seconds)."""
+RETRY_LIMIT = 100_000
+"""Queued events a writer keeps for another try while its database cannot take them; past this, newer
+ones are logged as lost."""
+
+
+class Queued(Protocol):
+    """An event in a writer's queue: ``future`` is what its ``append`` waits on (``None``:
+    ``append_nowait``)."""
+
+    future: asyncio.Future[None] | None
+
+
+Q = TypeVar("Q", bound=Queued)
 
 
 class AuditLog(Lifecycle, Protocol):
@@ -114,6 +142,20 @@ def report_commit(on_commit: Callable[[float], None] | None, seconds: float) -> 
         on_commit(seconds)
     except Exception:
         logger.exception("reporting an audit transaction's time failed")
+
+
+def keep_queued(
+    failed: Iterable[Q], retry: list[Q], settle: Callable[[list[Q], str], None], exc: BaseException
+) -> None:
+    """After a transaction of ``failed`` failed with ``exc``: the waiting appends fail now (``settle``:
+    their calls are refused), and the queued ones (``append_nowait``, outcome records) join ``retry``,
+    to be tried again first, up to ``RETRY_LIMIT`` (past it they are settled as lost: logged)."""
+    failed = list(failed)
+    settle([pending for pending in failed if pending.future is not None], f"audit record not written: {exc}")
+    queued = [pending for pending in failed if pending.future is None]
+    room = max(0, RETRY_LIMIT - len(retry))
+    retry.extend(queued[:room])
+    settle(queued[room:], f"audit record not written, {RETRY_LIMIT} queued already: {exc}")
 
 
 def settle_appends(futures: Iterable[asyncio.Future[None]], error: str | None) -> None:

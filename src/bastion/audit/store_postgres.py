@@ -18,7 +18,7 @@ connection and the pool's other connections are replaced, so a restart refuses n
 that cannot be written as PostgreSQL text (lone surrogates, or NUL in a
 search column) is refused alone. When a transaction fails (the database unreachable), the appends
 waiting on it fail at once (their calls are refused), while the queued events in it are kept
-(up to ``_RETRY_LIMIT``) and tried again first, every ``_RETRY_S`` seconds or with the next event:
+(up to ``RETRY_LIMIT``) and tried again first, every ``RETRY_S`` seconds or with the next event:
 an outcome recorded just as the database went away is written once it is back.
 
 ``PostgresAuditReader`` reads for the CLI, synchronously: each query runs on a private event loop
@@ -47,7 +47,7 @@ from bastion.audit.chain import VerifyResult, seal
 from bastion.audit.query import Call, verify_rows, where_clause
 from bastion.audit.record import AuditEvent, event_body
 from bastion.audit.schema import COLUMNS, index_columns
-from bastion.audit.store import EventFilter, report_commit, settle_appends
+from bastion.audit.store import RETRY_S, EventFilter, keep_queued, report_commit, settle_appends
 from bastion.errors import AuditUnavailable
 from bastion.stores.postgres import PostgresDatabase
 
@@ -63,11 +63,6 @@ _INSERT = (
 )
 _PAGE = 1000
 """Rows per query when the reader walks the log."""
-_RETRY_S = 1.0
-"""How long queued events that failed wait for company before they are tried again alone."""
-_RETRY_LIMIT = 100_000
-"""Queued events kept for another try while the database is unreachable; past this, the oldest stay
-and newer ones are logged as lost."""
 
 
 @dataclass(slots=True, eq=False)  # compared by identity (a batch's refused events)
@@ -175,7 +170,7 @@ class PostgresAuditLog:
         batch, self._retry = self._retry, []
         if batch:
             try:
-                item = await asyncio.wait_for(self._queue.get(), _RETRY_S)
+                item = await asyncio.wait_for(self._queue.get(), RETRY_S)
             except TimeoutError:
                 return batch, False
         else:
@@ -249,11 +244,7 @@ class PostgresAuditLog:
         logger.error("audit batch of %d events not written: %s", len(unsettled), exc)
         # A waiting append fails now (its call is refused); a queued event is kept and tried again,
         # so an outcome recorded while the database was away is not lost when it comes back.
-        _settle([pending for pending in unsettled if pending.future is not None], f"audit record not written: {exc}")
-        queued = [pending for pending in unsettled if pending.future is None]
-        room = max(0, _RETRY_LIMIT - len(self._retry))
-        self._retry.extend(queued[:room])
-        _settle(queued[room:], f"audit record not written, {_RETRY_LIMIT} queued already: {exc}")
+        keep_queued(unsettled, self._retry, _settle, exc)
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -16,7 +16,7 @@ same way without waiting; such events are chained like the others, committed wit
 next batch (a batch of only such events lingers up to ``linger_ms`` for a durable append
 to share its fsync with) and flushed by ``close``. If their batch fails because of the database's
 state (``sqlite3.OperationalError``: locked past ``busy_timeout_ms``, disk full, I/O), they are kept
-(up to ``_RETRY_LIMIT``) and tried again first, every ``_RETRY_S`` seconds or with the next event,
+(up to ``RETRY_LIMIT``) and tried again first, every ``RETRY_S`` seconds or with the next event,
 as the PostgreSQL writer does: an outcome recorded while the disk was full is written once there is
 room. After any other error, and those still kept when the writer stops, they are lost and logged
 (``bastion.audit`` logger, ``failures`` counter).
@@ -42,17 +42,12 @@ from typing import Any, Literal, Self
 from bastion.audit.chain import GENESIS_HASH, seal
 from bastion.audit.record import AuditEvent, event_body
 from bastion.audit.schema import DDL, INSERT, index_columns
-from bastion.audit.store import report_commit, settle_appends
+from bastion.audit.store import RETRY_S, keep_queued, report_commit, settle_appends
 from bastion.errors import AuditUnavailable
 
 __all__ = ["SQLiteAuditLog"]
 
 logger = logging.getLogger("bastion.audit")
-
-_RETRY_S = 1.0
-"""How long queued events whose transaction failed wait for company before they are tried again alone."""
-_RETRY_LIMIT = 100_000
-"""Queued events kept for another try; past this, newer ones are logged as lost."""
 
 
 @dataclass(slots=True)
@@ -237,7 +232,7 @@ class SQLiteAuditLog:
         """
         if self._retry:  # queued events whose transaction failed go first (counted in ``queued`` meanwhile)
             try:
-                item = self._queue.get(timeout=_RETRY_S)
+                item = self._queue.get(timeout=RETRY_S)
             except queue.Empty:
                 batch, self._retry = self._retry, []
                 return batch, False
@@ -303,19 +298,14 @@ class SQLiteAuditLog:
 
     def _keep_queued(self, sealed: list[_Pending], exc: Exception) -> None:
         """After a failed transaction: the waiting appends fail now (their calls are refused); the
-        queued events (outcome records) are kept to be tried again first, up to ``_RETRY_LIMIT``, when
+        queued events (outcome records) are kept to be tried again first (``keep_queued``), when
         the failure is the database's state (``OperationalError``: locked, disk full, I/O), which
         passes; after any other error (a constraint, text it cannot take) they are lost, logged, as a
         retry would fail again and hold every later record back."""
-        error = f"audit record not written: {exc}"
-        self._settle([pending for pending in sealed if pending.future is not None], error)
-        queued = [pending for pending in sealed if pending.future is None]
-        if not isinstance(exc, sqlite3.OperationalError):
-            self._settle(queued, error)
-            return
-        room = max(0, _RETRY_LIMIT - len(self._retry))
-        self._retry.extend(queued[:room])
-        self._settle(queued[room:], f"audit record not written, {_RETRY_LIMIT} queued already: {exc}")
+        if isinstance(exc, sqlite3.OperationalError):
+            keep_queued(sealed, self._retry, self._settle, exc)
+        else:
+            self._settle(sealed, f"audit record not written: {exc}")
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
