@@ -24,6 +24,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from bastion.stores.redis_store import subscribe
+
 __all__ = ["SUBSCRIBED_POLL_S", "DecisionNotices"]
 
 logger = logging.getLogger(__name__)
@@ -65,24 +67,16 @@ class DecisionNotices:
     async def listen(self, on_notice: Callable[[str], None], on_change: Callable[[bool], None]) -> None:
         """Call ``on_notice(approval_id)`` for every id heard, and ``on_change(subscribed)`` each
         time the subscription is made or lost; subscribes again after a pause when the connection
-        fails. Runs until cancelled; never raises anything else."""
-        while True:
-            try:
-                async with Redis.from_url(self._url, socket_connect_timeout=5, socket_keepalive=True) as client, \
-                        client.pubsub() as pubsub:  # fmt: skip
-                    await pubsub.subscribe(self.channel)
-                    self._changed(True, on_change)
-                    async for message in pubsub.listen():
-                        approval_id = _approval_id(message)
-                        if approval_id is not None:
-                            on_notice(approval_id)
-            except asyncio.CancelledError:
-                self._changed(False, on_change)
-                raise
-            except Exception as exc:  # noqa: BLE001 - subscribed again after a pause; the desk polls meanwhile
-                self._changed(False, on_change)
-                logger.warning("the approval decided channel failed: %s; subscribing again", exc)
-                await asyncio.sleep(self._retry_s)
+        fails (``bastion.stores.redis_store.subscribe``). Runs until cancelled; never raises anything
+        else."""
+
+        async def heard(message: dict[str, Any]) -> None:
+            approval_id = _approval_id(message)
+            if approval_id is not None:
+                on_notice(approval_id)
+
+        await subscribe(self._url, self.channel, heard, lambda subscribed: self._changed(subscribed, on_change),
+                        retry_s=self._retry_s, keepalive=True)  # fmt: skip
 
     def _changed(self, subscribed: bool, on_change: Callable[[bool], None]) -> None:
         if subscribed != self.subscribed:

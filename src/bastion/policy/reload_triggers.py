@@ -27,6 +27,7 @@ import watchfiles
 from redis.asyncio import Redis
 
 from bastion.policy.reloading import PolicyReloader, ReloadResult, ReloadTrigger
+from bastion.stores.redis_store import subscribe
 
 __all__ = ["ReplicaReloads", "watch_files"]
 
@@ -91,19 +92,13 @@ class ReplicaReloads:
 
     async def listen(self) -> None:
         """Reload whenever another replica announces one; resubscribes after a lost connection."""
-        while True:
-            try:
-                async with Redis.from_url(self._url, socket_connect_timeout=5) as client, client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    self.ready.set()
-                    async for message in pubsub.listen():
-                        await self._heard(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - subscribed again after a pause
-                self.ready.clear()
-                logger.warning("the policy reload channel failed: %s; subscribing again", exc)
-                await asyncio.sleep(_RETRY_S)
+        await subscribe(self._url, self.channel, self._heard, self._subscribed, retry_s=_RETRY_S)
+
+    def _subscribed(self, subscribed: bool) -> None:
+        if subscribed:
+            self.ready.set()
+        else:
+            self.ready.clear()
 
     async def _heard(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message":
