@@ -167,14 +167,15 @@ class PostgresAuditLog:
     async def _next_batch(self) -> tuple[list[_Pending], bool]:
         """The next batch (queued events that failed before, first), and whether the stop sentinel was
         read (the queue is empty then)."""
-        batch, self._retry = self._retry, []
-        if batch:
+        if self._retry:  # kept in ``_retry`` (counted in ``queued``) while they wait for company
             try:
                 item = await asyncio.wait_for(self._queue.get(), RETRY_S)
             except TimeoutError:
+                batch, self._retry = self._retry, []
                 return batch, False
         else:
             item = await self._queue.get()
+        batch, self._retry = self._retry, []
         deadline = time.monotonic() + self._linger_s
         while item is not None:
             batch.append(item)

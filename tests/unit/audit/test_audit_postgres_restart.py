@@ -35,3 +35,28 @@ def test_appends_after_a_restart_are_not_refused_for_the_stale_connections() -> 
         reader = PostgresAuditReader(PostgresDatabase(postgres.url, schema="audit"))
         assert [event["seq"] for event in reader.events()] == list(range(1, 8))
         assert reader.verify().ok
+
+
+def test_queued_events_kept_while_postgresql_is_away_are_counted_and_written_once_it_is_back() -> None:
+    with private_postgres(free_port()) as postgres:
+
+        async def run() -> None:
+            database = PostgresDatabase(postgres.url, schema="audit", connect_timeout_s=2.0)
+            async with PostgresAuditLog(database) as log:
+                await log.append(decision(1))
+                postgres.stop()
+                log.append_nowait(decision(2))  # an outcome would be queued so
+                for _ in range(500):  # its first try fails (connection refused)
+                    if log.failures:
+                        break
+                    await asyncio.sleep(0.02)
+                assert log.queued == 1  # kept for another try, and counted while it waits for one
+                postgres.start()
+                for _ in range(400):  # tried again alone every second: written once the server is back
+                    if not log.queued:
+                        break
+                    await asyncio.sleep(0.05)
+
+        asyncio.run(asyncio.wait_for(run(), 60))
+        reader = PostgresAuditReader(PostgresDatabase(postgres.url, schema="audit"))
+        assert [event["seq"] for event in reader.events()] == [1, 2]
