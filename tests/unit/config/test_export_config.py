@@ -21,15 +21,9 @@ from bastion.stores.postgres import PostgresDatabase
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> dict[str, Any]:
-    policy = tmp_path / "policy.cedar"
-    policy.write_text('@id("p")\npermit (principal, action, resource);\n', encoding="utf-8")
-    return {
-        "data_dir": str(tmp_path / "data"),
-        "policy": {"files": [str(policy)]},
-        "routes": [{"name": "notes", "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True,
-                                              "allow": ["127.0.0.1"]}}],
-    }  # fmt: skip
+def base(base: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """The shared one-route document (tests/unit/conftest.py) with a data directory of the test's own."""
+    return {**base, "data_dir": str(tmp_path / "data")}
 
 
 def _with(base: dict[str, Any], *exports: dict[str, Any]) -> dict[str, Any]:

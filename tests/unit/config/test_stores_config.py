@@ -13,17 +13,6 @@ from bastion.config.stores import store_backends
 from bastion.errors import ConfigError
 
 
-@pytest.fixture
-def base(tmp_path: Path) -> dict[str, Any]:
-    policy = tmp_path / "policy.cedar"
-    policy.write_text('@id("p")\npermit (principal, action, resource);\n', encoding="utf-8")
-    return {
-        "policy": {"files": [str(policy)]},
-        "routes": [{"name": "notes", "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True,
-                                              "allow": ["127.0.0.1"]}}],
-    }  # fmt: skip
-
-
 def _error(data: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as caught:
         parse_config(data, source="bastion.yaml")

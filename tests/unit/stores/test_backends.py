@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bastion.config import parse_config
 from bastion.stores.backends import activity_store, continuation_store
@@ -14,17 +11,6 @@ from bastion.stores.memory_activity import MemoryActivityStore
 from bastion.stores.memory_continuations import MemoryContinuationStore
 from bastion.stores.redis_activity import RedisActivityStore
 from bastion.stores.redis_continuations import RedisContinuationStore
-
-
-@pytest.fixture
-def base(tmp_path: Path) -> dict[str, Any]:
-    policy = tmp_path / "policy.cedar"
-    policy.write_text('@id("p")\npermit (principal, action, resource);\n', encoding="utf-8")
-    return {
-        "policy": {"files": [str(policy)]},
-        "routes": [{"name": "notes", "http": {"url": "http://127.0.0.1:9/mcp", "allow_http": True,
-                                              "allow": ["127.0.0.1"]}}],
-    }  # fmt: skip
 
 
 def test_without_stores_redis_both_stay_in_this_process(base: dict[str, Any]) -> None:
