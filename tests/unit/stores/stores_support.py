@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from tests.support.databases import (  # noqa: F401 - re-exported for the contra
 )
 
 S = TypeVar("S", bound=AbstractAsyncContextManager[Any])
+T = TypeVar("T")
 
 CLEANUPS: dict[str, Callable[[Path], Awaitable[None]]] = {"postgres": drop_postgres_schema}
 """What a backend leaves behind a test, to remove once its stores are closed."""
@@ -56,3 +57,18 @@ def handles_fixture(backends: dict[str, Callable[[Path], S]]) -> Any:
             yield open_store
 
     return handles
+
+
+@asynccontextmanager
+async def started(store: T) -> AsyncIterator[T]:
+    """``store`` with its ``start`` awaited first and its ``close`` after, when it has them (a memory
+    store has neither)."""
+    start = getattr(store, "start", None)
+    if start is not None:
+        await start()
+    try:
+        yield store
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            await close()

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from stores_support import REDIS_URL, delete_redis_keys
+from stores_support import REDIS_URL, started
 
 from bastion.stores.activity import ActivityStore, CapRefusal, Caps
 from bastion.stores.memory_activity import MemoryActivityStore
@@ -35,25 +34,11 @@ SELF_EXPIRING = ("redis",)
 """Backends whose server expires idle keys itself: their ``sweep`` has nothing to do and returns 0."""
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A Redis key prefix of the test's own; its keys are deleted afterwards."""
-    name = f"bastion-test:{uuid.uuid4().hex}:"
-    yield name
-    await delete_redis_keys(name)
-
-
 @pytest.fixture(params=sorted(BACKENDS))
 async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[ActivityStore]:
     """Each backend of ``ActivityStore``, empty and started."""
-    store = BACKENDS[request.param](prefix)
-    start = getattr(store, "start", None)
-    if start is not None:
-        await start()
-    yield store
-    close = getattr(store, "close", None)
-    if close is not None:
-        await close()
+    async with started(BACKENDS[request.param](prefix)) as store:
+        yield store
 
 
 async def admit(store: ActivityStore, caps: Caps, tool: str | None = "t", *, destructive: bool = False,

@@ -9,13 +9,12 @@ tests at the end open two handles on one shared backend, as two replicas.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from stores_support import REDIS_URL, delete_redis_keys
+from stores_support import REDIS_URL, started
 
 from bastion.stores.continuations import Continuation, ContinuationStore, continuation_key
 from bastion.stores.memory_continuations import MemoryContinuationStore
@@ -33,25 +32,11 @@ BACKENDS: dict[str, Callable[[str], ContinuationStore]] = {
 }
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A Redis key prefix of the test's own; its keys are deleted afterwards."""
-    name = f"bastion-test:{uuid.uuid4().hex}:"
-    yield name
-    await delete_redis_keys(name)
-
-
 @pytest.fixture(params=sorted(BACKENDS))
 async def store(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[ContinuationStore]:
     """Each backend of ``ContinuationStore``, empty and started."""
-    store = BACKENDS[request.param](prefix)
-    start = getattr(store, "start", None)
-    if start is not None:
-        await start()
-    yield store
-    close = getattr(store, "close", None)
-    if close is not None:
-        await close()
+    async with started(BACKENDS[request.param](prefix)) as store:
+        yield store
 
 
 def _continuation(origin: str = "d1", *, expires: float = NOW + 60) -> Continuation:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from stores_support import REDIS_URL, delete_redis_keys
+from stores_support import REDIS_URL, started
 
 from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.stores.redis_sessions import RedisSessionStore
@@ -65,26 +64,12 @@ BACKENDS: dict[str, Factory] = {
 SHARED = ("redis",)
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    """A Redis key prefix of the test's own; its keys are deleted afterwards."""
-    name = f"bastion-test:{uuid.uuid4().hex}:"
-    yield name
-    await delete_redis_keys(name)
-
-
 @pytest.fixture(params=sorted(BACKENDS))
 async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Backend]:
     """Each backend, empty and started, with its clock and the ids of the sessions it dropped by itself."""
     clock, forgotten = Clock(), []
-    store = BACKENDS[request.param](clock, lambda s: forgotten.append(s.id), prefix)
-    start = getattr(store, "start", None)
-    if start is not None:
-        await start()
-    yield Backend(store, clock, forgotten, shared=request.param in SHARED)
-    close = getattr(store, "close", None)
-    if close is not None:
-        await close()
+    async with started(BACKENDS[request.param](clock, lambda s: forgotten.append(s.id), prefix)) as store:
+        yield Backend(store, clock, forgotten, shared=request.param in SHARED)
 
 
 @pytest.fixture

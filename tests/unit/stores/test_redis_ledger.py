@@ -12,13 +12,12 @@ makes ``share`` and ``find_shared`` raise (their callers decide; see ``test_pipe
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from stores_support import REDIS_URL, delete_redis_keys
+from stores_support import REDIS_URL
 from tests.support.bastion_process import free_port
 from tests.support.databases import private_redis
 
@@ -35,13 +34,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = f"bastion-test:{uuid.uuid4().hex}:"
-    yield name
-    await delete_redis_keys(name)
 
 
 @pytest.fixture
