@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.support.audit_events import outcome, principal
+from tests.support.clock import FakeClock
 from tests.support.databases import POSTGRES_URL, drop_postgres_schema, postgres_schema
 
 from bastion.audit.record import Decision, DecisionEvent
@@ -17,16 +18,6 @@ from bastion.audit.replicas import OUTCOME_UNKNOWN, REPLICA_LOST, ReplicaRegistr
 from bastion.audit.store import EventFilter
 from bastion.audit.store_postgres import PostgresAuditLog, PostgresAuditReader
 from bastion.stores.postgres import PostgresDatabase
-
-
-class Clock:
-    """Monotonic seconds the test moves."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -77,7 +68,7 @@ async def _set_seen(database: PostgresDatabase, replica: str, ago_s: float) -> N
 async def test_a_lost_replicas_open_calls_get_an_unknown_outcome_once(schema: str) -> None:
     done, open_call, denied = _call(tool="done"), _call(tool="open"), _call("deny", tool="denied")
     await _write_as(schema, "dead", done, open_call, denied, closed=1)
-    async with _registered(schema, "live", 5, Clock()) as (registry, database):
+    async with _registered(schema, "live", 5, FakeClock(1000.0)) as (registry, database):
         await _set_seen(database, "dead", 60)
         assert await registry.sweep() == 1
         assert await registry.sweep() == 0  # its row is gone: nothing is written twice
@@ -108,7 +99,7 @@ async def test_a_replica_beating_recently_is_left_alone(schema: str) -> None:
 
 
 async def test_a_replica_sweeps_only_after_beating_for_as_long_as_a_loss_takes(schema: str) -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     async with _registered(schema, "live", 5, clock) as (registry, database):
         assert await registry.beat() is False  # just registered
         clock.now += 5

@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
+from tests.support.clock import FakeClock
 
 from bastion.audit import SQLiteAuditLog
 from bastion.config import BastionConfig
@@ -43,19 +44,6 @@ RFC7636_VERIFIER = "dBjftJeZ4CVP-mJ92K9pjJxh2f9mvw8h6HMQ1hLRyqI"
 def s256(verifier: str) -> str:
     """The S256 code challenge of ``verifier`` (RFC 7636 section 4.2), derived here with hashlib."""
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
-
-
-class FakeClock:
-    """A clock the tests move by hand: ``clock()`` is the time, ``clock.advance(s)`` moves it on."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def jwt_claims(token: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from stores_support import REDIS_URL, started
+from tests.support.clock import FakeClock
 
 from bastion.stores.memory_sessions import MemorySessionStore
 from bastion.stores.redis_sessions import RedisSessionStore
@@ -26,30 +27,19 @@ from bastion.stores.sessions import SentRequest, Session, SessionStore
 ALICE = "https://issuer.test\x1falice"
 BOB = "https://issuer.test\x1fbob"
 IDLE_S = 60.0
-
-
-@dataclass
-class Clock:
-    """Wall-clock epoch seconds that move only when told to."""
-
-    now: float = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+EPOCH = 1_700_000_000.0
+"""Where the suite's clock starts (wall-clock epoch seconds, moved by hand)."""
 
 
 @dataclass
 class Backend:
     store: SessionStore
-    clock: Clock
+    clock: FakeClock
     forgotten: list[str] = field(default_factory=list)
     shared: bool = False  # replicas share it: drain leaves its sessions to the others
 
 
-Factory = Callable[[Clock, Callable[[Session], None], str], SessionStore]
+Factory = Callable[[FakeClock, Callable[[Session], None], str], SessionStore]
 
 #: Every backend of ``SessionStore``: a factory of an empty store with ``idle_s`` = 60 (the last
 #: argument is the test's own Redis key prefix).
@@ -67,7 +57,7 @@ SHARED = ("redis",)
 @pytest.fixture(params=sorted(BACKENDS))
 async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Backend]:
     """Each backend, empty and started, with its clock and the ids of the sessions it dropped by itself."""
-    clock, forgotten = Clock(), []
+    clock, forgotten = FakeClock(EPOCH), []
     async with started(BACKENDS[request.param](clock, lambda s: forgotten.append(s.id), prefix)) as store:
         yield Backend(store, clock, forgotten, shared=request.param in SHARED)
 
@@ -291,7 +281,7 @@ async def test_concurrent_calls_keep_every_session_and_every_update(store: Sessi
 @pytest.fixture
 async def replicas(prefix: str) -> AsyncIterator[tuple[Backend, Backend]]:
     """Two handles on one Redis prefix with one clock, as two replicas; each records what it dropped."""
-    clock = Clock()
+    clock = FakeClock(EPOCH)
     async with AsyncExitStack() as stack:
         backends = []
         for _ in range(2):

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from stores_support import REDIS_URL
 from tests.support.bastion_process import free_port
+from tests.support.clock import FakeClock
 from tests.support.databases import private_redis
 
 from bastion.stores.redis_sessions import RedisSessionStore
@@ -28,14 +29,6 @@ ALICE = "https://issuer.test\x1falice"
 IDLE_S = 60.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 async def redis() -> AsyncIterator[Redis]:
     async with Redis.from_url(REDIS_URL) as client:
@@ -43,12 +36,12 @@ async def redis() -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def clock() -> Clock:
-    return Clock()
+async def clock() -> FakeClock:
+    return FakeClock(1_700_000_000.0)
 
 
 @pytest.fixture
-async def store(prefix: str, clock: Clock) -> AsyncIterator[RedisSessionStore]:
+async def store(prefix: str, clock: FakeClock) -> AsyncIterator[RedisSessionStore]:
     async with RedisSessionStore(REDIS_URL, prefix=prefix, idle_s=IDLE_S, clock=clock, ledger_size=3) as opened:
         yield opened
 
@@ -74,7 +67,7 @@ async def test_the_entries_hold_what_the_filters_need_under_the_session(
     assert 0 < await redis.pttl(f"{prefix}req-order:{session.id}") <= ttl_ms
 
 
-async def test_past_the_size_the_oldest_entries_are_forgotten(store: RedisSessionStore, clock: Clock) -> None:
+async def test_past_the_size_the_oldest_entries_are_forgotten(store: RedisSessionStore, clock: FakeClock) -> None:
     session = await store.create("notes", ALICE)
     for n in range(5):
         clock.now += 1
@@ -87,7 +80,7 @@ async def test_past_the_size_the_oldest_entries_are_forgotten(store: RedisSessio
 
 
 async def test_the_entries_go_with_their_session(
-    store: RedisSessionStore, redis: Redis, prefix: str, clock: Clock
+    store: RedisSessionStore, redis: Redis, prefix: str, clock: FakeClock
 ) -> None:
     deleted, idle, swept = [await store.create("notes", ALICE) for _ in range(3)]
     for session in (deleted, idle, swept):

@@ -5,19 +5,11 @@ What every ``SessionStore`` does is in ``test_contract_sessions.py``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from tests.support.clock import FakeClock
 
 from bastion.stores.memory_sessions import MemorySessionStore
 
 ALICE = "https://issuer.test\x1falice"
-
-
-@dataclass
-class Clock:
-    now: float = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_the_number_of_sessions_is_bounded() -> None:
@@ -29,7 +21,7 @@ async def test_the_number_of_sessions_is_bounded() -> None:
 
 
 async def test_eviction_drops_expired_sessions_before_live_ones() -> None:
-    clock = Clock()
+    clock = FakeClock(1_700_000_000.0)
     store = MemorySessionStore(idle_s=60, max_sessions=10, clock=clock)
     stale = [await store.create("notes", ALICE) for _ in range(3)]
     clock.now += 120
@@ -42,7 +34,7 @@ async def test_eviction_drops_expired_sessions_before_live_ones() -> None:
 
 
 async def test_eviction_of_live_sessions_drops_the_least_recently_used() -> None:
-    clock = Clock()
+    clock = FakeClock(1_700_000_000.0)
     forgotten: list[str] = []
     store = MemorySessionStore(idle_s=3600, max_sessions=10, on_forget=lambda s: forgotten.append(s.id), clock=clock)
     sessions = []
